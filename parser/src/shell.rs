@@ -21,7 +21,7 @@ impl Env for BTreeMap<String, String> {
 }
 
 /// Pairs in declaration order; a later pair wins, as in `KEY=a KEY=b`.
-impl Env for [(String, String)] {
+impl Env for Vec<(String, String)> {
     fn lookup(&self, name: &str) -> Option<&str> {
         self.iter()
             .rev()
@@ -49,7 +49,8 @@ pub struct Expanded {
     pub words: Vec<String>,
     /// Variable names that were looked up and found.
     pub matched: BTreeSet<String>,
-    /// Variable names that were looked up and not set.
+    /// Variable names that were used without a fallback and were not set (`${X:-d}`, `${X:+w}`
+    /// and `${X:?m}` name a fallback and are not listed): what the `UndefinedVar` check reports.
     pub unmatched: BTreeSet<String>,
 }
 
@@ -384,7 +385,11 @@ impl Scanner<'_> {
                     Err(_) if self.peek().is_none() => return Err(ShellError::MissingBrace),
                     Err(e) => return Err(e),
                 };
+                let seen_unguarded = self.unmatched.contains(&name);
                 let value = self.get_env(&name);
+                if value.is_none() && !seen_unguarded && matches!(op, '-' | '+' | '?') {
+                    self.unmatched.remove(&name);
+                }
                 if self.lex.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{ops}{word}}}"));
                 }
@@ -628,8 +633,8 @@ mod tests {
 
     #[test]
     fn unmatched_names_are_reported() {
-        let r = Lexer::default().expand("$A $B ${C:-x}", &env()).unwrap();
-        assert_eq!(r.unmatched.into_iter().collect::<Vec<_>>(), vec!["B", "C"]);
+        let r = Lexer::default().expand("$A $B ${C:-x} ${D#x}", &env()).unwrap();
+        assert_eq!(r.unmatched.into_iter().collect::<Vec<_>>(), vec!["B", "D"]);
         assert_eq!(r.matched.into_iter().collect::<Vec<_>>(), vec!["A"]);
     }
 }

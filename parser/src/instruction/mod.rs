@@ -575,7 +575,7 @@ fn healthcheck(node: &Node) -> Result<Kind, ParseError> {
         let ns = values::parse_go_duration(&v)
             .ok_or_else(|| err(span, format!("invalid duration {v:?} for --{name}")))?;
         if ns != 0 && ns < 1_000_000 {
-            return Err(err(span, format!("interval {name:?} cannot be less than 1ms")));
+            return Err(err(span, format!("--{name} cannot be less than 1ms")));
         }
         Ok(Some(ns))
     };

@@ -141,6 +141,8 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
         }
         if let Some(t) = node.trigger.as_deref_mut() {
             t.heredocs = node.heredocs.clone();
+            t.start_line = start_line;
+            t.end_line = end_line;
         }
         for &ln in &empty_lines {
             warnings.push(Warning {

@@ -1,0 +1,35 @@
+//! Command-line definitions (clap) and dispatch to one module per command.
+
+mod check;
+mod dockerfile;
+mod parse;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// kiln: a daemonless image builder and runner.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Store directory (else $KILN_ROOT, else /var/lib/kiln as root, $XDG_DATA_HOME/kiln otherwise).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the parsed Dockerfile (JSON or a tree).
+    Parse(parse::Args),
+    /// Run BuildKit's build checks on a Dockerfile.
+    Check(check::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Parse(a) => parse::run(a),
+        Command::Check(a) => check::run(a),
+    }
+}
