@@ -452,7 +452,12 @@ impl Checker<'_> {
             "WORKDIR" => {
                 if let Some(a) = n.args.first() {
                     let dir = a.text.trim();
-                    if dir.starts_with('/') || dir.starts_with('$') {
+                    let b = dir.as_bytes();
+                    let windows_abs = b.len() >= 3
+                        && b[0].is_ascii_alphabetic()
+                        && b[1] == b':'
+                        && (b[2] == b'\\' || b[2] == b'/');
+                    if dir.starts_with('/') || dir.starts_with('$') || windows_abs {
                         st.abs_workdir = true;
                     } else if !st.abs_workdir {
                         self.warn(
