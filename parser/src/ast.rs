@@ -18,6 +18,20 @@ pub struct Dockerfile {
     pub nodes: Vec<Node>,
     /// Problems found while reading lines (empty continuation lines).
     pub warnings: Vec<Warning>,
+    /// The source text (BOM removed), which `Node::original` ranges point into.
+    pub source: String,
+}
+
+impl Dockerfile {
+    /// The source lines of `node` exactly as written (line endings normalised to `\n`).
+    pub fn original(&self, node: &Node) -> String {
+        let text = self.source.get(node.original.clone()).unwrap_or("");
+        if text.contains('\r') {
+            text.replace("\r\n", "\n")
+        } else {
+            text.to_string()
+        }
+    }
 }
 
 /// A finding that does not stop parsing (parser warnings and lint results).
@@ -31,8 +45,8 @@ pub struct Warning {
 /// One instruction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// The keyword as written (`run`, `RUN`, `Run`).
-    pub keyword: String,
+    /// Where the keyword as written (`run`, `RUN`, `Run`) sits in `logical`.
+    pub keyword_range: std::ops::Range<usize>,
     pub keyword_span: Span,
     pub flags: Vec<Flag>,
     /// Arguments as the parser splits them for this instruction, quotes and escapes kept.
@@ -48,8 +62,9 @@ pub struct Node {
     pub trigger: Option<Box<Node>>,
     /// The logical line after continuation lines were joined and comment lines dropped.
     pub logical: String,
-    /// The source lines exactly as written (including continuation comments and heredoc bodies).
-    pub original: String,
+    /// Byte range of the source lines in `Dockerfile::source` (including continuation comments
+    /// and heredoc bodies); see [`Dockerfile::original`].
+    pub original: std::ops::Range<usize>,
     /// From the keyword to the end of the instruction's last line.
     pub span: Span,
     pub start_line: usize,
@@ -60,14 +75,17 @@ pub struct Node {
     pub map: SourceMap,
     /// Byte offset in `logical` where the arguments start.
     pub args_offset: usize,
-    /// Lines that were empty inside a continuation (`NoEmptyContinuation`).
-    pub empty_continuation_lines: Vec<usize>,
 }
 
 impl Node {
+    /// The keyword as written.
+    pub fn keyword(&self) -> &str {
+        self.logical.get(self.keyword_range.clone()).unwrap_or("")
+    }
+
     /// The keyword in upper case.
     pub fn command(&self) -> String {
-        self.keyword.to_ascii_uppercase()
+        self.keyword().to_ascii_uppercase()
     }
 
     /// The arguments' text after the flags, as in the logical line.

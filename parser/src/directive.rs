@@ -121,7 +121,10 @@ mod tests {
     #[test]
     fn directive_forms() {
         assert_eq!(split_directive("# escape=`"), Some(("escape", "`")));
-        assert_eq!(split_directive("#Syntax = a/b:1  "), Some(("Syntax", "a/b:1")));
+        assert_eq!(
+            split_directive("#Syntax = a/b:1  "),
+            Some(("Syntax", "a/b:1"))
+        );
         assert_eq!(split_directive("# escape="), None);
         assert_eq!(split_directive("# 1x=y"), None);
         assert_eq!(split_directive("# just a comment"), None);

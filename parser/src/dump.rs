@@ -84,21 +84,21 @@ impl From<&Warning> for DumpWarning {
         DumpWarning {
             rule: w.rule.to_string(),
             message: w.message.clone(),
-            line: w.span.start.line,
-            column: w.span.start.col,
+            line: w.span.start.line(),
+            column: w.span.start.col(),
         }
     }
 }
 
-fn instruction(n: &Node) -> DumpInstruction {
+fn instruction(df: &Dockerfile, n: &Node) -> DumpInstruction {
     let cmd = n.command();
     let has_pairs = matches!(cmd.as_str(), "ENV" | "LABEL" | "ARG");
     DumpInstruction {
         keyword: cmd.clone(),
-        written: n.keyword.clone(),
+        written: n.keyword().to_string(),
         start_line: n.start_line,
         end_line: n.end_line,
-        column: n.keyword_span.start.col,
+        column: n.keyword_span.start.col(),
         flags: n
             .flags
             .iter()
@@ -132,13 +132,13 @@ fn instruction(n: &Node) -> DumpInstruction {
             })
             .collect(),
         trigger: n.trigger.as_deref().map(|t| {
-            let mut d = instruction(t);
+            let mut d = instruction(df, t);
             d.start_line = n.start_line;
             d.end_line = n.end_line;
             d.original = t.logical.trim().to_string();
             Box::new(d)
         }),
-        original: n.original.clone(),
+        original: df.original(n),
     }
 }
 
@@ -152,10 +152,10 @@ pub fn dump(df: &Dockerfile) -> DumpFile {
             .map(|d| DumpDirective {
                 name: d.name.clone(),
                 value: d.value.clone(),
-                line: d.span.start.line,
+                line: d.span.start.line(),
             })
             .collect(),
-        instructions: df.nodes.iter().map(instruction).collect(),
+        instructions: df.nodes.iter().map(|n| instruction(df, n)).collect(),
         warnings: df.warnings.iter().map(DumpWarning::from).collect(),
     }
 }

@@ -39,7 +39,9 @@ pub const RULES: [&str; 19] = [
 
 /// A close variable name, only for names long enough that a near miss means a typo.
 fn suggestion<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    (name.chars().count() >= 3).then(|| closest(name, candidates)).flatten()
+    (name.chars().count() >= 3)
+        .then(|| closest(name, candidates))
+        .flatten()
 }
 
 /// Settings from the `check` directive.
@@ -175,18 +177,18 @@ impl Checker<'_> {
     fn casing(&mut self) {
         let (mut lower, mut upper) = (0, 0);
         for n in &self.df.nodes {
-            if n.keyword == n.keyword.to_ascii_lowercase() {
+            if n.keyword() == n.keyword().to_ascii_lowercase() {
                 lower += 1;
-            } else if n.keyword == n.keyword.to_ascii_uppercase() {
+            } else if n.keyword() == n.keyword().to_ascii_uppercase() {
                 upper += 1;
             }
         }
         let majority_lower = lower > upper;
         for n in &self.df.nodes {
             let (ok, which) = if majority_lower {
-                (n.keyword == n.keyword.to_ascii_lowercase(), "lowercase")
+                (n.keyword() == n.keyword().to_ascii_lowercase(), "lowercase")
             } else {
-                (n.keyword == n.keyword.to_ascii_uppercase(), "uppercase")
+                (n.keyword() == n.keyword().to_ascii_uppercase(), "uppercase")
             };
             if !ok {
                 self.warn(
@@ -194,7 +196,7 @@ impl Checker<'_> {
                     n.keyword_span,
                     format!(
                         "Command '{}' should match the case of the command majority ({which})",
-                        n.keyword
+                        n.keyword()
                     ),
                 );
             }
@@ -262,15 +264,19 @@ impl Checker<'_> {
         let args = &n.args;
         let mut name = None;
         if let [image, as_kw, stage_name] = args.as_slice() {
-            let from_upper = n.keyword == n.keyword.to_ascii_uppercase();
+            let from_upper = n.keyword() == n.keyword().to_ascii_uppercase();
             let as_upper = as_kw.text == as_kw.text.to_ascii_uppercase();
-            let from_lower = n.keyword == n.keyword.to_ascii_lowercase();
+            let from_lower = n.keyword() == n.keyword().to_ascii_lowercase();
             let as_lower = as_kw.text == as_kw.text.to_ascii_lowercase();
             if (from_upper && !as_upper) || (from_lower && !as_lower) {
                 self.warn(
                     "FromAsCasing",
                     as_kw.span,
-                    format!("'{}' and '{}' keywords' casing do not match", as_kw.text, n.keyword),
+                    format!(
+                        "'{}' and '{}' keywords' casing do not match",
+                        as_kw.text,
+                        n.keyword()
+                    ),
                 );
             }
             let lower = stage_name.text.to_ascii_lowercase();
@@ -288,7 +294,10 @@ impl Checker<'_> {
                     format!("Stage name should not use the same name as reserved stage '{lower}'"),
                 );
             }
-            if stages.iter().any(|(s, _, _)| s.as_deref() == Some(lower.as_str())) {
+            if stages
+                .iter()
+                .any(|(s, _, _)| s.as_deref() == Some(lower.as_str()))
+            {
                 self.warn(
                     "DuplicateStageName",
                     stage_name.span,
@@ -335,7 +344,9 @@ impl Checker<'_> {
             }
         }
         // Declared ARGs whose defaults leave the image name empty or dangling.
-        let image = args.first().filter(|a| a.text.contains('$') && all_declared);
+        let image = args
+            .first()
+            .filter(|a| a.text.contains('$') && all_declared);
         if let Some(image) = image {
             let env: Vec<(String, String)> = defaults
                 .iter()
@@ -379,7 +390,15 @@ impl Checker<'_> {
         // Variables used by instructions the builder expands.
         let expands = matches!(
             cmd,
-            "ADD" | "COPY" | "ENV" | "EXPOSE" | "LABEL" | "STOPSIGNAL" | "USER" | "VOLUME" | "WORKDIR"
+            "ADD"
+                | "COPY"
+                | "ENV"
+                | "EXPOSE"
+                | "LABEL"
+                | "STOPSIGNAL"
+                | "USER"
+                | "VOLUME"
+                | "WORKDIR"
         );
         if expands {
             let vars = st.vars.clone();
@@ -399,7 +418,11 @@ impl Checker<'_> {
                     }
                 }
             }
-            for f in n.flags.iter().filter(|f| f.name == "chown" || f.name == "chmod") {
+            for f in n
+                .flags
+                .iter()
+                .filter(|f| f.name == "chown" || f.name == "chmod")
+            {
                 if let Some(v) = &f.value {
                     self.undefined(v, f.span, &vars);
                 }
@@ -433,7 +456,10 @@ impl Checker<'_> {
             ),
             "SHELL" => st.has_shell = true,
             "CMD" | "ENTRYPOINT" | "HEALTHCHECK" => {
-                st.singles.entry(cmd.to_string()).or_default().push(n.keyword_span);
+                st.singles
+                    .entry(cmd.to_string())
+                    .or_default()
+                    .push(n.keyword_span);
                 if cmd != "HEALTHCHECK" && !n.exec_form && !st.has_shell && !n.args.is_empty() {
                     self.warn(
                         "JSONArgsRecommended",

@@ -393,9 +393,15 @@ impl Scanner<'_> {
                 if self.lex.skip_unset && value.is_none() {
                     return Ok(format!("${{{name}{ops}{word}}}"));
                 }
-                let empty = value.as_deref().is_none_or(|v| null_is_unset && v.is_empty());
+                let empty = value
+                    .as_deref()
+                    .is_none_or(|v| null_is_unset && v.is_empty());
                 match op {
-                    '-' => Ok(if empty { word } else { value.unwrap_or_default() }),
+                    '-' => Ok(if empty {
+                        word
+                    } else {
+                        value.unwrap_or_default()
+                    }),
                     '+' => Ok(if empty { String::new() } else { word }),
                     '?' => {
                         let default = match value {
@@ -561,7 +567,9 @@ impl Glob {
 
     /// The end of the longest match starting at `start`.
     fn longest_at(&self, v: &[char], start: usize) -> Option<usize> {
-        (start..=v.len()).rev().find(|&e| self.matches(&v[start..e]))
+        (start..=v.len())
+            .rev()
+            .find(|&e| self.matches(&v[start..e]))
     }
 
     fn replace(&self, v: &[char], rep: &str, all: bool) -> String {
@@ -628,12 +636,17 @@ mod tests {
             skip_unset: true,
             ..Lexer::default()
         };
-        assert_eq!(lex.expand_str("$NOPE ${A} ${U:-x}", &env()).unwrap(), "$NOPE a ${U:-x}");
+        assert_eq!(
+            lex.expand_str("$NOPE ${A} ${U:-x}", &env()).unwrap(),
+            "$NOPE a ${U:-x}"
+        );
     }
 
     #[test]
     fn unmatched_names_are_reported() {
-        let r = Lexer::default().expand("$A $B ${C:-x} ${D#x}", &env()).unwrap();
+        let r = Lexer::default()
+            .expand("$A $B ${C:-x} ${D#x}", &env())
+            .unwrap();
         assert_eq!(r.unmatched.into_iter().collect::<Vec<_>>(), vec!["B", "D"]);
         assert_eq!(r.matched.into_iter().collect::<Vec<_>>(), vec!["A"]);
     }

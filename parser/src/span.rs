@@ -7,13 +7,27 @@ use serde::Serialize;
 /// A position in the Dockerfile text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
 pub struct Pos {
-    pub line: usize,
-    pub col: usize,
+    pub line: u32,
+    pub col: u32,
 }
 
 impl Pos {
+    /// Positions are stored as `u32` (half the memory per span); a file of more than 4 billion
+    /// lines or columns is not a Dockerfile, and saturates instead of wrapping.
     pub fn new(line: usize, col: usize) -> Self {
-        Pos { line, col }
+        let clamp = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        Pos {
+            line: clamp(line),
+            col: clamp(col),
+        }
+    }
+
+    pub fn line(&self) -> usize {
+        self.line as usize
+    }
+
+    pub fn col(&self) -> usize {
+        self.col as usize
     }
 }
 
@@ -45,14 +59,29 @@ impl std::fmt::Display for Pos {
 /// comment lines dropped) back to physical line:column positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceMap {
-    /// (byte offset in the logical text, physical position of that byte), ascending by offset.
-    segments: Vec<(usize, Pos)>,
+    /// The first segment, held inline: most instructions are one line and need no allocation.
+    first: Option<(usize, Pos)>,
+    /// Further segments (continuation lines): (byte offset in the logical text, physical
+    /// position of that byte), ascending by offset.
+    more: Vec<(usize, Pos)>,
     text_len: usize,
 }
 
 impl SourceMap {
     pub(crate) fn push(&mut self, offset: usize, pos: Pos) {
-        self.segments.push((offset, pos));
+        if self.first.is_none() {
+            self.first = Some((offset, pos));
+        } else {
+            self.more.push((offset, pos));
+        }
+    }
+
+    fn segment_at(&self, offset: usize) -> Option<(usize, Pos)> {
+        let idx = self.more.partition_point(|(o, _)| *o <= offset);
+        match idx.checked_sub(1) {
+            Some(i) => self.more.get(i).copied(),
+            None => self.first.filter(|(o, _)| *o <= offset),
+        }
     }
 
     pub(crate) fn set_len(&mut self, len: usize) {
@@ -62,16 +91,20 @@ impl SourceMap {
     /// The physical position of byte `offset` of `text` (the logical line this map was built for).
     pub fn locate(&self, text: &str, offset: usize) -> Pos {
         let offset = offset.min(text.len());
-        let idx = self.segments.partition_point(|(o, _)| *o <= offset);
-        let Some(&(seg_off, seg_pos)) = idx.checked_sub(1).and_then(|i| self.segments.get(i))
-        else {
+        let Some((seg_off, seg_pos)) = self.segment_at(offset) else {
             return Pos::new(1, 1);
         };
         let chars = text
             .get(seg_off..offset)
-            .map(|s| s.chars().count())
+            .map(|s| {
+                if s.is_ascii() {
+                    s.len()
+                } else {
+                    s.chars().count()
+                }
+            })
             .unwrap_or(0);
-        Pos::new(seg_pos.line, seg_pos.col + chars)
+        Pos::new(seg_pos.line(), seg_pos.col() + chars)
     }
 
     /// The span of bytes `start..end` of `text`.
@@ -80,7 +113,7 @@ impl SourceMap {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty() || self.text_len == 0
+        self.first.is_none() || self.text_len == 0
     }
 }
 
@@ -89,7 +122,7 @@ impl SourceMap {
     pub(crate) fn shifted(&self, text: &str, off: usize) -> SourceMap {
         let mut out = SourceMap::default();
         out.push(0, self.locate(text, off));
-        for &(o, p) in &self.segments {
+        for &(o, p) in self.first.iter().chain(&self.more) {
             if o > off {
                 out.push(o - off, p);
             }

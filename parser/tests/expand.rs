@@ -1,5 +1,6 @@
 //! Table-driven test of `${}` expansion and word splitting against `testdata/shell/expand.txt`
 //! (format in the file's header). Adding a row needs no Rust code.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -26,7 +27,9 @@ fn expansion_table() {
             lex = Lexer::new(c.chars().next().unwrap());
             continue;
         }
-        let (input, rest) = line.split_once(" => ").unwrap_or_else(|| panic!("line {no}: {line}"));
+        let (input, rest) = line
+            .split_once(" => ")
+            .unwrap_or_else(|| panic!("line {no}: {line}"));
         let (expected, words) = match rest.split_once(" || ") {
             Some((e, w)) => (e, Some(w)),
             None => (rest, None),
@@ -35,7 +38,9 @@ fn expansion_table() {
         let got = lex.expand(input, &env);
         match (expected.strip_prefix("error: "), got) {
             (Some(msg), Err(e)) if e.to_string() == msg => {}
-            (Some(msg), other) => failures.push(format!("{no}: {input}: want error {msg:?}, got {other:?}")),
+            (Some(msg), other) => {
+                failures.push(format!("{no}: {input}: want error {msg:?}, got {other:?}"))
+            }
             (None, Err(e)) => failures.push(format!("{no}: {input}: unexpected error {e}")),
             (None, Ok(r)) => {
                 let want = if expected == "∅" { "" } else { expected };
@@ -45,12 +50,23 @@ fn expansion_table() {
                 if let Some(w) = words {
                     let want: Vec<&str> = w.split('|').collect();
                     if r.words != want {
-                        failures.push(format!("{no}: {input}: want words {want:?}, got {:?}", r.words));
+                        failures.push(format!(
+                            "{no}: {input}: want words {want:?}, got {:?}",
+                            r.words
+                        ));
                     }
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {rows} rows failed:\n{}", failures.len(), failures.join("\n"));
-    assert!(rows >= 150, "the table must keep at least 150 rows, has {rows}");
+    assert!(
+        failures.is_empty(),
+        "{} of {rows} rows failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(
+        rows >= 150,
+        "the table must keep at least 150 rows, has {rows}"
+    );
 }

@@ -46,7 +46,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if n == 0 {
         eprintln!("{}: no problems found", src.name);
     } else {
-        eprintln!("{}: {n} {}", src.name, if n == 1 { "finding" } else { "findings" });
+        eprintln!(
+            "{}: {n} {}",
+            src.name,
+            if n == 1 { "finding" } else { "findings" }
+        );
     }
     Ok(if report.is_error() {
         ExitCode::from(1)

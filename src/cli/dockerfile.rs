@@ -32,10 +32,14 @@ pub fn read(file: Option<&Path>) -> anyhow::Result<Source> {
         }
         None => PathBuf::from("Dockerfile"),
     };
-    let bytes =
-        std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| anyhow::anyhow!("{}: not valid UTF-8 text at byte {}", path.display(), e.utf8_error().valid_up_to()))?;
+    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: not valid UTF-8 text at byte {}",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })?;
     Ok(Source {
         name: path.display().to_string(),
         text,

@@ -12,7 +12,7 @@ fn source_line(src: &str, n: usize) -> Option<&str> {
 
 /// Renders one diagnostic.
 pub fn render(file: &str, src: &str, span: Span, severity: &str, message: &str) -> String {
-    let (line, col) = (span.start.line, span.start.col.max(1));
+    let (line, col) = (span.start.line(), span.start.col().max(1));
     let mut out = format!("{file}:{line}:{col}: {severity}: {message}\n");
     if let Some(text) = source_line(src, line) {
         let gutter = line.to_string();
@@ -23,8 +23,8 @@ pub fn render(file: &str, src: &str, span: Span, severity: &str, message: &str) 
             .take(col - 1)
             .map(|c| if c == '\t' { '\t' } else { ' ' })
             .collect();
-        let width = if span.end.line == line && span.end.col > col {
-            span.end.col - col
+        let width = if span.end.line() == line && span.end.col() > col {
+            span.end.col() - col
         } else {
             1
         };

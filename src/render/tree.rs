@@ -63,7 +63,11 @@ pub fn render(df: &Dockerfile) -> String {
         node(&mut out, n, "");
     }
     for w in &df.warnings {
-        let _ = writeln!(out, "warning: line {}: {}: {}", w.span.start.line, w.rule, w.message);
+        let _ = writeln!(
+            out,
+            "warning: line {}: {}: {}",
+            w.span.start.line, w.rule, w.message
+        );
     }
     out
 }

@@ -47,7 +47,10 @@ impl<'a> Flags<'a> {
             };
             let entry = out.values.entry(name.as_str()).or_default();
             if !entry.is_empty() && *ty != FlagType::Strings {
-                return Err(ParseError::new(*span, format!("duplicate flag specified: {name}")));
+                return Err(ParseError::new(
+                    *span,
+                    format!("duplicate flag specified: {name}"),
+                ));
             }
             let v: &str = match (ty, value.as_deref()) {
                 (FlagType::Bool, None) => "true",
@@ -68,7 +71,10 @@ impl<'a> Flags<'a> {
                     }
                 },
                 (_, None) => {
-                    return Err(ParseError::new(*span, format!("missing a value on flag: {name}")));
+                    return Err(ParseError::new(
+                        *span,
+                        format!("missing a value on flag: {name}"),
+                    ));
                 }
                 (_, Some(v)) => v,
             };

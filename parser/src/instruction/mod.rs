@@ -85,6 +85,15 @@ pub enum Security {
     Insecure,
 }
 
+/// FROM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct From {
+    pub image: String,
+    /// Lowercased stage name.
+    pub name: Option<String>,
+    pub platform: Option<String>,
+}
+
 /// RUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
@@ -135,27 +144,22 @@ pub enum Health {
 /// What an instruction does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
-    From {
-        image: String,
-        /// Lowercased stage name.
-        name: Option<String>,
-        platform: Option<String>,
-    },
+    From(Box<From>),
     Arg(Vec<ArgDecl>),
     Env(Vec<(String, String)>),
     Label(Vec<(String, String)>),
-    Run(Run),
+    Run(Box<Run>),
     Cmd(Command),
     Entrypoint(Command),
     Shell(Vec<String>),
-    Copy(Copy),
+    Copy(Box<Copy>),
     Expose(Vec<String>),
     Volume(Vec<String>),
     User(String),
     Workdir(String),
     Maintainer(String),
     StopSignal(String),
-    Healthcheck(Health),
+    Healthcheck(Box<Health>),
     OnBuild {
         trigger: Box<Instruction>,
         /// The trigger as written, stored in the image config's `OnBuild`.
@@ -165,7 +169,11 @@ pub enum Kind {
 
 /// Converts every node of the AST, stopping at the first invalid one.
 pub fn from_ast(df: &Dockerfile) -> Result<Vec<Instruction>, ParseError> {
-    df.nodes.iter().map(from_node).collect()
+    let mut out = Vec::with_capacity(df.nodes.len());
+    for node in &df.nodes {
+        out.push(from_node(node)?);
+    }
+    Ok(out)
 }
 
 fn err(span: Span, msg: impl Into<String>) -> ParseError {
@@ -229,9 +237,9 @@ pub fn from_node(node: &Node) -> Result<Instruction, ParseError> {
                 [_, as_kw, name] if as_kw.eq_ignore_ascii_case("as") => {
                     let lower = name.to_ascii_lowercase();
                     let valid = lower.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-                        && lower
-                            .chars()
-                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c));
+                        && lower.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c)
+                        });
                     if !valid {
                         return Err(err(
                             node.args[2].span,
@@ -249,11 +257,11 @@ pub fn from_node(node: &Node) -> Result<Instruction, ParseError> {
                     ));
                 }
             };
-            Kind::From {
+            Kind::From(Box::new(From {
                 image: args[0].to_string(),
                 name,
                 platform: f.string("platform").map(|(v, _)| v),
-            }
+            }))
         }
         "ARG" => {
             no_flags()?;
@@ -344,7 +352,10 @@ pub fn from_node(node: &Node) -> Result<Instruction, ParseError> {
         "ONBUILD" => {
             no_flags()?;
             let Some(trigger) = node.trigger.as_deref() else {
-                return Err(err(node.keyword_span, "ONBUILD requires at least one argument"));
+                return Err(err(
+                    node.keyword_span,
+                    "ONBUILD requires at least one argument",
+                ));
             };
             match trigger.command().as_str() {
                 "ONBUILD" => {
@@ -371,8 +382,8 @@ pub fn from_node(node: &Node) -> Result<Instruction, ParseError> {
         }
         _ => {
             let msg = with_suggestion(
-                format!("unknown instruction: {}", node.keyword),
-                &node.keyword,
+                format!("unknown instruction: {}", node.keyword()),
+                node.keyword(),
                 &KEYWORDS,
             );
             return Err(err(node.keyword_span, msg));
@@ -420,14 +431,14 @@ fn run(node: &Node) -> Result<Kind, ParseError> {
             _ => return Err(err(span, format!("unsupported security mode {v:?}"))),
         }),
     };
-    Ok(Kind::Run(Run {
+    Ok(Kind::Run(Box::new(Run {
         command: command_of(node),
         mounts,
         mount_specs: specs,
         network,
         security,
         heredocs: node.heredocs.clone(),
-    }))
+    })))
 }
 
 fn copy(node: &Node) -> Result<Kind, ParseError> {
@@ -479,7 +490,10 @@ fn copy(node: &Node) -> Result<Kind, ParseError> {
             Some(m) => match node.heredocs.iter().find(|h| h.name == m.name) {
                 Some(h) => heredoc_sources.push(h.clone()),
                 None => {
-                    return Err(err(s.span, format!("no heredoc body found for {:?}", m.name)));
+                    return Err(err(
+                        s.span,
+                        format!("no heredoc body found for {:?}", m.name),
+                    ));
                 }
             },
             None => sources.push(s.text.clone()),
@@ -511,7 +525,7 @@ fn copy(node: &Node) -> Result<Kind, ParseError> {
             return Err(err(*span, format!("invalid checksum digest format: {v:?}")));
         }
     }
-    Ok(Kind::Copy(Copy {
+    Ok(Kind::Copy(Box::new(Copy {
         is_add,
         sources,
         heredoc_sources,
@@ -525,7 +539,7 @@ fn copy(node: &Node) -> Result<Kind, ParseError> {
         checksum: checksum.map(|(v, _)| v),
         keep_git_dir: f.bool("keep-git-dir"),
         unpack: f.string("unpack").map(|(v, _)| v == "true"),
-    }))
+    })))
 }
 
 fn healthcheck(node: &Node) -> Result<Kind, ParseError> {
@@ -535,14 +549,20 @@ fn healthcheck(node: &Node) -> Result<Kind, ParseError> {
     if typ == "NONE" {
         Flags::parse(node, &[])?;
         if !rest.is_empty() {
-            return Err(err(node.args[1].span, "HEALTHCHECK NONE takes no arguments"));
+            return Err(err(
+                node.args[1].span,
+                "HEALTHCHECK NONE takes no arguments",
+            ));
         }
-        return Ok(Kind::Healthcheck(Health::None));
+        return Ok(Kind::Healthcheck(Box::new(Health::None)));
     }
     if typ != "CMD" {
         return Err(err(
             node.args[0].span,
-            format!("unknown type {:?} in HEALTHCHECK (try CMD)", node.args[0].text),
+            format!(
+                "unknown type {:?} in HEALTHCHECK (try CMD)",
+                node.args[0].text
+            ),
         ));
     }
     let f = Flags::parse(
@@ -556,7 +576,10 @@ fn healthcheck(node: &Node) -> Result<Kind, ParseError> {
         ],
     )?;
     if rest.is_empty() {
-        return Err(err(node.args[0].span, "missing command after HEALTHCHECK CMD"));
+        return Err(err(
+            node.args[0].span,
+            "missing command after HEALTHCHECK CMD",
+        ));
     }
     let test = if node.exec_form {
         std::iter::once("CMD".to_string())
@@ -591,12 +614,12 @@ fn healthcheck(node: &Node) -> Result<Kind, ParseError> {
             Some(n)
         }
     };
-    Ok(Kind::Healthcheck(Health::Check {
+    Ok(Kind::Healthcheck(Box::new(Health::Check {
         test,
         interval_ns: duration("interval")?,
         timeout_ns: duration("timeout")?,
         start_period_ns: duration("start-period")?,
         start_interval_ns: duration("start-interval")?,
         retries,
-    }))
+    })))
 }

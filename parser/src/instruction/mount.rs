@@ -290,9 +290,16 @@ impl Mount {
             MountType::Secret | MountType::Ssh | MountType::Cache
         );
         if !file_info {
-            for (set, what) in [(m.mode.is_some(), "mode"), (m.uid.is_some(), "uid"), (m.gid.is_some(), "gid")] {
+            for (set, what) in [
+                (m.mode.is_some(), "mode"),
+                (m.uid.is_some(), "uid"),
+                (m.gid.is_some(), "gid"),
+            ] {
                 if set {
-                    return Err(format!("{what} not allowed for {:?} type mounts", m.kind.as_str()));
+                    return Err(format!(
+                        "{what} not allowed for {:?} type mounts",
+                        m.kind.as_str()
+                    ));
                 }
             }
         }
@@ -300,7 +307,10 @@ impl Mount {
             m.readonly = !matches!(m.kind, MountType::Cache | MountType::Tmpfs);
         }
         if m.sharing.is_some() && m.kind != MountType::Cache {
-            return Err(format!("invalid cache sharing set for {} mount", m.kind.as_str()));
+            return Err(format!(
+                "invalid cache sharing set for {} mount",
+                m.kind.as_str()
+            ));
         }
         match m.kind {
             MountType::Secret => {
@@ -335,7 +345,8 @@ mod tests {
 
     #[test]
     fn cache_mount() {
-        let m = Mount::parse("type=cache,target=/root/.cache,sharing=locked,id=pip,mode=0700").unwrap();
+        let m =
+            Mount::parse("type=cache,target=/root/.cache,sharing=locked,id=pip,mode=0700").unwrap();
         assert_eq!(m.kind, MountType::Cache);
         assert_eq!(m.sharing, Some(Sharing::Locked));
         assert_eq!(m.mode, Some(0o700));
@@ -356,11 +367,31 @@ mod tests {
 
     #[test]
     fn errors() {
-        assert!(Mount::parse("type=cahce,target=/x").unwrap_err().contains("did you mean cache"));
-        assert!(Mount::parse("type=bind,target=/x,uid=1").unwrap_err().contains("uid not allowed"));
-        assert!(Mount::parse("type=bind").unwrap_err().contains("requires a target"));
-        assert!(Mount::parse("type=secret,from=x,id=a").unwrap_err().contains("from"));
-        assert!(Mount::parse("target=/x,trget=/y").unwrap_err().contains("unexpected key 'trget'"));
+        assert!(
+            Mount::parse("type=cahce,target=/x")
+                .unwrap_err()
+                .contains("did you mean cache")
+        );
+        assert!(
+            Mount::parse("type=bind,target=/x,uid=1")
+                .unwrap_err()
+                .contains("uid not allowed")
+        );
+        assert!(
+            Mount::parse("type=bind")
+                .unwrap_err()
+                .contains("requires a target")
+        );
+        assert!(
+            Mount::parse("type=secret,from=x,id=a")
+                .unwrap_err()
+                .contains("from")
+        );
+        assert!(
+            Mount::parse("target=/x,trget=/y")
+                .unwrap_err()
+                .contains("unexpected key 'trget'")
+        );
         assert!(Mount::check("type=cache,target=/x,from=$S").is_err());
         assert!(Mount::check("type=cache,target=$T,uid=$U").is_ok());
     }

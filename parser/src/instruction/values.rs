@@ -15,12 +15,24 @@ use nom::{
 /// Parses a Go `time.ParseDuration` string into nanoseconds (`1m30s`, `1.5h`, `300ms`, `0`).
 pub fn parse_go_duration(s: &str) -> Option<i128> {
     fn unit(i: &str) -> IResult<&str, &str> {
-        alt((tag("ns"), tag("us"), tag("µs"), tag("μs"), tag("ms"), tag("s"), tag("m"), tag("h")))
-            .parse(i)
+        alt((
+            tag("ns"),
+            tag("us"),
+            tag("µs"),
+            tag("μs"),
+            tag("ms"),
+            tag("s"),
+            tag("m"),
+            tag("h"),
+        ))
+        .parse(i)
     }
     fn number(i: &str) -> IResult<&str, &str> {
         alt((
-            recognize((digit1, opt(pair(char('.'), take_while(|c: char| c.is_ascii_digit()))))),
+            recognize((
+                digit1,
+                opt(pair(char('.'), take_while(|c: char| c.is_ascii_digit()))),
+            )),
             recognize(pair(char('.'), digit1)),
         ))
         .parse(i)
@@ -60,7 +72,10 @@ pub fn is_valid_chmod(s: &str) -> bool {
             take_while(|c| "ugoa".contains(c)),
             many1(pair(
                 one_of("+-="),
-                alt((take_while1(|c| "ugo".contains(c)), take_while(|c| "rwxXst".contains(c)))),
+                alt((
+                    take_while1(|c| "ugo".contains(c)),
+                    take_while(|c| "rwxXst".contains(c)),
+                )),
             )),
         ))
         .parse(i)

@@ -12,6 +12,11 @@ pub(crate) fn extract_flags(line: &str, base: usize) -> (Vec<Word>, usize) {
         Word,
         Quote(char),
     }
+    // Fast path: most instructions have no flags, so nothing is allocated for them.
+    let trimmed = line.trim_start();
+    if !trimmed.starts_with("--") {
+        return (Vec::new(), base + line.len() - trimmed.len());
+    }
     let chars: Vec<(usize, char)> = line.char_indices().collect();
     let mut flags = Vec::new();
     let mut phase = Phase::Spaces;

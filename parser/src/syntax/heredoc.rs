@@ -83,7 +83,10 @@ mod tests {
     #[test]
     fn marker_forms() {
         let m = parse_marker("<<EOF").unwrap();
-        assert_eq!((m.name.as_str(), m.expand, m.chomp, m.fd), ("EOF", true, false, 0));
+        assert_eq!(
+            (m.name.as_str(), m.expand, m.chomp, m.fd),
+            ("EOF", true, false, 0)
+        );
         let m = parse_marker("<<-'EOT'").unwrap();
         assert_eq!((m.name.as_str(), m.expand, m.chomp), ("EOT", false, true));
         let m = parse_marker("3<<E\"O\"F").unwrap();
@@ -96,6 +99,9 @@ mod tests {
     #[test]
     fn several_markers() {
         let m = markers_in_line("RUN <<F1 cat > f1 && <<-F2 cat > f2");
-        assert_eq!(m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["F1", "F2"]);
+        assert_eq!(
+            m.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(),
+            ["F1", "F2"]
+        );
     }
 }

@@ -17,15 +17,14 @@ use crate::{
     span::{Pos, SourceMap, Span},
 };
 
-
 /// Splits text into physical lines the way Go's `bufio.ScanLines` does: on `\n`, dropping one
 /// trailing `\r`; no empty last line for a final newline. A UTF-8 BOM is removed.
 fn physical_lines(src: &str) -> Vec<&str> {
-    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
-    let mut lines: Vec<&str> = src
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .collect();
+    // Sized up front: growing a vector of a million lines reallocates ~20 times, and each
+    // large reallocation makes glibc consolidate every small chunk freed so far (measured: a
+    // third of the parse time on a 10 MB file).
+    let mut lines: Vec<&str> = Vec::with_capacity(src.bytes().filter(|&b| b == b'\n').count() + 1);
+    lines.extend(src.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)));
     if src.ends_with('\n') || src.is_empty() {
         lines.pop();
     }
@@ -47,9 +46,18 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
 
 /// Parses Dockerfile text into the lenient AST.
 pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
-    let lines = physical_lines(src);
+    let body = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let lines = physical_lines(body);
     let mut dirs = DirectiveScanner::new();
-    let mut nodes: Vec<Node> = Vec::new();
+    // An upper bound on the instruction count, so the (large) nodes are never moved by growth.
+    let starts = lines
+        .iter()
+        .filter(|l| {
+            l.trim_start()
+                .starts_with(|c: char| c.is_ascii_alphabetic())
+        })
+        .count();
+    let mut nodes: Vec<Node> = Vec::with_capacity(starts);
     let mut warnings = Vec::new();
     let mut comments: Vec<String> = Vec::new();
     let mut i = 0;
@@ -99,11 +107,8 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             text.push_str(t);
         }
         map.set_len(text.len());
-        let ctx = node::LineCtx {
-            map: &map,
-            escape,
-        };
-        let mut node = node::node_from_line(&text, &ctx)?;
+        let ctx = node::LineCtx { map, escape };
+        let mut node = node::node_from_line(&text, ctx)?;
         for m in node::heredoc_markers(&node) {
             let body_start = i + 1;
             let mut body = String::new();
@@ -126,7 +131,10 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             }
             if !terminated {
                 return Err(ParseError::new(
-                    Span::new(node.keyword_span.start, Pos::new(end_line.max(start_line), 1)),
+                    Span::new(
+                        node.keyword_span.start,
+                        Pos::new(end_line.max(start_line), 1),
+                    ),
                     format!("unterminated heredoc {:?}", m.name),
                 ));
             }
@@ -151,10 +159,11 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
                 span: Span::line(ln),
             });
         }
-        node.empty_continuation_lines = empty_lines;
         node.start_line = start_line;
         node.end_line = end_line;
-        node.original = lines[start_line - 1..end_line].join("\n");
+        let offset_of = |l: &str| l.as_ptr() as usize - body.as_ptr() as usize;
+        let last = lines[end_line - 1];
+        node.original = offset_of(lines[start_line - 1])..offset_of(last) + last.len();
         let last_len = lines[end_line - 1].chars().count();
         node.span = Span::new(node.keyword_span.start, Pos::new(end_line, last_len + 1));
         node.comments = std::mem::take(&mut comments);
@@ -171,5 +180,6 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
         escape: dirs.escape,
         nodes,
         warnings,
+        source: body.to_string(),
     })
 }

@@ -36,26 +36,39 @@ enum Shape {
 }
 
 fn shape(keyword: &str) -> Shape {
-    match keyword.to_ascii_lowercase().as_str() {
-        "run" | "cmd" | "entrypoint" | "shell" => Shape::MaybeJson,
-        "copy" | "add" | "volume" => Shape::MaybeJsonList,
-        "from" | "expose" => Shape::Words,
-        "user" | "workdir" | "maintainer" | "stopsignal" => Shape::Text,
-        "env" | "label" => Shape::NameVal,
-        "arg" => Shape::NameOrNameVal,
-        "healthcheck" => Shape::Health,
-        "onbuild" => Shape::SubCommand,
-        _ => Shape::Unknown,
-    }
+    const TABLE: [(&str, Shape); 18] = [
+        ("run", Shape::MaybeJson),
+        ("cmd", Shape::MaybeJson),
+        ("entrypoint", Shape::MaybeJson),
+        ("shell", Shape::MaybeJson),
+        ("copy", Shape::MaybeJsonList),
+        ("add", Shape::MaybeJsonList),
+        ("volume", Shape::MaybeJsonList),
+        ("from", Shape::Words),
+        ("expose", Shape::Words),
+        ("user", Shape::Text),
+        ("workdir", Shape::Text),
+        ("maintainer", Shape::Text),
+        ("stopsignal", Shape::Text),
+        ("env", Shape::NameVal),
+        ("label", Shape::NameVal),
+        ("arg", Shape::NameOrNameVal),
+        ("healthcheck", Shape::Health),
+        ("onbuild", Shape::SubCommand),
+    ];
+    TABLE
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(keyword))
+        .map_or(Shape::Unknown, |(_, s)| *s)
 }
 
 /// What the node builder needs besides the text.
-pub(crate) struct LineCtx<'a> {
-    pub map: &'a SourceMap,
+pub(crate) struct LineCtx {
+    pub map: SourceMap,
     pub escape: char,
 }
 
-impl LineCtx<'_> {
+impl LineCtx {
     fn span(&self, text: &str, start: usize, end: usize) -> Span {
         self.map.span(text, start, end)
     }
@@ -63,7 +76,8 @@ impl LineCtx<'_> {
 
 /// Builds the node for `text` (a logical line). Line numbers and `original` are filled in by
 /// the caller, which also reads heredoc bodies.
-pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, ParseError> {
+pub(crate) fn node_from_line(text: &str, owned: LineCtx) -> Result<Node, ParseError> {
+    let ctx = &owned;
     let start = text.len() - text.trim_start().len();
     let trimmed_end = text.trim_end().len();
     let body = &text[start..trimmed_end.max(start)];
@@ -96,7 +110,7 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
         .collect();
 
     let mut node = Node {
-        keyword: keyword.to_string(),
+        keyword_range: start..kw_end,
         keyword_span: ctx.span(text, start, kw_end),
         flags,
         args: Vec::new(),
@@ -106,14 +120,13 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
         heredocs: Vec::new(),
         trigger: None,
         logical: text.to_string(),
-        original: String::new(),
+        original: 0..0,
         span: ctx.span(text, start, trimmed_end),
         start_line: 0,
         end_line: 0,
         comments: Vec::new(),
-        map: ctx.map.clone(),
+        map: SourceMap::default(),
         args_offset: args_off,
-        empty_continuation_lines: Vec::new(),
     };
     let whole = || {
         vec![Arg {
@@ -142,7 +155,7 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
                 ctx.span(text, args_off, args_off + args_text.len()),
                 "when using JSON array syntax, arrays must be comprised of strings only",
             )),
-            Json::NotJson => Ok(false),
+            Json::Shell => Ok(false),
         }
     };
 
@@ -184,7 +197,9 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
         }
         Shape::Health => {
             // The first word is the type (CMD or NONE); the rest is a command in either form.
-            let sep = args_text.find(char::is_whitespace).unwrap_or(args_text.len());
+            let sep = args_text
+                .find(char::is_whitespace)
+                .unwrap_or(args_text.len());
             if sep > 0 {
                 let typ = Arg {
                     text: args_text[..sep].to_string(),
@@ -198,7 +213,8 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
                     match parse_json_array(cmd) {
                         Json::Array(items) => {
                             let span = ctx.span(text, cmd_off, cmd_off + cmd.len());
-                            node.args.extend(items.into_iter().map(|t| Arg { text: t, span }));
+                            node.args
+                                .extend(items.into_iter().map(|t| Arg { text: t, span }));
                             node.exec_form = true;
                         }
                         Json::NotStrings => {
@@ -207,7 +223,7 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
                                 "when using JSON array syntax, arrays must be comprised of strings only",
                             ));
                         }
-                        Json::NotJson => node.args.push(Arg {
+                        Json::Shell => node.args.push(Arg {
                             text: cmd.to_string(),
                             span: ctx.span(text, cmd_off, cmd_off + cmd.len()),
                         }),
@@ -217,17 +233,17 @@ pub(crate) fn node_from_line(text: &str, ctx: &LineCtx<'_>) -> Result<Node, Pars
         }
         Shape::SubCommand => {
             if !args_text.is_empty() {
-                let sub_map = ctx.map.shifted(text, args_off);
                 let sub_ctx = LineCtx {
-                    map: &sub_map,
+                    map: ctx.map.shifted(text, args_off),
                     escape: ctx.escape,
                 };
-                let sub = node_from_line(args_text, &sub_ctx)?;
+                let sub = node_from_line(args_text, sub_ctx)?;
                 node.args = whole();
                 node.trigger = Some(Box::new(sub));
             }
         }
     }
+    node.map = owned.map;
     Ok(node)
 }
 
@@ -236,7 +252,7 @@ fn name_val(
     text: &str,
     args_text: &str,
     args_off: usize,
-    ctx: &LineCtx<'_>,
+    ctx: &LineCtx,
 ) -> Result<(), ParseError> {
     let words = split_shell_words(args_text, ctx.escape, args_off);
     let Some(first) = words.first() else {
@@ -303,7 +319,10 @@ fn name_val(
 /// as an ONBUILD trigger).
 fn can_contain_heredoc(node: &Node) -> bool {
     let n = node.trigger.as_deref().unwrap_or(node);
-    matches!(n.keyword.to_ascii_lowercase().as_str(), "run" | "copy" | "add") && !n.exec_form
+    ["run", "copy", "add"]
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(n.keyword()))
+        && !n.exec_form
 }
 
 pub(crate) fn heredoc_markers(node: &Node) -> Vec<super::heredoc::Marker> {

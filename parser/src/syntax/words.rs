@@ -19,7 +19,10 @@ pub(crate) fn is_delim(c: char) -> bool {
 pub(crate) fn split_whitespace(text: &str, base: usize) -> Vec<Word> {
     let mut out = Vec::new();
     let mut start = None;
-    for (i, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+    for (i, c) in text
+        .char_indices()
+        .chain(std::iter::once((text.len(), ' ')))
+    {
         match (is_delim(c), start) {
             (true, Some(s)) => {
                 out.push(Word {
@@ -134,7 +137,7 @@ pub(crate) enum Json {
     /// A JSON array of strings.
     Array(Vec<String>),
     /// Not a JSON array: the caller falls back to its shell form.
-    NotJson,
+    Shell,
     /// A JSON array with a non-string element: a hard error in BuildKit.
     NotStrings,
 }
@@ -142,10 +145,10 @@ pub(crate) enum Json {
 pub(crate) fn parse_json_array(text: &str) -> Json {
     let t = text.trim_start();
     if !t.starts_with('[') {
-        return Json::NotJson;
+        return Json::Shell;
     }
     match serde_json::from_str::<Vec<serde_json::Value>>(t) {
-        Err(_) => Json::NotJson,
+        Err(_) => Json::Shell,
         Ok(items) => {
             let strings: Option<Vec<String>> = items
                 .into_iter()
@@ -173,21 +176,34 @@ mod tests {
             texts(split_shell_words(r#"a="b c" d=e\ f 'g h'"#, '\\', 0)),
             vec![r#"a="b c""#, r"d=e\ f", "'g h'"]
         );
-        assert_eq!(texts(split_shell_words(r#"x="" "#, '\\', 0)), vec![r#"x="""#]);
+        assert_eq!(
+            texts(split_shell_words(r#"x="" "#, '\\', 0)),
+            vec![r#"x="""#]
+        );
     }
 
     #[test]
     fn json_forms() {
-        assert_eq!(parse_json_array(r#" ["a", "b"]"#), Json::Array(vec!["a".into(), "b".into()]));
-        assert_eq!(parse_json_array("['a']"), Json::NotJson);
-        assert_eq!(parse_json_array(r#"["a"] x"#), Json::NotJson);
+        assert_eq!(
+            parse_json_array(r#" ["a", "b"]"#),
+            Json::Array(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(parse_json_array("['a']"), Json::Shell);
+        assert_eq!(parse_json_array(r#"["a"] x"#), Json::Shell);
         assert_eq!(parse_json_array("[1]"), Json::NotStrings);
     }
 
     #[test]
     fn whitespace_split_offsets() {
         let w = split_whitespace(" a  bc\td", 10);
-        assert_eq!(w[1], Word { text: "bc".into(), start: 14, end: 16 });
+        assert_eq!(
+            w[1],
+            Word {
+                text: "bc".into(),
+                start: 14,
+                end: 16
+            }
+        );
         assert_eq!(w.len(), 3);
     }
 }
