@@ -37,6 +37,19 @@ fn generate(target: usize) -> String {
     s
 }
 
+/// One instruction on one line of about `target` bytes with many non-ASCII arguments: any
+/// per-argument rescan of the line would make this quadratic.
+fn generate_long_line(target: usize) -> String {
+    let mut s = String::from("FROM scratch\nLABEL");
+    let mut i = 0usize;
+    while s.len() < target {
+        s.push_str(&format!(" k{i}=\"välue {i}\""));
+        i += 1;
+    }
+    s.push('\n');
+    s
+}
+
 /// Parses once in this process and prints the seconds it took: `parse-bench --one <which>`.
 /// Each measurement runs in a fresh process, as `kiln parse` does, so no run inherits the
 /// allocator state (freed chunks to consolidate) of an earlier one.
@@ -44,9 +57,16 @@ fn one(which: &str, text: &str) {
     // Each result lives until the clock has stopped and is then leaked: freeing it is not
     // parsing (the CLI exits without freeing), and it costs an owned AST far more than a
     // borrowing one.
+    let long;
+    let text = if which == "kiln-long" {
+        long = generate_long_line(text.len());
+        long.as_str()
+    } else {
+        text
+    };
     let t = Instant::now();
     let secs = match which {
-        "kiln" => {
+        "kiln" | "kiln-long" => {
             let df = std::hint::black_box(kiln_parser::parse(text));
             let secs = t.elapsed().as_secs_f64();
             assert!(df.is_ok(), "kiln rejected the generated file");
@@ -116,6 +136,7 @@ fn main() {
     let kiln_ast = best("kiln", runs);
     let kiln_typed = best("kiln-typed", runs);
     let peer = best("peer", runs);
+    let kiln_long = best("kiln-long", runs);
     let rate = |d: Duration| mb / d.as_secs_f64();
     println!("input: {mb:.1} MB, {n} instructions, best of {runs} runs, one parse per process");
     println!("kiln-parser (AST)            {:>8.1} MB/s", rate(kiln_ast));
@@ -124,6 +145,7 @@ fn main() {
         rate(kiln_typed)
     );
     println!("parse-dockerfile 0.1         {:>8.1} MB/s", rate(peer));
+    println!("kiln-parser, one 10 MB line  {:>8.1} MB/s", rate(kiln_long));
     println!(
         "ratio kiln AST time / parse-dockerfile time: {:.2}",
         kiln_ast.as_secs_f64() / peer.as_secs_f64()

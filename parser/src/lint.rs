@@ -222,7 +222,9 @@ impl Checker<'_> {
         let mut global: BTreeSet<String> = PROXY_ARGS.iter().map(|s| s.to_string()).collect();
         global.extend(PLATFORM_ARGS.iter().map(|s| s.to_string()));
         let mut global_defaults: BTreeMap<String, Option<String>> = BTreeMap::new();
-        let mut stages: Vec<(Option<String>, BTreeSet<String>, bool)> = Vec::new();
+        // Named stages seen so far: variables defined by the end of each and whether it set an
+        // absolute WORKDIR (a child stage inherits both).
+        let mut stages: BTreeMap<String, (BTreeSet<String>, bool)> = BTreeMap::new();
         let mut stage: Option<Stage> = None;
         let nodes: &[Node] = &self.df.nodes;
         for n in nodes {
@@ -230,7 +232,9 @@ impl Checker<'_> {
             if cmd == "FROM" {
                 if let Some(s) = stage.take() {
                     self.finish_stage(&s);
-                    stages.push((s.name.clone(), s.vars.clone(), s.abs_workdir));
+                    if let Some(name) = s.name {
+                        stages.entry(name).or_insert((s.vars, s.abs_workdir));
+                    }
                 }
                 stage = Some(self.from(n, &global, &global_defaults, &stages));
                 continue;
@@ -259,7 +263,7 @@ impl Checker<'_> {
         n: &Node,
         global: &BTreeSet<String>,
         defaults: &BTreeMap<String, Option<String>>,
-        stages: &[(Option<String>, BTreeSet<String>, bool)],
+        stages: &BTreeMap<String, (BTreeSet<String>, bool)>,
     ) -> Stage {
         let args = &n.args;
         let mut name = None;
@@ -294,10 +298,7 @@ impl Checker<'_> {
                     format!("Stage name should not use the same name as reserved stage '{lower}'"),
                 );
             }
-            if stages
-                .iter()
-                .any(|(s, _, _)| s.as_deref() == Some(lower.as_str()))
-            {
+            if stages.contains_key(&lower) {
                 self.warn(
                     "DuplicateStageName",
                     stage_name.span,
@@ -366,11 +367,9 @@ impl Checker<'_> {
             }
         }
         let base = args.first().map(|a| a.text.to_ascii_lowercase());
-        let parent = stages
-            .iter()
-            .find(|(s, _, _)| s.is_some() && s.as_deref() == base.as_deref());
+        let parent = base.as_deref().and_then(|b| stages.get(b));
         let (vars, abs_workdir) = match (parent, base.as_deref()) {
-            (Some((_, vars, wd)), _) => (vars.clone(), *wd),
+            (Some((vars, wd)), _) => (vars.clone(), *wd),
             (None, Some("scratch")) => (BTreeSet::new(), false),
             _ => (IMAGE_ENV.iter().map(|s| s.to_string()).collect(), false),
         };
@@ -401,19 +400,19 @@ impl Checker<'_> {
                 | "WORKDIR"
         );
         if expands {
-            let vars = st.vars.clone();
+            let vars = &st.vars;
             match cmd {
                 "ENV" | "LABEL" => {
                     for p in &n.pairs {
                         if let Some(v) = &p.value {
-                            self.undefined(v, p.span, &vars);
+                            self.undefined(v, p.span, vars);
                         }
                     }
                 }
                 _ => {
                     if !n.exec_form || cmd == "COPY" || cmd == "ADD" || cmd == "VOLUME" {
                         for a in &n.args {
-                            self.undefined(&a.text, a.span, &vars);
+                            self.undefined(&a.text, a.span, vars);
                         }
                     }
                 }
@@ -424,7 +423,7 @@ impl Checker<'_> {
                 .filter(|f| f.name == "chown" || f.name == "chmod")
             {
                 if let Some(v) = &f.value {
-                    self.undefined(v, f.span, &vars);
+                    self.undefined(v, f.span, vars);
                 }
             }
         }

@@ -55,32 +55,45 @@ impl std::fmt::Display for Pos {
     }
 }
 
+/// One stretch of a logical line that is contiguous in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Segment {
+    /// Byte offset in the logical text where the segment starts.
+    offset: usize,
+    /// Source position of that byte.
+    pos: Pos,
+    /// All ASCII: a column is a byte count, found in O(1).
+    ascii: bool,
+}
+
 /// Maps byte offsets of a logical line (an instruction after continuation lines were joined and
 /// comment lines dropped) back to physical line:column positions.
+///
+/// Lookups are O(1) in ASCII segments; in others a cursor remembers the last answer, so locating
+/// the arguments of a line in order costs one pass over it, never one pass per argument.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SourceMap {
     /// The first segment, held inline: most instructions are one line and need no allocation.
-    first: Option<(usize, Pos)>,
-    /// Further segments (continuation lines): (byte offset in the logical text, physical
-    /// position of that byte), ascending by offset.
-    more: Vec<(usize, Pos)>,
+    first: Option<Segment>,
+    /// Further segments (continuation lines), ascending by offset.
+    more: Vec<Segment>,
     text_len: usize,
+    /// (segment start offset, byte offset, chars from the segment start to it).
+    cursor: std::cell::Cell<(usize, usize, usize)>,
 }
 
 impl SourceMap {
-    pub(crate) fn push(&mut self, offset: usize, pos: Pos) {
+    /// Adds a segment whose text is `segment`, starting at byte `offset` of the logical line.
+    pub(crate) fn push(&mut self, offset: usize, pos: Pos, segment: &str) {
+        let seg = Segment {
+            offset,
+            pos,
+            ascii: segment.is_ascii(),
+        };
         if self.first.is_none() {
-            self.first = Some((offset, pos));
+            self.first = Some(seg);
         } else {
-            self.more.push((offset, pos));
-        }
-    }
-
-    fn segment_at(&self, offset: usize) -> Option<(usize, Pos)> {
-        let idx = self.more.partition_point(|(o, _)| *o <= offset);
-        match idx.checked_sub(1) {
-            Some(i) => self.more.get(i).copied(),
-            None => self.first.filter(|(o, _)| *o <= offset),
+            self.more.push(seg);
         }
     }
 
@@ -88,23 +101,34 @@ impl SourceMap {
         self.text_len = len;
     }
 
+    fn segment_at(&self, offset: usize) -> Option<Segment> {
+        let idx = self.more.partition_point(|s| s.offset <= offset);
+        match idx.checked_sub(1) {
+            Some(i) => self.more.get(i).copied(),
+            None => self.first.filter(|s| s.offset <= offset),
+        }
+    }
+
     /// The physical position of byte `offset` of `text` (the logical line this map was built for).
     pub fn locate(&self, text: &str, offset: usize) -> Pos {
         let offset = offset.min(text.len());
-        let Some((seg_off, seg_pos)) = self.segment_at(offset) else {
+        let Some(seg) = self.segment_at(offset) else {
             return Pos::new(1, 1);
         };
-        let chars = text
-            .get(seg_off..offset)
-            .map(|s| {
-                if s.is_ascii() {
-                    s.len()
-                } else {
-                    s.chars().count()
-                }
-            })
-            .unwrap_or(0);
-        Pos::new(seg_pos.line(), seg_pos.col() + chars)
+        let chars = if seg.ascii {
+            offset - seg.offset
+        } else {
+            let (c_seg, c_off, c_chars) = self.cursor.get();
+            let (from, base) = if c_seg == seg.offset && c_off <= offset && c_off >= seg.offset {
+                (c_off, c_chars)
+            } else {
+                (seg.offset, 0)
+            };
+            let n = base + text.get(from..offset).map_or(0, |s| s.chars().count());
+            self.cursor.set((seg.offset, offset, n));
+            n
+        };
+        Pos::new(seg.pos.line(), seg.pos.col() + chars)
     }
 
     /// The span of bytes `start..end` of `text`.
@@ -121,13 +145,54 @@ impl SourceMap {
     /// The map of `text[off..]`, for a sub-instruction such as an ONBUILD trigger.
     pub(crate) fn shifted(&self, text: &str, off: usize) -> SourceMap {
         let mut out = SourceMap::default();
-        out.push(0, self.locate(text, off));
-        for &(o, p) in self.first.iter().chain(&self.more) {
-            if o > off {
-                out.push(o - off, p);
+        let first = self.segment_at(off);
+        out.push(0, self.locate(text, off), "");
+        if let (Some(f), Some(seg)) = (out.first.as_mut(), first) {
+            f.ascii = seg.ascii;
+        }
+        for seg in self.first.iter().chain(&self.more) {
+            if seg.offset > off {
+                out.more.push(Segment {
+                    offset: seg.offset - off,
+                    ..*seg
+                });
             }
         }
         out.set_len(text.len().saturating_sub(off));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cursor must never change an answer: any order of lookups gives the direct count.
+    #[test]
+    fn locate_is_exact_in_any_order() {
+        let seg1 = "LABEL a=\"é\" b=ü ";
+        let seg2 = "c=ñ d=x";
+        let text = format!("{seg1}{seg2}");
+        let mut map = SourceMap::default();
+        map.push(0, Pos::new(3, 5), seg1);
+        map.push(seg1.len(), Pos::new(4, 1), seg2);
+        map.set_len(text.len());
+        let direct = |off: usize| {
+            if off < seg1.len() {
+                Pos::new(3, 5 + text[..off].chars().count())
+            } else {
+                Pos::new(4, 1 + text[seg1.len()..off].chars().count())
+            }
+        };
+        let offsets: Vec<usize> = (0..=text.len())
+            .filter(|o| text.is_char_boundary(*o))
+            .collect();
+        for &o in offsets
+            .iter()
+            .chain(offsets.iter().rev())
+            .chain(offsets.iter().step_by(3))
+        {
+            assert_eq!(map.locate(&text, o), direct(o), "offset {o}");
+        }
     }
 }

@@ -86,7 +86,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
         let mut end_line = line_no;
         let mut text = first.to_string();
         let mut map = SourceMap::default();
-        map.push(0, Pos::new(line_no, lead + 1));
+        map.push(0, Pos::new(line_no, lead + 1), first);
         let mut empty_lines = Vec::new();
         while cont && i < lines.len() {
             let raw = lines[i];
@@ -103,7 +103,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             }
             let (t, c) = trim_continuation(raw, escape);
             cont = c;
-            map.push(text.len(), Pos::new(ln, 1));
+            map.push(text.len(), Pos::new(ln, 1), t);
             text.push_str(t);
         }
         map.set_len(text.len());
