@@ -1,0 +1,3 @@
+//! The build context: which files a build may read (`.dockerignore`), and their content digests.
+
+pub mod ignore;
