@@ -1,0 +1,97 @@
+//! The on-disk store (DESIGN.md "On-disk store"): content-addressed blobs and tags, safe with
+//! several kiln processes at once and after a `kill -9` at any point.
+//!
+//! Layout under the root:
+//! - `blobs/sha256/<hex>`: immutable blobs, written to `tmp/` first, fsynced, renamed into place
+//!   (a reader never sees a partial blob; a crash leaves at most a file in `tmp/`);
+//! - `tmp/`: files being written; anything there is garbage after a crash;
+//! - `meta.db`: SQLite in WAL mode: tags and (later) cache and container metadata. Each change is
+//!   one transaction, so a crash loses at most the change in progress.
+
+mod blobs;
+mod tags;
+
+use std::path::{Path, PathBuf};
+
+pub use tags::Tag;
+
+/// Store failures, each naming the path or value involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("store metadata {path}: {source}")]
+    Db {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("blob {0} is not in the store")]
+    MissingBlob(crate::digest::Digest),
+    #[error("blob {expected} has wrong content: its digest is {actual}")]
+    DigestMismatch {
+        expected: crate::digest::Digest,
+        actual: crate::digest::Digest,
+    },
+    #[error("invalid tag {0:?}: expected [registry/]repository[:tag]")]
+    BadTag(String),
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An open store.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    db: std::sync::Mutex<rusqlite::Connection>,
+    db_path: PathBuf,
+}
+
+/// The store directory: `--root`, else `$KILN_ROOT`, else `/var/lib/kiln` as root, else
+/// `$XDG_DATA_HOME/kiln` (default `~/.local/share/kiln`).
+pub fn default_root(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from("/var/lib/kiln");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    data.join("kiln")
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for dir in [root.join("blobs/sha256"), root.join("tmp")] {
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        let db_path = root.join("meta.db");
+        let db = tags::open_db(&db_path)?;
+        Ok(Store {
+            root: root.to_path_buf(),
+            db: std::sync::Mutex::new(db),
+            db_path,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}

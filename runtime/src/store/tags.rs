@@ -1,0 +1,186 @@
+//! Tags (`name:tag` → manifest digest) in SQLite, one transaction per change.
+
+use std::path::Path;
+
+use super::{Store, StoreError};
+use crate::digest::Digest;
+
+/// A tag and what it points at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    pub name: String,
+    pub digest: Digest,
+    /// Seconds since the epoch when the tag was last set.
+    pub updated: i64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tags (
+    name    TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    updated INTEGER NOT NULL
+);
+";
+
+pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let db_err = |source| StoreError::Db {
+        path: path.to_path_buf(),
+        source,
+    };
+    let db = rusqlite::Connection::open(path).map_err(db_err)?;
+    // WAL: readers never block the writer and a crash rolls back only the open transaction.
+    // busy_timeout: other kiln processes hold the write lock for milliseconds; wait for them.
+    db.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
+    db.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
+    db.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db_err)?;
+    db.execute_batch(SCHEMA).map_err(db_err)?;
+    Ok(db)
+}
+
+/// Normalises a reference the way docker does for local names: a missing tag means `latest`.
+pub fn normalize_tag(name: &str) -> Result<String, StoreError> {
+    let bad = || StoreError::BadTag(name.to_string());
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_whitespace()) {
+        return Err(bad());
+    }
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let full = if last.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:latest")
+    };
+    let (repo, tag) = full.rsplit_once(':').ok_or_else(bad)?;
+    let repo_ok = !repo.is_empty()
+        && repo.split('/').all(|c| {
+            !c.is_empty()
+                && c.chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-:".contains(ch))
+        });
+    let tag_ok = !tag.is_empty()
+        && tag.len() <= 128
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !tag.starts_with(['.', '-']);
+    if repo_ok && tag_ok {
+        Ok(full)
+    } else {
+        Err(bad())
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (its own
+        // transactions protect it), so a poisoned lock is safe to reuse.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Points `name` at `digest` (creating or moving the tag).
+    pub fn set_tag(&self, name: &str, digest: &Digest) -> Result<String, StoreError> {
+        let name = normalize_tag(name)?;
+        self.conn()
+            .execute(
+                "INSERT INTO tags (name, digest, updated) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(name) DO UPDATE SET digest = excluded.digest, updated = excluded.updated",
+                rusqlite::params![name, digest.to_string(), now()],
+            )
+            .map_err(self.db_err())?;
+        Ok(name)
+    }
+
+    /// The digest `name` points at.
+    pub fn resolve_tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
+        let name = normalize_tag(name)?;
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT digest FROM tags WHERE name = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([&name]).map_err(self.db_err())?;
+        match rows.next().map_err(self.db_err())? {
+            None => Ok(None),
+            Some(row) => {
+                let s: String = row.get(0).map_err(self.db_err())?;
+                Ok(Digest::parse(&s).ok())
+            }
+        }
+    }
+
+    /// Removes a tag; true when it existed.
+    pub fn remove_tag(&self, name: &str) -> Result<bool, StoreError> {
+        let name = normalize_tag(name)?;
+        let n = self
+            .conn()
+            .execute("DELETE FROM tags WHERE name = ?1", [&name])
+            .map_err(self.db_err())?;
+        Ok(n > 0)
+    }
+
+    /// Every tag, sorted by name.
+    pub fn tags(&self) -> Result<Vec<Tag>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT name, digest, updated FROM tags ORDER BY name")
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(self.db_err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, digest, updated) = row.map_err(self.db_err())?;
+            if let Ok(digest) = Digest::parse(&digest) {
+                out.push(Tag {
+                    name,
+                    digest,
+                    updated,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_normalisation() {
+        assert_eq!(normalize_tag("app").unwrap(), "app:latest");
+        assert_eq!(normalize_tag("app:1.0").unwrap(), "app:1.0");
+        assert_eq!(
+            normalize_tag("localhost:5000/team/app").unwrap(),
+            "localhost:5000/team/app:latest"
+        );
+        assert_eq!(
+            normalize_tag("localhost:5000/app:v2").unwrap(),
+            "localhost:5000/app:v2"
+        );
+        for bad in ["", "App", "a b", "app:", "app:-x", "a//b", "app:t@g"] {
+            assert!(normalize_tag(bad).is_err(), "{bad}");
+        }
+    }
+}
