@@ -5,3 +5,4 @@
 //! parallel executor, the content-hash cache and layer/image writing.
 
 pub mod context;
+pub mod image;

@@ -19,10 +19,11 @@ pub struct BadDigest(pub String);
 impl Digest {
     /// The digest of `data`.
     pub fn of(data: &[u8]) -> Digest {
-        Digest::from_hasher(Sha256::new_with_prefix(data))
+        Digest::from_sha256(Sha256::new_with_prefix(data))
     }
 
-    pub(crate) fn from_hasher(h: Sha256) -> Digest {
+    /// The digest a sha256 hasher has accumulated.
+    pub fn from_sha256(h: Sha256) -> Digest {
         Digest {
             hex: hex::encode(h.finalize()),
         }

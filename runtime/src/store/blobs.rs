@@ -54,7 +54,7 @@ impl Store {
             // Durable before it becomes visible: a crash after the rename must not leave a
             // blob whose name promises content the disk does not have.
             file.sync_all().map_err(io_err(&tmp))?;
-            let digest = Digest::from_hasher(hasher);
+            let digest = Digest::from_sha256(hasher);
             let dest = self.blob_path(&digest);
             // rename(2) is atomic; two processes storing the same content both succeed and
             // the file is complete either way.

@@ -1,0 +1,302 @@
+//! Deterministic layer tars (REFERENCE §6.4, §6.6): ustar headers set explicitly, PAX records
+//! only where ustar cannot say it (long names, large ids, xattrs), mtime in whole seconds and
+//! clamped to `SOURCE_DATE_EPOCH` when given, no user or group names, directories ending in
+//! `/`, whiteouts with mtime 0. The same calls always give the same bytes, and the `diff_id`
+//! (sha256 of the uncompressed tar) is computed while writing.
+//!
+//! Entry order is the caller's: a sorted walk, with whiteouts before their siblings.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{self, Read, Write},
+};
+
+use kiln_runtime::digest::Digest;
+use sha2::{Digest as _, Sha256};
+
+/// Metadata of one entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryMeta {
+    /// Permission and special bits (`0o7777` at most).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch (sub-second precision is dropped by design).
+    pub mtime: i64,
+    /// Extended attributes, written as `SCHILY.xattr.<name>` in key order.
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The finished layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// sha256 of the uncompressed tar: the image config's `diff_id`.
+    pub diff_id: Digest,
+    pub size: u64,
+}
+
+/// Writes one layer.
+pub struct LayerWriter<W: Write> {
+    tar: tar::Builder<Hashing<W>>,
+    epoch: Option<i64>,
+    written: BTreeSet<String>,
+}
+
+impl<W: Write> std::fmt::Debug for LayerWriter<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerWriter")
+            .field("entries", &self.written.len())
+            .finish()
+    }
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// Checks that `path` is relative, clean and not empty; returns it without a trailing `/`.
+fn check_path(path: &str) -> io::Result<&str> {
+    let p = path.trim_end_matches('/');
+    let bad = p.is_empty()
+        || p.starts_with('/')
+        || p.contains('\0')
+        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(invalid(format!("invalid layer path {path:?}")));
+    }
+    Ok(p)
+}
+
+const USTAR_ID_MAX: u32 = 0o7_777_777;
+
+impl<W: Write> LayerWriter<W> {
+    /// A writer into `out`; with `epoch`, every mtime later than it is clamped to it.
+    pub fn new(out: W, epoch: Option<i64>) -> Self {
+        let mut tar = tar::Builder::new(Hashing {
+            inner: out,
+            hasher: Sha256::new(),
+            size: 0,
+        });
+        tar.mode(tar::HeaderMode::Complete);
+        LayerWriter {
+            tar,
+            epoch,
+            written: BTreeSet::new(),
+        }
+    }
+
+    fn mtime(&self, t: i64) -> u64 {
+        let t = match self.epoch {
+            Some(e) if t > e => e,
+            _ => t,
+        };
+        t.max(0) as u64
+    }
+
+    /// Writes the header (with PAX records first when needed) and the data.
+    fn entry(
+        &mut self,
+        name: &str,
+        kind: tar::EntryType,
+        meta: &EntryMeta,
+        link: Option<&str>,
+        size: u64,
+        data: impl Read,
+    ) -> io::Result<()> {
+        if !self.written.insert(name.trim_end_matches('/').to_string()) {
+            return Err(invalid(format!("duplicate layer path {name:?}")));
+        }
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut h = tar::Header::new_ustar();
+        if name.len() > 100 {
+            pax.push(("path".into(), name.as_bytes().to_vec()));
+            let mut cut = 100;
+            while !name.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            h.set_path(&name[..cut])
+                .or_else(|_| h.set_path("pax-long-name"))?;
+        } else {
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        }
+        if let Some(link) = link {
+            if link.len() > 100 {
+                pax.push(("linkpath".into(), link.as_bytes().to_vec()));
+            } else {
+                h.set_link_name_literal(link)?;
+            }
+        }
+        for (key, id) in [("uid", meta.uid), ("gid", meta.gid)] {
+            if id > USTAR_ID_MAX {
+                pax.push((key.into(), id.to_string().into_bytes()));
+            }
+        }
+        h.set_uid(u64::from(if meta.uid > USTAR_ID_MAX {
+            0
+        } else {
+            meta.uid
+        }));
+        h.set_gid(u64::from(if meta.gid > USTAR_ID_MAX {
+            0
+        } else {
+            meta.gid
+        }));
+        for (k, v) in &meta.xattrs {
+            pax.push((format!("SCHILY.xattr.{k}"), v.clone()));
+        }
+        h.set_entry_type(kind);
+        h.set_mode(meta.mode & 0o7777);
+        h.set_mtime(self.mtime(meta.mtime));
+        h.set_size(size);
+        if let Some(u) = h.as_ustar_mut() {
+            u.dev_major = [0; 8];
+            u.dev_minor = [0; 8];
+        }
+        h.set_device_major(0).ok();
+        h.set_device_minor(0).ok();
+        h.set_cksum();
+        if !pax.is_empty() {
+            self.tar
+                .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
+        }
+        self.tar.append(&h, data)
+    }
+
+    /// A directory.
+    pub fn dir(&mut self, path: &str, meta: &EntryMeta) -> io::Result<()> {
+        let p = format!("{}/", check_path(path)?);
+        self.entry(&p, tar::EntryType::Directory, meta, None, 0, io::empty())
+    }
+
+    /// A regular file of `size` bytes read from `data` (exactly `size` bytes must come).
+    pub fn file(
+        &mut self,
+        path: &str,
+        meta: &EntryMeta,
+        size: u64,
+        data: impl Read,
+    ) -> io::Result<()> {
+        let p = check_path(path)?.to_string();
+        let mut counted = data.take(size);
+        let mut buf = Vec::new();
+        // Small files are buffered to check their size; large ones are streamed with a check.
+        if size <= 1 << 20 {
+            counted.read_to_end(&mut buf)?;
+            if buf.len() as u64 != size {
+                return Err(invalid(format!(
+                    "{path}: expected {size} bytes, got {}",
+                    buf.len()
+                )));
+            }
+            return self.entry(
+                &p,
+                tar::EntryType::Regular,
+                meta,
+                None,
+                size,
+                buf.as_slice(),
+            );
+        }
+        self.entry(
+            &p,
+            tar::EntryType::Regular,
+            meta,
+            None,
+            size,
+            ExactReader(counted, size),
+        )
+    }
+
+    /// A symbolic link to `target` (stored as written).
+    pub fn symlink(&mut self, path: &str, target: &str, meta: &EntryMeta) -> io::Result<()> {
+        let p = check_path(path)?.to_string();
+        self.entry(
+            &p,
+            tar::EntryType::Symlink,
+            meta,
+            Some(target),
+            0,
+            io::empty(),
+        )
+    }
+
+    /// A hard link to `target`, an entry written earlier in this layer.
+    pub fn hardlink(&mut self, path: &str, target: &str, meta: &EntryMeta) -> io::Result<()> {
+        let p = check_path(path)?.to_string();
+        let t = check_path(target)?.to_string();
+        if !self.written.contains(&t) {
+            return Err(invalid(format!(
+                "hard link {path:?} to {target:?}, which is not in the layer"
+            )));
+        }
+        self.entry(&p, tar::EntryType::Link, meta, Some(&t), 0, io::empty())
+    }
+
+    /// Deletes `path` from lower layers (`.wh.<name>`, mtime 0, REFERENCE §6.4).
+    pub fn whiteout(&mut self, path: &str) -> io::Result<()> {
+        let p = check_path(path)?;
+        let (dir, name) = match p.rsplit_once('/') {
+            Some((d, n)) => (format!("{d}/"), n),
+            None => (String::new(), p),
+        };
+        let wh = format!("{dir}.wh.{name}");
+        let meta = EntryMeta::default();
+        self.entry(&wh, tar::EntryType::Regular, &meta, None, 0, io::empty())
+    }
+
+    /// Hides every lower-layer child of `dir` (`.wh..wh..opq`).
+    pub fn opaque(&mut self, dir: &str) -> io::Result<()> {
+        let p = format!("{}/.wh..wh..opq", check_path(dir)?);
+        let meta = EntryMeta::default();
+        self.entry(&p, tar::EntryType::Regular, &meta, None, 0, io::empty())
+    }
+
+    /// Ends the archive; returns the layer's digest and size, and the output.
+    pub fn finish(self) -> io::Result<(LayerInfo, W)> {
+        let h = self.tar.into_inner()?;
+        Ok((
+            LayerInfo {
+                diff_id: Digest::from_sha256(h.hasher),
+                size: h.size,
+            },
+            h.inner,
+        ))
+    }
+}
+
+/// Fails when the source yields fewer bytes than announced (a file that shrank while read).
+struct ExactReader<R>(R, u64);
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        if n == 0 && self.1 > 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("file shrank while being read: {} bytes missing", self.1),
+            ));
+        }
+        self.1 -= n as u64;
+        Ok(n)
+    }
+}

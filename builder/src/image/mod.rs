@@ -1,0 +1,3 @@
+//! Image writing: deterministic layer tars (and, to come, config, manifest and index).
+
+pub mod layer;
