@@ -9,10 +9,13 @@
 //!   one transaction, so a crash loses at most the change in progress.
 
 mod blobs;
+mod db;
+mod statcache;
 mod tags;
 
 use std::path::{Path, PathBuf};
 
+pub use statcache::FileStamp;
 pub use tags::Tag;
 
 /// Store failures, each naming the path or value involved.
@@ -83,7 +86,7 @@ impl Store {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let db_path = root.join("meta.db");
-        let db = tags::open_db(&db_path)?;
+        let db = db::open_db(&db_path)?;
         Ok(Store {
             root: root.to_path_buf(),
             db: std::sync::Mutex::new(db),

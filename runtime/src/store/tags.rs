@@ -1,7 +1,5 @@
 //! Tags (`name:tag` → manifest digest) in SQLite, one transaction per change.
 
-use std::path::Path;
-
 use super::{Store, StoreError};
 use crate::digest::Digest;
 
@@ -14,31 +12,13 @@ pub struct Tag {
     pub updated: i64,
 }
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tags (
     name    TEXT PRIMARY KEY,
     digest  TEXT NOT NULL,
     updated INTEGER NOT NULL
 );
 ";
-
-pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
-    let db_err = |source| StoreError::Db {
-        path: path.to_path_buf(),
-        source,
-    };
-    let db = rusqlite::Connection::open(path).map_err(db_err)?;
-    // WAL: readers never block the writer and a crash rolls back only the open transaction.
-    // busy_timeout: other kiln processes hold the write lock for milliseconds; wait for them.
-    db.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
-    db.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(db_err)?;
-    db.busy_timeout(std::time::Duration::from_secs(30))
-        .map_err(db_err)?;
-    db.execute_batch(SCHEMA).map_err(db_err)?;
-    Ok(db)
-}
 
 /// Normalises a reference the way docker does for local names: a missing tag means `latest`.
 pub fn normalize_tag(name: &str) -> Result<String, StoreError> {
@@ -80,19 +60,6 @@ fn now() -> i64 {
 }
 
 impl Store {
-    fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
-        move |source| StoreError::Db {
-            path: self.db_path.clone(),
-            source,
-        }
-    }
-
-    fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
-        // A panic while holding the lock cannot leave SQLite inconsistent (its own
-        // transactions protect it), so a poisoned lock is safe to reuse.
-        self.db.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Points `name` at `digest` (creating or moving the tag).
     pub fn set_tag(&self, name: &str, digest: &Digest) -> Result<String, StoreError> {
         let name = normalize_tag(name)?;

@@ -1,0 +1,39 @@
+//! The metadata database: SQLite in WAL mode, one connection per open store.
+
+use std::path::Path;
+
+use super::{Store, StoreError};
+
+pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
+    let db_err = |source| StoreError::Db {
+        path: path.to_path_buf(),
+        source,
+    };
+    let db = rusqlite::Connection::open(path).map_err(db_err)?;
+    // WAL: readers never block the writer and a crash rolls back only the open transaction.
+    // busy_timeout: other kiln processes hold the write lock for milliseconds; wait for them.
+    db.pragma_update(None, "journal_mode", "WAL")
+        .map_err(db_err)?;
+    db.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(db_err)?;
+    db.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db_err)?;
+    db.execute_batch(super::tags::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::statcache::SCHEMA).map_err(db_err)?;
+    Ok(db)
+}
+
+impl Store {
+    pub(super) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    pub(super) fn conn(&self) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (its own
+        // transactions protect it), so a poisoned lock is safe to reuse.
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
