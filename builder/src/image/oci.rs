@@ -1,0 +1,253 @@
+//! OCI image config, manifest and index (REFERENCE §6.1-6.3), with Docker's extensions that
+//! BuildKit writes (`Healthcheck`, `OnBuild`, `Shell`, `ArgsEscaped`).
+//!
+//! Every map is a `BTreeMap` and optional fields are omitted when unset, so serialising the same
+//! value always gives the same bytes (DESIGN.md convention 7); documents are serialised once and
+//! those bytes are what is hashed and stored.
+
+use std::collections::BTreeMap;
+
+use kiln_runtime::digest::Digest;
+use serde::{Deserialize, Serialize};
+
+pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// An empty JSON object, written as `{}` (what Docker writes for port and volume sets).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// Docker's health check (`HEALTHCHECK`), durations in nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Healthcheck {
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub test: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub interval: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub timeout: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_period: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_interval: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retries: Option<i64>,
+}
+
+/// The runtime configuration part of an image config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub user: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub exposed_ports: BTreeMap<String, Empty>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub env: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub volumes: BTreeMap<String, Empty>,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub working_dir: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub stop_signal: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub args_escaped: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub healthcheck: Option<Healthcheck>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub on_build: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub shell: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RootFs {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub diff_ids: Vec<String>,
+}
+
+/// One `history` entry: one per instruction; `empty_layer` for those without a layer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub comment: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not", default)]
+    pub empty_layer: bool,
+}
+
+/// The image config (`application/vnd.oci.image.config.v1+json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub created: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub author: Option<String>,
+    pub architecture: String,
+    pub os: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub variant: Option<String>,
+    #[serde(default)]
+    pub config: ContainerConfig,
+    pub rootfs: RootFs,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub history: Vec<History>,
+}
+
+/// A content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: String,
+    pub size: u64,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub platform: Option<Platform>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub variant: Option<String>,
+}
+
+/// An image manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub media_type: String,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// An image index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub schema_version: u32,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub media_type: Option<String>,
+    pub manifests: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A document serialised once: the bytes and their descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: Vec<u8>,
+    pub descriptor: Descriptor,
+}
+
+/// Serialises `doc` (compact JSON, field order fixed by the types, maps sorted).
+pub fn write_json<T: Serialize>(doc: &T, media_type: &str) -> Written {
+    // Serialising these plain structs cannot fail: every key is a string and no value is a
+    // non-finite float.
+    let bytes = serde_json::to_vec(doc).unwrap_or_default();
+    let digest = Digest::of(&bytes);
+    Written {
+        descriptor: Descriptor {
+            media_type: media_type.to_string(),
+            digest: digest.to_string(),
+            size: bytes.len() as u64,
+            annotations: BTreeMap::new(),
+            platform: None,
+        },
+        bytes,
+    }
+}
+
+/// ChainID (REFERENCE §6.3): ChainID(L0) = DiffID(L0), ChainID(L0..Ln) = sha256(ChainID(..Ln-1)
+/// + " " + DiffID(Ln)). The key of an unpacked stack of layers.
+pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
+    let mut it = diff_ids.iter();
+    let mut chain = it.next()?.clone();
+    for d in it {
+        chain = Digest::of(format!("{chain} {d}").as_bytes());
+    }
+    Some(chain)
+}
+
+/// The host platform in OCI terms.
+pub fn host_platform() -> Platform {
+    let architecture = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    };
+    Platform {
+        architecture: architecture.to_string(),
+        os: "linux".to_string(),
+        variant: (architecture == "arm64").then(|| "v8".to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_json_is_canonical_and_pinned() {
+        let mut cfg = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![Digest::of(b"layer").to_string()],
+            },
+            ..Default::default()
+        };
+        cfg.config.labels.insert("z".into(), "1".into());
+        cfg.config.labels.insert("a".into(), "2".into());
+        cfg.config.exposed_ports.insert("80/tcp".into(), Empty {});
+        cfg.config.cmd = Some(vec!["sh".into()]);
+        let w = write_json(&cfg, MEDIA_CONFIG);
+        let expected = format!(
+            concat!(
+                r#"{{"architecture":"amd64","os":"linux","config":{{"ExposedPorts":{{"80/tcp":{{}}}},"#,
+                r#""Cmd":["sh"],"Labels":{{"a":"2","z":"1"}}}},"rootfs":{{"type":"layers","#,
+                r#""diff_ids":["{}"]}}}}"#
+            ),
+            Digest::of(b"layer")
+        );
+        assert_eq!(String::from_utf8(w.bytes.clone()).unwrap(), expected);
+        // Round trip, and the same value always serialises to the same bytes.
+        let back: ImageConfig = serde_json::from_slice(&w.bytes).unwrap();
+        assert_eq!(write_json(&back, MEDIA_CONFIG), w);
+    }
+
+    #[test]
+    fn chain_ids() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        assert_eq!(chain_id(&[]), None);
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
+        assert_eq!(
+            chain_id(&[a.clone(), b.clone()]),
+            Some(Digest::of(format!("{a} {b}").as_bytes()))
+        );
+    }
+}
