@@ -5,4 +5,5 @@
 //! parallel executor, the content-hash cache and layer/image writing.
 
 pub mod context;
+pub mod graph;
 pub mod image;

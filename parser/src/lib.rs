@@ -18,7 +18,7 @@ pub mod instruction;
 pub mod lint;
 pub mod shell;
 pub mod span;
-mod suggest;
+pub mod suggest;
 mod syntax;
 
 pub use error::{ParseError, ShellError};

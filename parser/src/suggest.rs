@@ -28,7 +28,7 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// The closest candidate within a distance of about a third of the word, compared without case.
-pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let w = word.to_ascii_lowercase();
     let limit = (w.chars().count() / 3).max(1);
     candidates
@@ -40,7 +40,7 @@ pub(crate) fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str>
 }
 
 /// `message` with ` (did you mean X?)` appended when a close candidate exists.
-pub(crate) fn with_suggestion(message: String, word: &str, candidates: &[&str]) -> String {
+pub fn with_suggestion(message: String, word: &str, candidates: &[&str]) -> String {
     match closest(word, candidates) {
         Some(c) => format!("{message} (did you mean {c}?)"),
         None => message,
