@@ -2,7 +2,10 @@
 
 mod check;
 mod dockerfile;
+mod images;
+mod load;
 mod parse;
+mod store;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -25,11 +28,23 @@ pub enum Command {
     Parse(parse::Args),
     /// Run BuildKit's build checks on a Dockerfile.
     Check(check::Args),
+    /// Load images from an OCI layout directory or archive.
+    Load(load::Args),
+    /// List images.
+    Images(images::ImagesArgs),
+    /// Give an image another tag.
+    Tag(images::TagArgs),
+    /// Remove image tags.
+    Rmi(images::RmiArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Parse(a) => parse::run(a),
         Command::Check(a) => check::run(a),
+        Command::Load(a) => load::run(cli.root.as_deref(), a),
+        Command::Images(a) => images::images(cli.root.as_deref(), a),
+        Command::Tag(a) => images::tag(cli.root.as_deref(), a),
+        Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
     }
 }

@@ -1,4 +1,3 @@
-//! Image writing: deterministic layer tars (and, to come, config, manifest and index).
+//! Image writing: deterministic layer tars. The OCI documents live in `kiln_runtime::oci`.
 
 pub mod layer;
-pub mod oci;

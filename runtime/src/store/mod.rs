@@ -10,11 +10,15 @@
 
 mod blobs;
 mod db;
+mod images;
+mod import;
 mod statcache;
 mod tags;
 
 use std::path::{Path, PathBuf};
 
+pub use images::ImageSummary;
+pub use import::Loaded;
 pub use statcache::FileStamp;
 pub use tags::Tag;
 
@@ -42,6 +46,8 @@ pub enum StoreError {
     },
     #[error("invalid tag {0:?}: expected [registry/]repository[:tag]")]
     BadTag(String),
+    #[error("{path}: not a usable OCI image layout: {reason}")]
+    BadLayout { path: PathBuf, reason: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

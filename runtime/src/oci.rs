@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use kiln_runtime::digest::Digest;
+use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";

@@ -1,0 +1,64 @@
+//! Image summaries for `kiln images`, and resolving what a user names (tag or digest).
+
+use super::{Store, StoreError};
+use crate::{
+    digest::Digest,
+    oci::{ImageConfig, Manifest},
+};
+
+/// One tagged image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageSummary {
+    /// `repository:tag`.
+    pub name: String,
+    pub manifest: Digest,
+    /// The image ID, as docker shows it: the config digest.
+    pub config: Digest,
+    /// RFC 3339, as written in the config.
+    pub created: Option<String>,
+    /// Sum of the layer blob sizes.
+    pub size: u64,
+}
+
+impl Store {
+    /// The manifest digest a user's word names: a tag, or a manifest digest in the store.
+    pub fn resolve(&self, name: &str) -> Result<Option<Digest>, StoreError> {
+        if let Ok(d) = Digest::parse(name) {
+            return Ok(self.has_blob(&d).then_some(d));
+        }
+        self.resolve_tag(name)
+    }
+
+    /// Reads a manifest and its config.
+    pub fn image(&self, manifest: &Digest) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
+        let bad = |what: &str, e: serde_json::Error| StoreError::BadLayout {
+            path: self.blob_path(manifest),
+            reason: format!("{what}: {e}"),
+        };
+        let m: Manifest =
+            serde_json::from_slice(&self.read_blob(manifest)?).map_err(|e| bad("manifest", e))?;
+        let config_digest = Digest::parse(&m.config.digest).map_err(|e| StoreError::BadLayout {
+            path: self.blob_path(manifest),
+            reason: e.to_string(),
+        })?;
+        let c: ImageConfig = serde_json::from_slice(&self.read_blob(&config_digest)?)
+            .map_err(|e| bad("config", e))?;
+        Ok((m, c, config_digest))
+    }
+
+    /// Every tagged image, sorted by name.
+    pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let mut out = Vec::new();
+        for t in self.tags()? {
+            let (m, c, config) = self.image(&t.digest)?;
+            out.push(ImageSummary {
+                name: t.name,
+                manifest: t.digest,
+                config,
+                created: c.created,
+                size: m.layers.iter().map(|l| l.size).sum(),
+            });
+        }
+        Ok(out)
+    }
+}

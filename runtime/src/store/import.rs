@@ -1,0 +1,179 @@
+//! `kiln load`: images from an OCI image layout (a directory, or a tar of one, optionally
+//! gzipped) into the store. Every blob is copied with its digest and size checked; a nested
+//! index (multi-platform image) contributes the manifest for this machine's platform.
+
+use std::{
+    collections::BTreeMap,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use super::{Store, StoreError, io_err};
+use crate::{
+    digest::Digest,
+    oci::{self, Descriptor, Index, Manifest},
+};
+
+/// An image that was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The tag it was stored under, when the layout named one.
+    pub reference: Option<String>,
+    pub manifest: Digest,
+}
+
+fn bad(path: &Path, reason: impl Into<String>) -> StoreError {
+    StoreError::BadLayout {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+/// The name to tag an imported manifest with: containerd's full name, else the OCI ref name
+/// when it is a full reference (docker save writes only the tag there).
+fn reference_of(annotations: &BTreeMap<String, String>) -> Option<String> {
+    annotations
+        .get("io.containerd.image.name")
+        .or_else(|| {
+            annotations
+                .get("org.opencontainers.image.ref.name")
+                .filter(|r| r.contains(':') || r.contains('/'))
+        })
+        .cloned()
+}
+
+impl Store {
+    /// Loads a layout directory or an archive of one.
+    pub fn load(&self, path: &Path) -> Result<Vec<Loaded>, StoreError> {
+        let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        if meta.is_dir() {
+            return self.load_layout(path);
+        }
+        let dir = self
+            .root
+            .join("tmp")
+            .join(format!("load-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let result = (|| {
+            let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+            let mut magic = [0u8; 2];
+            let n = file.read(&mut magic).map_err(io_err(path))?;
+            let file = std::fs::File::open(path).map_err(io_err(path))?;
+            let reader: Box<dyn Read> = if n == 2 && magic == [0x1f, 0x8b] {
+                Box::new(flate2::read::GzDecoder::new(file))
+            } else {
+                Box::new(file)
+            };
+            // `Archive::unpack` refuses entries that would land outside `dir` (`..`, absolute
+            // paths, links leading out), so a hostile archive cannot write elsewhere.
+            tar::Archive::new(reader)
+                .unpack(&dir)
+                .map_err(|e| bad(path, format!("not a readable tar archive: {e}")))?;
+            self.load_layout(&dir)
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Loads every image named by `dir/index.json`.
+    pub fn load_layout(&self, dir: &Path) -> Result<Vec<Loaded>, StoreError> {
+        let layout_file = dir.join("oci-layout");
+        let layout: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&layout_file).map_err(io_err(&layout_file))?)
+                .map_err(|e| bad(&layout_file, e.to_string()))?;
+        if layout["imageLayoutVersion"] != "1.0.0" {
+            return Err(bad(
+                &layout_file,
+                "unsupported imageLayoutVersion (want 1.0.0)",
+            ));
+        }
+        let index_file = dir.join("index.json");
+        let index: Index =
+            serde_json::from_slice(&std::fs::read(&index_file).map_err(io_err(&index_file))?)
+                .map_err(|e| bad(&index_file, e.to_string()))?;
+        let mut out = Vec::new();
+        for desc in &index.manifests {
+            let reference = reference_of(&desc.annotations);
+            let Some(manifest) = self.import_descriptor(dir, desc)? else {
+                continue;
+            };
+            if let Some(r) = &reference {
+                self.set_tag(r, &manifest)?;
+            }
+            out.push(Loaded {
+                reference,
+                manifest,
+            });
+        }
+        if out.is_empty() {
+            return Err(bad(&index_file, "no image for this platform in the layout"));
+        }
+        Ok(out)
+    }
+
+    fn blob_in(&self, dir: &Path, desc: &Descriptor) -> Result<(Digest, PathBuf), StoreError> {
+        let digest = Digest::parse(&desc.digest).map_err(|e| bad(dir, e.to_string()))?;
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        Ok((digest, path))
+    }
+
+    /// Copies one blob in, checking digest and size.
+    fn copy_blob(&self, dir: &Path, desc: &Descriptor) -> Result<Digest, StoreError> {
+        let (digest, path) = self.blob_in(dir, desc)?;
+        if self.has_blob(&digest) {
+            return Ok(digest);
+        }
+        let file = std::fs::File::open(&path).map_err(io_err(&path))?;
+        let (got, size) = self.put_blob_from(file)?;
+        if got != digest || size != desc.size {
+            // The wrong content is in the store under its own (correct) name; nothing refers
+            // to it, and `kiln store verify --repair` will collect it.
+            return Err(bad(
+                &path,
+                format!(
+                    "blob is {got} ({size} bytes), the layout says {digest} ({} bytes)",
+                    desc.size
+                ),
+            ));
+        }
+        Ok(digest)
+    }
+
+    /// Imports a manifest (or the host platform's manifest of a nested index).
+    fn import_descriptor(
+        &self,
+        dir: &Path,
+        desc: &Descriptor,
+    ) -> Result<Option<Digest>, StoreError> {
+        let (_, path) = self.blob_in(dir, desc)?;
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        match desc.media_type.as_str() {
+            oci::MEDIA_INDEX | "application/vnd.docker.distribution.manifest.list.v2+json" => {
+                let nested: Index =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))?;
+                let host = oci::host_platform();
+                let pick = nested.manifests.iter().find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
+                });
+                match pick {
+                    Some(m) => self.import_descriptor(dir, m),
+                    None => Ok(None),
+                }
+            }
+            oci::MEDIA_MANIFEST | "application/vnd.docker.distribution.manifest.v2+json" => {
+                let manifest: Manifest =
+                    serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))?;
+                self.copy_blob(dir, &manifest.config)?;
+                for layer in &manifest.layers {
+                    self.copy_blob(dir, layer)?;
+                }
+                // The manifest last: once it is in, everything it refers to is too.
+                self.copy_blob(dir, desc).map(Some)
+            }
+            other => Err(bad(&path, format!("unsupported media type {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Opening the store named by `--root` / `$KILN_ROOT` / the default.
+
+use std::path::Path;
+
+use anyhow::Context;
+use kiln_runtime::store::{Store, default_root};
+
+pub fn open(root: Option<&Path>) -> anyhow::Result<Store> {
+    let root = default_root(root);
+    Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))
+}

@@ -1,0 +1,84 @@
+//! `kiln load`, `images`, `tag`, `rmi` end to end, each test with its own store.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+use std::process::Command;
+
+fn kiln(root: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/base/busybox-oci");
+
+#[test]
+fn load_list_tag_and_remove() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (code, out, _) = kiln(r, &["load", "-i", BASE]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        out,
+        "Loaded image: kiln.local/busybox:latest (sha256:88ca2ffc7f1b09e60e0b57e78745fb6dc78ffcd2846ef03fbc185373748138e0)\n"
+    );
+    assert_eq!(kiln(r, &["tag", "kiln.local/busybox", "base:1"]).0, 0);
+    let (_, out, _) = kiln(r, &["images"]);
+    assert_eq!(
+        out,
+        "REPOSITORY           TAG      IMAGE ID       CREATED                SIZE\n\
+         base                 1        1696572d56f9   2023-11-14T22:13:20Z   1.032MB\n\
+         kiln.local/busybox   latest   1696572d56f9   2023-11-14T22:13:20Z   1.032MB\n"
+    );
+    // Tagging by manifest digest works too.
+    let digest = "sha256:88ca2ffc7f1b09e60e0b57e78745fb6dc78ffcd2846ef03fbc185373748138e0";
+    assert_eq!(kiln(r, &["tag", digest, "by-digest"]).0, 0);
+    let (code, out, err) = kiln(r, &["rmi", "base:1", "by-digest", "nope"]);
+    assert_eq!(code, 1);
+    assert_eq!(out, "Untagged: base:1\nUntagged: by-digest\n");
+    assert_eq!(err, "kiln: error: no such image: nope\n");
+    assert_eq!(kiln(r, &["images", "-q"]).1, "1696572d56f9\n");
+}
+
+#[test]
+fn load_and_tag_errors_name_their_input() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (code, _, err) = kiln(r, &["load", "-i", "/nonexistent/image.tar"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with(
+            "kiln: error: cannot load /nonexistent/image.tar: /nonexistent/image.tar: No such file"
+        ),
+        "{err}"
+    );
+    let junk = r.join("junk.tar");
+    std::fs::write(
+        &junk,
+        b"this is not a tar archive at all, not even close......",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["load", "-i", junk.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("junk.tar") && err.contains("not a usable OCI image layout"),
+        "{err}"
+    );
+    let (code, _, err) = kiln(r, &["tag", "missing", "x"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "kiln: error: no such image: missing\n")
+    );
+    let (code, _, err) = kiln(r, &["load", "-i", BASE]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kiln(r, &["tag", "kiln.local/busybox", "Bad Name"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid tag \"Bad Name\""), "{err}");
+}
