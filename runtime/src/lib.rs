@@ -5,5 +5,6 @@
 //! depends on Dockerfile concepts (DESIGN.md: `runtime` knows nothing of parsers).
 
 pub mod digest;
+pub mod layer;
 pub mod oci;
 pub mod store;
