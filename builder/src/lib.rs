@@ -4,6 +4,7 @@
 //! following `../shared/DESIGN.md`: the context snapshot and digests, the stage graph, the
 //! parallel executor, the content-hash cache and layer/image writing.
 
+pub mod cache;
 pub mod context;
 pub mod graph;
 pub mod image;

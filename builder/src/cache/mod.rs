@@ -1,0 +1,3 @@
+//! The build cache: keys ([`key`]) and, to come, the index that maps them to layers.
+
+pub mod key;
