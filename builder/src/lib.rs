@@ -6,5 +6,6 @@
 
 pub mod cache;
 pub mod context;
+pub mod exec;
 pub mod graph;
 pub mod image;

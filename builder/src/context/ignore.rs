@@ -319,6 +319,42 @@ fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
     reach[n]
 }
 
+/// Go's `filepath.Match`: `*` and `?` never match `/`, `[...]` classes, `\` escapes. Used for
+/// COPY/ADD source wildcards (REFERENCE §1.6 COPY).
+pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, IgnoreError> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            '*' => toks.push(Tok::Star),
+            '?' => toks.push(Tok::Any),
+            '\\' => match chars.get(i) {
+                Some(&n) => {
+                    toks.push(Tok::Lit(n));
+                    i += 1;
+                }
+                None => return Err(IgnoreError::BadPattern(pattern.to_string())),
+            },
+            '[' => {
+                let (tok, next) = parse_class(&chars, i, pattern)?;
+                toks.push(tok);
+                i = next;
+            }
+            c => toks.push(Tok::Lit(c)),
+        }
+    }
+    let name: Vec<char> = name.chars().collect();
+    Ok(match_tokens(&toks, &name))
+}
+
+/// Whether `s` holds a `filepath.Match` wildcard.
+pub fn has_wildcard(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
 /// A compiled `.dockerignore`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Matcher {

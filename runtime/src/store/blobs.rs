@@ -19,7 +19,43 @@ fn tmp_name() -> String {
     format!("blob-{}-{n}", std::process::id())
 }
 
+/// A blob being written in place: the caller streams into `file` while hashing, then
+/// [`Store::commit_blob`] makes it visible under its digest.
+#[derive(Debug)]
+pub struct BlobFile {
+    pub file: File,
+    path: PathBuf,
+}
+
 impl Store {
+    /// Starts a blob written by the caller (e.g. a layer written as it is hashed).
+    pub fn new_blob_file(&self) -> Result<BlobFile, StoreError> {
+        let path = self.root.join("tmp").join(tmp_name());
+        let file = File::create(&path).map_err(io_err(&path))?;
+        Ok(BlobFile { file, path })
+    }
+
+    /// Makes a finished blob visible as `digest`, which the caller computed while writing.
+    pub fn commit_blob(&self, blob: BlobFile, digest: &Digest) -> Result<(), StoreError> {
+        let BlobFile { file, path } = blob;
+        let result = (|| {
+            file.sync_all().map_err(io_err(&path))?;
+            drop(file);
+            let dest = self.blob_path(digest);
+            std::fs::rename(&path, &dest).map_err(io_err(&dest))?;
+            if let Some(dir) = dest.parent() {
+                File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(dir))?;
+            }
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&path);
+        }
+        result
+    }
+
     /// Where the blob `d` lives (whether or not it is present).
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join("blobs/sha256").join(d.hex())

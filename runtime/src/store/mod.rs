@@ -9,6 +9,7 @@
 //!   one transaction, so a crash loses at most the change in progress.
 
 mod blobs;
+mod cache;
 mod db;
 mod images;
 mod import;
@@ -17,6 +18,8 @@ mod tags;
 
 use std::path::{Path, PathBuf};
 
+pub use blobs::BlobFile;
+pub use cache::CacheEntry;
 pub use images::ImageSummary;
 pub use import::Loaded;
 pub use statcache::FileStamp;

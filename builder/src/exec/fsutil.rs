@@ -1,0 +1,199 @@
+//! Path and mode helpers for steps that change the filesystem: resolving paths inside the
+//! rootfs without ever leaving it, `--chmod` (octal and symbolic), `--chown` resolution against
+//! the image's own `/etc/passwd` and `/etc/group`, and RFC 3339 times.
+
+use kiln_runtime::layer::view::{NodeKind, View, normalize};
+
+/// Joins `path` (absolute, or relative to `workdir`) into a clean absolute path.
+pub fn absolute(workdir: &str, path: &str) -> String {
+    let joined = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("{}/{path}", workdir.trim_end_matches('/'))
+    };
+    let clean = crate::context::ignore::clean(&joined);
+    if clean.starts_with('/') {
+        clean
+    } else {
+        format!("/{clean}")
+    }
+}
+
+/// Resolves symlinks in the directories of `path` inside the rootfs `view`: an absolute link
+/// target restarts at the rootfs root, `..` never climbs above it (the rootfs is a chroot for
+/// this purpose), and loops give up after 40 links. Returns the relative, resolved path.
+pub fn resolve_in_root(view: &View, path: &str) -> String {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect();
+    todo.reverse();
+    let mut done: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                done.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let candidate = if done.is_empty() {
+            c.clone()
+        } else {
+            format!("{}/{c}", done.join("/"))
+        };
+        // The last component is the entry itself: it is not followed (COPY replaces a link).
+        let is_last = todo.is_empty();
+        match view.get(&candidate).map(|n| &n.kind) {
+            Some(NodeKind::Symlink { target }) if !is_last && hops < 40 => {
+                hops += 1;
+                if target.starts_with('/') {
+                    done.clear();
+                }
+                let mut parts: Vec<String> = target
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                parts.reverse();
+                todo.extend(parts);
+            }
+            _ => done.push(c),
+        }
+    }
+    normalize(&done.join("/")).unwrap_or_default()
+}
+
+/// Applies a `--chmod` value to `mode` (`is_dir` matters for `X`). `None` if it is invalid.
+pub fn apply_chmod(spec: &str, mode: u32, is_dir: bool) -> Option<u32> {
+    if !spec.is_empty() && spec.len() <= 4 && spec.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return u32::from_str_radix(spec, 8).ok();
+    }
+    let mut mode = mode & 0o7777;
+    for clause in spec.split(',') {
+        let who_len = clause.find(|c| !"ugoa".contains(c)).unwrap_or(clause.len());
+        let (who, mut rest) = clause.split_at(who_len);
+        let mask = if who.is_empty() || who.contains('a') {
+            0o7777
+        } else {
+            let mut m = 0;
+            if who.contains('u') {
+                m |= 0o4700;
+            }
+            if who.contains('g') {
+                m |= 0o2070;
+            }
+            if who.contains('o') {
+                m |= 0o1007;
+            }
+            m
+        };
+        if rest.is_empty() {
+            return None;
+        }
+        while let Some(op) = rest.chars().next() {
+            if !"+-=".contains(op) {
+                return None;
+            }
+            rest = &rest[1..];
+            let perm_len = rest.find(['+', '-', '=']).unwrap_or(rest.len());
+            let (perms, tail) = rest.split_at(perm_len);
+            rest = tail;
+            let mut bits = 0u32;
+            if matches!(perms, "u" | "g" | "o") {
+                // Copy another class's bits (`g=u`).
+                let src = match perms {
+                    "u" => (mode >> 6) & 7,
+                    "g" => (mode >> 3) & 7,
+                    _ => mode & 7,
+                };
+                bits = src | (src << 3) | (src << 6);
+            } else {
+                for p in perms.chars() {
+                    bits |= match p {
+                        'r' => 0o444,
+                        'w' => 0o222,
+                        'x' => 0o111,
+                        'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                        'X' => 0,
+                        's' => 0o6000,
+                        't' => 0o1000,
+                        _ => return None,
+                    };
+                }
+            }
+            let bits = bits & mask;
+            mode = match op {
+                '+' => mode | bits,
+                '-' => mode & !bits,
+                _ => (mode & !(mask & 0o7777)) | bits,
+            };
+        }
+    }
+    Some(mode)
+}
+
+/// Looks `name` up in passwd/group text (`name:x:id:...`); returns (id, primary gid).
+pub fn lookup_id(table: &str, name: &str) -> Option<(u32, Option<u32>)> {
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&name) && f.len() >= 3)
+            .then(|| (f[2].parse().ok(), f.get(3).and_then(|g| g.parse().ok())))
+            .and_then(|(id, gid)| id.map(|id| (id, gid)))
+    })
+}
+
+/// Formats seconds since the epoch as RFC 3339 UTC (`2023-11-14T22:13:20Z`).
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chmod_forms() {
+        assert_eq!(apply_chmod("755", 0o644, false), Some(0o755));
+        assert_eq!(apply_chmod("+x", 0o644, false), Some(0o755));
+        assert_eq!(apply_chmod("u=rwX,go=rX", 0o600, true), Some(0o755));
+        assert_eq!(apply_chmod("u=rwX,go=rX", 0o600, false), Some(0o644));
+        assert_eq!(apply_chmod("g=u", 0o740, false), Some(0o770));
+        assert_eq!(apply_chmod("a-w", 0o666, false), Some(0o444));
+        assert_eq!(apply_chmod("u+s", 0o755, false), Some(0o4755));
+        assert_eq!(apply_chmod("q", 0o644, false), None);
+    }
+
+    #[test]
+    fn times_and_ids() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        let passwd = "root:x:0:0::/root:/bin/sh\nbuilder:x:1000:1001::/home:/bin/sh\n";
+        assert_eq!(lookup_id(passwd, "builder"), Some((1000, Some(1001))));
+        assert_eq!(lookup_id(passwd, "nobody"), None);
+        assert_eq!(absolute("/app", "sub/../x"), "/app/x");
+        assert_eq!(absolute("/app", "/etc/"), "/etc");
+        assert_eq!(absolute("/", "../../x"), "/x");
+    }
+}

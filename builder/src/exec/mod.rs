@@ -1,0 +1,735 @@
+//! The executor: runs the stages `--target` needs, in dependency order, and writes the image.
+//!
+//! A stage's state is its layers, its merged filesystem view, its image config and its ARGs.
+//! Metadata instructions change the config only (`empty_layer` history); COPY/ADD and WORKDIR
+//! write layers; RUN goes through a [`StepRunner`] (the sandbox of issue 4), and without one it
+//! fails at its line with a clear error rather than being skipped.
+//!
+//! Cache keys chain through filesystem operations only, as BuildKit's LLB does: a changed ENV
+//! does not invalidate a later COPY (it will be part of a RUN's key).
+
+mod copy;
+pub mod fsutil;
+
+use std::{collections::BTreeMap, path::PathBuf, time::Instant};
+
+use kiln_parser::{
+    ParseError,
+    instruction::{self, Command, Health, Instruction, Kind},
+    shell::Lexer,
+    span::Span,
+};
+use kiln_runtime::{
+    digest::Digest,
+    layer::view::{View, open_layer},
+    oci::{self, Descriptor, History, ImageConfig, Manifest, RootFs},
+    store::{Store, StoreError},
+};
+
+use crate::{
+    cache::key::CacheKey,
+    context::snapshot::{ContextError, Snapshot},
+    graph::{Base, BuildGraph, GraphError, GraphOptions},
+};
+
+/// What to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// The Dockerfile's path (for `<Dockerfile>.dockerignore`), `None` when read from stdin.
+    pub dockerfile_path: Option<PathBuf>,
+    pub dockerfile_text: String,
+    pub target: Option<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub tags: Vec<String>,
+    pub no_cache: bool,
+    /// `SOURCE_DATE_EPOCH`: clamps every timestamp in the image.
+    pub source_date_epoch: Option<i64>,
+}
+
+/// Progress, for the CLI to render.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A step started: `[build 2/5] COPY . /app`.
+    Started {
+        name: String,
+    },
+    Cached {
+        name: String,
+    },
+    Done {
+        name: String,
+        millis: u128,
+    },
+}
+
+/// The image that was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildOutput {
+    pub manifest: Digest,
+    pub config: Digest,
+    pub tags: Vec<String>,
+    pub manifest_size: u64,
+}
+
+/// Why a build failed. `At` errors point into the Dockerfile.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{message}")]
+    At { span: Span, message: String },
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Context(#[from] ContextError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl BuildError {
+    pub fn at(span: Span, message: impl Into<String>) -> Self {
+        BuildError::At {
+            span,
+            message: message.into(),
+        }
+    }
+
+    /// Where in the Dockerfile the error is, when it is about a line.
+    pub fn span(&self) -> Option<Span> {
+        match self {
+            BuildError::At { span, .. } => Some(*span),
+            BuildError::Parse(e) => Some(e.span),
+            BuildError::Graph(g) => g.span(),
+            _ => None,
+        }
+    }
+}
+
+/// Runs RUN steps. The sandbox (issue 4) implements it; builds without one use [`NoSandbox`].
+pub trait StepRunner: Sync {
+    fn run(&self, stage: &str, ins: &Instruction) -> Result<(), BuildError>;
+}
+
+/// No sandbox: every RUN fails with a clear error naming the step.
+#[derive(Debug, Default)]
+pub struct NoSandbox;
+
+impl StepRunner for NoSandbox {
+    fn run(&self, _stage: &str, ins: &Instruction) -> Result<(), BuildError> {
+        Err(BuildError::at(
+            ins.span,
+            format!(
+                "{}: RUN is not supported yet: kiln's build sandbox is not built (issue 4); \
+                 this Dockerfile needs it",
+                short(&ins.text)
+            ),
+        ))
+    }
+}
+
+/// An instruction's text after its keyword.
+fn args_of(text: &str) -> &str {
+    text.split_once(char::is_whitespace)
+        .map_or("", |(_, rest)| rest.trim_start())
+}
+
+fn short(text: &str) -> String {
+    let t: String = text.chars().take(60).collect();
+    if t.len() < text.len() {
+        format!("{t}...")
+    } else {
+        t
+    }
+}
+
+/// A layer of a stage: its manifest descriptor and diff_id.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerRef {
+    pub descriptor: Descriptor,
+    pub diff_id: Digest,
+}
+
+/// Everything a stage has built so far.
+#[derive(Debug, Clone)]
+pub(crate) struct StageState {
+    pub layers: Vec<LayerRef>,
+    pub view: View,
+    pub config: ImageConfig,
+    /// ARGs in scope, in declaration order, with their values (`None`: declared, no value).
+    pub args: Vec<(String, Option<String>)>,
+    /// The cache key of the filesystem so far.
+    pub key: CacheKey,
+    /// CMD was set in this stage (ENTRYPOINT then keeps it).
+    pub cmd_set: bool,
+    /// When the filesystem last changed (seconds): the time of the last layer step, reused from
+    /// the cache on a hit, so a fully cached rebuild gives the same image.
+    pub time: Option<i64>,
+    /// The base image's `created`, for a stage that has not changed its filesystem yet.
+    pub base_created: Option<String>,
+}
+
+impl StageState {
+    fn scratch() -> StageState {
+        let p = oci::host_platform();
+        StageState {
+            layers: Vec::new(),
+            view: View::default(),
+            config: ImageConfig {
+                architecture: p.architecture,
+                os: p.os,
+                variant: p.variant,
+                rootfs: RootFs {
+                    kind: "layers".into(),
+                    diff_ids: Vec::new(),
+                },
+                ..Default::default()
+            },
+            args: Vec::new(),
+            key: CacheKey::for_base("scratch"),
+            cmd_set: false,
+            time: None,
+            base_created: None,
+        }
+    }
+
+    /// Variables for expansion: in-scope ARG values, then ENV (ENV wins, REFERENCE §1.7).
+    pub fn vars(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .args
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
+            .collect();
+        for e in &self.config.config.env {
+            if let Some((k, val)) = e.split_once('=') {
+                v.push((k.to_string(), val.to_string()));
+            }
+        }
+        v
+    }
+
+    pub fn workdir(&self) -> String {
+        let w = &self.config.config.working_dir;
+        if w.is_empty() {
+            "/".to_string()
+        } else {
+            w.clone()
+        }
+    }
+
+    fn set_env(&mut self, key: &str, value: &str) {
+        let entry = format!("{key}={value}");
+        let env = &mut self.config.config.env;
+        match env
+            .iter_mut()
+            .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
+        {
+            Some(e) => *e = entry,
+            None => env.push(entry),
+        }
+    }
+
+    pub fn add_layer(&mut self, layer: LayerRef, key: CacheKey) {
+        self.config.rootfs.diff_ids.push(layer.diff_id.to_string());
+        self.layers.push(layer);
+        self.key = key;
+    }
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    opts: &'a BuildOptions,
+    lex: Lexer,
+    snapshot: Option<Snapshot>,
+    graph: &'a BuildGraph,
+    instructions: &'a [Instruction],
+    on_event: &'a (dyn Fn(Event) + Sync),
+    runner: &'a dyn StepRunner,
+    now: i64,
+}
+
+/// Builds the image `opts` describes.
+pub fn build(
+    store: &Store,
+    opts: &BuildOptions,
+    runner: &dyn StepRunner,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<BuildOutput, BuildError> {
+    let df = kiln_parser::parse(&opts.dockerfile_text)?;
+    let instructions = instruction::from_ast(&df)?;
+    let host = oci::host_platform();
+    let platform_args: BTreeMap<String, String> = [
+        (
+            "TARGETPLATFORM",
+            format!("{}/{}", host.os, host.architecture),
+        ),
+        ("TARGETOS", host.os.clone()),
+        ("TARGETARCH", host.architecture.clone()),
+        ("TARGETVARIANT", host.variant.clone().unwrap_or_default()),
+        (
+            "BUILDPLATFORM",
+            format!("{}/{}", host.os, host.architecture),
+        ),
+        ("BUILDOS", host.os.clone()),
+        ("BUILDARCH", host.architecture.clone()),
+        ("BUILDVARIANT", host.variant.clone().unwrap_or_default()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let graph = BuildGraph::new(
+        &instructions,
+        &GraphOptions {
+            target: opts.target.clone(),
+            build_args: opts.build_args.clone(),
+            platform_args,
+        },
+    )?;
+    let now = opts.source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    });
+    let mut ctx = Ctx {
+        store,
+        opts,
+        lex: Lexer::new(df.escape),
+        snapshot: None,
+        graph: &graph,
+        instructions: &instructions,
+        on_event,
+        runner,
+        now,
+    };
+    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+    for &s in &graph.order {
+        let state = run_stage(&mut ctx, s, &done)?;
+        done.insert(s, state);
+    }
+    let state = done
+        .remove(&graph.target)
+        .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
+    assemble(&ctx, state)
+}
+
+fn stage_label(graph: &BuildGraph, s: usize) -> String {
+    graph.stages[s]
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("stage-{s}"))
+}
+
+fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, BuildError> {
+    let manifest = ctx.store.resolve(reference)?.ok_or_else(|| {
+        BuildError::at(
+            span,
+            format!(
+                "base image {reference:?} is not in kiln's store: kiln does not pull from \
+                 registries yet; load it with `kiln load -i <oci-layout-or-archive>`, or build \
+                 it and tag it with `kiln build -t {reference}`"
+            ),
+        )
+    })?;
+    let (m, config, _) = ctx.store.image(&manifest)?;
+    let mut st = StageState::scratch();
+    st.key = CacheKey::for_base(&manifest.to_string());
+    let diff_ids: Vec<Digest> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d).map_err(|e| BuildError::Other(format!("{reference}: {e}"))))
+        .collect::<Result<_, _>>()?;
+    if diff_ids.len() != m.layers.len() {
+        return Err(BuildError::Other(format!(
+            "{reference}: the config lists {} layers, the manifest {}",
+            diff_ids.len(),
+            m.layers.len()
+        )));
+    }
+    for (i, (desc, diff_id)) in m.layers.iter().zip(diff_ids).enumerate() {
+        let blob = Digest::parse(&desc.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+        let path = ctx.store.blob_path(&blob);
+        let reader =
+            open_layer(&path).map_err(|e| BuildError::Other(format!("{}: {e}", path.display())))?;
+        st.view
+            .apply(i, reader, &desc.digest)
+            .map_err(|e| BuildError::Other(e.to_string()))?;
+        st.layers.push(LayerRef {
+            descriptor: desc.clone(),
+            diff_id,
+        });
+    }
+    st.base_created = config.created.clone();
+    st.config = ImageConfig {
+        rootfs: RootFs {
+            kind: "layers".into(),
+            diff_ids: config.rootfs.diff_ids.clone(),
+        },
+        ..config
+    };
+    Ok(st)
+}
+
+fn run_stage(
+    ctx: &mut Ctx<'_>,
+    s: usize,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<StageState, BuildError> {
+    let stage = &ctx.graph.stages[s];
+    let label = stage_label(ctx.graph, s);
+    let total = stage.steps.len() + 1;
+    let from_name = format!("[{label} 1/{total}] {}", ctx.instructions_text(stage.span));
+    (ctx.on_event)(Event::Started {
+        name: from_name.clone(),
+    });
+    let t0 = Instant::now();
+    let mut st = match &stage.base {
+        Base::Scratch => StageState::scratch(),
+        Base::Stage(p) => {
+            let mut p = done.get(p).cloned().ok_or_else(|| {
+                BuildError::Other(format!("stage {p} was not built before {label}"))
+            })?;
+            // ARGs do not cross FROM (REFERENCE §1.6 ARG): a stage sees its parent's ARGs only
+            // when it redeclares them, like global ones.
+            p.cmd_set = false;
+            p
+        }
+        Base::Image(r) => load_image(ctx, r, stage.span)?,
+    };
+    // A stage keeps its parent's ARG values available for redeclaration, not in scope.
+    let inherited: Vec<(String, Option<String>)> = std::mem::take(&mut st.args);
+    (ctx.on_event)(Event::Done {
+        name: from_name,
+        millis: t0.elapsed().as_millis(),
+    });
+
+    // ONBUILD triggers of the base run right after FROM, then are cleared.
+    let triggers = std::mem::take(&mut st.config.config.on_build);
+    for t in &triggers {
+        let df = kiln_parser::parse(t).map_err(|e| {
+            BuildError::at(
+                stage.span,
+                format!("ONBUILD trigger {t:?} of the base image: {}", e.message),
+            )
+        })?;
+        for ins in instruction::from_ast(&df).map_err(|e| {
+            BuildError::at(
+                stage.span,
+                format!("ONBUILD trigger {t:?} of the base image: {}", e.message),
+            )
+        })? {
+            let ins = Instruction {
+                span: stage.span,
+                ..ins
+            };
+            step(
+                ctx,
+                &mut st,
+                &inherited,
+                s,
+                &ins,
+                &format!("[{label} 1/{total}] ONBUILD {t}"),
+                done,
+            )?;
+        }
+    }
+    let steps = stage.steps.clone();
+    for (n, &i) in steps.iter().enumerate() {
+        let ins = &ctx.instructions[i];
+        let name = format!("[{label} {}/{total}] {}", n + 2, short(&ins.text));
+        step(ctx, &mut st, &inherited, s, ins, &name, done)?;
+    }
+    Ok(st)
+}
+
+impl Ctx<'_> {
+    fn instructions_text(&self, span: Span) -> String {
+        self.instructions
+            .iter()
+            .find(|i| i.span == span)
+            .map(|i| short(&i.text))
+            .unwrap_or_default()
+    }
+
+    fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
+        self.lex
+            .expand_str(word, &st.vars())
+            .map_err(|e| BuildError::at(span, format!("failed to process {word:?}: {e}")))
+    }
+
+    /// The time a metadata step is recorded at: that of the last filesystem change, else the
+    /// base image's, else now (or `SOURCE_DATE_EPOCH`).
+    fn created(&self, st: &StageState) -> String {
+        if let Some(e) = self.opts.source_date_epoch {
+            return fsutil::rfc3339(e);
+        }
+        st.time
+            .map(fsutil::rfc3339)
+            .or_else(|| st.base_created.clone())
+            .unwrap_or_else(|| fsutil::rfc3339(self.now))
+    }
+
+    fn history(&self, st: &mut StageState, created_by: String, empty_layer: bool) {
+        st.config.history.push(History {
+            created: Some(self.created(st)),
+            created_by: Some(created_by),
+            comment: Some("buildkit.dockerfile.v0".into()),
+            empty_layer,
+        });
+    }
+}
+
+fn shell_wrap(st: &StageState, cmd: &Command) -> Vec<String> {
+    match cmd {
+        Command::Exec(v) => v.clone(),
+        Command::Shell(s) => {
+            let mut v = if st.config.config.shell.is_empty() {
+                vec!["/bin/sh".to_string(), "-c".to_string()]
+            } else {
+                st.config.config.shell.clone()
+            };
+            v.push(s.clone());
+            v
+        }
+    }
+}
+
+fn step(
+    ctx: &mut Ctx<'_>,
+    st: &mut StageState,
+    inherited: &[(String, Option<String>)],
+    stage: usize,
+    ins: &Instruction,
+    name: &str,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<(), BuildError> {
+    let t0 = Instant::now();
+    (ctx.on_event)(Event::Started {
+        name: name.to_string(),
+    });
+    let span = ins.span;
+    let mut cached = false;
+    match &ins.kind {
+        Kind::From(_) => {}
+        Kind::Arg(decls) => {
+            for d in decls {
+                let value = match ctx.opts.build_args.get(&d.name) {
+                    Some(v) => Some(v.clone()),
+                    None => match &d.default {
+                        Some(def) => Some(ctx.expand(st, def, span)?),
+                        // `ARG NAME` imports a global ARG's (or the parent stage's) value.
+                        None => ctx
+                            .graph
+                            .global_args
+                            .iter()
+                            .chain(inherited)
+                            .rev()
+                            .find(|(k, _)| *k == d.name)
+                            .and_then(|(_, v)| v.clone()),
+                    },
+                };
+                st.args.retain(|(k, _)| *k != d.name);
+                st.args.push((d.name.clone(), value.clone()));
+            }
+            ctx.history(st, format!("ARG {}", args_of(&ins.text)), true);
+        }
+        Kind::Env(pairs) | Kind::Label(pairs) => {
+            // Every substitution in one instruction sees the values from before it.
+            let before = st.clone();
+            let mut done_pairs = Vec::new();
+            for (k, v) in pairs {
+                let key = ctx.expand(&before, k, span)?;
+                let value = ctx.expand(&before, v, span)?;
+                done_pairs.push((key, value));
+            }
+            let is_env = matches!(ins.kind, Kind::Env(_));
+            for (k, v) in &done_pairs {
+                if is_env {
+                    st.set_env(k, v);
+                } else {
+                    st.config.config.labels.insert(k.clone(), v.clone());
+                }
+            }
+            let text: Vec<String> = done_pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            ctx.history(
+                st,
+                format!(
+                    "{} {}",
+                    if is_env { "ENV" } else { "LABEL" },
+                    text.join(" ")
+                ),
+                true,
+            );
+        }
+        Kind::Expose(ports) => {
+            for p in ports {
+                let p = ctx.expand(st, p, span)?;
+                let (range, proto) = match p.split_once('/') {
+                    Some((r, pr)) => (r.to_string(), pr.to_ascii_lowercase()),
+                    None => (p.clone(), "tcp".to_string()),
+                };
+                let range = range.rsplit(':').next().unwrap_or(&range).to_string();
+                let (lo, hi) = match range.split_once('-') {
+                    Some((a, b)) => (a.parse::<u16>(), b.parse::<u16>()),
+                    None => (range.parse::<u16>(), range.parse::<u16>()),
+                };
+                let (Ok(lo), Ok(hi)) = (lo, hi) else {
+                    return Err(BuildError::at(span, format!("invalid port {p:?}")));
+                };
+                for port in lo..=hi {
+                    st.config
+                        .config
+                        .exposed_ports
+                        .insert(format!("{port}/{proto}"), oci::Empty {});
+                }
+            }
+            ctx.history(st, format!("EXPOSE {}", ports.join(" ")), true);
+        }
+        Kind::Volume(v) => {
+            for p in v {
+                let p = ctx.expand(st, p, span)?;
+                st.config.config.volumes.insert(p, oci::Empty {});
+            }
+            ctx.history(st, format!("VOLUME {v:?}"), true);
+        }
+        Kind::User(u) => {
+            st.config.config.user = ctx.expand(st, u, span)?;
+            ctx.history(st, format!("USER {}", st.config.config.user.clone()), true);
+        }
+        Kind::Workdir(w) => {
+            let w = ctx.expand(st, w, span)?;
+            let abs = fsutil::absolute(&st.workdir(), &w);
+            st.config.config.working_dir = abs.clone();
+            cached = copy::mkdir_workdir(ctx, st, &abs, name, span)?;
+        }
+        Kind::StopSignal(s) => {
+            st.config.config.stop_signal = ctx.expand(st, s, span)?;
+            ctx.history(
+                st,
+                format!("STOPSIGNAL {}", st.config.config.stop_signal.clone()),
+                true,
+            );
+        }
+        Kind::Shell(v) => {
+            st.config.config.shell = v.clone();
+            ctx.history(st, format!("SHELL {v:?}"), true);
+        }
+        Kind::Cmd(c) => {
+            st.config.config.cmd = Some(shell_wrap(st, c));
+            st.config.config.args_escaped = true;
+            st.cmd_set = true;
+            ctx.history(
+                st,
+                format!("CMD {:?}", st.config.config.cmd.clone().unwrap_or_default()),
+                true,
+            );
+        }
+        Kind::Entrypoint(c) => {
+            st.config.config.entrypoint = Some(shell_wrap(st, c));
+            // ENTRYPOINT resets a CMD inherited from the base (REFERENCE §1.6).
+            if !st.cmd_set {
+                st.config.config.cmd = None;
+            }
+            ctx.history(
+                st,
+                format!(
+                    "ENTRYPOINT {:?}",
+                    st.config.config.entrypoint.clone().unwrap_or_default()
+                ),
+                true,
+            );
+        }
+        Kind::Healthcheck(h) => {
+            st.config.config.healthcheck = Some(match h.as_ref() {
+                Health::None => oci::Healthcheck {
+                    test: vec!["NONE".into()],
+                    ..Default::default()
+                },
+                Health::Check {
+                    test,
+                    interval_ns,
+                    timeout_ns,
+                    start_period_ns,
+                    start_interval_ns,
+                    retries,
+                } => oci::Healthcheck {
+                    test: test.clone(),
+                    interval: interval_ns.map(|v| v as i64),
+                    timeout: timeout_ns.map(|v| v as i64),
+                    start_period: start_period_ns.map(|v| v as i64),
+                    start_interval: start_interval_ns.map(|v| v as i64),
+                    retries: *retries,
+                },
+            });
+            ctx.history(st, format!("HEALTHCHECK {}", args_of(&ins.text)), true);
+        }
+        Kind::OnBuild { expression, .. } => {
+            st.config.config.on_build.push(expression.clone());
+            ctx.history(st, format!("ONBUILD {expression}"), true);
+        }
+        Kind::Maintainer(m) => {
+            st.config.author = Some(m.clone());
+            ctx.history(st, format!("MAINTAINER {m}"), true);
+        }
+        Kind::Copy(c) => {
+            cached = copy::copy(ctx, st, stage, ins, c, name, done)?;
+        }
+        Kind::Run(_) => {
+            let label = stage_label(ctx.graph, stage);
+            ctx.runner.run(&label, ins)?;
+        }
+    }
+    (ctx.on_event)(if cached {
+        Event::Cached {
+            name: name.to_string(),
+        }
+    } else {
+        Event::Done {
+            name: name.to_string(),
+            millis: t0.elapsed().as_millis(),
+        }
+    });
+    Ok(())
+}
+
+/// Writes the config and manifest of the final state and tags them.
+fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError> {
+    for (k, v) in &ctx.opts.labels {
+        st.config.config.labels.insert(k.clone(), v.clone());
+    }
+    st.config.created = Some(ctx.created(&st));
+    if let Some(epoch) = ctx.opts.source_date_epoch {
+        // Clamp inherited history too (REFERENCE §6.6).
+        let clamp = fsutil::rfc3339(epoch);
+        for h in &mut st.config.history {
+            if h.created.as_deref().is_some_and(|c| c > clamp.as_str()) {
+                h.created = Some(clamp.clone());
+            }
+        }
+    }
+    let config = oci::write_json(&st.config, oci::MEDIA_CONFIG);
+    let config_digest = ctx.store.put_blob(&config.bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: oci::MEDIA_MANIFEST.into(),
+        config: config.descriptor,
+        layers: st.layers.iter().map(|l| l.descriptor.clone()).collect(),
+        annotations: BTreeMap::new(),
+    };
+    let m = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
+    let manifest_digest = ctx.store.put_blob(&m.bytes)?;
+    let mut tags = Vec::new();
+    for t in &ctx.opts.tags {
+        tags.push(ctx.store.set_tag(t, &manifest_digest)?);
+    }
+    Ok(BuildOutput {
+        manifest: manifest_digest,
+        config: config_digest,
+        tags,
+        manifest_size: m.bytes.len() as u64,
+    })
+}

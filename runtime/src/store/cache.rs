@@ -1,0 +1,106 @@
+//! The build cache index: a cache key maps to the layer a step produced, with the usage data
+//! `kiln cache` will show (issue 5). One row per key; each change is one transaction.
+
+use super::{Store, StoreError};
+use crate::digest::Digest;
+
+/// A cached step result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    pub key: String,
+    /// The layer blob (uncompressed tar: its digest is also its diff_id).
+    pub layer: Digest,
+    pub size: u64,
+    /// What made it, e.g. `[build 3/7] COPY . /app (Dockerfile:12)`.
+    pub description: String,
+    /// When the step first ran (seconds since the epoch): reused on every hit so a cached
+    /// rebuild gives the same image.
+    pub created: i64,
+}
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS cache (
+    key         TEXT PRIMARY KEY,
+    layer       TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    created     INTEGER NOT NULL,
+    last_used   INTEGER NOT NULL,
+    uses        INTEGER NOT NULL DEFAULT 0
+);
+";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// The entry for `key` whose layer is still in the store (counted as a use).
+    pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        let conn = self.conn();
+        let row = {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT layer, size, description, created FROM cache WHERE key = ?1",
+                )
+                .map_err(self.db_err())?;
+            let mut rows = stmt.query([key]).map_err(self.db_err())?;
+            match rows.next().map_err(self.db_err())? {
+                None => None,
+                Some(r) => Some((
+                    r.get::<_, String>(0).map_err(self.db_err())?,
+                    r.get::<_, i64>(1).map_err(self.db_err())?,
+                    r.get::<_, String>(2).map_err(self.db_err())?,
+                    r.get::<_, i64>(3).map_err(self.db_err())?,
+                )),
+            }
+        };
+        let Some((layer, size, description, created)) = row else {
+            return Ok(None);
+        };
+        let Ok(layer) = Digest::parse(&layer) else {
+            return Ok(None);
+        };
+        if !self.has_blob(&layer) {
+            return Ok(None);
+        }
+        conn.execute(
+            "UPDATE cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
+            rusqlite::params![key, now()],
+        )
+        .map_err(self.db_err())?;
+        Ok(Some(CacheEntry {
+            key: key.to_string(),
+            layer,
+            size: size as u64,
+            description,
+            created,
+        }))
+    }
+
+    /// Records what `entry.key` produced (after its layer blob is committed).
+    pub fn cache_put(&self, entry: &CacheEntry) -> Result<(), StoreError> {
+        let t = now();
+        self.conn()
+            .execute(
+                "INSERT INTO cache (key, layer, size, description, created, last_used, uses)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+                 ON CONFLICT(key) DO UPDATE SET layer = excluded.layer, size = excluded.size,
+                   description = excluded.description, created = excluded.created,
+                   last_used = excluded.last_used",
+                rusqlite::params![
+                    entry.key,
+                    entry.layer.to_string(),
+                    entry.size as i64,
+                    entry.description,
+                    entry.created,
+                    t
+                ],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! `kiln build`: flags to [`kiln_builder::exec::BuildOptions`], progress and errors rendered.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::PathBuf,
+    process::ExitCode,
+    sync::Mutex,
+    sync::atomic::{AtomicUsize, Ordering},
+};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NoSandbox};
+
+use crate::render;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Progress {
+    Auto,
+    Plain,
+    Tty,
+    Rawjson,
+    Quiet,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The build context directory.
+    pub context: PathBuf,
+    /// Name and tag the image (repeatable).
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// The Dockerfile (default CONTEXT/Dockerfile; - for standard input).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Build-time variables (`KEY=VALUE`, or `KEY` to take the value from the environment).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    pub build_args: Vec<String>,
+    /// The stage to build (default: the last).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Image labels (`KEY=VALUE`, repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Write the image ID to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Print only the image ID.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Progress output (auto: plain; a TTY view is to come).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: Progress,
+}
+
+fn kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ if what == "build-arg" && !s.is_empty() => {
+            Ok((s.to_string(), std::env::var(s).unwrap_or_default()))
+        }
+        _ => bail!("invalid --{what} {s:?}: expected KEY=VALUE"),
+    }
+}
+
+pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let (dockerfile_path, text, name) = match args.file.as_deref() {
+        Some(p) if p == std::path::Path::new("-") => {
+            let src = super::dockerfile::read(Some(p))?;
+            (None, src.text, src.name)
+        }
+        Some(p) => {
+            let src = super::dockerfile::read(Some(p))?;
+            (Some(p.to_path_buf()), src.text, src.name)
+        }
+        None => {
+            // Named as BuildKit names it in messages: `Dockerfile`, relative to the context.
+            let p = args.context.join("Dockerfile");
+            let src = super::dockerfile::read(Some(&p))?;
+            (Some(p), src.text, "Dockerfile".to_string())
+        }
+    };
+    if !args.context.is_dir() {
+        bail!(
+            "build context {} is not a directory",
+            args.context.display()
+        );
+    }
+    let build_args: BTreeMap<String, String> = args
+        .build_args
+        .iter()
+        .map(|s| kv(s, "build-arg"))
+        .collect::<Result<_, _>>()?;
+    let labels: BTreeMap<String, String> = args
+        .labels
+        .iter()
+        .map(|s| kv(s, "label"))
+        .collect::<Result<_, _>>()?;
+    let epoch = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<i64>()
+                .with_context(|| format!("invalid SOURCE_DATE_EPOCH {s:?}"))
+        })
+        .transpose()?;
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        dockerfile_path,
+        dockerfile_text: text.clone(),
+        target: args.target.clone(),
+        build_args,
+        labels,
+        tags: args.tags.clone(),
+        no_cache: args.no_cache,
+        source_date_epoch: epoch,
+    };
+    let progress = if args.quiet {
+        Progress::Quiet
+    } else {
+        args.progress
+    };
+    let ids: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
+    let next = AtomicUsize::new(1);
+    let on_event = |e: Event| {
+        let mut err = std::io::stderr().lock();
+        match progress {
+            Progress::Quiet => {}
+            Progress::Rawjson => {
+                let v = match &e {
+                    Event::Started { name } => {
+                        serde_json::json!({"event": "started", "step": name})
+                    }
+                    Event::Cached { name } => serde_json::json!({"event": "cached", "step": name}),
+                    Event::Done { name, millis } => {
+                        serde_json::json!({"event": "done", "step": name, "millis": millis})
+                    }
+                };
+                let _ = writeln!(err, "{v}");
+            }
+            _ => {
+                let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
+                let name = match &e {
+                    Event::Started { name } | Event::Cached { name } | Event::Done { name, .. } => {
+                        name.clone()
+                    }
+                };
+                let id = *ids
+                    .entry(name.clone())
+                    .or_insert_with(|| next.fetch_add(1, Ordering::Relaxed));
+                let _ = match e {
+                    Event::Started { name } => writeln!(err, "#{id} {name}"),
+                    Event::Cached { .. } => writeln!(err, "#{id} CACHED"),
+                    Event::Done { millis, .. } => {
+                        writeln!(err, "#{id} DONE {:.1}s", millis as f64 / 1000.0)
+                    }
+                };
+            }
+        }
+    };
+    match exec::build(&store, &opts, &NoSandbox, &on_event) {
+        Ok(out) => {
+            if let Some(p) = &args.iidfile {
+                std::fs::write(p, out.config.to_string())
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            if progress == Progress::Quiet {
+                println!("{}", out.config);
+            } else {
+                eprintln!("writing image {} done", out.config);
+                eprintln!("manifest {}", out.manifest);
+                for t in &out.tags {
+                    eprintln!("naming to {t} done");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            match (&e, e.span()) {
+                (BuildError::Parse(p), _) => {
+                    eprint!("{}", render::diagnostic::error(&name, &text, p))
+                }
+                (_, Some(span)) => eprint!(
+                    "{}",
+                    render::diagnostic::render(&name, &text, span, "error", &e.to_string())
+                ),
+                _ => eprintln!("kiln: error: {e}"),
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
