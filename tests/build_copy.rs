@@ -37,8 +37,11 @@ fn blob(root: &Path, digest: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// (path, mode, uid, gid) of every entry of every layer the build added, plus file contents.
-fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<(String, u32, u64, u64, Option<String>)>> {
+/// (path, mode, uid, gid, file content) of a layer entry.
+type Entry = (String, u32, u64, u64, Option<String>);
+
+/// Every entry of every layer the build added.
+fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<Entry>> {
     let m: serde_json::Value = serde_json::from_slice(&blob(root, manifest)).unwrap();
     m["layers"].as_array().unwrap()[1..]
         .iter()
@@ -95,7 +98,7 @@ fn copy_semantics_config_and_history() {
     assert_eq!(code, 0, "{err}");
     let manifest = manifest_of(r, "app:1");
     let layers = added_layers(r, &manifest);
-    let owned = |l: &Vec<(String, u32, u64, u64, Option<String>)>| -> Vec<(String, u32, u64, u64)> {
+    let owned = |l: &Vec<Entry>| -> Vec<(String, u32, u64, u64)> {
         l.iter()
             .map(|(p, m, u, g, _)| (p.clone(), *m, *u, *g))
             .collect()
