@@ -6,6 +6,7 @@ mod dockerfile;
 mod images;
 mod load;
 mod parse;
+mod save;
 mod store;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -39,6 +40,8 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
+    /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
+    Save(save::Args),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -50,5 +53,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Tag(a) => images::tag(cli.root.as_deref(), a),
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
+        Command::Save(a) => save::run(cli.root.as_deref(), a),
     }
 }

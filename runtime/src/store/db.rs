@@ -21,6 +21,7 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::tags::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::statcache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::cache::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::export::SCHEMA).map_err(db_err)?;
     Ok(db)
 }
 

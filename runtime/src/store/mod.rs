@@ -11,6 +11,7 @@
 mod blobs;
 mod cache;
 mod db;
+mod export;
 mod images;
 mod import;
 mod statcache;
@@ -23,7 +24,7 @@ pub use cache::CacheEntry;
 pub use images::ImageSummary;
 pub use import::Loaded;
 pub use statcache::FileStamp;
-pub use tags::Tag;
+pub use tags::{Tag, normalize_tag};
 
 /// Store failures, each naming the path or value involved.
 #[derive(Debug, thiserror::Error)]

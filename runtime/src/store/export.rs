@@ -1,0 +1,257 @@
+//! `kiln save`: images out of the store as an OCI image layout (a directory or a tar of one) with
+//! Docker's `manifest.json` beside it, as `docker save` writes since Docker 25 (REFERENCE §6.5).
+//!
+//! The store keeps layers uncompressed (builds never pay for compression); an image leaving the
+//! store gets gzip layers, each compressed once and remembered (`compressed` table), so saving
+//! again or pushing later costs nothing more.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::{Read, Write},
+    path::Path,
+};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Store, StoreError, io_err};
+use crate::{
+    digest::Digest,
+    oci::{self, Descriptor, Index, Manifest},
+};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS compressed (
+    diff_id TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    size    INTEGER NOT NULL
+);
+";
+
+/// Counts and hashes what passes through.
+struct Hashing<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Store {
+    /// The gzip form of an uncompressed layer blob, made once.
+    fn gzip_layer(&self, diff_id: &Digest) -> Result<(Digest, u64), StoreError> {
+        {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT digest, size FROM compressed WHERE diff_id = ?1")
+                .map_err(self.db_err())?;
+            let mut rows = stmt.query([diff_id.to_string()]).map_err(self.db_err())?;
+            if let Some(r) = rows.next().map_err(self.db_err())? {
+                let d: String = r.get(0).map_err(self.db_err())?;
+                let size: i64 = r.get(1).map_err(self.db_err())?;
+                if let Ok(d) = Digest::parse(&d) {
+                    if self.has_blob(&d) {
+                        return Ok((d, size as u64));
+                    }
+                }
+            }
+        }
+        let src = self.blob_path(diff_id);
+        let mut input = std::fs::File::open(&src).map_err(io_err(&src))?;
+        let blob = self.new_blob_file()?;
+        let file = blob.file.try_clone().map_err(io_err(&src))?;
+        let hashing = Hashing {
+            inner: std::io::BufWriter::new(file),
+            hasher: Sha256::new(),
+            size: 0,
+        };
+        // gzip level 6 without a name or mtime in the header: the same layer always compresses
+        // to the same bytes with this build of flate2 (REFERENCE §6.6).
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .write(hashing, flate2::Compression::new(6));
+        std::io::copy(&mut input, &mut gz).map_err(io_err(&src))?;
+        let mut hashing = gz.finish().map_err(io_err(&src))?;
+        hashing.flush().map_err(io_err(&src))?;
+        let digest = Digest::from_sha256(hashing.hasher.clone());
+        let size = hashing.size;
+        drop(hashing);
+        self.commit_blob(blob, &digest)?;
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO compressed (diff_id, digest, size) VALUES (?1, ?2, ?3)",
+                rusqlite::params![diff_id.to_string(), digest.to_string(), size as i64],
+            )
+            .map_err(self.db_err())?;
+        Ok((digest, size))
+    }
+
+    /// The manifest of `manifest` with every uncompressed layer replaced by its gzip form.
+    fn export_manifest(
+        &self,
+        manifest: &Digest,
+    ) -> Result<(Manifest, Vec<u8>, Digest), StoreError> {
+        let (mut m, _, _) = self.image(manifest)?;
+        if m.layers
+            .iter()
+            .all(|l| l.media_type != oci::MEDIA_LAYER_TAR)
+        {
+            // Nothing to compress: the image leaves with its own manifest, digest unchanged.
+            return Ok((m, self.read_blob(manifest)?, manifest.clone()));
+        }
+        for l in &mut m.layers {
+            if l.media_type == oci::MEDIA_LAYER_TAR {
+                let diff_id = Digest::parse(&l.digest).map_err(|e| StoreError::BadLayout {
+                    path: self.blob_path(manifest),
+                    reason: e.to_string(),
+                })?;
+                let (d, size) = self.gzip_layer(&diff_id)?;
+                l.media_type = oci::MEDIA_LAYER_GZIP.into();
+                l.digest = d.to_string();
+                l.size = size;
+            }
+        }
+        let w = oci::write_json(&m, oci::MEDIA_MANIFEST);
+        let d = self.put_blob(&w.bytes)?;
+        Ok((m, w.bytes, d))
+    }
+
+    /// Writes `images` (name, manifest) as an OCI layout into `dest`: a directory when `as_dir`,
+    /// else a tar file. Returns the exported manifest digests.
+    pub fn save(
+        &self,
+        images: &[(String, Digest)],
+        dest: &Path,
+        as_dir: bool,
+    ) -> Result<Vec<Digest>, StoreError> {
+        let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+        let mut index = Index {
+            schema_version: 2,
+            media_type: Some(oci::MEDIA_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: BTreeMap::new(),
+        };
+        let mut docker: Vec<serde_json::Value> = Vec::new();
+        let mut out = Vec::new();
+        for (name, manifest) in images {
+            let (m, bytes, d) = self.export_manifest(manifest)?;
+            blobs.insert(d.clone());
+            for desc in std::iter::once(&m.config).chain(&m.layers) {
+                blobs.insert(
+                    Digest::parse(&desc.digest).map_err(|e| StoreError::BadLayout {
+                        path: self.blob_path(manifest),
+                        reason: e.to_string(),
+                    })?,
+                );
+            }
+            let (_, config, _) = self.image(manifest)?;
+            index.manifests.push(Descriptor {
+                media_type: oci::MEDIA_MANIFEST.into(),
+                digest: d.to_string(),
+                size: bytes.len() as u64,
+                annotations: BTreeMap::from([
+                    ("io.containerd.image.name".to_string(), name.clone()),
+                    (
+                        "org.opencontainers.image.ref.name".to_string(),
+                        name.clone(),
+                    ),
+                ]),
+                platform: Some(oci::Platform {
+                    architecture: config.architecture.clone(),
+                    os: config.os.clone(),
+                    variant: config.variant.clone(),
+                }),
+            });
+            let path_of =
+                |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+            docker.push(serde_json::json!({
+                "Config": path_of(&m.config.digest),
+                "RepoTags": [name],
+                "Layers": m.layers.iter().map(|l| path_of(&l.digest)).collect::<Vec<_>>(),
+            }));
+            out.push(d);
+        }
+        let files: Vec<(String, Vec<u8>)> = vec![
+            (
+                "oci-layout".into(),
+                br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+            ),
+            (
+                "index.json".into(),
+                oci::write_json(&index, oci::MEDIA_INDEX).bytes,
+            ),
+            (
+                "manifest.json".into(),
+                serde_json::to_vec(&docker).unwrap_or_default(),
+            ),
+        ];
+        if as_dir {
+            let dir = dest.join("blobs/sha256");
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            for d in &blobs {
+                let to = dir.join(d.hex());
+                std::fs::copy(self.blob_path(d), &to).map_err(io_err(&to))?;
+            }
+            for (name, bytes) in &files {
+                let p = dest.join(name);
+                std::fs::write(&p, bytes).map_err(io_err(&p))?;
+            }
+            return Ok(out);
+        }
+        // A tar written to a temporary name and renamed: no half-written archive is left.
+        let tmp = dest.with_extension("tar.partial");
+        let result = (|| {
+            let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
+            let header = |path: &str, size: u64, dir: bool| {
+                let mut h = tar::Header::new_ustar();
+                let _ = h.set_path(path);
+                h.set_size(size);
+                h.set_mode(if dir { 0o755 } else { 0o644 });
+                h.set_mtime(0);
+                h.set_entry_type(if dir {
+                    tar::EntryType::Directory
+                } else {
+                    tar::EntryType::Regular
+                });
+                h.set_cksum();
+                h
+            };
+            for d in ["blobs/", "blobs/sha256/"] {
+                tar.append(&header(d, 0, true), std::io::empty())
+                    .map_err(io_err(&tmp))?;
+            }
+            for d in &blobs {
+                let p = self.blob_path(d);
+                let f = std::fs::File::open(&p).map_err(io_err(&p))?;
+                let size = f.metadata().map_err(io_err(&p))?.len();
+                tar.append(
+                    &header(&format!("blobs/sha256/{}", d.hex()), size, false),
+                    f.take(size),
+                )
+                .map_err(io_err(&tmp))?;
+            }
+            for (name, bytes) in &files {
+                tar.append(&header(name, bytes.len() as u64, false), bytes.as_slice())
+                    .map_err(io_err(&tmp))?;
+            }
+            let mut w = tar.into_inner().map_err(io_err(&tmp))?;
+            w.flush().map_err(io_err(&tmp))?;
+            w.get_ref().sync_all().map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, dest).map_err(io_err(dest))
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result.map(|()| out)
+    }
+}
