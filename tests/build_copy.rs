@@ -53,10 +53,10 @@ fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<Entry>> {
                 .map(|e| {
                     let mut e = e.unwrap();
                     let h = e.header().clone();
-                    let mut s = String::new();
+                    let mut bytes = Vec::new();
                     let content = if h.entry_type().is_file() {
-                        std::io::Read::read_to_string(&mut e, &mut s).unwrap();
-                        Some(s)
+                        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+                        Some(String::from_utf8_lossy(&bytes).into_owned())
                     } else {
                         None
                     };
@@ -263,4 +263,48 @@ fn errors_point_at_the_line() {
         assert!(first.starts_with(want), "{df}\nwant: {want}\ngot:  {err}");
         assert!(!err.contains("panicked"));
     }
+}
+
+#[test]
+fn copy_from_stages_images_and_indexes_skipping_unused_stages() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/build/multistage/ctx");
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", "-t", "ms", ctx]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("unused"),
+        "a stage the target does not need is never built: {err}"
+    );
+    let layers = added_layers(r, &manifest_of(r, "ms"));
+    let files: Vec<(String, u32, Option<String>)> = layers
+        .iter()
+        .flatten()
+        .filter(|e| e.4.is_some())
+        .map(|e| {
+            (
+                e.0.clone(),
+                e.1,
+                e.4.clone().map(|c| c.chars().take(20).collect()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        files[0],
+        (
+            "usr/local/bin/app".into(),
+            0o644,
+            Some("#!/bin/sh\necho built".into())
+        )
+    );
+    assert_eq!(
+        files[1],
+        ("opt/src/main.c".into(), 0o755, Some("source code\n".into()))
+    );
+    assert_eq!(files[2].0, "etc/passwd.copy");
+    assert!(files[2].2.as_deref().unwrap().starts_with("root:x:0:0"));
+    assert_eq!((files[3].0.as_str(), files[3].1), ("tmp/bb", 0o755));
+    // Rebuild: every COPY --from is a cache hit.
+    let (_, _, err) = kiln(r, &["build", "--progress", "plain", "-t", "ms", ctx]);
+    assert_eq!(err.matches("CACHED").count(), 7, "{err}");
 }

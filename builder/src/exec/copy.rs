@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use kiln_parser::{instruction::Copy, instruction::Instruction, span::Span};
 use kiln_runtime::{
     digest::Digest,
-    layer::view::{open_layer, read_file},
+    layer::view::{Node, NodeKind, open_layer, read_file},
     oci,
     store::CacheEntry,
 };
@@ -116,6 +116,147 @@ fn resolve_chown(
     Ok((uid, gid))
 }
 
+/// One path a COPY may select, from the context or from another stage.
+#[derive(Debug, Clone)]
+struct SrcEntry {
+    path: String,
+    kind: SrcKind,
+    mode: u32,
+    mtime: i64,
+    /// What the cache key sees (kind, mode and content digest or size).
+    fingerprint: String,
+}
+
+#[derive(Debug, Clone)]
+enum SrcKind {
+    Dir,
+    File {
+        size: u64,
+        host: std::path::PathBuf,
+    },
+    /// A file inside another stage's layers, fetched before writing.
+    StageFile {
+        size: u64,
+    },
+    Symlink(String),
+}
+
+fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<SrcEntry> {
+    snap.entries
+        .iter()
+        .filter_map(|e| {
+            let (kind, fingerprint) = match &e.kind {
+                EntryKind::Dir => (SrcKind::Dir, format!("dir {:o}", e.mode)),
+                EntryKind::File { size, digest } => (
+                    SrcKind::File {
+                        size: *size,
+                        host: snap.root.join(&e.path),
+                    },
+                    format!("file {:o} {digest}", e.mode),
+                ),
+                EntryKind::Symlink { target } => {
+                    (SrcKind::Symlink(target.clone()), format!("link {target}"))
+                }
+                // Sockets, fifos and devices are not copied (BuildKit skips sockets too).
+                EntryKind::Other => return None,
+            };
+            Some(SrcEntry {
+                path: e.path.clone(),
+                kind,
+                mode: e.mode,
+                mtime: e.mtime,
+                fingerprint,
+            })
+        })
+        .collect()
+}
+
+fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
+    src.view
+        .iter()
+        .filter_map(|(path, n)| {
+            let (kind, fp) = match &n.kind {
+                NodeKind::Dir => (SrcKind::Dir, format!("dir {:o}", n.mode)),
+                NodeKind::File { size } => (
+                    SrcKind::StageFile { size: *size },
+                    format!("file {:o} {size} {}", n.mode, n.layer),
+                ),
+                NodeKind::Hardlink { target } => match src.view.get(target).map(|t| &t.kind) {
+                    Some(NodeKind::File { size }) => (
+                        SrcKind::StageFile { size: *size },
+                        format!("file {:o} {size} {}", n.mode, n.layer),
+                    ),
+                    _ => return None,
+                },
+                NodeKind::Symlink { target } => {
+                    (SrcKind::Symlink(target.clone()), format!("link {target}"))
+                }
+                NodeKind::Other => return None,
+            };
+            Some(SrcEntry {
+                path: path.clone(),
+                kind,
+                mode: n.mode,
+                mtime: n.mtime,
+                fingerprint: fp,
+            })
+        })
+        .collect()
+}
+
+/// Extracts `paths` (files of `src`) into `dir`, streaming each layer that holds one once.
+fn extract_stage_files(
+    ctx: &Ctx<'_>,
+    src: &StageState,
+    paths: &BTreeSet<String>,
+    dir: &std::path::Path,
+) -> Result<BTreeMap<String, std::path::PathBuf>, BuildError> {
+    let mut by_layer: BTreeMap<usize, BTreeMap<String, String>> = BTreeMap::new();
+    for p in paths {
+        // A hard link's content is its target's.
+        let (real, layer) = match src.view.get(p) {
+            Some(Node {
+                kind: NodeKind::Hardlink { target },
+                layer,
+                ..
+            }) => (target.clone(), *layer),
+            Some(n) => (p.clone(), n.layer),
+            None => continue,
+        };
+        by_layer.entry(layer).or_default().insert(real, p.clone());
+    }
+    let mut out = BTreeMap::new();
+    let mut n = 0usize;
+    for (layer, wanted) in by_layer {
+        let l = &src.layers[layer];
+        let blob =
+            Digest::parse(&l.descriptor.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+        let reader = open_layer(&ctx.store.blob_path(&blob))
+            .map_err(|e| BuildError::Other(e.to_string()))?;
+        let mut ar = tar::Archive::new(reader);
+        let io = |e: std::io::Error| {
+            BuildError::Other(format!("reading layer {}: {e}", l.descriptor.digest))
+        };
+        for e in ar.entries().map_err(io)? {
+            let mut e = e.map_err(io)?;
+            let raw = e.path().map_err(io)?.to_string_lossy().to_string();
+            let Some(norm) = kiln_runtime::layer::view::normalize(&raw) else {
+                continue;
+            };
+            if let Some(dest_key) = wanted.get(&norm) {
+                if e.header().entry_type().is_file() {
+                    n += 1;
+                    let host = dir.join(format!("f{n}"));
+                    let mut f = std::fs::File::create(&host).map_err(io)?;
+                    std::io::copy(&mut e, &mut f).map_err(io)?;
+                    out.insert(dest_key.clone(), host);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
 fn context_path(src: &str) -> String {
     let c = clean(src.trim_start_matches('/'));
@@ -141,20 +282,14 @@ fn join(dir: &str, name: &str) -> String {
 pub(crate) fn copy(
     ctx: &mut Ctx<'_>,
     st: &mut StageState,
-    _stage: usize,
+    stage: usize,
     ins: &Instruction,
     c: &Copy,
     name: &str,
-    _done: &BTreeMap<usize, StageState>,
+    done: &BTreeMap<usize, StageState>,
 ) -> Result<bool, BuildError> {
     let span = ins.span;
     let cmd = if c.is_add { "ADD" } else { "COPY" };
-    if c.from.is_some() {
-        return Err(BuildError::at(
-            span,
-            format!("{cmd} --from is not supported yet (issue 3 in progress)"),
-        ));
-    }
     if c.link || c.parents || !c.exclude.is_empty() {
         return Err(BuildError::at(
             span,
@@ -194,54 +329,89 @@ pub(crate) fn copy(
         }
     };
     let now = ctx.now;
-
-    // Collect (source path in context, is-root) picks.
-    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
-    let mut picks: Vec<String> = Vec::new();
-    let mut wildcard = false;
     let sources: Vec<String> = c
         .sources
         .iter()
         .map(|s| ctx.expand(st, s, span))
         .collect::<Result<_, _>>()?;
-    if !sources.is_empty() {
-        if ctx.snapshot.is_none() {
-            let m = load_ignore(&ctx.opts.context, ctx.opts.dockerfile_path.as_deref())?;
-            ctx.snapshot = Some(scan(&ctx.opts.context, &m, Some(ctx.store))?);
+
+    // Where the sources come from: the context, or another stage / image (`--from`), as the
+    // graph resolved it.
+    let from_state: Option<StageState> = match &c.from {
+        None => None,
+        Some(f) => {
+            let this_step = ctx.graph.stages[stage]
+                .steps
+                .iter()
+                .copied()
+                .find(|&i| ctx.instructions[i].span == span);
+            let src = this_step
+                .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
+                .and_then(|v| v.first().cloned());
+            match src {
+                Some(crate::graph::Source::Stage(s)) => {
+                    Some(done.get(&s).cloned().ok_or_else(|| {
+                        BuildError::at(span, format!("{cmd} --from={f}: stage {s} was not built"))
+                    })?)
+                }
+                _ => Some(super::load_image(ctx, f, span)?),
+            }
         }
-        let snap = ctx
-            .snapshot
-            .as_ref()
-            .ok_or_else(|| BuildError::Other("no context".into()))?;
-        for s in &sources {
-            let p = context_path(s);
-            if has_wildcard(&p) {
-                wildcard = true;
-                let mut any = false;
-                for e in &snap.entries {
-                    if filepath_match(&p, &e.path)
-                        .map_err(|e| BuildError::at(span, e.to_string()))?
-                    {
-                        picks.push(e.path.clone());
-                        any = true;
-                    }
+    };
+    let (entries, origin_key) = match &from_state {
+        Some(src) => (stage_entries(src), src.key.to_string()),
+        None => {
+            if ctx.snapshot.is_none() && !sources.is_empty() {
+                let m = load_ignore(&ctx.opts.context, ctx.opts.dockerfile_path.as_deref())?;
+                ctx.snapshot = Some(scan(&ctx.opts.context, &m, Some(ctx.store))?);
+            }
+            (
+                ctx.snapshot
+                    .as_ref()
+                    .map(context_entries)
+                    .unwrap_or_default(),
+                "context".to_string(),
+            )
+        }
+    };
+    let where_ = if c.from.is_some() {
+        "the source stage"
+    } else {
+        "the build context"
+    };
+
+    // Select sources.
+    let mut picks: Vec<String> = Vec::new();
+    let mut wildcard = false;
+    for s in &sources {
+        let p = context_path(s);
+        if has_wildcard(&p) {
+            wildcard = true;
+            let mut any = false;
+            for e in &entries {
+                if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
+                    picks.push(e.path.clone());
+                    any = true;
                 }
-                if !any {
-                    return Err(BuildError::at(
-                        span,
-                        format!("{cmd} {s}: no files in the build context match the pattern"),
-                    ));
-                }
-            } else if p.is_empty() || snap.entries.iter().any(|e| e.path == p) {
-                picks.push(p);
-            } else {
+            }
+            if !any {
                 return Err(BuildError::at(
                     span,
-                    format!(
-                        "{cmd} {s}: not found in the build context (or excluded by .dockerignore)"
-                    ),
+                    format!("{cmd} {s}: no files in {where_} match the pattern"),
                 ));
             }
+        } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
+            picks.push(p);
+        } else {
+            let hint = if c.from.is_none() {
+                " (or excluded by .dockerignore)"
+            } else {
+                ""
+            };
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {s}: not found in {where_}{hint}"),
+            ));
         }
     }
     let multiple = picks.len() + c.heredoc_sources.len() > 1 || wildcard;
@@ -255,63 +425,95 @@ pub(crate) fn copy(
         ));
     }
 
-    if let Some(snap) = &ctx.snapshot {
-        let by_path: BTreeMap<&str, &crate::context::snapshot::Entry> =
-            snap.entries.iter().map(|e| (e.path.as_str(), e)).collect();
-        for pick in &picks {
-            let entry = by_path.get(pick.as_str()).copied();
-            let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(EntryKind::Dir));
-            if is_dir {
-                // A directory copies its contents into the destination.
-                let prefix = if pick.is_empty() {
-                    String::new()
-                } else {
-                    format!("{pick}/")
-                };
-                if let Some(e) = entry {
-                    if !st.view.is_dir(&dest_rel) && !dest_rel.is_empty() {
-                        planned.insert(
-                            dest_rel.clone(),
-                            Planned {
-                                item: Item::Dir,
-                                meta: EntryMeta {
-                                    mode: mode_of(e.mode, true)?,
-                                    uid,
-                                    gid,
-                                    mtime: e.mtime,
-                                    ..Default::default()
-                                },
-                                fingerprint: format!("dir {:o}", e.mode),
-                            },
-                        );
-                    }
+    // Plan the layer: target path → source entry.
+    let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    for pick in &picks {
+        let entry = by_path.get(pick.as_str()).copied();
+        let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
+        if is_dir {
+            // A directory copies its contents into the destination.
+            if let Some(e) = entry {
+                if !st.view.is_dir(&dest_rel) && !dest_rel.is_empty() {
+                    chosen.insert(dest_rel.clone(), e);
                 }
-                for e in snap
-                    .entries
-                    .iter()
-                    .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
-                {
-                    let rel = &e.path[prefix.len()..];
-                    add_entry(
-                        &mut planned,
-                        snap,
-                        &join(&dest_rel, rel),
-                        e,
-                        uid,
-                        gid,
-                        &mode_of,
-                    )?;
-                }
-            } else if let Some(e) = entry {
-                let base = e.path.rsplit('/').next().unwrap_or(&e.path);
-                let target = if dest_is_dir {
-                    join(&dest_rel, base)
-                } else {
-                    dest_rel.clone()
-                };
-                add_entry(&mut planned, snap, &target, e, uid, gid, &mode_of)?;
             }
+            let prefix = if pick.is_empty() {
+                String::new()
+            } else {
+                format!("{pick}/")
+            };
+            for e in entries
+                .iter()
+                .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
+            {
+                chosen.insert(join(&dest_rel, &e.path[prefix.len()..]), e);
+            }
+        } else if let Some(e) = entry {
+            let base = e.path.rsplit('/').next().unwrap_or(&e.path);
+            let target = if dest_is_dir {
+                join(&dest_rel, base)
+            } else {
+                dest_rel.clone()
+            };
+            chosen.insert(target, e);
         }
+    }
+    // Files from another stage are fetched from its layers first.
+    let tmpdir =
+        ctx.store
+            .root()
+            .join("tmp")
+            .join(format!("copy-{}-{}", std::process::id(), stage));
+    let fetched = match &from_state {
+        Some(src) => {
+            let wanted: BTreeSet<String> = chosen
+                .values()
+                .filter(|e| matches!(e.kind, SrcKind::StageFile { .. }))
+                .map(|e| e.path.clone())
+                .collect();
+            std::fs::create_dir_all(&tmpdir)
+                .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+            extract_stage_files(ctx, src, &wanted, &tmpdir)?
+        }
+        None => BTreeMap::new(),
+    };
+    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    for (target, e) in &chosen {
+        let (item, mode) = match &e.kind {
+            SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
+            SrcKind::File { size, host } => (
+                Item::File {
+                    host: host.clone(),
+                    size: *size,
+                },
+                mode_of(e.mode, false)?,
+            ),
+            SrcKind::StageFile { size } => {
+                let host = fetched.get(&e.path).cloned().ok_or_else(|| {
+                    BuildError::at(
+                        span,
+                        format!("{cmd}: {} could not be read from its layer", e.path),
+                    )
+                })?;
+                (Item::File { host, size: *size }, mode_of(e.mode, false)?)
+            }
+            SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
+        };
+        planned.insert(
+            target.clone(),
+            Planned {
+                item,
+                meta: EntryMeta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime: e.mtime,
+                    ..Default::default()
+                },
+                fingerprint: e.fingerprint.clone(),
+            },
+        );
     }
     for h in &c.heredoc_sources {
         let body = h.body();
@@ -342,18 +544,20 @@ pub(crate) fn copy(
         );
     }
     if planned.is_empty() && dest_rel.is_empty() {
+        let _ = std::fs::remove_dir_all(&tmpdir);
         return Err(BuildError::at(span, format!("{cmd}: nothing to copy")));
     }
 
     let step = Step::new(cmd)
         .field("dest", format!("/{dest_rel}"))
         .field("owner", format!("{uid}:{gid}"))
-        .field("chmod", chmod.clone().unwrap_or_default());
+        .field("chmod", chmod.clone().unwrap_or_default())
+        .field("from", origin_key);
     let inputs: BTreeMap<String, Digest> = planned
         .iter()
         .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
         .collect();
-    commit_layer(
+    let result = commit_layer(
         ctx,
         st,
         step,
@@ -362,56 +566,9 @@ pub(crate) fn copy(
         (uid, gid),
         name,
         &format!("{} # buildkit", ins.text),
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn add_entry(
-    planned: &mut BTreeMap<String, Planned>,
-    snap: &crate::context::snapshot::Snapshot,
-    target: &str,
-    e: &crate::context::snapshot::Entry,
-    uid: u32,
-    gid: u32,
-    mode_of: &dyn Fn(u32, bool) -> Result<u32, BuildError>,
-) -> Result<(), BuildError> {
-    let (item, fingerprint, mode) = match &e.kind {
-        EntryKind::Dir => (
-            Item::Dir,
-            format!("dir {:o}", e.mode),
-            mode_of(e.mode, true)?,
-        ),
-        EntryKind::File { size, digest } => (
-            Item::File {
-                host: snap.root.join(&e.path),
-                size: *size,
-            },
-            format!("file {:o} {digest}", e.mode),
-            mode_of(e.mode, false)?,
-        ),
-        EntryKind::Symlink { target } => (
-            Item::Symlink(target.clone()),
-            format!("link {target}"),
-            0o777,
-        ),
-        // Sockets, fifos and devices are not copied (BuildKit skips sockets too).
-        EntryKind::Other => return Ok(()),
-    };
-    planned.insert(
-        target.to_string(),
-        Planned {
-            item,
-            meta: EntryMeta {
-                mode,
-                uid,
-                gid,
-                mtime: e.mtime,
-                ..Default::default()
-            },
-            fingerprint,
-        },
     );
-    Ok(())
+    let _ = std::fs::remove_dir_all(&tmpdir);
+    result
 }
 
 /// Creates WORKDIR's directory when it is missing. Returns whether the layer was cached.
