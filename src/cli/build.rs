@@ -52,6 +52,9 @@ pub struct Args {
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
+    /// How many stages may run at once (default: one per core).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub jobs: usize,
     /// Progress output (auto: plain; a TTY view is to come).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
@@ -121,6 +124,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         tags: args.tags.clone(),
         no_cache: args.no_cache,
         source_date_epoch: epoch,
+        jobs: args.jobs,
     };
     let progress = if args.quiet {
         Progress::Quiet

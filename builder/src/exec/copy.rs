@@ -23,7 +23,7 @@ use crate::{
     cache::key::{CacheKey, Step},
     context::{
         ignore::{clean, filepath_match, has_wildcard},
-        snapshot::{EntryKind, load_ignore, scan},
+        snapshot::EntryKind,
     },
     image::layer::{EntryMeta, LayerWriter},
 };
@@ -280,7 +280,7 @@ fn join(dir: &str, name: &str) -> String {
 
 /// Runs one COPY/ADD. Returns whether the layer came from the cache.
 pub(crate) fn copy(
-    ctx: &mut Ctx<'_>,
+    ctx: &Ctx<'_>,
     st: &mut StageState,
     stage: usize,
     ins: &Instruction,
@@ -360,19 +360,13 @@ pub(crate) fn copy(
     };
     let (entries, origin_key) = match &from_state {
         Some(src) => (stage_entries(src), src.key.to_string()),
-        None => {
-            if ctx.snapshot.is_none() && !sources.is_empty() {
-                let m = load_ignore(&ctx.opts.context, ctx.opts.dockerfile_path.as_deref())?;
-                ctx.snapshot = Some(scan(&ctx.opts.context, &m, Some(ctx.store))?);
-            }
-            (
-                ctx.snapshot
-                    .as_ref()
-                    .map(context_entries)
-                    .unwrap_or_default(),
-                "context".to_string(),
-            )
-        }
+        None => (
+            ctx.snapshot
+                .as_ref()
+                .map(context_entries)
+                .unwrap_or_default(),
+            "context".to_string(),
+        ),
     };
     let where_ = if c.from.is_some() {
         "the source stage"
@@ -573,7 +567,7 @@ pub(crate) fn copy(
 
 /// Creates WORKDIR's directory when it is missing. Returns whether the layer was cached.
 pub(crate) fn mkdir_workdir(
-    ctx: &mut Ctx<'_>,
+    ctx: &Ctx<'_>,
     st: &mut StageState,
     abs: &str,
     name: &str,
@@ -610,7 +604,7 @@ pub(crate) fn mkdir_workdir(
 /// adds it to the stage, and records history.
 #[allow(clippy::too_many_arguments)]
 fn commit_layer(
-    ctx: &mut Ctx<'_>,
+    ctx: &Ctx<'_>,
     st: &mut StageState,
     step: Step,
     inputs: BTreeMap<String, Digest>,

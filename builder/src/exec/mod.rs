@@ -46,6 +46,8 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `SOURCE_DATE_EPOCH`: clamps every timestamp in the image.
     pub source_date_epoch: Option<i64>,
+    /// How many stages may run at once (`--jobs`); 0 means one per core.
+    pub jobs: usize,
 }
 
 /// Progress, for the CLI to render.
@@ -294,26 +296,82 @@ pub fn build(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
-    let mut ctx = Ctx {
+    // The context is read once, before any stage runs, and only if a needed stage copies
+    // from it; stages then share it read-only.
+    let needs_context = graph.order.iter().any(|&s| {
+        graph.stages[s].steps.iter().any(|&i| {
+            matches!(&instructions[i].kind, Kind::Copy(c) if c.from.is_none() && !c.sources.is_empty())
+        })
+    });
+    let snapshot = if needs_context {
+        let m =
+            crate::context::snapshot::load_ignore(&opts.context, opts.dockerfile_path.as_deref())?;
+        Some(crate::context::snapshot::scan(
+            &opts.context,
+            &m,
+            Some(store),
+        )?)
+    } else {
+        None
+    };
+    let ctx = Ctx {
         store,
         opts,
         lex: Lexer::new(df.escape),
-        snapshot: None,
+        snapshot,
         graph: &graph,
         instructions: &instructions,
         on_event,
         runner,
         now,
     };
-    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
-    for &s in &graph.order {
-        let state = run_stage(&mut ctx, s, &done)?;
-        done.insert(s, state);
-    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .build()
+        .map_err(|e| BuildError::Other(format!("cannot start the build threads: {e}")))?;
+    let done = pool.install(|| run_stages(&ctx))?;
+    let mut done = done;
     let state = done
         .remove(&graph.target)
         .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
     assemble(&ctx, state)
+}
+
+/// Runs the needed stages: in each round, every stage whose dependencies are built runs, side
+/// by side; a failure stops the build after the round (the first failing stage in file order is
+/// reported).
+fn run_stages(ctx: &Ctx<'_>) -> Result<BTreeMap<usize, StageState>, BuildError> {
+    use rayon::prelude::*;
+    let mut done: BTreeMap<usize, StageState> = BTreeMap::new();
+    let mut remaining: Vec<usize> = ctx.graph.order.clone();
+    while !remaining.is_empty() {
+        let ready: Vec<usize> = remaining
+            .iter()
+            .copied()
+            .filter(|s| {
+                ctx.graph.stages[*s]
+                    .deps
+                    .iter()
+                    .all(|d| done.contains_key(d))
+            })
+            .collect();
+        if ready.is_empty() {
+            return Err(BuildError::Other(
+                "the stage graph has a dependency that cannot be met".into(),
+            ));
+        }
+        let results: Vec<(usize, Result<StageState, BuildError>)> = ready
+            .par_iter()
+            .map(|&s| (s, run_stage(ctx, s, &done)))
+            .collect();
+        let mut results = results;
+        results.sort_by_key(|(s, _)| *s);
+        for (s, r) in results {
+            done.insert(s, r?);
+        }
+        remaining.retain(|s| !ready.contains(s));
+    }
+    Ok(done)
 }
 
 fn stage_label(graph: &BuildGraph, s: usize) -> String {
@@ -375,7 +433,7 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
 }
 
 fn run_stage(
-    ctx: &mut Ctx<'_>,
+    ctx: &Ctx<'_>,
     s: usize,
     done: &BTreeMap<usize, StageState>,
 ) -> Result<StageState, BuildError> {
@@ -499,7 +557,7 @@ fn shell_wrap(st: &StageState, cmd: &Command) -> Vec<String> {
 }
 
 fn step(
-    ctx: &mut Ctx<'_>,
+    ctx: &Ctx<'_>,
     st: &mut StageState,
     inherited: &[(String, Option<String>)],
     stage: usize,
