@@ -82,3 +82,30 @@ fn load_and_tag_errors_name_their_input() {
     assert_eq!(code, 1);
     assert!(err.contains("invalid tag \"Bad Name\""), "{err}");
 }
+
+#[test]
+fn inspect_shows_docker_like_json() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    assert_eq!(kiln(r, &["load", "-i", BASE]).0, 0);
+    let (code, out, _) = kiln(r, &["inspect", "kiln.local/busybox"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        v[0]["Id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:1696572d56f9")
+    );
+    assert_eq!(
+        v[0]["RepoTags"],
+        serde_json::json!(["kiln.local/busybox:latest"])
+    );
+    assert_eq!(v[0]["Config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 1);
+    let (code, _, err) = kiln(r, &["inspect", "missing"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "kiln: error: no such image: missing\n")
+    );
+}

@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod dockerfile;
 mod images;
+mod inspect;
 mod load;
 mod parse;
 mod save;
@@ -36,6 +37,8 @@ pub enum Command {
     Load(load::Args),
     /// List images.
     Images(images::ImagesArgs),
+    /// Show an image's configuration as JSON.
+    Inspect(inspect::Args),
     /// Give an image another tag.
     Tag(images::TagArgs),
     /// Remove image tags.
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => check::run(a),
         Command::Load(a) => load::run(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
+        Command::Inspect(a) => inspect::run(cli.root.as_deref(), a),
         Command::Tag(a) => images::tag(cli.root.as_deref(), a),
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),

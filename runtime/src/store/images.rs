@@ -46,6 +46,32 @@ impl Store {
         Ok((m, c, config_digest))
     }
 
+    /// `docker inspect`-shaped JSON for an image.
+    pub fn inspect(&self, manifest: &Digest) -> Result<serde_json::Value, StoreError> {
+        let (m, c, config) = self.image(manifest)?;
+        let tags: Vec<String> = self
+            .tags()?
+            .into_iter()
+            .filter(|t| &t.digest == manifest)
+            .map(|t| t.name)
+            .collect();
+        Ok(serde_json::json!({
+            "Id": config.to_string(),
+            "RepoTags": tags,
+            "RepoDigests": [],
+            "Manifest": manifest.to_string(),
+            "Created": c.created,
+            "Author": c.author.clone().unwrap_or_default(),
+            "Config": c.config,
+            "Architecture": c.architecture,
+            "Os": c.os,
+            "Variant": c.variant,
+            "Size": m.layers.iter().map(|l| l.size).sum::<u64>(),
+            "RootFS": {"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids},
+            "History": c.history,
+        }))
+    }
+
     /// Every tagged image, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
         let mut out = Vec::new();
