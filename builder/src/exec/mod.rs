@@ -440,7 +440,12 @@ fn run_stage(
     let stage = &ctx.graph.stages[s];
     let label = stage_label(ctx.graph, s);
     let total = stage.steps.len() + 1;
-    let from_name = format!("[{label} 1/{total}] {}", ctx.instructions_text(stage.span));
+    let base_name = match &stage.base {
+        Base::Scratch => "scratch".to_string(),
+        Base::Stage(p) => stage_label(ctx.graph, *p),
+        Base::Image(r) => r.clone(),
+    };
+    let from_name = format!("[{label} 1/{total}] FROM {base_name}");
     (ctx.on_event)(Event::Started {
         name: from_name.clone(),
     });
@@ -505,14 +510,6 @@ fn run_stage(
 }
 
 impl Ctx<'_> {
-    fn instructions_text(&self, span: Span) -> String {
-        self.instructions
-            .iter()
-            .find(|i| i.span == span)
-            .map(|i| short(&i.text))
-            .unwrap_or_default()
-    }
-
     fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         self.lex
             .expand_str(word, &st.vars())
