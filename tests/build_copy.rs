@@ -308,3 +308,82 @@ fn copy_from_stages_images_and_indexes_skipping_unused_stages() {
     let (_, _, err) = kiln(r, &["build", "--progress", "plain", "-t", "ms", ctx]);
     assert_eq!(err.matches("CACHED").count(), 7, "{err}");
 }
+
+#[test]
+fn add_extracts_local_archives_by_content() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // A gzipped tar with an odd name (detection is by content), a plain tar, and one entry that
+    // tries to climb out of the destination.
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, data, mode) in [
+        ("pkg/bin/tool", &b"#!/bin/sh\n"[..], 0o755),
+        ("pkg/README", &b"readme\n"[..], 0o644),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_uid(42);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    let mut h = tar::Header::new_ustar();
+    h.as_old_mut().name[..10].copy_from_slice(b"../escaped");
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_cksum();
+    b.append(&h, &b"x"[..]).unwrap();
+    let plain = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    std::fs::write(c.join("bundle.data"), gz.finish().unwrap()).unwrap();
+    std::fs::write(c.join("plain.tar"), &plain).unwrap();
+    std::fs::write(c.join("BZh-looking.bin"), b"BZh91AY&SY").unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nADD bundle.data /opt/\nADD plain.tar /srv/x\nADD --unpack=false plain.tar /keep/\nCOPY plain.tar /copied/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "add", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let layers = added_layers(r, &manifest_of(r, "add"));
+    let paths = |l: &Vec<Entry>| {
+        l.iter()
+            .map(|e| (e.0.clone(), e.1, e.2))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        paths(&layers[0]),
+        vec![
+            ("opt".into(), 0o755, 0),
+            ("opt/pkg".into(), 0o755, 0),
+            ("opt/pkg/README".into(), 0o644, 42),
+            ("opt/pkg/bin".into(), 0o755, 0),
+            ("opt/pkg/bin/tool".into(), 0o755, 42),
+        ],
+        "/opt created (busybox has none); extracted with the archive's modes and owners; ../escaped skipped"
+    );
+    assert!(
+        paths(&layers[1])
+            .iter()
+            .any(|p| p.0 == "srv/x/pkg/bin/tool")
+    );
+    assert_eq!(paths(&layers[2]).last().unwrap().0, "keep/plain.tar");
+    assert_eq!(paths(&layers[3]).last().unwrap().0, "copied/plain.tar");
+    assert!(!layers.iter().flatten().any(|e| e.0.contains("escaped")));
+
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nADD BZh-looking.bin /x/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bzip2 archives are not extracted yet"),
+        "{err}"
+    );
+}

@@ -257,6 +257,120 @@ fn extract_stage_files(
     Ok(out)
 }
 
+/// What a local ADD source is, by content (REFERENCE §1.6 ADD: detected by content, not name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Archive {
+    None,
+    Tar,
+    GzipTar,
+    /// bzip2 or xz: recognised, not extracted yet.
+    Unsupported(&'static str),
+}
+
+fn sniff_archive(path: &std::path::Path) -> Archive {
+    use std::io::Read;
+    let mut head = [0u8; 512];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Archive::None;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    let is_tar = |h: &[u8]| h.len() >= 262 && &h[257..262] == b"ustar";
+    if n >= 2 && head[..2] == [0x1f, 0x8b] {
+        let mut inner = [0u8; 512];
+        let m = std::fs::File::open(path)
+            .map(|f| {
+                flate2::read::GzDecoder::new(f)
+                    .read(&mut inner)
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0);
+        return if is_tar(&inner[..m]) {
+            Archive::GzipTar
+        } else {
+            Archive::None
+        };
+    }
+    if n >= 3 && &head[..3] == b"BZh" {
+        return Archive::Unsupported("bzip2");
+    }
+    if n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0] {
+        return Archive::Unsupported("xz");
+    }
+    if is_tar(&head[..n]) {
+        Archive::Tar
+    } else {
+        Archive::None
+    }
+}
+
+/// Extracts a local archive into `dir` and returns its entries as planned layer items under
+/// `dest` (tar -x union semantics; entries that would leave `dest` are skipped).
+fn plan_archive(
+    host: &std::path::Path,
+    kind: Archive,
+    dest: &str,
+    dir: &std::path::Path,
+    owner: Option<(u32, u32)>,
+    planned: &mut BTreeMap<String, Planned>,
+    archive_fp: &str,
+) -> Result<(), BuildError> {
+    let io = |e: std::io::Error| BuildError::Other(format!("{}: {e}", host.display()));
+    let f = std::fs::File::open(host).map_err(io)?;
+    let reader: Box<dyn std::io::Read> = match kind {
+        Archive::GzipTar => Box::new(flate2::read::GzDecoder::new(f)),
+        _ => Box::new(f),
+    };
+    let mut ar = tar::Archive::new(reader);
+    let mut n = 0usize;
+    for e in ar.entries().map_err(io)? {
+        let mut e = e.map_err(io)?;
+        let raw = e.path().map_err(io)?.to_string_lossy().to_string();
+        let Some(rel) = kiln_runtime::layer::view::normalize(&raw) else {
+            continue;
+        };
+        if rel.is_empty() {
+            continue;
+        }
+        let h = e.header().clone();
+        let (uid, gid) =
+            owner.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
+        let meta = EntryMeta {
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            uid,
+            gid,
+            mtime: h.mtime().unwrap_or(0) as i64,
+            ..Default::default()
+        };
+        let item = match h.entry_type() {
+            tar::EntryType::Directory => Item::Dir,
+            tar::EntryType::Symlink => Item::Symlink(
+                e.link_name()
+                    .map_err(io)?
+                    .map(|l| l.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+            ),
+            t if t.is_file() => {
+                n += 1;
+                let path = dir.join(format!("a{n}"));
+                let mut out = std::fs::File::create(&path).map_err(io)?;
+                let size = std::io::copy(&mut e, &mut out).map_err(io)?;
+                Item::File { host: path, size }
+            }
+            // Hard links, devices and fifos inside archives: not extracted yet.
+            _ => continue,
+        };
+        planned.insert(
+            join(dest, &rel),
+            Planned {
+                item,
+                meta,
+                fingerprint: format!("archive {archive_fp} {rel} {:o}", h.mode().unwrap_or(0)),
+            },
+        );
+    }
+    Ok(())
+}
+
 /// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
 fn context_path(src: &str) -> String {
     let c = clean(src.trim_start_matches('/'));
@@ -474,6 +588,33 @@ pub(crate) fn copy(
     };
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     for (target, e) in &chosen {
+        // ADD extracts local archives into the destination directory (unless --unpack=false).
+        if let (true, SrcKind::File { host, .. }) = (c.is_add && c.unpack != Some(false), &e.kind) {
+            match sniff_archive(host) {
+                Archive::None => {}
+                Archive::Unsupported(what) => {
+                    return Err(BuildError::at(
+                        span,
+                        format!("ADD {}: {what} archives are not extracted yet", e.path),
+                    ));
+                }
+                kind => {
+                    std::fs::create_dir_all(&tmpdir)
+                        .map_err(|err| BuildError::Other(format!("{}: {err}", tmpdir.display())))?;
+                    // An archive always unpacks into the destination as a directory.
+                    plan_archive(
+                        host,
+                        kind,
+                        &dest_rel,
+                        &tmpdir,
+                        chown,
+                        &mut planned,
+                        &e.fingerprint,
+                    )?;
+                    continue;
+                }
+            }
+        }
         let (item, mode) = match &e.kind {
             SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
             SrcKind::File { size, host } => (
