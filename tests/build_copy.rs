@@ -387,3 +387,65 @@ fn add_extracts_local_archives_by_content() {
         "{err}"
     );
 }
+
+#[test]
+fn exclude_parents_and_link() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    for (p, d) in [
+        ("a/b/one.txt", "1"),
+        ("a/b/two.md", "2"),
+        ("a/c/three.txt", "3"),
+        ("top.md", "t"),
+        ("keep.txt", "k"),
+        ("changing.txt", "v1"),
+    ] {
+        std::fs::create_dir_all(c.join(p).parent().unwrap()).unwrap();
+        std::fs::write(c.join(p), d).unwrap();
+    }
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         COPY --exclude=**/*.md --exclude=a/c --exclude=Dockerfile --exclude=changing.txt . /ex/\n\
+         COPY --parents a/b/*.txt /par/\n\
+         COPY --parents ./a/./b/one.txt /mark/\n\
+         COPY changing.txt /changing.txt\n\
+         COPY --link keep.txt /linked/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "flags", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let layers = added_layers(r, &manifest_of(r, "flags"));
+    let names = |l: &Vec<Entry>| l.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        names(&layers[0]),
+        vec!["ex", "ex/a", "ex/a/b", "ex/a/b/one.txt", "ex/keep.txt"]
+    );
+    assert_eq!(
+        names(&layers[1]),
+        vec!["par", "par/a", "par/a/b", "par/a/b/one.txt"]
+    );
+    assert_eq!(names(&layers[2]), vec!["mark", "mark/b", "mark/b/one.txt"]);
+    assert_eq!(names(&layers[4]), vec!["linked", "linked/keep.txt"]);
+
+    // A --link layer does not depend on the layers below it: changing an earlier COPY's input
+    // misses that step and still hits the --link one.
+    std::fs::write(c.join("changing.txt"), "v2").unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let cached_after = |step: &str| {
+        let id = err
+            .lines()
+            .find(|l| l.contains(step))
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        err.lines().any(|l| l == format!("{id} CACHED"))
+    };
+    assert!(!cached_after("COPY changing.txt"), "{err}");
+    assert!(cached_after("COPY --link keep.txt"), "{err}");
+}

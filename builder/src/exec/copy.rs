@@ -404,14 +404,18 @@ pub(crate) fn copy(
 ) -> Result<bool, BuildError> {
     let span = ins.span;
     let cmd = if c.is_add { "ADD" } else { "COPY" };
-    if c.link || c.parents || !c.exclude.is_empty() {
-        return Err(BuildError::at(
-            span,
-            format!(
-                "{cmd} --link, --parents and --exclude are not supported yet (issue 3 in progress)"
-            ),
-        ));
-    }
+    // --exclude: patternmatcher semantics (as .dockerignore), relative to each source.
+    let excludes: Vec<String> = c
+        .exclude
+        .iter()
+        .map(|e| ctx.expand(st, e, span))
+        .collect::<Result<_, _>>()?;
+    let exclude = crate::context::ignore::Matcher::new(&excludes)
+        .map_err(|e| BuildError::at(span, format!("{cmd} --exclude: {e}")))?;
+    // --link: the layer does not depend on what is below it, so destinations are resolved in an
+    // empty filesystem (no symlink of the image is followed; parents are always written).
+    let empty = kiln_runtime::layer::view::View::default();
+    let below = if c.link { &empty } else { &st.view };
     if c.is_add
         && c.sources
             .iter()
@@ -433,7 +437,7 @@ pub(crate) fn copy(
     };
     let (uid, gid) = chown.unwrap_or((0, 0));
     let abs_dest = fsutil::absolute(&st.workdir(), &dest_raw);
-    let dest_rel = fsutil::resolve_in_root(&st.view, &abs_dest);
+    let dest_rel = fsutil::resolve_in_root(below, &abs_dest);
     let dest_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
     let mode_of = |mode: u32, is_dir: bool| -> Result<u32, BuildError> {
         match &chmod {
@@ -488,17 +492,36 @@ pub(crate) fn copy(
         "the build context"
     };
 
-    // Select sources.
-    let mut picks: Vec<String> = Vec::new();
+    // Select sources: (path in the source, the part kept under the destination with --parents).
+    let mut picks: Vec<(String, Option<String>)> = Vec::new();
     let mut wildcard = false;
     for s in &sources {
+        // `./` inside a --parents source marks where the kept structure starts.
+        let marker = if c.parents {
+            s.find("/./").map(|i| context_path(&s[..i]).len())
+        } else {
+            None
+        };
         let p = context_path(s);
+        let kept = |path: &str| -> Option<String> {
+            if !c.parents {
+                return None;
+            }
+            Some(match marker {
+                Some(0) | None => path.to_string(),
+                Some(n) => path
+                    .get(n..)
+                    .unwrap_or("")
+                    .trim_start_matches('/')
+                    .to_string(),
+            })
+        };
         if has_wildcard(&p) {
             wildcard = true;
             let mut any = false;
             for e in &entries {
                 if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
-                    picks.push(e.path.clone());
+                    picks.push((e.path.clone(), kept(&e.path)));
                     any = true;
                 }
             }
@@ -509,7 +532,8 @@ pub(crate) fn copy(
                 ));
             }
         } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
-            picks.push(p);
+            let k = kept(&p);
+            picks.push((p, k));
         } else {
             let hint = if c.from.is_none() {
                 " (or excluded by .dockerignore)"
@@ -522,9 +546,9 @@ pub(crate) fn copy(
             ));
         }
     }
-    let multiple = picks.len() + c.heredoc_sources.len() > 1 || wildcard;
-    let dest_is_dir = dest_slash || multiple || st.view.is_dir(&dest_rel);
-    if multiple && !dest_slash && !st.view.is_dir(&dest_rel) {
+    let multiple = picks.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
+    let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
+    if multiple && !dest_slash && !below.is_dir(&dest_rel) {
         return Err(BuildError::at(
             span,
             format!(
@@ -536,14 +560,20 @@ pub(crate) fn copy(
     // Plan the layer: target path → source entry.
     let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
-    for pick in &picks {
+    for (pick, kept) in &picks {
         let entry = by_path.get(pick.as_str()).copied();
         let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
+        // With --parents the part of the source path after the `./` marker (or all of it) is
+        // kept under the destination.
+        let base_dest = match kept {
+            Some(k) if is_dir => join(&dest_rel, k),
+            _ => dest_rel.clone(),
+        };
         if is_dir {
             // A directory copies its contents into the destination.
             if let Some(e) = entry {
-                if !st.view.is_dir(&dest_rel) && !dest_rel.is_empty() {
-                    chosen.insert(dest_rel.clone(), e);
+                if !below.is_dir(&base_dest) && !base_dest.is_empty() {
+                    chosen.insert(base_dest.clone(), e);
                 }
             }
             let prefix = if pick.is_empty() {
@@ -555,14 +585,21 @@ pub(crate) fn copy(
                 .iter()
                 .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
             {
-                chosen.insert(join(&dest_rel, &e.path[prefix.len()..]), e);
+                let rel = &e.path[prefix.len()..];
+                if exclude.excludes(rel) {
+                    continue;
+                }
+                chosen.insert(join(&base_dest, rel), e);
             }
         } else if let Some(e) = entry {
             let base = e.path.rsplit('/').next().unwrap_or(&e.path);
-            let target = if dest_is_dir {
-                join(&dest_rel, base)
-            } else {
-                dest_rel.clone()
+            if exclude.excludes(base) || exclude.excludes(&e.path) {
+                continue;
+            }
+            let target = match kept {
+                Some(k) => join(&dest_rel, k),
+                None if dest_is_dir => join(&dest_rel, base),
+                None => dest_rel.clone(),
             };
             chosen.insert(target, e);
         }
@@ -692,6 +729,11 @@ pub(crate) fn copy(
         .iter()
         .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
         .collect();
+    let step = if c.link {
+        step.field("link", "true")
+    } else {
+        step
+    };
     let result = commit_layer(
         ctx,
         st,
@@ -701,6 +743,7 @@ pub(crate) fn copy(
         (uid, gid),
         name,
         &format!("{} # buildkit", ins.text),
+        c.link,
     );
     let _ = std::fs::remove_dir_all(&tmpdir);
     result
@@ -738,6 +781,7 @@ pub(crate) fn mkdir_workdir(
         owner,
         name,
         &format!("WORKDIR {abs} # buildkit"),
+        false,
     )
 }
 
@@ -753,6 +797,7 @@ fn commit_layer(
     owner: (u32, u32),
     name: &str,
     created_by: &str,
+    link: bool,
 ) -> Result<bool, BuildError> {
     // The directory itself for MKDIR, and missing parents for everything.
     if step.kind == "MKDIR" {
@@ -778,13 +823,14 @@ fn commit_layer(
     for path in planned.keys() {
         let mut p = path.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {
-            if !st.view.is_dir(parent) && !planned.contains_key(parent) {
+            if (link || !st.view.is_dir(parent)) && !planned.contains_key(parent) {
                 parents.insert(parent.to_string());
             }
             p = parent;
         }
     }
-    let key = CacheKey::for_step(Some(&st.key), &step, &inputs);
+    // A --link layer does not depend on the state below it: its key has no parent.
+    let key = CacheKey::for_step(if link { None } else { Some(&st.key) }, &step, &inputs);
     let description = name.to_string();
     let cached = if ctx.opts.no_cache {
         None
