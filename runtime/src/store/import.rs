@@ -30,24 +30,60 @@ fn bad(path: &Path, reason: impl Into<String>) -> StoreError {
 }
 
 /// The name to tag an imported manifest with: containerd's full name, else the OCI ref name
-/// when it is a full reference (docker save writes only the tag there).
-fn reference_of(annotations: &BTreeMap<String, String>) -> Option<String> {
-    annotations
-        .get("io.containerd.image.name")
-        .or_else(|| {
-            annotations
-                .get("org.opencontainers.image.ref.name")
-                .filter(|r| r.contains(':') || r.contains('/'))
+/// when it is a full reference. When the ref name is only a tag (as `skopeo copy
+/// oci-archive:x.tar:latest` and `docker save` write), the image is named after the archive:
+/// `localhost/<archive name>:<tag>`, the way podman names local images (docker would leave it
+/// unnamed).
+fn reference_of(
+    annotations: &BTreeMap<String, String>,
+    archive_name: Option<&str>,
+) -> Option<String> {
+    if let Some(n) = annotations.get("io.containerd.image.name") {
+        return Some(n.clone());
+    }
+    let r = annotations.get("org.opencontainers.image.ref.name")?;
+    if r.contains(':') || r.contains('/') {
+        return Some(r.clone());
+    }
+    archive_name.map(|repo| format!("localhost/{repo}:{r}"))
+}
+
+/// A repository name from an archive or directory name: `busybox-oci.tar` → `busybox`.
+pub(crate) fn archive_repo(path: &Path) -> Option<String> {
+    let mut name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    for ext in [".tar.gz", ".tgz", ".tar", ".gz"] {
+        if let Some(s) = name.strip_suffix(ext) {
+            name = s.to_string();
+            break;
+        }
+    }
+    for suffix in ["-oci", ".oci", "_oci", "-docker", "-image"] {
+        if let Some(s) = name.strip_suffix(suffix) {
+            name = s.to_string();
+            break;
+        }
+    }
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
         })
-        .cloned()
+        .collect();
+    let clean = clean.trim_matches(|c| "._-".contains(c)).to_string();
+    (!clean.is_empty()).then_some(clean)
 }
 
 impl Store {
     /// Loads a layout directory or an archive of one.
     pub fn load(&self, path: &Path) -> Result<Vec<Loaded>, StoreError> {
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        let repo = archive_repo(path);
         if meta.is_dir() {
-            return self.load_layout(path);
+            return self.load_layout_named(path, repo.as_deref());
         }
         let dir = self
             .root
@@ -70,7 +106,7 @@ impl Store {
             tar::Archive::new(reader)
                 .unpack(&dir)
                 .map_err(|e| bad(path, format!("not a readable tar archive: {e}")))?;
-            self.load_layout(&dir)
+            self.load_layout_named(&dir, repo.as_deref())
         })();
         let _ = std::fs::remove_dir_all(&dir);
         result
@@ -78,6 +114,14 @@ impl Store {
 
     /// Loads every image named by `dir/index.json`.
     pub fn load_layout(&self, dir: &Path) -> Result<Vec<Loaded>, StoreError> {
+        self.load_layout_named(dir, archive_repo(dir).as_deref())
+    }
+
+    fn load_layout_named(
+        &self,
+        dir: &Path,
+        archive_name: Option<&str>,
+    ) -> Result<Vec<Loaded>, StoreError> {
         let layout_file = dir.join("oci-layout");
         let layout: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&layout_file).map_err(io_err(&layout_file))?)
@@ -94,7 +138,7 @@ impl Store {
                 .map_err(|e| bad(&index_file, e.to_string()))?;
         let mut out = Vec::new();
         for desc in &index.manifests {
-            let reference = reference_of(&desc.annotations);
+            let reference = reference_of(&desc.annotations, archive_name);
             let Some(manifest) = self.import_descriptor(dir, desc)? else {
                 continue;
             };
@@ -175,5 +219,35 @@ impl Store {
             }
             other => Err(bad(&path, format!("unsupported media type {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_for_tag_only_refs() {
+        let ann = |k: &str, v: &str| BTreeMap::from([(k.to_string(), v.to_string())]);
+        let tag_only = ann("org.opencontainers.image.ref.name", "latest");
+        assert_eq!(
+            reference_of(&tag_only, Some("busybox")).as_deref(),
+            Some("localhost/busybox:latest")
+        );
+        assert_eq!(reference_of(&tag_only, None), None);
+        let full = ann("org.opencontainers.image.ref.name", "app:1");
+        assert_eq!(reference_of(&full, Some("x")).as_deref(), Some("app:1"));
+        assert_eq!(
+            archive_repo(Path::new("/a/busybox-oci.tar")).as_deref(),
+            Some("busybox")
+        );
+        assert_eq!(
+            archive_repo(Path::new("My Image.tar.gz")).as_deref(),
+            Some("my-image")
+        );
+        assert_eq!(
+            archive_repo(Path::new("/x/layout")).as_deref(),
+            Some("layout")
+        );
     }
 }
