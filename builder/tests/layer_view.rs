@@ -111,3 +111,28 @@ fn busybox_base_view_and_file_reads() {
             .contains("builder:x:1000:1000")
     );
 }
+
+#[test]
+fn layer_index_answers_without_reading_the_tar_again() {
+    let st = tempfile::tempdir().unwrap();
+    let store = Store::open(st.path()).unwrap();
+    let bytes = layer(|w| {
+        w.dir("etc", &m(0o755)).unwrap();
+        w.file("etc/x", &m(0o600), 1, &b"x"[..]).unwrap();
+        w.whiteout("old").unwrap();
+    });
+    let blob = store.put_blob(&bytes).unwrap();
+    let first = store.layer_entries(&blob).unwrap();
+    assert_eq!(
+        first.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        ["etc", "etc/x", ".wh.old"]
+    );
+    // The tar is gone: the entries still come back, from the index.
+    std::fs::remove_file(store.blob_path(&blob)).unwrap();
+    assert_eq!(store.layer_entries(&blob).unwrap(), first);
+    // Applying the index gives the same view as applying the tar.
+    let (mut a, mut b) = (View::default(), View::default());
+    a.apply(0, bytes.as_slice(), "tar").unwrap();
+    b.apply_entries(0, &first);
+    assert_eq!(a, b);
+}

@@ -887,6 +887,8 @@ fn commit_layer(
             std::io::Write::flush(&mut out).map_err(io)?;
             drop(out);
             ctx.store.commit_blob(blob, &info.diff_id)?;
+            ctx.store
+                .record_layer_entries(&info.diff_id, &info.entries)?;
             let e = CacheEntry {
                 key: key.to_string(),
                 layer: info.diff_id,
@@ -898,13 +900,10 @@ fn commit_layer(
             (e, false)
         }
     };
-    // Update the view from the layer actually used (cached or new).
-    let reader = open_layer(&ctx.store.blob_path(&entry.layer))
-        .map_err(|e| BuildError::Other(e.to_string()))?;
+    // Update the view from the layer's index (cached or new): its tar is not read again.
     let index = st.layers.len();
     st.view
-        .apply(index, reader, &entry.layer.to_string())
-        .map_err(|e| BuildError::Other(e.to_string()))?;
+        .apply_entries(index, &ctx.store.layer_entries(&entry.layer)?);
     st.add_layer(
         LayerRef {
             descriptor: oci::Descriptor {

@@ -21,7 +21,7 @@ use kiln_parser::{
 };
 use kiln_runtime::{
     digest::Digest,
-    layer::view::{View, open_layer},
+    layer::view::View,
     oci::{self, Descriptor, History, ImageConfig, Manifest, RootFs},
     store::{Store, StoreError},
 };
@@ -410,12 +410,7 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
     }
     for (i, (desc, diff_id)) in m.layers.iter().zip(diff_ids).enumerate() {
         let blob = Digest::parse(&desc.digest).map_err(|e| BuildError::Other(e.to_string()))?;
-        let path = ctx.store.blob_path(&blob);
-        let reader =
-            open_layer(&path).map_err(|e| BuildError::Other(format!("{}: {e}", path.display())))?;
-        st.view
-            .apply(i, reader, &desc.digest)
-            .map_err(|e| BuildError::Other(e.to_string()))?;
+        st.view.apply_entries(i, &ctx.store.layer_entries(&blob)?);
         st.layers.push(LayerRef {
             descriptor: desc.clone(),
             diff_id,

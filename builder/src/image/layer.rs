@@ -11,7 +11,7 @@ use std::{
     io::{self, Read, Write},
 };
 
-use kiln_runtime::digest::Digest;
+use kiln_runtime::{digest::Digest, layer::view::RawEntry};
 use sha2::{Digest as _, Sha256};
 
 /// Metadata of one entry.
@@ -53,6 +53,8 @@ pub struct LayerInfo {
     /// sha256 of the uncompressed tar: the image config's `diff_id`.
     pub diff_id: Digest,
     pub size: u64,
+    /// The entries written, in order (the layer's index, kept in the store).
+    pub entries: Vec<RawEntry>,
 }
 
 /// Writes one layer.
@@ -60,6 +62,7 @@ pub struct LayerWriter<W: Write> {
     tar: tar::Builder<Hashing<W>>,
     epoch: Option<i64>,
     written: BTreeSet<String>,
+    entries: Vec<RawEntry>,
 }
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
@@ -102,6 +105,7 @@ impl<W: Write> LayerWriter<W> {
             tar,
             epoch,
             written: BTreeSet::new(),
+            entries: Vec::new(),
         }
     }
 
@@ -175,6 +179,16 @@ impl<W: Write> LayerWriter<W> {
         h.set_device_major(0).ok();
         h.set_device_minor(0).ok();
         h.set_cksum();
+        self.entries.push(RawEntry {
+            path: name.trim_end_matches('/').to_string(),
+            typeflag: kind.as_byte(),
+            mode: meta.mode & 0o7777,
+            uid: meta.uid,
+            gid: meta.gid,
+            mtime: self.mtime(meta.mtime) as i64,
+            size,
+            link: link.map(str::to_string),
+        });
         if !pax.is_empty() {
             self.tar
                 .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))?;
@@ -278,6 +292,7 @@ impl<W: Write> LayerWriter<W> {
             LayerInfo {
                 diff_id: Digest::from_sha256(h.hasher),
                 size: h.size,
+                entries: self.entries,
             },
             h.inner,
         ))

@@ -9,6 +9,8 @@ use std::{
     path::Path,
 };
 
+use serde::{Deserialize, Serialize};
+
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeKind {
@@ -73,6 +75,53 @@ pub fn normalize(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// One tar entry without its content: what a layer contributes to the view. A layer's entries
+/// are kept in the store (its index), so a cached layer never has to be read again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RawEntry {
+    /// Normalised path (see [`normalize`]).
+    pub path: String,
+    /// Tar type flag (`0` file, `1` hard link, `2` symlink, `5` directory, ...).
+    pub typeflag: u8,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+/// Reads a layer tar's entries (contents skipped). Entries that would leave the root are
+/// dropped here, so they are never applied.
+pub fn read_entries(reader: impl Read) -> std::io::Result<Vec<RawEntry>> {
+    let mut ar = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for e in ar.entries()? {
+        let e = e?;
+        let raw = e.path()?.to_string_lossy().to_string();
+        let Some(path) = normalize(&raw) else {
+            continue;
+        };
+        let h = e.header();
+        out.push(RawEntry {
+            path,
+            typeflag: h.entry_type().as_byte(),
+            mode: h.mode().unwrap_or(0o644) & 0o7777,
+            uid: h.uid().unwrap_or(0) as u32,
+            gid: h.gid().unwrap_or(0) as u32,
+            mtime: h.mtime().unwrap_or(0) as i64,
+            size: h.size().unwrap_or(0),
+            link: e
+                .link_name()
+                .ok()
+                .flatten()
+                .map(|l| l.to_string_lossy().to_string()),
+        });
+    }
+    Ok(out)
+}
+
 /// The merged view.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
@@ -134,50 +183,26 @@ impl View {
 
     /// Applies one layer (the `index`-th of the stack) read from `reader`.
     pub fn apply(&mut self, index: usize, reader: impl Read, name: &str) -> Result<(), LayerError> {
-        let err = |m: String| LayerError {
+        let entries = read_entries(reader).map_err(|e| LayerError {
             layer: name.to_string(),
-            message: m,
-        };
-        let mut ar = tar::Archive::new(reader);
+            message: e.to_string(),
+        })?;
+        self.apply_entries(index, &entries);
+        Ok(())
+    }
+
+    /// Applies one layer's entries (the `index`-th layer of the stack).
+    pub fn apply_entries(&mut self, index: usize, entries: &[RawEntry]) {
         // Opaque markers apply before the layer's own entries in that directory.
-        let mut entries = Vec::new();
-        for e in ar.entries().map_err(|e| err(e.to_string()))? {
-            let e = e.map_err(|e| err(e.to_string()))?;
-            let raw = e
-                .path()
-                .map_err(|e| err(e.to_string()))?
-                .to_string_lossy()
-                .to_string();
-            let Some(path) = normalize(&raw) else {
-                // `..` entries are refused when unpacking (issue 4); here they are skipped.
-                continue;
-            };
-            let h = e.header();
-            let link = e
-                .link_name()
-                .ok()
-                .flatten()
-                .map(|l| l.to_string_lossy().to_string());
-            entries.push((
-                path,
-                h.entry_type(),
-                h.mode().unwrap_or(0o644),
-                h.uid().unwrap_or(0) as u32,
-                h.gid().unwrap_or(0) as u32,
-                h.mtime().unwrap_or(0) as i64,
-                h.size().unwrap_or(0),
-                link,
-            ));
-        }
-        for (path, ..) in &entries {
-            if let Some(dir) = path.strip_suffix(".wh..wh..opq") {
+        for e in entries {
+            if let Some(dir) = e.path.strip_suffix(".wh..wh..opq") {
                 self.remove_children(dir.trim_end_matches('/'));
             }
         }
-        for (path, ty, mode, uid, gid, mtime, size, link) in entries {
-            let (dir, base) = match path.rsplit_once('/') {
+        for e in entries {
+            let (dir, base) = match e.path.rsplit_once('/') {
                 Some((d, b)) => (d.to_string(), b),
-                None => (String::new(), path.as_str()),
+                None => (String::new(), e.path.as_str()),
             };
             if base == ".wh..wh..opq" {
                 continue;
@@ -191,34 +216,35 @@ impl View {
                 self.remove_tree(&target);
                 continue;
             }
-            let kind = match ty {
+            let kind = match tar::EntryType::new(e.typeflag) {
                 tar::EntryType::Directory => NodeKind::Dir,
-                tar::EntryType::Regular | tar::EntryType::Continuous => NodeKind::File { size },
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    NodeKind::File { size: e.size }
+                }
                 tar::EntryType::Symlink => NodeKind::Symlink {
-                    target: link.unwrap_or_default(),
+                    target: e.link.clone().unwrap_or_default(),
                 },
                 tar::EntryType::Link => NodeKind::Hardlink {
-                    target: link.and_then(|l| normalize(&l)).unwrap_or_default(),
+                    target: e.link.as_deref().and_then(normalize).unwrap_or_default(),
                 },
                 _ => NodeKind::Other,
             };
             // A non-directory replaces a directory (and its contents) of a lower layer.
             if kind != NodeKind::Dir {
-                self.remove_children(&path);
+                self.remove_children(&e.path);
             }
             self.nodes.insert(
-                path,
+                e.path.clone(),
                 Node {
                     kind,
-                    mode: mode & 0o7777,
-                    uid,
-                    gid,
-                    mtime,
+                    mode: e.mode,
+                    uid: e.uid,
+                    gid: e.gid,
+                    mtime: e.mtime,
                     layer: index,
                 },
             );
         }
-        Ok(())
     }
 
     /// Adds what a layer being built creates (a parent directory, a copied file...).

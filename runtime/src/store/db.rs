@@ -22,6 +22,8 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::statcache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::cache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::export::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::layerindex::SCHEMA)
+        .map_err(db_err)?;
     Ok(db)
 }
 

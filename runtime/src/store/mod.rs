@@ -14,6 +14,7 @@ mod db;
 mod export;
 mod images;
 mod import;
+mod layerindex;
 mod statcache;
 mod tags;
 
