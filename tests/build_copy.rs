@@ -449,3 +449,44 @@ fn exclude_parents_and_link() {
     assert!(!cached_after("COPY changing.txt"), "{err}");
     assert!(cached_after("COPY --link keep.txt"), "{err}");
 }
+
+#[test]
+fn metadata_file_and_oci_output() {
+    let root = store_with_base();
+    let r = root.path();
+    let out = tempfile::tempdir().unwrap();
+    let meta = out.path().join("meta.json");
+    let archive = out.path().join("image.tar");
+    let args = [
+        "build",
+        "-q",
+        "-t",
+        "app:meta",
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        "-o",
+        &format!("type=oci,dest={}", archive.display()),
+        CTX,
+    ];
+    let (code, id, err) = kiln(r, &args);
+    assert_eq!(code, 0, "{err}");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.trim());
+    assert_eq!(m["containerimage.digest"], manifest_of(r, "app:meta"));
+    // The exported archive loads into another store as the same image.
+    let other = tempfile::tempdir().unwrap();
+    assert_eq!(
+        kiln(other.path(), &["load", "-i", archive.to_str().unwrap()]).0,
+        0
+    );
+    let (_, ids, _) = kiln(other.path(), &["images", "-q"]);
+    assert!(
+        id.trim()
+            .trim_start_matches("sha256:")
+            .starts_with(ids.trim()),
+        "{ids} vs {id}"
+    );
+    let (code, _, err) = kiln(r, &["build", "-o", "type=local,dest=/tmp/x", CTX]);
+    assert_eq!(code, 1);
+    assert!(err.contains("type=local is not supported yet"), "{err}");
+}

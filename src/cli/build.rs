@@ -49,6 +49,13 @@ pub struct Args {
     /// Write the image ID to this file.
     #[arg(long, value_name = "FILE")]
     pub iidfile: Option<PathBuf>,
+    /// Write build metadata (image and config digests, as buildx names them) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// Also export the image: `type=oci,dest=FILE` or `type=docker,dest=FILE` (both write an OCI
+    /// layout with Docker's manifest.json, as `kiln save`).
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
+    pub output: Option<String>,
     /// Print only the image ID.
     #[arg(short, long)]
     pub quiet: bool,
@@ -169,8 +176,60 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             }
         }
     };
+    // Validate -o before building, so a typo does not cost a build.
+    let export = match &args.output {
+        None => None,
+        Some(spec) => {
+            let mut kind = None;
+            let mut dest = None;
+            for part in spec.split(',') {
+                match part.split_once('=') {
+                    Some(("type", v)) => kind = Some(v.to_string()),
+                    Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+                    _ => bail!("invalid --output {spec:?}: expected type=oci|docker,dest=PATH"),
+                }
+            }
+            match (kind.as_deref(), dest) {
+                (Some("oci" | "docker"), Some(d)) => Some(d),
+                (Some(k @ ("local" | "tar" | "image" | "registry")), _) => {
+                    bail!(
+                        "--output type={k} is not supported yet (issue 3 in progress); use type=oci or type=docker"
+                    )
+                }
+                _ => bail!("invalid --output {spec:?}: expected type=oci|docker,dest=PATH"),
+            }
+        }
+    };
     match exec::build(&store, &opts, &NoSandbox, &on_event) {
         Ok(out) => {
+            if let Some(dest) = &export {
+                let name = out
+                    .tags
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
+                store
+                    .save(
+                        &[(name, out.manifest.clone())],
+                        dest,
+                        dest.to_string_lossy().ends_with('/'),
+                    )
+                    .with_context(|| format!("cannot export to {}", dest.display()))?;
+            }
+            if let Some(p) = &args.metadata_file {
+                let meta = serde_json::json!({
+                    "containerimage.digest": out.manifest.to_string(),
+                    "containerimage.config.digest": out.config.to_string(),
+                    "containerimage.descriptor": {
+                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "digest": out.manifest.to_string(),
+                        "size": out.manifest_size,
+                    },
+                    "image.name": out.tags.join(","),
+                });
+                std::fs::write(p, serde_json::to_vec_pretty(&meta)?)
+                    .with_context(|| format!("cannot write {}", p.display()))?;
+            }
             if let Some(p) = &args.iidfile {
                 std::fs::write(p, out.config.to_string())
                     .with_context(|| format!("cannot write {}", p.display()))?;
