@@ -1,13 +1,6 @@
 //! `kiln build`: flags to [`kiln_builder::exec::BuildOptions`], progress and errors rendered.
 
-use std::{
-    collections::BTreeMap,
-    io::Write,
-    path::PathBuf,
-    process::ExitCode,
-    sync::Mutex,
-    sync::atomic::{AtomicUsize, Ordering},
-};
+use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCode};
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
@@ -62,7 +55,7 @@ pub struct Args {
     /// How many stages may run at once (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub jobs: usize,
-    /// Progress output (auto: plain; a TTY view is to come).
+    /// Progress output (auto: the TTY view on a terminal, plain text otherwise).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
 }
@@ -133,49 +126,17 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         source_date_epoch: epoch,
         jobs: args.jobs,
     };
-    let progress = if args.quiet {
-        Progress::Quiet
-    } else {
-        args.progress
+    let mode = match (args.quiet, args.progress) {
+        (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,
+        (_, Progress::Plain) => render::progress::Mode::Plain,
+        (_, Progress::Tty) => render::progress::Mode::Tty,
+        (_, Progress::Rawjson) => render::progress::Mode::Json,
+        // The TTY view when stderr is a terminal, plain text for logs and CI.
+        (_, Progress::Auto) if std::io::stderr().is_terminal() => render::progress::Mode::Tty,
+        (_, Progress::Auto) => render::progress::Mode::Plain,
     };
-    let ids: Mutex<BTreeMap<String, usize>> = Mutex::new(BTreeMap::new());
-    let next = AtomicUsize::new(1);
-    let on_event = |e: Event| {
-        let mut err = std::io::stderr().lock();
-        match progress {
-            Progress::Quiet => {}
-            Progress::Rawjson => {
-                let v = match &e {
-                    Event::Started { name } => {
-                        serde_json::json!({"event": "started", "step": name})
-                    }
-                    Event::Cached { name } => serde_json::json!({"event": "cached", "step": name}),
-                    Event::Done { name, millis } => {
-                        serde_json::json!({"event": "done", "step": name, "millis": millis})
-                    }
-                };
-                let _ = writeln!(err, "{v}");
-            }
-            _ => {
-                let mut ids = ids.lock().unwrap_or_else(|p| p.into_inner());
-                let name = match &e {
-                    Event::Started { name } | Event::Cached { name } | Event::Done { name, .. } => {
-                        name.clone()
-                    }
-                };
-                let id = *ids
-                    .entry(name.clone())
-                    .or_insert_with(|| next.fetch_add(1, Ordering::Relaxed));
-                let _ = match e {
-                    Event::Started { name } => writeln!(err, "#{id} {name}"),
-                    Event::Cached { .. } => writeln!(err, "#{id} CACHED"),
-                    Event::Done { millis, .. } => {
-                        writeln!(err, "#{id} DONE {:.1}s", millis as f64 / 1000.0)
-                    }
-                };
-            }
-        }
-    };
+    let progress = render::progress::Progress::new(mode);
+    let on_event = |e: Event| progress.event(e);
     // Validate -o before building, so a typo does not cost a build.
     let export = match &args.output {
         None => None,
@@ -200,7 +161,9 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             }
         }
     };
-    match exec::build(&store, &opts, &NoSandbox, &on_event) {
+    let result = exec::build(&store, &opts, &NoSandbox, &on_event);
+    progress.finish();
+    match result {
         Ok(out) => {
             if let Some(dest) = &export {
                 let name = out
@@ -234,7 +197,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 std::fs::write(p, out.config.to_string())
                     .with_context(|| format!("cannot write {}", p.display()))?;
             }
-            if progress == Progress::Quiet {
+            if mode == render::progress::Mode::Quiet {
                 println!("{}", out.config);
             } else {
                 eprintln!("writing image {} done", out.config);

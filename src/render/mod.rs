@@ -1,5 +1,6 @@
 //! Output formatting: diagnostics with source snippets, the parse tree view, tables.
 
 pub mod diagnostic;
+pub mod progress;
 pub mod table;
 pub mod tree;
