@@ -490,3 +490,76 @@ fn metadata_file_and_oci_output() {
     assert_eq!(code, 1);
     assert!(err.contains("type=local is not supported yet"), "{err}");
 }
+
+#[test]
+fn named_build_contexts() {
+    // No image loaded: the base comes from an OCI layout given as a named context.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let work = tempfile::tempdir().unwrap();
+    let (ctx, extra) = (work.path().join("ctx"), work.path().join("extra"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::create_dir_all(extra.join("sub")).unwrap();
+    std::fs::write(extra.join("note.txt"), "from extra\n").unwrap();
+    std::fs::write(extra.join("sub/deep.txt"), "deep\n").unwrap();
+    // `files` is also a stage: the named context overrides it (BuildKit semantics).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM base AS b\nFROM scratch AS files\nFROM extra AS fromdir\nFROM b\n\
+         COPY --from=extra note.txt /note.txt\nCOPY --from=files /sub/deep.txt /deep.txt\n\
+         COPY --from=fromdir /note.txt /again.txt\n",
+    )
+    .unwrap();
+    let layout = format!("base=oci-layout://{BASE}:latest");
+    let dir = format!("extra={}", extra.display());
+    let files = format!("files={}", extra.display());
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--build-context",
+        &layout,
+        "--build-context",
+        &dir,
+        "--build-context",
+        &files,
+        "-t",
+        "bc",
+        ctx.to_str().unwrap(),
+    ];
+    let (code, _, err) = kiln(r, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !err.contains("FROM scratch"),
+        "the overridden stage is not built: {err}"
+    );
+    let layers = added_layers(r, &manifest_of(r, "bc"));
+    let files: Vec<(String, Option<String>)> = layers
+        .iter()
+        .flatten()
+        .filter(|e| e.4.is_some())
+        .map(|e| (e.0.clone(), e.4.clone()))
+        .collect();
+    assert_eq!(
+        files,
+        vec![
+            ("note.txt".into(), Some("from extra\n".into())),
+            ("deep.txt".into(), Some("deep\n".into())),
+            ("again.txt".into(), Some("from extra\n".into())),
+        ]
+    );
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--build-context",
+            "x=https://example.com/repo.git",
+            ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("only directories, oci-layout:// and docker-image:// are supported yet"),
+        "{err}"
+    );
+}

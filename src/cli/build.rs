@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCod
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NoSandbox};
+use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NamedContext, NoSandbox};
 
 use crate::render;
 
@@ -36,6 +36,10 @@ pub struct Args {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Named contexts for `FROM NAME` / `COPY --from=NAME`: `NAME=DIR`,
+    /// `NAME=oci-layout://PATH[:TAG]`, `NAME=docker-image://IMAGE` (an image in kiln's store).
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub build_contexts: Vec<String>,
     /// Image labels (`KEY=VALUE`, repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -114,6 +118,52 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 .with_context(|| format!("invalid SOURCE_DATE_EPOCH {s:?}"))
         })
         .transpose()?;
+    let mut build_contexts = BTreeMap::new();
+    for spec in &args.build_contexts {
+        let (name, value) = kv(spec, "build-context")?;
+        let ctx = if let Some(rest) = value.strip_prefix("oci-layout://") {
+            // PATH[:TAG]: the tag picks one image of a layout holding several.
+            let (path, tag) = match rest.rsplit_once(':') {
+                Some((p, t)) if !t.contains('/') && std::path::Path::new(p).is_dir() => {
+                    (p, Some(t))
+                }
+                _ => (rest, None),
+            };
+            let loaded = store
+                .load(std::path::Path::new(path))
+                .with_context(|| format!("--build-context {name}: cannot load {path}"))?;
+            let pick = match tag {
+                Some(t) => loaded.iter().find(|l| {
+                    l.reference
+                        .as_deref()
+                        .is_some_and(|r| r.ends_with(&format!(":{t}")))
+                }),
+                None if loaded.len() == 1 => loaded.first(),
+                None => bail!(
+                    "--build-context {name}: {path} holds {} images; name one with :TAG",
+                    loaded.len()
+                ),
+            };
+            let Some(l) = pick else {
+                bail!(
+                    "--build-context {name}: no image tagged {:?} in {path}",
+                    tag.unwrap_or("")
+                )
+            };
+            NamedContext::Image(l.manifest.to_string())
+        } else if let Some(image) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(image.to_string())
+        } else if value.contains("://") {
+            bail!(
+                "--build-context {name}={value}: only directories, oci-layout:// and docker-image:// are supported yet"
+            );
+        } else if std::path::Path::new(&value).is_dir() {
+            NamedContext::Dir(PathBuf::from(&value))
+        } else {
+            bail!("--build-context {name}={value}: not a directory");
+        };
+        build_contexts.insert(name, ctx);
+    }
     let opts = BuildOptions {
         context: args.context.clone(),
         dockerfile_path,
@@ -125,6 +175,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         no_cache: args.no_cache,
         source_date_epoch: epoch,
         jobs: args.jobs,
+        build_contexts,
     };
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,

@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Print the parsed Dockerfile (JSON or a tree).
     Parse(parse::Args),
     /// Run BuildKit's build checks on a Dockerfile.
@@ -49,7 +49,7 @@ pub enum Command {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Build(a) => build::run(cli.root.as_deref(), a),
+        Command::Build(a) => build::run(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
         Command::Check(a) => check::run(a),
         Command::Load(a) => load::run(cli.root.as_deref(), a),

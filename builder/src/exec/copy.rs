@@ -371,6 +371,74 @@ fn plan_archive(
     Ok(())
 }
 
+/// A named directory context, read like the main one (its own `.dockerignore` applies).
+fn snapshot_dir(
+    ctx: &Ctx<'_>,
+    dir: &std::path::Path,
+) -> Result<crate::context::snapshot::Snapshot, BuildError> {
+    let m = crate::context::snapshot::load_ignore(dir, None)?;
+    Ok(crate::context::snapshot::scan(dir, &m, Some(ctx.store))?)
+}
+
+/// `FROM <named directory context>`: a stage whose filesystem is the directory's files.
+pub(crate) fn dir_as_rootfs(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    dir: &std::path::Path,
+    name: &str,
+    span: Span,
+) -> Result<(), BuildError> {
+    let snap = snapshot_dir(ctx, dir)?;
+    let mut planned = BTreeMap::new();
+    for e in context_entries(&snap) {
+        let item = match &e.kind {
+            SrcKind::Dir => Item::Dir,
+            SrcKind::File { size, host } => Item::File {
+                host: host.clone(),
+                size: *size,
+            },
+            SrcKind::Symlink(t) => Item::Symlink(t.clone()),
+            SrcKind::StageFile { .. } => continue,
+        };
+        planned.insert(
+            e.path.clone(),
+            Planned {
+                item,
+                meta: EntryMeta {
+                    mode: e.mode,
+                    uid: 0,
+                    gid: 0,
+                    mtime: e.mtime,
+                    ..Default::default()
+                },
+                fingerprint: e.fingerprint.clone(),
+            },
+        );
+    }
+    if planned.is_empty() {
+        return Err(BuildError::at(
+            span,
+            format!("build context {name:?} ({}) is empty", dir.display()),
+        ));
+    }
+    let inputs: BTreeMap<String, Digest> = planned
+        .iter()
+        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .collect();
+    commit_layer(
+        ctx,
+        st,
+        Step::new("CONTEXT"),
+        inputs,
+        planned,
+        (0, 0),
+        &format!("FROM context {name}"),
+        &format!("FROM {name} (build context {})", dir.display()),
+        false,
+    )?;
+    Ok(())
+}
+
 /// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
 fn context_path(src: &str) -> String {
     let c = clean(src.trim_start_matches('/'));
@@ -453,32 +521,47 @@ pub(crate) fn copy(
         .map(|s| ctx.expand(st, s, span))
         .collect::<Result<_, _>>()?;
 
-    // Where the sources come from: the context, or another stage / image (`--from`), as the
-    // graph resolved it.
-    let from_state: Option<StageState> = match &c.from {
-        None => None,
-        Some(f) => {
-            let this_step = ctx.graph.stages[stage]
-                .steps
-                .iter()
-                .copied()
-                .find(|&i| ctx.instructions[i].span == span);
-            let src = this_step
-                .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
-                .and_then(|v| v.first().cloned());
-            match src {
-                Some(crate::graph::Source::Stage(s)) => {
-                    Some(done.get(&s).cloned().ok_or_else(|| {
-                        BuildError::at(span, format!("{cmd} --from={f}: stage {s} was not built"))
-                    })?)
-                }
-                _ => Some(super::load_image(ctx, f, span)?),
+    // Where the sources come from: the context, another stage or image, or a named context
+    // (`--from`), as the graph resolved it.
+    let mut from_state: Option<StageState> = None;
+    let mut named_dir: Option<crate::context::snapshot::Snapshot> = None;
+    if let Some(f) = &c.from {
+        let this_step = ctx.graph.stages[stage]
+            .steps
+            .iter()
+            .copied()
+            .find(|&i| ctx.instructions[i].span == span);
+        let src = this_step
+            .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
+            .and_then(|v| v.first().cloned());
+        match src {
+            Some(crate::graph::Source::Stage(s)) => {
+                from_state = Some(done.get(&s).cloned().ok_or_else(|| {
+                    BuildError::at(span, format!("{cmd} --from={f}: stage {s} was not built"))
+                })?)
             }
+            Some(crate::graph::Source::Context(n)) => match ctx.opts.build_contexts.get(&n) {
+                Some(super::NamedContext::Dir(dir)) => named_dir = Some(snapshot_dir(ctx, dir)?),
+                Some(super::NamedContext::Image(r)) => {
+                    from_state = Some(super::load_image(ctx, r, span)?)
+                }
+                None => {
+                    return Err(BuildError::at(
+                        span,
+                        format!("no build context named {n:?}"),
+                    ));
+                }
+            },
+            _ => from_state = Some(super::load_image(ctx, f, span)?),
         }
-    };
-    let (entries, origin_key) = match &from_state {
-        Some(src) => (stage_entries(src), src.key.to_string()),
-        None => (
+    }
+    let (entries, origin_key) = match (&from_state, &named_dir) {
+        (Some(src), _) => (stage_entries(src), src.key.to_string()),
+        (None, Some(snap)) => (
+            context_entries(snap),
+            format!("named context {}", snap.root.display()),
+        ),
+        (None, None) => (
             ctx.snapshot
                 .as_ref()
                 .map(context_entries)

@@ -48,6 +48,17 @@ pub struct BuildOptions {
     pub source_date_epoch: Option<i64>,
     /// How many stages may run at once (`--jobs`); 0 means one per core.
     pub jobs: usize,
+    /// `--build-context NAME=...`: what FROM NAME / --from=NAME use when no stage has the name.
+    pub build_contexts: BTreeMap<String, NamedContext>,
+}
+
+/// A named build context (BuildKit `--build-context`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    /// A local directory: its files (after its own `.dockerignore`).
+    Dir(PathBuf),
+    /// An image in the store (a tag or a manifest digest), e.g. loaded from `oci-layout://`.
+    Image(String),
 }
 
 /// Progress, for the CLI to render.
@@ -288,6 +299,7 @@ pub fn build(
             target: opts.target.clone(),
             build_args: opts.build_args.clone(),
             platform_args,
+            named_contexts: opts.build_contexts.keys().cloned().collect(),
         },
     )?;
     let now = opts.source_date_epoch.unwrap_or_else(|| {
@@ -436,6 +448,7 @@ fn run_stage(
     let label = stage_label(ctx.graph, s);
     let total = stage.steps.len() + 1;
     let base_name = match &stage.base {
+        Base::Context(n) => format!("context {n}"),
         Base::Scratch => "scratch".to_string(),
         Base::Stage(p) => stage_label(ctx.graph, *p),
         Base::Image(r) => r.clone(),
@@ -457,6 +470,20 @@ fn run_stage(
             p
         }
         Base::Image(r) => load_image(ctx, r, stage.span)?,
+        Base::Context(n) => match ctx.opts.build_contexts.get(n) {
+            Some(NamedContext::Image(r)) => load_image(ctx, r, stage.span)?,
+            Some(NamedContext::Dir(dir)) => {
+                let mut st = StageState::scratch();
+                copy::dir_as_rootfs(ctx, &mut st, dir, n, stage.span)?;
+                st
+            }
+            None => {
+                return Err(BuildError::at(
+                    stage.span,
+                    format!("no build context named {n:?}"),
+                ));
+            }
+        },
     };
     // A stage keeps its parent's ARG values available for redeclaration, not in scope.
     let inherited: Vec<(String, Option<String>)> = std::mem::take(&mut st.args);

@@ -20,6 +20,8 @@ pub enum Base {
     Stage(usize),
     /// An image reference, after ARG expansion.
     Image(String),
+    /// A named build context (`--build-context NAME=...`).
+    Context(String),
 }
 
 /// Where a `--from` / `from=` points.
@@ -27,6 +29,8 @@ pub enum Base {
 pub enum Source {
     Stage(usize),
     Image(String),
+    /// A named build context.
+    Context(String),
 }
 
 /// One stage.
@@ -56,6 +60,9 @@ pub struct GraphOptions {
     pub build_args: BTreeMap<String, String>,
     /// Values of the automatic platform ARGs (`TARGETPLATFORM`, `BUILDARCH`, ...).
     pub platform_args: BTreeMap<String, String>,
+    /// Names given with `--build-context`: they answer `FROM NAME` and `--from=NAME`, over a
+    /// stage or an image of the same name.
+    pub named_contexts: std::collections::BTreeSet<String>,
 }
 
 /// The graph of a Dockerfile.
@@ -97,7 +104,17 @@ impl GraphError {
     }
 }
 
-fn resolve_source(name: &str, stages: &[Stage], by_name: &BTreeMap<String, usize>) -> Source {
+fn resolve_source(
+    name: &str,
+    stages: &[Stage],
+    by_name: &BTreeMap<String, usize>,
+    named: &std::collections::BTreeSet<String>,
+) -> Source {
+    // A named context overrides a stage of the same name (BuildKit: "when the Dockerfile defines
+    // a stage with the same name it's overwritten").
+    if named.contains(name) {
+        return Source::Context(name.to_string());
+    }
     let lower = name.to_ascii_lowercase();
     if let Some(&i) = by_name.get(&lower) {
         return Source::Stage(i);
@@ -162,7 +179,10 @@ impl BuildGraph {
                         })?),
                         None => None,
                     };
-                    let base = if image.eq_ignore_ascii_case("scratch") {
+                    let base = if opts.named_contexts.contains(&image) {
+                        // A named context overrides a stage or image of the same name.
+                        Base::Context(image)
+                    } else if image.eq_ignore_ascii_case("scratch") {
                         Base::Scratch
                     } else if let Some(&s) = by_name.get(&image.to_ascii_lowercase()) {
                         Base::Stage(s)
@@ -216,7 +236,7 @@ impl BuildGraph {
                     _ => Vec::new(),
                 };
                 for name in names {
-                    let src = resolve_source(&name, &stages, &by_name);
+                    let src = resolve_source(&name, &stages, &by_name, &opts.named_contexts);
                     if let Source::Stage(d) = src {
                         if d == si {
                             return Err(GraphError::at(
