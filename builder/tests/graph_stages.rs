@@ -19,6 +19,7 @@ fn opts(target: Option<&str>, args: &[(&str, &str)]) -> GraphOptions {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         platform_args: BTreeMap::from([("TARGETARCH".to_string(), "amd64".to_string())]),
+        named_contexts: Default::default(),
     }
 }
 
@@ -124,4 +125,16 @@ fn cycles_and_misplaced_instructions_are_rejected_with_locations() {
     let dup = "FROM alpine AS App\nFROM busybox AS app\nFROM APP\n";
     let g = graph(dup, &opts(None, &[])).unwrap();
     assert_eq!(g.stages[2].base, Base::Stage(0));
+}
+
+#[test]
+fn named_contexts_override_stages_and_images() {
+    let mut o = opts(None, &[]);
+    o.named_contexts = ["tools".to_string(), "alpine".to_string()].into();
+    let g = graph(MULTI, &o).unwrap();
+    // `from=tools` now names the context, not the stage: the stage drops out of the build.
+    let test_sources: Vec<&Source> = g.stages[3].sources.values().flatten().collect();
+    assert_eq!(test_sources, vec![&Source::Context("tools".into())]);
+    let g = graph("FROM alpine\nFROM alpine AS x\n", &o).unwrap();
+    assert_eq!(g.stages[0].base, Base::Context("alpine".into()));
 }
