@@ -371,6 +371,94 @@ fn plan_archive(
     Ok(())
 }
 
+/// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn parse_http_date(s: &str) -> Option<i64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, mon, year, time, ..] = parts.as_slice() else {
+        return None;
+    };
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| m == mon)? as i64
+        + 1;
+    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let t: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
+    let [h, mi, se] = t.as_slice() else {
+        return None;
+    };
+    // Days from civil (Howard Hinnant's algorithm).
+    let yy = if month <= 2 { y - 1 } else { y };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+}
+
+/// Downloads an ADD URL into `dir`, checking `--checksum`; the entry and its file name.
+fn download(
+    url: &str,
+    checksum: Option<&str>,
+    dir: &std::path::Path,
+    n: usize,
+    span: Span,
+) -> Result<(SrcEntry, String), BuildError> {
+    use sha2::Digest as _;
+    let err = |m: String| BuildError::at(span, format!("ADD {url}: {m}"));
+    let resp = ureq::get(url).call().map_err(|e| err(e.to_string()))?;
+    let mtime = resp
+        .headers()
+        .get("last-modified")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_http_date)
+        .unwrap_or(0);
+    let host = dir.join(format!("url{n}"));
+    let mut out = std::fs::File::create(&host).map_err(|e| err(e.to_string()))?;
+    let mut reader = resp.into_body().into_reader();
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let k = std::io::Read::read(&mut reader, &mut buf).map_err(|e| err(e.to_string()))?;
+        if k == 0 {
+            break;
+        }
+        hasher.update(&buf[..k]);
+        std::io::Write::write_all(&mut out, &buf[..k]).map_err(|e| err(e.to_string()))?;
+        size += k as u64;
+    }
+    let digest = Digest::from_sha256(hasher);
+    if let Some(want) = checksum {
+        if want != digest.to_string() {
+            return Err(err(format!(
+                "checksum mismatch: expected {want}, got {digest}"
+            )));
+        }
+    }
+    let path_part = url.split(['?', '#']).next().unwrap_or(url);
+    let name = path_part
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .and_then(|rest| rest.split_once('/').map(|(_, p)| p))
+        .and_then(|p| p.rsplit('/').next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("")
+        .to_string();
+    // Mode 0600 and the server's Last-Modified, as BuildKit writes downloads.
+    let entry = SrcEntry {
+        path: name.clone(),
+        kind: SrcKind::File { size, host },
+        mode: 0o600,
+        mtime,
+        fingerprint: format!("url {digest}"),
+    };
+    Ok((entry, name))
+}
+
 /// A named directory context, read like the main one (its own `.dockerignore` applies).
 fn snapshot_dir(
     ctx: &Ctx<'_>,
@@ -484,14 +572,12 @@ pub(crate) fn copy(
     // empty filesystem (no symlink of the image is followed; parents are always written).
     let empty = kiln_runtime::layer::view::View::default();
     let below = if c.link { &empty } else { &st.view };
-    if c.is_add
-        && c.sources
-            .iter()
-            .any(|s| s.contains("://") || s.starts_with("git@"))
-    {
+    let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    let is_git = |s: &str| s.starts_with("git@") || s.ends_with(".git") || s.contains(".git#");
+    if c.is_add && c.sources.iter().any(|s| is_git(s)) {
         return Err(BuildError::at(
             span,
-            "ADD of a URL or git repository is not supported yet (issue 3 in progress)",
+            "ADD of a git repository is not supported yet (issue 3 in progress)",
         ));
     }
     let dest_raw = ctx.expand(st, &c.dest, span)?;
@@ -515,11 +601,22 @@ pub(crate) fn copy(
         }
     };
     let now = ctx.now;
-    let sources: Vec<String> = c
+    let all_sources: Vec<String> = c
         .sources
         .iter()
         .map(|s| ctx.expand(st, s, span))
         .collect::<Result<_, _>>()?;
+    let (urls, sources): (Vec<String>, Vec<String>) =
+        all_sources.into_iter().partition(|s| c.is_add && is_url(s));
+    if !c.is_add && c.checksum.is_some() {
+        return Err(BuildError::at(span, "--checksum is only for ADD"));
+    }
+    if c.checksum.is_some() && (urls.is_empty() || !sources.is_empty()) {
+        return Err(BuildError::at(
+            span,
+            "ADD --checksum needs a single http(s) source",
+        ));
+    }
 
     // Where the sources come from: the context, another stage or image, or a named context
     // (`--from`), as the graph resolved it.
@@ -629,7 +726,7 @@ pub(crate) fn copy(
             ));
         }
     }
-    let multiple = picks.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
+    let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
     let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
     if multiple && !dest_slash && !below.is_dir(&dest_rel) {
         return Err(BuildError::at(
@@ -687,6 +784,40 @@ pub(crate) fn copy(
             chosen.insert(target, e);
         }
     }
+    // URLs are downloaded into the step's temporary directory.
+    let tmpdir =
+        ctx.store
+            .root()
+            .join("tmp")
+            .join(format!("copy-{}-{}", std::process::id(), stage));
+    let mut downloaded: Vec<(String, SrcEntry)> = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        std::fs::create_dir_all(&tmpdir)
+            .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+        let checksum = match &c.checksum {
+            Some(cs) => Some(ctx.expand(st, cs, span)?),
+            None => None,
+        };
+        let (entry, name) = download(url, checksum.as_deref(), &tmpdir, n, span)?;
+        let target = if dest_is_dir {
+            if name.is_empty() {
+                let _ = std::fs::remove_dir_all(&tmpdir);
+                return Err(BuildError::at(
+                    span,
+                    format!(
+                        "ADD {url}: cannot take a file name from the URL; give a destination file"
+                    ),
+                ));
+            }
+            join(&dest_rel, &name)
+        } else {
+            dest_rel.clone()
+        };
+        downloaded.push((target, entry));
+    }
+    for (target, entry) in &downloaded {
+        chosen.insert(target.clone(), entry);
+    }
     // Files from another stage are fetched from its layers first.
     let tmpdir =
         ctx.store
@@ -709,7 +840,13 @@ pub(crate) fn copy(
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     for (target, e) in &chosen {
         // ADD extracts local archives into the destination directory (unless --unpack=false).
-        if let (true, SrcKind::File { host, .. }) = (c.is_add && c.unpack != Some(false), &e.kind) {
+        let remote = e.fingerprint.starts_with("url ");
+        let unpack = if remote {
+            c.unpack == Some(true)
+        } else {
+            c.unpack != Some(false)
+        };
+        if let (true, SrcKind::File { host, .. }) = (c.is_add && unpack, &e.kind) {
             match sniff_archive(host) {
                 Archive::None => {}
                 Archive::Unsupported(what) => {
