@@ -106,3 +106,58 @@ fn hostile_layouts_are_refused() {
         "nothing is tagged after a failed load"
     );
 }
+
+#[test]
+fn loads_a_legacy_docker_archive() {
+    // Build a pre-Docker-25 archive (manifest.json + <id>/layer.tar) from the testdata base.
+    let st = tempfile::tempdir().unwrap();
+    let store = Store::open(st.path()).unwrap();
+    let m = store.load(&base()).unwrap()[0].manifest.clone();
+    let manifest: Manifest = serde_json::from_slice(&store.read_blob(&m).unwrap()).unwrap();
+    let config = store
+        .read_blob(&Digest::parse(&manifest.config.digest).unwrap())
+        .unwrap();
+    let gz = store
+        .read_blob(&Digest::parse(&manifest.layers[0].digest).unwrap())
+        .unwrap();
+    let mut layer = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz.as_slice()), &mut layer)
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("legacy");
+    std::fs::create_dir_all(dir.join("l1")).unwrap();
+    std::fs::write(dir.join("cfg.json"), &config).unwrap();
+    std::fs::write(dir.join("l1/layer.tar"), &layer).unwrap();
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"[{"Config":"cfg.json","RepoTags":["legacy/busybox:1"],"Layers":["l1/layer.tar"]}]"#,
+    )
+    .unwrap();
+    let archive = work.path().join("legacy.tar");
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dir)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    let store2 = Store::open(fresh.path()).unwrap();
+    let loaded = store2.load(&archive).unwrap();
+    assert_eq!(loaded[0].reference.as_deref(), Some("legacy/busybox:1"));
+    // Same config, so the same image ID as the OCI original.
+    let (_, _, cfg) = store2.image(&loaded[0].manifest).unwrap();
+    assert_eq!(cfg.to_string(), manifest.config.digest);
+    // A manifest.json path that leaves the archive is refused.
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"[{"Config":"../../etc/passwd","RepoTags":["x:1"],"Layers":[]}]"#,
+    )
+    .unwrap();
+    let err = store2.load(&dir).unwrap_err().to_string();
+    assert!(err.contains("leaves the archive"), "{err}");
+}

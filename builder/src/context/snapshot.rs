@@ -27,15 +27,10 @@ pub enum ContextError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("{path}: {source}")]
-    Ignore {
-        path: PathBuf,
-        #[source]
-        source: IgnoreError,
-    },
+    Ignore { path: PathBuf, source: IgnoreError },
     #[error(transparent)]
     Store(#[from] kiln_runtime::store::StoreError),
 }

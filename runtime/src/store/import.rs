@@ -117,11 +117,97 @@ impl Store {
         self.load_layout_named(dir, archive_repo(dir).as_deref())
     }
 
+    /// A legacy docker archive (`manifest.json` with `Config`, `RepoTags`, `Layers`, as
+    /// `docker save` wrote before Docker 25): turned into OCI manifests in the store.
+    fn load_docker_archive(&self, dir: &Path) -> Result<Vec<Loaded>, StoreError> {
+        let mf = dir.join("manifest.json");
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&mf).map_err(io_err(&mf))?)
+                .map_err(|e| bad(&mf, e.to_string()))?;
+        let mut out = Vec::new();
+        for e in entries {
+            let rel = |v: &serde_json::Value| -> Result<PathBuf, StoreError> {
+                let s = v
+                    .as_str()
+                    .ok_or_else(|| bad(&mf, "expected a path string"))?;
+                // Paths inside the archive only: no absolute paths, no `..`.
+                if s.starts_with('/') || s.split('/').any(|c| c == "..") {
+                    return Err(bad(&mf, format!("path {s:?} leaves the archive")));
+                }
+                Ok(dir.join(s))
+            };
+            let config_path = rel(&e["Config"])?;
+            let config_bytes = std::fs::read(&config_path).map_err(io_err(&config_path))?;
+            let config_digest = self.put_blob(&config_bytes)?;
+            let mut layers = Vec::new();
+            for l in e["Layers"]
+                .as_array()
+                .ok_or_else(|| bad(&mf, "no Layers"))?
+            {
+                let p = rel(l)?;
+                let mut f = std::fs::File::open(&p).map_err(io_err(&p))?;
+                let mut magic = [0u8; 2];
+                let gz = f.read(&mut magic).map_err(io_err(&p))? == 2 && magic == [0x1f, 0x8b];
+                let (digest, size) =
+                    self.put_blob_from(std::fs::File::open(&p).map_err(io_err(&p))?)?;
+                layers.push(Descriptor {
+                    media_type: if gz {
+                        oci::MEDIA_LAYER_GZIP
+                    } else {
+                        oci::MEDIA_LAYER_TAR
+                    }
+                    .to_string(),
+                    digest: digest.to_string(),
+                    size,
+                    annotations: BTreeMap::new(),
+                    platform: None,
+                });
+            }
+            let manifest = Manifest {
+                schema_version: 2,
+                media_type: oci::MEDIA_MANIFEST.into(),
+                config: Descriptor {
+                    media_type: oci::MEDIA_CONFIG.into(),
+                    digest: config_digest.to_string(),
+                    size: config_bytes.len() as u64,
+                    annotations: BTreeMap::new(),
+                    platform: None,
+                },
+                layers,
+                annotations: BTreeMap::new(),
+            };
+            let w = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
+            let digest = self.put_blob(&w.bytes)?;
+            let tags: Vec<String> = e["RepoTags"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for t in &tags {
+                self.set_tag(t, &digest)?;
+            }
+            out.push(Loaded {
+                reference: tags.first().cloned(),
+                manifest: digest,
+            });
+        }
+        if out.is_empty() {
+            return Err(bad(&mf, "no images in manifest.json"));
+        }
+        Ok(out)
+    }
+
     fn load_layout_named(
         &self,
         dir: &Path,
         archive_name: Option<&str>,
     ) -> Result<Vec<Loaded>, StoreError> {
+        if !dir.join("oci-layout").exists() && dir.join("manifest.json").exists() {
+            return self.load_docker_archive(dir);
+        }
         let layout_file = dir.join("oci-layout");
         let layout: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&layout_file).map_err(io_err(&layout_file))?)

@@ -33,13 +33,11 @@ pub enum StoreError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
     #[error("store metadata {path}: {source}")]
     Db {
         path: PathBuf,
-        #[source]
         source: rusqlite::Error,
     },
     #[error("blob {0} is not in the store")]
