@@ -486,9 +486,9 @@ fn metadata_file_and_oci_output() {
             .starts_with(ids.trim()),
         "{ids} vs {id}"
     );
-    let (code, _, err) = kiln(r, &["build", "-o", "type=local,dest=/tmp/x", CTX]);
+    let (code, _, err) = kiln(r, &["build", "-o", "type=registry,dest=x", CTX]);
     assert_eq!(code, 1);
-    assert!(err.contains("type=local is not supported yet"), "{err}");
+    assert!(err.contains("type=registry is not supported yet"), "{err}");
 }
 
 #[test]
@@ -670,4 +670,77 @@ fn add_from_http_with_checksum() {
         "{err}"
     );
     server.join().unwrap();
+}
+
+#[test]
+fn tar_and_local_outputs_flatten_the_filesystem() {
+    let root = store_with_base();
+    let r = root.path();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("rootfs");
+    let archive = out.path().join("rootfs.tar");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/example");
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", dir.display()),
+            example,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let greet = dir.join("usr/local/bin/greet");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&greet).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert!(
+        std::fs::read_to_string(&greet)
+            .unwrap()
+            .contains("hello from kiln")
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=local,dest={}", dir.display()),
+            example,
+        ],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("not empty"), "{err}");
+
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "-q",
+            "-o",
+            &format!("type=tar,dest={}", archive.display()),
+            example,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let data = std::fs::read(&archive).unwrap();
+    let mut ar = tar::Archive::new(data.as_slice());
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"usr/local/bin/greet".to_string()));
+    assert!(names.contains(&"bin/busybox".to_string()));
+    assert!(
+        !names.iter().any(|n| n.contains(".wh.")),
+        "a flattened filesystem has no whiteouts"
+    );
 }

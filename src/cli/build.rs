@@ -49,8 +49,9 @@ pub struct Args {
     /// Write build metadata (image and config digests, as buildx names them) as JSON.
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
-    /// Also export the image: `type=oci,dest=FILE` or `type=docker,dest=FILE` (both write an OCI
-    /// layout with Docker's manifest.json, as `kiln save`).
+    /// Also export the image: `type=oci|docker,dest=FILE` (an OCI layout with Docker's
+    /// manifest.json, as `kiln save`), `type=tar,dest=FILE` (the filesystem as one tar) or
+    /// `type=local,dest=DIR` (the filesystem in a new or empty directory).
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub output: Option<String>,
     /// Print only the image ID.
@@ -198,17 +199,23 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 match part.split_once('=') {
                     Some(("type", v)) => kind = Some(v.to_string()),
                     Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-                    _ => bail!("invalid --output {spec:?}: expected type=oci|docker,dest=PATH"),
+                    _ => bail!(
+                        "invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH"
+                    ),
                 }
             }
             match (kind.as_deref(), dest) {
-                (Some("oci" | "docker"), Some(d)) => Some(d),
-                (Some(k @ ("local" | "tar" | "image" | "registry")), _) => {
+                (Some(k @ ("oci" | "docker" | "tar" | "local")), Some(d)) => {
+                    Some((k.to_string(), d))
+                }
+                (Some(k @ ("image" | "registry")), _) => {
                     bail!(
-                        "--output type={k} is not supported yet (issue 3 in progress); use type=oci or type=docker"
+                        "--output type={k} is not supported yet (issue 3 in progress); use type=oci, docker, tar or local"
                     )
                 }
-                _ => bail!("invalid --output {spec:?}: expected type=oci|docker,dest=PATH"),
+                _ => {
+                    bail!("invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH")
+                }
             }
         }
     };
@@ -216,19 +223,25 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     progress.finish();
     match result {
         Ok(out) => {
-            if let Some(dest) = &export {
-                let name = out
-                    .tags
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
-                store
-                    .save(
-                        &[(name, out.manifest.clone())],
-                        dest,
-                        dest.to_string_lossy().ends_with('/'),
-                    )
-                    .with_context(|| format!("cannot export to {}", dest.display()))?;
+            match &export {
+                Some((k, dest)) if k == "tar" || k == "local" => store
+                    .export_rootfs(&out.manifest, dest, k == "local")
+                    .with_context(|| format!("cannot export to {}", dest.display()))?,
+                Some((_, dest)) => {
+                    let name = out
+                        .tags
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
+                    store
+                        .save(
+                            &[(name, out.manifest.clone())],
+                            dest,
+                            dest.to_string_lossy().ends_with('/'),
+                        )
+                        .with_context(|| format!("cannot export to {}", dest.display()))?;
+                }
+                None => {}
             }
             if let Some(p) = &args.metadata_file {
                 let meta = serde_json::json!({

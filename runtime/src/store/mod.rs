@@ -15,6 +15,7 @@ mod export;
 mod images;
 mod import;
 mod layerindex;
+mod rootfs;
 mod statcache;
 mod tags;
 
@@ -51,6 +52,8 @@ pub enum StoreError {
     BadTag(String),
     #[error("{path}: not a usable OCI image layout: {reason}")]
     BadLayout { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    Destination { path: PathBuf, reason: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -1,0 +1,190 @@
+//! `kiln build -o type=tar|local`: an image's flattened filesystem (layers merged, whiteouts
+//! applied) as one tar, or written into a directory.
+//!
+//! Each layer is streamed once, keeping only the files whose final version it holds. Paths come
+//! from the merged view, where nothing lies below a symlink, and a local destination must be
+//! new or empty, so no write ever goes through a link.
+
+use std::{
+    collections::BTreeMap,
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use super::{Store, StoreError, io_err};
+use crate::{
+    digest::Digest,
+    layer::view::{NodeKind, View, normalize, open_layer},
+};
+
+impl Store {
+    /// The merged view of an image and, for each regular file, a temporary copy of its content.
+    fn flatten(
+        &self,
+        manifest: &Digest,
+        tmp: &Path,
+    ) -> Result<(View, BTreeMap<String, PathBuf>), StoreError> {
+        let (m, _, _) = self.image(manifest)?;
+        let blobs: Vec<Digest> = m
+            .layers
+            .iter()
+            .map(|l| {
+                Digest::parse(&l.digest).map_err(|e| StoreError::BadLayout {
+                    path: self.blob_path(manifest),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let mut view = View::default();
+        for (i, b) in blobs.iter().enumerate() {
+            view.apply_entries(i, &self.layer_entries(b)?);
+        }
+        let mut want: BTreeMap<usize, BTreeMap<String, ()>> = BTreeMap::new();
+        for (path, node) in view.iter() {
+            if matches!(node.kind, NodeKind::File { .. }) {
+                want.entry(node.layer).or_default().insert(path.clone(), ());
+            }
+        }
+        let mut files = BTreeMap::new();
+        let mut n = 0usize;
+        for (layer, paths) in want {
+            let p = self.blob_path(&blobs[layer]);
+            let mut ar = tar::Archive::new(open_layer(&p).map_err(io_err(&p))?);
+            for e in ar.entries().map_err(io_err(&p))? {
+                let mut e = e.map_err(io_err(&p))?;
+                let raw = e.path().map_err(io_err(&p))?.to_string_lossy().to_string();
+                let Some(path) = normalize(&raw) else {
+                    continue;
+                };
+                if paths.contains_key(&path) && e.header().entry_type().is_file() {
+                    n += 1;
+                    let dest = tmp.join(format!("f{n}"));
+                    let mut f = std::fs::File::create(&dest).map_err(io_err(&dest))?;
+                    std::io::copy(&mut e, &mut f).map_err(io_err(&dest))?;
+                    files.insert(path, dest);
+                }
+            }
+        }
+        Ok((view, files))
+    }
+
+    /// Writes the image's filesystem as a tar (`type=tar`) or into a new/empty directory
+    /// (`type=local`).
+    pub fn export_rootfs(
+        &self,
+        manifest: &Digest,
+        dest: &Path,
+        as_dir: bool,
+    ) -> Result<(), StoreError> {
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("rootfs-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let result = (|| {
+            let (view, files) = self.flatten(manifest, &tmp)?;
+            if as_dir {
+                write_dir(&view, &files, dest)
+            } else {
+                write_tar(&view, &files, dest)
+            }
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        result
+    }
+}
+
+fn write_tar(
+    view: &View,
+    files: &BTreeMap<String, PathBuf>,
+    dest: &Path,
+) -> Result<(), StoreError> {
+    let f = std::fs::File::create(dest).map_err(io_err(dest))?;
+    let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
+    for (path, node) in view.iter() {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(node.mode);
+        h.set_uid(u64::from(node.uid));
+        h.set_gid(u64::from(node.gid));
+        h.set_mtime(node.mtime.max(0) as u64);
+        let io = io_err(dest);
+        match &node.kind {
+            NodeKind::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                    .map_err(io)?;
+            }
+            NodeKind::File { .. } => {
+                let Some(src) = files.get(path) else { continue };
+                let mut f = std::fs::File::open(src).map_err(io_err(src))?;
+                let size = f.metadata().map_err(io_err(src))?.len();
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(size);
+                tar.append_data(&mut h, path, (&mut f).take(size))
+                    .map_err(io)?;
+            }
+            NodeKind::Symlink { target } => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                tar.append_link(&mut h, path, target).map_err(io)?;
+            }
+            NodeKind::Hardlink { target } => {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_size(0);
+                tar.append_link(&mut h, path, target).map_err(io)?;
+            }
+            NodeKind::Other => {}
+        }
+    }
+    let mut w = tar.into_inner().map_err(io_err(dest))?;
+    w.flush().map_err(io_err(dest))
+}
+
+fn write_dir(
+    view: &View,
+    files: &BTreeMap<String, PathBuf>,
+    dest: &Path,
+) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    if dest.exists()
+        && std::fs::read_dir(dest)
+            .map_err(io_err(dest))?
+            .next()
+            .is_some()
+    {
+        return Err(StoreError::Destination {
+            path: dest.to_path_buf(),
+            reason: "not empty: type=local writes into a new or empty directory".into(),
+        });
+    }
+    std::fs::create_dir_all(dest).map_err(io_err(dest))?;
+    let mut dirs = Vec::new();
+    for (path, node) in view.iter() {
+        let target = dest.join(path);
+        match &node.kind {
+            NodeKind::Dir => {
+                std::fs::create_dir_all(&target).map_err(io_err(&target))?;
+                dirs.push((target, node.mode));
+            }
+            NodeKind::File { .. } => {
+                let Some(src) = files.get(path) else { continue };
+                std::fs::copy(src, &target).map_err(io_err(&target))?;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(node.mode))
+                    .map_err(io_err(&target))?;
+            }
+            NodeKind::Symlink { target: t } => {
+                std::os::unix::fs::symlink(t, &target).map_err(io_err(&target))?;
+            }
+            NodeKind::Hardlink { target: t } => {
+                std::fs::hard_link(dest.join(t), &target).map_err(io_err(&target))?;
+            }
+            NodeKind::Other => {}
+        }
+    }
+    // Directory modes last, so a read-only directory does not stop its own contents.
+    for (d, mode) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode)).map_err(io_err(&d))?;
+    }
+    Ok(())
+}
