@@ -2,28 +2,10 @@
 //! standard OCI tools accept it.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
-use std::{path::Path, process::Command};
+mod common;
+use common::have;
 
-/// Whether `tool` can run. Missing tools skip loudly on a developer machine; under CI (which
-/// installs them in `.ci/run`) a missing tool is a failure, never a silent pass.
-fn have(tool: &str, test: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-        || Command::new(tool)
-            .arg("--help")
-            .output()
-            .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{test}: `{tool}` is not installed, and CI must run this test (.ci/run installs it)"
-        );
-        eprintln!("skipped: {test}: `{tool}` is not installed (apt-get install {tool})");
-    }
-    ok
-}
+use std::{path::Path, process::Command};
 
 fn layout() -> &'static Path {
     Path::new(concat!(

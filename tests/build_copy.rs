@@ -1,33 +1,15 @@
 //! `kiln build` end to end on COPY and metadata instructions (no RUN: issue 4).
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+mod common;
+use common::{BASE, kiln, store_with_base};
+
 use std::{path::Path, process::Command};
 
-fn kiln(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/base/busybox-oci");
 const CTX: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/testdata/build/copy-basics/ctx"
 );
-
-fn store_with_base() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    assert_eq!(kiln(root.path(), &["load", "-i", BASE]).0, 0);
-    root
-}
 
 fn blob(root: &Path, digest: &str) -> Vec<u8> {
     std::fs::read(

@@ -1,23 +1,8 @@
 //! `kiln load`, `images`, `tag`, `rmi` end to end, each test with its own store.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
-use std::process::Command;
-
-fn kiln(root: &std::path::Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/base/busybox-oci");
+mod common;
+use common::{BASE, kiln};
 
 #[test]
 fn load_list_tag_and_remove() {

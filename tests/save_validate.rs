@@ -2,39 +2,11 @@
 //! accept, and load back unchanged.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
-use std::{path::Path, process::Command};
+mod common;
+use common::{BASE, have, kiln};
 
-fn kiln(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::process::Command;
 
-/// Missing tools skip loudly on a developer machine and fail under CI, which installs them.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--help")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "`{tool}` missing under CI"
-        );
-        eprintln!("skipped: save_validate: `{tool}` is not installed");
-    }
-    ok
-}
-
-const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/base/busybox-oci");
 const CTX: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/testdata/build/copy-basics/ctx"
@@ -77,7 +49,7 @@ fn built_images_pass_the_oci_tools_and_round_trip() {
         assert!(dir.join(l.as_str().unwrap()).is_file());
     }
 
-    if have("skopeo") {
+    if have("skopeo", "save_validate") {
         let out = Command::new("skopeo")
             .arg("inspect")
             .arg(format!("oci:{}:app:1", dir.display()))
@@ -92,7 +64,7 @@ fn built_images_pass_the_oci_tools_and_round_trip() {
         assert_eq!(v["Labels"]["version"], "1.0");
         assert_eq!(v["Layers"].as_array().unwrap().len(), 6);
     }
-    if have("oci-image-tool") {
+    if have("oci-image-tool", "save_validate") {
         let out = Command::new("oci-image-tool")
             .args(["validate", "--type", "image", "--ref", "name=app:1"])
             .arg(&dir)
@@ -105,7 +77,7 @@ fn built_images_pass_the_oci_tools_and_round_trip() {
             "{text}"
         );
     }
-    if have("umoci") {
+    if have("umoci", "save_validate") {
         let bundle = work.path().join("bundle");
         let out = Command::new("umoci")
             .args(["unpack", "--rootless", "--image"])

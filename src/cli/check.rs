@@ -15,14 +15,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let src = dockerfile::read(args.file.as_deref())?;
-    let df = match kiln_parser::parse(&src.text)
-        .and_then(|df| kiln_parser::instruction::from_ast(&df).map(|_| df))
-    {
-        Ok(df) => df,
-        Err(e) => {
-            eprint!("{}", render::diagnostic::error(&src.name, &src.text, &e));
-            return Ok(ExitCode::from(1));
-        }
+    let Some(df) = dockerfile::parse_or_report(&src) else {
+        return Ok(ExitCode::from(1));
     };
     let report = kiln_parser::lint::check(&df);
     let severity = if report.config.error {

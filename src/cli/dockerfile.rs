@@ -45,3 +45,20 @@ pub fn read(file: Option<&Path>) -> anyhow::Result<Source> {
         text,
     })
 }
+
+/// Parses and types the Dockerfile; on error prints the diagnostic (with the source line and a
+/// caret) and returns `None`, which the command turns into exit code 1.
+pub fn parse_or_report(src: &Source) -> Option<kiln_parser::ast::Dockerfile> {
+    match kiln_parser::parse(&src.text)
+        .and_then(|df| kiln_parser::instruction::from_ast(&df).map(|_| df))
+    {
+        Ok(df) => Some(df),
+        Err(e) => {
+            eprint!(
+                "{}",
+                crate::render::diagnostic::error(&src.name, &src.text, &e)
+            );
+            None
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! The build cache index: a cache key maps to the layer a step produced, with the usage data
 //! `kiln cache` will show (issue 5). One row per key; each change is one transaction.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, db::now};
 use crate::digest::Digest;
 
 /// A cached step result.
@@ -29,13 +29,6 @@ CREATE TABLE IF NOT EXISTS cache (
     uses        INTEGER NOT NULL DEFAULT 0
 );
 ";
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 impl Store {
     /// The entry for `key` whose layer is still in the store (counted as a use).

@@ -27,6 +27,14 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     Ok(db)
 }
 
+/// Seconds since the epoch, for metadata timestamps.
+pub(super) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl Store {
     pub(super) fn db_err(&self) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
         move |source| StoreError::Db {

@@ -1,6 +1,6 @@
 //! Tags (`name:tag` → manifest digest) in SQLite, one transaction per change.
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, db::now};
 use crate::digest::Digest;
 
 /// A tag and what it points at.
@@ -50,13 +50,6 @@ pub fn normalize_tag(name: &str) -> Result<String, StoreError> {
     } else {
         Err(bad())
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl Store {
