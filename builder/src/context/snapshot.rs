@@ -223,17 +223,17 @@ pub fn scan(
     }
 
     let files = pending.len();
-    // Reuse recorded digests; hash the rest in parallel.
+    // Reuse recorded digests (loaded in one query); hash the rest in parallel.
+    let known = match store {
+        Some(s) => s.cached_digests_under(&root.to_string_lossy())?,
+        None => Default::default(),
+    };
     let mut todo = Vec::new();
     for p in pending {
         let key = p.abs.to_string_lossy().to_string();
-        let cached = match store {
-            Some(s) => s.cached_digest(&key, &p.stamp)?,
-            None => None,
-        };
-        match cached {
-            Some(d) => set_digest(&mut entries[p.index], d),
-            None => todo.push(p),
+        match known.get(&key) {
+            Some((stamp, d)) if *stamp == p.stamp => set_digest(&mut entries[p.index], d.clone()),
+            _ => todo.push(p),
         }
     }
     let hashed: Vec<(usize, String, FileStamp, Digest)> = todo

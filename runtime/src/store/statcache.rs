@@ -2,6 +2,8 @@
 //! builds: the key is (path, device, inode, size, mtime, ctime); any change to the file changes
 //! ctime, so a hit means the same bytes.
 
+use std::collections::BTreeMap;
+
 use super::{Store, StoreError};
 use crate::digest::Digest;
 
@@ -28,36 +30,46 @@ CREATE TABLE IF NOT EXISTS stat_cache (
 ";
 
 impl Store {
-    /// The digest recorded for `path` if the file still has exactly `stamp`.
-    pub fn cached_digest(
+    /// Every recorded digest for paths under `dir` (one range query): a scan compares stamps in
+    /// memory instead of asking once per file.
+    pub fn cached_digests_under(
         &self,
-        path: &str,
-        stamp: &FileStamp,
-    ) -> Result<Option<Digest>, StoreError> {
+        dir: &str,
+    ) -> Result<BTreeMap<String, (FileStamp, Digest)>, StoreError> {
+        let lo = format!("{}/", dir.trim_end_matches('/'));
+        // TEXT compares byte-wise: every path starting with `lo` sorts below `lo` with its last
+        // byte ('/') incremented to '0'.
+        let hi = format!("{}0", dir.trim_end_matches('/'));
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT digest FROM stat_cache WHERE path = ?1 AND dev = ?2 AND ino = ?3
-                 AND size = ?4 AND mtime_ns = ?5 AND ctime_ns = ?6",
+                "SELECT path, dev, ino, size, mtime_ns, ctime_ns, digest FROM stat_cache
+                 WHERE path >= ?1 AND path < ?2",
             )
             .map_err(self.db_err())?;
-        let mut rows = stmt
-            .query(rusqlite::params![
-                path,
-                stamp.dev as i64,
-                stamp.ino as i64,
-                stamp.size as i64,
-                stamp.mtime_ns,
-                stamp.ctime_ns
-            ])
+        let rows = stmt
+            .query_map(rusqlite::params![lo, hi], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    FileStamp {
+                        dev: r.get::<_, i64>(1)? as u64,
+                        ino: r.get::<_, i64>(2)? as u64,
+                        size: r.get::<_, i64>(3)? as u64,
+                        mtime_ns: r.get(4)?,
+                        ctime_ns: r.get(5)?,
+                    },
+                    r.get::<_, String>(6)?,
+                ))
+            })
             .map_err(self.db_err())?;
-        match rows.next().map_err(self.db_err())? {
-            None => Ok(None),
-            Some(r) => {
-                let s: String = r.get(0).map_err(self.db_err())?;
-                Ok(Digest::parse(&s).ok())
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let (path, stamp, digest) = row.map_err(self.db_err())?;
+            if let Ok(d) = Digest::parse(&digest) {
+                out.insert(path, (stamp, d));
             }
         }
+        Ok(out)
     }
 
     /// Records digests for many files in one transaction.
