@@ -155,6 +155,9 @@ pub fn scan(
     ignore: &Matcher,
     store: Option<&Store>,
 ) -> Result<Snapshot, ContextError> {
+    // Absolute, so digests recorded by path are found again from any working directory.
+    let canonical = std::fs::canonicalize(root).map_err(io_err(root))?;
+    let root = canonical.as_path();
     let mut entries: Vec<Entry> = Vec::new();
     let mut pending: Vec<Pending> = Vec::new();
     // Directories still to read: (absolute path, path relative to the context).
