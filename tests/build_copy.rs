@@ -357,16 +357,39 @@ fn add_extracts_local_archives_by_content() {
     assert_eq!(paths(&layers[3]).last().unwrap().0, "copied/plain.tar");
     assert!(!layers.iter().flatten().any(|e| e.0.contains("escaped")));
 
+    // bzip2 and xz archives (odd names: detection is by content), an xz file that holds no
+    // tar (copied as it is), and a text file that merely starts with "BZh" (copied as it is).
+    let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    std::io::Write::write_all(&mut bz, &plain).unwrap();
+    std::fs::write(c.join("pkg.bz"), bz.finish().unwrap()).unwrap();
+    let mut xz = Vec::new();
+    lzma_rs::xz_compress(&mut plain.as_slice(), &mut xz).unwrap();
+    std::fs::write(c.join("pkg.x"), &xz).unwrap();
+    let mut xz_text = Vec::new();
+    lzma_rs::xz_compress(&mut &b"just text\n"[..], &mut xz_text).unwrap();
+    std::fs::write(c.join("notes.xz"), &xz_text).unwrap();
     std::fs::write(
         c.join("Dockerfile"),
-        "FROM kiln.local/busybox\nADD BZh-looking.bin /x/\n",
+        "FROM kiln.local/busybox\nADD pkg.bz /bz/\nADD pkg.x /xz/\nADD notes.xz BZh-looking.bin /plain/\n",
     )
     .unwrap();
-    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    let (code, _, err) = kiln(r, &["build", "-t", "add2", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let layers = added_layers(r, &manifest_of(r, "add2"));
+    let names = |l: &Vec<Entry>| l.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
     assert!(
-        err.contains("bzip2 archives are not extracted yet"),
-        "{err}"
+        names(&layers[0]).contains(&"bz/pkg/bin/tool".to_string()),
+        "{:?}",
+        names(&layers[0])
+    );
+    assert!(
+        names(&layers[1]).contains(&"xz/pkg/bin/tool".to_string()),
+        "{:?}",
+        names(&layers[1])
+    );
+    assert_eq!(
+        names(&layers[2]),
+        vec!["plain", "plain/BZh-looking.bin", "plain/notes.xz"]
     );
 }
 
@@ -725,4 +748,213 @@ fn tar_and_local_outputs_flatten_the_filesystem() {
         !names.iter().any(|n| n.contains(".wh.")),
         "a flattened filesystem has no whiteouts"
     );
+}
+
+/// The config of image `tag`.
+fn config_of(r: &Path, tag: &str) -> serde_json::Value {
+    let m: serde_json::Value = serde_json::from_slice(&blob(r, &manifest_of(r, tag))).unwrap();
+    serde_json::from_slice(&blob(r, m["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn tricky_points_of_reference_1_7() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(c.join("a.txt"), "a").unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "ARG G=global\n\
+         FROM kiln.local/busybox\n\
+         LABEL before_redeclare=\"[$G]\"\n\
+         ARG G\n\
+         LABEL after_redeclare=\"[$G]\"\n\
+         ARG X=from-arg\n\
+         ENV X=from-env\n\
+         LABEL env_wins=$X\n\
+         ARG V=7\n\
+         ENV V=${V:-default}\n\
+         COPY a.txt /etc\n\
+         USER builder\n\
+         WORKDIR /home/work\n\
+         COPY a.txt .\n\
+         ENTRYPOINT [\"/bin/echo\"]\n\
+         HEALTHCHECK --interval=5s --retries=2 CMD [\"/bin/true\"]\n\
+         STOPSIGNAL SIGINT\n\
+         SHELL [\"/bin/ash\", \"-c\"]\n\
+         VOLUME /data\n\
+         MAINTAINER someone\n\
+         ONBUILD COPY a.txt /onbuild.txt\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--build-arg",
+            "HTTP_PROXY=http://proxy:3128",
+            "-t",
+            "tricky",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cfg = config_of(r, "tricky");
+    let labels = &cfg["config"]["Labels"];
+    // Global ARGs are visible after FROM only when redeclared; ENV beats ARG of the same name.
+    assert_eq!(labels["before_redeclare"], "[]");
+    assert_eq!(labels["after_redeclare"], "[global]");
+    assert_eq!(labels["env_wins"], "from-env");
+    let env: Vec<&str> = cfg["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        env.contains(&"V=7"),
+        "ENV V=${{V:-default}} persists the ARG: {env:?}"
+    );
+    // Proxy build args reach neither the config nor the history.
+    let whole = cfg.to_string();
+    assert!(!whole.contains("proxy:3128"), "{whole}");
+    // ENTRYPOINT in this stage clears the CMD inherited from busybox (["sh"]).
+    assert_eq!(
+        cfg["config"]["Entrypoint"],
+        serde_json::json!(["/bin/echo"])
+    );
+    assert!(cfg["config"].get("Cmd").is_none(), "{}", cfg["config"]);
+    assert_eq!(
+        cfg["config"]["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/bin/true"])
+    );
+    assert_eq!(cfg["config"]["Healthcheck"]["Interval"], 5_000_000_000i64);
+    assert_eq!(cfg["config"]["Healthcheck"]["Retries"], 2);
+    assert_eq!(cfg["config"]["StopSignal"], "SIGINT");
+    assert_eq!(
+        cfg["config"]["Shell"],
+        serde_json::json!(["/bin/ash", "-c"])
+    );
+    assert_eq!(cfg["config"]["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(
+        cfg["config"]["OnBuild"],
+        serde_json::json!(["COPY a.txt /onbuild.txt"])
+    );
+    assert_eq!(cfg["author"], "someone");
+    let layers = added_layers(r, &manifest_of(r, "tricky"));
+    let flat: Vec<(String, u64, u64)> = layers
+        .iter()
+        .flatten()
+        .map(|e| (e.0.clone(), e.2, e.3))
+        .collect();
+    // A file copied onto an existing directory goes inside it.
+    assert!(flat.contains(&("etc/a.txt".into(), 0, 0)), "{flat:?}");
+    // WORKDIR is created as the current USER (BuildKit); COPY stays root:root whatever USER is.
+    assert!(flat.contains(&("home/work".into(), 1000, 1000)), "{flat:?}");
+    assert!(flat.contains(&("home/work/a.txt".into(), 0, 0)), "{flat:?}");
+
+    // ONBUILD triggers run right after FROM in the downstream build, then are cleared.
+    let down = tempfile::tempdir().unwrap();
+    std::fs::write(down.path().join("a.txt"), "from downstream").unwrap();
+    std::fs::write(
+        down.path().join("Dockerfile"),
+        "FROM tricky\nLABEL down=yes\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "down",
+            down.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("ONBUILD COPY a.txt /onbuild.txt"), "{err}");
+    let cfg = config_of(r, "down");
+    assert!(
+        cfg["config"].get("OnBuild").is_none(),
+        "triggers are not inherited further"
+    );
+    let layers = added_layers(r, &manifest_of(r, "down"));
+    let onbuild = layers
+        .iter()
+        .flatten()
+        .find(|e| e.0 == "onbuild.txt")
+        .unwrap();
+    assert_eq!(onbuild.4.as_deref(), Some("from downstream"));
+}
+
+#[test]
+fn concurrent_builds_share_one_store() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    for i in 0..50 {
+        std::fs::create_dir_all(c.join("shared")).unwrap();
+        std::fs::write(c.join(format!("shared/f{i}.txt")), format!("shared {i}")).unwrap();
+    }
+    // Four Dockerfiles sharing their first layer and differing after it.
+    for n in 0..4 {
+        std::fs::write(
+            c.join(format!("Dockerfile.{n}")),
+            format!("FROM kiln.local/busybox\nCOPY shared/ /shared/\nCOPY <<EOF /own.txt\nimage {n}\nEOF\n"),
+        )
+        .unwrap();
+    }
+    let children: Vec<_> = (0..4)
+        .map(|n| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+                .arg("--root")
+                .arg(r)
+                .args(["build", "-q", "-t", &format!("img:{n}"), "-f"])
+                .arg(c.join(format!("Dockerfile.{n}")))
+                .arg(c)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every image is complete and its own; the shared layer is the same blob in all four.
+    let mut shared_layer = None;
+    for n in 0..4 {
+        let layers = added_layers(r, &manifest_of(r, &format!("img:{n}")));
+        assert_eq!(layers[0].iter().filter(|e| e.4.is_some()).count(), 50);
+        assert_eq!(
+            layers[1][0].4.as_deref(),
+            Some(format!("image {n}\n").as_str())
+        );
+        let m: serde_json::Value =
+            serde_json::from_slice(&blob(r, &manifest_of(r, &format!("img:{n}")))).unwrap();
+        let d = m["layers"][1]["digest"].as_str().unwrap().to_string();
+        assert_eq!(shared_layer.get_or_insert(d.clone()), &d);
+    }
+    // And the cache the four wrote is consistent: a rebuild hits every step.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-f",
+            c.join("Dockerfile.2").to_str().unwrap(),
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("CACHED").count(), 2, "{err}");
 }

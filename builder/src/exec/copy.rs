@@ -263,8 +263,21 @@ enum Archive {
     None,
     Tar,
     GzipTar,
-    /// bzip2 or xz: recognised, not extracted yet.
-    Unsupported(&'static str),
+    Bzip2Tar,
+    /// xz-compressed; whether it holds a tar is known only after decompressing.
+    Xz,
+}
+
+/// Reads until `buf` is full or the input ends (decoders may return short reads).
+fn read_full(mut r: impl std::io::Read, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    n
 }
 
 fn sniff_archive(path: &std::path::Path) -> Archive {
@@ -291,10 +304,18 @@ fn sniff_archive(path: &std::path::Path) -> Archive {
         };
     }
     if n >= 3 && &head[..3] == b"BZh" {
-        return Archive::Unsupported("bzip2");
+        let mut inner = [0u8; 512];
+        let m = std::fs::File::open(path)
+            .map(|f| read_full(bzip2::read::BzDecoder::new(f), &mut inner))
+            .unwrap_or(0);
+        return if is_tar(&inner[..m]) {
+            Archive::Bzip2Tar
+        } else {
+            Archive::None
+        };
     }
     if n >= 6 && head[..6] == [0xfd, b'7', b'z', b'X', b'Z', 0] {
-        return Archive::Unsupported("xz");
+        return Archive::Xz;
     }
     if is_tar(&head[..n]) {
         Archive::Tar
@@ -313,11 +334,25 @@ fn plan_archive(
     owner: Option<(u32, u32)>,
     planned: &mut BTreeMap<String, Planned>,
     archive_fp: &str,
-) -> Result<(), BuildError> {
+) -> Result<bool, BuildError> {
     let io = |e: std::io::Error| BuildError::Other(format!("{}: {e}", host.display()));
     let f = std::fs::File::open(host).map_err(io)?;
     let reader: Box<dyn std::io::Read> = match kind {
         Archive::GzipTar => Box::new(flate2::read::GzDecoder::new(f)),
+        Archive::Bzip2Tar => Box::new(bzip2::read::BzDecoder::new(f)),
+        Archive::Xz => {
+            // lzma-rs decodes into a writer: the tar goes to a temporary file first.
+            let plain = dir.join("xz-plain.tar");
+            let mut out = std::fs::File::create(&plain).map_err(io)?;
+            lzma_rs::xz_decompress(&mut std::io::BufReader::new(f), &mut out)
+                .map_err(|e| BuildError::Other(format!("{}: xz: {e}", host.display())))?;
+            let mut head = [0u8; 512];
+            let n = read_full(std::fs::File::open(&plain).map_err(io)?, &mut head);
+            if !(n >= 262 && &head[257..262] == b"ustar") {
+                return Ok(false);
+            }
+            Box::new(std::fs::File::open(&plain).map_err(io)?)
+        }
         _ => Box::new(f),
     };
     let mut ar = tar::Archive::new(reader);
@@ -368,7 +403,7 @@ fn plan_archive(
             },
         );
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Seconds since the epoch of an HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
@@ -658,13 +693,8 @@ pub(crate) fn copy(
             context_entries(snap),
             format!("named context {}", snap.root.display()),
         ),
-        (None, None) => (
-            ctx.snapshot
-                .as_ref()
-                .map(context_entries)
-                .unwrap_or_default(),
-            "context".to_string(),
-        ),
+        (None, None) if sources.is_empty() => (Vec::new(), "context".to_string()),
+        (None, None) => (context_entries(ctx.snapshot()?), "context".to_string()),
     };
     let where_ = if c.from.is_some() {
         "the source stage"
@@ -849,17 +879,12 @@ pub(crate) fn copy(
         if let (true, SrcKind::File { host, .. }) = (c.is_add && unpack, &e.kind) {
             match sniff_archive(host) {
                 Archive::None => {}
-                Archive::Unsupported(what) => {
-                    return Err(BuildError::at(
-                        span,
-                        format!("ADD {}: {what} archives are not extracted yet", e.path),
-                    ));
-                }
                 kind => {
                     std::fs::create_dir_all(&tmpdir)
                         .map_err(|err| BuildError::Other(format!("{}: {err}", tmpdir.display())))?;
-                    // An archive always unpacks into the destination as a directory.
-                    plan_archive(
+                    // An archive always unpacks into the destination as a directory; an xz file
+                    // that turns out not to hold a tar is copied as it is.
+                    if plan_archive(
                         host,
                         kind,
                         &dest_rel,
@@ -867,8 +892,9 @@ pub(crate) fn copy(
                         chown,
                         &mut planned,
                         &e.fingerprint,
-                    )?;
-                    continue;
+                    )? {
+                        continue;
+                    }
                 }
             }
         }

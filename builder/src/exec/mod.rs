@@ -256,7 +256,9 @@ struct Ctx<'a> {
     store: &'a Store,
     opts: &'a BuildOptions,
     lex: Lexer,
-    snapshot: Option<Snapshot>,
+    /// The build context, read on first use (a COPY, or an ONBUILD trigger of a base image) and
+    /// then shared read-only by every stage; the error is kept as text to be reported by each.
+    snapshot: std::sync::OnceLock<Result<Snapshot, String>>,
     graph: &'a BuildGraph,
     instructions: &'a [Instruction],
     on_event: &'a (dyn Fn(Event) + Sync),
@@ -308,29 +310,11 @@ pub fn build(
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0)
     });
-    // The context is read once, before any stage runs, and only if a needed stage copies
-    // from it; stages then share it read-only.
-    let needs_context = graph.order.iter().any(|&s| {
-        graph.stages[s].steps.iter().any(|&i| {
-            matches!(&instructions[i].kind, Kind::Copy(c) if c.from.is_none() && !c.sources.is_empty())
-        })
-    });
-    let snapshot = if needs_context {
-        let m =
-            crate::context::snapshot::load_ignore(&opts.context, opts.dockerfile_path.as_deref())?;
-        Some(crate::context::snapshot::scan(
-            &opts.context,
-            &m,
-            Some(store),
-        )?)
-    } else {
-        None
-    };
     let ctx = Ctx {
         store,
         opts,
         lex: Lexer::new(df.escape),
-        snapshot,
+        snapshot: std::sync::OnceLock::new(),
         graph: &graph,
         instructions: &instructions,
         on_event,
@@ -532,6 +516,22 @@ fn run_stage(
 }
 
 impl Ctx<'_> {
+    /// The main build context (read once, on first use).
+    fn snapshot(&self) -> Result<&Snapshot, BuildError> {
+        self.snapshot
+            .get_or_init(|| {
+                let m = crate::context::snapshot::load_ignore(
+                    &self.opts.context,
+                    self.opts.dockerfile_path.as_deref(),
+                )
+                .map_err(|e| e.to_string())?;
+                crate::context::snapshot::scan(&self.opts.context, &m, Some(self.store))
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| BuildError::Other(e.clone()))
+    }
+
     fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         self.lex
             .expand_str(word, &st.vars())
