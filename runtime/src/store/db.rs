@@ -12,11 +12,14 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     let db = rusqlite::Connection::open(path).map_err(db_err)?;
     // WAL: readers never block the writer and a crash rolls back only the open transaction.
     // busy_timeout: other kiln processes hold the write lock for milliseconds; wait for them.
+    // The busy timeout first: switching to WAL and creating the schema take locks, and a store
+    // opened while another kiln process holds one must wait instead of failing at once
+    // (found by the concurrent-open test under CI load).
+    db.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(db_err)?;
     db.pragma_update(None, "journal_mode", "WAL")
         .map_err(db_err)?;
     db.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(db_err)?;
-    db.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(db_err)?;
     db.execute_batch(super::tags::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::statcache::SCHEMA).map_err(db_err)?;

@@ -98,7 +98,25 @@ impl Store {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         let db_path = root.join("meta.db");
+        // Setting up the database (WAL mode, schema) is serialised across processes by an
+        // exclusive flock: racing connections switching a new database to WAL can get
+        // SQLITE_BUSY without SQLite's busy handler being consulted. The lock is released when
+        // `lock` is dropped, right after; normal operations use SQLite's own locking.
+        let lock_path = root.join("store.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            StoreError::Io {
+                path: lock_path.clone(),
+                source: e.into(),
+            }
+        })?;
         let db = db::open_db(&db_path)?;
+        drop(lock);
         Ok(Store {
             root: root.to_path_buf(),
             db: std::sync::Mutex::new(db),
