@@ -1,4 +1,5 @@
 //! Layers: reading layer tars (plain or gzip, detected by content) and the merged view of a
 //! stack of layers, with whiteouts applied (REFERENCE §6.4).
 
+pub mod unpack;
 pub mod view;

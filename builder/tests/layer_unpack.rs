@@ -1,0 +1,203 @@
+//! Unpacking layers into overlay lower directories: contents and metadata, whiteouts, and hostile
+//! layers that try to write outside the directory (they must not).
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path};
+
+use kiln_builder::image::layer::{EntryMeta, LayerWriter};
+use kiln_runtime::layer::unpack::unpack_for_overlay;
+
+fn m(mode: u32, uid: u32) -> EntryMeta {
+    EntryMeta {
+        mode,
+        uid,
+        gid: uid,
+        mtime: 1_600_000_000,
+        xattrs: BTreeMap::new(),
+    }
+}
+
+/// A raw tar entry (LayerWriter refuses hostile paths, so these are made by hand).
+fn raw(
+    b: &mut tar::Builder<Vec<u8>>,
+    path: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
+    let mut h = tar::Header::new_gnu();
+    h.as_old_mut().name[..path.len()].copy_from_slice(path.as_bytes());
+    h.set_entry_type(kind);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    if let Some(l) = link {
+        h.set_link_name_literal(l).unwrap();
+    }
+    h.set_cksum();
+    b.append(&h, data).unwrap();
+}
+
+#[test]
+fn contents_metadata_and_whiteouts() {
+    let mut w = LayerWriter::new(Vec::new(), None);
+    w.dir("app", &m(0o750, 1000)).unwrap();
+    let mut x = m(0o4755, 1000);
+    x.xattrs.insert("user.kiln".into(), b"yes".to_vec());
+    w.file("app/run", &x, 3, &b"abc"[..]).unwrap();
+    w.hardlink("app/run2", "app/run", &m(0o4755, 1000)).unwrap();
+    w.symlink("app/link", "/etc/passwd", &m(0o777, 0)).unwrap();
+    w.whiteout("gone").unwrap();
+    w.dir("cache", &m(0o755, 0)).unwrap();
+    w.opaque("cache").unwrap();
+    let (_, bytes) = w.finish().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    unpack_for_overlay(bytes.as_slice(), d.path()).unwrap();
+    let p = d.path();
+    let run = std::fs::metadata(p.join("app/run")).unwrap();
+    assert_eq!(
+        run.mode() & 0o7777,
+        0o4755,
+        "setuid kept (chmod after chown)"
+    );
+    assert_eq!((run.uid(), run.gid()), (1000, 1000));
+    assert_eq!(run.mtime(), 1_600_000_000);
+    assert_eq!(std::fs::read(p.join("app/run")).unwrap(), b"abc");
+    assert_eq!(
+        std::fs::metadata(p.join("app/run2")).unwrap().ino(),
+        run.ino(),
+        "hard link"
+    );
+    assert_eq!(
+        std::fs::read_link(p.join("app/link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    let app = std::fs::metadata(p.join("app")).unwrap();
+    assert_eq!(
+        (app.mode() & 0o7777, app.uid(), app.mtime()),
+        (0o750, 1000, 1_600_000_000)
+    );
+    let mut buf = [0u8; 8];
+    let n = rustix::fs::getxattr(p.join("app/run").as_path(), "user.kiln", &mut buf).unwrap();
+    assert_eq!(&buf[..n], b"yes");
+    // Whiteout: a 0/0 character device; opaque directory: the overlay xattr.
+    let gone = std::fs::symlink_metadata(p.join("gone")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &gone.file_type()
+    ));
+    assert_eq!(gone.rdev(), 0);
+    let n = rustix::fs::getxattr(
+        p.join("cache").as_path(),
+        "trusted.overlay.opaque",
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(&buf[..n], b"y");
+}
+
+#[test]
+fn hostile_paths_stay_inside() {
+    // A canary outside the target directory that every trick below aims at.
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("layer");
+    std::fs::create_dir(&target).unwrap();
+    let canary = outer.path().join("canary");
+    std::fs::write(&canary, "untouched").unwrap();
+    let canary_s = canary.to_str().unwrap().to_string();
+
+    let mut b = tar::Builder::new(Vec::new());
+    // `..` components stop at the root.
+    raw(
+        &mut b,
+        "../../canary",
+        tar::EntryType::Regular,
+        None,
+        b"dotdot",
+    );
+    // An absolute symlink, then a write through it: resolved inside the directory.
+    raw(&mut b, "root-link", tar::EntryType::Symlink, Some("/"), b"");
+    let through = format!(
+        "root-link{}",
+        canary_s
+            .trim_start_matches('/')
+            .rsplit_once('/')
+            .map(|(d, _)| format!("/{d}"))
+            .unwrap_or_default()
+    );
+    raw(
+        &mut b,
+        &format!("{through}/canary"),
+        tar::EntryType::Regular,
+        None,
+        b"through-symlink",
+    );
+    // A relative symlink climbing up, then a write through it.
+    raw(
+        &mut b,
+        "up",
+        tar::EntryType::Symlink,
+        Some("../../../../.."),
+        b"",
+    );
+    raw(&mut b, "up/canary", tar::EntryType::Regular, None, b"up");
+    // A symlink to the canary, then a regular file of the same name: the link is replaced.
+    raw(
+        &mut b,
+        "victim",
+        tar::EntryType::Symlink,
+        Some(&canary_s),
+        b"",
+    );
+    raw(&mut b, "victim", tar::EntryType::Regular, None, b"replaced");
+    let bytes = b.into_inner().unwrap();
+    unpack_for_overlay(bytes.as_slice(), &target).unwrap();
+
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "untouched");
+    assert_eq!(
+        std::fs::read_to_string(target.join("canary")).unwrap(),
+        "up",
+        "`..` and `up/` land inside"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join(format!(
+            "{}/canary",
+            through.trim_start_matches("root-link/")
+        )))
+        .unwrap(),
+        "through-symlink"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("victim")).unwrap(),
+        "replaced"
+    );
+    assert!(
+        std::fs::symlink_metadata(target.join("victim"))
+            .unwrap()
+            .is_file()
+    );
+}
+
+#[test]
+fn a_hard_link_cannot_reach_a_host_file() {
+    let outer = tempfile::tempdir().unwrap();
+    let target = outer.path().join("layer");
+    std::fs::create_dir(&target).unwrap();
+    let canary = outer.path().join("canary");
+    std::fs::write(&canary, "host").unwrap();
+    let before = std::fs::metadata(&canary).unwrap().nlink();
+    for link in [
+        canary.to_str().unwrap().to_string(),
+        "../canary".to_string(),
+    ] {
+        let mut b = tar::Builder::new(Vec::new());
+        raw(&mut b, "stolen", tar::EntryType::Link, Some(&link), b"");
+        let bytes = b.into_inner().unwrap();
+        let e = unpack_for_overlay(bytes.as_slice(), &target).unwrap_err();
+        assert!(e.to_string().contains("hard link"), "{e}");
+    }
+    assert_eq!(
+        std::fs::metadata(&canary).unwrap().nlink(),
+        before,
+        "no link to the host file"
+    );
+    assert!(!target.join("stolen").exists());
+}
