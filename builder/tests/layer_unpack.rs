@@ -201,3 +201,84 @@ fn a_hard_link_cannot_reach_a_host_file() {
     );
     assert!(!target.join("stolen").exists());
 }
+
+#[test]
+fn overlay_of_unpacked_layers_applies_whiteouts() {
+    use kiln_runtime::{digest::Digest, oci::Manifest, store::Store};
+    let st = tempfile::tempdir().unwrap();
+    let store = Store::open(st.path()).unwrap();
+    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
+    let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
+    let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
+    let base_blob = Digest::parse(&mf.layers[0].digest).unwrap();
+    let base_diff = Digest::parse(&cfg.rootfs.diff_ids[0]).unwrap();
+    // A second layer: delete /bin/ls (a whiteout), add /etc/motd.
+    let mut w = LayerWriter::new(Vec::new(), None);
+    w.whiteout("bin/ls").unwrap();
+    w.dir("etc", &m(0o755, 0)).unwrap();
+    w.file("etc/motd", &m(0o644, 0), 3, &b"hi\n"[..]).unwrap();
+    let (info, bytes) = w.finish().unwrap();
+    let top = store.put_blob(&bytes).unwrap();
+    let dirs = store
+        .unpacked_layers(
+            &[base_blob.clone(), top.clone()],
+            &[base_diff.clone(), info.diff_id.clone()],
+        )
+        .unwrap();
+    assert_eq!(dirs.len(), 2);
+    // Unpacked once: asking again gives the same directories without unpacking.
+    let again = store
+        .unpacked_layers(&[base_blob, top], &[base_diff, info.diff_id])
+        .unwrap();
+    assert_eq!(dirs, again);
+
+    let work = tempfile::tempdir().unwrap();
+    let (upper, wdir, mnt) = (
+        work.path().join("upper"),
+        work.path().join("work"),
+        work.path().join("mnt"),
+    );
+    for d in [&upper, &wdir, &mnt] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let lower: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        wdir.display()
+    );
+    let out = std::process::Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &opts])
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "overlay mount failed under CI: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "skipped: overlay_of_unpacked_layers_applies_whiteouts: cannot mount overlayfs here: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let seen = (
+        mnt.join("bin/busybox").exists(),
+        std::fs::symlink_metadata(mnt.join("bin/ls")).is_ok(),
+        std::fs::read_to_string(mnt.join("etc/motd")).ok(),
+        mnt.join("etc/passwd").exists(),
+    );
+    let umount = std::process::Command::new("umount")
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    assert_eq!(
+        seen,
+        (true, false, Some("hi\n".to_string()), true),
+        "(busybox, ls, motd, passwd)"
+    );
+}

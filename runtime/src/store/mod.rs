@@ -18,6 +18,7 @@ mod layerindex;
 mod rootfs;
 mod statcache;
 mod tags;
+mod unpacked;
 
 use std::path::{Path, PathBuf};
 
