@@ -248,7 +248,7 @@ impl Checker<'_> {
                 }
                 continue;
             };
-            self.instruction(n, &cmd, st, &global);
+            self.instruction(n, &cmd, st);
         }
         if let Some(s) = stage.take() {
             self.finish_stage(&s);
@@ -267,7 +267,7 @@ impl Checker<'_> {
     ) -> Stage {
         let args = &n.args;
         let mut name = None;
-        if let [image, as_kw, stage_name] = args.as_slice() {
+        if let [_, as_kw, stage_name] = args.as_slice() {
             let from_upper = n.keyword() == n.keyword().to_ascii_uppercase();
             let as_upper = as_kw.text == as_kw.text.to_ascii_uppercase();
             let from_lower = n.keyword() == n.keyword().to_ascii_lowercase();
@@ -306,7 +306,6 @@ impl Checker<'_> {
                 );
             }
             name = Some(lower);
-            let _ = image;
         }
         // Variables in FROM come from global ARGs only.
         let mut from_words: Vec<(String, Span)> = Vec::new();
@@ -384,8 +383,7 @@ impl Checker<'_> {
         }
     }
 
-    fn instruction(&mut self, n: &Node, cmd: &str, st: &mut Stage, global: &BTreeSet<String>) {
-        let _ = global;
+    fn instruction(&mut self, n: &Node, cmd: &str, st: &mut Stage) {
         // Variables used by instructions the builder expands.
         let expands = matches!(
             cmd,
@@ -430,7 +428,7 @@ impl Checker<'_> {
         match cmd {
             "ARG" => {
                 for p in &n.pairs {
-                    self.secret(n, "ARG", &p.key, p.span);
+                    self.secret("ARG", &p.key, p.span);
                     st.vars.insert(p.key.clone());
                 }
             }
@@ -443,7 +441,7 @@ impl Checker<'_> {
                     );
                 }
                 for p in &n.pairs {
-                    self.secret(n, "ENV", &p.key, p.span);
+                    self.secret("ENV", &p.key, p.span);
                     st.vars.insert(p.key.clone());
                 }
             }
@@ -525,7 +523,7 @@ impl Checker<'_> {
         }
     }
 
-    fn secret(&mut self, _n: &Node, cmd: &str, key: &str, span: Span) {
+    fn secret(&mut self, cmd: &str, key: &str, span: Span) {
         const DENY: [&str; 10] = [
             "apikey",
             "auth",
