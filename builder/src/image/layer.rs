@@ -7,25 +7,23 @@
 //! Entry order is the caller's: a sorted walk, with whiteouts before their siblings.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeSet,
     io::{self, Read, Write},
+    path::Path,
 };
 
-use kiln_runtime::{digest::Digest, layer::view::RawEntry};
+use kiln_runtime::{
+    digest::Digest,
+    layer::{
+        diff::{Change, DiffError, Special, walk_upper},
+        view::RawEntry,
+    },
+};
 use sha2::{Digest as _, Sha256};
 
-/// Metadata of one entry.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EntryMeta {
-    /// Permission and special bits (`0o7777` at most).
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    /// Seconds since the epoch (sub-second precision is dropped by design).
-    pub mtime: i64,
-    /// Extended attributes, written as `SCHILY.xattr.<name>` in key order.
-    pub xattrs: BTreeMap<String, Vec<u8>>,
-}
+/// Metadata of one entry: mode bits, owner, mtime in whole seconds (sub-second precision is
+/// dropped by design), xattrs written as `SCHILY.xattr.<name>` in key order.
+pub use kiln_runtime::layer::diff::Meta as EntryMeta;
 
 /// Counts and hashes what passes through.
 struct Hashing<W> {
@@ -63,6 +61,8 @@ pub struct LayerWriter<W: Write> {
     epoch: Option<i64>,
     written: BTreeSet<String>,
     entries: Vec<RawEntry>,
+    /// Device numbers for the entry being written (`special`).
+    device: Option<(u32, u32)>,
 }
 
 impl<W: Write> std::fmt::Debug for LayerWriter<W> {
@@ -106,6 +106,7 @@ impl<W: Write> LayerWriter<W> {
             epoch,
             written: BTreeSet::new(),
             entries: Vec::new(),
+            device: None,
         }
     }
 
@@ -176,8 +177,9 @@ impl<W: Write> LayerWriter<W> {
             u.dev_major = [0; 8];
             u.dev_minor = [0; 8];
         }
-        h.set_device_major(0).ok();
-        h.set_device_minor(0).ok();
+        let (major, minor) = self.device.unwrap_or((0, 0));
+        h.set_device_major(major).ok();
+        h.set_device_minor(minor).ok();
         h.set_cksum();
         self.entries.push(RawEntry {
             path: name.trim_end_matches('/').to_string(),
@@ -264,6 +266,33 @@ impl<W: Write> LayerWriter<W> {
             )));
         }
         self.entry(&p, tar::EntryType::Link, meta, Some(&t), 0, io::empty())
+    }
+
+    /// A fifo or device node.
+    pub fn special(&mut self, path: &str, kind: Special, meta: &EntryMeta) -> io::Result<()> {
+        let p = check_path(path)?.to_string();
+        let (ty, dev) = match kind {
+            Special::Fifo => (tar::EntryType::Fifo, None),
+            Special::Char { major, minor } => (tar::EntryType::Char, Some((major, minor))),
+            Special::Block { major, minor } => (tar::EntryType::Block, Some((major, minor))),
+        };
+        self.device = dev;
+        let r = self.entry(&p, ty, meta, None, 0, io::empty());
+        self.device = None;
+        r
+    }
+
+    /// Appends what a RUN step changed, read from its overlayfs upper directory.
+    pub fn append_upper(&mut self, upper: &Path) -> Result<(), DiffError> {
+        walk_upper(upper, &mut |change| match change {
+            Change::Dir(p, m) => self.dir(&p, &m),
+            Change::File(p, m, size, f) => self.file(&p, &m, size, f),
+            Change::Symlink(p, t, m) => self.symlink(&p, &t, &m),
+            Change::Hardlink(p, t, m) => self.hardlink(&p, &t, &m),
+            Change::Special(p, k, m) => self.special(&p, k, &m),
+            Change::Whiteout(p) => self.whiteout(&p),
+            Change::Opaque(p) => self.opaque(&p),
+        })
     }
 
     /// Deletes `path` from lower layers (`.wh.<name>`, mtime 0, REFERENCE §6.4).
