@@ -7,4 +7,5 @@
 pub mod digest;
 pub mod layer;
 pub mod oci;
+pub mod sandbox;
 pub mod store;

@@ -1,0 +1,143 @@
+//! The sandbox's root filesystem: an overlayfs of the unpacked parent layers (top first) with a
+//! fresh writable upper directory.
+//!
+//! Mounted with the new mount API (`fsopen`, one `fsconfig lowerdir+` per layer, `fsmount`,
+//! `move_mount`) so any number of layers works whatever their path lengths: the legacy
+//! `mount(2)` option string is limited to one page, which deep images exceed, and cannot carry
+//! `:` or `,` in a path. On kernels without `lowerdir+` (before 6.8) kiln falls back to
+//! `mount(2)` and says which limit was hit when the string does not fit.
+//!
+//! `redirect_dir=off` and `metacopy=off`: with either on, the upper directory would hold
+//! references into lower layers instead of data, and the layer diff
+//! ([`crate::layer::diff`]) would be wrong; it refuses such markers.
+
+use std::{ffi::CString, os::fd::AsFd, path::Path};
+
+use rustix::{
+    io::Errno,
+    mount::{
+        FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags, MoveMountFlags, UnmountFlags,
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, move_mount,
+    },
+};
+
+/// Why the overlay could not be mounted; names the mount point and the step that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("mount overlay on {target}: {step}: {errno}")]
+pub struct MountError {
+    pub target: String,
+    pub step: String,
+    pub errno: Errno,
+}
+
+/// The directories of one overlay mount.
+#[derive(Debug, Clone, Copy)]
+pub struct Overlay<'a> {
+    /// Unpacked layers, top first (as [`crate::store::Store::unpacked_layers`] returns them).
+    pub lower: &'a [std::path::PathBuf],
+    pub upper: &'a Path,
+    /// overlayfs' work directory: empty, on the same filesystem as `upper`.
+    pub work: &'a Path,
+}
+
+const PAGE: usize = 4096;
+
+/// Mounts `ov` on `target`.
+pub fn mount(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    let fail = |step: String, errno| MountError {
+        target: target.display().to_string(),
+        step,
+        errno,
+    };
+    if ov.lower.is_empty() {
+        return Err(fail("no lower layer".into(), Errno::INVAL));
+    }
+    match mount_new_api(ov, target) {
+        Ok(()) => Ok(()),
+        // Kernels before 5.2 (no fsopen) or 6.8 (no lowerdir+): the legacy call.
+        Err((step, Errno::NOSYS | Errno::INVAL))
+            if step.starts_with("lowerdir+") || step == "fsopen" =>
+        {
+            mount_legacy(ov, target).map_err(|(s, e)| fail(s, e))
+        }
+        Err((step, e)) => Err(fail(step, e)),
+    }
+}
+
+fn mount_new_api(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> {
+    let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| ("fsopen".into(), e))?;
+    for l in ov.lower {
+        fsconfig_set_string(fs.as_fd(), "lowerdir+", l)
+            .map_err(|e| (format!("lowerdir+ {}", l.display()), e))?;
+    }
+    let set = |k: &str, v: &Path| {
+        fsconfig_set_string(fs.as_fd(), k, v).map_err(|e| (format!("{k} {}", v.display()), e))
+    };
+    set("upperdir", ov.upper)?;
+    set("workdir", ov.work)?;
+    set("redirect_dir", Path::new("off"))?;
+    set("metacopy", Path::new("off"))?;
+    fsconfig_create(fs.as_fd()).map_err(|e| ("create".into(), e))?;
+    let mnt = fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::empty(),
+    )
+    .map_err(|e| ("fsmount".into(), e))?;
+    move_mount(
+        mnt.as_fd(),
+        "",
+        rustix::fs::CWD,
+        target,
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| ("move_mount".into(), e))
+}
+
+fn mount_legacy(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> {
+    let mut lower = Vec::new();
+    for l in ov.lower {
+        let s = l.display().to_string();
+        if s.contains([':', ',', '\\']) {
+            return Err((
+                format!("lower layer path {s:?} has ':', ',' or '\\'"),
+                Errno::INVAL,
+            ));
+        }
+        lower.push(s);
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        lower.join(":"),
+        ov.upper.display(),
+        ov.work.display()
+    );
+    if opts.len() >= PAGE {
+        return Err((
+            format!(
+                "{} layers need {} bytes of mount options, over one page (this kernel has no lowerdir+)",
+                ov.lower.len(),
+                opts.len()
+            ),
+            Errno::TOOBIG,
+        ));
+    }
+    let data = CString::new(opts).map_err(|_| ("options with a NUL byte".into(), Errno::INVAL))?;
+    rustix::mount::mount(
+        "overlay",
+        target,
+        "overlay",
+        MountFlags::empty(),
+        data.as_c_str(),
+    )
+    .map_err(|e| ("mount(2)".into(), e))
+}
+
+/// Unmounts `target` (lazily: a process still inside keeps it alive but it leaves the tree).
+pub fn unmount(target: &Path) -> Result<(), MountError> {
+    rustix::mount::unmount(target, UnmountFlags::DETACH).map_err(|errno| MountError {
+        target: target.display().to_string(),
+        step: "umount".into(),
+        errno,
+    })
+}
