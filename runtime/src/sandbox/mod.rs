@@ -2,3 +2,4 @@
 //! root filesystem ([`overlay`]).
 
 pub mod overlay;
+pub mod process;

@@ -1,0 +1,408 @@
+//! One process in fresh namespaces (REFERENCE §5): pid, mount, uts, ipc and, for
+//! `Network::None`, network; `pivot_root` into an already mounted root filesystem; fresh /proc,
+//! a minimal /dev, read-only /sys, Docker's masked and read-only /proc paths, Docker's default
+//! capabilities, hostname, user and working directory; then `execve`.
+//!
+//! How: a dedicated thread unshares its pid namespace for children and forks; the child (pid 1
+//! of the new namespace) sets the sandbox up in std's `pre_exec` hook and execs. The thread then
+//! waits, so the child's parent-death signal (SIGKILL) is tied to a thread that lives exactly as
+//! long as the child: if kiln dies, the sandbox dies, and when pid 1 exits the kernel kills every
+//! other process in its namespace.
+//!
+//! The child runs between fork and exec in a multi-threaded program, so it only makes raw system
+//! calls with C strings prepared before the fork: no allocation, no lock. Each step writes its
+//! number to a close-on-exec pipe first; when a step fails, std hands back its errno and the
+//! parent reads which step it was, so a failure comes back as "pivot_root: Operation not
+//! permitted" or "exec /bin/nope: No such file or directory", never as exit status 127.
+
+use std::{
+    ffi::CString,
+    io::Read,
+    os::unix::process::{CommandExt, ExitStatusExt},
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+};
+
+use rustix::{
+    fs::{CWD, FileType, Mode},
+    io::Errno,
+    mount::{MountFlags, MountPropagationFlags, UnmountFlags},
+    thread::{CapabilitySet, UnshareFlags},
+};
+
+/// Network namespace choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A fresh network namespace: loopback only.
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// The root filesystem, already mounted (see [`super::overlay`]).
+    pub rootfs: PathBuf,
+    /// argv; `args[0]` without a `/` is looked up in `PATH` of `env`.
+    pub args: Vec<String>,
+    /// `KEY=value` strings: the whole environment.
+    pub env: Vec<String>,
+    /// Absolute working directory inside the root.
+    pub cwd: String,
+    pub hostname: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    pub network: Network,
+}
+
+/// Why the sandbox could not run the process; names the step.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("{step}: {errno}")]
+    Setup { step: String, errno: Errno },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`, REFERENCE §5).
+pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
+    .union(CapabilitySet::DAC_OVERRIDE)
+    .union(CapabilitySet::FSETID)
+    .union(CapabilitySet::FOWNER)
+    .union(CapabilitySet::MKNOD)
+    .union(CapabilitySet::NET_RAW)
+    .union(CapabilitySet::SETGID)
+    .union(CapabilitySet::SETUID)
+    .union(CapabilitySet::SETFCAP)
+    .union(CapabilitySet::SETPCAP)
+    .union(CapabilitySet::NET_BIND_SERVICE)
+    .union(CapabilitySet::SYS_CHROOT)
+    .union(CapabilitySet::KILL)
+    .union(CapabilitySet::AUDIT_WRITE);
+
+/// Docker's masked /proc paths (hidden behind /dev/null or an empty read-only tmpfs).
+const MASKED: [&std::ffi::CStr; 10] = [
+    c"/proc/asound",
+    c"/proc/acpi",
+    c"/proc/kcore",
+    c"/proc/keys",
+    c"/proc/latency_stats",
+    c"/proc/timer_list",
+    c"/proc/timer_stats",
+    c"/proc/sched_debug",
+    c"/proc/scsi",
+    c"/sys/firmware",
+];
+
+/// Docker's read-only /proc paths.
+const READ_ONLY: [&std::ffi::CStr; 5] = [
+    c"/proc/bus",
+    c"/proc/fs",
+    c"/proc/irq",
+    c"/proc/sys",
+    c"/proc/sysrq-trigger",
+];
+
+/// The steps, in order; the child reports each by its index.
+const STEPS: [&str; 14] = [
+    "unshare namespaces",
+    "make mounts private",
+    "pivot_root",
+    "mount /proc",
+    "mount /dev",
+    "create /dev nodes",
+    "mount /sys",
+    "mask /proc paths",
+    "set hostname",
+    "working directory",
+    "drop capabilities",
+    "set groups",
+    "set user",
+    "exec",
+];
+
+/// Runs `spec` with the given stdio and waits for it.
+pub fn run(
+    spec: &Spec,
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+) -> Result<ExitStatus, SandboxError> {
+    let Some(program) = spec.args.first() else {
+        return Err(SandboxError::Invalid("no command to run".into()));
+    };
+    let cstr = |s: &str, what: &str| {
+        CString::new(s).map_err(|_| SandboxError::Invalid(format!("{what} {s:?} has a NUL byte")))
+    };
+    let rootfs = cstr(&spec.rootfs.display().to_string(), "root filesystem")?;
+    let cwd = cstr(&spec.cwd, "working directory")?;
+    let hostname = spec.hostname.clone().into_bytes();
+    let (uid, gid) = (spec.uid, spec.gid);
+    let groups: Vec<rustix::fs::Gid> = spec.groups.iter().map(|g| gid_of(*g)).collect();
+    let mut ns = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
+    if spec.network == Network::None {
+        ns |= UnshareFlags::NEWNET;
+    }
+    let mut cmd = Command::new(program);
+    cmd.args(&spec.args[1..])
+        .env_clear()
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    for kv in &spec.env {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        cmd.env(k, v);
+    }
+    let (report_r, report_w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|errno| {
+            SandboxError::Setup {
+                step: "pipe".into(),
+                errno,
+            }
+        })?;
+    let setup = move || -> std::io::Result<()> {
+        let step = |n: u8| {
+            let _ = rustix::io::write(&report_w, &[n]);
+        };
+        child_setup(&step, ns, &rootfs, &cwd, &hostname, uid, gid, &groups)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+    };
+    // SAFETY: `setup` only makes raw system calls on data prepared before the fork (no
+    // allocation, no locks), which is what `pre_exec` requires in a multi-threaded program.
+    unsafe {
+        cmd.pre_exec(setup);
+    }
+    let program = program.clone();
+    let waited = std::thread::scope(|s| {
+        s.spawn(move || -> Result<ExitStatus, (Errno, bool)> {
+            // Only this thread's future children enter the new pid namespace. The thread
+            // creates no threads afterwards (the kernel would refuse), it only forks and waits.
+            // SAFETY: NEWPID does not touch the file descriptor table (the hazard of
+            // `unshare_unsafe` is CLONE_FILES).
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
+                .map_err(|e| (e, true))?;
+            let mut child = cmd.spawn().map_err(|e| (errno_of(&e), false))?;
+            drop(cmd); // closes the parent's copy of the report pipe's write end
+            child.wait().map_err(|e| (errno_of(&e), false))
+        })
+        .join()
+    });
+    let mut reports = Vec::new();
+    let _ = std::fs::File::from(report_r).read_to_end(&mut reports);
+    match waited {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err((errno, true))) => Err(SandboxError::Setup {
+            step: "unshare pid namespace".into(),
+            errno,
+        }),
+        Ok(Err((errno, false))) => {
+            let last = reports.last().map_or(0, |n| usize::from(*n));
+            let step = match STEPS.get(last) {
+                Some(&"exec") => format!("exec {program}"),
+                Some(s) => s.to_string(),
+                None => "spawn".into(),
+            };
+            Err(SandboxError::Setup { step, errno })
+        }
+        Err(_) => Err(SandboxError::Invalid("sandbox thread panicked".into())),
+    }
+}
+
+/// The exit code as the shell reports it: the code, or 128 + the signal.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+fn gid_of(g: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(g)
+}
+
+/// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
+#[allow(clippy::too_many_arguments)]
+fn child_setup(
+    step: &dyn Fn(u8),
+    ns: UnshareFlags,
+    rootfs: &std::ffi::CStr,
+    cwd: &std::ffi::CStr,
+    hostname: &[u8],
+    uid: u32,
+    gid: u32,
+    groups: &[rustix::fs::Gid],
+) -> Result<(), Errno> {
+    use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
+    step(0);
+    // SAFETY: no CLONE_FILES; this process is single-threaded after fork.
+    unsafe { rustix::thread::unshare_unsafe(ns) }?;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    step(1);
+    // Private propagation first, so nothing mounted below reaches the host's mount table.
+    mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )?;
+    step(2);
+    // pivot_root before any other mount: every later path resolves inside the new root, so a
+    // hostile image's `/proc -> /etc` symlink cannot redirect a mount onto a host path
+    // (CVE-2019-19921 class). The old root is detached so no host path stays reachable.
+    rustix::process::chdir(rootfs)?;
+    rustix::process::pivot_root(c".", c".")?;
+    unmount(c".", UnmountFlags::DETACH)?;
+    rustix::process::chdir(c"/")?;
+    let dir = |p: &std::ffi::CStr| match rustix::fs::mkdirat(CWD, p, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    step(3);
+    dir(c"/proc")?;
+    mount(c"proc", c"/proc", c"proc", nosuid_nodev_noexec, None)?;
+    step(4);
+    dir(c"/dev")?;
+    mount(
+        c"tmpfs",
+        c"/dev",
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        Some(c"mode=755,size=65536k"),
+    )?;
+    step(5);
+    rustix::process::umask(Mode::empty());
+    for (name, major, minor) in [
+        (c"/dev/null", 1, 3),
+        (c"/dev/zero", 1, 5),
+        (c"/dev/full", 1, 7),
+        (c"/dev/random", 1, 8),
+        (c"/dev/urandom", 1, 9),
+        (c"/dev/tty", 5, 0),
+    ] {
+        rustix::fs::mknodat(
+            CWD,
+            name,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        )?;
+    }
+    for d in [c"/dev/pts", c"/dev/shm", c"/dev/mqueue"] {
+        dir(d)?;
+    }
+    mount(
+        c"devpts",
+        c"/dev/pts",
+        c"devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount(
+        c"shm",
+        c"/dev/shm",
+        c"tmpfs",
+        nosuid_nodev_noexec,
+        Some(c"mode=1777,size=65536k"),
+    )?;
+    mount(
+        c"mqueue",
+        c"/dev/mqueue",
+        c"mqueue",
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    for (link, target) in [
+        (c"/dev/ptmx", c"pts/ptmx"),
+        (c"/dev/fd", c"/proc/self/fd"),
+        (c"/dev/stdin", c"/proc/self/fd/0"),
+        (c"/dev/stdout", c"/proc/self/fd/1"),
+        (c"/dev/stderr", c"/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(target, CWD, link)?;
+    }
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    step(6);
+    dir(c"/sys")?;
+    mount(
+        c"sysfs",
+        c"/sys",
+        c"sysfs",
+        nosuid_nodev_noexec | MountFlags::RDONLY,
+        None,
+    )?;
+    step(7);
+    for p in MASKED {
+        match mount_bind(c"/dev/null", p) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // A directory: hide it under an empty read-only tmpfs.
+            Err(Errno::NOTDIR) => mount(c"tmpfs", p, c"tmpfs", MountFlags::RDONLY, None)?,
+            Err(e) => return Err(e),
+        }
+    }
+    for p in READ_ONLY {
+        match mount_bind(p, p) {
+            Ok(()) => mount_remount(
+                p,
+                MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
+                c"",
+            )?,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    step(8);
+    rustix::system::sethostname(hostname)?;
+    step(9);
+    rustix::process::chdir(cwd)?;
+    step(10);
+    // The bounding set first (needs CAP_SETPCAP, still held), then the process's own sets.
+    for bit in 0..64u32 {
+        let cap = CapabilitySet::from_bits_retain(1u64 << bit);
+        if !DEFAULT_CAPS.contains(cap) {
+            // EINVAL: a capability this kernel does not have.
+            match rustix::thread::remove_capability_from_bounding_set(cap) {
+                Ok(()) | Err(Errno::INVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let set = DEFAULT_CAPS;
+    let sets = rustix::thread::CapabilitySets {
+        effective: set,
+        permitted: set,
+        inheritable: CapabilitySet::empty(),
+    };
+    rustix::thread::set_capabilities(None, sets)?;
+    step(11);
+    rustix::thread::set_thread_groups(groups)?;
+    rustix::thread::set_thread_res_gid(gid_of(gid), gid_of(gid), gid_of(gid))?;
+    step(12);
+    // Leaving uid 0 clears the permitted and effective sets (no keep-caps), as in Docker.
+    let u = rustix::fs::Uid::from_raw(uid);
+    rustix::thread::set_thread_res_uid(u, u, u)?;
+    step(13);
+    Ok(())
+}
+
+impl Spec {
+    /// A spec with Docker's defaults: root, `/`, hostname `kiln`, no network.
+    pub fn new(rootfs: &Path, args: Vec<String>) -> Spec {
+        Spec {
+            rootfs: rootfs.to_path_buf(),
+            args,
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cwd: "/".into(),
+            hostname: "kiln".into(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            network: Network::None,
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! The namespace sandbox, for real, on the busybox base image: pid 1 in its own pid namespace,
+//! its own hostname, no host files, no network but loopback, Docker's masks and capabilities,
+//! writes landing in the upper directory, exit codes passed through, and setup failures named.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+use std::{path::Path, process::Stdio};
+
+use kiln_runtime::{
+    digest::Digest,
+    oci::Manifest,
+    sandbox::{
+        overlay::{self, Overlay},
+        process::{Network, SandboxError, Spec, exit_code, run},
+    },
+    store::Store,
+};
+
+/// A busybox root filesystem mounted from the store; unmounted when dropped.
+struct Root {
+    dir: tempfile::TempDir,
+    _store: tempfile::TempDir,
+}
+
+impl Root {
+    fn new(test: &str) -> Option<Root> {
+        if !rustix::process::geteuid().is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{test}: CI must run as root"
+            );
+            eprintln!("skipped: {test}: namespaces and overlayfs need root");
+            return None;
+        }
+        let st = tempfile::tempdir().unwrap();
+        let store = Store::open(st.path()).unwrap();
+        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
+        let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
+        let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
+        let blobs: Vec<Digest> = mf
+            .layers
+            .iter()
+            .map(|l| Digest::parse(&l.digest).unwrap())
+            .collect();
+        let diffs: Vec<Digest> = cfg
+            .rootfs
+            .diff_ids
+            .iter()
+            .map(|d| Digest::parse(d).unwrap())
+            .collect();
+        let lower = store.unpacked_layers(&blobs, &diffs).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["upper", "work", "mnt"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
+        let ov = Overlay {
+            lower: &lower,
+            upper: &upper,
+            work: &work,
+        };
+        overlay::mount(ov, &dir.path().join("mnt")).unwrap();
+        Some(Root { dir, _store: st })
+    }
+
+    fn mnt(&self) -> std::path::PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Runs `sh -c script`; returns (exit code, stdout + stderr).
+    fn sh(&self, script: &str, edit: impl FnOnce(&mut Spec)) -> (i32, String) {
+        let mut spec = Spec::new(&self.mnt(), vec!["sh".into(), "-c".into(), script.into()]);
+        edit(&mut spec);
+        let out = tempfile::tempfile().unwrap();
+        let status = run(
+            &spec,
+            Stdio::null(),
+            Stdio::from(out.try_clone().unwrap()),
+            Stdio::from(out.try_clone().unwrap()),
+        )
+        .unwrap();
+        let mut text = String::new();
+        use std::io::{Read, Seek};
+        let mut out = out;
+        out.rewind().unwrap();
+        out.read_to_string(&mut text).unwrap();
+        (exit_code(status), text)
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let _ = overlay::unmount(&self.mnt());
+    }
+}
+
+#[test]
+fn isolated_process_tree_host_and_network() {
+    let Some(root) = Root::new("isolated_process_tree_host_and_network") else {
+        return;
+    };
+    let host_dir = root.dir.path().display().to_string();
+    let (code, out) = root.sh(
+        &format!(
+            "echo pid=$$; hostname; ls /sys/class/net; test -e {host_dir} && echo host-visible; \
+             echo x > /dev/null && echo devnull-ok; cat /proc/timer_list | wc -c; \
+             echo hi > /created; exit 3"
+        ),
+        |_| {},
+    );
+    assert_eq!(code, 3, "exit code passed through; output:\n{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["pid=1", "kiln", "lo", "devnull-ok", "0"],
+        "pid 1, hostname, loopback only, no host path, /dev/null, timer_list masked"
+    );
+    assert!(
+        !std::fs::read("/proc/timer_list").unwrap().is_empty(),
+        "the masked file has content on the host"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.dir.path().join("upper/created")).unwrap(),
+        "hi\n",
+        "writes land in the upper directory"
+    );
+    assert!(
+        !Path::new("/created").exists(),
+        "the host root is untouched"
+    );
+}
+
+#[test]
+fn privileges_are_dropped() {
+    let Some(root) = Root::new("privileges_are_dropped") else {
+        return;
+    };
+    // No CAP_SYS_ADMIN: mount fails. /proc/sys is read-only. Pid 1 is this shell.
+    let (code, out) = root.sh(
+        "mkdir -p /m; { mount -t tmpfs t /m && echo mounted; } 2>/dev/null; \
+         { echo x > /proc/sys/kernel/domainname && echo proc-sys-written; } 2>/dev/null; \
+         tr '\\0' ' ' < /proc/1/cmdline; echo; \
+         grep CapBnd /proc/self/status",
+        |_| {},
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "no mount, no write to /proc/sys: {out}");
+    assert!(
+        lines[0].starts_with("sh -c mkdir"),
+        "pid 1 is the shell: {out}"
+    );
+    assert_eq!(
+        lines[1].split_whitespace().last(),
+        Some("00000000a80425fb"),
+        "Docker's default bounding set"
+    );
+    // Another user.
+    let (code, out) = root.sh("id -u; id -g", |s| {
+        s.uid = 1000;
+        s.gid = 1001;
+    });
+    assert_eq!((code, out.as_str()), (0, "1000\n1001\n"));
+}
+
+#[test]
+fn setup_failures_name_the_cause() {
+    let Some(root) = Root::new("setup_failures_name_the_cause") else {
+        return;
+    };
+    let spec = Spec::new(&root.mnt(), vec!["/bin/nope".into()]);
+    let e = run(&spec, Stdio::null(), Stdio::null(), Stdio::null()).unwrap_err();
+    assert!(
+        matches!(&e, SandboxError::Setup { step, .. } if step == "exec /bin/nope"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("No such file"), "{e}");
+    let mut spec = Spec::new(&root.mnt(), vec!["true".into()]);
+    spec.cwd = "/no/such/dir".into();
+    let e = run(&spec, Stdio::null(), Stdio::null(), Stdio::null()).unwrap_err();
+    assert!(e.to_string().starts_with("working directory: "), "{e}");
+    // Host network when asked: the host's interfaces are visible.
+    let (code, out) = root.sh("ls /sys/class/net | wc -l", |s| s.network = Network::Host);
+    assert_eq!(code, 0);
+    let host = std::fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(out.trim(), host.to_string());
+}
