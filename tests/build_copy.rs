@@ -1,8 +1,8 @@
-//! `kiln build` end to end on COPY and metadata instructions (no RUN: issue 4).
+//! `kiln build` end to end on COPY and metadata instructions (RUN: build_run.rs).
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{BASE, kiln, store_with_base};
+use common::{BASE, Entry, added_layers, blob, kiln, manifest_of, store_with_base};
 
 use std::{path::Path, process::Command};
 
@@ -10,67 +10,6 @@ const CTX: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/testdata/build/copy-basics/ctx"
 );
-
-fn blob(root: &Path, digest: &str) -> Vec<u8> {
-    std::fs::read(
-        root.join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:")),
-    )
-    .unwrap()
-}
-
-/// (path, mode, uid, gid, file content) of a layer entry.
-type Entry = (String, u32, u64, u64, Option<String>);
-
-/// Every entry of every layer the build added.
-fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<Entry>> {
-    let m: serde_json::Value = serde_json::from_slice(&blob(root, manifest)).unwrap();
-    m["layers"].as_array().unwrap()[1..]
-        .iter()
-        .map(|l| {
-            let data = blob(root, l["digest"].as_str().unwrap());
-            let mut ar = tar::Archive::new(data.as_slice());
-            ar.entries()
-                .unwrap()
-                .map(|e| {
-                    let mut e = e.unwrap();
-                    let h = e.header().clone();
-                    let mut bytes = Vec::new();
-                    let content = if h.entry_type().is_file() {
-                        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
-                        Some(String::from_utf8_lossy(&bytes).into_owned())
-                    } else {
-                        None
-                    };
-                    (
-                        e.path()
-                            .unwrap()
-                            .to_string_lossy()
-                            .trim_end_matches('/')
-                            .to_string(),
-                        h.mode().unwrap(),
-                        h.uid().unwrap(),
-                        h.gid().unwrap(),
-                        content,
-                    )
-                })
-                .collect()
-        })
-        .collect()
-}
-
-fn manifest_of(root: &Path, tag: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(["tag", tag, "probe-tag"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    // The manifest digest is printed by build; read it back from the store's tag instead.
-    let store = kiln_runtime::store::Store::open(root).unwrap();
-    store.resolve_tag("probe-tag").unwrap().unwrap().to_string()
-}
 
 #[test]
 fn copy_semantics_config_and_history() {
@@ -210,8 +149,8 @@ fn errors_point_at_the_line() {
     std::fs::write(c.join("a.txt"), "a").unwrap();
     let cases: &[(&str, &str)] = &[
         (
-            "FROM kiln.local/busybox\nRUN echo hi\n",
-            "Dockerfile:2:1: error: RUN echo hi: RUN is not supported yet",
+            "FROM kiln.local/busybox\nRUN echo hi; exit 3\n",
+            "Dockerfile:2:1: error: RUN echo hi; exit 3: exit status 3",
         ),
         (
             "FROM kiln.local/busybox\nCOPY missing.txt /x\n",

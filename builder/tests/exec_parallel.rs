@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use kiln_builder::exec::{BuildError, BuildOptions, StepRunner, build};
+use kiln_builder::exec::{BuildError, BuildOptions, RunJob, StepRunner, build};
 use kiln_parser::instruction::Instruction;
 use kiln_runtime::store::Store;
 
@@ -20,7 +20,7 @@ struct Rendezvous {
 }
 
 impl StepRunner for Rendezvous {
-    fn run(&self, stage: &str, ins: &Instruction) -> Result<(), BuildError> {
+    fn run(&self, stage: &str, ins: &Instruction, _job: &RunJob<'_>) -> Result<i32, BuildError> {
         let mut arrived = self.arrived.lock().unwrap();
         arrived.push(stage.to_string());
         self.cv.notify_all();
@@ -34,7 +34,7 @@ impl StepRunner for Rendezvous {
                 format!("stage {stage} ran alone: {arrived:?}"),
             ));
         }
-        Ok(())
+        Ok(0)
     }
 }
 

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCod
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
-use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NamedContext, NoSandbox};
+use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NamedContext, Sandbox};
 
 use crate::render;
 
@@ -219,7 +219,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             }
         }
     };
-    let result = exec::build(&store, &opts, &NoSandbox, &on_event);
+    let result = exec::build(&store, &opts, &Sandbox, &on_event);
     progress.finish();
     match result {
         Ok(out) => {

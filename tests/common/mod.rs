@@ -47,3 +47,64 @@ pub fn have(tool: &str, test: &str) -> bool {
     }
     ok
 }
+
+pub fn blob(root: &Path, digest: &str) -> Vec<u8> {
+    std::fs::read(
+        root.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+}
+
+/// (path, mode, uid, gid, file content) of a layer entry.
+pub type Entry = (String, u32, u64, u64, Option<String>);
+
+/// Every entry of every layer the build added.
+pub fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<Entry>> {
+    let m: serde_json::Value = serde_json::from_slice(&blob(root, manifest)).unwrap();
+    m["layers"].as_array().unwrap()[1..]
+        .iter()
+        .map(|l| {
+            let data = blob(root, l["digest"].as_str().unwrap());
+            let mut ar = tar::Archive::new(data.as_slice());
+            ar.entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let h = e.header().clone();
+                    let mut bytes = Vec::new();
+                    let content = if h.entry_type().is_file() {
+                        std::io::Read::read_to_end(&mut e, &mut bytes).unwrap();
+                        Some(String::from_utf8_lossy(&bytes).into_owned())
+                    } else {
+                        None
+                    };
+                    (
+                        e.path()
+                            .unwrap()
+                            .to_string_lossy()
+                            .trim_end_matches('/')
+                            .to_string(),
+                        h.mode().unwrap(),
+                        h.uid().unwrap(),
+                        h.gid().unwrap(),
+                        content,
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+pub fn manifest_of(root: &Path, tag: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(["tag", tag, "probe-tag"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The manifest digest is printed by build; read it back from the store's tag instead.
+    let store = kiln_runtime::store::Store::open(root).unwrap();
+    store.resolve_tag("probe-tag").unwrap().unwrap().to_string()
+}

@@ -51,7 +51,7 @@ struct Planned {
 }
 
 /// `uid[:gid]` or names, resolved in the destination image.
-fn resolve_chown(
+pub(crate) fn resolve_chown(
     ctx: &Ctx<'_>,
     st: &StageState,
     spec: &str,
@@ -1146,7 +1146,19 @@ fn commit_layer(
             (e, false)
         }
     };
-    // Update the view from the layer's index (cached or new): its tar is not read again.
+    adopt_layer(ctx, st, &entry, key, created_by)?;
+    Ok(hit)
+}
+
+/// Adds a layer (new or from the cache) to the stage: view from the layer's index (its tar is
+/// not read again), descriptor, diff_id, cache key, history, time.
+pub(crate) fn adopt_layer(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    entry: &CacheEntry,
+    key: CacheKey,
+    created_by: &str,
+) -> Result<(), BuildError> {
     let index = st.layers.len();
     st.view
         .apply_entries(index, &ctx.store.layer_entries(&entry.layer)?);
@@ -1170,5 +1182,5 @@ fn commit_layer(
         empty_layer: false,
     });
     st.time = Some(entry.created);
-    Ok(hit)
+    Ok(())
 }

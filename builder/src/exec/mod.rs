@@ -10,6 +10,7 @@
 
 mod copy;
 pub mod fsutil;
+mod run;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Instant};
 
@@ -122,9 +123,57 @@ impl BuildError {
     }
 }
 
-/// Runs RUN steps. The sandbox (issue 4) implements it; builds without one use [`NoSandbox`].
+/// What one RUN step needs from the machine: its root filesystem is `lower` (top first) under
+/// a writable `upper`, mounted on `rootfs`; its process is `spec`; its output goes to `log`.
+#[derive(Debug)]
+pub struct RunJob<'a> {
+    pub lower: &'a [PathBuf],
+    pub upper: &'a std::path::Path,
+    pub work: &'a std::path::Path,
+    pub rootfs: &'a std::path::Path,
+    pub spec: &'a kiln_runtime::sandbox::process::Spec,
+    pub log: &'a std::fs::File,
+}
+
+/// Runs RUN steps: [`Sandbox`] (namespaces and overlayfs), or [`NoSandbox`] where nothing may
+/// execute. The executor prepares the directories, the cache key and the layer; a runner only
+/// mounts, runs and unmounts (tests substitute a fake to observe scheduling).
 pub trait StepRunner: Sync {
-    fn run(&self, stage: &str, ins: &Instruction) -> Result<(), BuildError>;
+    /// Runs `job` for instruction `ins` of stage `stage`; returns the process's exit code.
+    fn run(&self, stage: &str, ins: &Instruction, job: &RunJob<'_>) -> Result<i32, BuildError>;
+}
+
+/// RUN steps run in `kiln_runtime::sandbox` (needs root).
+#[derive(Debug, Default)]
+pub struct Sandbox;
+
+impl StepRunner for Sandbox {
+    fn run(&self, _stage: &str, ins: &Instruction, job: &RunJob<'_>) -> Result<i32, BuildError> {
+        use kiln_runtime::sandbox::{overlay, process};
+        let failed = |e: &dyn std::fmt::Display| {
+            BuildError::at(ins.span, format!("{}: {e}", short(&ins.text)))
+        };
+        overlay::mount(
+            overlay::Overlay {
+                lower: job.lower,
+                upper: job.upper,
+                work: job.work,
+            },
+            job.rootfs,
+        )
+        .map_err(|e| failed(&e))?;
+        let stdio = || job.log.try_clone().map(std::process::Stdio::from);
+        let status = stdio()
+            .and_then(|o| Ok((o, stdio()?)))
+            .map_err(|e| failed(&e))
+            .and_then(|(o, e)| {
+                process::run(job.spec, std::process::Stdio::null(), o, e).map_err(|e| failed(&e))
+            });
+        let unmounted = overlay::unmount(job.rootfs);
+        let status = status?;
+        unmounted.map_err(|e| failed(&e))?;
+        Ok(process::exit_code(status))
+    }
 }
 
 /// No sandbox: every RUN fails with a clear error naming the step.
@@ -132,14 +181,10 @@ pub trait StepRunner: Sync {
 pub struct NoSandbox;
 
 impl StepRunner for NoSandbox {
-    fn run(&self, _stage: &str, ins: &Instruction) -> Result<(), BuildError> {
+    fn run(&self, _stage: &str, ins: &Instruction, _job: &RunJob<'_>) -> Result<i32, BuildError> {
         Err(BuildError::at(
             ins.span,
-            format!(
-                "{}: RUN is not supported yet: kiln's build sandbox is not built (issue 4); \
-                 this Dockerfile needs it",
-                short(&ins.text)
-            ),
+            format!("{}: RUN needs the sandbox, which is off", short(&ins.text)),
         ))
     }
 }
@@ -826,9 +871,9 @@ fn step(
         Kind::Copy(c) => {
             cached = copy::copy(ctx, st, stage, ins, c, name, done)?;
         }
-        Kind::Run(_) => {
+        Kind::Run(r) => {
             let label = stage_label(ctx.graph, stage);
-            ctx.runner.run(&label, ins)?;
+            cached = run::run(ctx, st, ins, r, name, &label)?;
         }
     }
     (ctx.on_event)(if cached {

@@ -1,0 +1,212 @@
+//! RUN: the command runs in the sandbox on an overlay of the stage's layers; the overlay's upper
+//! directory becomes the new layer (REFERENCE §1.6 RUN, §6.4).
+//!
+//! The cache key chains from the filesystem so far and holds what the command sees: argv,
+//! environment (ENV and in-scope ARGs), user, working directory and network mode.
+
+use std::{collections::BTreeMap, io::Read};
+
+use kiln_parser::instruction::{self, Instruction, Network as NetworkFlag, Run};
+use kiln_runtime::{
+    digest::Digest,
+    sandbox::process::{Network, Spec},
+    store::CacheEntry,
+};
+
+use super::{BuildError, Ctx, RunJob, StageState, copy, shell_wrap, short};
+use crate::{
+    cache::key::{CacheKey, Step},
+    image::layer::LayerWriter,
+};
+
+/// PATH when the image sets none (Docker's default).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// How many lines of a failed command's output the error shows.
+const TAIL_LINES: usize = 20;
+
+/// Runs one RUN step through the build's [`super::StepRunner`]. Returns whether the layer came from the cache.
+pub(crate) fn run(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    r: &Run,
+    name: &str,
+    stage: &str,
+) -> Result<bool, BuildError> {
+    let unsupported = if !r.mount_specs.is_empty() || !r.mounts.is_empty() {
+        Some("RUN --mount")
+    } else if r.security.is_some() {
+        Some("RUN --security")
+    } else if !r.heredocs.is_empty() {
+        Some("a heredoc in RUN")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        return Err(BuildError::at(
+            ins.span,
+            format!("{}: {what} is not supported yet", short(&ins.text)),
+        ));
+    }
+    let argv = shell_wrap(st, &r.command);
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in st.vars() {
+        env.insert(k, v);
+    }
+    env.entry("PATH".into())
+        .or_insert_with(|| DEFAULT_PATH.to_string());
+    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let user = st.config.config.user.clone();
+    let (uid, gid) = if user.is_empty() {
+        (0, 0)
+    } else {
+        copy::resolve_chown(ctx, st, &user, ins.span)?
+    };
+    let workdir = st.workdir();
+    let network = match r.network {
+        Some(NetworkFlag::None) => Network::None,
+        // `default` is the host's network (as BuildKit without CNI): `apt-get update` works.
+        Some(NetworkFlag::Host | NetworkFlag::Default) | None => Network::Host,
+    };
+    let step = Step::new("RUN")
+        .field("argv", serde_json::to_string(&argv).unwrap_or_default())
+        .field("env", env.join("\n"))
+        .field("user", format!("{uid}:{gid}"))
+        .field("workdir", workdir.clone())
+        .field("network", format!("{network:?}"));
+    let key = CacheKey::for_step(Some(&st.key), &step, &BTreeMap::new());
+    let created_by = format!("RUN {}", command_text(&r.command));
+    let cached = if ctx.opts.no_cache {
+        None
+    } else {
+        ctx.store.cache_get(&key.to_string())?
+    };
+    let (entry, hit) = match cached {
+        Some(e) => (e, true),
+        None => {
+            let mut spec = Spec::new(std::path::Path::new(""), argv);
+            spec.env = env;
+            spec.uid = uid;
+            spec.gid = gid;
+            spec.cwd = workdir;
+            spec.network = network;
+            let layer = run_in_sandbox(ctx, st, ins, &spec, name, stage)?;
+            let e = CacheEntry {
+                key: key.to_string(),
+                size: layer.1,
+                layer: layer.0,
+                description: name.to_string(),
+                created: ctx.now,
+            };
+            ctx.store.cache_put(&e)?;
+            (e, false)
+        }
+    };
+    if ctx.store.layer_entries(&entry.layer)?.is_empty() {
+        // Nothing changed: no layer, an empty_layer history entry (as BuildKit's exporter).
+        st.key = key;
+        ctx.history(st, created_by, true);
+    } else {
+        copy::adopt_layer(ctx, st, &entry, key, &created_by)?;
+    }
+    Ok(hit)
+}
+
+/// The command as history records it (`/bin/sh -c ...` for shell form, as BuildKit).
+fn command_text(c: &instruction::Command) -> String {
+    match c {
+        instruction::Command::Shell(s) => format!("/bin/sh -c {s} # buildkit"),
+        instruction::Command::Exec(v) => format!("{v:?} # buildkit"),
+    }
+}
+
+/// Prepares the directories, runs `spec` through the step runner, and writes the upper
+/// directory as a layer. Returns
+/// the layer's diff_id and size.
+fn run_in_sandbox(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    ins: &Instruction,
+    spec: &Spec,
+    name: &str,
+    stage: &str,
+) -> Result<(Digest, u64), BuildError> {
+    let other =
+        |what: &str, e: &dyn std::fmt::Display| BuildError::Other(format!("{name}: {what}: {e}"));
+    let blobs: Vec<Digest> = st
+        .layers
+        .iter()
+        .map(|l| Digest::parse(&l.descriptor.digest))
+        .collect::<Result<_, _>>()
+        .map_err(|e| other("layer digest", &e))?;
+    let diffs: Vec<Digest> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let mut lower = ctx.store.unpacked_layers(&blobs, &diffs)?;
+    let dir = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(ctx.store.root().join("tmp"))
+        .map_err(|e| other("sandbox directory", &e))?;
+    let sub = |n: &str| {
+        let p = dir.path().join(n);
+        std::fs::create_dir(&p).map(|()| p)
+    };
+    let (upper, work, mnt) = (
+        sub("upper").map_err(|e| other("sandbox directory", &e))?,
+        sub("work").map_err(|e| other("sandbox directory", &e))?,
+        sub("rootfs").map_err(|e| other("sandbox directory", &e))?,
+    );
+    if lower.is_empty() {
+        // FROM scratch: overlayfs needs a lower layer.
+        lower.push(sub("empty").map_err(|e| other("sandbox directory", &e))?);
+    }
+    let log = tempfile::tempfile_in(dir.path()).map_err(|e| other("output file", &e))?;
+    let mut spec = spec.clone();
+    spec.rootfs = mnt.clone();
+    let job = RunJob {
+        lower: &lower,
+        upper: &upper,
+        work: &work,
+        rootfs: &mnt,
+        spec: &spec,
+        log: &log,
+    };
+    let code = ctx.runner.run(stage, ins, &job)?;
+    if code != 0 {
+        return Err(BuildError::at(
+            ins.span,
+            format!("{}: exit status {code}{}", short(&ins.text), tail(log)),
+        ));
+    }
+    let io = |e: std::io::Error| other("writing the layer", &e);
+    let blob = ctx.store.new_blob_file()?;
+    let mut w = LayerWriter::new(
+        std::io::BufWriter::new(blob.file.try_clone().map_err(io)?),
+        ctx.opts.source_date_epoch,
+    );
+    w.append_upper(&upper)
+        .map_err(|e| other("reading the changes", &e))?;
+    let (info, mut out) = w.finish().map_err(io)?;
+    std::io::Write::flush(&mut out).map_err(io)?;
+    drop(out);
+    ctx.store.commit_blob(blob, &info.diff_id)?;
+    ctx.store
+        .record_layer_entries(&info.diff_id, &info.entries)?;
+    Ok((info.diff_id, info.size))
+}
+
+/// The last lines of the command's output, for the error.
+fn tail(mut log: std::fs::File) -> String {
+    use std::io::Seek;
+    let mut text = Vec::new();
+    if log.rewind().is_err() || log.read_to_end(&mut text).is_err() || text.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(TAIL_LINES);
+    let mut s = String::from("\noutput (last lines):");
+    for l in &lines[from..] {
+        s.push_str("\n  ");
+        s.push_str(l);
+    }
+    s
+}

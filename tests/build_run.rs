@@ -1,0 +1,164 @@
+//! `kiln build` end to end on RUN: the command runs in the sandbox (real namespaces and
+//! overlayfs; root), sees ENV, ARG, WORKDIR and USER, its changes become the layer (deletions as
+//! whiteouts), a rebuild takes it from the cache, a failure names the line with the output, and
+//! nothing of the host is visible or changed.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{added_layers, blob, kiln, manifest_of, store_with_base};
+
+/// False (after saying why, loudly) where the sandbox cannot run; never under CI.
+fn can_sandbox(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipped: {test}: RUN's sandbox needs root (namespaces, overlayfs)");
+    false
+}
+
+#[test]
+fn run_steps_make_layers_and_are_cached() {
+    if !can_sandbox("run_steps_make_layers_and_are_cached") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // A host file the build must neither see nor change.
+    let marker = tempfile::NamedTempFile::new().unwrap();
+    let marker = marker.path().display().to_string();
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM kiln.local/busybox\n\
+             ARG GREETING=hello\n\
+             ENV APP=/app\n\
+             WORKDIR /app\n\
+             RUN echo \"$GREETING $APP $(id -u) $(pwd) $$ $(hostname)\" > msg && rm /bin/ls\n\
+             RUN test -e {marker} && exit 9; true\n\
+             USER 1000:1000\n\
+             RUN id -u > /tmp/me\n\
+             RUN --network=none ls /sys/class/net > /tmp/net\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "r",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let layers = added_layers(r, &manifest_of(r, "r"));
+    let files: Vec<Vec<(String, Option<String>)>> = layers
+        .iter()
+        .map(|l| l.iter().map(|e| (e.0.clone(), e.4.clone())).collect())
+        .collect();
+    let f = |p: &str, c: Option<&str>| (p.to_string(), c.map(str::to_string));
+    assert_eq!(
+        files,
+        vec![
+            vec![f("app", None)], // WORKDIR
+            vec![
+                f("app", None),
+                f("app/msg", Some("hello /app 0 /app 1 kiln\n")),
+                f("bin", None),
+                f("bin/.wh.ls", Some("")),
+            ],
+            // `test -e` changed nothing: no layer.
+            vec![f("tmp", None), f("tmp/me", Some("1000\n"))],
+            vec![f("tmp", None), f("tmp/net", Some("lo\n"))],
+        ],
+        "layers of WORKDIR and the RUN steps"
+    );
+    let me = layers[2].iter().find(|e| e.0 == "tmp/me").unwrap();
+    assert_eq!((me.2, me.3), (1000, 1000), "written as USER");
+    // History: the no-change RUN is an empty layer.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(r, &manifest_of(r, "r"))).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(r, manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    let hist = config["history"].as_array().unwrap();
+    let run_test = hist
+        .iter()
+        .find(|h| h["created_by"].as_str().unwrap_or("").contains("test -e"))
+        .unwrap();
+    assert_eq!(run_test["empty_layer"], true, "{run_test}");
+
+    // Rebuild: every RUN from the cache, same image.
+    let (code, _, err2) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "r2",
+            c.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err2}");
+    let run_lines = err2.lines().filter(|l| l.contains("] RUN ")).count();
+    assert_eq!(run_lines, 4, "{err2}");
+    assert_eq!(
+        err2.matches("CACHED").count(),
+        5,
+        "WORKDIR and 4 RUNs cached: {err2}"
+    );
+    assert_eq!(manifest_of(r, "r"), manifest_of(r, "r2"));
+
+    // The host is untouched, and nothing is left mounted or in the store's tmp.
+    assert!(!std::path::Path::new("/app/msg").exists());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&r.display().to_string()), "{mounts}");
+    let tmp: Vec<_> = std::fs::read_dir(r.join("tmp")).unwrap().collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+}
+
+#[test]
+fn a_failing_run_names_the_line_and_shows_its_output() {
+    if !can_sandbox("a_failing_run_names_the_line_and_shows_its_output") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN echo first; echo second >&2; exit 7\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "Dockerfile:2:1: error: RUN echo first; echo second >&2; exit 7: exit status 7"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("  first\n  second"), "{err}");
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN [\"/bin/nope\"]\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("RUN [\"/bin/nope\"]: exec /bin/nope: No such file or directory"),
+        "a setup failure is named, not exit status 127: {err}"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&r.display().to_string()), "{mounts}");
+}
