@@ -46,7 +46,7 @@ fn tty_view_on_a_terminal() {
         "live lines use terminal escapes: {text}"
     );
     assert!(
-        text.contains("✔ [build 1/3] FROM kiln.local/busybox:latest"),
+        text.contains("✔ [build 1/4] FROM kiln.local/busybox:latest"),
         "{text}"
     );
     assert!(
@@ -72,7 +72,7 @@ fn plain_text_when_not_a_terminal() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains('\u{1b}'), "no escape codes in logs: {err}");
     assert!(
-        err.starts_with("#1 [build 1/3] FROM kiln.local/busybox:latest\n#1 DONE"),
+        err.starts_with("#1 [build 1/4] FROM kiln.local/busybox:latest\n#1 DONE"),
         "{err}"
     );
 }
