@@ -7,6 +7,7 @@ mod images;
 mod inspect;
 mod load;
 mod parse;
+mod run;
 mod save;
 mod store;
 
@@ -43,6 +44,8 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
+    /// Run an image in the foreground in kiln's sandbox.
+    Run(Box<run::Args>),
     /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
     Save(save::Args),
 }
@@ -58,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tag(a) => images::tag(cli.root.as_deref(), a),
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),
+        Command::Run(a) => run::run(cli.root.as_deref(), *a),
     }
 }

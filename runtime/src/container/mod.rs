@@ -1,0 +1,231 @@
+//! Containers: `kiln run` in the foreground (issue 4). The image's layers (unpacked once, by
+//! ChainID) under a fresh upper directory, the process built from the image config with
+//! docker's rules, stdio passed through, the exit code returned.
+
+pub mod user;
+
+use std::{path::PathBuf, process::Stdio};
+
+use crate::{
+    digest::Digest,
+    oci::ImageConfig,
+    sandbox::{
+        overlay::{self, Overlay},
+        process::{self, Network, Spec},
+    },
+    store::{Store, StoreError},
+};
+
+/// Why a container could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("no such image: {0}")]
+    NoImage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Mount(#[from] overlay::MountError),
+    #[error(transparent)]
+    Sandbox(#[from] process::SandboxError),
+    #[error(transparent)]
+    User(#[from] user::UserError),
+}
+
+/// `kiln run`'s options (docker's meanings).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub image: String,
+    /// Arguments after the image: they replace the image's CMD.
+    pub args: Vec<String>,
+    /// `--entrypoint`: replaces ENTRYPOINT and clears CMD; `Some("")` clears both.
+    pub entrypoint: Option<String>,
+    /// `-e K=V` / `-e K` (the host's value) and `--env-file` lines, in order.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub network: Option<Network>,
+    pub hostname: Option<String>,
+}
+
+/// The argv docker would run: entrypoint + (args or cmd), with `--entrypoint` rules.
+pub fn command(config: &ImageConfig, opts: &RunOptions) -> Result<Vec<String>, ContainerError> {
+    let c = &config.config;
+    let (entrypoint, cmd) = match &opts.entrypoint {
+        Some(e) if e.is_empty() => (Vec::new(), Vec::new()),
+        Some(e) => (vec![e.clone()], Vec::new()),
+        None => (
+            c.entrypoint.clone().unwrap_or_default(),
+            c.cmd.clone().unwrap_or_default(),
+        ),
+    };
+    let tail = if opts.args.is_empty() {
+        cmd
+    } else {
+        opts.args.clone()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(tail).collect();
+    if argv.is_empty() {
+        return Err(ContainerError::Config(format!(
+            "{}: no command specified (the image has no ENTRYPOINT or CMD)",
+            opts.image
+        )));
+    }
+    Ok(argv)
+}
+
+/// The environment: the image's, then the options' (`K` alone takes the host's value, if any).
+pub fn environment(
+    config: &ImageConfig,
+    opts: &RunOptions,
+    home: &str,
+    hostname: &str,
+) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    fn put(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+        match env.iter_mut().find(|(key, _)| key == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => env.push((k.to_string(), v.to_string())),
+        }
+    }
+    let mut set = |k: &str, v: &str| put(&mut env, k, v);
+    set(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    set("HOSTNAME", hostname);
+    for e in &config.config.env {
+        if let Some((k, v)) = e.split_once('=') {
+            set(k, v);
+        }
+    }
+    for e in &opts.env {
+        match e.split_once('=') {
+            Some((k, v)) => set(k, v),
+            None => {
+                if let Ok(v) = std::env::var(e) {
+                    set(e, &v);
+                }
+            }
+        }
+    }
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        put(&mut env, "HOME", home);
+    }
+    env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// A fresh container id (64 hex digits; the first 12 are its default hostname).
+fn new_id() -> String {
+    use sha2::Digest as _;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!("{nanos}-{}-{:p}", std::process::id(), &nanos);
+    hex::encode(sha2::Sha256::digest(seed.as_bytes()))
+}
+
+/// Runs `opts.image` in the foreground with the given stdio; returns the exit code (a signal
+/// as 128 + its number). The container's directories are removed afterwards.
+pub fn run(
+    store: &Store,
+    opts: &RunOptions,
+    stdio: (Stdio, Stdio, Stdio),
+) -> Result<i32, ContainerError> {
+    let manifest = store
+        .resolve(&opts.image)?
+        .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
+    let (m, config, _) = store.image(&manifest)?;
+    let argv = command(&config, opts)?;
+    let blobs: Vec<Digest> = m
+        .layers
+        .iter()
+        .map(|l| Digest::parse(&l.digest))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ContainerError::Config(format!("{}: layer digest: {e}", opts.image)))?;
+    let diffs: Vec<Digest> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ContainerError::Config(format!("{}: diff_id: {e}", opts.image)))?;
+    if blobs.len() != diffs.len() {
+        return Err(ContainerError::Config(format!(
+            "{}: {} layers but {} diff_ids",
+            opts.image,
+            blobs.len(),
+            diffs.len()
+        )));
+    }
+    let mut lower = store.unpacked_layers(&blobs, &diffs)?;
+    let id = new_id();
+    let dir = store.root().join("containers").join(&id);
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| ContainerError::Io { path, source }
+    };
+    let sub = |n: &str| -> Result<PathBuf, ContainerError> {
+        let p = dir.join(n);
+        std::fs::create_dir_all(&p).map_err(io(&p))?;
+        Ok(p)
+    };
+    let result = (|| {
+        let (upper, work, rootfs) = (sub("upper")?, sub("work")?, sub("rootfs")?);
+        if lower.is_empty() {
+            lower.push(sub("empty")?);
+        }
+        overlay::mount(
+            Overlay {
+                lower: &lower,
+                upper: &upper,
+                work: &work,
+            },
+            &rootfs,
+        )?;
+        let ran = (|| {
+            let user_spec = opts
+                .user
+                .clone()
+                .unwrap_or_else(|| config.config.user.clone());
+            let who = user::resolve(&rootfs, &user_spec)?;
+            let hostname = opts
+                .hostname
+                .clone()
+                .unwrap_or_else(|| id[..12].to_string());
+            let mut spec = Spec::new(&rootfs, argv);
+            spec.env = environment(&config, opts, &who.home, &hostname);
+            spec.uid = who.uid;
+            spec.gid = who.gid;
+            spec.groups = who.groups;
+            spec.hostname = hostname;
+            spec.cwd = opts
+                .workdir
+                .clone()
+                .filter(|w| !w.is_empty())
+                .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
+                .unwrap_or_else(|| "/".into());
+            spec.network = opts.network.unwrap_or(Network::Host);
+            let (i, o, e) = stdio;
+            let status = process::run(&spec, i, o, e)?;
+            Ok::<_, ContainerError>(process::exit_code(status))
+        })();
+        let unmounted = overlay::unmount(&rootfs);
+        let code = ran?;
+        unmounted?;
+        Ok(code)
+    })();
+    // Removed only once nothing is mounted there (a failed unmount keeps it for inspection).
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_or(true, |m| m.contains(&dir.display().to_string()));
+    if !mounted {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}

@@ -1,0 +1,81 @@
+//! `kiln run [OPTIONS] IMAGE [ARG...]`: runs an image in the foreground in kiln's sandbox, with
+//! docker's meanings for the options; kiln exits with the container's exit code.
+
+use std::process::{ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+use kiln_runtime::{
+    container::{self, RunOptions},
+    sandbox::process::Network,
+};
+
+#[derive(Debug, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct Args {
+    /// Remove the container when it exits (kiln always does today: containers are not kept yet).
+    #[arg(long)]
+    pub rm: bool,
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Read environment variables from a file (one `K=V` or `K` per line, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Working directory inside the container.
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// User (`name|uid[:group|gid]`).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Override the image's ENTRYPOINT (`""` clears it).
+    #[arg(long, value_name = "CMD")]
+    pub entrypoint: Option<String>,
+    /// `host` (the default: the host's network) or `none` (loopback only).
+    #[arg(long, value_name = "MODE", default_value = "host")]
+    pub network: String,
+    /// The container's hostname (default: the first 12 digits of its id).
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Image (tag or manifest digest).
+    pub image: String,
+    /// Arguments: they replace the image's CMD.
+    #[arg(allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let network = match args.network.as_str() {
+        "host" | "default" => Network::Host,
+        "none" => Network::None,
+        other => bail!("--network {other}: kiln supports host and none"),
+    };
+    let mut env = Vec::new();
+    for f in &args.env_file {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    env.extend(args.env);
+    let opts = RunOptions {
+        image: args.image,
+        args: args.args,
+        entrypoint: args.entrypoint,
+        env,
+        workdir: args.workdir,
+        user: args.user,
+        network: Some(network),
+        hostname: args.hostname,
+    };
+    let code = container::run(
+        &store,
+        &opts,
+        (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
+    )?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}

@@ -1,0 +1,115 @@
+//! `kiln run` end to end on the example image: docker's entrypoint/cmd/args rules, env, user,
+//! workdir, hostname, network, stdin passed through, exit codes, named failures, and nothing
+//! left behind.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{kiln, store_with_base};
+
+use std::{io::Write, process::Stdio};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/example");
+
+fn can_sandbox(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipped: {test}: kiln run's sandbox needs root (namespaces, overlayfs)");
+    false
+}
+
+#[test]
+fn runs_the_example_with_dockers_rules() {
+    if !can_sandbox("runs_the_example_with_dockers_rules") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "example", EXAMPLE]);
+    assert_eq!(code, 0, "{err}");
+    let run = |args: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        kiln(r, &a)
+    };
+    assert_eq!(
+        run(&["example"]).1,
+        "hello from kiln, friend\n",
+        "ENTRYPOINT + CMD"
+    );
+    assert_eq!(
+        run(&["example", "there"]).1,
+        "hello from kiln, there\n",
+        "args replace CMD"
+    );
+    let env_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(env_file.path(), "# comment\nFROM_FILE=yes\n\n").unwrap();
+    let (code, out, err) = run(&[
+        "--entrypoint",
+        "sh",
+        "-e",
+        "X=1",
+        "-e",
+        "GREETING_USER=override",
+        "--env-file",
+        env_file.path().to_str().unwrap(),
+        "-w",
+        "/tmp",
+        "-u",
+        "0:0",
+        "--hostname",
+        "h1",
+        "--network",
+        "none",
+        "example",
+        "-c",
+        "echo $X $FROM_FILE $GREETING_USER $HOME; id -u; pwd; hostname; ls /sys/class/net; exit 4",
+    ]);
+    assert_eq!(code, 4, "the container's exit code: {err}");
+    assert_eq!(out, "1 yes override /root\n0\n/tmp\nh1\nlo\n");
+    // The image's USER (1000) and its HOME from /etc/passwd, by default.
+    let (_, out, _) = run(&["--entrypoint", "sh", "example", "-c", "id -u; echo $HOME"]);
+    assert_eq!(out, "1000\n/home\n");
+
+    // stdin is passed through.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args(["run", "--rm", "--entrypoint", "cat", "example"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"through stdin\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
+
+    // Failures are named.
+    let (code, _, err) = run(&["no/such:image"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such image: no/such:image"), "{err}");
+    let (code, _, err) = run(&["--entrypoint", "/nope", "example"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("exec /nope: No such file or directory"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["-u", "nobody-here", "example"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unable to find user nobody-here"), "{err}");
+
+    // Nothing left: no container directory, no mount.
+    let left: Vec<_> = std::fs::read_dir(r.join("containers")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&r.display().to_string()));
+}
