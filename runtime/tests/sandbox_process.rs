@@ -184,3 +184,39 @@ fn setup_failures_name_the_cause() {
     let host = std::fs::read_dir("/sys/class/net").unwrap().count();
     assert_eq!(out.trim(), host.to_string());
 }
+
+#[test]
+fn a_leaked_directory_descriptor_is_no_way_out() {
+    // CVE-2024-21626: a host directory descriptor open in kiln when the sandbox forks (here
+    // deliberately without close-on-exec) and a working directory of /proc/self/fd/N.
+    let Some(root) = Root::new("a_leaked_directory_descriptor_is_no_way_out") else {
+        return;
+    };
+    let host = tempfile::tempdir().unwrap();
+    let fd = rustix::fs::open(
+        host.path(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let n = std::os::fd::AsRawFd::as_raw_fd(&fd);
+    let mut spec = Spec::new(
+        &root.mnt(),
+        vec!["sh".into(), "-c".into(), "touch escaped".into()],
+    );
+    spec.cwd = format!("/proc/self/fd/{n}");
+    let result = run(&spec, Stdio::null(), Stdio::null(), Stdio::null());
+    assert!(
+        !host.path().join("escaped").exists(),
+        "the process wrote into the host directory"
+    );
+    let e = result.unwrap_err();
+    assert!(e.to_string().starts_with("working directory: "), "{e}");
+    // And the descriptor itself did not reach the process.
+    let (_, out) = root.sh(
+        &format!("test -e /proc/self/fd/{n} && echo leaked; true"),
+        |_| {},
+    );
+    assert_eq!(out, "");
+    drop(fd);
+}

@@ -359,7 +359,42 @@ fn child_setup(
     step(8);
     rustix::system::sethostname(hostname)?;
     step(9);
-    rustix::process::chdir(cwd)?;
+    // Every descriptor kiln holds (store files, other builds' pipes, rayon workers' directory
+    // handles) is marked close-on-exec, so none reaches the process. They stay open until the
+    // exec only because std's own error pipe must; the working directory below cannot be
+    // reached through them. close_range(2) marks without allocating.
+    // SAFETY: a plain system call with integer arguments; it changes flags, not memory.
+    let marked = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if marked != 0 {
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    // The working directory is resolved inside the new root with magic links refused: a
+    // `WORKDIR /proc/self/fd/N` naming a descriptor inherited from kiln cannot put the process's
+    // cwd on the host (CVE-2024-21626, runc's "Leaky Vessels").
+    let root = rustix::fs::open(
+        c"/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let wd = rustix::fs::openat2(
+        &root,
+        cwd,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        Mode::empty(),
+        rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )?;
+    rustix::process::fchdir(&wd)?;
+    drop(wd);
+    drop(root);
     step(10);
     // The bounding set first (needs CAP_SETPCAP, still held), then the process's own sets.
     for bit in 0..64u32 {

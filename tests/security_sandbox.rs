@@ -1,0 +1,123 @@
+//! Hostile builds against the sandbox, end to end: nothing they do reaches the host.
+//! - `WORKDIR /proc/self/fd/N` (CVE-2024-21626): kiln's inherited descriptors give no way out;
+//! - writing through `/proc/self/exe` and `/proc/1/exe` (CVE-2019-5736) leaves kiln's binary
+//!   and the shared base layer unchanged;
+//! - `kiln run -w /proc/self/fd/N` likewise.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{kiln, store_with_base};
+
+use sha2::Digest as _;
+
+fn can_sandbox(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipped: {test}: the sandbox needs root (namespaces, overlayfs)");
+    false
+}
+
+fn sha(path: &std::path::Path) -> String {
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+#[test]
+fn workdir_through_proc_self_fd_does_not_escape() {
+    if !can_sandbox("workdir_through_proc_self_fd_does_not_escape") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let mut refused = 0;
+    for n in 3..12 {
+        let marker = format!("kiln-escape-{}-{n}", std::process::id());
+        std::fs::write(
+            c.join("Dockerfile"),
+            format!(
+                "FROM kiln.local/busybox\nWORKDIR /proc/self/fd/{n}\n\
+                 RUN touch ../../../../../../../../{marker} ../{marker} {marker}; true\n"
+            ),
+        )
+        .unwrap();
+        let (code, _, err) = kiln(r, &["build", "--no-cache", c.to_str().unwrap()]);
+        assert!(!err.contains("panicked"), "{err}");
+        if code != 0 {
+            assert!(
+                err.contains("working directory"),
+                "refused, naming why: {err}"
+            );
+            refused += 1;
+        }
+        for dir in ["/", "/tmp", r.to_str().unwrap(), "/proc/self/fd"] {
+            assert!(
+                !std::path::Path::new(dir).join(&marker).exists(),
+                "fd {n}: a file appeared in {dir} on the host"
+            );
+        }
+        // The same through `kiln run -w`.
+        let (code, _, err) = kiln(
+            r,
+            &[
+                "run",
+                "--rm",
+                "-w",
+                &format!("/proc/self/fd/{n}"),
+                "kiln.local/busybox",
+                "sh",
+                "-c",
+                &format!("touch ../../../../../../{marker} {marker}"),
+            ],
+        );
+        if code != 0 {
+            assert!(err.contains("working directory"), "{err}");
+        }
+        assert!(!std::path::Path::new("/").join(&marker).exists());
+    }
+    assert_eq!(refused, 9, "every magic-link workdir is refused");
+}
+
+#[test]
+fn proc_self_exe_cannot_overwrite_kiln_or_the_base_layer() {
+    if !can_sandbox("proc_self_exe_cannot_overwrite_kiln_or_the_base_layer") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let kiln_bin = std::path::Path::new(env!("CARGO_BIN_EXE_kiln"));
+    let before = sha(kiln_bin);
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         RUN for p in /proc/self/exe /proc/1/exe /proc/*/exe; do echo pwned > $p; done 2>/dev/null; \
+             cp /bin/sh /tmp/sh2 && /tmp/sh2 -c 'echo pwned > /proc/self/exe; echo pwned > /proc/1/exe'; true\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "hostile", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(sha(kiln_bin), before, "kiln's binary is unchanged");
+    // The shared unpacked base layer still holds the real busybox.
+    let layers = r.join("layers");
+    for l in std::fs::read_dir(&layers).unwrap() {
+        let busybox = l.unwrap().path().join("bin/busybox");
+        if busybox.exists() {
+            let data = std::fs::read(&busybox).unwrap();
+            assert!(
+                data.len() > 100_000,
+                "busybox was overwritten: {} bytes",
+                data.len()
+            );
+        }
+    }
+    // And a container from the base still runs.
+    let (code, out, err) = kiln(r, &["run", "--rm", "kiln.local/busybox", "echo", "fine"]);
+    assert_eq!((code, out.as_str()), (0, "fine\n"), "{err}");
+}
