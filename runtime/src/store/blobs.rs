@@ -12,7 +12,7 @@ use super::{Store, StoreError, io_err};
 use crate::digest::Digest;
 
 /// A unique name in `tmp/` for this process and write.
-fn tmp_name() -> String {
+pub(super) fn tmp_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);

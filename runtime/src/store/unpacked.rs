@@ -1,7 +1,8 @@
 //! Unpacked layers, keyed by ChainID (REFERENCE §6.3) and shared by every build and container:
 //! `ROOT/layers/<chain-id hex>/` holds one layer in overlayfs lower-layer form. A layer is
 //! unpacked into `tmp/` and renamed into place, so no process ever sees a half-unpacked layer;
-//! when two processes unpack the same one, the first rename wins and the other copy is dropped.
+//! when two processes or threads unpack the same one, the first rename wins and the other copy
+//! is dropped.
 
 use std::path::PathBuf;
 
@@ -27,12 +28,13 @@ impl Store {
             };
             let dest = self.root.join("layers").join(chain.hex());
             if !dest.is_dir() {
+                // Unique per call: two stages of one build (threads of one process) may unpack
+                // the same layer at once, and must not share or remove each other's directory.
                 let tmp = self.root.join("tmp").join(format!(
                     "unpack-{}-{}",
-                    std::process::id(),
-                    chain.hex()
+                    chain.hex(),
+                    super::blobs::tmp_name()
                 ));
-                let _ = std::fs::remove_dir_all(&tmp);
                 std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
                 let src = self.blob_path(&blobs[i]);
                 let result = open_layer(&src).map_err(io_err(&src)).and_then(|r| {
