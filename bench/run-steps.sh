@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Issue 4's sandbox figures, side by side in one run (hyperfine medians, then ratios):
+#   1. ten RUN steps, cold (--no-cache), no network: kiln (`RUN --network=none`) against BuildKit
+#      (`docker build --network none`, dockerd 20.10);
+#   2. start latency: `kiln run --rm IMAGE true` against `crun run` of the same image unpacked as
+#      a bundle by umoci, and `podman run --rm`.
+#
+#   bash bench/run-steps.sh            # as root, after ../shared/bench/peers-setup.sh, once
+#   RUNS=20 bash bench/run-steps.sh
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+SHARED=${SHARED:-$(cd "$REPO/../shared/bench" && pwd)}
+KILN=${KILN:-$REPO/target/release/kiln}
+WORK=${WORK:-/tmp/kiln-bench-run}
+RUNS=${RUNS:-10}
+[ -x "$KILN" ] || (cd "$REPO" && cargo build --release -q)
+for t in hyperfine crun umoci podman; do
+  command -v $t >/dev/null || { echo "$t missing: run $SHARED/peers-setup.sh first" >&2; exit 1; }
+done
+export DOCKER_BUILDKIT=1
+DOCKER=${DOCKER:-/usr/bin/docker}
+rm -rf "$WORK" && mkdir -p "$WORK/ctx-kiln" "$WORK/ctx-bk"
+{ echo "FROM localhost/busybox"; for i in $(seq 1 10); do echo "RUN --network=none echo step $i > /s$i"; done; } > "$WORK/ctx-kiln/Dockerfile"
+{ echo "FROM localhost/busybox"; for i in $(seq 1 10); do echo "RUN echo step $i > /s$i"; done; } > "$WORK/ctx-bk/Dockerfile"
+"$KILN" --root "$WORK/store" load -i "$SHARED/busybox-oci.tar" >/dev/null
+# Warm the unpacked base layer once: both tools keep theirs between builds.
+"$KILN" --root "$WORK/store" build -q "$WORK/ctx-kiln" >/dev/null
+"$DOCKER" build -q --network none "$WORK/ctx-bk" >/dev/null
+
+hyperfine -N --warmup 1 --runs "$RUNS" --export-json "$WORK/steps.json" \
+  -n kiln "$KILN --root $WORK/store build -q --no-cache $WORK/ctx-kiln" \
+  -n buildkit "$DOCKER build -q --no-cache --network none $WORK/ctx-bk" >/dev/null
+
+# An OCI bundle of the same image for crun.
+skopeo copy -q "oci-archive:$SHARED/busybox-oci.tar" "oci:$WORK/layout:latest" 2>/dev/null \
+  || (mkdir -p "$WORK/layout" && tar -xf "$SHARED/busybox-oci.tar" -C "$WORK/layout")
+umoci unpack --image "$WORK/layout:latest" "$WORK/bundle" >/dev/null
+python3 - "$WORK/bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["args"] = ["true"]; c["process"]["terminal"] = False
+json.dump(c, open(p, "w"))
+PY
+# crun 1.8 refuses hybrid cgroups: as ../shared/bench/peers-setup.sh does, hide the cgroup2
+# "unified" mount in a private mount namespace (the host is untouched); all three run there.
+unshare -m --propagation private sh -c "umount /sys/fs/cgroup/unified && \
+  hyperfine -N --warmup 3 --runs $((RUNS * 3)) --export-json $WORK/start.json \
+  -n kiln '$KILN --root $WORK/store run --rm --network none localhost/busybox true' \
+  -n crun 'crun run --bundle $WORK/bundle kiln-bench-$$' \
+  -n podman 'podman run --rm --network none localhost/busybox true'" >/dev/null
+
+python3 - "$WORK/steps.json" "$WORK/start.json" <<'PY'
+import json, sys
+def med(path):
+    return {r["command"]: r["median"] for r in json.load(open(path))["results"]}
+s, t = med(sys.argv[1]), med(sys.argv[2])
+print("| measure | kiln | peer | kiln/peer |")
+print("|---|---|---|---|")
+print(f"| ten RUN steps, cold, no network (s) | {s['kiln']:.3f} | BuildKit {s['buildkit']:.3f} | {s['kiln']/s['buildkit']:.2f} |")
+print(f"| per RUN step (ms, cold build / 10) | {s['kiln']*100:.1f} | BuildKit {s['buildkit']*100:.1f} | {s['kiln']/s['buildkit']:.2f} |")
+print(f"| run --rm IMAGE true (ms) | {t['kiln']*1000:.1f} | crun {t['crun']*1000:.1f} | {t['kiln']/t['crun']:.2f} |")
+print(f"| run --rm IMAGE true (ms) | {t['kiln']*1000:.1f} | podman {t['podman']*1000:.1f} | {t['kiln']/t['podman']:.2f} |")
+PY
