@@ -162,3 +162,42 @@ fn a_failing_run_names_the_line_and_shows_its_output() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&r.display().to_string()), "{mounts}");
 }
+
+#[test]
+fn run_heredocs_as_buildkit_runs_them() {
+    if !can_sandbox("run_heredocs_as_buildkit_runs_them") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         ARG WHO=world\n\
+         RUN <<EOF\necho \"plain $WHO\" > /plain\necho second >> /plain\nEOF\n\
+         RUN <<-EOF\n\t#!/bin/sh\n\techo \"shebang $0\" > /shebang\n\tEOF\n\
+         RUN cat > /two <<A && cat > /three <<'B'\nfirst $WHO\nA\nsecond $WHO\nB\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "hd", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let files: Vec<(String, Option<String>)> = added_layers(r, &manifest_of(r, "hd"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.4.is_some())
+        .map(|e| (e.0, e.4))
+        .collect();
+    let f = |p: &str, c: &str| (p.to_string(), Some(c.to_string()));
+    assert_eq!(
+        files,
+        vec![
+            f("plain", "plain world\nsecond\n"),
+            // Run from /dev/pipes (the sandbox's own /dev), so not part of any layer.
+            f("shebang", "shebang /dev/pipes/EOF\n"),
+            f("three", "second $WHO\n"),
+            f("two", "first world\n"),
+        ]
+    );
+}

@@ -37,8 +37,8 @@ pub(crate) fn run(
         Some("RUN --mount")
     } else if r.security.is_some() {
         Some("RUN --security")
-    } else if !r.heredocs.is_empty() {
-        Some("a heredoc in RUN")
+    } else if !r.heredocs.is_empty() && !matches!(r.command, instruction::Command::Shell(_)) {
+        Some("a heredoc in exec-form RUN")
     } else {
         None
     };
@@ -48,7 +48,8 @@ pub(crate) fn run(
             format!("{}: {what} is not supported yet", short(&ins.text)),
         ));
     }
-    let argv = shell_wrap(st, &r.command);
+    let (command, pipes) = with_heredocs(r);
+    let argv = shell_wrap(st, &command);
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in st.vars() {
         env.insert(k, v);
@@ -68,12 +69,18 @@ pub(crate) fn run(
         // `default` is the host's network (as BuildKit without CNI): `apt-get update` works.
         Some(NetworkFlag::Host | NetworkFlag::Default) | None => Network::Host,
     };
-    let step = Step::new("RUN")
+    let mut step = Step::new("RUN")
         .field("argv", serde_json::to_string(&argv).unwrap_or_default())
         .field("env", env.join("\n"))
         .field("user", format!("{uid}:{gid}"))
         .field("workdir", workdir.clone())
         .field("network", format!("{network:?}"));
+    for (name, data) in &pipes {
+        step = step.field(
+            &format!("pipe {name}"),
+            String::from_utf8_lossy(data).into_owned(),
+        );
+    }
     let key = CacheKey::for_step(Some(&st.key), &step, &BTreeMap::new());
     let created_by = format!("RUN {}", command_text(&r.command));
     let cached = if ctx.opts.no_cache {
@@ -90,6 +97,7 @@ pub(crate) fn run(
             spec.gid = gid;
             spec.cwd = workdir;
             spec.network = network;
+            spec.pipes = pipes;
             let layer = run_in_sandbox(ctx, st, ins, &spec, name, stage)?;
             let e = CacheEntry {
                 key: key.to_string(),
@@ -110,6 +118,46 @@ pub(crate) fn run(
         copy::adopt_layer(ctx, st, &entry, key, &created_by)?;
     }
     Ok(hit)
+}
+
+/// A RUN with heredocs, as BuildKit runs it: a command that is only `<<NAME` runs the body (from
+/// `/dev/pipes/NAME` when it starts with `#!`, else as the shell's script); otherwise the bodies
+/// are put back under the command line and the shell reads them as its own heredocs.
+fn with_heredocs(r: &Run) -> (instruction::Command, Vec<(String, Vec<u8>)>) {
+    let instruction::Command::Shell(line) = &r.command else {
+        return (r.command.clone(), Vec::new());
+    };
+    let Some(first) = r.heredocs.first() else {
+        return (r.command.clone(), Vec::new());
+    };
+    if r.heredocs.len() == 1 && only_heredoc(line, &first.name) {
+        let body = first.body();
+        if body.starts_with("#!") {
+            let path = format!("/dev/pipes/{}", first.name);
+            return (
+                instruction::Command::Shell(path),
+                vec![(first.name.clone(), body.into_bytes())],
+            );
+        }
+        return (instruction::Command::Shell(body), Vec::new());
+    }
+    let mut full = line.clone();
+    for h in &r.heredocs {
+        full.push('\n');
+        full.push_str(&h.raw_body);
+        full.push_str(&h.name);
+    }
+    (instruction::Command::Shell(full), Vec::new())
+}
+
+/// Whether `line` is just a heredoc opener for `name` (`<<EOF`, `<<-"EOF"`, `0<<'EOF'`).
+fn only_heredoc(line: &str, name: &str) -> bool {
+    let rest = line.trim().trim_start_matches(|c: char| c.is_ascii_digit());
+    let Some(rest) = rest.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest).trim_start();
+    rest.trim_matches(|c| c == '"' || c == '\'') == name
 }
 
 /// The command as history records it (`/bin/sh -c ...` for shell form, as BuildKit).

@@ -56,6 +56,9 @@ pub struct Spec {
     /// Supplementary groups.
     pub groups: Vec<u32>,
     pub network: Network,
+    /// Files created in the sandbox's own /dev tmpfs as `/dev/pipes/<name>`, mode 0755 (a RUN
+    /// heredoc with a `#!` line is run from there, as BuildKit does); never in the root.
+    pub pipes: Vec<(String, Vec<u8>)>,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -140,6 +143,18 @@ pub fn run(
     let rootfs = cstr(&spec.rootfs.display().to_string(), "root filesystem")?;
     let cwd = cstr(&spec.cwd, "working directory")?;
     let hostname = spec.hostname.clone().into_bytes();
+    let mut pipes = Vec::new();
+    for (name, data) in &spec.pipes {
+        if name.is_empty() || name.contains('/') {
+            return Err(SandboxError::Invalid(format!(
+                "bad /dev/pipes name {name:?}"
+            )));
+        }
+        pipes.push((
+            cstr(&format!("/dev/pipes/{name}"), "pipe name")?,
+            data.clone(),
+        ));
+    }
     let (uid, gid) = (spec.uid, spec.gid);
     let groups: Vec<rustix::fs::Gid> = spec.groups.iter().map(|g| gid_of(*g)).collect();
     let mut ns = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
@@ -167,7 +182,8 @@ pub fn run(
         let step = |n: u8| {
             let _ = rustix::io::write(&report_w, &[n]);
         };
-        child_setup(&step, ns, &rootfs, &cwd, &hostname, uid, gid, &groups)
+        let ids = (uid, gid, groups.as_slice());
+        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, &pipes)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
     };
     // SAFETY: `setup` only makes raw system calls on data prepared before the fork (no
@@ -235,9 +251,8 @@ fn child_setup(
     rootfs: &std::ffi::CStr,
     cwd: &std::ffi::CStr,
     hostname: &[u8],
-    uid: u32,
-    gid: u32,
-    groups: &[rustix::fs::Gid],
+    (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
+    pipes: &[(CString, Vec<u8>)],
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(0);
@@ -325,6 +340,25 @@ fn child_setup(
         (c"/dev/stderr", c"/proc/self/fd/2"),
     ] {
         rustix::fs::symlinkat(target, CWD, link)?;
+    }
+    if !pipes.is_empty() {
+        dir(c"/dev/pipes")?;
+        for (path, data) in pipes {
+            let f = rustix::fs::open(
+                path.as_c_str(),
+                rustix::fs::OFlags::WRONLY
+                    | rustix::fs::OFlags::CREATE
+                    | rustix::fs::OFlags::EXCL
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o755),
+            )?;
+            let mut rest = data.as_slice();
+            while !rest.is_empty() {
+                let n = rustix::io::write(&f, rest)?;
+                rest = &rest[n..];
+            }
+        }
     }
     rustix::process::umask(Mode::from_raw_mode(0o022));
     step(6);
@@ -438,6 +472,7 @@ impl Spec {
             gid: 0,
             groups: Vec::new(),
             network: Network::None,
+            pipes: Vec::new(),
         }
     }
 }
