@@ -139,7 +139,11 @@ fn a_failing_run_names_the_line_and_shows_its_output() {
         "FROM kiln.local/busybox\nRUN echo first; echo second >&2; exit 7\n",
     )
     .unwrap();
-    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert!(
+        err.contains("#2 first\n#2 second\n"),
+        "plain progress shows the output as it comes: {err}"
+    );
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(

@@ -65,6 +65,9 @@ impl Progress {
                     Event::Done { name, millis } => {
                         serde_json::json!({"event": "done", "step": name, "millis": millis})
                     }
+                    Event::Output { name, line } => {
+                        serde_json::json!({"event": "output", "step": name, "line": line})
+                    }
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{v}");
             }
@@ -81,6 +84,7 @@ impl Progress {
                             millis as f64 / 1000.0
                         )
                     }
+                    Event::Output { name, line } => writeln!(err, "#{} {line}", self.id(&name)),
                 };
             }
             Mode::Tty => {
@@ -111,6 +115,8 @@ impl Progress {
                             ));
                         }
                     }
+                    // The live view stays one line per step; a failure prints the last lines.
+                    Event::Output { .. } => {}
                 }
             }
         }

@@ -76,6 +76,11 @@ pub enum Event {
         name: String,
         millis: u128,
     },
+    /// One line a RUN step printed (stdout and stderr together).
+    Output {
+        name: String,
+        line: String,
+    },
 }
 
 /// The image that was built.

@@ -4,7 +4,7 @@
 //! The cache key chains from the filesystem so far and holds what the command sees: argv,
 //! environment (ENV and in-scope ARGs), user, working directory and network mode.
 
-use std::{collections::BTreeMap, io::Read};
+use std::collections::BTreeMap;
 
 use kiln_parser::instruction::{self, Instruction, Network as NetworkFlag, Run};
 use kiln_runtime::{
@@ -13,7 +13,7 @@ use kiln_runtime::{
     store::CacheEntry,
 };
 
-use super::{BuildError, Ctx, RunJob, StageState, copy, shell_wrap, short};
+use super::{BuildError, Ctx, Event, RunJob, StageState, copy, shell_wrap, short};
 use crate::{
     cache::key::{CacheKey, Step},
     image::layer::LayerWriter,
@@ -206,23 +206,40 @@ fn run_in_sandbox(
         // FROM scratch: overlayfs needs a lower layer.
         lower.push(sub("empty").map_err(|e| other("sandbox directory", &e))?);
     }
-    let log = tempfile::tempfile_in(dir.path()).map_err(|e| other("output file", &e))?;
+    // Output goes through a pipe: each line is an event (`--progress=plain` shows them all as
+    // they come) and the last lines are kept for the error of a failing step.
+    let (reader, writer) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| other("output pipe", &e))?;
+    let (reader, log) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let mut spec = spec.clone();
     spec.rootfs = mnt.clone();
-    let job = RunJob {
-        lower: &lower,
-        upper: &upper,
-        work: &work,
-        rootfs: &mnt,
-        spec: &spec,
-        log: &log,
-    };
-    let code = ctx.runner.run(stage, ins, &job)?;
+    let (result, last) = std::thread::scope(|s| {
+        let lines = s.spawn(move || follow(reader, ctx, name));
+        let job = RunJob {
+            lower: &lower,
+            upper: &upper,
+            work: &work,
+            rootfs: &mnt,
+            spec: &spec,
+            log: &log,
+        };
+        let result = ctx.runner.run(stage, ins, &job);
+        // The sandbox's processes are gone (their pid namespace died with pid 1): closing the
+        // last write end ends the reader.
+        drop(log);
+        (result, lines.join().unwrap_or_default())
+    });
+    let code = result?;
     if code != 0 {
-        return Err(BuildError::at(
-            ins.span,
-            format!("{}: exit status {code}{}", short(&ins.text), tail(log)),
-        ));
+        let mut msg = format!("{}: exit status {code}", short(&ins.text));
+        if !last.is_empty() {
+            msg.push_str("\noutput (last lines):");
+            for l in &last {
+                msg.push_str("\n  ");
+                msg.push_str(l);
+            }
+        }
+        return Err(BuildError::at(ins.span, msg));
     }
     let io = |e: std::io::Error| other("writing the layer", &e);
     let blob = ctx.store.new_blob_file()?;
@@ -241,20 +258,30 @@ fn run_in_sandbox(
     Ok((info.diff_id, info.size))
 }
 
-/// The last lines of the command's output, for the error.
-fn tail(mut log: std::fs::File) -> String {
-    use std::io::Seek;
-    let mut text = Vec::new();
-    if log.rewind().is_err() || log.read_to_end(&mut text).is_err() || text.is_empty() {
-        return String::new();
+/// Reads the step's output line by line: one [`Event::Output`] each; returns the last lines.
+fn follow(reader: std::fs::File, ctx: &Ctx<'_>, name: &str) -> Vec<String> {
+    use std::io::BufRead;
+    let mut last = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    let mut r = std::io::BufReader::new(reader);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match r.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buf)
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                (ctx.on_event)(Event::Output {
+                    name: name.to_string(),
+                    line: line.clone(),
+                });
+                if last.len() == TAIL_LINES {
+                    last.pop_front();
+                }
+                last.push_back(line);
+            }
+        }
     }
-    let text = String::from_utf8_lossy(&text);
-    let lines: Vec<&str> = text.lines().collect();
-    let from = lines.len().saturating_sub(TAIL_LINES);
-    let mut s = String::from("\noutput (last lines):");
-    for l in &lines[from..] {
-        s.push_str("\n  ");
-        s.push_str(l);
-    }
-    s
+    last.into()
 }
