@@ -205,3 +205,46 @@ fn run_heredocs_as_buildkit_runs_them() {
         ]
     );
 }
+
+#[test]
+fn proxy_build_args_reach_run_but_not_the_cache_key() {
+    if !can_sandbox("proxy_build_args_reach_run_but_not_the_cache_key") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN echo \"proxy=$HTTP_PROXY\" > /p\n",
+    )
+    .unwrap();
+    let build = |proxy: &str| {
+        kiln(
+            r,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "--build-arg",
+                &format!("HTTP_PROXY={proxy}"),
+                "-t",
+                "px",
+                c.to_str().unwrap(),
+            ],
+        )
+    };
+    let (code, _, err) = build("http://one:3128");
+    assert_eq!(code, 0, "{err}");
+    let files = added_layers(r, &manifest_of(r, "px"));
+    assert_eq!(
+        files[0].last().unwrap().4.as_deref(),
+        Some("proxy=http://one:3128\n"),
+        "passed without an ARG instruction"
+    );
+    // Another proxy: the step is a cache hit.
+    let (code, _, err) = build("http://two:3128");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("CACHED"), "{err}");
+}

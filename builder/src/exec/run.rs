@@ -21,6 +21,20 @@ use crate::{
 
 /// PATH when the image sets none (Docker's default).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// BuildKit's predefined ARGs: passed to RUN from `--build-arg` without an ARG instruction, never
+/// part of the cache key or the history.
+const PROXY_ARGS: [&str; 10] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "FTP_PROXY",
+    "ftp_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
 /// How many lines of a failed command's output the error shows.
 const TAIL_LINES: usize = 20;
 
@@ -56,6 +70,18 @@ pub(crate) fn run(
     }
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.to_string());
+    // The cache key sees the environment without the proxy variables (BuildKit's predefined
+    // ARGs): a different proxy does not change what a step builds.
+    let keyed: Vec<String> = env
+        .iter()
+        .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for (k, v) in &ctx.opts.build_args {
+        if PROXY_ARGS.contains(&k.as_str()) {
+            env.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     let user = st.config.config.user.clone();
     let (uid, gid) = if user.is_empty() {
@@ -71,7 +97,7 @@ pub(crate) fn run(
     };
     let mut step = Step::new("RUN")
         .field("argv", serde_json::to_string(&argv).unwrap_or_default())
-        .field("env", env.join("\n"))
+        .field("env", keyed.join("\n"))
         .field("user", format!("{uid}:{gid}"))
         .field("workdir", workdir.clone())
         .field("network", format!("{network:?}"));
