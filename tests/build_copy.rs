@@ -911,3 +911,33 @@ fn concurrent_builds_share_one_store() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(err.matches("CACHED").count(), 2, "{err}");
 }
+
+#[test]
+fn a_directory_copy_creates_its_destination_as_buildkit_does() {
+    // Found comparing with BuildKit on ../shared/bench/workloads/small: the destination of
+    // `COPY dir/ dest/` is created 0755 (owned by --chown), not with the source dir's mode.
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::create_dir(c.join("ro")).unwrap();
+    std::fs::write(c.join("ro/f"), "f").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(c.join("ro"), std::fs::Permissions::from_mode(0o555)).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nCOPY ro/ /dest/\nCOPY --chown=7:8 ro/ /owned/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "ro", c.to_str().unwrap()]);
+    std::fs::set_permissions(c.join("ro"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let layers = added_layers(r, &manifest_of(r, "ro"));
+    let meta = |l: usize, p: &str| {
+        let e = layers[l].iter().find(|e| e.0 == p).unwrap();
+        (e.1, e.2, e.3)
+    };
+    assert_eq!(meta(0, "dest"), (0o755, 0, 0));
+    assert_eq!(meta(0, "dest/f").0 & 0o777, 0o644);
+    assert_eq!(meta(1, "owned"), (0o755, 7, 8));
+}

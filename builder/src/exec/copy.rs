@@ -770,6 +770,7 @@ pub(crate) fn copy(
     // Plan the layer: target path → source entry.
     let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    let mut created_dirs: BTreeSet<String> = BTreeSet::new();
     for (pick, kept) in &picks {
         let entry = by_path.get(pick.as_str()).copied();
         let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
@@ -780,11 +781,11 @@ pub(crate) fn copy(
             _ => dest_rel.clone(),
         };
         if is_dir {
-            // A directory copies its contents into the destination.
-            if let Some(e) = entry {
-                if !below.is_dir(&base_dest) && !base_dest.is_empty() {
-                    chosen.insert(base_dest.clone(), e);
-                }
+            // A directory copies its contents into the destination, which is created (0755,
+            // owned by --chown) when missing, as BuildKit's MkdirAll: the source directory's
+            // own mode and time are not copied (a read-only source dir gives a 0755 dest).
+            if entry.is_some() && !below.is_dir(&base_dest) && !base_dest.is_empty() {
+                created_dirs.insert(base_dest.clone());
             }
             let prefix = if pick.is_empty() {
                 String::new()
@@ -932,6 +933,19 @@ pub(crate) fn copy(
                 fingerprint: e.fingerprint.clone(),
             },
         );
+    }
+    for dir in created_dirs {
+        planned.entry(dir).or_insert_with(|| Planned {
+            item: Item::Dir,
+            meta: EntryMeta {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: ctx.now,
+                ..Default::default()
+            },
+            fingerprint: "dir 755".into(),
+        });
     }
     for h in &c.heredoc_sources {
         let body = h.body();
