@@ -75,6 +75,25 @@ fn runs_the_example_with_dockers_rules() {
     let (_, out, _) = run(&["--entrypoint", "sh", "example", "-c", "id -u; echo $HOME"]);
     assert_eq!(out, "1000\n/home\n");
 
+    // Generated /etc/hosts (localhost and the hostname) and the host's resolv.conf.
+    let (code, out, err) = run(&[
+        "--entrypoint",
+        "cat",
+        "--hostname",
+        "h2",
+        "example",
+        "/etc/hosts",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("127.0.0.1\tlocalhost\n") && out.contains("\th2\n"),
+        "{out}"
+    );
+    if let Ok(host) = std::fs::read_to_string("/etc/resolv.conf") {
+        let (_, out, _) = run(&["--entrypoint", "cat", "example", "/etc/resolv.conf"]);
+        assert_eq!(out, host);
+    }
+
     // stdin is passed through.
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")

@@ -239,6 +239,8 @@ fn run_in_sandbox(
     let (reader, log) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let mut spec = spec.clone();
     spec.rootfs = mnt.clone();
+    spec.binds = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname)
+        .map_err(|e| other("/etc/hosts and /etc/resolv.conf", &e))?;
     let (result, last) = std::thread::scope(|s| {
         let lines = s.spawn(move || follow(reader, ctx, name));
         let job = RunJob {
@@ -267,6 +269,7 @@ fn run_in_sandbox(
         }
         return Err(BuildError::at(ins.span, msg));
     }
+    drop_stubs(st, &upper);
     let io = |e: std::io::Error| other("writing the layer", &e);
     let blob = ctx.store.new_blob_file()?;
     let mut w = LayerWriter::new(
@@ -282,6 +285,34 @@ fn run_in_sandbox(
     ctx.store
         .record_layer_entries(&info.diff_id, &info.entries)?;
     Ok((info.diff_id, info.size))
+}
+
+/// Removes what the sandbox created only to bind /etc/hosts and /etc/resolv.conf over: an empty
+/// file the image did not have, and an `/etc` left empty whose metadata is the image's (overlay
+/// copied it up) or that the image did not have. A RUN that writes nothing then adds no layer.
+fn drop_stubs(st: &StageState, upper: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    for rel in kiln_runtime::sandbox::etc::BOUND {
+        let p = upper.join(rel);
+        let stub = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0);
+        if stub && st.view.get(rel).is_none() {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    let etc = upper.join("etc");
+    let Ok(md) = std::fs::symlink_metadata(&etc) else {
+        return;
+    };
+    let empty = md.is_dir() && std::fs::read_dir(&etc).is_ok_and(|mut d| d.next().is_none());
+    let mut opaque = [0u8; 1];
+    let is_opaque = rustix::fs::lgetxattr(&etc, "trusted.overlay.opaque", &mut opaque).is_ok();
+    let unchanged = match st.view.get("etc") {
+        None => true,
+        Some(n) => n.mode == md.mode() & 0o7777 && n.uid == md.uid() && n.gid == md.gid(),
+    };
+    if empty && !is_opaque && unchanged {
+        let _ = std::fs::remove_dir(&etc);
+    }
 }
 
 /// Reads the step's output line by line: one [`Event::Output`] each; returns the last lines.

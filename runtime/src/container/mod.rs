@@ -204,6 +204,7 @@ pub fn run(
             spec.uid = who.uid;
             spec.gid = who.gid;
             spec.groups = who.groups;
+            spec.binds = crate::sandbox::etc::write_files(&dir, &hostname).map_err(io(&dir))?;
             spec.hostname = hostname;
             spec.cwd = opts
                 .workdir

@@ -59,6 +59,10 @@ pub struct Spec {
     /// Files created in the sandbox's own /dev tmpfs as `/dev/pipes/<name>`, mode 0755 (a RUN
     /// heredoc with a `#!` line is run from there, as BuildKit does); never in the root.
     pub pipes: Vec<(String, Vec<u8>)>,
+    /// Host files bound over files of the root (`/etc/hosts`, `/etc/resolv.conf`): target
+    /// path, host file. A missing target is created empty (the caller drops such stubs from
+    /// a layer); a target that is a symlink or a directory is left alone.
+    pub binds: Vec<(String, PathBuf)>,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -110,7 +114,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-const STEPS: [&str; 14] = [
+const STEPS: [&str; 15] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -125,6 +129,7 @@ const STEPS: [&str; 14] = [
     "set groups",
     "set user",
     "exec",
+    "bind /etc files",
 ];
 
 /// Runs `spec` with the given stdio and waits for it.
@@ -143,6 +148,27 @@ pub fn run(
     let rootfs = cstr(&spec.rootfs.display().to_string(), "root filesystem")?;
     let cwd = cstr(&spec.cwd, "working directory")?;
     let hostname = spec.hostname.clone().into_bytes();
+    // Bind sources become detached mounts here, before the fork (open_tree CLONE); the child
+    // attaches them with move_mount after pivot_root, when no host path is left to resolve.
+    let mut bind_fds = Vec::new();
+    let mut binds = Vec::new();
+    for (target, source) in &spec.binds {
+        let fd = rustix::mount::open_tree(
+            CWD,
+            source,
+            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|errno| SandboxError::Setup {
+            step: format!("open {}", source.display()),
+            errno,
+        })?;
+        binds.push((
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            cstr(target, "bind target")?,
+        ));
+        bind_fds.push(fd);
+    }
     let mut pipes = Vec::new();
     for (name, data) in &spec.pipes {
         if name.is_empty() || name.contains('/') {
@@ -183,7 +209,7 @@ pub fn run(
             let _ = rustix::io::write(&report_w, &[n]);
         };
         let ids = (uid, gid, groups.as_slice());
-        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, &pipes)
+        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, (&pipes, &binds))
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
     };
     // SAFETY: `setup` only makes raw system calls on data prepared before the fork (no
@@ -243,6 +269,11 @@ fn gid_of(g: u32) -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(g)
 }
 
+/// A file for /dev/pipes: its path there and its content.
+type Pipe = (CString, Vec<u8>);
+/// A detached mount (descriptor number) and where it goes.
+type Bind = (i32, CString);
+
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
 #[allow(clippy::too_many_arguments)]
 fn child_setup(
@@ -252,7 +283,7 @@ fn child_setup(
     cwd: &std::ffi::CStr,
     hostname: &[u8],
     (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
-    pipes: &[(CString, Vec<u8>)],
+    (pipes, binds): (&[Pipe], &[Bind]),
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(0);
@@ -390,6 +421,35 @@ fn child_setup(
             Err(e) => return Err(e),
         }
     }
+    step(14);
+    if !binds.is_empty() {
+        dir(c"/etc")?;
+    }
+    for (source, target) in binds {
+        // O_RDONLY: an existing file is not copied up into the upper directory.
+        match rustix::fs::open(
+            target.as_c_str(),
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::CREATE
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => drop(fd),
+            Err(Errno::LOOP | Errno::ISDIR) => continue,
+            Err(e) => return Err(e),
+        }
+        // SAFETY: `source` is a descriptor opened before the fork and still open here (it is
+        // close-on-exec and `bind_fds` outlives the spawn); it is only borrowed.
+        let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(*source) };
+        rustix::mount::move_mount(
+            from,
+            c"",
+            CWD,
+            target.as_c_str(),
+            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )?;
+    }
     step(8);
     rustix::system::sethostname(hostname)?;
     step(9);
@@ -473,6 +533,7 @@ impl Spec {
             groups: Vec::new(),
             network: Network::None,
             pipes: Vec::new(),
+            binds: Vec::new(),
         }
     }
 }
