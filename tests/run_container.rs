@@ -114,16 +114,22 @@ fn runs_the_example_with_dockers_rules() {
 
     // Failures are named.
     let (code, _, err) = run(&["no/such:image"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 125, "docker's code for a failure of the runner");
     assert!(err.contains("no such image: no/such:image"), "{err}");
     let (code, _, err) = run(&["--entrypoint", "/nope", "example"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 127, "docker's code for a missing command");
     assert!(
         err.contains("exec /nope: No such file or directory"),
         "{err}"
     );
+    let (code, _, err) = run(&["--entrypoint", "/etc/passwd", "example"]);
+    assert_eq!(
+        code, 126,
+        "docker's code for a command that cannot run: {err}"
+    );
+    assert!(err.contains("exec /etc/passwd: Permission denied"), "{err}");
     let (code, _, err) = run(&["-u", "nobody-here", "example"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 125);
     assert!(err.contains("unable to find user nobody-here"), "{err}");
 
     // Nothing left: no container directory, no mount.

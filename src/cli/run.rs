@@ -1,5 +1,6 @@
 //! `kiln run [OPTIONS] IMAGE [ARG...]`: runs an image in the foreground in kiln's sandbox, with
-//! docker's meanings for the options; kiln exits with the container's exit code.
+//! docker's meanings for the options; kiln exits with the container's exit code, or docker's
+//! 125 (kiln failed), 126 (the command cannot run) or 127 (the command does not exist).
 
 use std::process::{ExitCode, Stdio};
 
@@ -72,10 +73,16 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         network: Some(network),
         hostname: args.hostname,
     };
-    let code = container::run(
+    match container::run(
         &store,
         &opts,
         (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
-    )?;
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+    ) {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        // docker's codes, so scripts that test for 125/126/127 behave the same.
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            Ok(ExitCode::from(e.exit_code()))
+        }
+    }
 }

@@ -38,6 +38,25 @@ pub enum ContainerError {
     User(#[from] user::UserError),
 }
 
+impl ContainerError {
+    /// The exit code docker gives for this failure: 127 when the command does not exist, 126
+    /// when it cannot be run, 125 for every failure of the runner itself.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ContainerError::Sandbox(process::SandboxError::Setup { step, errno })
+                if step.starts_with("exec ") =>
+            {
+                if *errno == rustix::io::Errno::NOENT {
+                    127
+                } else {
+                    126
+                }
+            }
+            _ => 125,
+        }
+    }
+}
+
 /// `kiln run`'s options (docker's meanings).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
