@@ -5,20 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{added_layers, blob, kiln, manifest_of, store_with_base};
-
-/// False (after saying why, loudly) where the sandbox cannot run; never under CI.
-fn can_sandbox(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipped: {test}: RUN's sandbox needs root (namespaces, overlayfs)");
-    false
-}
+use common::{added_layers, blob, can_sandbox, kiln, manifest_of, store_with_base};
 
 #[test]
 fn run_steps_make_layers_and_are_cached() {

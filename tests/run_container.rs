@@ -4,23 +4,11 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{kiln, store_with_base};
+use common::{can_sandbox, kiln, store_with_base};
 
 use std::{io::Write, process::Stdio};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/example");
-
-fn can_sandbox(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipped: {test}: kiln run's sandbox needs root (namespaces, overlayfs)");
-    false
-}
 
 #[test]
 fn runs_the_example_with_dockers_rules() {

@@ -6,21 +6,9 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{kiln, store_with_base};
+use common::{can_sandbox, kiln, store_with_base};
 
 use sha2::Digest as _;
-
-fn can_sandbox(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipped: {test}: the sandbox needs root (namespaces, overlayfs)");
-    false
-}
 
 fn sha(path: &std::path::Path) -> String {
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))

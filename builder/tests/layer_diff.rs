@@ -8,7 +8,6 @@ use std::{
     collections::BTreeMap,
     os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt},
     path::Path,
-    process::Command,
 };
 
 use kiln_builder::image::layer::{EntryMeta, LayerWriter};
@@ -16,6 +15,7 @@ use kiln_runtime::layer::{
     unpack::unpack_for_overlay,
     view::{View, read_entries},
 };
+use kiln_runtime::sandbox::overlay::{self, Overlay};
 
 fn m(mode: u32) -> EntryMeta {
     EntryMeta {
@@ -89,26 +89,18 @@ fn upper_dir_of_a_real_overlay_becomes_the_layer() {
         p
     });
     unpack_for_overlay(lower_tar.as_slice(), &lower).unwrap();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
-        lower.display(),
-        upper.display(),
-        wdir.display()
-    );
-    let out = Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let ov = Overlay {
+        lower: std::slice::from_ref(&lower),
+        upper: &upper,
+        work: &wdir,
+    };
+    if let Err(e) = overlay::mount(ov, &mnt) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "overlay mount failed under CI: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "overlay mount failed under CI: {e}"
         );
         eprintln!(
-            "skipped: upper_dir_of_a_real_overlay_becomes_the_layer: cannot mount overlayfs here: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "skipped: upper_dir_of_a_real_overlay_becomes_the_layer: cannot mount overlayfs here: {e}"
         );
         return;
     }
@@ -135,8 +127,7 @@ fn upper_dir_of_a_real_overlay_becomes_the_layer() {
         Ok(listing(&mnt))
     };
     let merged = changes();
-    let umount = Command::new("umount").arg(&mnt).status().unwrap();
-    assert!(umount.success());
+    overlay::unmount(&mnt).unwrap();
     let merged = merged.unwrap();
 
     let mut w = LayerWriter::new(Vec::new(), None);

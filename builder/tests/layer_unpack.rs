@@ -5,7 +5,10 @@
 use std::{collections::BTreeMap, os::unix::fs::MetadataExt, path::Path};
 
 use kiln_builder::image::layer::{EntryMeta, LayerWriter};
-use kiln_runtime::layer::unpack::unpack_for_overlay;
+use kiln_runtime::{
+    layer::unpack::unpack_for_overlay,
+    sandbox::overlay::{self, Overlay},
+};
 
 fn m(mode: u32, uid: u32) -> EntryMeta {
     EntryMeta {
@@ -241,27 +244,18 @@ fn overlay_of_unpacked_layers_applies_whiteouts() {
     for d in [&upper, &wdir, &mnt] {
         std::fs::create_dir(d).unwrap();
     }
-    let lower: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lower.join(":"),
-        upper.display(),
-        wdir.display()
-    );
-    let out = std::process::Command::new("mount")
-        .args(["-t", "overlay", "overlay", "-o", &opts])
-        .arg(&mnt)
-        .output()
-        .unwrap();
-    if !out.status.success() {
+    let ov = Overlay {
+        lower: &dirs,
+        upper: &upper,
+        work: &wdir,
+    };
+    if let Err(e) = overlay::mount(ov, &mnt) {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
-            "overlay mount failed under CI: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "overlay mount failed under CI: {e}"
         );
         eprintln!(
-            "skipped: overlay_of_unpacked_layers_applies_whiteouts: cannot mount overlayfs here: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "skipped: overlay_of_unpacked_layers_applies_whiteouts: cannot mount overlayfs here: {e}"
         );
         return;
     }
@@ -271,11 +265,7 @@ fn overlay_of_unpacked_layers_applies_whiteouts() {
         std::fs::read_to_string(mnt.join("etc/motd")).ok(),
         mnt.join("etc/passwd").exists(),
     );
-    let umount = std::process::Command::new("umount")
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(umount.success());
+    overlay::unmount(&mnt).unwrap();
     assert_eq!(
         seen,
         (true, false, Some("hi\n".to_string()), true),

@@ -5,20 +5,10 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_runtime::sandbox::overlay::{self, Overlay};
+mod common;
+use common::can_mount;
 
-/// False (after saying why, loudly) where mounting cannot work; never under CI.
-fn can_mount(test: &str) -> bool {
-    if rustix::process::geteuid().is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: CI must run as root"
-    );
-    eprintln!("skipped: {test}: mounting overlayfs needs root");
-    false
-}
+use kiln_runtime::sandbox::overlay::{self, Overlay};
 
 fn dirs(root: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let [u, w, m] = ["upper", "work", "mnt"].map(|n| {

@@ -3,11 +3,12 @@
 //! writes landing in the upper directory, exit codes passed through, and setup failures named.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+mod common;
+use common::{busybox_layers, can_mount};
+
 use std::{path::Path, process::Stdio};
 
 use kiln_runtime::{
-    digest::Digest,
-    oci::Manifest,
     sandbox::{
         overlay::{self, Overlay},
         process::{Network, SandboxError, Spec, exit_code, run},
@@ -23,30 +24,12 @@ struct Root {
 
 impl Root {
     fn new(test: &str) -> Option<Root> {
-        if !rustix::process::geteuid().is_root() {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{test}: CI must run as root"
-            );
-            eprintln!("skipped: {test}: namespaces and overlayfs need root");
+        if !can_mount(test) {
             return None;
         }
         let st = tempfile::tempdir().unwrap();
         let store = Store::open(st.path()).unwrap();
-        let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
-        let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
-        let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
-        let blobs: Vec<Digest> = mf
-            .layers
-            .iter()
-            .map(|l| Digest::parse(&l.digest).unwrap())
-            .collect();
-        let diffs: Vec<Digest> = cfg
-            .rootfs
-            .diff_ids
-            .iter()
-            .map(|d| Digest::parse(d).unwrap())
-            .collect();
+        let (blobs, diffs) = busybox_layers(&store);
         let lower = store.unpacked_layers(&blobs, &diffs).unwrap();
         let dir = tempfile::tempdir().unwrap();
         for d in ["upper", "work", "mnt"] {

@@ -2,28 +2,18 @@
 //! stages of one build) all get it, complete, in one shared directory.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
-use std::{path::Path, sync::Barrier};
+mod common;
+use common::busybox_layers;
 
-use kiln_runtime::{digest::Digest, oci::Manifest, store::Store};
+use std::sync::Barrier;
+
+use kiln_runtime::store::Store;
 
 #[test]
 fn concurrent_unpacks_of_one_layer_in_one_process() {
     let st = tempfile::tempdir().unwrap();
     let store = Store::open(st.path()).unwrap();
-    let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
-    let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
-    let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
-    let blobs: Vec<Digest> = mf
-        .layers
-        .iter()
-        .map(|l| Digest::parse(&l.digest).unwrap())
-        .collect();
-    let diffs: Vec<Digest> = cfg
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| Digest::parse(d).unwrap())
-        .collect();
+    let (blobs, diffs) = busybox_layers(&store);
     let barrier = Barrier::new(6);
     let results: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..6)

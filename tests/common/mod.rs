@@ -108,3 +108,17 @@ pub fn manifest_of(root: &Path, tag: &str) -> String {
     let store = kiln_runtime::store::Store::open(root).unwrap();
     store.resolve_tag("probe-tag").unwrap().unwrap().to_string()
 }
+
+/// False (after saying why, loudly) where the sandbox cannot run (namespaces and overlayfs need
+/// root); never under CI, which runs as root.
+pub fn can_sandbox(test: &str) -> bool {
+    if rustix::process::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: CI must run as root"
+    );
+    eprintln!("skipped: {test}: the sandbox needs root (namespaces, overlayfs)");
+    false
+}
