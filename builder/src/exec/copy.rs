@@ -51,6 +51,27 @@ struct Planned {
 }
 
 /// `uid[:gid]` or names, resolved in the destination image.
+/// A text file of the stage's filesystem (`None` when absent), read from its layer.
+pub(crate) fn image_file(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    path: &str,
+) -> Result<Option<String>, BuildError> {
+    let Some(node) = st.view.get(path) else {
+        return Ok(None);
+    };
+    let Some(layer) = st.layers.get(node.layer) else {
+        return Ok(None);
+    };
+    let blob =
+        Digest::parse(&layer.descriptor.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+    let r =
+        open_layer(&ctx.store.blob_path(&blob)).map_err(|e| BuildError::Other(e.to_string()))?;
+    Ok(read_file(r, path)
+        .map_err(|e| BuildError::Other(e.to_string()))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned()))
+}
+
 pub(crate) fn resolve_chown(
     ctx: &Ctx<'_>,
     st: &StageState,
@@ -61,21 +82,7 @@ pub(crate) fn resolve_chown(
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let read = |path: &str| -> Result<Option<String>, BuildError> {
-        let Some(node) = st.view.get(path) else {
-            return Ok(None);
-        };
-        let Some(layer) = st.layers.get(node.layer) else {
-            return Ok(None);
-        };
-        let blob = Digest::parse(&layer.descriptor.digest)
-            .map_err(|e| BuildError::Other(e.to_string()))?;
-        let r = open_layer(&ctx.store.blob_path(&blob))
-            .map_err(|e| BuildError::Other(e.to_string()))?;
-        Ok(read_file(r, path)
-            .map_err(|e| BuildError::Other(e.to_string()))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
-    };
+    let read = |path: &str| image_file(ctx, st, path);
     let (uid, primary) = match user.parse::<u32>() {
         Ok(n) => (n, Some(n)),
         Err(_) => {
