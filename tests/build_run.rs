@@ -235,3 +235,38 @@ fn proxy_build_args_reach_run_but_not_the_cache_key() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("CACHED"), "{err}");
 }
+
+#[test]
+fn run_resolves_user_as_the_runtime_does() {
+    // A bare uid missing from /etc/passwd runs with gid 0 (docker/BuildKit), unlike
+    // `COPY --chown=1234`, which gives gid 1234; a name takes its passwd group.
+    if !can_sandbox("run_resolves_user_as_the_runtime_does") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         USER 1234\nRUN echo \"$(id -u) $(id -g)\" > /tmp/bare\n\
+         USER builder\nRUN echo \"$(id -u) $(id -g)\" > /tmp/named\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "u", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let files: Vec<(String, Option<String>)> = added_layers(r, &manifest_of(r, "u"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.4.is_some())
+        .map(|e| (e.0, e.4))
+        .collect();
+    assert_eq!(
+        files,
+        vec![
+            ("tmp/bare".to_string(), Some("1234 0\n".to_string())),
+            ("tmp/named".to_string(), Some("1000 1000\n".to_string())),
+        ]
+    );
+}

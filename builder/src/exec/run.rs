@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use kiln_parser::instruction::{self, Instruction, Network as NetworkFlag, Run};
 use kiln_runtime::{
+    container::user,
     digest::Digest,
     sandbox::process::{Network, Spec},
     store::CacheEntry,
@@ -83,12 +84,23 @@ pub(crate) fn run(
         }
     }
     let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    // USER as the runtime resolves it (docker's rules: a bare uid not in passwd runs with
+    // gid 0, supplementary groups from /etc/group), not as COPY --chown does.
     let user = st.config.config.user.clone();
-    let (uid, gid) = if user.is_empty() {
-        (0, 0)
+    let who = if user.is_empty() {
+        user::Who {
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            home: "/root".into(),
+        }
     } else {
-        copy::resolve_chown(ctx, st, &user, ins.span)?
+        let passwd = copy::image_file(ctx, st, "/etc/passwd")?.unwrap_or_default();
+        let group = copy::image_file(ctx, st, "/etc/group")?.unwrap_or_default();
+        user::resolve_from(&passwd, &group, &user)
+            .map_err(|e| BuildError::at(ins.span, format!("{}: {e}", short(&ins.text))))?
     };
+    let (uid, gid) = (who.uid, who.gid);
     let workdir = st.workdir();
     let network = match r.network {
         Some(NetworkFlag::None) => Network::None,
@@ -98,7 +110,7 @@ pub(crate) fn run(
     let mut step = Step::new("RUN")
         .field("argv", serde_json::to_string(&argv).unwrap_or_default())
         .field("env", keyed.join("\n"))
-        .field("user", format!("{uid}:{gid}"))
+        .field("user", format!("{uid}:{gid}:{:?}", who.groups))
         .field("workdir", workdir.clone())
         .field("network", format!("{network:?}"));
     for (name, data) in &pipes {
@@ -121,6 +133,7 @@ pub(crate) fn run(
             spec.env = env;
             spec.uid = uid;
             spec.gid = gid;
+            spec.groups = who.groups;
             spec.cwd = workdir;
             spec.network = network;
             spec.pipes = pipes;
