@@ -10,7 +10,7 @@ use kiln_parser::instruction::{self, Instruction, Network as NetworkFlag, Run};
 use kiln_runtime::{
     container::user,
     digest::Digest,
-    sandbox::process::{Network, Spec},
+    sandbox::process::{DEFAULT_PATH, Network, Spec},
     store::CacheEntry,
 };
 
@@ -20,8 +20,6 @@ use crate::{
     image::layer::LayerWriter,
 };
 
-/// PATH when the image sets none (Docker's default).
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// BuildKit's predefined ARGs: passed to RUN from `--build-arg` without an ARG instruction, never
 /// part of the cache key or the history.
 const PROXY_ARGS: [&str; 10] = [

@@ -114,10 +114,7 @@ pub fn environment(
         }
     }
     let mut set = |k: &str, v: &str| put(&mut env, k, v);
-    set(
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    );
+    set("PATH", process::DEFAULT_PATH);
     set("HOSTNAME", hostname);
     for e in &config.config.env {
         if let Some((k, v)) = e.split_once('=') {

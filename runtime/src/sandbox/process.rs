@@ -30,6 +30,9 @@ use rustix::{
     thread::{CapabilitySet, UnshareFlags},
 };
 
+/// PATH when the image sets none (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Network namespace choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
@@ -525,7 +528,7 @@ impl Spec {
         Spec {
             rootfs: rootfs.to_path_buf(),
             args,
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            env: vec![format!("PATH={DEFAULT_PATH}")],
             cwd: "/".into(),
             hostname: "kiln".into(),
             uid: 0,
