@@ -126,3 +126,80 @@ fn runs_the_example_with_dockers_rules() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&r.display().to_string()));
 }
+
+#[test]
+fn volumes_read_only_root_and_a_created_workdir() {
+    if !can_sandbox("volumes_read_only_root_and_a_created_workdir") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    std::fs::write(h.join("in"), "from host\n").unwrap();
+    let data = format!("{}:/data", h.display());
+    let ro = format!("{}:/ro:ro", h.display());
+    let fresh = h.join("made/by/kiln");
+    let made = format!("{}:/made", fresh.display());
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &data,
+            "-v",
+            &ro,
+            "-v",
+            &made,
+            "-w",
+            "/new/dir",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "cat /data/in; echo back > /data/out; touch /ro/x 2>/dev/null || echo ro refused; \
+             touch /made/f; pwd",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "from host\nro refused\n/new/dir\n");
+    assert_eq!(std::fs::read_to_string(h.join("out")).unwrap(), "back\n");
+    assert!(!h.join("x").exists());
+    assert!(
+        fresh.join("f").exists(),
+        "a missing host directory is created, as docker -v does"
+    );
+
+    // --read-only: the root cannot be written; /dev/shm and volumes still can.
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--read-only",
+            "-v",
+            &data,
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "touch /x 2>/dev/null || echo root refused; touch /dev/shm/y && echo shm ok; \
+             echo again > /data/out && echo volume ok",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "root refused\nshm ok\nvolume ok\n");
+
+    // Bad -v specs are named, before anything runs.
+    for (spec, msg) in [
+        ("named:/x", "named volumes are not supported"),
+        ("/tmp:relative", "must be absolute"),
+        ("/tmp:/x:z", "unsupported option \"z\""),
+    ] {
+        let (code, _, err) = kiln(
+            r,
+            &["run", "--rm", "-v", spec, "kiln.local/busybox", "true"],
+        );
+        assert_ne!(code, 0);
+        assert!(err.contains(msg), "{spec}: {err}");
+    }
+}

@@ -109,3 +109,52 @@ fn proc_self_exe_cannot_overwrite_kiln_or_the_base_layer() {
     let (code, out, err) = kiln(r, &["run", "--rm", "kiln.local/busybox", "echo", "fine"]);
     assert_eq!((code, out.as_str()), (0, "fine\n"), "{err}");
 }
+
+#[test]
+fn mount_targets_resolve_inside_the_root() {
+    if !can_sandbox("mount_targets_resolve_inside_the_root") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path().display().to_string();
+    // An absolute symlink to a host directory: the mount lands inside the root.
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM kiln.local/busybox\n\
+             RUN mkdir -p {h} && ln -s {h} /out\n\
+             RUN --mount=type=tmpfs,target=/out/x touch /out/x/y && test -e {h}/x/y\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read_dir(host.path()).unwrap().next().is_none(),
+        "nothing created on the host"
+    );
+    // A target that resolves into /proc is refused (it could hide a masked path).
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         RUN ln -s /proc/sys/kernel /k\n\
+         RUN --mount=type=tmpfs,target=/k true\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    assert!(err.contains("mount /k: Operation not permitted"), "{err}");
+    // `kiln run -v` through /proc/self/fd/N (CVE-2024-21626 shape) is refused too.
+    for n in 3..8 {
+        let v = format!("{}:/proc/self/fd/{n}/x", host.path().display());
+        let (code, _, err) = kiln(r, &["run", "--rm", "-v", &v, "kiln.local/busybox", "true"]);
+        assert_ne!(code, 0, "fd {n}");
+        assert!(err.contains("mount /proc/self/fd/"), "{err}");
+    }
+    assert!(std::fs::read_dir(host.path()).unwrap().next().is_none());
+}

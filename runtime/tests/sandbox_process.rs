@@ -158,9 +158,20 @@ fn setup_failures_name_the_cause() {
     );
     assert!(e.to_string().contains("No such file"), "{e}");
     let mut spec = Spec::new(&root.mnt(), vec!["true".into()]);
-    spec.cwd = "/no/such/dir".into();
+    spec.cwd = "/bin/busybox".into();
     let e = run(&spec, Stdio::null(), Stdio::null(), Stdio::null()).unwrap_err();
     assert!(e.to_string().starts_with("working directory: "), "{e}");
+    assert!(e.to_string().contains("Not a directory"), "{e}");
+    // A missing working directory is created, as docker and runc do.
+    let (code, out) = root.sh("pwd", |s| s.cwd = "/no/such/dir".into());
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            0,
+            "/no/such/dir
+"
+        )
+    );
     // Host network when asked: the host's interfaces are visible.
     let (code, out) = root.sh("ls /sys/class/net | wc -l", |s| s.network = Network::Host);
     assert_eq!(code, 0);

@@ -40,6 +40,13 @@ pub struct Args {
     /// `NAME=oci-layout://PATH[:TAG]`, `NAME=docker-image://IMAGE` (an image in kiln's store).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
+    /// A secret for `RUN --mount=type=secret`: `id=ID,src=FILE` or `id=ID,env=VAR` (never
+    /// stored in the image, the cache or the logs).
+    #[arg(long = "secret", value_name = "id=ID,src=FILE|env=VAR")]
+    pub secrets: Vec<String>,
+    /// An ssh agent for `RUN --mount=type=ssh`: `default` (`$SSH_AUTH_SOCK`) or `ID=SOCKET`.
+    #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
+    pub ssh: Vec<String>,
     /// Image labels (`KEY=VALUE`, repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,
@@ -165,6 +172,18 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         };
         build_contexts.insert(name, ctx);
     }
+    let secrets = args
+        .secrets
+        .iter()
+        .map(|s| exec::mounts::parse_secret(s))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|s| exec::mounts::parse_ssh(s))
+        .collect::<Result<_, _>>()
+        .map_err(anyhow::Error::msg)?;
     let opts = BuildOptions {
         context: args.context.clone(),
         dockerfile_path,
@@ -177,6 +196,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         source_date_epoch: epoch,
         jobs: args.jobs,
         build_contexts,
+        secrets,
+        ssh,
     };
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,

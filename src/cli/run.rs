@@ -37,6 +37,13 @@ pub struct Args {
     /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
+    /// Bind a host path into the container (`HOST:CONTAINER[:ro]`; a missing host directory is
+    /// created).
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volume: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
     /// Image (tag or manifest digest).
     pub image: String,
     /// Arguments: they replace the image's CMD.
@@ -63,6 +70,12 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         );
     }
     env.extend(args.env);
+    let volumes = args
+        .volume
+        .iter()
+        .map(|v| container::Volume::parse(v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let opts = RunOptions {
         image: args.image,
         args: args.args,
@@ -72,6 +85,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         user: args.user,
         network: Some(network),
         hostname: args.hostname,
+        volumes,
+        read_only: args.read_only,
     };
     match container::run(
         &store,

@@ -125,17 +125,17 @@ pub(crate) fn resolve_chown(
 
 /// One path a COPY may select, from the context or from another stage.
 #[derive(Debug, Clone)]
-struct SrcEntry {
-    path: String,
-    kind: SrcKind,
-    mode: u32,
-    mtime: i64,
+pub(crate) struct SrcEntry {
+    pub path: String,
+    pub kind: SrcKind,
+    pub mode: u32,
+    pub mtime: i64,
     /// What the cache key sees (kind, mode and content digest or size).
-    fingerprint: String,
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone)]
-enum SrcKind {
+pub(crate) enum SrcKind {
     Dir,
     File {
         size: u64,
@@ -148,7 +148,7 @@ enum SrcKind {
     Symlink(String),
 }
 
-fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<SrcEntry> {
+pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<SrcEntry> {
     snap.entries
         .iter()
         .filter_map(|e| {
@@ -501,6 +501,55 @@ fn download(
     Ok((entry, name))
 }
 
+/// What a `--from` / `from=` names, as the graph resolved it.
+pub(crate) enum From {
+    /// A stage of this build, or an image.
+    State(Box<StageState>),
+    /// A named directory context.
+    Dir(crate::context::snapshot::Snapshot),
+}
+
+/// Resolves the `nth` `--from`/`from=` of instruction `ins` (of stage `stage`), named `f`.
+pub(crate) fn from_source(
+    ctx: &Ctx<'_>,
+    stage: usize,
+    ins: &Instruction,
+    nth: usize,
+    f: &str,
+    done: &BTreeMap<usize, StageState>,
+    what: &str,
+) -> Result<From, BuildError> {
+    let span = ins.span;
+    let this_step = ctx.graph.stages[stage]
+        .steps
+        .iter()
+        .copied()
+        .find(|&i| ctx.instructions[i].span == span);
+    let src = this_step
+        .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
+        .and_then(|v| v.get(nth).cloned());
+    Ok(match src {
+        Some(crate::graph::Source::Stage(s)) => {
+            From::State(Box::new(done.get(&s).cloned().ok_or_else(|| {
+                BuildError::at(span, format!("{what}={f}: stage {s} was not built"))
+            })?))
+        }
+        Some(crate::graph::Source::Context(n)) => match ctx.opts.build_contexts.get(&n) {
+            Some(super::NamedContext::Dir(dir)) => From::Dir(snapshot_dir(ctx, dir)?),
+            Some(super::NamedContext::Image(r)) => {
+                From::State(Box::new(super::load_image(ctx, r, span)?))
+            }
+            None => {
+                return Err(BuildError::at(
+                    span,
+                    format!("no build context named {n:?}"),
+                ));
+            }
+        },
+        _ => From::State(Box::new(super::load_image(ctx, f, span)?)),
+    })
+}
+
 /// A named directory context, read like the main one (its own `.dockerignore` applies).
 fn snapshot_dir(
     ctx: &Ctx<'_>,
@@ -570,7 +619,7 @@ pub(crate) fn dir_as_rootfs(
 }
 
 /// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
-fn context_path(src: &str) -> String {
+pub(crate) fn context_path(src: &str) -> String {
     let c = clean(src.trim_start_matches('/'));
     let mut p = c.as_str();
     while let Some(rest) = p.strip_prefix("../") {
@@ -662,36 +711,11 @@ pub(crate) fn copy(
 
     // Where the sources come from: the context, another stage or image, or a named context
     // (`--from`), as the graph resolved it.
-    let mut from_state: Option<StageState> = None;
-    let mut named_dir: Option<crate::context::snapshot::Snapshot> = None;
+    let (mut from_state, mut named_dir) = (None, None);
     if let Some(f) = &c.from {
-        let this_step = ctx.graph.stages[stage]
-            .steps
-            .iter()
-            .copied()
-            .find(|&i| ctx.instructions[i].span == span);
-        let src = this_step
-            .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
-            .and_then(|v| v.first().cloned());
-        match src {
-            Some(crate::graph::Source::Stage(s)) => {
-                from_state = Some(done.get(&s).cloned().ok_or_else(|| {
-                    BuildError::at(span, format!("{cmd} --from={f}: stage {s} was not built"))
-                })?)
-            }
-            Some(crate::graph::Source::Context(n)) => match ctx.opts.build_contexts.get(&n) {
-                Some(super::NamedContext::Dir(dir)) => named_dir = Some(snapshot_dir(ctx, dir)?),
-                Some(super::NamedContext::Image(r)) => {
-                    from_state = Some(super::load_image(ctx, r, span)?)
-                }
-                None => {
-                    return Err(BuildError::at(
-                        span,
-                        format!("no build context named {n:?}"),
-                    ));
-                }
-            },
-            _ => from_state = Some(super::load_image(ctx, f, span)?),
+        match from_source(ctx, stage, ins, 0, f, done, &format!("{cmd} --from"))? {
+            From::State(s) => from_state = Some(*s),
+            From::Dir(d) => named_dir = Some(d),
         }
     }
     let (entries, origin_key) = match (&from_state, &named_dir) {

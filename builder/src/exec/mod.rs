@@ -10,6 +10,7 @@
 
 mod copy;
 pub mod fsutil;
+pub mod mounts;
 mod run;
 
 use std::{collections::BTreeMap, path::PathBuf, time::Instant};
@@ -51,6 +52,10 @@ pub struct BuildOptions {
     pub jobs: usize,
     /// `--build-context NAME=...`: what FROM NAME / --from=NAME use when no stage has the name.
     pub build_contexts: BTreeMap<String, NamedContext>,
+    /// `--secret id=...`: where each secret's value comes from (read only when a step mounts it).
+    pub secrets: BTreeMap<String, mounts::SecretSource>,
+    /// `--ssh id[=socket]`: the agent socket each id forwards.
+    pub ssh: BTreeMap<String, PathBuf>,
 }
 
 /// A named build context (BuildKit `--build-context`).
@@ -878,7 +883,7 @@ fn step(
         }
         Kind::Run(r) => {
             let label = stage_label(ctx.graph, stage);
-            cached = run::run(ctx, st, ins, r, name, &label)?;
+            cached = run::run(ctx, st, (stage, &label), ins, r, name, done)?;
         }
     }
     (ctx.on_event)(if cached {

@@ -14,7 +14,7 @@ use kiln_runtime::{
     store::CacheEntry,
 };
 
-use super::{BuildError, Ctx, Event, RunJob, StageState, copy, shell_wrap, short};
+use super::{BuildError, Ctx, Event, RunJob, StageState, copy, mounts, shell_wrap, short};
 use crate::{
     cache::key::{CacheKey, Step},
     image::layer::LayerWriter,
@@ -38,17 +38,17 @@ const PROXY_ARGS: [&str; 10] = [
 const TAIL_LINES: usize = 20;
 
 /// Runs one RUN step through the build's [`super::StepRunner`]. Returns whether the layer came from the cache.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     ctx: &Ctx<'_>,
     st: &mut StageState,
+    (stage_index, stage): (usize, &str),
     ins: &Instruction,
     r: &Run,
     name: &str,
-    stage: &str,
+    done: &BTreeMap<usize, StageState>,
 ) -> Result<bool, BuildError> {
-    let unsupported = if !r.mount_specs.is_empty() || !r.mounts.is_empty() {
-        Some("RUN --mount")
-    } else if r.security.is_some() {
+    let unsupported = if r.security.is_some() {
         Some("RUN --security")
     } else if !r.heredocs.is_empty() && !matches!(r.command, instruction::Command::Shell(_)) {
         Some("a heredoc in exec-form RUN")
@@ -105,12 +105,16 @@ pub(crate) fn run(
         // `default` is the host's network (as BuildKit without CNI): `apt-get update` works.
         Some(NetworkFlag::Host | NetworkFlag::Default) | None => Network::Host,
     };
+    let (plans, mount_keys) = mounts::plan(ctx, st, stage_index, ins, r, done)?;
     let mut step = Step::new("RUN")
         .field("argv", serde_json::to_string(&argv).unwrap_or_default())
         .field("env", keyed.join("\n"))
         .field("user", format!("{uid}:{gid}:{:?}", who.groups))
         .field("workdir", workdir.clone())
         .field("network", format!("{network:?}"));
+    for (i, k) in mount_keys.iter().enumerate() {
+        step = step.field(&format!("mount {i}"), k.clone());
+    }
     for (name, data) in &pipes {
         step = step.field(
             &format!("pipe {name}"),
@@ -135,7 +139,7 @@ pub(crate) fn run(
             spec.cwd = workdir;
             spec.network = network;
             spec.pipes = pipes;
-            let layer = run_in_sandbox(ctx, st, ins, &spec, name, stage)?;
+            let layer = run_in_sandbox(ctx, st, ins, (&spec, &plans), name, stage)?;
             let e = CacheEntry {
                 key: key.to_string(),
                 size: layer.1,
@@ -212,20 +216,13 @@ fn run_in_sandbox(
     ctx: &Ctx<'_>,
     st: &StageState,
     ins: &Instruction,
-    spec: &Spec,
+    (spec, plans): (&Spec, &[mounts::Plan]),
     name: &str,
     stage: &str,
 ) -> Result<(Digest, u64), BuildError> {
     let other =
         |what: &str, e: &dyn std::fmt::Display| BuildError::Other(format!("{name}: {what}: {e}"));
-    let blobs: Vec<Digest> = st
-        .layers
-        .iter()
-        .map(|l| Digest::parse(&l.descriptor.digest))
-        .collect::<Result<_, _>>()
-        .map_err(|e| other("layer digest", &e))?;
-    let diffs: Vec<Digest> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
-    let mut lower = ctx.store.unpacked_layers(&blobs, &diffs)?;
+    let mut lower = lower_dirs(ctx, st)?;
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(ctx.store.root().join("tmp"))
@@ -250,8 +247,20 @@ fn run_in_sandbox(
     let (reader, log) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let mut spec = spec.clone();
     spec.rootfs = mnt.clone();
-    spec.binds = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname)
+    spec.mounts = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname)
         .map_err(|e| other("/etc/hosts and /etc/resolv.conf", &e))?;
+    // Secrets given as env= and SSH_AUTH_SOCK reach the process, never the key or history.
+    let prepared = mounts::prepare(ctx, plans, dir.path()).map_err(|e| match e {
+        BuildError::Other(m) => BuildError::at(ins.span, format!("{}: {m}", short(&ins.text))),
+        e => e,
+    })?;
+    for kv in &prepared.env {
+        let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+        spec.env
+            .retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k));
+        spec.env.push(kv.clone());
+    }
+    spec.mounts.extend(prepared.mounts.iter().cloned());
     let (result, last) = std::thread::scope(|s| {
         let lines = s.spawn(move || follow(reader, ctx, name));
         let job = RunJob {
@@ -268,6 +277,8 @@ fn run_in_sandbox(
         drop(log);
         (result, lines.join().unwrap_or_default())
     });
+    // Locks, relays and the mounts' descriptors go now: the sandbox is gone.
+    let targets = std::mem::take(&mut { prepared }.targets);
     let code = result?;
     if code != 0 {
         let mut msg = format!("{}: exit status {code}", short(&ins.text));
@@ -280,7 +291,7 @@ fn run_in_sandbox(
         }
         return Err(BuildError::at(ins.span, msg));
     }
-    drop_stubs(st, &upper);
+    drop_stubs(st, &upper, &targets);
     let io = |e: std::io::Error| other("writing the layer", &e);
     let blob = ctx.store.new_blob_file()?;
     let mut w = LayerWriter::new(
@@ -298,31 +309,68 @@ fn run_in_sandbox(
     Ok((info.diff_id, info.size))
 }
 
-/// Removes what the sandbox created only to bind /etc/hosts and /etc/resolv.conf over: an empty
-/// file the image did not have, and an `/etc` left empty whose metadata is the image's (overlay
-/// copied it up) or that the image did not have. A RUN that writes nothing then adds no layer.
-fn drop_stubs(st: &StageState, upper: &std::path::Path) {
+/// The stage's layers unpacked (once per ChainID), top first: an overlay's lower directories.
+pub(crate) fn lower_dirs(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+) -> Result<Vec<std::path::PathBuf>, BuildError> {
+    let blobs: Vec<Digest> = st
+        .layers
+        .iter()
+        .map(|l| Digest::parse(&l.descriptor.digest))
+        .collect::<Result<_, _>>()
+        .map_err(|e| BuildError::Other(format!("layer digest: {e}")))?;
+    let diffs: Vec<Digest> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
+    Ok(ctx.store.unpacked_layers(&blobs, &diffs)?)
+}
+
+/// Removes what the sandbox created only to mount over: an empty file or directory at a mount
+/// target (RUN --mount, /etc/hosts, /etc/resolv.conf) that the image did not have, then each
+/// parent left empty whose metadata is the image's (overlay copied it up) or that the image did
+/// not have. A RUN that writes nothing then adds no layer, and no mount point reaches the image.
+fn drop_stubs(st: &StageState, upper: &std::path::Path, targets: &[String]) {
     use std::os::unix::fs::MetadataExt;
-    for rel in kiln_runtime::sandbox::etc::BOUND {
-        let p = upper.join(rel);
-        let stub = std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file() && m.len() == 0);
-        if stub && st.view.get(rel).is_none() {
-            let _ = std::fs::remove_file(&p);
+    let opaque = |p: &std::path::Path| {
+        let mut b = [0u8; 1];
+        rustix::fs::lgetxattr(p, "trusted.overlay.opaque", &mut b).is_ok()
+    };
+    let rels = kiln_runtime::sandbox::etc::BOUND
+        .iter()
+        .map(|s| s.to_string())
+        .chain(
+            targets
+                .iter()
+                .map(|t| t.trim_start_matches('/').to_string()),
+        );
+    for rel in rels {
+        let p = upper.join(&rel);
+        let Ok(md) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let empty_file = md.is_file() && md.len() == 0;
+        let empty_dir = md.is_dir()
+            && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none())
+            && !opaque(&p);
+        if !(empty_file || empty_dir) || st.view.get(&rel).is_some() {
+            continue;
         }
-    }
-    let etc = upper.join("etc");
-    let Ok(md) = std::fs::symlink_metadata(&etc) else {
-        return;
-    };
-    let empty = md.is_dir() && std::fs::read_dir(&etc).is_ok_and(|mut d| d.next().is_none());
-    let mut opaque = [0u8; 1];
-    let is_opaque = rustix::fs::lgetxattr(&etc, "trusted.overlay.opaque", &mut opaque).is_ok();
-    let unchanged = match st.view.get("etc") {
-        None => true,
-        Some(n) => n.mode == md.mode() & 0o7777 && n.uid == md.uid() && n.gid == md.gid(),
-    };
-    if empty && !is_opaque && unchanged {
-        let _ = std::fs::remove_dir(&etc);
+        let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir(&p));
+        let mut parent = std::path::Path::new(&rel).parent();
+        while let Some(dir) = parent.filter(|d| !d.as_os_str().is_empty()) {
+            let p = upper.join(dir);
+            let Ok(md) = std::fs::symlink_metadata(&p) else {
+                break;
+            };
+            let empty = md.is_dir() && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none());
+            let unchanged = match st.view.get(&dir.to_string_lossy()) {
+                None => true,
+                Some(n) => n.mode == md.mode() & 0o7777 && n.uid == md.uid() && n.gid == md.gid(),
+            };
+            if !(empty && !opaque(&p) && unchanged) || std::fs::remove_dir(&p).is_err() {
+                break;
+            }
+            parent = dir.parent();
+        }
     }
 }
 

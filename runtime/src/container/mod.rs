@@ -32,6 +32,13 @@ pub enum ContainerError {
     },
     #[error(transparent)]
     Mount(#[from] overlay::MountError),
+    #[error("-v {spec}: {source}")]
+    Volume {
+        spec: String,
+        source: crate::sandbox::mounts::MountError,
+    },
+    #[error(transparent)]
+    Files(#[from] crate::sandbox::mounts::MountError),
     #[error(transparent)]
     Sandbox(#[from] process::SandboxError),
     #[error(transparent)]
@@ -71,6 +78,76 @@ pub struct RunOptions {
     pub user: Option<String>,
     pub network: Option<Network>,
     pub hostname: Option<String>,
+    /// `-v HOST:CTR[:ro]`, in order.
+    pub volumes: Vec<Volume>,
+    /// `--read-only`: the root filesystem is mounted read-only.
+    pub read_only: bool,
+}
+
+/// One `-v HOST:CONTAINER[:ro|rw]` bind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub host: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+impl Volume {
+    /// Parses docker's `-v` syntax for a bind: an absolute host path, an absolute container
+    /// path, and optionally `ro`/`rw` (other options such as `z` or propagation are refused).
+    /// A name instead of a host path would be a named volume, which kiln does not have.
+    pub fn parse(spec: &str) -> Result<Volume, String> {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host, target, opts) = match parts.as_slice() {
+            [h, t] => (*h, *t, ""),
+            [h, t, o] => (*h, *t, *o),
+            _ => return Err(format!("-v {spec}: expected HOST:CONTAINER[:ro|rw]")),
+        };
+        if !host.starts_with('/') {
+            return Err(format!(
+                "-v {spec}: {host:?} is not an absolute host path (named volumes are not supported)"
+            ));
+        }
+        if !target.starts_with('/') || target.split('/').any(|p| p == "..") || target == "/" {
+            return Err(format!(
+                "-v {spec}: the container path must be absolute, below / and without .."
+            ));
+        }
+        let mut read_only = false;
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o {
+                "ro" => read_only = true,
+                "rw" => read_only = false,
+                other => return Err(format!("-v {spec}: unsupported option {other:?}")),
+            }
+        }
+        Ok(Volume {
+            host: PathBuf::from(host),
+            target: target.to_string(),
+            read_only,
+        })
+    }
+
+    /// The detached bind of the host path; a missing host path is created as a directory, as
+    /// docker's `-v` does.
+    fn prepare(&self) -> Result<crate::sandbox::mounts::Mount, ContainerError> {
+        let spec = format!("{}:{}", self.host.display(), self.target);
+        if std::fs::symlink_metadata(&self.host).is_err() {
+            std::fs::create_dir_all(&self.host).map_err(|source| ContainerError::Io {
+                path: self.host.clone(),
+                source,
+            })?;
+        }
+        let wrap = |source| ContainerError::Volume {
+            spec: spec.clone(),
+            source,
+        };
+        let mut d = crate::sandbox::mounts::bind(&self.host).map_err(wrap)?;
+        if self.read_only {
+            d = d.read_only().map_err(wrap)?;
+        }
+        Ok(d.at(&self.target))
+    }
 }
 
 /// The argv docker would run: entrypoint + (args or cmd), with `--entrypoint` rules.
@@ -220,7 +297,11 @@ pub fn run(
             spec.uid = who.uid;
             spec.gid = who.gid;
             spec.groups = who.groups;
-            spec.binds = crate::sandbox::etc::write_files(&dir, &hostname).map_err(io(&dir))?;
+            spec.mounts = crate::sandbox::etc::write_files(&dir, &hostname)?;
+            for v in &opts.volumes {
+                spec.mounts.push(v.prepare()?);
+            }
+            spec.read_only = opts.read_only;
             spec.hostname = hostname;
             spec.cwd = opts
                 .workdir

@@ -2,27 +2,43 @@
 //! the hostname) and the host's `/etc/resolv.conf` (so `RUN apt-get update` resolves names, as
 //! with BuildKit). They live in the sandbox's own directory, never in a layer.
 
-use std::{
-    io,
-    path::{Path, PathBuf},
-};
+use std::{io, path::Path};
 
-/// Writes the files into `dir`; returns the binds for [`super::process::Spec::binds`].
-pub fn write_files(dir: &Path, hostname: &str) -> io::Result<Vec<(String, PathBuf)>> {
+use super::mounts::{self, Mount, MountError};
+
+/// Writes the files into `dir`; returns the mounts for [`super::process::Spec::mounts`] (each
+/// only over a plain file or a missing path: an image's own symlink is left alone).
+pub fn write_files(dir: &Path, hostname: &str) -> Result<Vec<Mount>, MountError> {
+    let io = |p: &Path| {
+        let path = p.display().to_string();
+        move |e: io::Error| MountError {
+            step: "write",
+            path,
+            errno: rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO),
+        }
+    };
     let hosts = dir.join("hosts");
     std::fs::write(
         &hosts,
         format!(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
         ),
-    )?;
-    let mut binds = vec![("/etc/hosts".to_string(), hosts)];
+    )
+    .map_err(io(&hosts))?;
+    let mut files = vec![("/etc/hosts", hosts)];
     if let Ok(text) = std::fs::read("/etc/resolv.conf") {
         let resolv = dir.join("resolv.conf");
-        std::fs::write(&resolv, text)?;
-        binds.push(("/etc/resolv.conf".to_string(), resolv));
+        std::fs::write(&resolv, text).map_err(io(&resolv))?;
+        files.push(("/etc/resolv.conf", resolv));
     }
-    Ok(binds)
+    files
+        .into_iter()
+        .map(|(target, host)| {
+            let mut m = mounts::bind(&host)?.at(target);
+            m.only_over_file = true;
+            Ok(m)
+        })
+        .collect()
 }
 
 /// The paths [`write_files`] binds, relative to the root: a RUN step drops the empty stubs the

@@ -18,6 +18,7 @@
 use std::{
     ffi::CString,
     io::Read,
+    os::fd::OwnedFd,
     os::unix::process::{CommandExt, ExitStatusExt},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
@@ -29,6 +30,8 @@ use rustix::{
     mount::{MountFlags, MountPropagationFlags, UnmountFlags},
     thread::{CapabilitySet, UnshareFlags},
 };
+
+pub use super::mounts::Mount;
 
 /// PATH when the image sets none (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -62,10 +65,12 @@ pub struct Spec {
     /// Files created in the sandbox's own /dev tmpfs as `/dev/pipes/<name>`, mode 0755 (a RUN
     /// heredoc with a `#!` line is run from there, as BuildKit does); never in the root.
     pub pipes: Vec<(String, Vec<u8>)>,
-    /// Host files bound over files of the root (`/etc/hosts`, `/etc/resolv.conf`): target
-    /// path, host file. A missing target is created empty (the caller drops such stubs from
-    /// a layer); a target that is a symlink or a directory is left alone.
-    pub binds: Vec<(String, PathBuf)>,
+    /// Mounts attached after the root switch, parents before children (RUN --mount, `-v`,
+    /// the generated /etc files). Missing targets are created in the root (the caller drops
+    /// such stubs from a layer).
+    pub mounts: Vec<Mount>,
+    /// The root filesystem itself is made read-only (`kiln run --read-only`).
+    pub read_only: bool,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -132,7 +137,7 @@ const STEPS: [&str; 15] = [
     "set groups",
     "set user",
     "exec",
-    "bind /etc files",
+    "make the root read-only",
 ];
 
 /// Runs `spec` with the given stdio and waits for it.
@@ -149,29 +154,43 @@ pub fn run(
         CString::new(s).map_err(|_| SandboxError::Invalid(format!("{what} {s:?} has a NUL byte")))
     };
     let rootfs = cstr(&spec.rootfs.display().to_string(), "root filesystem")?;
-    let cwd = cstr(&spec.cwd, "working directory")?;
-    let hostname = spec.hostname.clone().into_bytes();
-    // Bind sources become detached mounts here, before the fork (open_tree CLONE); the child
-    // attaches them with move_mount after pivot_root, when no host path is left to resolve.
-    let mut bind_fds = Vec::new();
-    let mut binds = Vec::new();
-    for (target, source) in &spec.binds {
-        let fd = rustix::mount::open_tree(
-            CWD,
-            source,
-            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
-                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
-        )
-        .map_err(|errno| SandboxError::Setup {
-            step: format!("open {}", source.display()),
-            errno,
-        })?;
-        binds.push((
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            cstr(target, "bind target")?,
-        ));
-        bind_fds.push(fd);
+    cstr(&spec.cwd, "working directory")?;
+    if !spec.cwd.starts_with('/') {
+        return Err(SandboxError::Invalid(format!(
+            "working directory {:?} is not absolute",
+            spec.cwd
+        )));
     }
+    // `/` has no components: the root itself.
+    let cwd = super::mounts::target_steps(&spec.cwd).unwrap_or_default();
+    if spec.cwd.split('/').any(|p| p == "..") {
+        return Err(SandboxError::Invalid(format!(
+            "working directory {:?} climbs with ..",
+            spec.cwd
+        )));
+    }
+    let hostname = spec.hostname.clone().into_bytes();
+    // Every mount is a detached tree already (prepared before the fork, see `super::mounts`);
+    // here each target is split into the components the child creates and opens one by one.
+    let mut order: Vec<&Mount> = spec.mounts.iter().collect();
+    order.sort_by_key(|m| m.target.split('/').filter(|p| !p.is_empty()).count());
+    let mut mounts = Vec::new();
+    for m in &order {
+        let steps = super::mounts::target_steps(&m.target).ok_or_else(|| {
+            SandboxError::Invalid(format!(
+                "mount target {:?} must be an absolute path below / without ..",
+                m.target
+            ))
+        })?;
+        mounts.push(Attach {
+            tree: m.source.raw_fd(),
+            steps,
+            dir: m.source.is_dir(),
+            only_over_file: m.only_over_file,
+        });
+    }
+    let mount_names: Vec<String> = order.iter().map(|m| m.target.clone()).collect();
+    let read_only = spec.read_only;
     let mut pipes = Vec::new();
     for (name, data) in &spec.pipes {
         if name.is_empty() || name.contains('/') {
@@ -212,7 +231,8 @@ pub fn run(
             let _ = rustix::io::write(&report_w, &[n]);
         };
         let ids = (uid, gid, groups.as_slice());
-        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, (&pipes, &binds))
+        let extra = (pipes.as_slice(), mounts.as_slice(), read_only);
+        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
     };
     // SAFETY: `setup` only makes raw system calls on data prepared before the fork (no
@@ -248,7 +268,10 @@ pub fn run(
             let step = match STEPS.get(last) {
                 Some(&"exec") => format!("exec {program}"),
                 Some(s) => s.to_string(),
-                None => "spawn".into(),
+                None => match mount_names.get(last - STEPS.len()) {
+                    Some(t) => format!("mount {t}"),
+                    None => "spawn".into(),
+                },
             };
             Err(SandboxError::Setup { step, errno })
         }
@@ -274,8 +297,14 @@ fn gid_of(g: u32) -> rustix::fs::Gid {
 
 /// A file for /dev/pipes: its path there and its content.
 type Pipe = (CString, Vec<u8>);
-/// A detached mount (descriptor number) and where it goes.
-type Bind = (i32, CString);
+/// A detached mount (descriptor number) and where it goes: the target's components as
+/// (prefix to open, name to create in its parent).
+struct Attach {
+    tree: i32,
+    steps: Vec<(CString, CString)>,
+    dir: bool,
+    only_over_file: bool,
+}
 
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
 #[allow(clippy::too_many_arguments)]
@@ -283,10 +312,10 @@ fn child_setup(
     step: &dyn Fn(u8),
     ns: UnshareFlags,
     rootfs: &std::ffi::CStr,
-    cwd: &std::ffi::CStr,
+    cwd: &[(CString, CString)],
     hostname: &[u8],
     (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
-    (pipes, binds): (&[Pipe], &[Bind]),
+    (pipes, mounts, read_only): (&[Pipe], &[Attach], bool),
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(0);
@@ -424,34 +453,15 @@ fn child_setup(
             Err(e) => return Err(e),
         }
     }
-    step(14);
-    if !binds.is_empty() {
-        dir(c"/etc")?;
+    for (i, m) in mounts.iter().enumerate() {
+        // Step numbers past the named ones stand for "mount <target>".
+        step(u8::try_from(STEPS.len() + i).unwrap_or(u8::MAX));
+        attach(m)?;
     }
-    for (source, target) in binds {
-        // O_RDONLY: an existing file is not copied up into the upper directory.
-        match rustix::fs::open(
-            target.as_c_str(),
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::CREATE
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o644),
-        ) {
-            Ok(fd) => drop(fd),
-            Err(Errno::LOOP | Errno::ISDIR) => continue,
-            Err(e) => return Err(e),
-        }
-        // SAFETY: `source` is a descriptor opened before the fork and still open here (it is
-        // close-on-exec and `bind_fds` outlives the spawn); it is only borrowed.
-        let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(*source) };
-        rustix::mount::move_mount(
-            from,
-            c"",
-            CWD,
-            target.as_c_str(),
-            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-        )?;
+    if read_only {
+        step(14);
+        // Only the root's own mount: /proc, /dev, /sys and the mounts above keep their modes.
+        mount_remount(c"/", MountFlags::BIND | MountFlags::RDONLY, c"")?;
     }
     step(8);
     rustix::system::sethostname(hostname)?;
@@ -477,21 +487,17 @@ fn child_setup(
     // The working directory is resolved inside the new root with magic links refused: a
     // `WORKDIR /proc/self/fd/N` naming a descriptor inherited from kiln cannot put the process's
     // cwd on the host (CVE-2024-21626, runc's "Leaky Vessels").
-    let root = rustix::fs::open(
-        c"/",
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let wd = rustix::fs::openat2(
-        &root,
-        cwd,
-        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
-        Mode::empty(),
-        rustix::fs::ResolveFlags::IN_ROOT | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-    )?;
+    // A missing directory is created (as root, like docker and runc).
+    let wd = match open_creating(cwd, true, false)? {
+        Some(wd) => wd,
+        None => rustix::fs::open(
+            c"/",
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            Mode::empty(),
+        )?,
+    };
     rustix::process::fchdir(&wd)?;
     drop(wd);
-    drop(root);
     step(10);
     // The bounding set first (needs CAP_SETPCAP, still held), then the process's own sets.
     for bit in 0..64u32 {
@@ -522,6 +528,105 @@ fn child_setup(
     Ok(())
 }
 
+/// Opens the path whose components are `steps` inside the root, creating what is missing
+/// (directories, and an empty file last when `dir` is false). Each component is opened with
+/// `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` from the root, so a symlink of the image
+/// resolves inside the root and `/proc/self/fd/N` gives no way out (CVE-2024-21626); creation
+/// is relative to the parent just opened, never through a path. `None` for no components (the
+/// root), or when `only_over_file` and the last component exists as something else than a
+/// regular file (a symlink is not followed then).
+fn open_creating(
+    steps: &[(CString, CString)],
+    dir: bool,
+    only_over_file: bool,
+) -> Result<Option<OwnedFd>, Errno> {
+    use rustix::fs::{OFlags, ResolveFlags};
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    let root = rustix::fs::open(
+        c"/",
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let open = |path: &std::ffi::CStr| {
+        rustix::fs::openat2(
+            &root,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )
+    };
+    let mut parent = open(c"/")?;
+    let last = steps.len() - 1;
+    for (i, (prefix, name)) in steps.iter().enumerate() {
+        let as_dir = i < last || dir;
+        if i == last && only_over_file {
+            match rustix::fs::statat(&parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
+                    return Ok(None);
+                }
+                Ok(_) | Err(Errno::NOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        parent = match open(prefix) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT) => {
+                let made = if as_dir {
+                    rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o755))
+                } else {
+                    rustix::fs::openat(
+                        &parent,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(0o644),
+                    )
+                    .map(drop)
+                };
+                match made {
+                    Ok(()) | Err(Errno::EXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                open(prefix)?
+            }
+            Err(e) => return Err(e),
+        };
+    }
+    Ok(Some(parent))
+}
+
+/// Attaches one prepared mount in the child, onto the descriptor of its target opened by
+/// [`open_creating`]: `move_mount` to the descriptor itself, so nothing can swap the path
+/// between the check and the mount (CVE-2025-31133 class). Targets in /proc or /sys are
+/// refused: a mount there could uncover or replace a masked path.
+fn attach(m: &Attach) -> Result<(), Errno> {
+    let Some(target) = open_creating(&m.steps, m.dir, m.only_over_file)? else {
+        return Ok(());
+    };
+    let fs = rustix::fs::fstatfs(&target)?;
+    // PROC_SUPER_MAGIC and SYSFS_MAGIC.
+    if matches!(fs.f_type, 0x9fa0 | 0x6265_6572) {
+        return Err(Errno::PERM);
+    }
+    // SAFETY: `m.tree` is a descriptor opened before the fork and still open here (it is
+    // close-on-exec and the spec holding it outlives the spawn); it is only borrowed.
+    let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(m.tree) };
+    rustix::mount::move_mount(
+        from,
+        c"",
+        &target,
+        c"",
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+    )
+}
+
 impl Spec {
     /// A spec with Docker's defaults: root, `/`, hostname `kiln`, no network.
     pub fn new(rootfs: &Path, args: Vec<String>) -> Spec {
@@ -536,7 +641,8 @@ impl Spec {
             groups: Vec::new(),
             network: Network::None,
             pipes: Vec::new(),
-            binds: Vec::new(),
+            mounts: Vec::new(),
+            read_only: false,
         }
     }
 }

@@ -1,0 +1,678 @@
+//! `RUN --mount` (REFERENCE §1.6 RUN table, §4): what each mount adds to the step's cache key
+//! ([`plan`]) and the mounts themselves ([`prepare`], only when the step runs).
+//!
+//! - bind: a path of the context, a stage, an image or a named context, on an overlay with a
+//!   throw-away upper directory (read-only unless `rw`; writes are discarded). The key sees the
+//!   selected files' content digests (context) or the source stage's key.
+//! - cache: a directory of the store (`cache-mounts/`) kept across builds; `sharing` decides
+//!   what concurrent steps see (shared, locked, private). Never part of a key beyond its options.
+//! - tmpfs: a fresh tmpfs.
+//! - secret: `kiln build --secret`'s value as a file on a memory-only tmpfs, or as an
+//!   environment variable: never in a layer, the key, the history or the logs.
+//! - ssh: `kiln build --ssh`'s agent socket, relayed through a socket of the step's own;
+//!   `SSH_AUTH_SOCK` names the first.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use kiln_parser::instruction::{
+    Instruction, Run,
+    mount::{Mount as Spec, MountType, Sharing},
+};
+use kiln_runtime::{
+    digest::Digest,
+    sandbox::{
+        agent::AgentRelay,
+        mounts::{self, Mount},
+        overlay,
+    },
+};
+
+use super::{
+    BuildError, Ctx, StageState,
+    copy::{self, SrcKind},
+    short,
+};
+
+/// Where `kiln build --secret` takes a secret's value from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Parses `kiln build --secret` (buildx's syntax): `id=ID,src=FILE` (also `source=`),
+/// `id=ID,env=VAR`, `type=file|env`; `id=ID` alone takes the environment variable `ID` when
+/// it is set, else the file `ID`.
+pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
+    let (mut id, mut src, mut env, mut kind) = (None, None, None, None);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(v.to_string()),
+            Some(("env", v)) => env = Some(v.to_string()),
+            Some(("type", v @ ("file" | "env"))) => kind = Some(v.to_string()),
+            _ => {
+                return Err(format!(
+                    "--secret {spec}: unexpected {part:?} (expected id=, src=, env= or type=file|env)"
+                ));
+            }
+        }
+    }
+    let id = id
+        .or_else(|| env.clone())
+        .or_else(|| {
+            src.as_deref()
+                .map(|s| s.rsplit('/').next().unwrap_or(s).to_string())
+        })
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| format!("--secret {spec}: no id"))?;
+    let source = match (kind.as_deref(), src, env) {
+        (_, Some(_), Some(_)) => return Err(format!("--secret {spec}: both src= and env=")),
+        (Some("env"), Some(v), None) | (_, None, Some(v)) => SecretSource::Env(v),
+        (_, Some(f), None) => SecretSource::File(PathBuf::from(f)),
+        (Some("env"), None, None) => SecretSource::Env(id.clone()),
+        (Some(_), None, None) => SecretSource::File(PathBuf::from(&id)),
+        (None, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+        (None, None, None) => SecretSource::File(PathBuf::from(&id)),
+    };
+    Ok((id, source))
+}
+
+/// Parses `kiln build --ssh`: `ID` (or `default`) takes `$SSH_AUTH_SOCK`, `ID=SOCKET` names
+/// an agent's socket. Key files are refused: kiln forwards agents, it is not one.
+pub fn parse_ssh(spec: &str) -> Result<(String, PathBuf), String> {
+    use std::os::unix::fs::FileTypeExt;
+    let (id, path) = match spec.split_once('=') {
+        Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+        None => match std::env::var_os("SSH_AUTH_SOCK") {
+            Some(p) => (spec.to_string(), PathBuf::from(p)),
+            None => return Err(format!("--ssh {spec}: SSH_AUTH_SOCK is not set")),
+        },
+    };
+    if id.is_empty() || path.as_os_str().is_empty() || path.to_string_lossy().contains(',') {
+        return Err(format!("--ssh {spec}: expected ID or ID=SOCKET"));
+    }
+    match std::fs::metadata(&path) {
+        Ok(m) if m.file_type().is_socket() => Ok((id, path)),
+        Ok(_) => Err(format!(
+            "--ssh {spec}: {} is not a socket (key files are not supported: add the key to an \
+             ssh-agent and pass its socket)",
+            path.display()
+        )),
+        Err(e) => Err(format!("--ssh {spec}: {}: {e}", path.display())),
+    }
+}
+
+/// One planned mount: what [`prepare`] needs.
+#[derive(Debug, Clone)]
+pub(super) enum Plan {
+    Bind {
+        target: String,
+        source: String,
+        from: BindFrom,
+        rw: bool,
+    },
+    Cache {
+        target: String,
+        id: String,
+        sharing: Sharing,
+        readonly: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Tmpfs {
+        target: String,
+        size: Option<u64>,
+    },
+    Secret {
+        id: String,
+        target: Option<String>,
+        env: Option<String>,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Ssh {
+        id: String,
+        target: String,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        /// The first ssh mount sets `SSH_AUTH_SOCK`.
+        first: bool,
+    },
+}
+
+/// The files a bind mount shows.
+#[derive(Debug, Clone)]
+pub(super) enum BindFrom {
+    /// Entries of the context (or a named directory context) under the source path, with
+    /// their host files.
+    Files(Vec<copy::SrcEntry>),
+    /// A stage or an image: its layers.
+    State(Box<StageState>),
+}
+
+/// The mounts of one RUN, in order, and what each adds to the cache key.
+pub(super) fn plan(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    stage: usize,
+    ins: &Instruction,
+    r: &Run,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<(Vec<Plan>, Vec<String>), BuildError> {
+    let span = ins.span;
+    let at = |m: String| BuildError::at(span, format!("{}: {m}", short(&ins.text)));
+    let mut plans = Vec::new();
+    let mut keys = Vec::new();
+    let mut nth_from = 0;
+    let mut ssh_n = 0;
+    let cache_ns = ctx
+        .opts
+        .build_args
+        .get("BUILDKIT_CACHE_MOUNT_NS")
+        .cloned()
+        .unwrap_or_default();
+    for raw in &r.mount_specs {
+        let expanded = ctx.expand(st, raw, span)?;
+        let m = Spec::parse(&expanded).map_err(|e| at(format!("--mount={expanded}: {e}")))?;
+        let target = |default: &str| {
+            let t = m.target.clone().unwrap_or_else(|| default.to_string());
+            let abs = super::fsutil::absolute(&st.workdir(), &t);
+            if abs == "/" {
+                return Err(at(format!("--mount={expanded}: the target cannot be /")));
+            }
+            Ok(abs)
+        };
+        let (plan, key) = match m.kind {
+            MountType::Bind => {
+                let target = target("")?;
+                let source = m.source.clone().unwrap_or_default();
+                let (from, origin) = match &m.from {
+                    Some(f) => {
+                        let what = format!("{} --mount from", short(&ins.text));
+                        let src = copy::from_source(ctx, stage, ins, nth_from, f, done, &what)?;
+                        nth_from += 1;
+                        match src {
+                            copy::From::State(s) => {
+                                let key = s.key.to_string();
+                                (BindFrom::State(s), format!("stage {key}"))
+                            }
+                            copy::From::Dir(snap) => {
+                                let files = context_files(&copy::context_entries(&snap), &source)
+                                    .map_err(&at)?;
+                                let key = content_key(&files);
+                                (BindFrom::Files(files), format!("context {key}"))
+                            }
+                        }
+                    }
+                    None => {
+                        let files = context_files(&copy::context_entries(ctx.snapshot()?), &source)
+                            .map_err(&at)?;
+                        let key = content_key(&files);
+                        (BindFrom::Files(files), format!("context {key}"))
+                    }
+                };
+                let rw = !m.readonly;
+                let key = format!("bind target={target} source={source} rw={rw} from={origin}");
+                (
+                    Plan::Bind {
+                        target,
+                        source,
+                        from,
+                        rw,
+                    },
+                    key,
+                )
+            }
+            MountType::Cache => {
+                if m.from.is_some() || m.source.is_some() {
+                    return Err(at(format!(
+                        "--mount={expanded}: a cache mount seeded with from=/source= is not \
+                         supported yet"
+                    )));
+                }
+                let target = target("")?;
+                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                let id = if cache_ns.is_empty() {
+                    id
+                } else {
+                    format!("{cache_ns}/{id}")
+                };
+                let (mode, uid, gid) = (
+                    m.mode.unwrap_or(0o755),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                );
+                // BuildKit leaves the id and the sharing mode out of the key.
+                let key = format!(
+                    "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid}",
+                    m.readonly
+                );
+                (
+                    Plan::Cache {
+                        target,
+                        id,
+                        sharing: m.sharing.unwrap_or(Sharing::Shared),
+                        readonly: m.readonly,
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    key,
+                )
+            }
+            MountType::Tmpfs => {
+                let target = target("")?;
+                let key = format!("tmpfs target={target} size={:?}", m.size);
+                (
+                    Plan::Tmpfs {
+                        target,
+                        size: m.size,
+                    },
+                    key,
+                )
+            }
+            MountType::Secret => {
+                let id = match (&m.id, &m.target) {
+                    (Some(id), _) => id.clone(),
+                    (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
+                    (None, None) => m.env.clone().unwrap_or_default(),
+                };
+                // A file unless only `env=` was asked for.
+                let target = if m.target.is_some() || m.env.is_none() {
+                    Some(target(&format!("/run/secrets/{id}"))?)
+                } else {
+                    None
+                };
+                let (mode, uid, gid) = (
+                    m.mode.unwrap_or(0o400),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                );
+                let key = format!(
+                    "secret id={id} target={target:?} env={:?} required={} mode={mode:o} uid={uid} gid={gid}",
+                    m.env, m.required
+                );
+                if !ctx.opts.secrets.contains_key(&id) {
+                    if m.required {
+                        return Err(at(format!(
+                            "secret {id:?} is required: pass it with --secret id={id},src=FILE \
+                             (or env=VAR)"
+                        )));
+                    }
+                    // BuildKit skips a missing optional secret.
+                    keys.push(format!("{key} (absent)"));
+                    continue;
+                }
+                (
+                    Plan::Secret {
+                        id,
+                        target,
+                        env: m.env.clone(),
+                        mode,
+                        uid,
+                        gid,
+                    },
+                    key,
+                )
+            }
+            MountType::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                let target = target(&format!("/run/buildkit/ssh_agent.{ssh_n}"))?;
+                ssh_n += 1;
+                let (mode, uid, gid) = (
+                    m.mode.unwrap_or(0o600),
+                    m.uid.unwrap_or(0),
+                    m.gid.unwrap_or(0),
+                );
+                let key = format!("ssh id={id} target={target} mode={mode:o} uid={uid} gid={gid}");
+                if !ctx.opts.ssh.contains_key(&id) {
+                    if m.required {
+                        return Err(at(format!(
+                            "ssh agent {id:?} is required: pass it with --ssh {id}[=SOCKET]"
+                        )));
+                    }
+                    keys.push(format!("{key} (absent)"));
+                    continue;
+                }
+                let first = !plans.iter().any(|p| matches!(p, Plan::Ssh { .. }));
+                (
+                    Plan::Ssh {
+                        id,
+                        target,
+                        mode,
+                        uid,
+                        gid,
+                        first,
+                    },
+                    key,
+                )
+            }
+        };
+        plans.push(plan);
+        keys.push(key);
+    }
+    Ok((plans, keys))
+}
+
+/// The context entries under `source` (the source itself included), paths made relative to it;
+/// an error naming `source` when nothing is there.
+fn context_files(entries: &[copy::SrcEntry], source: &str) -> Result<Vec<copy::SrcEntry>, String> {
+    let src = copy::context_path(source);
+    let mut out = Vec::new();
+    for e in entries {
+        let rel = if src.is_empty() {
+            Some(e.path.as_str())
+        } else if e.path == src {
+            Some("")
+        } else {
+            e.path.strip_prefix(&src).and_then(|r| r.strip_prefix('/'))
+        };
+        if let Some(rel) = rel {
+            let mut e = e.clone();
+            e.path = rel.to_string();
+            out.push(e);
+        }
+    }
+    if out.is_empty() && !src.is_empty() {
+        return Err(format!(
+            "bind source {source:?} is not in the build context (after .dockerignore)"
+        ));
+    }
+    Ok(out)
+}
+
+/// One digest over the selected paths and what the key sees of each.
+fn content_key(files: &[copy::SrcEntry]) -> Digest {
+    let mut text = String::new();
+    for f in files {
+        text.push_str(&f.path);
+        text.push('\0');
+        text.push_str(&f.fingerprint);
+        text.push('\n');
+    }
+    Digest::of(text.as_bytes())
+}
+
+/// What the prepared mounts need to stay alive while the step runs; dropped afterwards.
+#[derive(Default)]
+pub(super) struct Prepared {
+    pub mounts: Vec<Mount>,
+    /// `KEY=value` for the step's environment only (secrets as `env=`, `SSH_AUTH_SOCK`).
+    pub env: Vec<String>,
+    /// Every mount target, to drop the stubs the sandbox creates for them from the layer.
+    pub targets: Vec<String>,
+    /// Cache-mount locks held for the step.
+    locks: Vec<std::fs::File>,
+    relays: Vec<AgentRelay>,
+}
+
+/// Makes the planned mounts, using `dir` (the step's private directory) for scratch space.
+pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepared, BuildError> {
+    let mut out = Prepared::default();
+    let err = |what: String| BuildError::Other(what);
+    let mut secrets = Vec::new();
+    for (n, p) in plans.iter().enumerate() {
+        match p {
+            Plan::Bind {
+                target,
+                source,
+                from,
+                rw,
+            } => {
+                let base = dir.join(format!("bind-{n}"));
+                let sub = |s: &str| {
+                    let p = base.join(s);
+                    std::fs::create_dir_all(&p)
+                        .map(|()| p)
+                        .map_err(|e| err(format!("bind mount {target}: {e}")))
+                };
+                let (upper, work, mnt) = (sub("upper")?, sub("work")?, sub("mnt")?);
+                let lower = match from {
+                    BindFrom::Files(files) => {
+                        let tree = sub("tree")?;
+                        let inner = tree.join(copy::context_path(source));
+                        materialize(files, &inner)
+                            .map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                        vec![tree]
+                    }
+                    BindFrom::State(s) => {
+                        let mut l = super::run::lower_dirs(ctx, s)?;
+                        if l.is_empty() {
+                            l.push(sub("empty")?);
+                        }
+                        l
+                    }
+                };
+                overlay::mount(
+                    overlay::Overlay {
+                        lower: &lower,
+                        upper: &upper,
+                        work: &work,
+                    },
+                    &mnt,
+                )
+                .map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                // The clone keeps the overlay alive; the attached copy leaves the host's mount
+                // table at once.
+                let tree = mounts::bind_in(&mnt, source);
+                let detached = overlay::unmount(&mnt);
+                let mut tree = tree.map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                detached.map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                if !rw {
+                    tree = tree
+                        .read_only()
+                        .map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                }
+                out.mounts.push(tree.at(target));
+                out.targets.push(target.clone());
+            }
+            Plan::Cache {
+                target,
+                id,
+                sharing,
+                readonly,
+                mode,
+                uid,
+                gid,
+            } => {
+                let (path, lock) = cache_dir(ctx, id, *sharing, (*mode, *uid, *gid))
+                    .map_err(|e| err(format!("cache mount {target} (id {id}): {e}")))?;
+                out.locks.push(lock);
+                let mut tree =
+                    mounts::bind(&path).map_err(|e| err(format!("cache mount {target}: {e}")))?;
+                if *readonly {
+                    tree = tree
+                        .read_only()
+                        .map_err(|e| err(format!("cache mount {target}: {e}")))?;
+                }
+                out.mounts.push(tree.at(target));
+                out.targets.push(target.clone());
+            }
+            Plan::Tmpfs { target, size } => {
+                let tree = mounts::tmpfs(*size, None)
+                    .map_err(|e| err(format!("tmpfs mount {target}: {e}")))?;
+                out.mounts.push(tree.at(target));
+                out.targets.push(target.clone());
+            }
+            Plan::Secret {
+                id,
+                target,
+                env,
+                mode,
+                uid,
+                gid,
+            } => {
+                // The error names the secret and where it was to come from, never its value.
+                let data = match ctx.opts.secrets.get(id) {
+                    Some(SecretSource::File(f)) => std::fs::read(f)
+                        .map_err(|e| err(format!("secret {id}: {}: {e}", f.display())))?,
+                    Some(SecretSource::Env(v)) => std::env::var_os(v)
+                        .map(|v| v.into_encoded_bytes())
+                        .ok_or_else(|| err(format!("secret {id}: ${v} is not set")))?,
+                    None => continue,
+                };
+                if let Some(name) = env {
+                    out.env
+                        .push(format!("{name}={}", String::from_utf8_lossy(&data)));
+                }
+                if let Some(t) = target {
+                    secrets.push((
+                        t.clone(),
+                        mounts::MemFile {
+                            name: format!("secret-{n}"),
+                            data,
+                            mode: *mode,
+                            uid: *uid,
+                            gid: *gid,
+                        },
+                    ));
+                }
+            }
+            Plan::Ssh {
+                id,
+                target,
+                mode,
+                uid,
+                gid,
+                first,
+            } => {
+                let Some(upstream) = ctx.opts.ssh.get(id) else {
+                    continue;
+                };
+                let sock = dir.join(format!("ssh-{n}.sock"));
+                let relay = AgentRelay::start(&sock, upstream, (*uid, *gid, *mode))
+                    .map_err(|e| err(format!("ssh mount {target} (id {id}): {e}")))?;
+                let tree =
+                    mounts::bind(&sock).map_err(|e| err(format!("ssh mount {target}: {e}")))?;
+                out.relays.push(relay);
+                out.mounts.push(tree.at(target));
+                out.targets.push(target.clone());
+                if *first {
+                    out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+            }
+        }
+    }
+    if !secrets.is_empty() {
+        let scratch = dir.join("secrets");
+        std::fs::create_dir(&scratch).map_err(|e| err(format!("secrets: {e}")))?;
+        let files: Vec<mounts::MemFile> = secrets.iter().map(|(_, f)| f.clone()).collect();
+        let trees =
+            mounts::memory_files(&scratch, &files).map_err(|e| err(format!("secrets: {e}")))?;
+        for ((target, _), tree) in secrets.into_iter().zip(trees) {
+            out.mounts.push(tree.at(&target));
+            out.targets.push(target);
+        }
+    }
+    Ok(out)
+}
+
+/// Recreates `files` (relative paths, `""` for the source itself) under `dest`: directories and
+/// symlinks made anew, files hard-linked from the context (copied across filesystems). The tree
+/// is only ever an overlay's lower layer, so the context's files are never written through it.
+fn materialize(files: &[copy::SrcEntry], dest: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    for f in files {
+        let p = if f.path.is_empty() {
+            dest.to_path_buf()
+        } else {
+            dest.join(&f.path)
+        };
+        match &f.kind {
+            SrcKind::Dir => {
+                match std::fs::create_dir(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e),
+                }
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(f.mode & 0o7777))?;
+            }
+            SrcKind::File { host, .. } => {
+                if std::fs::hard_link(host, &p).is_err() {
+                    std::fs::copy(host, &p)?;
+                }
+            }
+            SrcKind::Symlink(t) => std::os::unix::fs::symlink(t, &p)?,
+            SrcKind::StageFile { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// The directory of cache mount `id` for one step, and the lock that keeps it the step's as
+/// `sharing` says: shared (a shared lock: others use it at once), locked (an exclusive lock:
+/// others wait), private (the first instance nobody holds, else a new one). The lock also tells
+/// a prune that the directory is in use. Created with `mode`, `uid` and `gid` on first use.
+fn cache_dir(
+    ctx: &Ctx<'_>,
+    id: &str,
+    sharing: Sharing,
+    (mode, uid, gid): (u32, u32, u32),
+) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use rustix::fs::FlockOperation as Op;
+    let base = ctx.store.root().join("cache-mounts");
+    std::fs::create_dir_all(&base)?;
+    let name = Digest::of(id.as_bytes()).hex()[..32].to_string();
+    let mut instance = 0usize;
+    loop {
+        let inst = if instance == 0 {
+            name.clone()
+        } else {
+            format!("{name}-{instance}")
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join(format!("{inst}.lock")))?;
+        let got = match sharing {
+            Sharing::Shared => rustix::fs::flock(&lock, Op::LockShared).map(|()| true),
+            Sharing::Locked => rustix::fs::flock(&lock, Op::LockExclusive).map(|()| true),
+            Sharing::Private => match rustix::fs::flock(&lock, Op::NonBlockingLockExclusive) {
+                Ok(()) => Ok(true),
+                Err(rustix::io::Errno::WOULDBLOCK) => Ok(false),
+                Err(e) => Err(e),
+            },
+        }?;
+        if !got {
+            instance += 1;
+            continue;
+        }
+        let dir = base.join(&inst);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            // Made under a temporary name and renamed without replacing, so no step sees it
+            // before its owner and mode are set, and two first users agree on one directory.
+            let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&base)?;
+            std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid))?;
+            std::fs::set_permissions(
+                tmp.path(),
+                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+            )?;
+            match rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                tmp.path(),
+                rustix::fs::CWD,
+                &dir,
+                rustix::fs::RenameFlags::NOREPLACE,
+            ) {
+                Ok(()) => {
+                    std::fs::write(base.join(format!("{inst}.id")), id)?;
+                    let _ = tmp.keep();
+                }
+                Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        return Ok((dir, lock));
+    }
+}
