@@ -203,3 +203,40 @@ fn volumes_read_only_root_and_a_created_workdir() {
         assert!(err.contains(msg), "{spec}: {err}");
     }
 }
+
+#[test]
+fn signals_to_kiln_reach_the_container() {
+    if !can_sandbox("signals_to_kiln_reach_the_container") {
+        return;
+    }
+    let root = store_with_base();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.05; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(rest, "got TERM\n", "the container's own handler ran");
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "kiln exits with the container's code"
+    );
+}

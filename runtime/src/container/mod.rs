@@ -302,6 +302,7 @@ pub fn run(
                 spec.mounts.push(v.prepare()?);
             }
             spec.read_only = opts.read_only;
+            spec.forward_signals = true;
             spec.hostname = hostname;
             spec.cwd = opts
                 .workdir

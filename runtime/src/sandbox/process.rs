@@ -22,6 +22,10 @@ use std::{
     os::unix::process::{CommandExt, ExitStatusExt},
     path::{Path, PathBuf},
     process::{Command, ExitStatus, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicI32, Ordering},
+    },
 };
 
 use rustix::{
@@ -71,6 +75,10 @@ pub struct Spec {
     pub mounts: Vec<Mount>,
     /// The root filesystem itself is made read-only (`kiln run --read-only`).
     pub read_only: bool,
+    /// Signals kiln receives (INT, TERM, HUP, QUIT, USR1, USR2, WINCH) are passed on to the
+    /// process (`kiln run`, as docker's `--sig-proxy`); otherwise they act on kiln, and the
+    /// sandbox dies with it.
+    pub forward_signals: bool,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -241,6 +249,15 @@ pub fn run(
         cmd.pre_exec(setup);
     }
     let program = program.clone();
+    let forward = if spec.forward_signals {
+        Some(Forwarder::start().map_err(|e| SandboxError::Setup {
+            step: "forward signals".into(),
+            errno: errno_of(&e),
+        })?)
+    } else {
+        None
+    };
+    let pid = forward.as_ref().map(|f| f.pid.clone());
     let waited = std::thread::scope(|s| {
         s.spawn(move || -> Result<ExitStatus, (Errno, bool)> {
             // Only this thread's future children enter the new pid namespace. The thread
@@ -251,10 +268,19 @@ pub fn run(
                 .map_err(|e| (e, true))?;
             let mut child = cmd.spawn().map_err(|e| (errno_of(&e), false))?;
             drop(cmd); // closes the parent's copy of the report pipe's write end
-            child.wait().map_err(|e| (errno_of(&e), false))
+            let id = i32::try_from(child.id()).unwrap_or(0);
+            if let Some(p) = &pid {
+                p.store(id, Ordering::SeqCst);
+            }
+            let status = child.wait().map_err(|e| (errno_of(&e), false));
+            if let Some(p) = &pid {
+                p.store(0, Ordering::SeqCst);
+            }
+            status
         })
         .join()
     });
+    drop(forward);
     let mut reports = Vec::new();
     let _ = std::fs::File::from(report_r).read_to_end(&mut reports);
     match waited {
@@ -276,6 +302,51 @@ pub fn run(
             Err(SandboxError::Setup { step, errno })
         }
         Err(_) => Err(SandboxError::Invalid("sandbox thread panicked".into())),
+    }
+}
+
+/// Passes the signals kiln receives on to the sandbox's pid 1 while it runs.
+struct Forwarder {
+    pid: Arc<AtomicI32>,
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    fn start() -> std::io::Result<Forwarder> {
+        use signal_hook::consts::signal::{
+            SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH,
+        };
+        let mut signals = signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
+        ])?;
+        let handle = signals.handle();
+        let pid = Arc::new(AtomicI32::new(0));
+        let target = pid.clone();
+        let thread = std::thread::spawn(move || {
+            for sig in signals.forever() {
+                let p = target.load(Ordering::SeqCst);
+                if p > 0 {
+                    // SAFETY: kill(2) with plain integers; `p` is our own child, not yet
+                    // reaped (the waiter clears it right after wait returns).
+                    unsafe { libc::kill(p, sig) };
+                }
+            }
+        });
+        Ok(Forwarder {
+            pid,
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 
@@ -319,6 +390,9 @@ fn child_setup(
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(0);
+    // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln
+    // run) or dies and takes the sandbox with it (a build); never both at once.
+    rustix::process::setsid()?;
     // SAFETY: no CLONE_FILES; this process is single-threaded after fork.
     unsafe { rustix::thread::unshare_unsafe(ns) }?;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
@@ -643,6 +717,7 @@ impl Spec {
             pipes: Vec::new(),
             mounts: Vec::new(),
             read_only: false,
+            forward_signals: false,
         }
     }
 }
