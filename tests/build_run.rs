@@ -270,3 +270,25 @@ fn run_resolves_user_as_the_runtime_does() {
         ]
     );
 }
+
+#[test]
+fn build_limits_apply_to_run_steps() {
+    if !can_sandbox("build_limits_apply_to_run_steps") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN dd if=/dev/zero of=/dev/null bs=64M count=1\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-m", "16m", c.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("Dockerfile:2:1"), "{err}");
+    assert!(err.contains("exit status 137"), "{err}");
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "without the limit: {err}");
+}

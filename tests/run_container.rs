@@ -240,3 +240,53 @@ fn signals_to_kiln_reach_the_container() {
         "kiln exits with the container's code"
     );
 }
+
+#[test]
+fn memory_and_pids_limits_hold() {
+    if !can_sandbox("memory_and_pids_limits_hold") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    fn run<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.push("kiln.local/busybox");
+        a
+    }
+    // A 64 MiB buffer under a 16 MiB limit: the kernel's OOM killer ends it (128 + SIGKILL).
+    let dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"];
+    let (code, _, err) = kiln(r, &[run(&["-m", "16m"]), dd.to_vec()].concat());
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(code, 137, "{err}");
+    let (code, _, err) = kiln(r, &[run(&["-m", "128m"]), dd.to_vec()].concat());
+    assert_eq!(code, 0, "{err}");
+    // Six background processes under a limit of four: forks fail.
+    let sh = ["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 1 & done; wait"];
+    let (code, _, err) = kiln(r, &[run(&["--pids-limit", "4"]), sh.to_vec()].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("can't fork"), "{err}");
+    // Bad values are named.
+    let (code, _, err) = kiln(r, &[run(&["-m", "1k"]), vec!["true"]].concat());
+    assert_ne!(code, 0);
+    assert!(err.contains("--memory 1k: the minimum is 6m"), "{err}");
+    // The cgroups are gone afterwards.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    for line in own.lines() {
+        let mut p = line.splitn(3, ':');
+        let (_, ctl, path) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(if ctl.is_empty() { "unified" } else { ctl })
+            .join(path.trim_start_matches('/'));
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                assert!(
+                    !n.starts_with("kiln-"),
+                    "left behind: {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+}

@@ -64,3 +64,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
     }
 }
+
+/// `--memory SIZE` and `--pids-limit N` as cgroup limits.
+pub fn limits(
+    memory: Option<&str>,
+    pids: Option<u64>,
+) -> anyhow::Result<kiln_runtime::sandbox::cgroup::Limits> {
+    let memory = match memory {
+        None => None,
+        Some(m) => match kiln_parser::instruction::values::parse_ram_size(m) {
+            // Docker's floor: below it nothing starts.
+            Some(b) if b >= 6 << 20 => Some(b),
+            Some(_) => anyhow::bail!("--memory {m}: the minimum is 6m"),
+            None => anyhow::bail!("--memory {m}: expected a size such as 64m or 1g"),
+        },
+    };
+    if pids == Some(0) {
+        anyhow::bail!("--pids-limit 0: at least 1");
+    }
+    Ok(kiln_runtime::sandbox::cgroup::Limits { memory, pids })
+}

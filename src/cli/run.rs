@@ -41,6 +41,12 @@ pub struct Args {
     /// created).
     #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
     pub volume: Vec<String>,
+    /// Memory limit (`64m`, `1g`; a cgroup, where the kernel allows it).
+    #[arg(short = 'm', long = "memory", value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Limit on processes and threads (a cgroup, where the kernel allows it).
+    #[arg(long = "pids-limit", value_name = "N")]
+    pub pids_limit: Option<u64>,
     /// Mount the container's root filesystem read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
@@ -87,11 +93,13 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         hostname: args.hostname,
         volumes,
         read_only: args.read_only,
+        limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
     };
     match container::run(
         &store,
         &opts,
         (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
+        &|w| eprintln!("kiln: warning: {w}"),
     ) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         // docker's codes, so scripts that test for 125/126/127 behave the same.

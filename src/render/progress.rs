@@ -68,6 +68,9 @@ impl Progress {
                     Event::Output { name, line } => {
                         serde_json::json!({"event": "output", "step": name, "line": line})
                     }
+                    Event::Warning { message } => {
+                        serde_json::json!({"event": "warning", "message": message})
+                    }
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{v}");
             }
@@ -85,6 +88,7 @@ impl Progress {
                         )
                     }
                     Event::Output { name, line } => writeln!(err, "#{} {line}", self.id(&name)),
+                    Event::Warning { message } => writeln!(err, "WARNING: {message}"),
                 };
             }
             Mode::Tty => {
@@ -117,6 +121,9 @@ impl Progress {
                     }
                     // The live view stays one line per step; a failure prints the last lines.
                     Event::Output { .. } => {}
+                    Event::Warning { message } => {
+                        let _ = self.multi.println(format!("WARNING: {message}"));
+                    }
                 }
             }
         }

@@ -56,6 +56,8 @@ pub struct BuildOptions {
     pub secrets: BTreeMap<String, mounts::SecretSource>,
     /// `--ssh id[=socket]`: the agent socket each id forwards.
     pub ssh: BTreeMap<String, PathBuf>,
+    /// `--memory`, `--pids-limit`: for each RUN step.
+    pub limits: kiln_runtime::sandbox::cgroup::Limits,
 }
 
 /// A named build context (BuildKit `--build-context`).
@@ -85,6 +87,10 @@ pub enum Event {
     Output {
         name: String,
         line: String,
+    },
+    /// Something the build could not do as asked and went on without (a refused limit).
+    Warning {
+        message: String,
     },
 }
 
@@ -319,6 +325,8 @@ struct Ctx<'a> {
     on_event: &'a (dyn Fn(Event) + Sync),
     runner: &'a dyn StepRunner,
     now: i64,
+    /// A limit the kernel refused was reported (once per build).
+    limits_warned: std::sync::atomic::AtomicBool,
 }
 
 /// Builds the image `opts` describes.
@@ -375,6 +383,7 @@ pub fn build(
         on_event,
         runner,
         now,
+        limits_warned: std::sync::atomic::AtomicBool::new(false),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs)

@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub volumes: Vec<Volume>,
     /// `--read-only`: the root filesystem is mounted read-only.
     pub read_only: bool,
+    /// `--memory`, `--pids-limit`.
+    pub limits: crate::sandbox::cgroup::Limits,
 }
 
 /// One `-v HOST:CONTAINER[:ro|rw]` bind.
@@ -225,11 +227,13 @@ fn new_id() -> String {
 }
 
 /// Runs `opts.image` in the foreground with the given stdio; returns the exit code (a signal
-/// as 128 + its number). The container's directories are removed afterwards.
+/// as 128 + its number). The container's directories are removed afterwards. `warn` hears
+/// what could not be applied (a limit the kernel refuses) and did not stop the run.
 pub fn run(
     store: &Store,
     opts: &RunOptions,
     stdio: (Stdio, Stdio, Stdio),
+    warn: &dyn Fn(&str),
 ) -> Result<i32, ContainerError> {
     let manifest = store
         .resolve(&opts.image)?
@@ -303,6 +307,14 @@ pub fn run(
             }
             spec.read_only = opts.read_only;
             spec.forward_signals = true;
+            if !opts.limits.is_empty() {
+                let (join, unapplied) =
+                    crate::sandbox::cgroup::Cgroup::create(&id[..12], &opts.limits);
+                for w in unapplied {
+                    warn(&w);
+                }
+                spec.cgroup = join;
+            }
             spec.hostname = hostname;
             spec.cwd = opts
                 .workdir

@@ -1,8 +1,9 @@
 //! The namespace sandbox behind `RUN` and `kiln run`: the overlay root filesystem
 //! ([`overlay`]), the process in its namespaces ([`process`]), the mounts it gets besides its
-//! root ([`mounts`], [`etc`]) and the ssh agent relay ([`agent`]).
+//! root ([`mounts`], [`etc`]), resource limits ([`cgroup`]) and the ssh agent relay ([`agent`]).
 
 pub mod agent;
+pub mod cgroup;
 pub mod etc;
 pub mod mounts;
 pub mod overlay;

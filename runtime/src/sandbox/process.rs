@@ -79,6 +79,8 @@ pub struct Spec {
     /// process (`kiln run`, as docker's `--sig-proxy`); otherwise they act on kiln, and the
     /// sandbox dies with it.
     pub forward_signals: bool,
+    /// The cgroups the process joins first ([`super::cgroup::Cgroup::create`]).
+    pub cgroup: super::cgroup::Join,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -130,7 +132,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-const STEPS: [&str; 15] = [
+const STEPS: [&str; 16] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -146,6 +148,7 @@ const STEPS: [&str; 15] = [
     "set user",
     "exec",
     "make the root read-only",
+    "join the cgroup",
 ];
 
 /// Runs `spec` with the given stdio and waits for it.
@@ -199,6 +202,7 @@ pub fn run(
     }
     let mount_names: Vec<String> = order.iter().map(|m| m.target.clone()).collect();
     let read_only = spec.read_only;
+    let cgroup_fds = spec.cgroup.fds();
     let mut pipes = Vec::new();
     for (name, data) in &spec.pipes {
         if name.is_empty() || name.contains('/') {
@@ -239,7 +243,12 @@ pub fn run(
             let _ = rustix::io::write(&report_w, &[n]);
         };
         let ids = (uid, gid, groups.as_slice());
-        let extra = (pipes.as_slice(), mounts.as_slice(), read_only);
+        let extra = (
+            pipes.as_slice(),
+            mounts.as_slice(),
+            read_only,
+            cgroup_fds.as_slice(),
+        );
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
     };
@@ -386,9 +395,16 @@ fn child_setup(
     cwd: &[(CString, CString)],
     hostname: &[u8],
     (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
-    (pipes, mounts, read_only): (&[Pipe], &[Attach], bool),
+    (pipes, mounts, read_only, cgroups): (&[Pipe], &[Attach], bool, &[i32]),
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
+    step(15);
+    for fd in cgroups {
+        // SAFETY: a descriptor opened before the fork, kept open by the spec during the spawn.
+        let procs = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        // "0" is the writing process itself, so everything it starts is counted.
+        rustix::io::write(procs, b"0")?;
+    }
     step(0);
     // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln
     // run) or dies and takes the sandbox with it (a build); never both at once.
@@ -718,6 +734,7 @@ impl Spec {
             mounts: Vec::new(),
             read_only: false,
             forward_signals: false,
+            cgroup: super::cgroup::Join::default(),
         }
     }
 }
