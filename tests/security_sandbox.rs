@@ -158,3 +158,29 @@ fn mount_targets_resolve_inside_the_root() {
     }
     assert!(std::fs::read_dir(host.path()).unwrap().next().is_none());
 }
+
+#[test]
+fn host_processes_are_out_of_reach() {
+    if !can_sandbox("host_processes_are_out_of_reach") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // This test's own process (and kiln's) live on the host: no signal, no /proc entry, and
+    // no way to ptrace them (busybox has no ptrace tool; /proc/PID is what ptrace would need).
+    let me = std::process::id();
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!(
+            "FROM kiln.local/busybox\n\
+             RUN kill -0 {me} 2>/dev/null && exit 7; test -e /proc/{me} && exit 8; \
+                 kill -0 $PPID 2>/dev/null && test $PPID -ne 0 && exit 9; \
+                 ls /proc | grep -c '^[0-9]' > /procs; ls /proc/1/ns > /dev/null\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "p", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+}
