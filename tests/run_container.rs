@@ -290,3 +290,113 @@ fn memory_and_pids_limits_hold() {
         }
     }
 }
+
+#[test]
+fn containers_are_kept_named_listed_and_removed() {
+    if !can_sandbox("containers_are_kept_named_listed_and_removed") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let img = "kiln.local/busybox";
+    // Without --rm the container is kept, with its changes and how it ended.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "web",
+            img,
+            "sh",
+            "-c",
+            "echo hi > /f; exit 4",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = kiln(r, &["run", "--name", "web", img, "true"]);
+    assert_eq!(code, 125, "a taken name is docker's 125");
+    assert!(
+        err.contains("the container name \"web\" is already in use"),
+        "{err}"
+    );
+    let (_, out, _) = kiln(r, &["ps"]);
+    assert_eq!(
+        out.lines().count(),
+        1,
+        "only the header: nothing runs\n{out}"
+    );
+    let (_, out, _) = kiln(r, &["ps", "-a"]);
+    let row = out
+        .lines()
+        .find(|l| l.contains("web"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(row.contains("Exited (4)") && row.contains(img), "{out}");
+    let store = kiln_runtime::store::Store::open(r).unwrap();
+    let c = store.find_container("web").unwrap().unwrap();
+    let upper = r.join("containers").join(&c.id).join("upper/f");
+    assert_eq!(
+        std::fs::read_to_string(&upper).unwrap(),
+        "hi\n",
+        "its changes are kept"
+    );
+    // A generated name when none is given; --rm leaves nothing.
+    let (code, _, _) = kiln(r, &["run", img, "true"]);
+    assert_eq!(code, 0);
+    assert_eq!(store.containers().unwrap().len(), 2);
+    let (code, _, _) = kiln(r, &["run", "--rm", img, "true"]);
+    assert_eq!(code, 0);
+    assert_eq!(store.containers().unwrap().len(), 2);
+    // Bad names are refused before anything runs.
+    let (code, _, err) = kiln(r, &["run", "--name=x/y", img, "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("invalid container name"), "{err}");
+    // rm: by name and by id prefix; unknown names are errors.
+    let other = store
+        .containers()
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name != "web")
+        .unwrap();
+    let (code, out, err) = kiln(r, &["rm", "web", &other.id[..8], "nope"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(out, format!("web\n{}\n", &other.id[..8]));
+    assert!(err.contains("no such container: nope"), "{err}");
+    assert!(store.containers().unwrap().is_empty());
+    let left: Vec<_> = std::fs::read_dir(r.join("containers")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // A running container is listed as such and `rm -f` ends it.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args([
+            "run",
+            "--name",
+            "long",
+            img,
+            "sh",
+            "-c",
+            "echo up; sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let (_, out, _) = kiln(r, &["ps"]);
+    assert!(out.contains("long") && out.contains("Up "), "{out}");
+    let (code, _, err) = kiln(r, &["rm", "long"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is running"), "{err}");
+    let (code, _, err) = kiln(r, &["rm", "-f", "long"]);
+    assert_eq!(code, 0, "{err}");
+    child.wait().unwrap();
+    assert!(store.containers().unwrap().is_empty());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&r.display().to_string()), "no mount left");
+}

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod containers;
 mod dockerfile;
 mod images;
 mod inspect;
@@ -46,6 +47,10 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Run an image in the foreground in kiln's sandbox.
     Run(Box<run::Args>),
+    /// List containers (`-a`: also those that ended).
+    Ps(containers::PsArgs),
+    /// Remove containers that ended (`-f`: also running ones).
+    Rm(containers::RmArgs),
     /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
     Save(save::Args),
 }
@@ -62,6 +67,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
+        Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
+        Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
     }
 }
 

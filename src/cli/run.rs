@@ -13,9 +13,13 @@ use kiln_runtime::{
 #[derive(Debug, clap::Args)]
 #[command(trailing_var_arg = true)]
 pub struct Args {
-    /// Remove the container when it exits (kiln always does today: containers are not kept yet).
+    /// Remove the container when it exits (otherwise it is kept for `kiln ps -a` until
+    /// `kiln rm`).
     #[arg(long)]
     pub rm: bool,
+    /// The container's name (unique; default: a generated `adjective_name`).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Set an environment variable (`K=V`, or `K` to pass the host's value).
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -94,6 +98,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         volumes,
         read_only: args.read_only,
         limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
+        name: args.name,
+        remove: args.rm,
     };
     match container::run(
         &store,

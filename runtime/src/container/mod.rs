@@ -84,6 +84,33 @@ pub struct RunOptions {
     pub read_only: bool,
     /// `--memory`, `--pids-limit`.
     pub limits: crate::sandbox::cgroup::Limits,
+    /// `--name` (else an `adjective_name` like docker's).
+    pub name: Option<String>,
+    /// `--rm`: forget the container when it exits; otherwise it is kept (its upper directory
+    /// and how it ended) for `kiln ps -a` until `kiln rm`.
+    pub remove: bool,
+}
+
+/// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && name.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A docker-like generated name from the container id.
+fn generated_name(id: &str) -> String {
+    const ADJ: [&str; 16] = [
+        "brave", "calm", "eager", "fervent", "gentle", "happy", "keen", "lucid", "merry", "nifty",
+        "quirky", "serene", "sharp", "tender", "vivid", "witty",
+    ];
+    const WHO: [&str; 16] = [
+        "babbage", "curie", "dijkstra", "euler", "franklin", "galois", "hopper", "lamarr",
+        "lovelace", "meitner", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak",
+    ];
+    let n = u32::from_str_radix(&id[..4], 16).unwrap_or(0) as usize;
+    format!("{}_{}", ADJ[n % 16], WHO[(n / 16) % 16])
 }
 
 /// One `-v HOST:CONTAINER[:ro|rw]` bind.
@@ -263,6 +290,41 @@ pub fn run(
     }
     let mut lower = store.unpacked_layers(&blobs, &diffs)?;
     let id = new_id();
+    let name = match &opts.name {
+        Some(n) if !valid_name(n) => {
+            return Err(ContainerError::Config(format!(
+                "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        Some(n) => n.clone(),
+        None => {
+            let base = generated_name(&id);
+            let taken: Vec<String> = store.containers()?.into_iter().map(|c| c.name).collect();
+            (0..)
+                .map(|i| {
+                    if i == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}{i}")
+                    }
+                })
+                .find(|n| !taken.contains(n))
+                .unwrap_or(base)
+        }
+    };
+    // The row first: it reserves the name (unique in the database) before anything runs.
+    store.add_container(&crate::store::Container {
+        id: id.clone(),
+        name,
+        image: opts.image.clone(),
+        command: argv.join(" "),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        pid: i32::try_from(std::process::id()).ok(),
+        finished: None,
+        exit_code: None,
+    })?;
     let dir = store.root().join("containers").join(&id);
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
@@ -273,7 +335,7 @@ pub fn run(
         std::fs::create_dir_all(&p).map_err(io(&p))?;
         Ok(p)
     };
-    let result = (|| {
+    let result: Result<i32, ContainerError> = (|| {
         let (upper, work, rootfs) = (sub("upper")?, sub("work")?, sub("rootfs")?);
         if lower.is_empty() {
             lower.push(sub("empty")?);
@@ -332,11 +394,56 @@ pub fn run(
         unmounted?;
         Ok(code)
     })();
-    // Removed only once nothing is mounted there (a failed unmount keeps it for inspection).
+    if opts.remove {
+        remove_dir(&dir);
+        store.remove_container(&id)?;
+    } else {
+        let code = match &result {
+            Ok(c) => *c,
+            Err(e) => i32::from(e.exit_code()),
+        };
+        store.finish_container(&id, code)?;
+    }
+    result
+}
+
+/// Removes a container's directory, only once nothing is mounted there (a failed unmount keeps
+/// it for inspection).
+fn remove_dir(dir: &std::path::Path) {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .map_or(true, |m| m.contains(&dir.display().to_string()));
     if !mounted {
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(dir);
     }
-    result
+}
+
+/// `kiln rm`: forgets a container that has ended and removes its directory. A running one is
+/// refused unless `force`, which kills its `kiln run` (the sandbox dies with it).
+pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, ContainerError> {
+    let c = store
+        .find_container(what)?
+        .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
+    if c.state() == crate::store::ContainerState::Running {
+        if !force {
+            return Err(ContainerError::Config(format!(
+                "container {} is running: stop it first, or use -f",
+                c.name
+            )));
+        }
+        if let Some(pid) = c.pid.and_then(rustix::process::Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            for _ in 0..200 {
+                if rustix::process::test_kill_process(pid).is_err() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    let dir = store.root().join("containers").join(&c.id);
+    // A `kiln run` killed outright leaves its root mounted.
+    let _ = overlay::unmount(&dir.join("rootfs"));
+    remove_dir(&dir);
+    store.remove_container(&c.id)?;
+    Ok(c.name)
 }

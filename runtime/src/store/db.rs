@@ -27,6 +27,8 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::export::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::layerindex::SCHEMA)
         .map_err(db_err)?;
+    db.execute_batch(super::containers::SCHEMA)
+        .map_err(db_err)?;
     Ok(db)
 }
 

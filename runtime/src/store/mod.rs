@@ -10,6 +10,7 @@
 
 mod blobs;
 mod cache;
+mod containers;
 mod db;
 mod export;
 mod images;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 pub use blobs::BlobFile;
 pub use cache::CacheEntry;
+pub use containers::{Container, State as ContainerState};
 pub use images::ImageSummary;
 pub use import::Loaded;
 pub use statcache::FileStamp;
@@ -55,6 +57,8 @@ pub enum StoreError {
     BadLayout { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Destination { path: PathBuf, reason: String },
+    #[error("the container name {name:?} is already in use by container {id}")]
+    NameInUse { name: String, id: String },
 }
 
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {

@@ -1,0 +1,191 @@
+//! Containers (`kiln run` without `--rm` keeps them): id, unique name, image, command, when,
+//! and how it ended. A row is written before the container starts, so its name is reserved
+//! across concurrent `kiln run`s by the database's unique index.
+
+use super::{Store, StoreError, db::now};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS containers (
+    id        TEXT PRIMARY KEY,
+    name      TEXT NOT NULL UNIQUE,
+    image     TEXT NOT NULL,
+    command   TEXT NOT NULL,
+    created   INTEGER NOT NULL,
+    pid       INTEGER,
+    finished  INTEGER,
+    exit_code INTEGER
+);
+";
+
+/// One container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    /// The argv, space-joined (for display).
+    pub command: String,
+    pub created: i64,
+    /// The `kiln run` process serving it, while it runs.
+    pub pid: Option<i32>,
+    pub finished: Option<i64>,
+    pub exit_code: Option<i32>,
+}
+
+/// What a container is doing now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Exited(i32),
+    /// Its `kiln run` died without recording an end (killed with SIGKILL, machine reset).
+    Dead,
+}
+
+impl Container {
+    pub fn state(&self) -> State {
+        match (self.exit_code, self.pid) {
+            (Some(c), _) => State::Exited(c),
+            (None, Some(pid)) if pid_alive(pid) => State::Running,
+            _ => State::Dead,
+        }
+    }
+}
+
+fn pid_alive(pid: i32) -> bool {
+    rustix::process::Pid::from_raw(pid)
+        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+}
+
+impl Store {
+    /// Records a new container; fails with [`StoreError::NameInUse`] when the name is taken.
+    pub fn add_container(&self, c: &Container) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "INSERT INTO containers (id, name, image, command, created, pid)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![c.id, c.name, c.image, c.command, c.created, c.pid],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let holder = self
+                    .find_container(&c.name)?
+                    .map_or_else(String::new, |o| o.id.chars().take(12).collect());
+                Err(StoreError::NameInUse {
+                    name: c.name.clone(),
+                    id: holder,
+                })
+            }
+            Err(e) => Err(self.db_err()(e)),
+        }
+    }
+
+    /// Records how container `id` ended.
+    pub fn finish_container(&self, id: &str, exit_code: i32) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET finished = ?2, exit_code = ?3, pid = NULL WHERE id = ?1",
+                rusqlite::params![id, now(), exit_code],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Forgets container `id` (its directory is the caller's to remove first).
+    pub fn remove_container(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM containers WHERE id = ?1", [id])
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Every container, newest first.
+    pub fn containers(&self) -> Result<Vec<Container>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT id, name, image, command, created, pid, finished, exit_code
+                 FROM containers ORDER BY created DESC, id",
+            )
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(Container {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    image: r.get(2)?,
+                    command: r.get(3)?,
+                    created: r.get(4)?,
+                    pid: r.get(5)?,
+                    finished: r.get(6)?,
+                    exit_code: r.get(7)?,
+                })
+            })
+            .map_err(self.db_err())?;
+        rows.collect::<Result<_, _>>().map_err(self.db_err())
+    }
+
+    /// The container named `what`, or whose id is or starts with `what`.
+    pub fn find_container(&self, what: &str) -> Result<Option<Container>, StoreError> {
+        let all = self.containers()?;
+        if let Some(c) = all.iter().find(|c| c.name == what || c.id == what) {
+            return Ok(Some(c.clone()));
+        }
+        let mut by_prefix = all
+            .into_iter()
+            .filter(|c| !what.is_empty() && c.id.starts_with(what));
+        Ok(match (by_prefix.next(), by_prefix.next()) {
+            (Some(c), None) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, name: &str) -> Container {
+        Container {
+            id: id.into(),
+            name: name.into(),
+            image: "img".into(),
+            command: "sh".into(),
+            created: 1,
+            pid: Some(i32::try_from(std::process::id()).unwrap_or(1)),
+            finished: None,
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_states_follow_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.add_container(&c("aaaa1111", "web")).unwrap();
+        let err = store.add_container(&c("bbbb2222", "web")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the container name \"web\" is already in use by container aaaa1111"
+        );
+        let found = store.find_container("aaaa").unwrap().unwrap();
+        assert_eq!(found.state(), State::Running, "this test process is alive");
+        store.finish_container("aaaa1111", 3).unwrap();
+        assert_eq!(
+            store.find_container("web").unwrap().unwrap().state(),
+            State::Exited(3)
+        );
+        let mut dead = c("cccc3333", "gone");
+        dead.pid = Some(i32::MAX - 1);
+        store.add_container(&dead).unwrap();
+        assert_eq!(
+            store.find_container("gone").unwrap().unwrap().state(),
+            State::Dead
+        );
+        store.remove_container("aaaa1111").unwrap();
+        assert!(store.find_container("web").unwrap().is_none());
+        // The name is free again.
+        store.add_container(&c("dddd4444", "web")).unwrap();
+    }
+}
