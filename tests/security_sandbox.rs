@@ -184,3 +184,46 @@ fn host_processes_are_out_of_reach() {
     let (code, _, err) = kiln(r, &["build", "-t", "p", c.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn refused_system_calls_fail_with_eperm() {
+    if !can_sandbox("refused_system_calls_fail_with_eperm") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // Without the filter a RUN could create a user namespace and hold CAP_SYS_ADMIN there.
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "grep '^Seccomp:' /proc/self/status; \
+             for ns in -U -m -n -p; do unshare $ns true 2>&1; done; \
+             mkdir /m && mount -t tmpfs t /m 2>&1; \
+             sleep 0 & wait $! && echo fork ok",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
+    assert_eq!(
+        lines[1..5]
+            .iter()
+            .filter(|l| l.contains("Operation not permitted"))
+            .count(),
+        4,
+        "{out}"
+    );
+    assert!(
+        lines[5].contains("Operation not permitted") || lines[5].contains("denied"),
+        "{out}"
+    );
+    assert_eq!(lines.last(), Some(&"fork ok"), "ordinary clone still works");
+}

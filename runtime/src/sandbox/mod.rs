@@ -1,6 +1,6 @@
 //! The namespace sandbox behind `RUN` and `kiln run`: the overlay root filesystem
 //! ([`overlay`]), the process in its namespaces ([`process`]), the mounts it gets besides its
-//! root ([`mounts`], [`etc`]), resource limits ([`cgroup`]) and the ssh agent relay ([`agent`]).
+//! root ([`mounts`], [`etc`]), resource limits ([`cgroup`]), the system call filter ([`seccomp`]) and the ssh agent relay ([`agent`]).
 
 pub mod agent;
 pub mod cgroup;
@@ -8,3 +8,4 @@ pub mod etc;
 pub mod mounts;
 pub mod overlay;
 pub mod process;
+pub mod seccomp;

@@ -81,6 +81,8 @@ pub struct Spec {
     pub forward_signals: bool,
     /// The cgroups the process joins first ([`super::cgroup::Cgroup::create`]).
     pub cgroup: super::cgroup::Join,
+    /// Docker's refused system calls fail with EPERM ([`super::seccomp`]); on by default.
+    pub seccomp: bool,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -132,7 +134,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-const STEPS: [&str; 16] = [
+const STEPS: [&str; 17] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -149,6 +151,7 @@ const STEPS: [&str; 16] = [
     "exec",
     "make the root read-only",
     "join the cgroup",
+    "install the seccomp filter",
 ];
 
 /// Runs `spec` with the given stdio and waits for it.
@@ -203,6 +206,11 @@ pub fn run(
     let mount_names: Vec<String> = order.iter().map(|m| m.target.clone()).collect();
     let read_only = spec.read_only;
     let cgroup_fds = spec.cgroup.fds();
+    let filter = if spec.seccomp {
+        super::seccomp::program()
+    } else {
+        Vec::new()
+    };
     let mut pipes = Vec::new();
     for (name, data) in &spec.pipes {
         if name.is_empty() || name.contains('/') {
@@ -248,6 +256,7 @@ pub fn run(
             mounts.as_slice(),
             read_only,
             cgroup_fds.as_slice(),
+            filter.as_slice(),
         );
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
@@ -395,7 +404,13 @@ fn child_setup(
     cwd: &[(CString, CString)],
     hostname: &[u8],
     (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
-    (pipes, mounts, read_only, cgroups): (&[Pipe], &[Attach], bool, &[i32]),
+    (pipes, mounts, read_only, cgroups, filter): (
+        &[Pipe],
+        &[Attach],
+        bool,
+        &[i32],
+        &[super::seccomp::Insn],
+    ),
 ) -> Result<(), Errno> {
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(15);
@@ -588,6 +603,10 @@ fn child_setup(
     };
     rustix::process::fchdir(&wd)?;
     drop(wd);
+    step(16);
+    // While CAP_SYS_ADMIN is still held, so no_new_privs can stay off (setuid programs work in
+    // RUN, as in BuildKit); nothing after this point makes a refused call.
+    super::seccomp::install(filter)?;
     step(10);
     // The bounding set first (needs CAP_SETPCAP, still held), then the process's own sets.
     for bit in 0..64u32 {
@@ -735,6 +754,7 @@ impl Spec {
             read_only: false,
             forward_signals: false,
             cgroup: super::cgroup::Join::default(),
+            seccomp: true,
         }
     }
 }
