@@ -23,6 +23,11 @@ fn main() -> ExitCode {
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+    // `KILN_ROOTFS=copy`: the sandbox's root is a copy of the layers instead of an overlayfs
+    // mount (the fallback kiln uses by itself where overlayfs cannot be mounted).
+    if std::env::var("KILN_ROOTFS").as_deref() == Ok("copy") {
+        kiln_runtime::sandbox::overlay::force_copy(true);
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

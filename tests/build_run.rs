@@ -292,3 +292,53 @@ fn build_limits_apply_to_run_steps() {
     let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
     assert_eq!(code, 0, "without the limit: {err}");
 }
+
+#[test]
+fn the_copy_fallback_gives_the_same_image_as_overlayfs() {
+    if !can_sandbox("the_copy_fallback_gives_the_same_image_as_overlayfs") {
+        return;
+    }
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // Every kind of change, over two steps (the second sees the first's whiteouts and opaque
+    // directory through the layers), including a rewrite that keeps size and mtime.
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         RUN mkdir -p /d/sub /keep && echo a > /d/sub/f && echo b > /d/g && echo k > /keep/k && \
+             echo x >> /etc/passwd && rm /bin/ls && ln -s /d/g /link && mkfifo /fifo && \
+             ln /d/g /hard && chmod 700 /keep\n\
+         RUN rm -rf /d && mkdir /d && echo new > /d/only && rm /keep/k && \
+             touch -r /hard /tmp/ref && echo B > /hard && touch -r /tmp/ref /hard && rm /tmp/ref\n\
+         RUN test ! -e /d/g && test \"$(cat /link 2>&1)\" != b && cat /hard > /seen\n",
+    )
+    .unwrap();
+    let digest = |copy: bool| {
+        let root = store_with_base();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"));
+        if copy {
+            cmd.env("KILN_ROOTFS", "copy");
+        }
+        let out = cmd
+            .env("SOURCE_DATE_EPOCH", "1")
+            .arg("--root")
+            .arg(root.path())
+            .args(["build", "-q", "-t", "f"])
+            .arg(c)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let layers = added_layers(root.path(), &manifest_of(root.path(), "f"));
+        (manifest_of(root.path(), "f"), layers)
+    };
+    let (overlay, overlay_layers) = digest(false);
+    let (copy, copy_layers) = digest(true);
+    assert_eq!(copy_layers, overlay_layers, "same layer entries");
+    assert_eq!(copy, overlay, "same image digest");
+    let seen = overlay_layers[2].iter().find(|e| e.0 == "seen").unwrap();
+    assert_eq!(seen.4.as_deref(), Some("B\n"));
+}

@@ -219,7 +219,8 @@ fn signals_to_kiln_reach_the_container() {
             "kiln.local/busybox",
             "sh",
             "-c",
-            "trap 'echo got TERM; exit 3' TERM; echo ready; while true; do sleep 0.05; done",
+            // Bounded (10 s), so a lost signal fails the test instead of hanging it.
+            "trap 'echo got TERM; exit 3' TERM; echo ready; for i in $(seq 200); do sleep 0.05; done",
         ])
         .stdout(Stdio::piped())
         .spawn()

@@ -188,6 +188,12 @@ impl StepRunner for Sandbox {
         let unmounted = overlay::unmount(job.rootfs);
         let status = status?;
         unmounted.map_err(|e| failed(&e))?;
+        let ov = overlay::Overlay {
+            lower: job.lower,
+            upper: job.upper,
+            work: job.work,
+        };
+        overlay::finish(ov, job.rootfs).map_err(|e| failed(&e))?;
         Ok(process::exit_code(status))
     }
 }

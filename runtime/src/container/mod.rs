@@ -392,6 +392,14 @@ pub fn run(
         let unmounted = overlay::unmount(&rootfs);
         let code = ran?;
         unmounted?;
+        overlay::finish(
+            Overlay {
+                lower: &lower,
+                upper: &upper,
+                work: &work,
+            },
+            &rootfs,
+        )?;
         Ok(code)
     })();
     if opts.remove {

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod cgroup;
+pub mod copyroot;
 pub mod etc;
 pub mod mounts;
 pub mod overlay;

@@ -42,16 +42,84 @@ pub struct Overlay<'a> {
 
 const PAGE: usize = 4096;
 
-/// Mounts `ov` on `target`.
+/// Use the copy fallback even where overlayfs works (`KILN_ROOTFS=copy`, for tests and for
+/// filesystems where overlayfs misbehaves without failing).
+static FORCE_COPY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later [`mount`] use the copy fallback ([`super::copyroot`]).
+pub fn force_copy(on: bool) {
+    FORCE_COPY.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Where the copy fallback keeps its snapshot: the overlay work directory, unused then.
+const SNAPSHOT: &str = "kiln-copyroot-snapshot";
+
+/// Mounts `ov` on `target`: overlayfs, or where it cannot be mounted, a copy of the layers
+/// ([`super::copyroot`]); call [`finish`] after [`unmount`] before reading `ov.upper`.
 pub fn mount(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    if ov.lower.is_empty() {
+        return Err(MountError {
+            target: target.display().to_string(),
+            step: "no lower layer".into(),
+            errno: Errno::INVAL,
+        });
+    }
+    if FORCE_COPY.load(std::sync::atomic::Ordering::SeqCst) {
+        return mount_copy(ov, target);
+    }
+    match mount_overlay(ov, target) {
+        Ok(()) => Ok(()),
+        // A path that is not there is an error of the caller's, not overlayfs': the copy
+        // would fail the same way, with less to say.
+        Err(e) if matches!(e.errno, Errno::NOENT | Errno::NOTDIR) => Err(e),
+        // No overlayfs, or one that refuses these directories: the copy.
+        Err(_) => mount_copy(ov, target),
+    }
+}
+
+fn io_fail(target: &Path, step: &str) -> impl FnOnce(std::io::Error) -> MountError {
+    let target = target.display().to_string();
+    let step = step.to_string();
+    move |e| MountError {
+        target,
+        step,
+        errno: Errno::from_io_error(&e).unwrap_or(Errno::IO),
+    }
+}
+
+/// The fallback: the layers copied into `target`, bound onto itself (`pivot_root` needs a mount
+/// point), and a snapshot kept to find the changes afterwards.
+fn mount_copy(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    super::copyroot::populate(ov.lower, target).map_err(io_fail(target, "copy the layers"))?;
+    super::copyroot::snapshot(target)
+        .and_then(|s| s.save(&ov.work.join(SNAPSHOT)))
+        .map_err(io_fail(target, "snapshot"))?;
+    rustix::mount::mount_bind(target, target).map_err(|errno| MountError {
+        target: target.display().to_string(),
+        step: "bind".into(),
+        errno,
+    })
+}
+
+/// After [`unmount`]: where the copy fallback was used, writes the changes into `ov.upper` in
+/// overlayfs' format; with overlayfs nothing is left to do.
+pub fn finish(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    let snap = ov.work.join(SNAPSHOT);
+    if !snap.exists() {
+        return Ok(());
+    }
+    let before = super::copyroot::Snapshot::load(&snap).map_err(io_fail(target, "snapshot"))?;
+    super::copyroot::changes(target, &before, ov.upper)
+        .map_err(io_fail(target, "find the changes"))?;
+    std::fs::remove_file(&snap).map_err(io_fail(target, "snapshot"))
+}
+
+fn mount_overlay(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
     let fail = |step: String, errno| MountError {
         target: target.display().to_string(),
         step,
         errno,
     };
-    if ov.lower.is_empty() {
-        return Err(fail("no lower layer".into(), Errno::INVAL));
-    }
     match mount_new_api(ov, target) {
         Ok(()) => Ok(()),
         // Kernels before 5.2 (no fsopen) or 6.8 (no lowerdir+): the legacy call.

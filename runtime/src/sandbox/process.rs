@@ -284,20 +284,29 @@ pub fn run(
             // `unshare_unsafe` is CLONE_FILES).
             unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
                 .map_err(|e| (e, true))?;
-            let mut child = cmd.spawn().map_err(|e| (errno_of(&e), false))?;
+            let spawned = cmd.spawn();
             drop(cmd); // closes the parent's copy of the report pipe's write end
-            let id = i32::try_from(child.id()).unwrap_or(0);
+            // The forwarder holds a signal that came before this point until the pid is known
+            // (the process may already be running its own handlers); -1: nothing to signal.
+            let id = spawned
+                .as_ref()
+                .map_or(-1, |c| i32::try_from(c.id()).unwrap_or(-1));
             if let Some(p) = &pid {
                 p.store(id, Ordering::SeqCst);
             }
+            let mut child = spawned.map_err(|e| (errno_of(&e), false))?;
             let status = child.wait().map_err(|e| (errno_of(&e), false));
             if let Some(p) = &pid {
-                p.store(0, Ordering::SeqCst);
+                p.store(-1, Ordering::SeqCst);
             }
             status
         })
         .join()
     });
+    if let Some(f) = &forward {
+        // Also when the spawn never happened: the forwarder must not wait for a pid.
+        f.pid.store(-1, Ordering::SeqCst);
+    }
     drop(forward);
     let mut reports = Vec::new();
     let _ = std::fs::File::from(report_r).read_to_end(&mut reports);
@@ -343,7 +352,12 @@ impl Forwarder {
         let target = pid.clone();
         let thread = std::thread::spawn(move || {
             for sig in signals.forever() {
-                let p = target.load(Ordering::SeqCst);
+                // 0: not spawned yet; wait for it rather than lose the signal.
+                let mut p = target.load(Ordering::SeqCst);
+                while p == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    p = target.load(Ordering::SeqCst);
+                }
                 if p > 0 {
                     // SAFETY: kill(2) with plain integers; `p` is our own child, not yet
                     // reaped (the waiter clears it right after wait returns).
