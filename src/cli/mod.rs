@@ -11,6 +11,7 @@ mod parse;
 mod run;
 mod save;
 mod store;
+mod verify;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -47,6 +48,9 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Run an image in the foreground in kiln's sandbox.
     Run(Box<run::Args>),
+    /// Store maintenance (`kiln store verify [--repair]`).
+    #[command(subcommand)]
+    Store(verify::StoreCommand),
     /// List containers (`-a`: also those that ended).
     Ps(containers::PsArgs),
     /// Remove containers that ended (`-f`: also running ones).
@@ -67,6 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
+        Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
     }

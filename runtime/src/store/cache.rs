@@ -97,3 +97,25 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Every cache entry's key and layer digest (for `kiln store verify`).
+    pub fn cache_layers(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key, layer FROM cache ORDER BY key")
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.db_err())?;
+        rows.collect::<Result<_, _>>().map_err(self.db_err())
+    }
+
+    /// Forgets one cache entry.
+    pub fn cache_remove(&self, key: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM cache WHERE key = ?1", [key])
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+}

@@ -47,6 +47,18 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 impl Store {
+    /// Every (diff_id, gzip blob digest) pair remembered (for `kiln store verify`).
+    pub fn compressed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT diff_id, digest FROM compressed")
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.db_err())?;
+        rows.collect::<Result<_, _>>().map_err(self.db_err())
+    }
+
     /// The gzip form of an uncompressed layer blob, made once.
     fn gzip_layer(&self, diff_id: &Digest) -> Result<(Digest, u64), StoreError> {
         {

@@ -16,10 +16,12 @@ mod export;
 mod images;
 mod import;
 mod layerindex;
+mod recover;
 mod rootfs;
 mod statcache;
 mod tags;
 mod unpacked;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -28,8 +30,10 @@ pub use cache::CacheEntry;
 pub use containers::{Container, State as ContainerState};
 pub use images::ImageSummary;
 pub use import::Loaded;
+pub use recover::Recovered;
 pub use statcache::FileStamp;
 pub use tags::{Tag, normalize_tag};
+pub use verify::Report as VerifyReport;
 
 /// Store failures, each naming the path or value involved.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +78,8 @@ pub struct Store {
     root: PathBuf,
     db: std::sync::Mutex<rusqlite::Connection>,
     db_path: PathBuf,
+    /// Held shared while the store is open ([`recover`]); exclusive means no other process.
+    active: std::fs::File,
 }
 
 /// The store directory: `--root`, else `$KILN_ROOT`, else `/var/lib/kiln` as root, else
@@ -121,12 +127,51 @@ impl Store {
             }
         })?;
         let db = db::open_db(&db_path)?;
-        drop(lock);
-        Ok(Store {
+        let active_path = root.join("active.lock");
+        let active = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&active_path)
+            .map_err(io_err(&active_path))?;
+        let store = Store {
             root: root.to_path_buf(),
             db: std::sync::Mutex::new(db),
             db_path,
-        })
+            active,
+        };
+        // Still under the setup lock, so two openers cannot both see themselves alone.
+        use rustix::fs::FlockOperation as Op;
+        let flock = |op| {
+            rustix::fs::flock(&store.active, op).map_err(|e| StoreError::Io {
+                path: active_path.clone(),
+                source: e.into(),
+            })
+        };
+        if rustix::fs::flock(&store.active, Op::NonBlockingLockExclusive).is_ok() {
+            store.recover()?;
+        }
+        flock(Op::LockShared)?;
+        drop(lock);
+        Ok(store)
+    }
+
+    /// Takes the store for this process alone (no other kiln process has it open), for
+    /// operations that must not race a build (`kiln store verify --repair`); false when another
+    /// process is using it. Gives the store back to shared use when `f` returns.
+    pub fn exclusively<T>(&self, f: impl FnOnce() -> T) -> Result<Option<T>, StoreError> {
+        use rustix::fs::FlockOperation as Op;
+        let path = self.root.join("active.lock");
+        let err = |e: rustix::io::Errno| StoreError::Io {
+            path: path.clone(),
+            source: e.into(),
+        };
+        if rustix::fs::flock(&self.active, Op::NonBlockingLockExclusive).is_err() {
+            return Ok(None);
+        }
+        let out = f();
+        rustix::fs::flock(&self.active, Op::LockShared).map_err(err)?;
+        Ok(Some(out))
     }
 
     pub fn root(&self) -> &Path {

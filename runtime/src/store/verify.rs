@@ -1,0 +1,170 @@
+//! `kiln store verify` (fsck): every blob matches its digest, every reference resolves (tags to
+//! manifests, configs and layers; cache entries to layers; kept containers to their
+//! directories), and nothing half-written is visible under `blobs/`. With `repair`, what is
+//! broken is removed (a corrupt blob, then every tag and cache entry that needed it) and so is
+//! what nothing references any more; repair needs the store to itself.
+
+use std::{
+    collections::BTreeSet,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use sha2::{Digest as _, Sha256};
+
+use super::{Store, StoreError, io_err};
+use crate::digest::Digest;
+
+/// What [`Store::verify`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Blobs whose content was checked.
+    pub blobs: usize,
+    /// One line per problem, naming the path or reference.
+    pub problems: Vec<String>,
+    /// What `repair` removed.
+    pub repaired: Vec<String>,
+}
+
+fn hash_file(p: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(p)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+impl Store {
+    /// Checks the store; with `repair`, fixes it. Fails with `Ok(None)` when `repair` is asked
+    /// while another kiln process has the store open.
+    pub fn verify(&self, repair: bool) -> Result<Option<Report>, StoreError> {
+        if repair {
+            return self.exclusively(|| self.verify_inner(true))?.transpose();
+        }
+        self.verify_inner(false).map(Some)
+    }
+
+    fn verify_inner(&self, repair: bool) -> Result<Report, StoreError> {
+        let mut r = Report::default();
+        let dir = self.root.join("blobs/sha256");
+        let mut good: BTreeSet<String> = BTreeSet::new();
+        let mut bad: Vec<PathBuf> = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let p = entry.path();
+            let hex_name = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex_name || !entry.file_type().is_ok_and(|t| t.is_file()) {
+                r.problems
+                    .push(format!("{}: not a blob (stray entry)", p.display()));
+                bad.push(p);
+                continue;
+            }
+            r.blobs += 1;
+            match hash_file(&p) {
+                Ok(h) if h == name => {
+                    good.insert(name);
+                }
+                Ok(h) => {
+                    r.problems
+                        .push(format!("{}: content has digest sha256:{h}", p.display()));
+                    bad.push(p);
+                }
+                Err(e) => {
+                    r.problems.push(format!("{}: {e}", p.display()));
+                    bad.push(p);
+                }
+            }
+        }
+        let have = |d: &Digest| good.contains(d.hex());
+        // What is reachable: from tags, cache entries, the gzip map and kept containers.
+        let mut reachable: BTreeSet<String> = BTreeSet::new();
+        let mut broken_tags = Vec::new();
+        for t in self.tags()? {
+            let mut missing = Vec::new();
+            if !have(&t.digest) {
+                missing.push(format!("manifest {}", t.digest));
+            } else {
+                reachable.insert(t.digest.hex().to_string());
+                match self.image(&t.digest) {
+                    Ok((m, _, config)) => {
+                        let mut refs = vec![("config", config.to_string())];
+                        refs.extend(m.layers.iter().map(|l| ("layer", l.digest.clone())));
+                        for (what, d) in refs {
+                            match Digest::parse(&d) {
+                                Ok(d) if have(&d) => {
+                                    reachable.insert(d.hex().to_string());
+                                }
+                                _ => missing.push(format!("{what} {d}")),
+                            }
+                        }
+                    }
+                    Err(e) => missing.push(format!("manifest {}: {e}", t.digest)),
+                }
+            }
+            if !missing.is_empty() {
+                r.problems
+                    .push(format!("tag {}: missing {}", t.name, missing.join(", ")));
+                broken_tags.push(t.name);
+            }
+        }
+        let mut broken_cache = Vec::new();
+        for (key, layer) in self.cache_layers()? {
+            match Digest::parse(&layer) {
+                Ok(d) if have(&d) => {
+                    reachable.insert(d.hex().to_string());
+                }
+                _ => {
+                    r.problems.push(format!(
+                        "cache entry {}: missing layer {layer}",
+                        &key[..key.len().min(19)]
+                    ));
+                    broken_cache.push(key);
+                }
+            }
+        }
+        for (diff_id, gz) in self.compressed_pairs()? {
+            if reachable.contains(diff_id.trim_start_matches("sha256:")) {
+                reachable.insert(gz.trim_start_matches("sha256:").to_string());
+            }
+        }
+        for c in self.containers()? {
+            let dir = self.root.join("containers").join(&c.id);
+            if c.state() != super::ContainerState::Running && !dir.is_dir() {
+                r.problems.push(format!(
+                    "container {}: {} is missing",
+                    c.name,
+                    dir.display()
+                ));
+            }
+        }
+        if repair {
+            for p in bad {
+                let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+                r.repaired.push(format!("removed {}", p.display()));
+            }
+            for t in broken_tags {
+                self.remove_tag(&t)?;
+                r.repaired.push(format!("removed tag {t}"));
+            }
+            for k in broken_cache {
+                self.cache_remove(&k)?;
+                r.repaired
+                    .push(format!("removed cache entry {}", &k[..k.len().min(19)]));
+            }
+            for h in good.difference(&reachable) {
+                let p = dir.join(h);
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+                r.repaired
+                    .push(format!("removed unreferenced blob sha256:{h}"));
+            }
+        }
+        Ok(r)
+    }
+}
