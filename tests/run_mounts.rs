@@ -352,3 +352,44 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn a_cache_mount_starts_from_its_from() {
+    if !can_sandbox("a_cache_mount_starts_from_its_from") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox AS seed\n\
+         RUN mkdir /out && echo seeded > /out/s\n\
+         FROM kiln.local/busybox\n\
+         RUN --mount=type=cache,id=c1,target=/c,from=seed,source=/out \
+             cat /c/s > /got && echo more >> /c/s\n",
+    )
+    .unwrap();
+    let got = |r: &std::path::Path| {
+        added_layers(r, &manifest_of(r, "m"))
+            .concat()
+            .into_iter()
+            .find(|e| e.0 == "got")
+            .and_then(|e| e.4)
+    };
+    let (code, _, err) = build(r, c, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        got(r).as_deref(),
+        Some("seeded\n"),
+        "a new cache starts with the seed"
+    );
+    let (code, _, err) = build(r, c, &["--no-cache"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        got(r).as_deref(),
+        Some("seeded\nmore\n"),
+        "an existing cache keeps its content: the seed is not applied again"
+    );
+}

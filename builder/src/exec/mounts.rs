@@ -117,6 +117,8 @@ pub(super) enum Plan {
     },
     Cache {
         target: String,
+        /// What a new cache directory starts with: a path of a stage, image or context.
+        seed: Option<(BindFrom, String)>,
         id: String,
         sharing: Sharing,
         readonly: bool,
@@ -195,21 +197,8 @@ pub(super) fn plan(
                 let source = m.source.clone().unwrap_or_default();
                 let (from, origin) = match &m.from {
                     Some(f) => {
-                        let what = format!("{} --mount from", short(&ins.text));
-                        let src = copy::from_source(ctx, stage, ins, nth_from, f, done, &what)?;
                         nth_from += 1;
-                        match src {
-                            copy::From::State(s) => {
-                                let key = s.key.to_string();
-                                (BindFrom::State(s), format!("stage {key}"))
-                            }
-                            copy::From::Dir(snap) => {
-                                let files = context_files(&copy::context_entries(&snap), &source)
-                                    .map_err(&at)?;
-                                let key = content_key(&files);
-                                (BindFrom::Files(files), format!("context {key}"))
-                            }
-                        }
+                        resolve_from(ctx, (stage, ins, nth_from - 1), f, &source, done, &at)?
                     }
                     None => {
                         let files = context_files(&copy::context_entries(ctx.snapshot()?), &source)
@@ -231,12 +220,17 @@ pub(super) fn plan(
                 )
             }
             MountType::Cache => {
-                if m.from.is_some() || m.source.is_some() {
-                    return Err(at(format!(
-                        "--mount={expanded}: a cache mount seeded with from=/source= is not \
-                         supported yet"
-                    )));
-                }
+                // `from` (and `source` in it) seeds a cache directory when it is first made.
+                let seed = match &m.from {
+                    Some(f) => {
+                        nth_from += 1;
+                        let source = m.source.clone().unwrap_or_default();
+                        let (from, origin) =
+                            resolve_from(ctx, (stage, ins, nth_from - 1), f, &source, done, &at)?;
+                        Some((from, source, origin))
+                    }
+                    None => None,
+                };
                 let target = target("")?;
                 let id = m.id.clone().unwrap_or_else(|| target.clone());
                 let id = if cache_ns.is_empty() {
@@ -251,12 +245,15 @@ pub(super) fn plan(
                 );
                 // BuildKit leaves the id and the sharing mode out of the key.
                 let key = format!(
-                    "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid}",
-                    m.readonly
+                    "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid} from={:?}",
+                    m.readonly,
+                    seed.as_ref()
+                        .map(|(_, source, origin)| format!("{origin} {source}"))
                 );
                 (
                     Plan::Cache {
                         target,
+                        seed: seed.map(|(from, source, _)| (from, source)),
                         id,
                         sharing: m.sharing.unwrap_or(Sharing::Shared),
                         readonly: m.readonly,
@@ -361,6 +358,32 @@ pub(super) fn plan(
     Ok((plans, keys))
 }
 
+/// A `from=` of a mount: a stage or image (its layers), or a named directory context (its
+/// files under `source`), and what the key sees of it.
+fn resolve_from(
+    ctx: &Ctx<'_>,
+    (stage, ins, nth): (usize, &Instruction, usize),
+    f: &str,
+    source: &str,
+    done: &BTreeMap<usize, StageState>,
+    at: &dyn Fn(String) -> BuildError,
+) -> Result<(BindFrom, String), BuildError> {
+    let what = format!("{} --mount from", short(&ins.text));
+    Ok(
+        match copy::from_source(ctx, stage, ins, nth, f, done, &what)? {
+            copy::From::State(s) => {
+                let key = s.key.to_string();
+                (BindFrom::State(s), format!("stage {key}"))
+            }
+            copy::From::Dir(snap) => {
+                let files = context_files(&copy::context_entries(&snap), source).map_err(at)?;
+                let key = content_key(&files);
+                (BindFrom::Files(files), format!("context {key}"))
+            }
+        },
+    )
+}
+
 /// The context entries under `source` (the source itself included), paths made relative to it;
 /// an error naming `source` when nothing is there.
 fn context_files(entries: &[copy::SrcEntry], source: &str) -> Result<Vec<copy::SrcEntry>, String> {
@@ -426,39 +449,8 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                 from,
                 rw,
             } => {
-                let base = dir.join(format!("bind-{n}"));
-                let sub = |s: &str| {
-                    let p = base.join(s);
-                    std::fs::create_dir_all(&p)
-                        .map(|()| p)
-                        .map_err(|e| err(format!("bind mount {target}: {e}")))
-                };
-                let (upper, work, mnt) = (sub("upper")?, sub("work")?, sub("mnt")?);
-                let lower = match from {
-                    BindFrom::Files(files) => {
-                        let tree = sub("tree")?;
-                        let inner = tree.join(copy::context_path(source));
-                        materialize(files, &inner)
-                            .map_err(|e| err(format!("bind mount {target}: {e}")))?;
-                        vec![tree]
-                    }
-                    BindFrom::State(s) => {
-                        let mut l = super::run::lower_dirs(ctx, s)?;
-                        if l.is_empty() {
-                            l.push(sub("empty")?);
-                        }
-                        l
-                    }
-                };
-                overlay::mount(
-                    overlay::Overlay {
-                        lower: &lower,
-                        upper: &upper,
-                        work: &work,
-                    },
-                    &mnt,
-                )
-                .map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                let mnt = mount_from(ctx, from, source, &dir.join(format!("bind-{n}")))
+                    .map_err(|e| err(format!("bind mount {target}: {e}")))?;
                 // The clone keeps the overlay alive; the attached copy leaves the host's mount
                 // table at once.
                 let tree = mounts::bind_in(&mnt, source);
@@ -475,6 +467,7 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
             }
             Plan::Cache {
                 target,
+                seed,
                 id,
                 sharing,
                 readonly,
@@ -482,7 +475,36 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                 uid,
                 gid,
             } => {
-                let (path, lock) = cache_dir(ctx, id, *sharing, (*mode, *uid, *gid))
+                let base = dir.join(format!("cache-{n}"));
+                let fill = |dst: &Path| -> std::io::Result<()> {
+                    let Some((from, source)) = seed else {
+                        return Ok(());
+                    };
+                    let mnt =
+                        mount_from(ctx, from, source, &base).map_err(std::io::Error::other)?;
+                    let copied = (|| {
+                        let root = rustix::fs::open(
+                            &mnt,
+                            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                            rustix::fs::Mode::empty(),
+                        )?;
+                        let rel = source.trim_start_matches('/');
+                        let at = rustix::fs::openat2(
+                            &root,
+                            if rel.is_empty() { "." } else { rel },
+                            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
+                            rustix::fs::Mode::empty(),
+                            rustix::fs::ResolveFlags::IN_ROOT
+                                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+                        )?;
+                        let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&at));
+                        kiln_runtime::sandbox::copyroot::copy_tree(Path::new(&src), dst)
+                    })();
+                    let unmounted = overlay::unmount(&mnt);
+                    copied?;
+                    unmounted.map_err(std::io::Error::other)
+                };
+                let (path, lock) = cache_dir(ctx, id, *sharing, (*mode, *uid, *gid), &fill)
                     .map_err(|e| err(format!("cache mount {target} (id {id}): {e}")))?;
                 out.locks.push(lock);
                 let mut tree =
@@ -574,6 +596,48 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
     Ok(out)
 }
 
+/// Mounts what `from` shows (`source` inside it for a context's files) on `base/mnt`: an
+/// overlay with a throw-away upper directory in `base`. The caller unmounts it.
+fn mount_from(
+    ctx: &Ctx<'_>,
+    from: &BindFrom,
+    source: &str,
+    base: &Path,
+) -> Result<PathBuf, String> {
+    let sub = |s: &str| {
+        let p = base.join(s);
+        std::fs::create_dir_all(&p)
+            .map(|()| p)
+            .map_err(|e| e.to_string())
+    };
+    let (upper, work, mnt) = (sub("upper")?, sub("work")?, sub("mnt")?);
+    let lower = match from {
+        BindFrom::Files(files) => {
+            let tree = sub("tree")?;
+            let inner = tree.join(copy::context_path(source));
+            materialize(files, &inner).map_err(|e| e.to_string())?;
+            vec![tree]
+        }
+        BindFrom::State(s) => {
+            let mut l = super::run::lower_dirs(ctx, s).map_err(|e| e.to_string())?;
+            if l.is_empty() {
+                l.push(sub("empty")?);
+            }
+            l
+        }
+    };
+    overlay::mount(
+        overlay::Overlay {
+            lower: &lower,
+            upper: &upper,
+            work: &work,
+        },
+        &mnt,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(mnt)
+}
+
 /// Recreates `files` (relative paths, `""` for the source itself) under `dest`: directories and
 /// symlinks made anew, files hard-linked from the context (copied across filesystems). The tree
 /// is only ever an overlay's lower layer, so the context's files are never written through it.
@@ -612,12 +676,14 @@ fn materialize(files: &[copy::SrcEntry], dest: &Path) -> std::io::Result<()> {
 /// The directory of cache mount `id` for one step, and the lock that keeps it the step's as
 /// `sharing` says: shared (a shared lock: others use it at once), locked (an exclusive lock:
 /// others wait), private (the first instance nobody holds, else a new one). The lock also tells
-/// a prune that the directory is in use. Created with `mode`, `uid` and `gid` on first use.
+/// a prune that the directory is in use. Created with `mode`, `uid` and `gid` on first use,
+/// filled by `fill` (a cache mount's `from=`).
 fn cache_dir(
     ctx: &Ctx<'_>,
     id: &str,
     sharing: Sharing,
     (mode, uid, gid): (u32, u32, u32),
+    fill: &dyn Fn(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<(PathBuf, std::fs::File)> {
     use rustix::fs::FlockOperation as Op;
     let base = ctx.store.root().join("cache-mounts");
@@ -653,6 +719,7 @@ fn cache_dir(
             // Made under a temporary name and renamed without replacing, so no step sees it
             // before its owner and mode are set, and two first users agree on one directory.
             let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&base)?;
+            fill(tmp.path())?;
             std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid))?;
             std::fs::set_permissions(
                 tmp.path(),

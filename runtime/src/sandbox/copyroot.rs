@@ -189,6 +189,12 @@ fn apply(src: &Path, dst: &Path, links: &mut BTreeMap<(u64, u64), PathBuf>) -> i
     Ok(())
 }
 
+/// Copies the tree `src` into the directory `dst` with owners, modes, times, extended
+/// attributes and hard links (a cache mount seeded from a stage).
+pub fn copy_tree(src: &Path, dst: &Path) -> io::Result<()> {
+    apply(src, dst, &mut BTreeMap::new())
+}
+
 /// Copies `lower` (top first, as overlayfs takes them) into the empty directory `root`.
 pub fn populate(lower: &[PathBuf], root: &Path) -> io::Result<()> {
     let mut links = BTreeMap::new();
