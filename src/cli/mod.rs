@@ -1,6 +1,7 @@
 //! Command-line definitions (clap) and dispatch to one module per command.
 
 mod build;
+mod cache;
 mod check;
 mod containers;
 mod dockerfile;
@@ -48,6 +49,12 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Run an image in the foreground in kiln's sandbox.
     Run(Box<run::Args>),
+    /// The build cache: `ls`, `du`, `prune`.
+    #[command(subcommand)]
+    Cache(cache::CacheCommand),
+    /// `kiln system df`: space used by images, containers and the build cache.
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Store maintenance (`kiln store verify [--repair]`).
     #[command(subcommand)]
     Store(verify::StoreCommand),
@@ -57,6 +64,12 @@ pub enum Command {
     Rm(containers::RmArgs),
     /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
     Save(save::Args),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Space used by images, containers and the build cache.
+    Df,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -71,6 +84,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
+        Command::Cache(c) => cache::run(cli.root.as_deref(), c),
+        Command::System(SystemCommand::Df) => cache::df(cli.root.as_deref()),
         Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),

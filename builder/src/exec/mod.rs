@@ -342,6 +342,9 @@ pub fn build(
     runner: &dyn StepRunner,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<BuildOutput, BuildError> {
+    // Held for the whole build: `kiln cache prune` waits for it, so no entry this build hits
+    // disappears before the image that uses it is tagged.
+    let _guard = store.build_guard()?;
     let df = kiln_parser::parse(&opts.dockerfile_text)?;
     let instructions = instruction::from_ast(&df)?;
     let host = oci::host_platform();

@@ -714,6 +714,8 @@ fn cache_dir(
             instance += 1;
             continue;
         }
+        // The lock file's mtime is the cache mount's last use (`kiln cache ls`).
+        let _ = lock.set_modified(std::time::SystemTime::now());
         let dir = base.join(&inst);
         if std::fs::symlink_metadata(&dir).is_err() {
             // Made under a temporary name and renamed without replacing, so no step sees it

@@ -21,6 +21,7 @@ mod rootfs;
 mod statcache;
 mod tags;
 mod unpacked;
+mod usage;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,9 @@ pub use import::Loaded;
 pub use recover::Recovered;
 pub use statcache::FileStamp;
 pub use tags::{Tag, normalize_tag};
+pub use usage::{
+    Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, duration,
+};
 pub use verify::Report as VerifyReport;
 
 /// Store failures, each naming the path or value involved.

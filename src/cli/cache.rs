@@ -1,0 +1,228 @@
+//! `kiln cache ls|du|prune` and `kiln system df`.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::Context;
+use kiln_runtime::store::{CacheUsage, PruneOptions};
+
+use crate::render::table;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CacheCommand {
+    /// One row per cache entry (layers and cache mounts), least recently used first.
+    Ls(LsArgs),
+    /// Totals: shared, private, reclaimable, total.
+    Du(DuArgs),
+    /// Remove cache entries no image uses (`--all`: every entry; images keep their layers).
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Full keys and descriptions.
+    #[arg(short, long)]
+    pub verbose: bool,
+    /// `type=layer|cache-mount`, `until=DURATION` (last used before), `description~=REGEX`.
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DuArgs {
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneArgs {
+    /// Also entries that images use (the images keep their layers).
+    #[arg(short, long)]
+    pub all: bool,
+    /// `type=layer|cache-mount`, `until=DURATION` (e.g. 24h), `description~=REGEX`.
+    #[arg(long = "filter", value_name = "FILTER")]
+    pub filters: Vec<String>,
+    /// Remove least recently used entries only until the cache is at most this size.
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Show what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask (kiln never asks without a terminal; accepted for docker's scripts).
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn ago(t: i64) -> String {
+    let s = (now() - t).max(0);
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn json(u: &CacheUsage) -> serde_json::Value {
+    serde_json::json!({
+        "id": u.id(),
+        "key": u.key,
+        "type": u.kind.as_str(),
+        "size": u.size,
+        "shared": u.shared,
+        "in_use": u.in_use,
+        "created": u.created,
+        "last_used": u.last_used,
+        "uses": u.uses,
+        "description": u.description,
+    })
+}
+
+pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    match cmd {
+        CacheCommand::Ls(a) => {
+            let o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
+            let list: Vec<CacheUsage> = store
+                .cache_usage()?
+                .into_iter()
+                .filter(|u| o.selects(u, now()))
+                .collect();
+            if a.format == Format::Json {
+                let v: Vec<_> = list.iter().map(json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|u| {
+                    let mut d = u.description.clone();
+                    if !a.verbose && d.chars().count() > 60 {
+                        d = d.chars().take(59).collect::<String>() + "…";
+                    }
+                    vec![
+                        if a.verbose { u.key.clone() } else { u.id() },
+                        u.kind.as_str().to_string(),
+                        table::size(u.size),
+                        if u.shared { "yes" } else { "no" }.into(),
+                        ago(u.created),
+                        ago(u.last_used),
+                        u.uses.map_or_else(|| "-".into(), |n| n.to_string()),
+                        if u.in_use { "yes" } else { "no" }.into(),
+                        d,
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &[
+                        "ID",
+                        "TYPE",
+                        "SIZE",
+                        "SHARED",
+                        "CREATED",
+                        "LAST USED",
+                        "USES",
+                        "IN USE",
+                        "DESCRIPTION"
+                    ],
+                    &rows
+                )
+            );
+        }
+        CacheCommand::Du(a) => {
+            let t = store.cache_totals()?;
+            if a.format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"entries": t.entries, "shared": t.shared, "private": t.private,
+                        "reclaimable": t.reclaimable, "total": t.total})
+                );
+            } else {
+                println!("Entries:\t{}", t.entries);
+                println!("Shared:\t\t{}", table::size(t.shared));
+                println!("Private:\t{}", table::size(t.private));
+                println!("Reclaimable:\t{}", table::size(t.reclaimable));
+                println!("Total:\t\t{}", table::size(t.total));
+            }
+        }
+        CacheCommand::Prune(a) => {
+            let mut o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
+            o.all = a.all;
+            o.dry_run = a.dry_run;
+            o.keep_storage = match &a.keep_storage {
+                None => None,
+                Some(s) => Some(
+                    kiln_parser::instruction::values::parse_ram_size(s).with_context(|| {
+                        format!("--keep-storage {s}: expected a size such as 10g")
+                    })?,
+                ),
+            };
+            let (removed, freed) = store.cache_prune(&o)?;
+            for u in &removed {
+                println!(
+                    "{} {}\t{}\t{}",
+                    if a.dry_run { "would remove" } else { "removed" },
+                    u.id(),
+                    u.kind.as_str(),
+                    u.description
+                );
+            }
+            println!(
+                "Total{}: {}",
+                if a.dry_run {
+                    " reclaimable"
+                } else {
+                    " reclaimed space"
+                },
+                table::size(freed)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln system df`: images, containers and build cache.
+pub fn df(root: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let d = store.system_df()?;
+    let rows = vec![
+        vec![
+            "Images".to_string(),
+            d.images.to_string(),
+            table::size(d.image_bytes),
+            "-".into(),
+        ],
+        vec![
+            "Containers".into(),
+            d.containers.to_string(),
+            table::size(d.container_bytes),
+            table::size(d.container_bytes),
+        ],
+        vec![
+            "Build Cache".into(),
+            d.cache.entries.to_string(),
+            table::size(d.cache.total),
+            table::size(d.cache.reclaimable),
+        ],
+    ];
+    print!(
+        "{}",
+        table::render(&["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"], &rows)
+    );
+    Ok(ExitCode::SUCCESS)
+}
