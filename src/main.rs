@@ -28,6 +28,14 @@ fn main() -> ExitCode {
     if std::env::var("KILN_ROOTFS").as_deref() == Ok("copy") {
         kiln_runtime::sandbox::overlay::force_copy(true);
     }
+    // Not root: kiln becomes root in a user namespace of its own (rootless), before any thread
+    // exists. Commands that never touch a store or a sandbox skip it.
+    let first = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    if !matches!(first.as_deref(), Some("parse" | "check" | "help") | None) {
+        if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
+            eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
+        }
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(code) => code,

@@ -115,6 +115,15 @@ fn set_owner_mode_time(
 ) -> Result<(), UnpackError> {
     let uid = h.uid().unwrap_or(0) as u32;
     let gid = h.gid().unwrap_or(0) as u32;
+    // Rootless without a subordinate range only root exists: other owners become root.
+    let id = |n: u32| {
+        if crate::sandbox::userns::mapped(n) {
+            n
+        } else {
+            0
+        }
+    };
+    let (uid, gid) = (id(uid), id(gid));
     rustix::fs::chownat(
         dir,
         name,

@@ -10,3 +10,4 @@ pub mod mounts;
 pub mod overlay;
 pub mod process;
 pub mod seccomp;
+pub mod userns;

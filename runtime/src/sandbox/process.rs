@@ -205,7 +205,13 @@ pub fn run(
     }
     let mount_names: Vec<String> = order.iter().map(|m| m.target.clone()).collect();
     let read_only = spec.read_only;
+    let host = if super::userns::rootless() {
+        Some(host_binds()?)
+    } else {
+        None
+    };
     let cgroup_fds = spec.cgroup.fds();
+    let proc_steps = super::mounts::target_steps("/proc").unwrap_or_default();
     let filter = if spec.seccomp {
         super::seccomp::program()
     } else {
@@ -224,6 +230,17 @@ pub fn run(
         ));
     }
     let (uid, gid) = (spec.uid, spec.gid);
+    if let Some(id) = [uid, gid]
+        .into_iter()
+        .chain(spec.groups.iter().copied())
+        .find(|id| !super::userns::mapped(*id))
+    {
+        return Err(SandboxError::Invalid(format!(
+            "id {id} does not exist in rootless kiln's user namespace: only root is mapped \
+             without a range for this user in /etc/subuid and /etc/subgid (and newuidmap, \
+             Debian's uidmap package)"
+        )));
+    }
     let groups: Vec<rustix::fs::Gid> = spec.groups.iter().map(|g| gid_of(*g)).collect();
     let mut ns = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     if spec.network == Network::None {
@@ -251,13 +268,15 @@ pub fn run(
             let _ = rustix::io::write(&report_w, &[n]);
         };
         let ids = (uid, gid, groups.as_slice());
-        let extra = (
-            pipes.as_slice(),
-            mounts.as_slice(),
+        let extra = Extra {
+            pipes: &pipes,
+            mounts: &mounts,
             read_only,
-            cgroup_fds.as_slice(),
-            filter.as_slice(),
-        );
+            cgroups: &cgroup_fds,
+            filter: &filter,
+            proc_steps: &proc_steps,
+            host: host.as_ref().map(|h| (h.devs.as_slice(), &h.sys)),
+        };
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
     };
@@ -409,6 +428,66 @@ struct Attach {
     only_over_file: bool,
 }
 
+/// What the child sets up besides the basics, all prepared before the fork.
+struct Extra<'a> {
+    pipes: &'a [Pipe],
+    mounts: &'a [Attach],
+    read_only: bool,
+    cgroups: &'a [i32],
+    filter: &'a [super::seccomp::Insn],
+    /// `/proc` split for [`open_creating`].
+    proc_steps: &'a [(CString, CString)],
+    /// Rootless: the host's device nodes and /sys, bound instead of made (a user namespace
+    /// may neither create devices nor mount sysfs for the host's network).
+    host: Option<(&'a [Attach], &'a Attach)>,
+}
+
+/// Rootless: the host's device nodes and /sys as detached mounts (`/sys` read-only).
+struct HostBinds {
+    devs: Vec<Attach>,
+    sys: Attach,
+    _trees: Vec<super::mounts::Detached>,
+}
+
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+fn host_binds() -> Result<HostBinds, SandboxError> {
+    let bad = |e: super::mounts::MountError| SandboxError::Setup {
+        step: format!("{} {}", e.step, e.path),
+        errno: e.errno,
+    };
+    let mut trees = Vec::new();
+    let mut devs = Vec::new();
+    for d in DEVICES {
+        let host = format!("/dev/{d}");
+        let Ok(tree) = super::mounts::bind(Path::new(&host)) else {
+            continue; // no /dev/tty without a terminal on some hosts
+        };
+        devs.push(Attach {
+            tree: tree.raw_fd(),
+            steps: super::mounts::target_steps(&host).unwrap_or_default(),
+            dir: false,
+            only_over_file: false,
+        });
+        trees.push(tree);
+    }
+    let sys = super::mounts::bind(Path::new("/sys"))
+        .and_then(super::mounts::Detached::read_only)
+        .map_err(bad)?;
+    let sys_attach = Attach {
+        tree: sys.raw_fd(),
+        steps: super::mounts::target_steps("/sys").unwrap_or_default(),
+        dir: true,
+        only_over_file: false,
+    };
+    trees.push(sys);
+    Ok(HostBinds {
+        devs,
+        sys: sys_attach,
+        _trees: trees,
+    })
+}
+
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
 #[allow(clippy::too_many_arguments)]
 fn child_setup(
@@ -418,14 +497,17 @@ fn child_setup(
     cwd: &[(CString, CString)],
     hostname: &[u8],
     (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
-    (pipes, mounts, read_only, cgroups, filter): (
-        &[Pipe],
-        &[Attach],
-        bool,
-        &[i32],
-        &[super::seccomp::Insn],
-    ),
+    extra: Extra<'_>,
 ) -> Result<(), Errno> {
+    let Extra {
+        pipes,
+        mounts,
+        read_only,
+        cgroups,
+        filter,
+        proc_steps,
+        host,
+    } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(15);
     for fd in cgroups {
@@ -447,6 +529,23 @@ fn child_setup(
         c"/",
         MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
     )?;
+    step(3);
+    // /proc is made now, detached, and attached after the root switch: in a user namespace
+    // (rootless) the kernel only lets a proc filesystem be made while another one is fully
+    // visible in the mount namespace, which stops being true once the old root is detached.
+    // It belongs to this process's new pid namespace already.
+    let procfs = {
+        use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+        let fs = rustix::mount::fsopen(c"proc", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        rustix::mount::fsconfig_create(&fs)?;
+        rustix::mount::fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )?
+    };
     step(2);
     // pivot_root before any other mount: every later path resolves inside the new root, so a
     // hostile image's `/proc -> /etc` symlink cannot redirect a mount onto a host path
@@ -461,8 +560,12 @@ fn child_setup(
     };
     let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     step(3);
-    dir(c"/proc")?;
-    mount(c"proc", c"/proc", c"proc", nosuid_nodev_noexec, None)?;
+    attach_at(
+        std::os::fd::AsRawFd::as_raw_fd(&procfs),
+        proc_steps,
+        (true, false),
+    )?;
+    drop(procfs);
     step(4);
     dir(c"/dev")?;
     mount(
@@ -474,21 +577,31 @@ fn child_setup(
     )?;
     step(5);
     rustix::process::umask(Mode::empty());
-    for (name, major, minor) in [
-        (c"/dev/null", 1, 3),
-        (c"/dev/zero", 1, 5),
-        (c"/dev/full", 1, 7),
-        (c"/dev/random", 1, 8),
-        (c"/dev/urandom", 1, 9),
-        (c"/dev/tty", 5, 0),
-    ] {
-        rustix::fs::mknodat(
-            CWD,
-            name,
-            FileType::CharacterDevice,
-            Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(major, minor),
-        )?;
+    match host {
+        // Before anything uses /dev/null (the masks below).
+        Some((devs, _)) => {
+            for d in devs {
+                attach(d)?;
+            }
+        }
+        None => {
+            for (name, major, minor) in [
+                (c"/dev/null", 1, 3),
+                (c"/dev/zero", 1, 5),
+                (c"/dev/full", 1, 7),
+                (c"/dev/random", 1, 8),
+                (c"/dev/urandom", 1, 9),
+                (c"/dev/tty", 5, 0),
+            ] {
+                rustix::fs::mknodat(
+                    CWD,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o666),
+                    rustix::fs::makedev(major, minor),
+                )?;
+            }
+        }
     }
     for d in [c"/dev/pts", c"/dev/shm", c"/dev/mqueue"] {
         dir(d)?;
@@ -545,13 +658,16 @@ fn child_setup(
     rustix::process::umask(Mode::from_raw_mode(0o022));
     step(6);
     dir(c"/sys")?;
-    mount(
-        c"sysfs",
-        c"/sys",
-        c"sysfs",
-        nosuid_nodev_noexec | MountFlags::RDONLY,
-        None,
-    )?;
+    match host {
+        Some((_, sys)) => attach(sys)?,
+        None => mount(
+            c"sysfs",
+            c"/sys",
+            c"sysfs",
+            nosuid_nodev_noexec | MountFlags::RDONLY,
+            None,
+        )?,
+    }
     step(7);
     for p in MASKED {
         match mount_bind(c"/dev/null", p) {
@@ -641,7 +757,10 @@ fn child_setup(
     };
     rustix::thread::set_capabilities(None, sets)?;
     step(11);
-    rustix::thread::set_thread_groups(groups)?;
+    // Rootless with only root mapped, setgroups(2) is denied; there is nothing to set then.
+    if host.is_none() || !groups.is_empty() {
+        rustix::thread::set_thread_groups(groups)?;
+    }
     rustix::thread::set_thread_res_gid(gid_of(gid), gid_of(gid), gid_of(gid))?;
     step(12);
     // Leaving uid 0 clears the permitted and effective sets (no keep-caps), as in Docker.
@@ -729,7 +848,16 @@ fn open_creating(
 /// between the check and the mount (CVE-2025-31133 class). Targets in /proc or /sys are
 /// refused: a mount there could uncover or replace a masked path.
 fn attach(m: &Attach) -> Result<(), Errno> {
-    let Some(target) = open_creating(&m.steps, m.dir, m.only_over_file)? else {
+    attach_at(m.tree, &m.steps, (m.dir, m.only_over_file))
+}
+
+/// [`attach`] with the parts given separately (the child's own /proc has no `Attach`).
+fn attach_at(
+    tree: i32,
+    steps: &[(CString, CString)],
+    (dir, only_over_file): (bool, bool),
+) -> Result<(), Errno> {
+    let Some(target) = open_creating(steps, dir, only_over_file)? else {
         return Ok(());
     };
     let fs = rustix::fs::fstatfs(&target)?;
@@ -737,9 +865,9 @@ fn attach(m: &Attach) -> Result<(), Errno> {
     if matches!(fs.f_type, 0x9fa0 | 0x6265_6572) {
         return Err(Errno::PERM);
     }
-    // SAFETY: `m.tree` is a descriptor opened before the fork and still open here (it is
-    // close-on-exec and the spec holding it outlives the spawn); it is only borrowed.
-    let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(m.tree) };
+    // SAFETY: `tree` is a descriptor opened before the fork (or by the child itself) and still
+    // open here (close-on-exec; its owner outlives the spawn); it is only borrowed.
+    let from = unsafe { std::os::fd::BorrowedFd::borrow_raw(tree) };
     rustix::mount::move_mount(
         from,
         c"",

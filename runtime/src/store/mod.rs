@@ -95,7 +95,8 @@ pub fn default_root(flag: Option<&Path>) -> PathBuf {
     if let Some(p) = std::env::var_os("KILN_ROOT").filter(|v| !v.is_empty()) {
         return PathBuf::from(p);
     }
-    if rustix::process::geteuid().is_root() {
+    // Root of the host only: rootless kiln is root in its own namespace.
+    if crate::sandbox::userns::host_uid() == 0 {
         return PathBuf::from("/var/lib/kiln");
     }
     let data = std::env::var_os("XDG_DATA_HOME")

@@ -1,0 +1,173 @@
+//! Rootless kiln: when kiln is not started as root, it first moves itself into a new user
+//! namespace (it is root there) with a mount namespace of its own, so overlayfs, the sandbox's
+//! namespaces and its mounts all work as they do for root, and every mount kiln makes dies with
+//! the process.
+//!
+//! The mapping: container root is the user. With `newuidmap`/`newgidmap` (Debian's `uidmap`)
+//! and a range for the user in `/etc/subuid` and `/etc/subgid`, ids 1..N map to that range, so
+//! images with other owners keep them; without, only root exists inside (files owned by others
+//! are unpacked as root, `USER 1000` cannot run, and kiln says so when it matters).
+//!
+//! Must run while the process is single-threaded (the kernel refuses `unshare(CLONE_NEWUSER)`
+//! otherwise): first thing in `main`.
+
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+    sync::atomic::{AtomicBool, AtomicU32, Ordering},
+};
+
+use rustix::thread::UnshareFlags;
+
+static ROOTLESS: AtomicBool = AtomicBool::new(false);
+static HOST_UID: AtomicU32 = AtomicU32::new(0);
+/// How many ids exist inside (1: only root).
+static IDS: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Whether kiln runs in its own user namespace (started without root).
+pub fn rootless() -> bool {
+    ROOTLESS.load(Ordering::SeqCst)
+}
+
+/// The uid kiln was started as.
+pub fn host_uid() -> u32 {
+    if rootless() {
+        HOST_UID.load(Ordering::SeqCst)
+    } else {
+        rustix::process::geteuid().as_raw()
+    }
+}
+
+/// Whether `uid` exists inside (always as root; rootless, only in the mapped range).
+pub fn mapped(id: u32) -> bool {
+    id < IDS.load(Ordering::SeqCst)
+}
+
+/// Why the user namespace could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("rootless setup: {step}: {source}")]
+pub struct UsernsError {
+    pub step: String,
+    pub source: std::io::Error,
+}
+
+fn fail(step: &str) -> impl FnOnce(std::io::Error) -> UsernsError + '_ {
+    move |source| UsernsError {
+        step: step.to_string(),
+        source,
+    }
+}
+
+/// The user's first subordinate range in `file` (`/etc/subuid` format: `name|uid:start:count`).
+fn subordinate(file: &str, name: Option<&str>, id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        (Some(who) == name || who == id.to_string())
+            .then(|| Some((start.parse().ok()?, count.parse().ok()?)))
+            .flatten()
+    })
+}
+
+fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _ = f.next();
+        (f.next()? == uid.to_string()).then(|| name.to_string())
+    })
+}
+
+/// Enters a new user and mount namespace when kiln is not root; does nothing as root.
+pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
+    let uid = rustix::process::geteuid().as_raw();
+    let gid = rustix::process::getegid().as_raw();
+    if uid == 0 {
+        return Ok(());
+    }
+    let name = user_name(uid);
+    let ranges = (
+        subordinate("/etc/subuid", name.as_deref(), uid),
+        subordinate("/etc/subgid", name.as_deref(), uid),
+    );
+    let pid = std::process::id().to_string();
+    // newuidmap must run outside the new namespace: started now, told to go once it exists.
+    let helper = match ranges {
+        (Some((us, uc)), Some((gs, gc))) if which("newuidmap") && which("newgidmap") => {
+            let script = "read _ && newuidmap \"$1\" 0 \"$2\" 1 1 \"$3\" \"$4\" && \
+                          newgidmap \"$1\" 0 \"$5\" 1 1 \"$6\" \"$7\"";
+            let child = Command::new("/bin/sh")
+                .args(["-c", script, "sh", &pid])
+                .args([uid, us, uc, gid, gs, gc].map(|n| n.to_string()))
+                .stdin(Stdio::piped())
+                .spawn()
+                .map_err(fail("start newuidmap"))?;
+            Some((child, uc.min(gc).saturating_add(1)))
+        }
+        _ => None,
+    };
+    // SAFETY: called while the process is single-threaded (first thing in main); NEWUSER and
+    // NEWNS do not touch the file descriptor table.
+    unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
+        .map_err(|e| {
+            fail("unshare a user namespace (are unprivileged user namespaces allowed?)")(e.into())
+        })?;
+    let ids = match helper {
+        Some((mut child, ids)) => {
+            let go = child.stdin.take().map(|mut s| s.write_all(b"\n"));
+            let status = child.wait().map_err(fail("newuidmap"))?;
+            if go.is_none() || !status.success() {
+                return Err(fail("newuidmap/newgidmap")(std::io::Error::other(format!(
+                    "exited with {status}"
+                ))));
+            }
+            ids
+        }
+        None => {
+            std::fs::write("/proc/self/setgroups", "deny").map_err(fail("setgroups"))?;
+            std::fs::write("/proc/self/uid_map", format!("0 {uid} 1")).map_err(fail("uid_map"))?;
+            std::fs::write("/proc/self/gid_map", format!("0 {gid} 1")).map_err(fail("gid_map"))?;
+            1
+        }
+    };
+    let root = rustix::process::Uid::from_raw(0);
+    let root_g = rustix::process::Gid::from_raw(0);
+    rustix::thread::set_thread_res_gid(root_g, root_g, root_g)
+        .map_err(|e| fail("become root")(e.into()))?;
+    rustix::thread::set_thread_res_uid(root, root, root)
+        .map_err(|e| fail("become root")(e.into()))?;
+    // Nothing kiln mounts may reach the host's mount table (it could not anyway: a namespace
+    // owned by a less privileged user namespace only receives propagation).
+    rustix::mount::mount_change(
+        c"/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )
+    .map_err(|e| fail("private mounts")(e.into()))?;
+    HOST_UID.store(uid, Ordering::SeqCst);
+    IDS.store(ids, Ordering::SeqCst);
+    ROOTLESS.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+fn which(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subordinate_ranges_by_name_or_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("subuid");
+        std::fs::write(&f, "alice:100000:65536\n1001:200000:1000\n").unwrap();
+        let f = f.to_str().unwrap();
+        assert_eq!(subordinate(f, Some("alice"), 1000), Some((100_000, 65_536)));
+        assert_eq!(subordinate(f, Some("bob"), 1001), Some((200_000, 1000)));
+        assert_eq!(subordinate(f, Some("carol"), 1002), None);
+    }
+}
