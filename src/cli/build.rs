@@ -73,6 +73,10 @@ pub struct Args {
     /// How many stages may run at once (default: one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub jobs: usize,
+    /// After the build, say HIT or MISS for each step and why the first miss of each stage
+    /// missed (compared with the last build of this context, Dockerfile and target).
+    #[arg(long)]
+    pub explain_cache: bool,
     /// Progress output (auto: the TTY view on a terminal, plain text otherwise).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
@@ -88,8 +92,12 @@ fn kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
     }
 }
 
-pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
-    let store = super::store::open(root)?;
+/// The build `args` describe (the Dockerfile read, named contexts loaded into `store`), with
+/// the Dockerfile's display name and text for error rendering.
+pub fn options(
+    store: &kiln_runtime::store::Store,
+    args: &Args,
+) -> anyhow::Result<(BuildOptions, String, String)> {
     let (dockerfile_path, text, name) = match args.file.as_deref() {
         Some(p) if p == std::path::Path::new("-") => {
             let src = super::dockerfile::read(Some(p))?;
@@ -205,7 +213,15 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         secrets,
         ssh,
         limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
+        explain_cache: args.explain_cache,
+        dry_run: false,
     };
+    Ok((opts, name, text))
+}
+
+pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let (opts, name, text) = options(&store, &args)?;
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,
         (_, Progress::Plain) => render::progress::Mode::Plain,
@@ -288,6 +304,9 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             if let Some(p) = &args.iidfile {
                 std::fs::write(p, out.config.to_string())
                     .with_context(|| format!("cannot write {}", p.display()))?;
+            }
+            if !out.explained.is_empty() {
+                eprint!("{}", render::explain::render(&out.explained));
             }
             if mode == render::progress::Mode::Quiet {
                 println!("{}", out.config);

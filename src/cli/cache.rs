@@ -15,6 +15,9 @@ pub enum CacheCommand {
     Du(DuArgs),
     /// Remove cache entries no image uses (`--all`: every entry; images keep their layers).
     Prune(PruneArgs),
+    /// Which steps of a build would hit the cache and why the first miss misses, without
+    /// running anything (takes `kiln build`'s flags).
+    Explain(Box<super::build::Args>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -159,6 +162,12 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                 println!("Reclaimable:\t{}", table::size(t.reclaimable));
                 println!("Total:\t\t{}", table::size(t.total));
             }
+        }
+        CacheCommand::Explain(a) => {
+            let (opts, _, _) = super::build::options(&store, &a)?;
+            let lines = kiln_builder::exec::explain(&store, &opts, &|_| {})
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            print!("{}", crate::render::explain::render(&lines));
         }
         CacheCommand::Prune(a) => {
             let mut o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;

@@ -1128,6 +1128,15 @@ fn commit_layer(
     } else {
         ctx.store.cache_get(&key.to_string())?
     };
+    ctx.record(
+        name,
+        &step.kind,
+        if link { None } else { Some(&st.key) },
+        &step.fields,
+        &inputs,
+        &key,
+        cached.is_some(),
+    )?;
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {

@@ -58,6 +58,10 @@ pub struct BuildOptions {
     pub ssh: BTreeMap<String, PathBuf>,
     /// `--memory`, `--pids-limit`: for each RUN step.
     pub limits: kiln_runtime::sandbox::cgroup::Limits,
+    /// `--explain-cache`: say HIT or MISS for each step and why the first miss missed.
+    pub explain_cache: bool,
+    /// `kiln cache explain`: compute the keys, execute nothing, stop at the first miss.
+    pub dry_run: bool,
 }
 
 /// A named build context (BuildKit `--build-context`).
@@ -101,6 +105,8 @@ pub struct BuildOutput {
     pub config: Digest,
     pub tags: Vec<String>,
     pub manifest_size: u64,
+    /// With `explain_cache`: HIT/MISS per keyed step and the first miss's cause.
+    pub explained: Vec<crate::cache::explain::Explained>,
 }
 
 /// Why a build failed. `At` errors point into the Dockerfile.
@@ -118,6 +124,12 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(String),
+    /// A dry run (`kiln cache explain`) reached a step that would have to run.
+    #[error("a step would have to run (dry run)")]
+    DryRunMiss,
+    /// The answer of a dry run: what [`explain`] returns.
+    #[error("dry run")]
+    Explained(Vec<crate::cache::explain::Explained>),
 }
 
 impl BuildError {
@@ -333,6 +345,8 @@ struct Ctx<'a> {
     now: i64,
     /// A limit the kernel refused was reported (once per build).
     limits_warned: std::sync::atomic::AtomicBool,
+    /// What went into each keyed step (for `--explain-cache` and the next build's).
+    records: std::sync::Mutex<Vec<crate::cache::explain::Record>>,
 }
 
 /// Builds the image `opts` describes.
@@ -393,17 +407,79 @@ pub fn build(
         runner,
         now,
         limits_warned: std::sync::atomic::AtomicBool::new(false),
+        records: std::sync::Mutex::new(Vec::new()),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs)
         .build()
         .map_err(|e| BuildError::Other(format!("cannot start the build threads: {e}")))?;
-    let done = pool.install(|| run_stages(&ctx))?;
-    let mut done = done;
+    let ran = pool.install(|| run_stages(&ctx));
+    let mut records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|p| p.into_inner()));
+    // Stages ran side by side: order the records as the Dockerfile does.
+    records.sort_by(|a, b| (&a.stage, a.index).cmp(&(&b.stage, b.index)));
+    let identity = build_identity(opts);
+    let explained = || -> Result<Vec<crate::cache::explain::Explained>, BuildError> {
+        let previous: Option<Vec<crate::cache::explain::Record>> = ctx
+            .store
+            .build_record(&identity)?
+            .and_then(|t| serde_json::from_str(&t).ok());
+        Ok(crate::cache::explain::explain(
+            &records,
+            previous.as_deref(),
+        ))
+    };
+    if opts.dry_run {
+        return match ran {
+            Ok(_) | Err(BuildError::DryRunMiss) => Err(BuildError::Explained(explained()?)),
+            Err(e) => Err(e),
+        };
+    }
+    let mut done = ran?;
     let state = done
         .remove(&graph.target)
         .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
-    assemble(&ctx, state)
+    let mut out = assemble(&ctx, state)?;
+    if opts.explain_cache {
+        out.explained = explained()?;
+    }
+    if let Ok(json) = serde_json::to_string(&records) {
+        ctx.store.save_build_record(&identity, &json)?;
+    }
+    Ok(out)
+}
+
+/// `kiln cache explain`: the keys of `opts`'s build computed without executing anything, up to
+/// the first step that would have to run; HIT/MISS per step and why the first miss missed.
+pub fn explain(
+    store: &Store,
+    opts: &BuildOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<crate::cache::explain::Explained>, BuildError> {
+    let opts = BuildOptions {
+        dry_run: true,
+        ..opts.clone()
+    };
+    match build(store, &opts, &NoSandbox, on_event) {
+        Err(BuildError::Explained(e)) => Ok(e),
+        Err(e) => Err(e),
+        Ok(_) => Err(BuildError::Other("a dry run built an image".into())),
+    }
+}
+
+/// Which earlier build a build compares with: the same context, Dockerfile and target.
+fn build_identity(opts: &BuildOptions) -> String {
+    let canon = |p: &std::path::Path| {
+        std::fs::canonicalize(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    format!(
+        "{}\n{}\n{}",
+        canon(&opts.context),
+        opts.dockerfile_path.as_deref().map_or("-".into(), canon),
+        opts.target.as_deref().unwrap_or("")
+    )
 }
 
 /// Shared state of one scheduler run.
@@ -613,6 +689,25 @@ fn run_stage(
             }
         },
     };
+    let digest = match &stage.base {
+        Base::Image(r) => ctx.store.resolve(r).ok().flatten().map(|d| d.to_string()),
+        _ => None,
+    }
+    .unwrap_or_else(|| st.key.to_string());
+    let fields: BTreeMap<String, String> = [
+        ("image".to_string(), base_name.clone()),
+        ("digest".to_string(), digest),
+    ]
+    .into();
+    ctx.record(
+        &from_name,
+        "FROM",
+        None,
+        &fields,
+        &BTreeMap::new(),
+        &st.key,
+        true,
+    )?;
     // A stage keeps its parent's ARG values available for redeclaration, not in scope.
     let inherited: Vec<(String, Option<String>)> = std::mem::take(&mut st.args);
     (ctx.on_event)(Event::Done {
@@ -660,6 +755,44 @@ fn run_stage(
 }
 
 impl Ctx<'_> {
+    /// Notes what went into a keyed step (for `--explain-cache`); in a dry run, a miss ends the
+    /// build here, before anything executes.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        name: &str,
+        kind: &str,
+        parent: Option<&crate::cache::key::CacheKey>,
+        fields: &BTreeMap<String, String>,
+        inputs: &BTreeMap<String, Digest>,
+        key: &crate::cache::key::CacheKey,
+        hit: bool,
+    ) -> Result<(), BuildError> {
+        let (stage, index) = crate::cache::explain::position(name);
+        let r = crate::cache::explain::Record {
+            stage,
+            index,
+            name: name.to_string(),
+            kind: kind.to_string(),
+            parent: parent.map(ToString::to_string),
+            fields: fields.clone(),
+            inputs: inputs
+                .iter()
+                .map(|(p, d)| (p.clone(), d.to_string()))
+                .collect(),
+            key: key.to_string(),
+            hit,
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(r);
+        if !hit && self.opts.dry_run {
+            return Err(BuildError::DryRunMiss);
+        }
+        Ok(())
+    }
+
     /// The main build context (read once, on first use).
     fn snapshot(&self) -> Result<&Snapshot, BuildError> {
         self.snapshot
@@ -952,5 +1085,6 @@ fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError
         config: config_digest,
         tags,
         manifest_size: m.bytes.len() as u64,
+        explained: Vec::new(),
     })
 }

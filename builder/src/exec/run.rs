@@ -128,6 +128,15 @@ pub(crate) fn run(
     } else {
         ctx.store.cache_get(&key.to_string())?
     };
+    ctx.record(
+        name,
+        "RUN",
+        Some(&st.key),
+        &step.fields,
+        &BTreeMap::new(),
+        &key,
+        cached.is_some(),
+    )?;
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {

@@ -29,6 +29,7 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
         .map_err(db_err)?;
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
+    db.execute_batch(super::builds::SCHEMA).map_err(db_err)?;
     Ok(db)
 }
 

@@ -9,6 +9,7 @@
 //!   one transaction, so a crash loses at most the change in progress.
 
 mod blobs;
+mod builds;
 mod cache;
 mod containers;
 mod db;

@@ -1,0 +1,40 @@
+//! What the last successful build of each (context, Dockerfile, target) fed into its cache keys,
+//! as the builder's JSON: `kiln cache explain` compares a new build against it.
+
+use super::{Store, StoreError, db::now};
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS build_records (
+    identity TEXT PRIMARY KEY,
+    updated  INTEGER NOT NULL,
+    records  TEXT NOT NULL
+);
+";
+
+impl Store {
+    /// Replaces the record of `identity`'s last build.
+    pub fn save_build_record(&self, identity: &str, records: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO build_records (identity, updated, records) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(identity) DO UPDATE SET updated = excluded.updated,
+                   records = excluded.records",
+                rusqlite::params![identity, now(), records],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The record of `identity`'s last build.
+    pub fn build_record(&self, identity: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT records FROM build_records WHERE identity = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([identity]).map_err(self.db_err())?;
+        match rows.next().map_err(self.db_err())? {
+            Some(r) => Ok(Some(r.get(0).map_err(self.db_err())?)),
+            None => Ok(None),
+        }
+    }
+}

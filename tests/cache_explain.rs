@@ -1,0 +1,112 @@
+//! `kiln cache explain` (a dry run) and `kiln build --explain-cache`: HIT or MISS per step and,
+//! for the first miss, what changed since the last build of the same Dockerfile and target:
+//! files, ARG/ENV values, the instruction, the base image.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{can_sandbox, kiln, store_with_base};
+
+#[test]
+fn the_first_miss_is_explained() {
+    if !can_sandbox("the_first_miss_is_explained") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let cs = c.to_str().unwrap();
+    std::fs::create_dir(c.join("src")).unwrap();
+    std::fs::write(c.join("src/a.c"), "a\n").unwrap();
+    std::fs::write(c.join("src/b.c"), "b\n").unwrap();
+    // A base of our own, so it can move.
+    let (code, _, err) = kiln(r, &["tag", "kiln.local/busybox", "mybase"]);
+    assert_eq!(code, 0, "{err}");
+    let df = |run: &str| {
+        std::fs::write(
+            c.join("Dockerfile"),
+            format!(
+                "FROM mybase\nARG V=1\nENV MODE=fast\nCOPY src/ /src/\n\
+                 RUN --mount=type=cache,target=/c echo $V $MODE > /v && echo ran >> /c/log\n\
+                 RUN {run}\n"
+            ),
+        )
+        .unwrap();
+    };
+    df("echo done");
+    let explain = |extra: &[&str]| {
+        let mut a = vec!["cache", "explain"];
+        a.extend_from_slice(extra);
+        a.push(cs);
+        let (code, out, err) = kiln(r, &a);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert!(
+        explain(&[]).contains("because: no earlier build of this Dockerfile and target"),
+        "before any build"
+    );
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "x", cs]);
+    assert_eq!(code, 0, "{err}");
+    let out = explain(&[]);
+    assert_eq!(out.matches("HIT ").count(), 3, "{out}");
+    assert!(!out.contains("MISS"), "{out}");
+
+    // A dry run runs nothing: the cache mount saw one RUN only, no entry was added.
+    let entries = |r: &std::path::Path| {
+        let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .len()
+    };
+    let before = entries(r);
+    let out = explain(&["--build-arg", "V=2"]);
+    assert!(
+        out.contains("MISS [stage-0 5/6] RUN --mount")
+            && out.contains("because: environment: V changed: \"1\" -> \"2\""),
+        "{out}"
+    );
+    assert_eq!(entries(r), before, "nothing was built");
+
+    // Files: the changed path, not just "context changed".
+    std::fs::write(c.join("src/b.c"), "B\n").unwrap();
+    std::fs::write(c.join("src/new.c"), "n\n").unwrap();
+    let out = explain(&[]);
+    assert!(
+        out.contains("MISS [stage-0 4/6] COPY src/ /src/")
+            && out.contains("because: files changed: src/b.c (changed), src/new.c (added)"),
+        "{out}"
+    );
+    std::fs::write(c.join("src/b.c"), "b\n").unwrap();
+    std::fs::remove_file(c.join("src/new.c")).unwrap();
+
+    // The instruction itself.
+    df("echo Done");
+    let out = explain(&[]);
+    assert!(
+        out.contains("MISS [stage-0 6/6] RUN echo Done")
+            && out.contains("argv changed: [\"/bin/sh\",\"-c\",\"echo done\"] -> [\"/bin/sh\",\"-c\",\"echo Done\"]"),
+        "{out}"
+    );
+    df("echo done");
+
+    // The base image moved: the tag now names another image.
+    let (code, _, err) = kiln(r, &["tag", "x", "mybase"]);
+    assert_eq!(code, 0, "{err}");
+    let out = explain(&[]);
+    assert!(
+        out.contains(
+            "because: [stage-0 1/6] FROM mybase changed: the base image moved: mybase was sha256:"
+        ),
+        "{out}"
+    );
+
+    // --explain-cache while building says the same, then builds.
+    let (code, out, err) = kiln(r, &["build", "-q", "--explain-cache", "-t", "y", cs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("sha256:"), "{out}");
+    assert!(err.contains("MISS [stage-0 4/6] COPY src/ /src/"), "{err}");
+    assert!(err.contains("the base image moved"), "{err}");
+    // And the next explain compares with that build: all hits.
+    assert!(!explain(&[]).contains("MISS"));
+}
