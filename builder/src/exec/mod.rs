@@ -181,15 +181,12 @@ impl StepRunner for Sandbox {
         let failed = |e: &dyn std::fmt::Display| {
             BuildError::at(ins.span, format!("{}: {e}", short(&ins.text)))
         };
-        overlay::mount(
-            overlay::Overlay {
-                lower: job.lower,
-                upper: job.upper,
-                work: job.work,
-            },
-            job.rootfs,
-        )
-        .map_err(|e| failed(&e))?;
+        let ov = overlay::Overlay {
+            lower: job.lower,
+            upper: job.upper,
+            work: job.work,
+        };
+        overlay::mount(ov, job.rootfs).map_err(|e| failed(&e))?;
         let stdio = || job.log.try_clone().map(std::process::Stdio::from);
         let status = stdio()
             .and_then(|o| Ok((o, stdio()?)))
@@ -200,11 +197,6 @@ impl StepRunner for Sandbox {
         let unmounted = overlay::unmount(job.rootfs);
         let status = status?;
         unmounted.map_err(|e| failed(&e))?;
-        let ov = overlay::Overlay {
-            lower: job.lower,
-            upper: job.upper,
-            work: job.work,
-        };
         overlay::finish(ov, job.rootfs).map_err(|e| failed(&e))?;
         Ok(process::exit_code(status))
     }

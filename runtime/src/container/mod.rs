@@ -340,14 +340,12 @@ pub fn run(
         if lower.is_empty() {
             lower.push(sub("empty")?);
         }
-        overlay::mount(
-            Overlay {
-                lower: &lower,
-                upper: &upper,
-                work: &work,
-            },
-            &rootfs,
-        )?;
+        let ov = Overlay {
+            lower: &lower,
+            upper: &upper,
+            work: &work,
+        };
+        overlay::mount(ov, &rootfs)?;
         let ran = (|| {
             let user_spec = opts
                 .user
@@ -392,14 +390,7 @@ pub fn run(
         let unmounted = overlay::unmount(&rootfs);
         let code = ran?;
         unmounted?;
-        overlay::finish(
-            Overlay {
-                lower: &lower,
-                upper: &upper,
-                work: &work,
-            },
-            &rootfs,
-        )?;
+        overlay::finish(ov, &rootfs)?;
         Ok(code)
     })();
     if opts.remove {
