@@ -109,4 +109,49 @@ fn the_first_miss_is_explained() {
     assert!(err.contains("the base image moved"), "{err}");
     // And the next explain compares with that build: all hits.
     assert!(!explain(&[]).contains("MISS"));
+
+    // inspect: everything that went into an entry's key.
+    let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let run = rows
+        .iter()
+        .find(|v| v["description"].as_str().unwrap().contains("RUN --mount"))
+        .unwrap();
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "cache",
+            "inspect",
+            run["id"].as_str().unwrap(),
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let rec: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rec["key"], run["key"]);
+    let env = rec["fields"]["env"].as_str().unwrap();
+    assert!(env.contains("V=1") && env.contains("MODE=fast"), "{env}");
+    assert!(
+        rec["fields"]["mount 0"]
+            .as_str()
+            .unwrap()
+            .starts_with("cache target=/c"),
+        "{rec}"
+    );
+    let copy = rows
+        .iter()
+        .find(|v| v["description"].as_str().unwrap().contains("COPY src/"))
+        .unwrap();
+    let (_, out, _) = kiln(r, &["cache", "inspect", copy["id"].as_str().unwrap()]);
+    assert!(
+        out.contains("Inputs:") && out.contains("  src/a.c") && out.contains("  src/b.c"),
+        "{out}"
+    );
+    let (code, _, err) = kiln(r, &["cache", "inspect", "000000000000"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("no recorded cache entry 000000000000"),
+        "{err}"
+    );
 }

@@ -15,6 +15,9 @@ pub enum CacheCommand {
     Du(DuArgs),
     /// Remove cache entries no image uses (`--all`: every entry; images keep their layers).
     Prune(PruneArgs),
+    /// Everything that went into a cache entry's key: parent, instruction fields (argv,
+    /// environment, user, mounts...), input file digests.
+    Inspect(InspectArgs),
     /// Which steps of a build would hit the cache and why the first miss misses, without
     /// running anything (takes `kiln build`'s flags).
     Explain(Box<super::build::Args>),
@@ -36,6 +39,17 @@ pub struct LsArgs {
     /// `type=layer|cache-mount`, `until=DURATION` (last used before), `description~=REGEX`.
     #[arg(long = "filter", value_name = "FILTER")]
     pub filters: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The entry: the ID `kiln cache ls` shows, or a full key.
+    pub id: String,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Every input file (default: the first 20).
+    #[arg(short, long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -161,6 +175,40 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                 println!("Private:\t{}", table::size(t.private));
                 println!("Reclaimable:\t{}", table::size(t.reclaimable));
                 println!("Total:\t\t{}", table::size(t.total));
+            }
+        }
+        CacheCommand::Inspect(a) => {
+            let Some(r) = kiln_builder::cache::history::find(&store, &a.id)? else {
+                anyhow::bail!(
+                    "no recorded cache entry {}: entries made before kiln recorded builds, or \
+                     whose build was not kept, cannot be inspected",
+                    a.id
+                );
+            };
+            if a.format == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("Key:\t\t{}", r.key);
+            println!("Step:\t\t{}", r.name);
+            println!(
+                "Parent:\t\t{}",
+                r.parent
+                    .as_deref()
+                    .unwrap_or("(none: independent of the layers below)")
+            );
+            println!("Instruction:\t{}", r.kind);
+            for (k, v) in &r.fields {
+                let v = v.replace('\n', "\n\t\t  ");
+                println!("  {k}:\t{v}");
+            }
+            println!("Inputs:\t\t{} files", r.inputs.len());
+            let limit = if a.verbose { usize::MAX } else { 20 };
+            for (p, d) in r.inputs.iter().take(limit) {
+                println!("  {d}  {p}");
+            }
+            if r.inputs.len() > limit {
+                println!("  ... {} more (-v shows all)", r.inputs.len() - limit);
             }
         }
         CacheCommand::Explain(a) => {

@@ -411,10 +411,7 @@ pub fn build(
     records.sort_by(|a, b| (&a.stage, a.index).cmp(&(&b.stage, b.index)));
     let identity = build_identity(opts);
     let explained = || -> Result<Vec<crate::cache::explain::Explained>, BuildError> {
-        let previous: Option<Vec<crate::cache::explain::Record>> = ctx
-            .store
-            .build_record(&identity)?
-            .and_then(|t| serde_json::from_str(&t).ok());
+        let previous = crate::cache::history::load(ctx.store, &identity)?;
         Ok(crate::cache::explain::explain(
             &records,
             previous.as_deref(),
@@ -434,9 +431,7 @@ pub fn build(
     if opts.explain_cache {
         out.explained = explained()?;
     }
-    if let Ok(json) = serde_json::to_string(&records) {
-        ctx.store.save_build_record(&identity, &json)?;
-    }
+    crate::cache::history::save(ctx.store, &identity, &records)?;
     Ok(out)
 }
 

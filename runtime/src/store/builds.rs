@@ -9,6 +9,10 @@ CREATE TABLE IF NOT EXISTS build_records (
     updated  INTEGER NOT NULL,
     records  TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS key_records (
+    key    TEXT PRIMARY KEY,
+    record TEXT NOT NULL
+);
 ";
 
 impl Store {
@@ -32,6 +36,35 @@ impl Store {
             .prepare_cached("SELECT records FROM build_records WHERE identity = ?1")
             .map_err(self.db_err())?;
         let mut rows = stmt.query([identity]).map_err(self.db_err())?;
+        match rows.next().map_err(self.db_err())? {
+            Some(r) => Ok(Some(r.get(0).map_err(self.db_err())?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store {
+    /// Keeps what went into each key (`kiln cache inspect`), in one transaction.
+    pub fn save_key_records(&self, rows: &[(String, String)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.db_err())?;
+        for (key, record) in rows {
+            tx.execute(
+                "INSERT OR REPLACE INTO key_records (key, record) VALUES (?1, ?2)",
+                rusqlite::params![key, record],
+            )
+            .map_err(self.db_err())?;
+        }
+        tx.commit().map_err(self.db_err())
+    }
+
+    /// What went into `key`, if a build recorded it.
+    pub fn key_record(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT record FROM key_records WHERE key = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([key]).map_err(self.db_err())?;
         match rows.next().map_err(self.db_err())? {
             Some(r) => Ok(Some(r.get(0).map_err(self.db_err())?)),
             None => Ok(None),

@@ -111,10 +111,12 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(self.db_err())
     }
 
-    /// Forgets one cache entry.
+    /// Forgets one cache entry (and what went into its key).
     pub fn cache_remove(&self, key: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute("DELETE FROM cache WHERE key = ?1", [key])
+        let conn = self.conn();
+        conn.execute("DELETE FROM cache WHERE key = ?1", [key])
+            .map_err(self.db_err())?;
+        conn.execute("DELETE FROM key_records WHERE key = ?1", [key])
             .map_err(self.db_err())?;
         Ok(())
     }
