@@ -174,3 +174,49 @@ fn prune_beside_four_concurrent_builds() {
         assert_eq!((code, out), (0, format!("shared\n{i}\n")), "{err}");
     }
 }
+
+#[test]
+fn a_gc_policy_keeps_the_cache_under_its_size() {
+    if !can_sandbox("a_gc_policy_keeps_the_cache_under_its_size") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let cs = c.to_str().unwrap();
+    write(
+        c,
+        "FROM kiln.local/busybox\nRUN head -c 300000 /dev/zero > /big\n",
+    );
+    let (code, _, err) = kiln(r, &["build", "-q", cs]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = kiln(r, &["cache", "du", "--format", "json"]);
+    let du: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(du["total"].as_u64().unwrap() > 300_000, "{out}");
+
+    // 100 kB: the next build's untagged layers go; a tagged image's stay.
+    std::fs::write(r.join("kiln.json"), r#"{"gc": {"keep_storage": "100kB"}}"#).unwrap();
+    write(c, "FROM kiln.local/busybox\nRUN echo small > /s\n");
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "kept", cs]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the cache was over its limit: freed"), "{err}");
+    let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let descs: Vec<&str> = rows
+        .iter()
+        .map(|v| v["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(descs.len(), 1, "{descs:?}");
+    assert!(descs[0].contains("echo small"), "{descs:?}");
+    let (code, out, _) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}");
+
+    std::fs::write(r.join("kiln.json"), r#"{"gc": {"keep_storage": "lots"}}"#).unwrap();
+    let (code, _, err) = kiln(r, &["build", "-q", cs]);
+    assert_eq!(code, 0, "a bad policy does not fail the build: {err}");
+    assert!(
+        err.contains("gc.keep_storage: \"lots\" is not a size"),
+        "{err}"
+    );
+}

@@ -305,6 +305,15 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 std::fs::write(p, out.config.to_string())
                     .with_context(|| format!("cannot write {}", p.display()))?;
             }
+            // The store's GC policy (ROOT/kiln.json), if any, once the image is tagged.
+            match store.auto_gc() {
+                Ok(0) => {}
+                Ok(freed) => eprintln!(
+                    "kiln: the cache was over its limit: freed {}",
+                    render::table::size(freed)
+                ),
+                Err(e) => eprintln!("kiln: warning: automatic GC: {e}"),
+            }
             if !out.explained.is_empty() {
                 eprint!("{}", render::explain::render(&out.explained));
             }

@@ -139,6 +139,30 @@ pub fn duration(s: &str) -> Result<i64, String> {
     Ok(n * mult)
 }
 
+/// `10GB`, `512MB`, `1.5g`, `1000` (decimal units as docker prints them; binary `KiB`, `MiB`,
+/// `GiB` too).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let v = n * mult;
+    (v.is_finite() && v >= 0.0).then_some(v as u64)
+}
+
 /// `kiln system df`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Df {
@@ -310,6 +334,46 @@ impl Store {
                 .sum(),
             cache: self.cache_totals()?,
         })
+    }
+
+    /// The automatic GC policy: `ROOT/kiln.json` `{"gc": {"keep_storage": "10GB"}}` (bytes or
+    /// a size with a unit). `None`: no automatic GC.
+    pub fn gc_keep_storage(&self) -> Result<Option<u64>, StoreError> {
+        let p = self.root.join("kiln.json");
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        let bad = |why: &str| StoreError::Destination {
+            path: p.clone(),
+            reason: format!("gc.keep_storage: {why}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
+        match &v["gc"]["keep_storage"] {
+            serde_json::Value::Null => Ok(None),
+            serde_json::Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| bad("not a size")),
+            serde_json::Value::String(s) => parse_size(s)
+                .map(Some)
+                .ok_or_else(|| bad(&format!("{s:?} is not a size (e.g. 10GB, 512MB)"))),
+            _ => Err(bad("expected a size")),
+        }
+    }
+
+    /// After a build: when a GC policy is set and the cache is over it, removes least
+    /// recently used entries no image uses until it fits. Returns the bytes freed.
+    pub fn auto_gc(&self) -> Result<u64, StoreError> {
+        let Some(keep) = self.gc_keep_storage()? else {
+            return Ok(0);
+        };
+        if self.cache_totals()?.total <= keep {
+            return Ok(0);
+        }
+        let opts = PruneOptions {
+            keep_storage: Some(keep),
+            ..PruneOptions::default()
+        };
+        Ok(self.cache_prune(&opts)?.1)
     }
 
     /// Holds off `kiln cache prune` while a build runs (shared; prune takes it exclusively).
