@@ -87,6 +87,29 @@ pub struct Store {
     active: std::fs::File,
 }
 
+use rustix::fs::FlockOperation as Op;
+
+/// `flock(2)` on `file` (at `path`, for the error).
+fn flock(file: &std::fs::File, path: &Path, op: Op) -> Result<(), StoreError> {
+    rustix::fs::flock(file, op).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Opens (creating) the lock file `path` and locks it with `op`; the lock lives as long as the
+/// returned file.
+pub(crate) fn lock_file(path: &Path, op: Op) -> Result<std::fs::File, StoreError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    flock(&f, path, op)?;
+    Ok(f)
+}
+
 /// The store directory: `--root`, else `$KILN_ROOT`, else `/var/lib/kiln` as root, else
 /// `$XDG_DATA_HOME/kiln` (default `~/.local/share/kiln`).
 pub fn default_root(flag: Option<&Path>) -> PathBuf {
@@ -119,64 +142,38 @@ impl Store {
         // exclusive flock: racing connections switching a new database to WAL can get
         // SQLITE_BUSY without SQLite's busy handler being consulted. The lock is released when
         // `lock` is dropped, right after; normal operations use SQLite's own locking.
-        let lock_path = root.join("store.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
-            StoreError::Io {
-                path: lock_path.clone(),
-                source: e.into(),
-            }
-        })?;
+        let lock = lock_file(&root.join("store.lock"), Op::LockExclusive)?;
         let db = db::open_db(&db_path)?;
+        // Still under the setup lock, so two openers cannot both see themselves alone.
         let active_path = root.join("active.lock");
-        let active = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&active_path)
-            .map_err(io_err(&active_path))?;
+        let (active, alone) = match lock_file(&active_path, Op::NonBlockingLockExclusive) {
+            Ok(f) => (f, true),
+            Err(_) => (lock_file(&active_path, Op::LockShared)?, false),
+        };
         let store = Store {
             root: root.to_path_buf(),
             db: std::sync::Mutex::new(db),
             db_path,
             active,
         };
-        // Still under the setup lock, so two openers cannot both see themselves alone.
-        use rustix::fs::FlockOperation as Op;
-        let flock = |op| {
-            rustix::fs::flock(&store.active, op).map_err(|e| StoreError::Io {
-                path: active_path.clone(),
-                source: e.into(),
-            })
-        };
-        if rustix::fs::flock(&store.active, Op::NonBlockingLockExclusive).is_ok() {
+        if alone {
             store.recover()?;
+            flock(&store.active, &active_path, Op::LockShared)?;
         }
-        flock(Op::LockShared)?;
         drop(lock);
         Ok(store)
     }
 
     /// Takes the store for this process alone (no other kiln process has it open), for
-    /// operations that must not race a build (`kiln store verify --repair`); false when another
+    /// operations that must not race a build (`kiln store verify --repair`); `None` when another
     /// process is using it. Gives the store back to shared use when `f` returns.
     pub fn exclusively<T>(&self, f: impl FnOnce() -> T) -> Result<Option<T>, StoreError> {
-        use rustix::fs::FlockOperation as Op;
         let path = self.root.join("active.lock");
-        let err = |e: rustix::io::Errno| StoreError::Io {
-            path: path.clone(),
-            source: e.into(),
-        };
-        if rustix::fs::flock(&self.active, Op::NonBlockingLockExclusive).is_err() {
+        if flock(&self.active, &path, Op::NonBlockingLockExclusive).is_err() {
             return Ok(None);
         }
         let out = f();
-        rustix::fs::flock(&self.active, Op::LockShared).map_err(err)?;
+        flock(&self.active, &path, Op::LockShared)?;
         Ok(Some(out))
     }
 

@@ -125,42 +125,17 @@ impl PruneOptions {
     }
 }
 
-/// `10s`, `30m`, `24h`, `7d` (Go's units plus days) in seconds.
+/// A Go duration (`90s`, `1h30m`, `24h`: what docker's `until=` takes) or whole days (`7d`),
+/// in seconds.
 pub fn duration(s: &str) -> Result<i64, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
-    let mult = match unit {
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("invalid duration {s:?}: use s, m, h or d")),
+    let days = s.strip_suffix('d').and_then(|n| n.parse::<i64>().ok());
+    let secs = match days {
+        Some(d) => Some(i128::from(d) * 86_400),
+        None => kiln_parser::instruction::values::parse_go_duration(s).map(|ns| ns / 1_000_000_000),
     };
-    Ok(n * mult)
-}
-
-/// `10GB`, `512MB`, `1.5g`, `1000` (decimal units as docker prints them; binary `KiB`, `MiB`,
-/// `GiB` too).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" => 1e3,
-        "m" | "mb" => 1e6,
-        "g" | "gb" => 1e9,
-        "t" | "tb" => 1e12,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        _ => return None,
-    };
-    let v = n * mult;
-    (v.is_finite() && v >= 0.0).then_some(v as u64)
+    secs.and_then(|v| i64::try_from(v).ok()).ok_or_else(|| {
+        format!("invalid duration {s:?}: use a Go duration (90s, 1h30m) or days (7d)")
+    })
 }
 
 /// `kiln system df`.
@@ -353,7 +328,8 @@ impl Store {
         match &v["gc"]["keep_storage"] {
             serde_json::Value::Null => Ok(None),
             serde_json::Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| bad("not a size")),
-            serde_json::Value::String(s) => parse_size(s)
+            // The same units as `--keep-storage` and `--memory` (docker's RAMInBytes).
+            serde_json::Value::String(s) => kiln_parser::instruction::values::parse_ram_size(s)
                 .map(Some)
                 .ok_or_else(|| bad(&format!("{s:?} is not a size (e.g. 10GB, 512MB)"))),
             _ => Err(bad("expected a size")),
@@ -378,28 +354,19 @@ impl Store {
 
     /// Holds off `kiln cache prune` while a build runs (shared; prune takes it exclusively).
     pub fn build_guard(&self) -> Result<std::fs::File, StoreError> {
-        self.lock_build(rustix::fs::FlockOperation::LockShared)
-    }
-
-    fn lock_build(&self, op: rustix::fs::FlockOperation) -> Result<std::fs::File, StoreError> {
-        let p = self.root.join("build.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io_err(&p))?;
-        rustix::fs::flock(&f, op).map_err(|e| StoreError::Io {
-            path: p.clone(),
-            source: e.into(),
-        })?;
-        Ok(f)
+        super::lock_file(
+            &self.root.join("build.lock"),
+            rustix::fs::FlockOperation::LockShared,
+        )
     }
 
     /// Removes what `opts` selects; returns the removed entries and the bytes freed. Waits for
     /// running builds to finish first.
     pub fn cache_prune(&self, opts: &PruneOptions) -> Result<(Vec<Usage>, u64), StoreError> {
-        let _exclusive = self.lock_build(rustix::fs::FlockOperation::LockExclusive)?;
+        let _exclusive = super::lock_file(
+            &self.root.join("build.lock"),
+            rustix::fs::FlockOperation::LockExclusive,
+        )?;
         let usage = self.cache_usage()?;
         let t = now();
         let mut total: u64 = usage.iter().map(|u| u.size).sum();
