@@ -1121,22 +1121,13 @@ fn commit_layer(
         }
     }
     // A --link layer does not depend on the state below it: its key has no parent.
-    let key = CacheKey::for_step(if link { None } else { Some(&st.key) }, &step, &inputs);
-    let description = name.to_string();
-    let cached = if ctx.opts.no_cache {
-        None
-    } else {
-        ctx.store.cache_get(&key.to_string())?
-    };
-    ctx.record(
+    let (key, cached) = ctx.lookup(
         name,
-        &step.kind,
         if link { None } else { Some(&st.key) },
-        &step.fields,
+        &step,
         &inputs,
-        &key,
-        cached.is_some(),
     )?;
+    let description = name.to_string();
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {

@@ -681,20 +681,10 @@ fn run_stage(
         _ => None,
     }
     .unwrap_or_else(|| st.key.to_string());
-    let fields: BTreeMap<String, String> = [
-        ("image".to_string(), base_name.clone()),
-        ("digest".to_string(), digest),
-    ]
-    .into();
-    ctx.record(
-        &from_name,
-        "FROM",
-        None,
-        &fields,
-        &BTreeMap::new(),
-        &st.key,
-        true,
-    )?;
+    let from = crate::cache::key::Step::new("FROM")
+        .field("image", base_name.clone())
+        .field("digest", digest);
+    ctx.record(&from_name, None, &from, &BTreeMap::new(), &st.key, true)?;
     // A stage keeps its parent's ARG values available for redeclaration, not in scope.
     let inherited: Vec<(String, Option<String>)> = std::mem::take(&mut st.args);
     (ctx.on_event)(Event::Done {
@@ -742,17 +732,34 @@ fn run_stage(
 }
 
 impl Ctx<'_> {
-    /// Notes what went into a keyed step (for `--explain-cache`); in a dry run, a miss ends the
-    /// build here, before anything executes.
-    #[allow(clippy::too_many_arguments)]
+    /// A filesystem step's key ([`CacheKey::for_step`]) and its cache entry (`None` with
+    /// `--no-cache`), noted for `--explain-cache`; in a dry run, a miss ends the build here,
+    /// before anything executes.
+    fn lookup(
+        &self,
+        name: &str,
+        parent: Option<&CacheKey>,
+        step: &crate::cache::key::Step,
+        inputs: &BTreeMap<String, Digest>,
+    ) -> Result<(CacheKey, Option<kiln_runtime::store::CacheEntry>), BuildError> {
+        let key = CacheKey::for_step(parent, step, inputs);
+        let cached = if self.opts.no_cache {
+            None
+        } else {
+            self.store.cache_get(&key.to_string())?
+        };
+        self.record(name, parent, step, inputs, &key, cached.is_some())?;
+        Ok((key, cached))
+    }
+
+    /// Notes what went into a keyed step (FROM's base included, as a hit).
     fn record(
         &self,
         name: &str,
-        kind: &str,
-        parent: Option<&crate::cache::key::CacheKey>,
-        fields: &BTreeMap<String, String>,
+        parent: Option<&CacheKey>,
+        step: &crate::cache::key::Step,
         inputs: &BTreeMap<String, Digest>,
-        key: &crate::cache::key::CacheKey,
+        key: &CacheKey,
         hit: bool,
     ) -> Result<(), BuildError> {
         let (stage, index) = crate::cache::explain::position(name);
@@ -760,9 +767,9 @@ impl Ctx<'_> {
             stage,
             index,
             name: name.to_string(),
-            kind: kind.to_string(),
+            kind: step.kind.clone(),
             parent: parent.map(ToString::to_string),
-            fields: fields.clone(),
+            fields: step.fields.clone(),
             inputs: inputs
                 .iter()
                 .map(|(p, d)| (p.clone(), d.to_string()))

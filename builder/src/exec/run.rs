@@ -15,10 +15,7 @@ use kiln_runtime::{
 };
 
 use super::{BuildError, Ctx, Event, RunJob, StageState, copy, mounts, shell_wrap, short};
-use crate::{
-    cache::key::{CacheKey, Step},
-    image::layer::LayerWriter,
-};
+use crate::{cache::key::Step, image::layer::LayerWriter};
 
 /// BuildKit's predefined ARGs: passed to RUN from `--build-arg` without an ARG instruction, never
 /// part of the cache key or the history.
@@ -121,22 +118,8 @@ pub(crate) fn run(
             String::from_utf8_lossy(data).into_owned(),
         );
     }
-    let key = CacheKey::for_step(Some(&st.key), &step, &BTreeMap::new());
+    let (key, cached) = ctx.lookup(name, Some(&st.key), &step, &BTreeMap::new())?;
     let created_by = format!("RUN {}", command_text(&r.command));
-    let cached = if ctx.opts.no_cache {
-        None
-    } else {
-        ctx.store.cache_get(&key.to_string())?
-    };
-    ctx.record(
-        name,
-        "RUN",
-        Some(&st.key),
-        &step.fields,
-        &BTreeMap::new(),
-        &key,
-        cached.is_some(),
-    )?;
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {
@@ -305,7 +288,7 @@ fn run_in_sandbox(
         (result, lines.join().unwrap_or_default())
     });
     // Locks, relays and the mounts' descriptors go now: the sandbox is gone.
-    let targets = std::mem::take(&mut { prepared }.targets);
+    let targets = prepared.into_targets();
     let code = result?;
     if code != 0 {
         let mut msg = format!("{}: exit status {code}", short(&ins.text));
