@@ -430,10 +430,37 @@ pub(super) struct Prepared {
     /// `KEY=value` for the step's environment only (secrets as `env=`, `SSH_AUTH_SOCK`).
     pub env: Vec<String>,
     /// Every mount target, to drop the stubs the sandbox creates for them from the layer.
-    pub targets: Vec<String>,
+    targets: Vec<String>,
     /// Cache-mount locks held for the step.
     locks: Vec<std::fs::File>,
     relays: Vec<AgentRelay>,
+}
+
+impl Prepared {
+    /// Adds `tree` at `target` (read-only when asked); `what` names it in an error.
+    fn add(
+        &mut self,
+        tree: mounts::Detached,
+        target: &str,
+        read_only: bool,
+        what: &str,
+    ) -> Result<(), BuildError> {
+        let tree = if read_only {
+            tree.read_only()
+                .map_err(|e| BuildError::Other(format!("{what} {target}: {e}")))?
+        } else {
+            tree
+        };
+        self.mounts.push(tree.at(target));
+        self.targets.push(target.to_string());
+        Ok(())
+    }
+
+    /// The mount targets (for dropping stubs from the layer); everything else (locks, relays,
+    /// mount descriptors) is released now.
+    pub(super) fn into_targets(self) -> Vec<String> {
+        self.targets
+    }
 }
 
 /// Makes the planned mounts, using `dir` (the step's private directory) for scratch space.
@@ -455,15 +482,9 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                 // table at once.
                 let tree = mounts::bind_in(&mnt, source);
                 let detached = overlay::unmount(&mnt);
-                let mut tree = tree.map_err(|e| err(format!("bind mount {target}: {e}")))?;
+                let tree = tree.map_err(|e| err(format!("bind mount {target}: {e}")))?;
                 detached.map_err(|e| err(format!("bind mount {target}: {e}")))?;
-                if !rw {
-                    tree = tree
-                        .read_only()
-                        .map_err(|e| err(format!("bind mount {target}: {e}")))?;
-                }
-                out.mounts.push(tree.at(target));
-                out.targets.push(target.clone());
+                out.add(tree, target, !rw, "bind mount")?;
             }
             Plan::Cache {
                 target,
@@ -482,24 +503,13 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                     };
                     let mnt =
                         mount_from(ctx, from, source, &base).map_err(std::io::Error::other)?;
-                    let copied = (|| {
-                        let root = rustix::fs::open(
-                            &mnt,
-                            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-                            rustix::fs::Mode::empty(),
-                        )?;
-                        let rel = source.trim_start_matches('/');
-                        let at = rustix::fs::openat2(
-                            &root,
-                            if rel.is_empty() { "." } else { rel },
-                            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY,
-                            rustix::fs::Mode::empty(),
-                            rustix::fs::ResolveFlags::IN_ROOT
-                                | rustix::fs::ResolveFlags::NO_MAGICLINKS,
-                        )?;
-                        let src = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&at));
-                        kiln_runtime::sandbox::copyroot::copy_tree(Path::new(&src), dst)
-                    })();
+                    let copied = mounts::open_in(&mnt, source)
+                        .map_err(std::io::Error::other)
+                        .and_then(|at| {
+                            let src =
+                                format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&at));
+                            kiln_runtime::sandbox::copyroot::copy_tree(Path::new(&src), dst)
+                        });
                     let unmounted = overlay::unmount(&mnt);
                     copied?;
                     unmounted.map_err(std::io::Error::other)
@@ -507,21 +517,14 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                 let (path, lock) = cache_dir(ctx, id, *sharing, (*mode, *uid, *gid), &fill)
                     .map_err(|e| err(format!("cache mount {target} (id {id}): {e}")))?;
                 out.locks.push(lock);
-                let mut tree =
+                let tree =
                     mounts::bind(&path).map_err(|e| err(format!("cache mount {target}: {e}")))?;
-                if *readonly {
-                    tree = tree
-                        .read_only()
-                        .map_err(|e| err(format!("cache mount {target}: {e}")))?;
-                }
-                out.mounts.push(tree.at(target));
-                out.targets.push(target.clone());
+                out.add(tree, target, *readonly, "cache mount")?;
             }
             Plan::Tmpfs { target, size } => {
                 let tree = mounts::tmpfs(*size, None)
                     .map_err(|e| err(format!("tmpfs mount {target}: {e}")))?;
-                out.mounts.push(tree.at(target));
-                out.targets.push(target.clone());
+                out.add(tree, target, false, "tmpfs mount")?;
             }
             Plan::Secret {
                 id,
@@ -574,8 +577,7 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
                 let tree =
                     mounts::bind(&sock).map_err(|e| err(format!("ssh mount {target}: {e}")))?;
                 out.relays.push(relay);
-                out.mounts.push(tree.at(target));
-                out.targets.push(target.clone());
+                out.add(tree, target, false, "ssh mount")?;
                 if *first {
                     out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 }
@@ -589,8 +591,7 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
         let trees =
             mounts::memory_files(&scratch, &files).map_err(|e| err(format!("secrets: {e}")))?;
         for ((target, _), tree) in secrets.into_iter().zip(trees) {
-            out.mounts.push(tree.at(&target));
-            out.targets.push(target);
+            out.add(tree, &target, false, "secret mount")?;
         }
     }
     Ok(out)

@@ -145,22 +145,7 @@ pub fn bind(source: &Path) -> Result<Detached, MountError> {
 /// source=...` sees of a context or a stage.
 pub fn bind_in(root: &Path, sub: &str) -> Result<Detached, MountError> {
     let what = format!("{sub} in {}", root.display());
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(fail("open", root.display()))?;
-    let rel = sub.trim_start_matches('/');
-    let rel = if rel.is_empty() { "." } else { rel };
-    let at = rustix::fs::openat2(
-        &dir,
-        rel,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-    )
-    .map_err(fail("open", &what))?;
+    let at = open_in(root, sub)?;
     let fd = open_tree(
         &at,
         "",
@@ -171,6 +156,28 @@ pub fn bind_in(root: &Path, sub: &str) -> Result<Detached, MountError> {
     )
     .map_err(fail("bind", &what))?;
     Detached::new(fd, &what)
+}
+
+/// An `O_PATH` descriptor of `sub` inside the directory tree `root`, resolved as if `root` were
+/// `/` (symlinks, `..` and absolute paths stay inside it; magic links refused).
+pub fn open_in(root: &Path, sub: &str) -> Result<OwnedFd, MountError> {
+    let what = format!("{sub} in {}", root.display());
+    let dir = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(fail("open", root.display()))?;
+    let rel = sub.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(fail("open", &what))
 }
 
 /// A fresh tmpfs (`RUN --mount=type=tmpfs`): `size` bytes at most (the kernel's default, half
@@ -261,19 +268,18 @@ pub fn memory_files(scratch: &Path, files: &[MemFile]) -> Result<Vec<Detached>, 
 /// The path components of an absolute target, each as the prefix to open (`/a`, `/a/b`) and the
 /// name to create in its parent (`a`, `b`). `None` for `/` or a path with `..` or a NUL byte.
 pub(crate) fn target_steps(target: &str) -> Option<Vec<(CString, CString)>> {
+    let rel = crate::layer::view::normalize(target)?;
+    if rel.is_empty() {
+        return None;
+    }
     let mut out = Vec::new();
     let mut prefix = String::new();
-    for part in target.split('/') {
-        match part {
-            "" | "." => continue,
-            ".." => return None,
-            _ => {}
-        }
+    for part in rel.split('/') {
         prefix.push('/');
         prefix.push_str(part);
         out.push((CString::new(prefix.clone()).ok()?, CString::new(part).ok()?));
     }
-    if out.is_empty() { None } else { Some(out) }
+    Some(out)
 }
 
 #[cfg(test)]
