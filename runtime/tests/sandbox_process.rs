@@ -164,14 +164,10 @@ fn setup_failures_name_the_cause() {
     assert!(e.to_string().contains("Not a directory"), "{e}");
     // A missing working directory is created, as docker and runc do.
     let (code, out) = root.sh("pwd", |s| s.cwd = "/no/such/dir".into());
-    assert_eq!(
-        (code, out.as_str()),
-        (
-            0,
-            "/no/such/dir
-"
-        )
-    );
+    assert_eq!((code, out.as_str()), (0, "/no/such/dir\n"));
+    // `..` is cleaned as docker cleans `-w`, never above `/`.
+    let (code, out) = root.sh("pwd", |s| s.cwd = "/../tmp/x/..".into());
+    assert_eq!((code, out.as_str()), (0, "/tmp\n"));
     // Host network when asked: the host's interfaces are visible.
     let (code, out) = root.sh("ls /sys/class/net | wc -l", |s| s.network = Network::Host);
     assert_eq!(code, 0);

@@ -175,14 +175,8 @@ pub fn run(
             spec.cwd
         )));
     }
-    // `/` has no components: the root itself.
-    let cwd = super::mounts::target_steps(&spec.cwd).unwrap_or_default();
-    if spec.cwd.split('/').any(|p| p == "..") {
-        return Err(SandboxError::Invalid(format!(
-            "working directory {:?} climbs with ..",
-            spec.cwd
-        )));
-    }
+    // Cleaned as docker cleans `-w` (`..` climbs, never above `/`); `/` has no components.
+    let cwd = super::mounts::target_steps(&clean_absolute(&spec.cwd)).unwrap_or_default();
     let hostname = spec.hostname.clone().into_bytes();
     // Every mount is a detached tree already (prepared before the fork, see `super::mounts`);
     // here each target is split into the components the child creates and opens one by one.
@@ -399,6 +393,22 @@ impl Drop for Forwarder {
             let _ = t.join();
         }
     }
+}
+
+/// `filepath.Clean` of an absolute path: `.` and empty parts dropped, `..` removes the part
+/// before it and stops at `/`.
+fn clean_absolute(path: &str) -> String {
+    let mut parts = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The exit code as the shell reports it: the code, or 128 + the signal.
