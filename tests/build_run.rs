@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{added_layers, blob, can_sandbox, kiln, manifest_of, store_with_base};
+use common::{added_layers, blob, can_sandbox, kiln, layer_files, manifest_of, store_with_base};
 
 #[test]
 fn run_steps_make_layers_and_are_cached() {
@@ -47,10 +47,7 @@ fn run_steps_make_layers_and_are_cached() {
     );
     assert_eq!(code, 0, "{err}");
     let layers = added_layers(r, &manifest_of(r, "r"));
-    let files: Vec<Vec<(String, Option<String>)>> = layers
-        .iter()
-        .map(|l| l.iter().map(|e| (e.0.clone(), e.4.clone())).collect())
-        .collect();
+    let files = layer_files(r, "r");
     let f = |p: &str, c: Option<&str>| (p.to_string(), c.map(str::to_string));
     assert_eq!(
         files,

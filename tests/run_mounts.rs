@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{added_layers, can_sandbox, kiln, manifest_of, store_with_base};
+use common::{added_layers, can_sandbox, kiln, layer_files, manifest_of, store_with_base};
 
 fn build(root: &std::path::Path, ctx: &std::path::Path, extra: &[&str]) -> (i32, String, String) {
     let mut args = vec!["build", "--progress", "plain", "-t", "m"];
@@ -46,11 +46,7 @@ fn bind_mounts_show_the_context_read_only_and_leave_no_trace() {
     .unwrap();
     let (code, _, err) = build(r, c, &[]);
     assert_eq!(code, 0, "{err}");
-    let layers = added_layers(r, &manifest_of(r, "m"));
-    let files: Vec<Vec<(String, Option<String>)>> = layers
-        .iter()
-        .map(|l| l.iter().map(|e| (e.0.clone(), e.4.clone())).collect())
-        .collect();
+    let files = layer_files(r, "m");
     assert_eq!(
         files,
         vec![
@@ -131,13 +127,8 @@ fn cache_mounts_persist_across_builds_and_stay_out_of_the_image() {
              stat -c '%u %a' /var/cache/app > /owner\n",
     )
     .unwrap();
-    let count = |r: &std::path::Path| -> Vec<(String, Option<String>)> {
-        added_layers(r, &manifest_of(r, "m"))
-            .concat()
-            .into_iter()
-            .map(|e| (e.0, e.4))
-            .collect()
-    };
+    let count =
+        |r: &std::path::Path| -> Vec<(String, Option<String>)> { layer_files(r, "m").concat() };
     let (code, _, err) = build(r, c, &[]);
     assert_eq!(code, 0, "{err}");
     // Only the step's own files: /var/cache/app is a mount point, and /var was not changed.
@@ -252,9 +243,7 @@ fn secrets_reach_the_step_and_nothing_else() {
         String::from_utf8_lossy(&o.stderr),
     );
     assert!(o.status.success(), "{err}");
-    let layers = added_layers(r, &manifest_of(r, "m"));
-    let files: Vec<(String, Option<String>)> =
-        layers.concat().into_iter().map(|e| (e.0, e.4)).collect();
+    let files = layer_files(r, "m").concat();
     // The Dockerfile holds only digests: the values themselves must appear nowhere.
     let sum = |s: &str| {
         use sha2::Digest;
@@ -317,11 +306,7 @@ fn ssh_mounts_forward_an_agent_socket() {
     let ssh = format!("default={}", agent.display());
     let (code, _, err) = build(r, c, &["--ssh", &ssh]);
     assert_eq!(code, 0, "{err}");
-    let files: Vec<(String, Option<String>)> = added_layers(r, &manifest_of(r, "m"))
-        .concat()
-        .into_iter()
-        .map(|e| (e.0, e.4))
-        .collect();
+    let files = layer_files(r, "m").concat();
     assert_eq!(
         files,
         vec![(

@@ -96,6 +96,14 @@ pub fn added_layers(root: &Path, manifest: &str) -> Vec<Vec<Entry>> {
         .collect()
 }
 
+/// (path, file content) of every entry of every layer the build tagged `tag` added, by layer.
+pub fn layer_files(root: &Path, tag: &str) -> Vec<Vec<(String, Option<String>)>> {
+    added_layers(root, &manifest_of(root, tag))
+        .into_iter()
+        .map(|l| l.into_iter().map(|e| (e.0, e.4)).collect())
+        .collect()
+}
+
 pub fn manifest_of(root: &Path, tag: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
