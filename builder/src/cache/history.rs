@@ -6,25 +6,66 @@ use kiln_runtime::{digest::Digest, store::Store, store::StoreError};
 
 use super::explain::Record;
 
-/// The last build of `identity` (context, Dockerfile, target), if one was recorded.
+/// The last build of `identity` (context, Dockerfile, target), if one was recorded, with each
+/// step's fields and inputs read back from its key's record.
 pub fn load(store: &Store, identity: &str) -> Result<Option<Vec<Record>>, StoreError> {
-    Ok(store
+    let Some(mut records) = store
         .build_record(identity)?
-        .and_then(|t| serde_json::from_str(&t).ok()))
+        .and_then(|t| serde_json::from_str::<Vec<Record>>(&t).ok())
+    else {
+        return Ok(None);
+    };
+    for r in records.iter_mut().filter(|r| r.kind != "FROM") {
+        if let Some(full) = store
+            .key_record(&r.key)?
+            .and_then(|t| serde_json::from_str::<Record>(&t).ok())
+        {
+            r.fields = full.fields;
+            r.inputs = full.inputs;
+        }
+    }
+    Ok(Some(records))
 }
 
-/// Keeps `records` as `identity`'s last build, and each under its key.
+/// Keeps `records` as `identity`'s last build. A step's fields and inputs are kept once per
+/// key (a key is a hash of them, so they never change): only keys seen for the first time are
+/// written, and the build's own record holds just the keys, so a warm build writes one small
+/// row.
 pub fn save(store: &Store, identity: &str, records: &[Record]) -> Result<(), StoreError> {
-    let Ok(json) = serde_json::to_string(records) else {
-        return Ok(());
-    };
-    store.save_build_record(identity, &json)?;
-    let rows: Vec<(String, String)> = records
+    let keys: Vec<&str> = records
         .iter()
         .filter(|r| r.kind != "FROM")
+        .map(|r| r.key.as_str())
+        .collect();
+    let new = store.keys_without_record(&keys)?;
+    let rows: Vec<(String, String)> = records
+        .iter()
+        .filter(|r| r.kind != "FROM" && new.contains(&r.key))
         .filter_map(|r| Some((r.key.clone(), serde_json::to_string(r).ok()?)))
         .collect();
-    store.save_key_records(&rows)
+    store.save_key_records(&rows)?;
+    let compact: Vec<Record> = records
+        .iter()
+        .map(|r| Record {
+            fields: if r.kind == "FROM" {
+                r.fields.clone()
+            } else {
+                Default::default()
+            },
+            inputs: Default::default(),
+            stage: r.stage.clone(),
+            index: r.index,
+            name: r.name.clone(),
+            kind: r.kind.clone(),
+            parent: r.parent.clone(),
+            key: r.key.clone(),
+            hit: r.hit,
+        })
+        .collect();
+    match serde_json::to_string(&compact) {
+        Ok(json) => store.save_build_record(identity, &json),
+        Err(_) => Ok(()),
+    }
 }
 
 /// What went into the cache entry `id`: its full key, or the 12-digit id `kiln cache ls`

@@ -58,6 +58,21 @@ impl Store {
         tx.commit().map_err(self.db_err())
     }
 
+    /// Which of `keys` have no record yet.
+    pub fn keys_without_record(&self, keys: &[&str]) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT 1 FROM key_records WHERE key = ?1")
+            .map_err(self.db_err())?;
+        let mut out = Vec::new();
+        for k in keys {
+            if !stmt.exists([k]).map_err(self.db_err())? {
+                out.push((*k).to_string());
+            }
+        }
+        Ok(out)
+    }
+
     /// What went into `key`, if a build recorded it.
     pub fn key_record(&self, key: &str) -> Result<Option<String>, StoreError> {
         let conn = self.conn();
