@@ -40,6 +40,11 @@ fn cache_is_listed_summed_and_pruned_without_touching_images() {
             .clone()
     };
     let kept = find("echo x > /c/f");
+    let d = kept["description"].as_str().unwrap();
+    assert!(
+        d.starts_with("[stage-0 2/2] RUN --mount=type=cache") && d.ends_with("(Dockerfile:2)"),
+        "the step and where it is written: {d}"
+    );
     assert_eq!(
         (
             kept["type"].as_str(),
@@ -58,13 +63,15 @@ fn cache_is_listed_summed_and_pruned_without_touching_images() {
 
     let (_, out, _) = kiln(r, &["cache", "du", "--format", "json"]);
     let du: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(du["entries"].as_u64(), Some(3));
+    // The two layers, the cache mount, the base image and its unpacked layer (both needed by
+    // the tagged image).
+    assert_eq!(du["entries"].as_u64(), Some(5), "{out}");
     assert_eq!(
         du["reclaimable"].as_u64(),
         Some(other["size"].as_u64().unwrap() + mount["size"].as_u64().unwrap())
     );
     let (_, out, _) = kiln(r, &["system", "df"]);
-    assert!(out.contains("Build Cache   3"), "{out}");
+    assert!(out.contains("Build Cache   5"), "{out}");
 
     // Filters choose; --dry-run removes nothing.
     let (_, out, _) = kiln(
@@ -105,11 +112,20 @@ fn cache_is_listed_summed_and_pruned_without_touching_images() {
         "{out}"
     );
     let (_, out, _) = kiln(r, &["cache", "prune", "--all"]);
-    assert!(out.contains("echo x"), "{out}");
+    assert!(
+        out.contains("echo x") && out.contains("base-image"),
+        "{out}"
+    );
     let (code, out, _) = kiln(r, &["store", "verify"]);
     assert_eq!(code, 0, "the image is whole after prune --all: {out}");
     let (code, out, err) = kiln(r, &["run", "--rm", "kept", "cat", "/a"]);
     assert_eq!((code, out.as_str()), (0, "a\n"), "{err}");
+    // The run unpacked the image's layer again.
+    let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert!(rows.iter().all(|v| v["type"] == "unpacked"), "{out}");
+    let (_, out, _) = kiln(r, &["cache", "prune", "--all"]);
+    assert!(out.contains("removed "), "{out}");
     let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
     assert_eq!(out.trim(), "[]");
 }
@@ -205,6 +221,7 @@ fn a_gc_policy_keeps_the_cache_under_its_size() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let descs: Vec<&str> = rows
         .iter()
+        .filter(|v| v["type"] == "layer")
         .map(|v| v["description"].as_str().unwrap())
         .collect();
     assert_eq!(descs.len(), 1, "{descs:?}");
@@ -219,4 +236,168 @@ fn a_gc_policy_keeps_the_cache_under_its_size() {
         err.contains("gc.keep_storage: \"lots\" is not a size"),
         "{err}"
     );
+}
+
+#[test]
+fn every_kind_of_entry_is_listed_and_pruned_safely() {
+    if !can_sandbox("every_kind_of_entry_is_listed_and_pruned_safely") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let base = tempfile::tempdir().unwrap();
+    write(
+        base.path(),
+        "FROM kiln.local/busybox\nRUN echo base > /base\n",
+    );
+    let (code, _, err) = kiln(
+        r,
+        &["build", "-q", "-t", "mybase", base.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let ctx = tempfile::tempdir().unwrap();
+    let c = std::fs::canonicalize(ctx.path()).unwrap();
+    let cs = c.to_str().unwrap();
+    std::fs::write(c.join("a.txt"), "a\n").unwrap();
+    write(&c, "FROM mybase\nCOPY a.txt /a\nRUN cat /a > /b\n");
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "app", cs]);
+    assert_eq!(code, 0, "{err}");
+    // Leaving the store makes gzip forms of app's layers.
+    let saved = tempfile::tempdir().unwrap();
+    let tar = saved.path().join("app.tar");
+    let (code, _, err) = kiln(r, &["save", "-o", tar.to_str().unwrap(), "app"]);
+    assert_eq!(code, 0, "{err}");
+
+    let ls = || -> Vec<serde_json::Value> {
+        let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
+        serde_json::from_str(&out).unwrap()
+    };
+    let rows = ls();
+    let of =
+        |t: &str| -> Vec<&serde_json::Value> { rows.iter().filter(|v| v["type"] == t).collect() };
+    let context = of("context");
+    assert_eq!(context.len(), 1, "{rows:?}");
+    assert_eq!(context[0]["key"].as_str(), Some(cs));
+    assert!(
+        context[0]["description"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("context {cs} (2 files")),
+        "{rows:?}"
+    );
+    let bases: Vec<&str> = of("base-image")
+        .iter()
+        .map(|v| v["description"].as_str().unwrap())
+        .collect();
+    assert!(
+        bases
+            .iter()
+            .any(|d| d.starts_with("base image mybase (sha256:")),
+        "{bases:?}"
+    );
+    // Unpacked: the layers the RUN steps ran on (busybox's, mybase's, app's COPY), each
+    // named by the step that made it, else by the base image it is part of.
+    let mut unpacked: Vec<&str> = of("unpacked")
+        .iter()
+        .map(|v| v["description"].as_str().unwrap())
+        .collect();
+    unpacked.sort_unstable();
+    assert_eq!(unpacked.len(), 3, "{unpacked:?}");
+    assert!(
+        unpacked[0].starts_with("unpacked [stage-0 2/2] RUN echo base > /base (Dockerfile:2)"),
+        "{unpacked:?}"
+    );
+    assert!(
+        unpacked[1].starts_with("unpacked [stage-0 2/3] COPY a.txt /a (Dockerfile:2)"),
+        "{unpacked:?}"
+    );
+    assert!(
+        unpacked[2].contains("layer 1/") && unpacked[2].contains(" of base image "),
+        "{unpacked:?}"
+    );
+    let copy = of("layer")
+        .into_iter()
+        .find(|v| v["description"].as_str().unwrap().contains("COPY a.txt"))
+        .unwrap();
+    assert!(
+        copy["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("(Dockerfile:2)"),
+        "{copy}"
+    );
+
+    // A context snapshot pruned is forgotten, and comes back with the next build.
+    let (_, out, _) = kiln(r, &["cache", "prune", "--filter", "type=context"]);
+    assert!(out.contains(&format!("context {cs}")), "{out}");
+    assert!(ls().iter().all(|v| v["type"] != "context"));
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "app", cs]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(ls().iter().filter(|v| v["type"] == "context").count(), 1);
+
+    let gz: Vec<String> = {
+        let store = kiln_runtime::store::Store::open(r).unwrap();
+        store
+            .compressed_forms()
+            .unwrap()
+            .into_values()
+            .map(|(d, _)| d)
+            .collect()
+    };
+    assert!(!gz.is_empty());
+    let blob_exists = |d: &str| {
+        r.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+            .exists()
+    };
+    assert!(gz.iter().all(|d| blob_exists(d)));
+    let mybase = common::manifest_of(r, "mybase");
+    let (code, _, _) = kiln(r, &["rmi", "probe-tag"]);
+    assert_eq!(code, 0);
+
+    // A container running app: its unpacked layers survive `prune --all` while it runs.
+    let container = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args(["run", "--rm", "app", "sh", "-c", "sleep 3; cat /a /b"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !kiln(r, &["ps"]).1.contains("app") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for image in ["app", "mybase"] {
+        let (code, _, err) = kiln(r, &["rmi", image]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let (code, out, err) = kiln(r, &["cache", "prune", "--all"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("base image mybase"), "{out}");
+    let out = container.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(0), "a\na\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // What only the untagged images and pruned entries needed is gone: mybase's manifest, the
+    // gzip forms; nothing half-removed is left, and the store is whole.
+    assert!(!blob_exists(&mybase), "mybase's manifest stayed");
+    let left: Vec<&String> = gz.iter().filter(|d| blob_exists(d)).collect();
+    assert!(left.is_empty(), "gzip forms stayed: {left:?}");
+    assert_eq!(std::fs::read_dir(r.join("tmp")).unwrap().count(), 0);
+    let (code, out, _) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, err) = kiln(r, &["run", "--rm", "kiln.local/busybox", "echo", "ok"]);
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
 }

@@ -113,6 +113,7 @@ fn the_first_miss_is_explained() {
     // inspect: everything that went into an entry's key.
     let (_, out, _) = kiln(r, &["cache", "ls", "--format", "json"]);
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let rows: Vec<&serde_json::Value> = rows.iter().filter(|v| v["type"] == "layer").collect();
     let run = rows
         .iter()
         .find(|v| v["description"].as_str().unwrap().contains("RUN --mount"))
@@ -154,4 +155,48 @@ fn the_first_miss_is_explained() {
         err.contains("no recorded cache entry 000000000000"),
         "{err}"
     );
+}
+
+#[test]
+fn a_dry_run_explains_the_first_miss_of_each_stage() {
+    if !can_sandbox("a_dry_run_explains_the_first_miss_of_each_stage") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let cs = c.to_str().unwrap();
+    std::fs::write(c.join("a.txt"), "a\n").unwrap();
+    // Two stages independent of each other, and a last one that needs both.
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox AS one\nCOPY a.txt /a\nRUN cat /a > /one\n\
+         FROM kiln.local/busybox AS two\nARG N=1\nRUN echo $N > /two\n\
+         FROM kiln.local/busybox\nCOPY --from=one /one /one\nCOPY --from=two /two /two\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-q", cs]);
+    assert_eq!(code, 0, "{err}");
+
+    // Both stages miss; the dry run stops each at its own first miss, not the build at the
+    // first one, and keys nothing that needs a stage which missed.
+    std::fs::write(c.join("a.txt"), "A\n").unwrap();
+    // One stage at a time: stage two starts after stage one missed.
+    let (code, out, err) = kiln(
+        r,
+        &["cache", "explain", "--jobs", "1", "--build-arg", "N=2", cs],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("MISS [one 2/3] COPY a.txt /a")
+            && out.contains("because: files changed: a (changed)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("MISS [two 3/3] RUN echo $N > /two")
+            && out.contains("because: environment: N changed: \"1\" -> \"2\""),
+        "{out}"
+    );
+    assert!(!out.contains("COPY --from"), "{out}");
 }

@@ -9,7 +9,8 @@ use crate::render::table;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CacheCommand {
-    /// One row per cache entry (layers and cache mounts), least recently used first.
+    /// One row per cache entry (layers, cache mounts, unpacked layers, context snapshots, base
+    /// images), least recently used first.
     Ls(LsArgs),
     /// Totals: shared, private, reclaimable, total.
     Du(DuArgs),
@@ -36,7 +37,8 @@ pub struct LsArgs {
     /// Full keys and descriptions.
     #[arg(short, long)]
     pub verbose: bool,
-    /// `type=layer|cache-mount`, `until=DURATION` (last used before), `description~=REGEX`.
+    /// `type=layer|cache-mount|unpacked|context|base-image`, `until=DURATION` (last used
+    /// before), `description~=REGEX`.
     #[arg(long = "filter", value_name = "FILTER")]
     pub filters: Vec<String>,
 }
@@ -63,7 +65,8 @@ pub struct PruneArgs {
     /// Also entries that images use (the images keep their layers).
     #[arg(short, long)]
     pub all: bool,
-    /// `type=layer|cache-mount`, `until=DURATION` (e.g. 24h), `description~=REGEX`.
+    /// `type=layer|cache-mount|unpacked|context|base-image`, `until=DURATION` (e.g. 24h),
+    /// `description~=REGEX`.
     #[arg(long = "filter", value_name = "FILTER")]
     pub filters: Vec<String>,
     /// Remove least recently used entries only until the cache is at most this size.
@@ -91,6 +94,19 @@ fn ago(t: i64) -> String {
         3600..=86_399 => format!("{}h ago", s / 3600),
         _ => format!("{}d ago", s / 86_400),
     }
+}
+
+/// `text` in at most `max` characters: its middle gives way, so the step's start and where it
+/// is written (`(Dockerfile:12)`) both stay.
+fn shorten(text: &str, max: usize) -> String {
+    let n = text.chars().count();
+    if n <= max {
+        return text.to_string();
+    }
+    let tail = 16.min(max / 3);
+    let head: String = text.chars().take(max - tail - 1).collect();
+    let end: String = text.chars().skip(n - tail).collect();
+    format!("{head}…{end}")
 }
 
 fn json(u: &CacheUsage) -> serde_json::Value {
@@ -126,10 +142,11 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|u| {
-                    let mut d = u.description.clone();
-                    if !a.verbose && d.chars().count() > 60 {
-                        d = d.chars().take(59).collect::<String>() + "…";
-                    }
+                    let d = if a.verbose {
+                        u.description.clone()
+                    } else {
+                        shorten(&u.description, 60)
+                    };
                     vec![
                         if a.verbose { u.key.clone() } else { u.id() },
                         u.kind.as_str().to_string(),

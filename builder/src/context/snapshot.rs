@@ -226,6 +226,7 @@ pub fn scan(
     }
 
     let files = pending.len();
+    let file_bytes: u64 = pending.iter().map(|p| p.stamp.size).sum();
     // Reuse recorded digests (loaded in one query); hash the rest in parallel.
     let known = match store {
         Some(s) => s.cached_digests_under(&root.to_string_lossy())?,
@@ -253,6 +254,7 @@ pub fn scan(
             .map(|(_, path, st, d)| (path.clone(), *st, d.clone()))
             .collect();
         s.record_digests(&rows)?;
+        s.record_context(&root.to_string_lossy(), files as u64, file_bytes)?;
     }
     let n_hashed = hashed.len();
     for (i, _, _, d) in hashed {

@@ -1127,7 +1127,7 @@ fn commit_layer(
         &step,
         &inputs,
     )?;
-    let description = name.to_string();
+    let description = ctx.description(name, st);
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {

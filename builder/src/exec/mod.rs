@@ -60,7 +60,8 @@ pub struct BuildOptions {
     pub limits: kiln_runtime::sandbox::cgroup::Limits,
     /// `--explain-cache`: say HIT or MISS for each step and why the first miss missed.
     pub explain_cache: bool,
-    /// `kiln cache explain`: compute the keys, execute nothing, stop at the first miss.
+    /// `kiln cache explain`: compute the keys, execute nothing, stop each stage at its first
+    /// miss.
     pub dry_run: bool,
 }
 
@@ -254,6 +255,8 @@ pub(crate) struct StageState {
     pub time: Option<i64>,
     /// The base image's `created`, for a stage that has not changed its filesystem yet.
     pub base_created: Option<String>,
+    /// The Dockerfile line of the step being built (for cache entry descriptions).
+    pub line: usize,
 }
 
 impl StageState {
@@ -277,6 +280,7 @@ impl StageState {
             cmd_set: false,
             time: None,
             base_created: None,
+            line: 0,
         }
     }
 
@@ -435,8 +439,9 @@ pub fn build(
     Ok(out)
 }
 
-/// `kiln cache explain`: the keys of `opts`'s build computed without executing anything, up to
-/// the first step that would have to run; HIT/MISS per step and why the first miss missed.
+/// `kiln cache explain`: the keys of `opts`'s build computed without executing anything, in
+/// each stage up to the first step that would have to run (a stage that needs a stage which
+/// misses is not keyed); HIT/MISS per step and why each stage's first miss missed.
 pub fn explain(
     store: &Store,
     opts: &BuildOptions,
@@ -476,6 +481,9 @@ struct Sched {
     waiting: std::sync::Mutex<BTreeMap<usize, usize>>,
     /// The first failure, by stage (the lowest-numbered stage's error is reported).
     failed: std::sync::Mutex<BTreeMap<usize, BuildError>>,
+    /// Dry run: stages that stopped at a miss. The stages that need them cannot be keyed and
+    /// never start; the others go on, so each independent stage's first miss is found.
+    missed: std::sync::atomic::AtomicBool,
 }
 
 /// Runs the needed stages, each as soon as the stages it needs are built (independent stages
@@ -504,6 +512,7 @@ fn run_stages(ctx: &Ctx<'_>) -> Result<BTreeMap<usize, StageState>, BuildError> 
         done: std::sync::Mutex::new(BTreeMap::new()),
         waiting: std::sync::Mutex::new(waiting),
         failed: std::sync::Mutex::new(BTreeMap::new()),
+        missed: std::sync::atomic::AtomicBool::new(false),
     };
     rayon::scope(|scope| {
         for s in ready {
@@ -513,6 +522,9 @@ fn run_stages(ctx: &Ctx<'_>) -> Result<BTreeMap<usize, StageState>, BuildError> 
     let failed = sched.failed.into_inner().unwrap_or_else(|p| p.into_inner());
     if let Some((_, e)) = failed.into_iter().next() {
         return Err(e);
+    }
+    if sched.missed.into_inner() {
+        return Err(BuildError::DryRunMiss);
     }
     let done = sched.done.into_inner().unwrap_or_else(|p| p.into_inner());
     if done.len() != needed.len() {
@@ -543,6 +555,11 @@ fn spawn_stage<'s>(scope: &rayon::Scope<'s>, ctx: &'s Ctx<'s>, sched: &'s Sched,
                 .collect()
         };
         match run_stage(ctx, s, &inputs) {
+            Err(BuildError::DryRunMiss) => {
+                sched
+                    .missed
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             Err(e) => {
                 sched
                     .failed
@@ -596,6 +613,9 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
         )
     })?;
     let (m, config, _) = ctx.store.image(&manifest)?;
+    if !ctx.opts.dry_run {
+        ctx.store.record_base(reference, &manifest)?;
+    }
     let mut st = StageState::scratch();
     st.key = CacheKey::for_base(&manifest.to_string());
     let diff_ids: Vec<Digest> = config
@@ -665,6 +685,7 @@ fn run_stage(
             Some(NamedContext::Image(r)) => load_image(ctx, r, stage.span)?,
             Some(NamedContext::Dir(dir)) => {
                 let mut st = StageState::scratch();
+                st.line = stage.span.start.line();
                 copy::dir_as_rootfs(ctx, &mut st, dir, n, stage.span)?;
                 st
             }
@@ -750,6 +771,18 @@ impl Ctx<'_> {
         };
         self.record(name, parent, step, inputs, &key, cached.is_some())?;
         Ok((key, cached))
+    }
+
+    /// What `kiln cache ls` says made an entry: the step and where it is written,
+    /// `[build 3/7] RUN make (Dockerfile:12)`.
+    fn description(&self, name: &str, st: &StageState) -> String {
+        let file = self
+            .opts
+            .dockerfile_path
+            .as_deref()
+            .and_then(|p| p.file_name())
+            .map_or_else(|| "Dockerfile".into(), |f| f.to_string_lossy());
+        format!("{name} ({file}:{})", st.line)
     }
 
     /// Notes what went into a keyed step (FROM's base included, as a hit).
@@ -860,6 +893,7 @@ fn step(
         name: name.to_string(),
     });
     let span = ins.span;
+    st.line = span.start.line();
     let mut cached = false;
     match &ins.kind {
         Kind::From(_) => {}

@@ -136,7 +136,7 @@ pub(crate) fn run(
                 key: key.to_string(),
                 size: layer.1,
                 layer: layer.0,
-                description: name.to_string(),
+                description: ctx.description(name, st),
                 created: ctx.now,
             };
             ctx.store.cache_put(&e)?;

@@ -288,6 +288,9 @@ pub fn run(
             diffs.len()
         )));
     }
+    // Held until the container has said which unpacked layers it uses: `kiln cache prune`
+    // (exclusive) then either ran before and they are unpacked again here, or sees them.
+    let guard = store.build_guard()?;
     let mut lower = store.unpacked_layers(&blobs, &diffs)?;
     let id = new_id();
     let name = match &opts.name {
@@ -326,6 +329,8 @@ pub fn run(
         exit_code: None,
     })?;
     let dir = store.root().join("containers").join(&id);
+    let noted = store.note_container_layers(&id, &lower);
+    drop(guard);
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
         move |source| ContainerError::Io { path, source }
@@ -336,6 +341,7 @@ pub fn run(
         Ok(p)
     };
     let result: Result<i32, ContainerError> = (|| {
+        noted?;
         let (upper, work, rootfs) = (sub("upper")?, sub("work")?, sub("rootfs")?);
         if lower.is_empty() {
             lower.push(sub("empty")?);

@@ -30,6 +30,9 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
     db.execute_batch(super::builds::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::unpacked::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::contexts::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::bases::SCHEMA).map_err(db_err)?;
     Ok(db)
 }
 

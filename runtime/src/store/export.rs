@@ -47,16 +47,34 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 impl Store {
-    /// Every (diff_id, gzip blob digest) pair remembered (for `kiln store verify`).
-    pub fn compressed_pairs(&self) -> Result<Vec<(String, String)>, StoreError> {
+    /// Every remembered gzip form: diff_id to (gzip blob digest, its size) (for `kiln store
+    /// verify` and the cache's accounting).
+    pub fn compressed_forms(&self) -> Result<BTreeMap<String, (String, u64)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT diff_id, digest FROM compressed")
+            .prepare_cached("SELECT diff_id, digest, size FROM compressed")
             .map_err(self.db_err())?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    (r.get(1)?, u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0)),
+                ))
+            })
             .map_err(self.db_err())?;
         rows.collect::<Result<_, _>>().map_err(self.db_err())
+    }
+
+    /// Forgets the gzip forms of `blob` (a diff_id) or whose gzip digest is `blob`, once that
+    /// blob is removed.
+    pub(super) fn forget_compressed(&self, blob: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "DELETE FROM compressed WHERE diff_id = ?1 OR digest = ?1",
+                [blob],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
     }
 
     /// The gzip form of an uncompressed layer blob, made once.

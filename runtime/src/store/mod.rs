@@ -8,10 +8,12 @@
 //! - `meta.db`: SQLite in WAL mode: tags and (later) cache and container metadata. Each change is
 //!   one transaction, so a crash loses at most the change in progress.
 
+mod bases;
 mod blobs;
 mod builds;
 mod cache;
 mod containers;
+mod contexts;
 mod db;
 mod export;
 mod images;
@@ -175,6 +177,24 @@ impl Store {
         let out = f();
         flock(&self.active, &path, Op::LockShared)?;
         Ok(Some(out))
+    }
+
+    /// Removes the directory `dir` of the store (a missing one is fine): renamed into `tmp/`
+    /// first, so it vanishes at once and whole, and a crash mid-removal leaves the rest only
+    /// where recovery looks, never a half-removed layer or cache mount a build would use.
+    pub(crate) fn discard_dir(&self, dir: &Path) -> Result<(), StoreError> {
+        let name = dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let gone = self
+            .root
+            .join("tmp")
+            .join(format!("gone-{name}-{}", blobs::tmp_name()));
+        match std::fs::rename(dir, &gone) {
+            Ok(()) => std::fs::remove_dir_all(&gone).map_err(io_err(&gone)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(dir)(e)),
+        }
     }
 
     pub fn root(&self) -> &Path {

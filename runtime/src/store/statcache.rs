@@ -36,10 +36,7 @@ impl Store {
         &self,
         dir: &str,
     ) -> Result<BTreeMap<String, (FileStamp, Digest)>, StoreError> {
-        let lo = format!("{}/", dir.trim_end_matches('/'));
-        // TEXT compares byte-wise: every path starting with `lo` sorts below `lo` with its last
-        // byte ('/') incremented to '0'.
-        let hi = format!("{}0", dir.trim_end_matches('/'));
+        let (lo, hi) = super::contexts::range(dir);
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(

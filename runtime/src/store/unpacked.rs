@@ -3,15 +3,44 @@
 //! unpacked into `tmp/` and renamed into place, so no process ever sees a half-unpacked layer;
 //! when two processes or threads unpack the same one, the first rename wins and the other copy
 //! is dropped.
+//!
+//! Each directory has a row (`unpacked` table: its layer, size, last use) for `kiln cache ls`
+//! and prune. A directory is only ever removed whole: renamed into `tmp/` first, so no build
+//! sees a half-removed layer, and under `build.lock` held exclusively, so no build or
+//! container start is choosing its layers meanwhile.
 
 use std::path::PathBuf;
 
-use super::{Store, StoreError, io_err};
+use super::{Store, StoreError, db::now, io_err};
 use crate::{
     digest::Digest,
     layer::{unpack::unpack_for_overlay, view::open_layer},
     oci::chain_id,
 };
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS unpacked (
+    chain     TEXT PRIMARY KEY,
+    diff_id   TEXT NOT NULL,
+    size      INTEGER NOT NULL,
+    created   INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    uses      INTEGER NOT NULL DEFAULT 0
+);
+";
+
+/// One unpacked layer directory (`ROOT/layers/<chain>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Unpacked {
+    /// The ChainID's hex: the directory's name.
+    pub chain: String,
+    /// The top layer's diff_id (`sha256:...`), when recorded.
+    pub diff_id: Option<String>,
+    pub size: u64,
+    pub created: i64,
+    pub last_used: i64,
+    pub uses: u64,
+}
 
 impl Store {
     /// The unpacked directories of a layer stack (`blobs` bottom first, `diff_ids` alike), as
@@ -22,11 +51,14 @@ impl Store {
         diff_ids: &[Digest],
     ) -> Result<Vec<PathBuf>, StoreError> {
         let mut dirs = Vec::new();
+        // (chain, diff_id, size when this call unpacked it)
+        let mut used: Vec<(String, String, Option<u64>)> = Vec::new();
         for i in 0..blobs.len() {
             let Some(chain) = chain_id(&diff_ids[..=i]) else {
                 continue;
             };
             let dest = self.root.join("layers").join(chain.hex());
+            let mut made = None;
             if !dest.is_dir() {
                 // Unique per call: two stages of one build (threads of one process) may unpack
                 // the same layer at once, and must not share or remove each other's directory.
@@ -47,9 +79,12 @@ impl Store {
                     let _ = std::fs::remove_dir_all(&tmp);
                     return Err(e);
                 }
+                let size = super::usage::dir_size(&tmp);
                 let parent = self.root.join("layers");
                 std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-                if std::fs::rename(&tmp, &dest).is_err() {
+                if std::fs::rename(&tmp, &dest).is_ok() {
+                    made = Some(size);
+                } else {
                     // Another process finished the same layer first; theirs is identical.
                     let _ = std::fs::remove_dir_all(&tmp);
                     if !dest.is_dir() {
@@ -60,9 +95,111 @@ impl Store {
                     }
                 }
             }
+            used.push((chain.hex().to_string(), diff_ids[i].to_string(), made));
             dirs.push(dest);
         }
+        self.note_unpacked(&used)?;
         dirs.reverse();
         Ok(dirs)
+    }
+
+    /// Records a use of each directory (and the size of those just made), in one transaction.
+    fn note_unpacked(&self, used: &[(String, String, Option<u64>)]) -> Result<(), StoreError> {
+        if used.is_empty() {
+            return Ok(());
+        }
+        let t = now();
+        let mut conn = self.conn();
+        // Immediate: it reads before it writes, and a deferred transaction that another
+        // process wrote past in between cannot take the write lock (SQLITE_BUSY at once,
+        // without the busy timeout; seen with four concurrent builds).
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.db_err())?;
+        for (chain, diff_id, made) in used {
+            // A directory unpacked before kiln kept rows has none: its size is measured once.
+            let size = match made {
+                Some(s) => *s,
+                None => {
+                    let known = tx
+                        .prepare_cached("SELECT 1 FROM unpacked WHERE chain = ?1")
+                        .and_then(|mut st| st.exists([chain]))
+                        .map_err(self.db_err())?;
+                    if known {
+                        0
+                    } else {
+                        super::usage::dir_size(&self.root.join("layers").join(chain))
+                    }
+                }
+            };
+            tx.execute(
+                "INSERT INTO unpacked (chain, diff_id, size, created, last_used, uses)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 1)
+                 ON CONFLICT(chain) DO UPDATE SET last_used = excluded.last_used,
+                   uses = uses + 1",
+                rusqlite::params![chain, diff_id, size as i64, t],
+            )
+            .map_err(self.db_err())?;
+        }
+        tx.commit().map_err(self.db_err())
+    }
+
+    /// Every directory under `layers/`, with its row (a directory without one is measured).
+    pub(super) fn unpacked_dirs(&self) -> Result<Vec<Unpacked>, StoreError> {
+        let mut rows: std::collections::BTreeMap<String, Unpacked> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT chain, diff_id, size, created, last_used, uses FROM unpacked",
+                )
+                .map_err(self.db_err())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(Unpacked {
+                        chain: r.get(0)?,
+                        diff_id: Some(r.get(1)?),
+                        size: r.get::<_, i64>(2)?.try_into().unwrap_or(0),
+                        created: r.get(3)?,
+                        last_used: r.get(4)?,
+                        uses: r.get::<_, i64>(5)?.try_into().unwrap_or(0),
+                    })
+                })
+                .map_err(self.db_err())?;
+            rows.map(|r| r.map(|u| (u.chain.clone(), u)))
+                .collect::<Result<_, _>>()
+                .map_err(self.db_err())?
+        };
+        let mut out = Vec::new();
+        let dir = self.root.join("layers");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !e.path().is_dir() {
+                continue;
+            }
+            out.push(rows.remove(&name).unwrap_or_else(|| {
+                let t = super::usage::mtime(&e.path());
+                Unpacked {
+                    chain: name,
+                    diff_id: None,
+                    size: super::usage::dir_size(&e.path()),
+                    created: t,
+                    last_used: t,
+                    uses: 0,
+                }
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Removes one unpacked directory and its row.
+    pub(super) fn remove_unpacked(&self, chain: &str) -> Result<(), StoreError> {
+        self.discard_dir(&self.root.join("layers").join(chain))?;
+        self.conn()
+            .execute("DELETE FROM unpacked WHERE chain = ?1", [chain])
+            .map_err(self.db_err())?;
+        Ok(())
     }
 }

@@ -1,12 +1,17 @@
 //! What the build cache holds and what removing it would free (`kiln cache ls/du/prune`,
-//! `kiln system df`): one row per cached layer (the `cache` table) and per cache-mount
-//! directory (`cache-mounts/`).
+//! `kiln system df`). One row per:
+//! - cached layer (the `cache` table; its blob and the blob's gzip form, if made);
+//! - cache-mount directory (`cache-mounts/`);
+//! - unpacked layer directory (`layers/`, [`super::unpacked`]);
+//! - context snapshot (the digests kept of a build context, [`super::contexts`]);
+//! - base image a build used ([`super::bases`]).
 //!
-//! A layer is *shared* when a tagged image uses its blob or another entry has the same blob
-//! (its size then is not freed by removing the entry alone); a cache mount is *in use* while a
-//! RUN step holds its lock. Pruning never removes a blob a tagged image needs, never a cache
-//! mount in use, and waits for running builds (`build.lock`): a build holds it shared from start
-//! to end, so an entry it has just hit cannot disappear under it.
+//! An entry is *shared* when a tagged image or another entry needs one of its blobs (removing
+//! the entry alone then does not free them). It is *in use* when a tagged image needs it, and
+//! *pinned* when something running holds it: a RUN step its cache mount, a container its
+//! unpacked layers. Pruning never removes a blob a tagged image needs nor anything pinned, and
+//! waits for running builds and container starts (`build.lock`): they hold it shared while they
+//! choose what they use, so an entry cannot disappear under them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -21,6 +26,9 @@ use crate::digest::Digest;
 pub enum Kind {
     Layer,
     CacheMount,
+    Unpacked,
+    Context,
+    BaseImage,
 }
 
 impl Kind {
@@ -28,28 +36,48 @@ impl Kind {
         match self {
             Kind::Layer => "layer",
             Kind::CacheMount => "cache-mount",
+            Kind::Unpacked => "unpacked",
+            Kind::Context => "context",
+            Kind::BaseImage => "base-image",
         }
+    }
+
+    /// A `type=` filter's value: kiln's names, and BuildKit's where one means the same.
+    fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "layer" | "regular" => Kind::Layer,
+            "cache-mount" | "exec.cachemount" => Kind::CacheMount,
+            "unpacked" => Kind::Unpacked,
+            "context" | "source.local" => Kind::Context,
+            "base-image" => Kind::BaseImage,
+            _ => return None,
+        })
     }
 }
 
 /// One cache entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
-    /// The cache key (layers) or the cache-mount directory name.
+    /// The cache key (layers), the cache-mount directory's name, `layers/<chain id>`
+    /// (unpacked), the context's directory, or the base image's manifest digest.
     pub key: String,
     pub kind: Kind,
     pub size: u64,
-    /// Its bytes are also used by an image or another entry.
+    /// Some of its bytes are also used by an image or another entry.
     pub shared: bool,
-    /// A tagged image uses it (layers), or a RUN step holds it now (cache mounts).
+    /// A tagged image needs it, or something running holds it.
     pub in_use: bool,
     pub created: i64,
     pub last_used: i64,
-    /// Cache hits (layers); uses are not counted for cache mounts.
+    /// Cache hits or uses by builds; not counted for cache mounts.
     pub uses: Option<u64>,
-    /// The step that made it, or the cache mount's id.
+    /// The step that made it (`[build 3/7] RUN make (Dockerfile:12)`), the cache mount's id,
+    /// the directory, or the base image's name.
     pub description: String,
-    layer: Option<String>,
+    /// Held by something running (a RUN step, a container): never removed.
+    pinned: bool,
+    /// The blobs it accounts for (digest, bytes); `size` is their sum when there are any.
+    blobs: Vec<(String, u64)>,
 }
 
 impl Usage {
@@ -100,11 +128,12 @@ impl PruneOptions {
             } else if let Some(d) = f.strip_prefix("until=") {
                 o.until = Some(duration(d).map_err(|e| format!("--filter {f}: {e}"))?);
             } else if let Some(t) = f.strip_prefix("type=") {
-                o.kinds.push(match t {
-                    "layer" | "regular" => Kind::Layer,
-                    "cache-mount" | "exec.cachemount" => Kind::CacheMount,
-                    _ => return Err(format!("--filter {f}: types are layer and cache-mount")),
-                });
+                o.kinds.push(Kind::parse(t).ok_or_else(|| {
+                    format!(
+                        "--filter {f}: types are layer, cache-mount, unpacked, context and \
+                         base-image"
+                    )
+                })?);
             } else {
                 return Err(format!(
                     "--filter {f}: expected type=, until= or description~="
@@ -169,99 +198,295 @@ pub(crate) fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn mtime(p: &Path) -> i64 {
+pub(super) fn mtime(p: &Path) -> i64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).map_or(0, |m| m.mtime())
 }
 
+/// What tagged images need: their blobs (manifests, configs, layers) and the ChainIDs of their
+/// layer stacks (the unpacked directories a `kiln run` of them uses).
+#[derive(Debug, Default)]
+struct ImageNeeds {
+    blobs: BTreeSet<String>,
+    chains: BTreeSet<String>,
+}
+
+fn n64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
 impl Store {
-    /// Blobs tagged images use (manifests, configs, layers).
-    fn image_blobs(&self) -> Result<BTreeSet<String>, StoreError> {
-        let mut used = BTreeSet::new();
+    fn image_needs(&self) -> Result<ImageNeeds, StoreError> {
+        let mut needs = ImageNeeds::default();
         for t in self.tags()? {
-            used.insert(t.digest.to_string());
-            if let Ok((m, _, config)) = self.image(&t.digest) {
-                used.insert(config.to_string());
-                used.extend(m.layers.iter().map(|l| l.digest.clone()));
+            needs.blobs.insert(t.digest.to_string());
+            if let Ok((m, config, c)) = self.image(&t.digest) {
+                needs.blobs.insert(c.to_string());
+                needs
+                    .blobs
+                    .extend(m.layers.iter().map(|l| l.digest.clone()));
+                let diffs: Vec<Digest> = config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .filter_map(|d| Digest::parse(d).ok())
+                    .collect();
+                for i in 0..diffs.len() {
+                    if let Some(c) = crate::oci::chain_id(&diffs[..=i]) {
+                        needs.chains.insert(c.hex().to_string());
+                    }
+                }
             }
         }
-        Ok(used)
+        Ok(needs)
     }
 
-    /// Every cache entry, oldest use first.
-    pub fn cache_usage(&self) -> Result<Vec<Usage>, StoreError> {
-        let images = self.image_blobs()?;
-        let rows: Vec<(String, String, i64, String, i64, i64, i64)> = {
-            let conn = self.conn();
-            let mut stmt = conn
-                .prepare_cached(
-                    "SELECT key, layer, size, description, created, last_used, uses FROM cache",
-                )
-                .map_err(self.db_err())?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                    ))
-                })
-                .map_err(self.db_err())?;
-            rows.collect::<Result<_, _>>().map_err(self.db_err())?
-        };
-        let mut per_blob: BTreeMap<&str, usize> = BTreeMap::new();
-        for r in &rows {
-            *per_blob.entry(r.1.as_str()).or_default() += 1;
+    /// The unpacked layers running containers use (recorded by each when it starts,
+    /// [`Store::note_container_layers`]).
+    fn pinned_chains(&self) -> Result<BTreeSet<String>, StoreError> {
+        let mut out = BTreeSet::new();
+        for c in self.containers()? {
+            if c.state() == super::ContainerState::Running {
+                let p = self.root.join("containers").join(&c.id).join("layers");
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                out.extend(text.lines().map(str::to_string));
+            }
         }
-        let mut out: Vec<Usage> = rows
+        Ok(out)
+    }
+
+    /// Records which unpacked layers (`layers/<chain>`, top first, as
+    /// [`Store::unpacked_layers`] returned them) container `id` uses while it runs. Call it
+    /// while holding [`Store::build_guard`] from before choosing the layers, so a prune either
+    /// ran before (and the layers were unpacked again) or sees this.
+    pub fn note_container_layers(
+        &self,
+        id: &str,
+        dirs: &[std::path::PathBuf],
+    ) -> Result<(), StoreError> {
+        let dir = self.root.join("containers").join(id);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let text: String = dirs
             .iter()
-            .map(|(key, layer, size, desc, created, last_used, uses)| {
-                let by_image = images.contains(layer);
-                Usage {
-                    key: key.clone(),
+            .filter_map(|d| d.file_name())
+            .map(|n| format!("{}\n", n.to_string_lossy()))
+            .collect();
+        let p = dir.join("layers");
+        std::fs::write(&p, text).map_err(io_err(&p))
+    }
+
+    /// The cache's layer entries, each with its blob and the blob's gzip form.
+    fn layer_rows(
+        &self,
+        gz: &BTreeMap<String, (String, u64)>,
+        needs: &ImageNeeds,
+    ) -> Result<Vec<Usage>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key, layer, size, description, created, last_used, uses FROM cache",
+            )
+            .map_err(self.db_err())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let layer: String = r.get(1)?;
+                let mut blobs = vec![(layer.clone(), n64(r.get(2)?))];
+                blobs.extend(gz.get(&layer).cloned());
+                Ok(Usage {
+                    key: r.get(0)?,
                     kind: Kind::Layer,
-                    size: u64::try_from(*size).unwrap_or(0),
-                    shared: by_image || per_blob.get(layer.as_str()).is_some_and(|n| *n > 1),
-                    in_use: by_image,
-                    created: *created,
-                    last_used: *last_used,
-                    uses: u64::try_from(*uses).ok(),
-                    description: desc.clone(),
-                    layer: Some(layer.clone()),
+                    size: blobs.iter().map(|b| b.1).sum(),
+                    shared: false,
+                    in_use: needs.blobs.contains(&layer),
+                    created: r.get(4)?,
+                    last_used: r.get(5)?,
+                    uses: Some(n64(r.get(6)?)),
+                    description: r.get(3)?,
+                    pinned: false,
+                    blobs,
+                })
+            })
+            .map_err(self.db_err())?;
+        rows.collect::<Result<_, _>>().map_err(self.db_err())
+    }
+
+    fn cache_mount_rows(&self) -> Vec<Usage> {
+        let mut out = Vec::new();
+        let cm = self.root.join("cache-mounts");
+        let Ok(entries) = std::fs::read_dir(&cm) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || !e.path().is_dir() {
+                continue;
+            }
+            let lock = cm.join(format!("{name}.lock"));
+            // Held by a RUN step (shared or exclusive) when an exclusive try fails.
+            let held = std::fs::File::open(&lock).is_ok_and(|f| {
+                rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+            });
+            let id = std::fs::read_to_string(cm.join(format!("{name}.id"))).unwrap_or_default();
+            out.push(Usage {
+                key: name.clone(),
+                kind: Kind::CacheMount,
+                size: dir_size(&e.path()),
+                shared: false,
+                in_use: held,
+                created: mtime(&cm.join(format!("{name}.id"))),
+                last_used: mtime(&lock),
+                uses: None,
+                description: format!("cache mount id={id}"),
+                pinned: held,
+                blobs: Vec::new(),
+            });
+        }
+        out
+    }
+
+    fn unpacked_rows(
+        &self,
+        needs: &ImageNeeds,
+        made_by: &BTreeMap<String, String>,
+    ) -> Result<Vec<Usage>, StoreError> {
+        let pinned = self.pinned_chains()?;
+        Ok(self
+            .unpacked_dirs()?
+            .into_iter()
+            .map(|u| {
+                let running = pinned.contains(&u.chain);
+                let what = u.diff_id.as_ref().and_then(|d| made_by.get(d));
+                Usage {
+                    key: format!("layers/{}", u.chain),
+                    kind: Kind::Unpacked,
+                    size: u.size,
+                    shared: false,
+                    in_use: running || needs.chains.contains(&u.chain),
+                    created: u.created,
+                    last_used: u.last_used,
+                    uses: Some(u.uses),
+                    description: match what {
+                        Some(w) => format!("unpacked {w}"),
+                        None => format!("unpacked layer {}", &u.chain[..u.chain.len().min(12)]),
+                    },
+                    pinned: running,
+                    blobs: Vec::new(),
                 }
             })
-            .collect();
-        let cm = self.root.join("cache-mounts");
-        if let Ok(entries) = std::fs::read_dir(&cm) {
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.starts_with('.') || !e.path().is_dir() {
-                    continue;
+            .collect())
+    }
+
+    fn context_rows(&self) -> Result<Vec<Usage>, StoreError> {
+        Ok(self
+            .contexts()?
+            .into_iter()
+            .map(|c| Usage {
+                description: format!(
+                    "context {} ({} files, {} read)",
+                    c.dir,
+                    c.files,
+                    human(c.bytes)
+                ),
+                key: c.dir,
+                kind: Kind::Context,
+                size: c.size,
+                shared: false,
+                in_use: false,
+                created: c.created,
+                last_used: c.last_used,
+                uses: Some(c.uses),
+                pinned: false,
+                blobs: Vec::new(),
+            })
+            .collect())
+    }
+
+    /// The base images builds used; notes in `made_by` which base each layer (diff_id) is of.
+    fn base_rows(
+        &self,
+        gz: &BTreeMap<String, (String, u64)>,
+        needs: &ImageNeeds,
+        made_by: &mut BTreeMap<String, String>,
+    ) -> Result<Vec<Usage>, StoreError> {
+        let mut out = Vec::new();
+        for b in self.bases()? {
+            let size_of = |d: &str| {
+                Digest::parse(d)
+                    .ok()
+                    .and_then(|d| std::fs::metadata(self.blob_path(&d)).ok())
+                    .map(|m| m.len())
+            };
+            let mut names = vec![b.manifest.to_string()];
+            if let Ok((m, c, config)) = self.image(&b.manifest) {
+                names.push(config.to_string());
+                let n = c.rootfs.diff_ids.len();
+                for (i, d) in c.rootfs.diff_ids.iter().enumerate() {
+                    // The step that made it says more, when the cache has it.
+                    made_by.entry(d.clone()).or_insert_with(|| {
+                        format!("layer {}/{n} of base image {}", i + 1, b.reference)
+                    });
                 }
-                let lock = cm.join(format!("{name}.lock"));
-                // Held by a RUN step (shared or exclusive) when an exclusive try fails.
-                let in_use = std::fs::File::open(&lock).is_ok_and(|f| {
-                    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive)
-                        .is_err()
-                });
-                let id = std::fs::read_to_string(cm.join(format!("{name}.id"))).unwrap_or_default();
-                out.push(Usage {
-                    key: name.clone(),
-                    kind: Kind::CacheMount,
-                    size: dir_size(&e.path()),
-                    shared: false,
-                    in_use,
-                    created: mtime(&cm.join(format!("{name}.id"))),
-                    last_used: mtime(&lock),
-                    uses: None,
-                    description: format!("cache mount id={id}"),
-                    layer: None,
-                });
+                for l in &m.layers {
+                    names.push(l.digest.clone());
+                    if let Some(g) = gz.get(&l.digest) {
+                        names.push(g.0.clone());
+                    }
+                }
             }
+            let blobs: Vec<(String, u64)> = names
+                .into_iter()
+                .filter_map(|n| Some((n.clone(), size_of(&n)?)))
+                .collect();
+            let manifest = b.manifest.to_string();
+            out.push(Usage {
+                size: blobs.iter().map(|b| b.1).sum(),
+                shared: false,
+                in_use: needs.blobs.contains(&manifest),
+                created: b.created,
+                last_used: b.last_used,
+                uses: Some(b.uses),
+                description: format!("base image {} ({})", b.reference, &manifest[..19]),
+                key: manifest,
+                kind: Kind::BaseImage,
+                pinned: false,
+                blobs,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every cache entry, least recently used first.
+    pub fn cache_usage(&self) -> Result<Vec<Usage>, StoreError> {
+        let needs = self.image_needs()?;
+        let gz = self.compressed_forms()?;
+        let mut out = self.layer_rows(&gz, &needs)?;
+        // What made each layer (by diff_id: a cache entry's blob is its uncompressed tar), to
+        // say what an unpacked directory holds.
+        let mut made_by: BTreeMap<String, String> = out
+            .iter()
+            .filter_map(|u| Some((u.blobs.first()?.0.clone(), u.description.clone())))
+            .collect();
+        out.extend(self.base_rows(&gz, &needs, &mut made_by)?);
+        out.extend(self.unpacked_rows(&needs, &made_by)?);
+        out.extend(self.cache_mount_rows());
+        out.extend(self.context_rows()?);
+        // Shared: a blob an image needs, or that another entry accounts for too.
+        let mut refs: BTreeMap<&str, usize> = BTreeMap::new();
+        for u in &out {
+            for (b, _) in &u.blobs {
+                *refs.entry(b.as_str()).or_default() += 1;
+            }
+        }
+        let shared: Vec<bool> = out
+            .iter()
+            .map(|u| {
+                u.blobs.iter().any(|(b, _)| {
+                    needs.blobs.contains(b) || refs.get(b.as_str()).is_some_and(|n| *n > 1)
+                })
+            })
+            .collect();
+        for (u, s) in out.iter_mut().zip(shared) {
+            u.shared = s;
         }
         out.sort_by(|a, b| (a.last_used, &a.key).cmp(&(b.last_used, &b.key)));
         Ok(out)
@@ -276,19 +501,23 @@ impl Store {
         };
         let mut counted = BTreeSet::new();
         for u in &usage {
-            // A blob shared by several entries counts once.
-            if let Some(l) = &u.layer {
-                if !counted.insert(l.clone()) {
-                    continue;
-                }
-            }
-            t.total += u.size;
-            if u.shared {
-                t.shared += u.size;
+            // A blob several entries account for counts once.
+            let size = if u.blobs.is_empty() {
+                u.size
             } else {
-                t.private += u.size;
+                u.blobs
+                    .iter()
+                    .filter(|(b, _)| counted.insert(b.clone()))
+                    .map(|(_, n)| n)
+                    .sum()
+            };
+            t.total += size;
+            if u.shared {
+                t.shared += size;
+            } else {
+                t.private += size;
                 if !u.in_use {
-                    t.reclaimable += u.size;
+                    t.reclaimable += size;
                 }
             }
         }
@@ -377,11 +606,10 @@ impl Store {
                     break;
                 }
             }
-            // In use: an image needs the layer (only --all forgets the entry, never the blob),
-            // or a RUN step holds the cache mount (never removed).
-            let free = !u.in_use || (opts.all && u.kind == Kind::Layer);
-            let selected = free && opts.selects(&u, t);
-            if selected {
+            // In use: only --all forgets it (never a blob an image needs: those stay); pinned:
+            // never.
+            let free = !u.pinned && (!u.in_use || opts.all);
+            if free && opts.selects(&u, t) {
                 total = total.saturating_sub(u.size);
                 chosen.push(u);
             }
@@ -394,31 +622,57 @@ impl Store {
         for u in &chosen {
             match u.kind {
                 Kind::Layer => self.cache_remove(&u.key)?,
+                Kind::BaseImage => self.forget_base(&u.key)?,
+                Kind::Context => {
+                    self.forget_context(&u.key)?;
+                    freed += u.size;
+                }
+                Kind::Unpacked => {
+                    self.remove_unpacked(u.key.trim_start_matches("layers/"))?;
+                    freed += u.size;
+                }
                 Kind::CacheMount => {
                     let cm = self.root.join("cache-mounts");
-                    let dir = cm.join(&u.key);
-                    std::fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                    self.discard_dir(&cm.join(&u.key))?;
                     let _ = std::fs::remove_file(cm.join(format!("{}.id", u.key)));
                     freed += u.size;
                 }
             }
         }
-        // Blobs of removed layers that nothing needs any more: no image, no remaining entry.
-        let mut needed = self.image_blobs()?;
-        needed.extend(self.cache_layers()?.into_iter().map(|(_, l)| l));
+        // Blobs of removed entries that nothing needs any more: no image, no remaining entry.
+        let mut needed = self.image_needs()?.blobs;
+        for u in self.cache_usage()? {
+            needed.extend(u.blobs.into_iter().map(|(b, _)| b));
+        }
         let mut gone = BTreeSet::new();
-        for u in chosen.iter().filter(|u| u.kind == Kind::Layer) {
-            let Some(l) = &u.layer else { continue };
-            if needed.contains(l) || !gone.insert(l.clone()) {
+        for (b, size) in chosen.iter().flat_map(|u| &u.blobs) {
+            if needed.contains(b) || !gone.insert(b.clone()) {
                 continue;
             }
-            if let Ok(d) = Digest::parse(l) {
+            if let Ok(d) = Digest::parse(b) {
                 let p: PathBuf = self.blob_path(&d);
                 if std::fs::remove_file(&p).is_ok() {
-                    freed += u.size;
+                    freed += size;
                 }
+                self.forget_compressed(b)?;
             }
         }
         Ok((chosen, freed))
+    }
+}
+
+/// `1.2 MB`-style sizes for descriptions.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < UNITS.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
     }
 }

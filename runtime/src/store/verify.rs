@@ -129,7 +129,7 @@ impl Store {
                 }
             }
         }
-        for (diff_id, gz) in self.compressed_pairs()? {
+        for (diff_id, (gz, _)) in self.compressed_forms()? {
             if reachable.contains(diff_id.trim_start_matches("sha256:")) {
                 reachable.insert(gz.trim_start_matches("sha256:").to_string());
             }
