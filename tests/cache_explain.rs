@@ -190,7 +190,7 @@ fn a_dry_run_explains_the_first_miss_of_each_stage() {
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("MISS [one 2/3] COPY a.txt /a")
-            && out.contains("because: files changed: a (changed)"),
+            && out.contains("because: files changed: a.txt (changed)"),
         "{out}"
     );
     assert!(

@@ -28,6 +28,10 @@ pub struct Record {
     pub fields: BTreeMap<String, String>,
     /// Input path → content digest.
     pub inputs: BTreeMap<String, String>,
+    /// Input path → the context path it was copied from, where that differs (`COPY a.txt /a`):
+    /// what the explanation names, since that is the file a user edits.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, String>,
     pub key: String,
     pub hit: bool,
 }
@@ -95,17 +99,24 @@ fn difference(cur: &Record, prev: &Record) -> String {
         }
     }
     if cur.inputs != prev.inputs {
+        let shown = |p: &String| {
+            cur.sources
+                .get(p)
+                .or_else(|| prev.sources.get(p))
+                .unwrap_or(p)
+                .clone()
+        };
         let mut changed = Vec::new();
         for (p, d) in &cur.inputs {
             match prev.inputs.get(p) {
-                None => changed.push(format!("{p} (added)")),
-                Some(old) if old != d => changed.push(format!("{p} (changed)")),
+                None => changed.push(format!("{} (added)", shown(p))),
+                Some(old) if old != d => changed.push(format!("{} (changed)", shown(p))),
                 Some(_) => {}
             }
         }
         for p in prev.inputs.keys() {
             if !cur.inputs.contains_key(p) {
-                changed.push(format!("{p} (removed)"));
+                changed.push(format!("{} (removed)", shown(p)));
             }
         }
         let more = changed.len().saturating_sub(MAX_PATHS);
@@ -215,6 +226,7 @@ mod tests {
             parent: None,
             fields: BTreeMap::new(),
             inputs: BTreeMap::new(),
+            sources: BTreeMap::new(),
             key: key.into(),
             hit,
         }

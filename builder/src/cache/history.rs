@@ -22,6 +22,7 @@ pub fn load(store: &Store, identity: &str) -> Result<Option<Vec<Record>>, StoreE
         {
             r.fields = full.fields;
             r.inputs = full.inputs;
+            r.sources = full.sources;
         }
     }
     Ok(Some(records))
@@ -53,6 +54,7 @@ pub fn save(store: &Store, identity: &str, records: &[Record]) -> Result<(), Sto
                 Default::default()
             },
             inputs: Default::default(),
+            sources: Default::default(),
             stage: r.stage.clone(),
             index: r.index,
             name: r.name.clone(),

@@ -1120,12 +1120,28 @@ fn commit_layer(
             p = parent;
         }
     }
+    // Context files under another name in the image (`COPY a.txt /a`), for the explanation.
+    let context_root = ctx
+        .snapshot
+        .get()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| &s.root);
+    let sources: BTreeMap<String, String> = planned
+        .iter()
+        .filter_map(|(p, e)| {
+            let Item::File { host, .. } = &e.item else {
+                return None;
+            };
+            let rel = host.strip_prefix(context_root?).ok()?.to_string_lossy();
+            (rel != p.as_str()).then(|| (p.clone(), rel.into_owned()))
+        })
+        .collect();
     // A --link layer does not depend on the state below it: its key has no parent.
     let (key, cached) = ctx.lookup(
         name,
         if link { None } else { Some(&st.key) },
         &step,
-        &inputs,
+        (&inputs, sources),
     )?;
     let description = ctx.description(name, st);
     let (entry, hit) = match cached {

@@ -705,7 +705,14 @@ fn run_stage(
     let from = crate::cache::key::Step::new("FROM")
         .field("image", base_name.clone())
         .field("digest", digest);
-    ctx.record(&from_name, None, &from, &BTreeMap::new(), &st.key, true)?;
+    ctx.record(
+        &from_name,
+        None,
+        &from,
+        (&BTreeMap::new(), BTreeMap::new()),
+        &st.key,
+        true,
+    )?;
     // A stage keeps its parent's ARG values available for redeclaration, not in scope.
     let inherited: Vec<(String, Option<String>)> = std::mem::take(&mut st.args);
     (ctx.on_event)(Event::Done {
@@ -756,12 +763,13 @@ impl Ctx<'_> {
     /// A filesystem step's key ([`CacheKey::for_step`]) and its cache entry (`None` with
     /// `--no-cache`), noted for `--explain-cache`; in a dry run, a miss ends the build here,
     /// before anything executes.
+    /// `sources`: where inputs were copied from in the context, when not the same path.
     fn lookup(
         &self,
         name: &str,
         parent: Option<&CacheKey>,
         step: &crate::cache::key::Step,
-        inputs: &BTreeMap<String, Digest>,
+        (inputs, sources): (&BTreeMap<String, Digest>, BTreeMap<String, String>),
     ) -> Result<(CacheKey, Option<kiln_runtime::store::CacheEntry>), BuildError> {
         let key = CacheKey::for_step(parent, step, inputs);
         let cached = if self.opts.no_cache {
@@ -769,7 +777,14 @@ impl Ctx<'_> {
         } else {
             self.store.cache_get(&key.to_string())?
         };
-        self.record(name, parent, step, inputs, &key, cached.is_some())?;
+        self.record(
+            name,
+            parent,
+            step,
+            (inputs, sources),
+            &key,
+            cached.is_some(),
+        )?;
         Ok((key, cached))
     }
 
@@ -791,7 +806,7 @@ impl Ctx<'_> {
         name: &str,
         parent: Option<&CacheKey>,
         step: &crate::cache::key::Step,
-        inputs: &BTreeMap<String, Digest>,
+        (inputs, sources): (&BTreeMap<String, Digest>, BTreeMap<String, String>),
         key: &CacheKey,
         hit: bool,
     ) -> Result<(), BuildError> {
@@ -807,6 +822,7 @@ impl Ctx<'_> {
                 .iter()
                 .map(|(p, d)| (p.clone(), d.to_string()))
                 .collect(),
+            sources,
             key: key.to_string(),
             hit,
         };

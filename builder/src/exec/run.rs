@@ -118,7 +118,12 @@ pub(crate) fn run(
             String::from_utf8_lossy(data).into_owned(),
         );
     }
-    let (key, cached) = ctx.lookup(name, Some(&st.key), &step, &BTreeMap::new())?;
+    let (key, cached) = ctx.lookup(
+        name,
+        Some(&st.key),
+        &step,
+        (&BTreeMap::new(), BTreeMap::new()),
+    )?;
     let created_by = format!("RUN {}", command_text(&r.command));
     let (entry, hit) = match cached {
         Some(e) => (e, true),
