@@ -327,6 +327,13 @@ fn every_kind_of_entry_is_listed_and_pruned_safely() {
         "{copy}"
     );
 
+    let (code, _, err) = kiln(r, &["cache", "inspect", context[0]["id"].as_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("is a context entry (context ") && err.contains("only cached layers"),
+        "{err}"
+    );
+
     // A context snapshot pruned is forgotten, and comes back with the next build.
     let (_, out, _) = kiln(r, &["cache", "prune", "--filter", "type=context"]);
     assert!(out.contains(&format!("context {cs}")), "{out}");

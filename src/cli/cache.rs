@@ -196,6 +196,18 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
         }
         CacheCommand::Inspect(a) => {
             let Some(r) = kiln_builder::cache::history::find(&store, &a.id)? else {
+                let other = store
+                    .cache_usage()?
+                    .into_iter()
+                    .find(|u| !a.id.is_empty() && u.id().starts_with(&a.id));
+                if let Some(u) = other {
+                    anyhow::bail!(
+                        "{} is a {} entry ({}): only cached layers have a key to inspect",
+                        a.id,
+                        u.kind.as_str(),
+                        u.description
+                    );
+                }
                 anyhow::bail!(
                     "no recorded cache entry {}: entries made before kiln recorded builds, or \
                      whose build was not kept, cannot be inspected",
