@@ -367,7 +367,11 @@ impl Store {
                     uses: Some(u.uses),
                     description: match what {
                         Some(w) => format!("unpacked {w}"),
-                        None => format!("unpacked layer {}", &u.chain[..u.chain.len().min(12)]),
+                        // Any name (a stray directory too): never sliced inside a character.
+                        None => format!(
+                            "unpacked layer {}",
+                            u.chain.chars().take(12).collect::<String>()
+                        ),
                     },
                     pinned: running,
                     blobs: Vec::new(),
@@ -494,34 +498,7 @@ impl Store {
 
     /// Sums for `kiln cache du`.
     pub fn cache_totals(&self) -> Result<Totals, StoreError> {
-        let usage = self.cache_usage()?;
-        let mut t = Totals {
-            entries: usage.len(),
-            ..Totals::default()
-        };
-        let mut counted = BTreeSet::new();
-        for u in &usage {
-            // A blob several entries account for counts once.
-            let size = if u.blobs.is_empty() {
-                u.size
-            } else {
-                u.blobs
-                    .iter()
-                    .filter(|(b, _)| counted.insert(b.clone()))
-                    .map(|(_, n)| n)
-                    .sum()
-            };
-            t.total += size;
-            if u.shared {
-                t.shared += size;
-            } else {
-                t.private += size;
-                if !u.in_use {
-                    t.reclaimable += size;
-                }
-            }
-        }
-        Ok(t)
+        Ok(totals(&self.cache_usage()?))
     }
 
     /// Images, containers and the build cache, summed.
@@ -598,7 +575,7 @@ impl Store {
         )?;
         let usage = self.cache_usage()?;
         let t = now();
-        let mut total: u64 = usage.iter().map(|u| u.size).sum();
+        let mut total = totals(&usage).total;
         let mut chosen = Vec::new();
         for u in usage {
             if let Some(keep) = opts.keep_storage {
@@ -610,7 +587,10 @@ impl Store {
             // never.
             let free = !u.pinned && (!u.in_use || opts.all);
             if free && opts.selects(&u, t) {
-                total = total.saturating_sub(u.size);
+                // What removing it frees: not bytes an image or another entry keeps.
+                if !u.shared {
+                    total = total.saturating_sub(u.size);
+                }
                 chosen.push(u);
             }
         }
@@ -675,4 +655,35 @@ fn human(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[i])
     }
+}
+
+/// Sums over `usage`: a blob several entries account for counts once.
+fn totals(usage: &[Usage]) -> Totals {
+    let mut t = Totals {
+        entries: usage.len(),
+        ..Totals::default()
+    };
+    let mut counted = BTreeSet::new();
+    for u in usage {
+        // A blob several entries account for counts once.
+        let size = if u.blobs.is_empty() {
+            u.size
+        } else {
+            u.blobs
+                .iter()
+                .filter(|(b, _)| counted.insert(b.clone()))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        t.total += size;
+        if u.shared {
+            t.shared += size;
+        } else {
+            t.private += size;
+            if !u.in_use {
+                t.reclaimable += size;
+            }
+        }
+    }
+    t
 }
