@@ -687,3 +687,45 @@ fn totals(usage: &[Usage]) -> Totals {
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: Kind, shared: bool, in_use: bool, blobs: &[(&str, u64)], size: u64) -> Usage {
+        Usage {
+            key: format!("{kind:?}{blobs:?}"),
+            kind,
+            size,
+            shared,
+            in_use,
+            created: 0,
+            last_used: 0,
+            uses: None,
+            description: String::new(),
+            pinned: false,
+            blobs: blobs.iter().map(|(b, n)| ((*b).to_string(), *n)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_blob_two_entries_account_for_counts_once() {
+        let t = totals(&[
+            // A base image and a layer entry holding the same blob "l".
+            entry(Kind::BaseImage, true, true, &[("m", 1), ("l", 100)], 101),
+            entry(Kind::Layer, true, false, &[("l", 100), ("gz", 40)], 140),
+            entry(Kind::Unpacked, false, false, &[], 1000),
+            entry(Kind::CacheMount, false, true, &[], 7),
+        ]);
+        assert_eq!(
+            t,
+            Totals {
+                entries: 4,
+                shared: 141,
+                private: 1007,
+                reclaimable: 1000,
+                total: 1148,
+            }
+        );
+    }
+}
