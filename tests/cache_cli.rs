@@ -54,8 +54,10 @@ fn cache_is_listed_summed_and_pruned_without_touching_images() {
         (Some("layer"), Some(true), Some(true)),
         "an image uses it"
     );
+    assert_eq!(kept["shared_size"], kept["size"], "the image holds all of it");
     let other = find("echo other");
     assert_eq!(other["in_use"].as_bool(), Some(false));
+    assert_eq!(other["shared_size"].as_u64(), Some(0), "all its own");
     assert_eq!(other["uses"].as_u64(), Some(0));
     let mount = find("cache mount id=pip");
     assert_eq!(mount["type"].as_str(), Some("cache-mount"));

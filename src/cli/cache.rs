@@ -116,6 +116,7 @@ fn json(u: &CacheUsage) -> serde_json::Value {
         "type": u.kind.as_str(),
         "size": u.size,
         "shared": u.shared,
+        "shared_size": u.shared_size,
         "in_use": u.in_use,
         "created": u.created,
         "last_used": u.last_used,
@@ -151,7 +152,11 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                         if a.verbose { u.key.clone() } else { u.id() },
                         u.kind.as_str().to_string(),
                         table::size(u.size),
-                        if u.shared { "yes" } else { "no" }.into(),
+                        if u.shared {
+                            table::size(u.shared_size)
+                        } else {
+                            "-".into()
+                        },
                         ago(u.created),
                         ago(u.last_used),
                         u.uses.map_or_else(|| "-".into(), |n| n.to_string()),

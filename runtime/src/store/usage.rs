@@ -65,6 +65,8 @@ pub struct Usage {
     pub size: u64,
     /// Some of its bytes are also used by an image or another entry.
     pub shared: bool,
+    /// How many of its bytes those are (the rest are its own).
+    pub shared_size: u64,
     /// A tagged image needs it, or something running holds it.
     pub in_use: bool,
     pub created: i64,
@@ -297,6 +299,7 @@ impl Store {
                     kind: Kind::Layer,
                     size: blobs.iter().map(|b| b.1).sum(),
                     shared: false,
+                    shared_size: 0,
                     in_use: needs.blobs.contains(&layer),
                     created: r.get(4)?,
                     last_used: r.get(5)?,
@@ -332,6 +335,7 @@ impl Store {
                 kind: Kind::CacheMount,
                 size: dir_size(&e.path()),
                 shared: false,
+                shared_size: 0,
                 in_use: held,
                 created: mtime(&cm.join(format!("{name}.id"))),
                 last_used: mtime(&lock),
@@ -361,6 +365,7 @@ impl Store {
                     kind: Kind::Unpacked,
                     size: u.size,
                     shared: false,
+                    shared_size: 0,
                     in_use: running || needs.chains.contains(&u.chain),
                     created: u.created,
                     last_used: u.last_used,
@@ -395,6 +400,7 @@ impl Store {
                 kind: Kind::Context,
                 size: c.size,
                 shared: false,
+                shared_size: 0,
                 in_use: false,
                 created: c.created,
                 last_used: c.last_used,
@@ -445,6 +451,7 @@ impl Store {
             out.push(Usage {
                 size: blobs.iter().map(|b| b.1).sum(),
                 shared: false,
+                shared_size: 0,
                 in_use: needs.blobs.contains(&manifest),
                 created: b.created,
                 last_used: b.last_used,
@@ -481,16 +488,24 @@ impl Store {
                 *refs.entry(b.as_str()).or_default() += 1;
             }
         }
-        let shared: Vec<bool> = out
+        // (any, bytes) of each entry's blobs that are needed elsewhere.
+        let shared: Vec<(bool, u64)> = out
             .iter()
             .map(|u| {
-                u.blobs.iter().any(|(b, _)| {
-                    needs.blobs.contains(b) || refs.get(b.as_str()).is_some_and(|n| *n > 1)
-                })
+                let elsewhere: Vec<u64> = u
+                    .blobs
+                    .iter()
+                    .filter(|(b, _)| {
+                        needs.blobs.contains(b) || refs.get(b.as_str()).is_some_and(|n| *n > 1)
+                    })
+                    .map(|(_, n)| *n)
+                    .collect();
+                (!elsewhere.is_empty(), elsewhere.iter().sum())
             })
             .collect();
-        for (u, s) in out.iter_mut().zip(shared) {
-            u.shared = s;
+        for (u, (any, bytes)) in out.iter_mut().zip(shared) {
+            u.shared = any;
+            u.shared_size = bytes;
         }
         out.sort_by(|a, b| (a.last_used, &a.key).cmp(&(b.last_used, &b.key)));
         Ok(out)
@@ -698,6 +713,7 @@ mod tests {
             kind,
             size,
             shared,
+            shared_size: 0,
             in_use,
             created: 0,
             last_used: 0,
