@@ -54,7 +54,10 @@ fn cache_is_listed_summed_and_pruned_without_touching_images() {
         (Some("layer"), Some(true), Some(true)),
         "an image uses it"
     );
-    assert_eq!(kept["shared_size"], kept["size"], "the image holds all of it");
+    assert_eq!(
+        kept["shared_size"], kept["size"],
+        "the image holds all of it"
+    );
     let other = find("echo other");
     assert_eq!(other["in_use"].as_bool(), Some(false));
     assert_eq!(other["shared_size"].as_u64(), Some(0), "all its own");
@@ -408,5 +411,73 @@ fn every_kind_of_entry_is_listed_and_pruned_safely() {
     let (code, out, _) = kiln(r, &["store", "verify"]);
     assert_eq!(code, 0, "{out}");
     let (code, out, err) = kiln(r, &["run", "--rm", "kiln.local/busybox", "echo", "ok"]);
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
+}
+
+#[test]
+fn load_and_tag_beside_prune() {
+    if !can_sandbox("load_and_tag_beside_prune") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path().to_path_buf();
+    let digest = kiln_runtime::store::Store::open(&r)
+        .unwrap()
+        .resolve_tag("kiln.local/busybox")
+        .unwrap()
+        .unwrap()
+        .to_string();
+    let ctx = tempfile::tempdir().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pruner = {
+        let (r, stop) = (r.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (code, _, err) = kiln(&r, &["cache", "prune", "--all"]);
+                assert_eq!(code, 0, "{err}");
+            }
+        })
+    };
+    // Each round: a build makes busybox a base-image entry. While it is loaded again (its
+    // blobs are found in the store, not written) or tagged again by digest, it is untagged and
+    // prune may remove its blobs: a tag must never name an image whose blobs prune removed.
+    for round in 0..12 {
+        if kiln(&r, &["inspect", "kiln.local/busybox"]).0 != 0 {
+            let (code, _, err) = kiln(&r, &["load", "-i", common::BASE]);
+            assert_eq!(code, 0, "round {round}: {err}");
+        }
+        write(
+            ctx.path(),
+            &format!("FROM kiln.local/busybox\nRUN echo {round} > /r\n"),
+        );
+        let (code, _, err) = kiln(&r, &["build", "-q", ctx.path().to_str().unwrap()]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        let again = {
+            let (r, digest) = (r.clone(), digest.clone());
+            std::thread::spawn(move || {
+                if round % 2 == 0 {
+                    kiln(&r, &["load", "-i", common::BASE])
+                } else {
+                    kiln(&r, &["tag", &digest, "again"])
+                }
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(round % 4 * 3));
+        let (code, _, err) = kiln(&r, &["rmi", "kiln.local/busybox"]);
+        assert_eq!(code, 0, "round {round}: {err}");
+        let (code, _, err) = again.join().unwrap();
+        assert!(
+            code == 0 || err.contains("no such image"),
+            "round {round}: {err}"
+        );
+        let (code, out, err) = kiln(&r, &["store", "verify"]);
+        assert_eq!(code, 0, "round {round}: {out}{err}");
+        let _ = kiln(&r, &["rmi", "again"]);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    pruner.join().unwrap();
+    let (code, _, err) = kiln(&r, &["load", "-i", common::BASE]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kiln(&r, &["run", "--rm", "kiln.local/busybox", "echo", "ok"]);
     assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
 }

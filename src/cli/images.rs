@@ -59,12 +59,12 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
 
 pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    let Some(d) = store.resolve(&args.source)? else {
-        bail!("no such image: {}", args.source);
-    };
-    store
-        .set_tag(&args.target, &d)
+    let tagged = store
+        .tag_image(&args.source, &args.target)
         .with_context(|| format!("cannot tag {}", args.source))?;
+    if tagged.is_none() {
+        bail!("no such image: {}", args.source);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -262,6 +262,10 @@ pub fn run(
     stdio: (Stdio, Stdio, Stdio),
     warn: &dyn Fn(&str),
 ) -> Result<i32, ContainerError> {
+    // Held from finding the image until the container has said which unpacked layers it uses:
+    // `kiln cache prune` (exclusive) then either ran before, and they are unpacked again here,
+    // or sees them.
+    let guard = store.build_guard()?;
     let manifest = store
         .resolve(&opts.image)?
         .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
@@ -288,9 +292,6 @@ pub fn run(
             diffs.len()
         )));
     }
-    // Held until the container has said which unpacked layers it uses: `kiln cache prune`
-    // (exclusive) then either ran before and they are unpacked again here, or sees them.
-    let guard = store.build_guard()?;
     let mut lower = store.unpacked_layers(&blobs, &diffs)?;
     let id = new_id();
     let name = match &opts.name {

@@ -163,6 +163,8 @@ impl Store {
         dest: &Path,
         as_dir: bool,
     ) -> Result<Vec<Digest>, StoreError> {
+        // The gzip forms are cache: prune must not remove one between making and copying it.
+        let _guard = self.build_guard()?;
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
         let mut index = Index {
             schema_version: 2,

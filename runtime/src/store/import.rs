@@ -78,8 +78,11 @@ pub(crate) fn archive_repo(path: &Path) -> Option<String> {
 }
 
 impl Store {
-    /// Loads a layout directory or an archive of one.
+    /// Loads a layout directory or an archive of one. Holds off `kiln cache prune` until the
+    /// images are tagged: a blob found already in the store (and not written again) must not be
+    /// pruned before the tag that needs it exists.
     pub fn load(&self, path: &Path) -> Result<Vec<Loaded>, StoreError> {
+        let _guard = self.build_guard()?;
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
         let repo = archive_repo(path);
         if meta.is_dir() {
@@ -114,6 +117,7 @@ impl Store {
 
     /// Loads every image named by `dir/index.json`.
     pub fn load_layout(&self, dir: &Path) -> Result<Vec<Loaded>, StoreError> {
+        let _guard = self.build_guard()?;
         self.load_layout_named(dir, archive_repo(dir).as_deref())
     }
 

@@ -66,6 +66,17 @@ impl Store {
         Ok(name)
     }
 
+    /// Names the image `source` (a tag or a manifest digest) `target` too; `None` when `source`
+    /// names no image. Holds off `kiln cache prune` meanwhile, so an untagged image cannot be
+    /// removed between finding it and tagging it.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<Option<String>, StoreError> {
+        let _guard = self.build_guard()?;
+        match self.resolve(source)? {
+            Some(d) => self.set_tag(target, &d).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The digest `name` points at.
     pub fn resolve_tag(&self, name: &str) -> Result<Option<Digest>, StoreError> {
         let name = normalize_tag(name)?;

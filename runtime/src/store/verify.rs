@@ -51,6 +51,9 @@ impl Store {
     }
 
     fn verify_inner(&self, repair: bool) -> Result<Report, StoreError> {
+        // No prune meanwhile: a blob it removes between the listing and the reading would look
+        // missing (found by the load-and-tag-beside-prune test). Builds may go on: they only add.
+        let _guard = self.build_guard()?;
         let mut r = Report::default();
         let dir = self.root.join("blobs/sha256");
         let mut good: BTreeSet<String> = BTreeSet::new();
