@@ -10,8 +10,8 @@
 //! the entry alone then does not free them). It is *in use* when a tagged image needs it, and
 //! *pinned* when something running holds it: a RUN step its cache mount, a container its
 //! unpacked layers. Pruning never removes a blob a tagged image needs nor anything pinned, and
-//! waits for running builds and container starts (`build.lock`): they hold it shared while they
-//! choose what they use, so an entry cannot disappear under them.
+//! waits for running builds, loads, saves, tags, verifies and container starts (`build.lock`):
+//! they hold it shared while they choose what they use, so an entry cannot disappear under them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
