@@ -27,21 +27,4 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// Decimal units, as docker prints sizes (`1.03MB`).
-pub fn size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[u]
-    }
-}
+pub use kiln_parser::instruction::values::format_size as size;

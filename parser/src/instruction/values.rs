@@ -165,6 +165,27 @@ pub fn parse_ram_size(s: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
 }
 
+/// A size in decimal units, as docker prints sizes (`1.03MB`, `512B`): the counterpart of
+/// docker's `units.HumanSize`.
+pub fn format_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[u]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +200,15 @@ mod tests {
         assert_eq!(parse_go_duration("10"), None);
         assert_eq!(parse_go_duration("1d"), None);
         assert_eq!(parse_go_duration(""), None);
+    }
+
+    #[test]
+    fn sizes_print_as_docker_prints_them() {
+        assert_eq!(format_size(512), "512B");
+        assert_eq!(format_size(2_000), "2kB");
+        assert_eq!(format_size(3_072), "3.072kB");
+        assert_eq!(format_size(1_030_000), "1.03MB");
+        assert_eq!(format_size(u64::MAX), "18446744.074TB");
     }
 
     #[test]

@@ -394,7 +394,7 @@ impl Store {
                     "context {} ({} files, {} read)",
                     c.dir,
                     c.files,
-                    human(c.bytes)
+                    kiln_parser::instruction::values::format_size(c.bytes)
                 ),
                 key: c.dir,
                 kind: Kind::Context,
@@ -592,21 +592,21 @@ impl Store {
         let t = now();
         let mut total = totals(&usage).total;
         let mut chosen = Vec::new();
+        // The blobs of the entries that stay (nothing can add one: builds, loads and tags wait).
+        let mut kept_blobs = BTreeSet::new();
         for u in usage {
-            if let Some(keep) = opts.keep_storage {
-                if total <= keep {
-                    break;
-                }
-            }
+            let fits = opts.keep_storage.is_some_and(|keep| total <= keep);
             // In use: only --all forgets it (never a blob an image needs: those stay); pinned:
             // never.
             let free = !u.pinned && (!u.in_use || opts.all);
-            if free && opts.selects(&u, t) {
+            if !fits && free && opts.selects(&u, t) {
                 // What removing it frees: not bytes an image or another entry keeps.
                 if !u.shared {
                     total = total.saturating_sub(u.size);
                 }
                 chosen.push(u);
+            } else {
+                kept_blobs.extend(u.blobs.into_iter().map(|(b, _)| b));
             }
         }
         if opts.dry_run {
@@ -636,9 +636,7 @@ impl Store {
         }
         // Blobs of removed entries that nothing needs any more: no image, no remaining entry.
         let mut needed = self.image_needs()?.blobs;
-        for u in self.cache_usage()? {
-            needed.extend(u.blobs.into_iter().map(|(b, _)| b));
-        }
+        needed.append(&mut kept_blobs);
         let mut gone = BTreeSet::new();
         for (b, size) in chosen.iter().flat_map(|u| &u.blobs) {
             if needed.contains(b) || !gone.insert(b.clone()) {
@@ -653,22 +651,6 @@ impl Store {
             }
         }
         Ok((chosen, freed))
-    }
-}
-
-/// `1.2 MB`-style sizes for descriptions.
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
     }
 }
 
