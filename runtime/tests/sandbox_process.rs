@@ -10,6 +10,7 @@ use std::{path::Path, process::Stdio};
 
 use kiln_runtime::{
     sandbox::{
+        cgroup::{Cgroup, DeviceControl, Limits},
         overlay::{self, Overlay},
         process::{Network, SandboxError, Spec, exit_code, run},
     },
@@ -52,6 +53,15 @@ impl Root {
     /// Runs `sh -c script`; returns (exit code, stdout + stderr).
     fn sh(&self, script: &str, edit: impl FnOnce(&mut Spec)) -> (i32, String) {
         let mut spec = Spec::new(&self.mnt(), vec!["sh".into(), "-c".into(), script.into()]);
+        // A cgroup of its own, as every caller gives (the device allow-list).
+        let name = self
+            .dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        spec.cgroup = Cgroup::create(&name, &Limits::default()).0;
         edit(&mut spec);
         let out = tempfile::tempfile().unwrap();
         let status = run(
@@ -209,4 +219,75 @@ fn a_leaked_directory_descriptor_is_no_way_out() {
     );
     assert_eq!(out, "");
     drop(fd);
+}
+
+/// Makes device nodes a host would not want a sandbox to use and tries each: `/dev/kmsg`
+/// (c 1 11), `/dev/kvm` (c 10 232), `/dev/loop0` (b 7 0), `/dev/hwrng` (c 10 183). Prints
+/// which could be made and which opened; null (c 1 3) must stay usable.
+const DEVICE_PROBE: &str = "cd /tmp; for d in 'k c 1 11' 'kvm c 10 232' 'loop b 7 0' 'rng c 10 183' 'nul c 1 3'; do \
+     set -- $d; rm -f $1; if mknod $1 $2 $3 $4 2>/dev/null; then echo made-$1; fi; \
+     if [ -e $1 ] && (: < $1) 2>/dev/null; then echo opened-$1; fi; done; \
+     : < /dev/null && echo devnull-ok";
+
+#[test]
+fn devices_outside_dockers_list_cannot_be_used() {
+    let Some(root) = Root::new("devices_outside_dockers_list_cannot_be_used") else {
+        return;
+    };
+    let has_v1 = Path::new("/sys/fs/cgroup/devices/devices.allow").exists();
+    let has_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        || Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    let mut checked = 0;
+    for (control, available) in [
+        (DeviceControl::Every, has_v1 || has_v2),
+        (DeviceControl::V1, has_v1),
+        (DeviceControl::Bpf, has_v2),
+    ] {
+        if !available {
+            eprintln!("skipped: {control:?} device control: not on this machine");
+            continue;
+        }
+        let (join, unapplied) =
+            Cgroup::create_with(&format!("dev-{control:?}"), &Limits::default(), control);
+        assert!(unapplied.is_empty(), "{control:?}: {unapplied:?}");
+        assert!(join.devices_controlled());
+        let (code, out) = root.sh(DEVICE_PROBE, |s| s.cgroup = join);
+        assert_eq!(code, 0, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "made-k",
+                "made-kvm",
+                "made-loop",
+                "made-rng",
+                "made-nul",
+                "opened-nul",
+                "devnull-ok"
+            ],
+            "{control:?}: mknod works as in docker, but only null opens"
+        );
+        checked += 1;
+    }
+    // Neither mechanism: no mknod, and a node the image carries is unusable (nodev root).
+    let (join, unapplied) =
+        Cgroup::create_with("dev-none", &Limits::default(), DeviceControl::None);
+    assert!(!join.devices_controlled());
+    assert!(unapplied[0].contains("mknod is refused"), "{unapplied:?}");
+    std::fs::create_dir_all(root.dir.path().join("upper/tmp")).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        root.dir.path().join("upper/tmp/shipped"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 11),
+    )
+    .unwrap();
+    let (code, out) = root.sh(
+        &format!("{DEVICE_PROBE}; (: < /tmp/shipped) 2>/dev/null && echo opened-shipped; true"),
+        |s| s.cgroup = join,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["devnull-ok"], "{out}");
+    assert!(checked > 0, "no device mechanism was tested");
 }

@@ -258,24 +258,23 @@ fn run_in_sandbox(
         spec.env.push(kv.clone());
     }
     spec.mounts.extend(prepared.mounts.iter().cloned());
-    if !ctx.opts.limits.is_empty() {
-        let cg_name = dir
-            .path()
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let (join, unapplied) =
-            kiln_runtime::sandbox::cgroup::Cgroup::create(&cg_name, &ctx.opts.limits);
-        if !unapplied.is_empty()
-            && !ctx
-                .limits_warned
-                .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            (ctx.on_event)(Event::Warning {
-                message: unapplied.join("; "),
-            });
-        }
-        spec.cgroup = join;
+    // Always a cgroup: it carries the device allow-list besides any limits.
+    let cg_name = dir
+        .path()
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let (join, unapplied) =
+        kiln_runtime::sandbox::cgroup::Cgroup::create(&cg_name, &ctx.opts.limits);
+    if !unapplied.is_empty()
+        && !ctx
+            .limits_warned
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+    {
+        (ctx.on_event)(Event::Warning {
+            message: unapplied.join("; "),
+        });
     }
+    spec.cgroup = join;
     let (result, last) = std::thread::scope(|s| {
         let lines = s.spawn(move || follow(reader, ctx, name));
         let job = RunJob {

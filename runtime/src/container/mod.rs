@@ -374,14 +374,12 @@ pub fn run(
             }
             spec.read_only = opts.read_only;
             spec.forward_signals = true;
-            if !opts.limits.is_empty() {
-                let (join, unapplied) =
-                    crate::sandbox::cgroup::Cgroup::create(&id[..12], &opts.limits);
-                for w in unapplied {
-                    warn(&w);
-                }
-                spec.cgroup = join;
+            // Always a cgroup: it carries the device allow-list besides any limits.
+            let (join, unapplied) = crate::sandbox::cgroup::Cgroup::create(&id[..12], &opts.limits);
+            for w in unapplied {
+                warn(&w);
             }
+            spec.cgroup = join;
             spec.hostname = hostname;
             spec.cwd = opts
                 .workdir

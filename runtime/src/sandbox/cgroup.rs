@@ -1,13 +1,24 @@
-//! Resource limits for one sandbox: a cgroup per sandbox in each hierarchy that has the
-//! controller, on cgroup v2 (unified), v1, or the hybrid mix these machines run (v1 controllers,
-//! an empty v2 tree, no systemd). The process joins before anything else happens in the child
-//! (it writes `0`, itself, to `cgroup.procs` descriptors opened here), so every process it
-//! starts is counted.
+//! One cgroup per sandbox, in each hierarchy that can hold it, on cgroup v2 (unified), v1, or
+//! the hybrid mix these machines run (v1 controllers, an empty v2 tree, no systemd). It carries
+//! the resource limits and, always, the device allow-list ([`super::devices`]). The process
+//! joins before anything else happens in the child (it writes `0`, itself, to `cgroup.procs`
+//! descriptors opened here), so every process it starts is counted and restricted.
 //!
-//! - v2: `/sys/fs/cgroup/kiln/<name>` (under the root: the "no internal processes" rule forbids
-//!   enabling controllers below a cgroup that holds kiln itself), `memory.max`, `pids.max`.
-//! - v1: `<mount>/<kiln's own cgroup>/kiln-<name>` per controller (nested, so whatever limits
-//!   kiln already has still apply), `memory.limit_in_bytes`, `pids.max`.
+//! - v2: `<mount>/kiln/<pid>-<name>` (under the root: the "no internal processes" rule forbids
+//!   enabling controllers below a cgroup that holds kiln itself), `memory.max`, `pids.max`, and
+//!   a device program attached with BPF.
+//! - v1: `<mount>/<kiln's own cgroup>/kiln-<pid>-<name>` per controller (nested, so whatever
+//!   limits kiln already has still apply), `memory.limit_in_bytes`, `pids.max`, `devices.deny`
+//!   and `devices.allow`.
+//!
+//! On hybrid machines both device mechanisms apply (each must allow an access).
+//! `KILN_CGROUP_DEVICES=v1|bpf|none` restricts kiln to one of them, or to neither (to test each
+//! on its own). Where neither can be had, the sandbox is told so: it then drops CAP_MKNOD and
+//! mounts its root `nodev` (see [`Join::devices_controlled`]), and the caller says so.
+//!
+//! `<pid>` is the kiln process that made the cgroup: [`sweep`] removes those of dead kiln
+//! processes (a `kill -9` of kiln leaves its cgroups behind; the kernel only kills the
+//! sandbox's processes).
 //!
 //! A limit the kernel will not take is reported back (the caller says so once) and the sandbox
 //! runs without it: it is never silently dropped and never fails the run.
@@ -33,6 +44,19 @@ impl Limits {
     }
 }
 
+/// Which mechanisms restrict device access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceControl {
+    /// Every one the machine has (both on hybrid cgroups).
+    Every,
+    /// Only cgroup v1's devices controller.
+    V1,
+    /// Only a cgroup v2 device program.
+    Bpf,
+    /// Neither: mknod is refused and the root is `nodev` instead.
+    None,
+}
+
 /// The cgroups of one sandbox; removed (after killing what is left in them) when dropped.
 #[derive(Debug)]
 pub struct Cgroup {
@@ -40,16 +64,26 @@ pub struct Cgroup {
     procs: Vec<OwnedFd>,
 }
 
-/// The `cgroup.procs` descriptors the child writes itself into.
+/// The `cgroup.procs` descriptors the child writes itself into, and whether device access is
+/// restricted by them.
 #[derive(Debug, Clone, Default)]
-pub struct Join(Option<Arc<Cgroup>>);
+pub struct Join {
+    cgroup: Option<Arc<Cgroup>>,
+    devices: bool,
+}
 
 impl Join {
     pub(crate) fn fds(&self) -> Vec<i32> {
-        self.0
+        self.cgroup
             .as_ref()
             .map(|c| c.procs.iter().map(AsRawFd::as_raw_fd).collect())
             .unwrap_or_default()
+    }
+
+    /// Whether the kernel refuses the sandbox every device outside Docker's allow-list. When
+    /// not, the sandbox drops CAP_MKNOD and mounts its root `nodev` instead.
+    pub fn devices_controlled(&self) -> bool {
+        self.devices
     }
 }
 
@@ -64,10 +98,16 @@ enum Place {
     V1(PathBuf, String),
 }
 
+/// The unified (v2) hierarchy: `/sys/fs/cgroup` itself, or `unified/` below it on hybrid.
+fn v2_mount() -> Option<PathBuf> {
+    [PathBuf::from(ROOT), Path::new(ROOT).join("unified")]
+        .into_iter()
+        .find(|u| u.join("cgroup.controllers").exists())
+}
+
 /// Finds `controller` from `/proc/self/cgroup` and what is mounted under /sys/fs/cgroup.
 fn place(controller: &str, self_cgroup: &str) -> Option<Place> {
-    let unified = [PathBuf::from(ROOT), Path::new(ROOT).join("unified")];
-    for u in unified {
+    if let Some(u) = v2_mount() {
         let ctl = std::fs::read_to_string(u.join("cgroup.controllers")).unwrap_or_default();
         if ctl.split_whitespace().any(|c| c == controller) {
             return Some(Place::V2(u));
@@ -86,10 +126,38 @@ fn place(controller: &str, self_cgroup: &str) -> Option<Place> {
     None
 }
 
+/// The directory of sandbox `name` at `place`, tagged with this process's pid.
+fn dir_at(place: &Place, name: &str) -> PathBuf {
+    let pid = std::process::id();
+    match place {
+        Place::V2(mount) => mount.join("kiln").join(format!("{pid}-{name}")),
+        Place::V1(mount, own) => mount
+            .join(own.trim_start_matches('/'))
+            .join(format!("kiln-{pid}-{name}")),
+    }
+}
+
+fn err(p: &Path, e: std::io::Error) -> String {
+    format!("{}: {e}", p.display())
+}
+
 impl Cgroup {
-    /// Creates the cgroups for sandbox `name` with `limits`. Returns them (`None` when no limit
-    /// could be applied) and one message per limit that could not be.
+    /// Creates the cgroups for sandbox `name` with `limits` and the device allow-list. Returns
+    /// them and one message per limit that could not be applied (and one when device access
+    /// could not be restricted, except rootless, where the kernel refuses every device node of
+    /// a user namespace's mounts anyway).
     pub fn create(name: &str, limits: &Limits) -> (Join, Vec<String>) {
+        let devices = match std::env::var("KILN_CGROUP_DEVICES").as_deref() {
+            Ok("v1") => DeviceControl::V1,
+            Ok("bpf") => DeviceControl::Bpf,
+            Ok("none") => DeviceControl::None,
+            _ => DeviceControl::Every,
+        };
+        Self::create_with(name, limits, devices)
+    }
+
+    /// [`Cgroup::create`] with the device mechanisms chosen by the caller.
+    pub fn create_with(name: &str, limits: &Limits, control: DeviceControl) -> (Join, Vec<String>) {
         let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut cg = Cgroup {
             dirs: Vec::new(),
@@ -111,21 +179,113 @@ impl Cgroup {
                 None => Err(format!(
                     "no {controller} controller in /sys/fs/cgroup (v1 or v2)"
                 )),
-                Some(p) => cg.apply(&p, name, controller, (v2_file, v1_file), value),
+                Some(p) => cg.limit(&p, name, controller, (v2_file, v1_file), value),
             };
             if let Err(why) = applied {
                 unapplied.push(format!("{controller} limit not applied: {why}"));
             }
         }
-        let join = if cg.procs.is_empty() {
-            Join(None)
+        let devices = if super::userns::rootless() {
+            false
         } else {
-            Join(Some(Arc::new(cg)))
+            match cg.devices(name, &self_cgroup, control) {
+                Ok(()) => true,
+                Err(why) => {
+                    unapplied.push(format!(
+                        "device access is not restricted by a cgroup ({why}): mknod is refused \
+                         and device nodes in the root filesystem are unusable instead"
+                    ));
+                    false
+                }
+            }
         };
-        (join, unapplied)
+        let cgroup = (!cg.procs.is_empty()).then(|| Arc::new(cg));
+        (Join { cgroup, devices }, unapplied)
     }
 
-    fn apply(
+    /// Docker's device allow-list in every mechanism there is (see the module's doc); an error
+    /// when none could be applied.
+    fn devices(
+        &mut self,
+        name: &str,
+        self_cgroup: &str,
+        control: DeviceControl,
+    ) -> Result<(), String> {
+        let mut applied = false;
+        let mut why = Vec::new();
+        if matches!(control, DeviceControl::Every | DeviceControl::V1) {
+            match place("devices", self_cgroup) {
+                Some(p @ Place::V1(..)) => match self.devices_v1(&p, name) {
+                    Ok(()) => applied = true,
+                    Err(e) => why.push(format!("v1 devices controller: {e}")),
+                },
+                _ => why.push("no v1 devices controller".to_string()),
+            }
+        }
+        if matches!(control, DeviceControl::Every | DeviceControl::Bpf) {
+            match v2_mount() {
+                Some(mount) => match self.devices_bpf(&Place::V2(mount), name) {
+                    Ok(()) => applied = true,
+                    Err(e) => why.push(format!("cgroup v2 device program: {e}")),
+                },
+                None => why.push("no cgroup v2 hierarchy".to_string()),
+            }
+        }
+        if control == DeviceControl::None {
+            why.push("KILN_CGROUP_DEVICES=none".to_string());
+        }
+        if applied { Ok(()) } else { Err(why.join("; ")) }
+    }
+
+    fn devices_v1(&mut self, place: &Place, name: &str) -> Result<(), String> {
+        let dir = dir_at(place, name);
+        self.enter(&dir)?;
+        let deny = dir.join("devices.deny");
+        std::fs::write(&deny, "a").map_err(|e| err(&deny, e))?;
+        let allow = dir.join("devices.allow");
+        for line in super::devices::v1_allow_lines() {
+            std::fs::write(&allow, &line).map_err(|e| err(&allow, e))?;
+        }
+        Ok(())
+    }
+
+    fn devices_bpf(&mut self, place: &Place, name: &str) -> Result<(), String> {
+        let dir = dir_at(place, name);
+        if let Some(parent) = dir.parent() {
+            mkdir(parent).map_err(|e| err(parent, e))?;
+        }
+        self.enter(&dir)?;
+        let fd = rustix::fs::open(
+            &dir,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| err(&dir, e.into()))?;
+        super::devices::attach_bpf(&fd).map_err(|e| format!("bpf: {e}"))
+    }
+
+    /// Makes `dir` (once) and opens its `cgroup.procs` for the child.
+    fn enter(&mut self, dir: &Path) -> Result<(), String> {
+        if self.dirs.iter().any(|d| d == dir) {
+            return Ok(());
+        }
+        // Never an existing one: it would be another sandbox's, and removed with it.
+        std::fs::create_dir(dir).map_err(|e| err(dir, e))?;
+        self.dirs.push(dir.to_path_buf());
+        let procs = dir.join("cgroup.procs");
+        let fd = rustix::fs::open(
+            &procs,
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| err(&procs, e.into()))?;
+        self.procs.push(fd);
+        Ok(())
+    }
+
+    fn limit(
         &mut self,
         place: &Place,
         name: &str,
@@ -133,8 +293,7 @@ impl Cgroup {
         (v2_file, v1_file): (&str, &str),
         value: u64,
     ) -> Result<(), String> {
-        let err = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-        let (dir, file) = match place {
+        let file = match place {
             Place::V2(mount) => {
                 // Controllers flow down from the root: enabled in the root's and kiln's
                 // subtree_control, neither of which holds a process.
@@ -144,27 +303,12 @@ impl Cgroup {
                     let ctl = d.join("cgroup.subtree_control");
                     std::fs::write(&ctl, format!("+{controller}")).map_err(|e| err(&ctl, e))?;
                 }
-                (kiln.join(name), v2_file)
+                v2_file
             }
-            Place::V1(mount, own) => (
-                mount
-                    .join(own.trim_start_matches('/'))
-                    .join(format!("kiln-{name}")),
-                v1_file,
-            ),
+            Place::V1(..) => v1_file,
         };
-        if !self.dirs.contains(&dir) {
-            mkdir(&dir).map_err(|e| err(&dir, e))?;
-            self.dirs.push(dir.clone());
-            let procs = dir.join("cgroup.procs");
-            let fd = rustix::fs::open(
-                &procs,
-                rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-            .map_err(|e| err(&procs, e.into()))?;
-            self.procs.push(fd);
-        }
+        let dir = dir_at(place, name);
+        self.enter(&dir)?;
         let f = dir.join(file);
         std::fs::write(&f, value.to_string()).map_err(|e| err(&f, e))
     }
@@ -177,24 +321,74 @@ fn mkdir(p: &Path) -> std::io::Result<()> {
     }
 }
 
+/// Kills what is left in cgroup `dir` and removes it. The pid namespace died with its pid 1,
+/// but its processes leave the cgroup only as the kernel reaps them: kill, then retry rmdir
+/// briefly. False when it is still there.
+fn remove(dir: &Path) -> bool {
+    for _ in 0..200 {
+        let left = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in left.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: kill(2) with plain integers; the pid is a member of this cgroup now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
+}
+
 impl Drop for Cgroup {
     fn drop(&mut self) {
-        // The pid namespace died with its pid 1, but its processes leave the cgroup only as the
-        // kernel reaps them: kill whatever is left, then retry rmdir briefly.
         for dir in &self.dirs {
-            for _ in 0..200 {
-                let left = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in left.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: kill(2) with plain integers.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(5));
+            remove(dir);
+        }
+    }
+}
+
+/// Removes the cgroups that kiln processes no longer alive made (a `kill -9` of kiln leaves
+/// them), killing anything left in them. Returns the directories removed. A cgroup of a live
+/// kiln process (of any store) is never touched: its name carries the pid of its maker.
+pub fn sweep() -> Vec<PathBuf> {
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let mut places: Vec<(PathBuf, &str)> = Vec::new();
+    if let Some(u) = v2_mount() {
+        places.push((u.join("kiln"), ""));
+    }
+    for line in self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctls), Some(own)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !ctls.is_empty() && !ctls.starts_with("name=") {
+            let dir = Path::new(ROOT).join(ctls).join(own.trim_start_matches('/'));
+            places.push((dir, "kiln-"));
+        }
+    }
+    let mut removed = Vec::new();
+    for (dir, prefix) in places {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(pid) = name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split_once('-'))
+                .and_then(|(pid, _)| pid.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            // SAFETY: kill(2) with signal 0 only checks that the process exists.
+            let alive = unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+            if !alive && e.path().is_dir() && remove(&e.path()) {
+                removed.push(e.path());
             }
         }
     }
+    removed
 }
 
 #[cfg(test)]

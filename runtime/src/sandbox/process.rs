@@ -149,7 +149,7 @@ const STEPS: [&str; 17] = [
     "set groups",
     "set user",
     "exec",
-    "make the root read-only",
+    "remount the root read-only or nodev",
     "join the cgroup",
     "install the seccomp filter",
 ];
@@ -199,6 +199,15 @@ pub fn run(
     }
     let mount_names: Vec<String> = order.iter().map(|m| m.target.clone()).collect();
     let read_only = spec.read_only;
+    // Without a devices cgroup, device nodes are kept from working another way: no mknod, and
+    // a `nodev` root (rootless needs neither: the kernel refuses devices on a user namespace's
+    // mounts and mknod in it).
+    let devices_controlled = spec.cgroup.devices_controlled() || super::userns::rootless();
+    let caps = if devices_controlled {
+        DEFAULT_CAPS
+    } else {
+        DEFAULT_CAPS.difference(CapabilitySet::MKNOD)
+    };
     let host = if super::userns::rootless() {
         Some(host_binds()?)
     } else {
@@ -266,6 +275,8 @@ pub fn run(
             pipes: &pipes,
             mounts: &mounts,
             read_only,
+            nodev: !devices_controlled,
+            caps,
             cgroups: &cgroup_fds,
             filter: &filter,
             proc_steps: &proc_steps,
@@ -443,6 +454,10 @@ struct Extra<'a> {
     pipes: &'a [Pipe],
     mounts: &'a [Attach],
     read_only: bool,
+    /// The root is remounted `nodev` (no devices cgroup could be had).
+    nodev: bool,
+    /// The bounding, permitted and effective capabilities.
+    caps: CapabilitySet,
     cgroups: &'a [i32],
     filter: &'a [super::seccomp::Insn],
     /// `/proc` split for [`open_creating`].
@@ -513,6 +528,8 @@ fn child_setup(
         pipes,
         mounts,
         read_only,
+        nodev,
+        caps,
         cgroups,
         filter,
         proc_steps,
@@ -703,10 +720,17 @@ fn child_setup(
         step(u8::try_from(STEPS.len() + i).unwrap_or(u8::MAX));
         attach(m)?;
     }
-    if read_only {
+    if read_only || nodev {
         step(14);
         // Only the root's own mount: /proc, /dev, /sys and the mounts above keep their modes.
-        mount_remount(c"/", MountFlags::BIND | MountFlags::RDONLY, c"")?;
+        let mut flags = MountFlags::BIND;
+        if read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        if nodev {
+            flags |= MountFlags::NODEV;
+        }
+        mount_remount(c"/", flags, c"")?;
     }
     step(8);
     rustix::system::sethostname(hostname)?;
@@ -751,7 +775,7 @@ fn child_setup(
     // The bounding set first (needs CAP_SETPCAP, still held), then the process's own sets.
     for bit in 0..64u32 {
         let cap = CapabilitySet::from_bits_retain(1u64 << bit);
-        if !DEFAULT_CAPS.contains(cap) {
+        if !caps.contains(cap) {
             // EINVAL: a capability this kernel does not have.
             match rustix::thread::remove_capability_from_bounding_set(cap) {
                 Ok(()) | Err(Errno::INVAL) => {}
@@ -759,7 +783,7 @@ fn child_setup(
             }
         }
     }
-    let set = DEFAULT_CAPS;
+    let set = caps;
     let sets = rustix::thread::CapabilitySets {
         effective: set,
         permitted: set,

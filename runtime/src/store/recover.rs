@@ -5,7 +5,8 @@
 //! or under `containers/` (a `kill -9` leaves them: the kernel only kills the sandbox). They are
 //! unmounted and removed before the store is used. Committed data never lives in `tmp/`: blobs
 //! are renamed into `blobs/`, unpacked layers into `layers/`, and metadata is in SQLite, whose
-//! own journal recovers an interrupted transaction.
+//! own journal recovers an interrupted transaction. The cgroups a killed kiln made for its
+//! sandboxes are removed too ([`crate::sandbox::cgroup::sweep`]).
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,9 @@ impl Store {
                 }
             }
         }
+        // The cgroups of dead kiln processes (named by their maker's pid, so those of live
+        // kiln processes using other stores stay).
+        done.removed.extend(crate::sandbox::cgroup::sweep());
         Ok(done)
     }
 }
