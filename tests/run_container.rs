@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{can_sandbox, kiln, store_with_base};
+use common::{can_sandbox, cgroups_of, kiln, kiln_pid, store_with_base};
 
 use std::{io::Write, process::Stdio};
 
@@ -256,15 +256,19 @@ fn memory_and_pids_limits_hold() {
         a
     }
     // A 64 MiB buffer under a 16 MiB limit: the kernel's OOM killer ends it (128 + SIGKILL).
+    let mut pids = Vec::new();
     let dd = ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"];
-    let (code, _, err) = kiln(r, &[run(&["-m", "16m"]), dd.to_vec()].concat());
+    let (code, err, pid) = kiln_pid(r, &[run(&["-m", "16m"]), dd.to_vec()].concat());
+    pids.push(pid);
     assert!(!err.contains("warning"), "{err}");
     assert_eq!(code, 137, "{err}");
-    let (code, _, err) = kiln(r, &[run(&["-m", "128m"]), dd.to_vec()].concat());
+    let (code, err, pid) = kiln_pid(r, &[run(&["-m", "128m"]), dd.to_vec()].concat());
+    pids.push(pid);
     assert_eq!(code, 0, "{err}");
     // Six background processes under a limit of four: forks fail.
     let sh = ["sh", "-c", "for i in 1 2 3 4 5 6; do sleep 1 & done; wait"];
-    let (code, _, err) = kiln(r, &[run(&["--pids-limit", "4"]), sh.to_vec()].concat());
+    let (code, err, pid) = kiln_pid(r, &[run(&["--pids-limit", "4"]), sh.to_vec()].concat());
+    pids.push(pid);
     assert_ne!(code, 0);
     assert!(err.contains("can't fork"), "{err}");
     // Bad values are named.
@@ -272,23 +276,12 @@ fn memory_and_pids_limits_hold() {
     assert_ne!(code, 0);
     assert!(err.contains("--memory 1k: the minimum is 6m"), "{err}");
     // The cgroups are gone afterwards.
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
-    for line in own.lines() {
-        let mut p = line.splitn(3, ':');
-        let (_, ctl, path) = (p.next().unwrap(), p.next().unwrap(), p.next().unwrap());
-        let dir = std::path::Path::new("/sys/fs/cgroup")
-            .join(if ctl.is_empty() { "unified" } else { ctl })
-            .join(path.trim_start_matches('/'));
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                assert!(
-                    !n.starts_with("kiln-"),
-                    "left behind: {}",
-                    e.path().display()
-                );
-            }
-        }
+    for pid in pids {
+        assert_eq!(
+            cgroups_of(pid),
+            Vec::<std::path::PathBuf>::new(),
+            "left behind"
+        );
     }
 }
 

@@ -130,3 +130,48 @@ pub fn can_sandbox(test: &str) -> bool {
     eprintln!("skipped: {test}: the sandbox needs root (namespaces, overlayfs)");
     false
 }
+
+/// The cgroup directories kiln process `pid` made (v1 controllers and the v2 tree).
+pub fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut places = vec![
+        std::path::PathBuf::from("/sys/fs/cgroup/kiln"),
+        std::path::PathBuf::from("/sys/fs/cgroup/unified/kiln"),
+    ];
+    for line in own.lines() {
+        let parts: Vec<&str> = line.splitn(3, ':').collect();
+        if parts.len() == 3 && !parts[1].is_empty() && !parts[1].starts_with("name=") {
+            places.push(
+                std::path::Path::new("/sys/fs/cgroup")
+                    .join(parts[1])
+                    .join(parts[2].trim_start_matches('/')),
+            );
+        }
+    }
+    for dir in places {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&format!("kiln-{pid}-")) || name.starts_with(&format!("{pid}-")) {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// [`kiln`], also returning the process id (to find what it left behind).
+pub fn kiln_pid(root: &Path, args: &[&str]) -> (i32, String, u32) {
+    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err, pid)
+}
