@@ -134,7 +134,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-const STEPS: [&str; 17] = [
+const STEPS: [&str; 18] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -152,6 +152,7 @@ const STEPS: [&str; 17] = [
     "remount the root read-only or nodev",
     "join the cgroup",
     "install the seccomp filter",
+    "die with kiln",
 ];
 
 /// Runs `spec` with the given stdio and waits for it.
@@ -266,6 +267,16 @@ pub fn run(
                 errno,
             }
         })?;
+    // Close-on-exec, as pidfd_open makes every pidfd.
+    let kiln_pidfd = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .map_err(|errno| SandboxError::Setup {
+        step: "pidfd_open".into(),
+        errno,
+    })?;
+    let kiln_fd = std::os::fd::AsRawFd::as_raw_fd(&kiln_pidfd);
     let setup = move || -> std::io::Result<()> {
         let step = |n: u8| {
             let _ = rustix::io::write(&report_w, &[n]);
@@ -278,6 +289,7 @@ pub fn run(
             nodev: !devices_controlled,
             caps,
             cgroups: &cgroup_fds,
+            kiln: kiln_fd,
             filter: &filter,
             proc_steps: &proc_steps,
             host: host.as_ref().map(|h| (h.devs.as_slice(), &h.sys)),
@@ -459,6 +471,8 @@ struct Extra<'a> {
     /// The bounding, permitted and effective capabilities.
     caps: CapabilitySet,
     cgroups: &'a [i32],
+    /// A pidfd of kiln itself (see [`child_setup`]).
+    kiln: i32,
     filter: &'a [super::seccomp::Insn],
     /// `/proc` split for [`open_creating`].
     proc_steps: &'a [(CString, CString)],
@@ -531,11 +545,26 @@ fn child_setup(
         nodev,
         caps,
         cgroups,
+        kiln,
         filter,
         proc_steps,
         host,
     } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
+    step(17);
+    // First, so that kiln's death takes this process along from here on; then make sure kiln
+    // did not die before that (its pidfd turns readable when it exits). Without the check, a
+    // kiln killed during the fork would leave a container running with nobody to stop it.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    let mut watch = [libc::pollfd {
+        fd: kiln,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll(2) on one pollfd this frame owns, with no timeout.
+    if unsafe { libc::poll(watch.as_mut_ptr(), 1, 0) } != 0 {
+        return Err(Errno::SRCH);
+    }
     step(15);
     for fd in cgroups {
         // SAFETY: a descriptor opened before the fork, kept open by the spec during the spawn.
@@ -549,7 +578,6 @@ fn child_setup(
     rustix::process::setsid()?;
     // SAFETY: no CLONE_FILES; this process is single-threaded after fork.
     unsafe { rustix::thread::unshare_unsafe(ns) }?;
-    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     step(1);
     // Private propagation first, so nothing mounted below reaches the host's mount table.
     mount_change(
