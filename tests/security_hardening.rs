@@ -3,6 +3,8 @@
 //! - device nodes a RUN step or a container makes cannot be used beyond Docker's allow-list
 //!   (the devices cgroup; the kernel log, `/dev/kvm`, loop devices);
 //! - the cgroups of a kiln killed with SIGKILL are removed by the next kiln process;
+//! - the store is private to its owner (another local user runs no setuid program of a layer
+//!   and reads no private file), also a store made before, repaired when opened;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -114,4 +116,99 @@ fn cgroups_of_a_killed_kiln_are_removed_by_the_next_one() {
         Vec::<std::path::PathBuf>::new(),
         "removed on the next open"
     );
+}
+
+/// Runs `cmd` as the user nobody (uid and gid 65534, no groups, no capabilities): (success,
+/// output).
+fn as_nobody(cmd: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        // Through a shell: setpriv itself keeps root's capabilities up to its own execve, so
+        // only a program it starts looks paths up as nobody really would.
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(cmd)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn the_store_is_private_to_its_owner() {
+    if !can_sandbox("the_store_is_private_to_its_owner")
+        || !common::have("setpriv", "the_store_is_private_to_its_owner")
+    {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         RUN cp /bin/busybox /id && chmod 4755 /id && echo kiln-private > /p && chmod 600 /p \
+             && mknod /k c 1 11 && chmod 666 /k\n\
+         RUN true\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "priv", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The first RUN's layer is unpacked (the second ran on it); the whole store is 0700 down.
+    let mut setuid = Vec::new();
+    let mut private = Vec::new();
+    let mut devices = Vec::new();
+    let mut walk = vec![r.to_path_buf()];
+    while let Some(d) = walk.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+            if m.is_dir() {
+                walk.push(e.path());
+            } else if m.file_type().is_char_device() {
+                devices.push(e.path());
+            } else if m.is_file() && m.permissions().mode() & 0o4000 != 0 {
+                setuid.push(e.path());
+            } else if m.is_file() && std::fs::read(e.path()).unwrap() == b"kiln-private\n" {
+                private.push(e.path());
+            }
+        }
+    }
+    assert!(!setuid.is_empty() && !private.is_empty() && !devices.is_empty());
+    let check = |what: &str| {
+        for s in &setuid {
+            let (ran, out) = as_nobody(&[s.to_str().unwrap(), "-u"]);
+            assert!(!ran, "{what}: nobody ran {}: {out}", s.display());
+        }
+        for p in &private {
+            let (read, out) = as_nobody(&["cat", p.to_str().unwrap()]);
+            assert!(!read, "{what}: nobody read {}: {out}", p.display());
+        }
+        for d in &devices {
+            let (wrote, out) = as_nobody(&["sh", "-c", &format!(": > {}", d.display())]);
+            assert!(!wrote, "{what}: nobody opened {}: {out}", d.display());
+        }
+    };
+    check("a new store");
+    // A store made before this rule (everything 0755) is repaired when next opened.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for d in ["", "blobs", "layers", "containers", "tmp"] {
+        std::fs::set_permissions(r.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (ran, out) = as_nobody(&[setuid[0].to_str().unwrap(), "-u"]);
+    assert!(
+        ran,
+        "opened up by hand, the store is open to others (else this proves nothing): {out} {setuid:?}"
+    );
+    let (code, _, err) = kiln(r, &["images"]);
+    assert_eq!(code, 0, "{err}");
+    for d in ["", "blobs", "layers", "containers", "tmp"] {
+        assert_eq!(mode(&r.join(d)), 0o700, "{d}");
+    }
+    check("a repaired store");
 }

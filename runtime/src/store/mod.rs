@@ -133,9 +133,40 @@ pub fn default_root(flag: Option<&Path>) -> PathBuf {
     data.join("kiln")
 }
 
+/// The store's directories that hold image content or containers (each made private too, in
+/// case the root is opened up again by hand).
+const PRIVATE_DIRS: [&str; 5] = ["blobs", "layers", "containers", "cache-mounts", "tmp"];
+
+/// Makes the store private to its owner, creating the root when missing: the root and the
+/// directories holding content are 0700, for an existing store too (repaired on open). Without
+/// it every local user could run a setuid-root program of any unpacked layer, use the device
+/// nodes a RUN made, and read files an image keeps private (`COPY --chmod=600`); docker keeps
+/// `/var/lib/docker` 0710 for the same reason.
+fn make_private(root: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let dirs = std::iter::once(root.to_path_buf()).chain(PRIVATE_DIRS.iter().map(|d| root.join(d)));
+    for dir in dirs {
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            made => made.map_err(io_err(&dir))?,
+        }
+        // An existing store made before, or opened up by hand.
+        let m = std::fs::metadata(&dir).map_err(io_err(&dir))?;
+        if m.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(&dir))?;
+        }
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        make_private(root)?;
         for dir in [root.join("blobs/sha256"), root.join("tmp")] {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
