@@ -20,6 +20,23 @@ fn mounts_under(root: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits (bounded) until no process has `path` open.
+fn wait_until_unheld(path: &std::path::Path) {
+    for _ in 0..200 {
+        let held = std::fs::read_dir("/proc").unwrap().flatten().any(|p| {
+            std::fs::read_dir(p.path().join("fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+        });
+        if !held {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn verify_finds_a_corrupt_blob_and_repair_removes_what_needs_it() {
     if !can_sandbox("verify_finds_a_corrupt_blob_and_repair_removes_what_needs_it") {
@@ -125,6 +142,9 @@ fn builds_killed_at_random_moments_leave_a_consistent_store() {
         std::thread::sleep(std::time::Duration::from_millis(delay));
         let _ = child.kill();
         let _ = child.wait();
+        // A sandbox process forked at the moment of the kill holds the store's files until it
+        // has died of its parent-death signal (a few ms); recovery needs the store alone.
+        wait_until_unheld(&r.join("active.lock"));
         // The next kiln process recovers: nothing mounted or half-written is left, and every
         // blob and reference checks out.
         let (code, out, err) = kiln(r, &["store", "verify"]);
