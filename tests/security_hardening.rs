@@ -5,6 +5,9 @@
 //! - the cgroups of a kiln killed with SIGKILL are removed by the next kiln process;
 //! - the store is private to its owner (another local user runs no setuid program of a layer
 //!   and reads no private file), also a store made before, repaired when opened;
+//! - `kiln load` refuses hostile images ([`common::hostile`]) before anything is keyed by them:
+//!   a layer whose content is not its diff_id (it would poison busybox's shared directory),
+//!   lying sizes, truncated gzip, unusable media types, layer bombs;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -211,4 +214,97 @@ fn the_store_is_private_to_its_owner() {
         assert_eq!(mode(&r.join(d)), 0o700, "{d}");
     }
     check("a repaired store");
+}
+
+#[test]
+fn hostile_images_are_refused_at_load() {
+    use common::hostile::{Hostile, write_layout};
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let cases = [
+        (Hostile::PoisonedDiffId, "its content has diff_id"),
+        (Hostile::LyingSize, "1099511627776 bytes"),
+        (Hostile::TruncatedGzip, "the gzip stream is damaged"),
+        (
+            Hostile::MediaType("application/vnd.oci.image.layer.v1.tar+zstd".into()),
+            "zstd-compressed layer",
+        ),
+        (
+            Hostile::MediaType("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into()),
+            "foreign (non-distributable) layer",
+        ),
+        (
+            Hostile::MediaType("application/octet-stream".into()),
+            "unsupported layer media type",
+        ),
+        (Hostile::GzipCalledTar, "the content is gzip"),
+        (
+            Hostile::DiffIdCount,
+            "the manifest lists 2 layers, the config 1 diff_ids",
+        ),
+        (Hostile::LayerBomb(2000), "2000 layers: at most 127"),
+    ];
+    for (kind, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = write_layout(dir.path(), &kind);
+        // Twice: the second time the blobs are in the store already (no copy to check them).
+        for attempt in ["first", "second"] {
+            let (code, _, err) = kiln(r, &["load", "-i", dir.path().to_str().unwrap()]);
+            assert_ne!(code, 0, "{kind:?} ({attempt} load) was accepted");
+            assert!(err.contains(says), "{kind:?} ({attempt} load): {err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+        let (_, out, _) = kiln(r, &["images"]);
+        assert!(
+            !out.contains(tag.split(':').next().unwrap()),
+            "{kind:?}: {out}"
+        );
+    }
+    assert!(
+        !r.join("layers").exists() || std::fs::read_dir(r.join("layers")).unwrap().count() == 0,
+        "nothing was unpacked"
+    );
+    // The real busybox, loaded after the poisoned image was refused, has no /POISONED.
+    let (code, _, err) = kiln(r, &["load", "-i", common::BASE]);
+    assert_eq!(code, 0, "{err}");
+    if can_sandbox("hostile_images_are_refused_at_load") {
+        let (code, out, err) = kiln(
+            r,
+            &[
+                "run",
+                "--rm",
+                "kiln.local/busybox",
+                "sh",
+                "-c",
+                "cat /POISONED; ls /",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(!out.contains("poisoned"), "{out}");
+        assert!(out.contains("bin"), "{out}");
+    }
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A poisoned image that reached a store before these checks (its blobs copied in by hand,
+    // then tagged) is found by `kiln store verify`.
+    let dir = tempfile::tempdir().unwrap();
+    write_layout(dir.path(), &Hostile::PoisonedDiffId);
+    for e in std::fs::read_dir(dir.path().join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+    {
+        std::fs::copy(e.path(), r.join("blobs/sha256").join(e.file_name())).unwrap();
+    }
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("index.json")).unwrap()).unwrap();
+    let manifest = index["manifests"][0]["digest"].as_str().unwrap();
+    let (code, _, err) = kiln(r, &["tag", manifest, "old/poisoned"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("tag old/poisoned:latest: layer 1 of 1")
+            && out.contains("its content has diff_id"),
+        "{out}{err}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests of the `kiln` binary.
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a subset; a test fails by panicking
 
+pub mod hostile;
+
 use std::{path::Path, process::Command};
 
 /// The committed busybox base image (an OCI layout).

@@ -55,7 +55,7 @@ pub fn open_layer(path: &Path) -> std::io::Result<Box<dyn Read>> {
     let n = f.read(&mut magic)?;
     let f = std::fs::File::open(path)?;
     Ok(if n == 2 && magic == [0x1f, 0x8b] {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(f)))
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
     } else {
         Box::new(BufReader::new(f))
     })

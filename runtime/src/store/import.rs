@@ -1,6 +1,8 @@
 //! `kiln load`: images from an OCI image layout (a directory, or a tar of one, optionally
-//! gzipped) into the store. Every blob is copied with its digest and size checked; a nested
-//! index (multi-platform image) contributes the manifest for this machine's platform.
+//! gzipped) into the store. Every blob is copied with its digest and size checked, and every
+//! image is checked whole ([`super::integrity`]: media types, sizes, layer count, each layer's
+//! diff_id) before its manifest is stored; a nested index (multi-platform image) contributes
+//! the manifest for this machine's platform.
 
 use std::{
     collections::BTreeMap,
@@ -180,6 +182,7 @@ impl Store {
                 layers,
                 annotations: BTreeMap::new(),
             };
+            self.check_image(&manifest).map_err(|e| bad(&mf, e))?;
             let w = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
             let digest = self.put_blob(&w.bytes)?;
             let tags: Vec<String> = e["RepoTags"]
@@ -300,10 +303,23 @@ impl Store {
             oci::MEDIA_MANIFEST | "application/vnd.docker.distribution.manifest.v2+json" => {
                 let manifest: Manifest =
                     serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))?;
+                if manifest.layers.len() > super::integrity::MAX_LAYERS {
+                    // Refused before anything is copied.
+                    return Err(bad(
+                        &path,
+                        format!(
+                            "{} layers: at most {} are supported",
+                            manifest.layers.len(),
+                            super::integrity::MAX_LAYERS
+                        ),
+                    ));
+                }
                 self.copy_blob(dir, &manifest.config)?;
                 for layer in &manifest.layers {
                     self.copy_blob(dir, layer)?;
                 }
+                // Before the manifest is in (and so before any tag or ChainID refers to it).
+                self.check_image(&manifest).map_err(|e| bad(&path, e))?;
                 // The manifest last: once it is in, everything it refers to is too.
                 self.copy_blob(dir, desc).map(Some)
             }

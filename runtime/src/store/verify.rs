@@ -1,6 +1,8 @@
 //! `kiln store verify` (fsck): every blob matches its digest, every reference resolves (tags to
 //! manifests, configs and layers; cache entries to layers; kept containers to their
-//! directories), and nothing half-written is visible under `blobs/`. With `repair`, what is
+//! directories), every tagged image passes the checks `kiln load` makes (descriptor sizes,
+//! media types, each layer's diff_id: [`super::integrity`]), and nothing half-written is
+//! visible under `blobs/`. With `repair`, what is
 //! broken is removed (a corrupt blob, then every tag and cache entry that needed it) and so is
 //! what nothing references any more; repair needs the store to itself.
 
@@ -89,6 +91,7 @@ impl Store {
         // What is reachable: from tags, cache entries, the gzip map and kept containers.
         let mut reachable: BTreeSet<String> = BTreeSet::new();
         let mut broken_tags = Vec::new();
+        let mut checked = BTreeSet::new();
         for t in self.tags()? {
             let mut missing = Vec::new();
             if !have(&t.digest) {
@@ -105,6 +108,13 @@ impl Store {
                                     reachable.insert(d.hex().to_string());
                                 }
                                 _ => missing.push(format!("{what} {d}")),
+                            }
+                        }
+                        // Sizes, media types and each layer's diff_id, as `kiln load` checks.
+                        if missing.is_empty() {
+                            if let Err(e) = self.check_image_memo(&m, &mut checked) {
+                                r.problems.push(format!("tag {}: {e}", t.name));
+                                broken_tags.push(t.name.clone());
                             }
                         }
                     }
