@@ -8,6 +8,8 @@
 //! - `kiln load` refuses hostile images ([`common::hostile`]) before anything is keyed by them:
 //!   a layer whose content is not its diff_id (it would poison busybox's shared directory),
 //!   lying sizes, truncated gzip, unusable media types, layer bombs;
+//! - substitutions nested 3000 deep are a located error in `build`, `check` and `cache
+//!   explain`, not a stack overflow;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -307,4 +309,39 @@ fn hostile_images_are_refused_at_load() {
             && out.contains("its content has diff_id"),
         "{out}{err}"
     );
+}
+
+#[test]
+fn deeply_nested_substitutions_are_a_located_error() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let deep = format!("{}v{}", "${a:-".repeat(3000), "}".repeat(3000));
+    std::fs::write(
+        c.join("Dockerfile"),
+        format!("FROM scratch\nENV x={deep}\nLABEL y={deep}\n"),
+    )
+    .unwrap();
+    let dockerfile = c.join("Dockerfile");
+    for args in [
+        vec!["build", c.to_str().unwrap()],
+        vec!["cache", "explain", c.to_str().unwrap()],
+        vec!["check", "-f", dockerfile.to_str().unwrap()],
+    ] {
+        let (code, _, err) = kiln(r, &args);
+        assert!(code == 0 || code == 1, "{args:?}: exit {code}: {err}");
+        if args[0] != "check" {
+            assert_eq!(code, 1, "{args:?}");
+            assert!(err.contains("Dockerfile:2:1: error:"), "{args:?}: {err}");
+            assert!(
+                err.contains("substitutions nested more than 100 deep"),
+                "{err}"
+            );
+            assert!(
+                err.len() < 2000 + 2 * deep.len(),
+                "{args:?}: the error is bounded"
+            );
+        }
+    }
 }

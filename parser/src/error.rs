@@ -43,4 +43,6 @@ pub enum ShellError {
     Required { name: String, message: String },
     #[error("invalid pattern ({pattern}) in substitution: invalid escape '\\{ch}'")]
     InvalidEscape { pattern: String, ch: char },
+    #[error("substitutions nested more than {0} deep")]
+    TooDeep(usize),
 }

@@ -93,6 +93,7 @@ impl Lexer {
             env,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         };
         let (value, words) = sc.process_until(None, self.raw_escapes)?;
         Ok(Expanded {
@@ -159,7 +160,12 @@ struct Scanner<'a> {
     env: &'a dyn Env,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// How many [`Scanner::process_until`] calls are under way.
+    depth: usize,
 }
+
+/// How deeply substitutions may nest (`${a:-${b:-...}}`); real Dockerfiles use a few levels.
+pub const MAX_DEPTH: usize = 100;
 
 impl Scanner<'_> {
     fn peek(&self) -> Option<char> {
@@ -193,9 +199,15 @@ impl Scanner<'_> {
         stop: Option<char>,
         raw_escapes: bool,
     ) -> Result<(String, Vec<String>), ShellError> {
+        // Each nested `${..}` recurses: bounded, so a hostile word cannot exhaust the stack.
+        if self.depth >= MAX_DEPTH {
+            return Err(ShellError::TooDeep(MAX_DEPTH));
+        }
+        self.depth += 1;
         let saved = std::mem::replace(&mut self.raw_escapes, raw_escapes);
         let r = self.process_until_inner(stop);
         self.raw_escapes = saved;
+        self.depth -= 1;
         r
     }
 

@@ -62,3 +62,29 @@ proptest! {
         all_layers(&text);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Substitutions nested to any depth (each level one of the modifiers that recurse) give
+    /// a result or an error, never a stack overflow; up to the limit they expand.
+    #[test]
+    fn deep_nesting_is_bounded(
+        depth in 1usize..4000,
+        ops in prop::collection::vec(prop_oneof![Just(":-"), Just("-"), Just(":+"), Just("+"), Just("#"), Just("%"), Just("/x/")], 1..8),
+    ) {
+        let mut word = String::new();
+        for i in 0..depth {
+            word.push_str("${A");
+            word.push_str(ops[i % ops.len()]);
+        }
+        word.push('v');
+        word.push_str(&"}".repeat(depth));
+        let r = Lexer::default().expand(&word, &NoEnv);
+        if depth <= kiln_parser::shell::MAX_DEPTH - 1 {
+            prop_assert!(r.is_ok(), "{depth}: {r:?}");
+        } else {
+            prop_assert_eq!(r.unwrap_err(), kiln_parser::ShellError::TooDeep(kiln_parser::shell::MAX_DEPTH));
+        }
+    }
+}

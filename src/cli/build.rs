@@ -329,17 +329,20 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            match (&e, e.span()) {
-                (BuildError::Parse(p), _) => {
-                    eprint!("{}", render::diagnostic::error(&name, &text, p))
-                }
-                (_, Some(span)) => eprint!(
-                    "{}",
-                    render::diagnostic::render(&name, &text, span, "error", &e.to_string())
-                ),
-                _ => eprintln!("kiln: error: {e}"),
-            }
+            report(&name, &text, &e);
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+/// Prints a failed build's error, with the Dockerfile's line when it has one.
+pub(super) fn report(name: &str, text: &str, e: &BuildError) {
+    match (e, e.span()) {
+        (BuildError::Parse(p), _) => eprint!("{}", render::diagnostic::error(name, text, p)),
+        (_, Some(span)) => eprint!(
+            "{}",
+            render::diagnostic::render(name, text, span, "error", &e.to_string())
+        ),
+        _ => eprintln!("kiln: error: {e}"),
     }
 }

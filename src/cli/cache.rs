@@ -246,10 +246,14 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             }
         }
         CacheCommand::Explain(a) => {
-            let (opts, _, _) = super::build::options(&store, &a)?;
-            let lines = kiln_builder::exec::explain(&store, &opts, &|_| {})
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            print!("{}", crate::render::explain::render(&lines));
+            let (opts, name, text) = super::build::options(&store, &a)?;
+            match kiln_builder::exec::explain(&store, &opts, &|_| {}) {
+                Ok(lines) => print!("{}", crate::render::explain::render(&lines)),
+                Err(e) => {
+                    super::build::report(&name, &text, &e);
+                    return Ok(ExitCode::from(1));
+                }
+            }
         }
         CacheCommand::Prune(a) => {
             let mut o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;

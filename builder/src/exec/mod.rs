@@ -855,7 +855,7 @@ impl Ctx<'_> {
     fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         self.lex
             .expand_str(word, &st.vars())
-            .map_err(|e| BuildError::at(span, format!("failed to process {word:?}: {e}")))
+            .map_err(|e| BuildError::at(span, format!("failed to process {:?}: {e}", short(word))))
     }
 
     /// The time a metadata step is recorded at: that of the last filesystem change, else the
