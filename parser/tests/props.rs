@@ -81,7 +81,7 @@ proptest! {
         word.push('v');
         word.push_str(&"}".repeat(depth));
         let r = Lexer::default().expand(&word, &NoEnv);
-        if depth <= kiln_parser::shell::MAX_DEPTH - 1 {
+        if depth < kiln_parser::shell::MAX_DEPTH {
             prop_assert!(r.is_ok(), "{depth}: {r:?}");
         } else {
             prop_assert_eq!(r.unwrap_err(), kiln_parser::ShellError::TooDeep(kiln_parser::shell::MAX_DEPTH));
