@@ -10,6 +10,7 @@
 //!   lying sizes, truncated gzip, unusable media types, layer bombs;
 //! - substitutions nested 3000 deep are a located error in `build`, `check` and `cache
 //!   explain`, not a stack overflow;
+//! - an image whose /etc/passwd is a FIFO does not hang `kiln run`;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -344,4 +345,58 @@ fn deeply_nested_substitutions_are_a_located_error() {
             );
         }
     }
+}
+
+/// Runs kiln, killing it after `limit` (a hang is a failure, not a stuck suite).
+fn kiln_bounded(root: &std::path::Path, args: &[&str], limit: u64) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..limit * 20 {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (status.code(), text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    (None, "killed: it hung".into())
+}
+
+#[test]
+fn a_fifo_as_etc_passwd_does_not_hang_run() {
+    if !can_sandbox("a_fifo_as_etc_passwd_does_not_hang_run") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN rm -f /etc/passwd /etc/group && mkfifo /etc/passwd /etc/group\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "fifo", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out) = kiln_bounded(r, &["run", "--rm", "-u", "nobody", "fifo", "true"], 20);
+    assert_eq!(code, Some(125), "{out}");
+    assert!(out.contains("unable to find user nobody"), "{out}");
+    // A number needs no passwd entry (the command must not read the FIFO itself: it would
+    // hang under docker too).
+    let (code, out) = kiln_bounded(r, &["run", "--rm", "-u", "1000", "fifo", "echo", "ran"], 20);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(out.trim(), "ran");
 }

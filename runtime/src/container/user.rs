@@ -5,6 +5,7 @@
 //!
 //! The files are opened with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: an image whose
 //! /etc/passwd is a symlink to `/etc/shadow` or `../../host` reads its own tree, never the host's.
+//! Only regular files are read, at most 16 MiB of each (a FIFO or device is as if missing).
 
 use std::{io::Read, path::Path};
 
@@ -36,14 +37,21 @@ fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
         Mode::empty(),
     )
     .ok()?;
+    // Non-blocking and no controlling terminal: an image whose /etc/passwd is a FIFO (or a
+    // device) must not hang kiln in open(2); only a regular file is read.
     let fd = rustix::fs::openat2(
         &root,
         path.trim_start_matches('/'),
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
     )
     .ok()?;
+    if rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd).ok()?.st_mode)
+        != rustix::fs::FileType::RegularFile
+    {
+        return None;
+    }
     let mut s = String::new();
     // Bounded: a hostile image could make /etc/passwd a huge file.
     std::fs::File::from(fd)
