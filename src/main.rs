@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("kiln: error: {e:#}");
+            eprintln!("kiln: error: {}", render::error_chain(&e));
             ExitCode::from(1)
         }
     }

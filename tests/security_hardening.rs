@@ -11,6 +11,7 @@
 //! - substitutions nested 3000 deep are a located error in `build`, `check` and `cache
 //!   explain`, not a stack overflow;
 //! - an image whose /etc/passwd is a FIFO does not hang `kiln run`;
+//! - files a user names are read bounded (`-f`, `--env-file`, `--secret src=` of /dev/zero);
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -399,4 +400,48 @@ fn a_fifo_as_etc_passwd_does_not_hang_run() {
     let (code, out) = kiln_bounded(r, &["run", "--rm", "-u", "1000", "fifo", "echo", "ran"], 20);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(out.trim(), "ran");
+}
+
+#[test]
+fn user_named_files_are_read_bounded() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN --mount=type=secret,id=s cat /run/secrets/s | wc -c\n",
+    )
+    .unwrap();
+    let ctx_arg = c.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["build", "-f", "/dev/zero", ctx_arg],
+            "kiln: error: /dev/zero: larger than 16MB, the most kiln reads for a Dockerfile\n",
+        ),
+        (
+            vec![
+                "run",
+                "--env-file",
+                "/dev/zero",
+                "kiln.local/busybox",
+                "true",
+            ],
+            "kiln: error: --env-file /dev/zero: larger than 16MB, the most kiln reads for an env file\n",
+        ),
+        (
+            vec!["build", "--secret", "id=s,src=/dev/zero", ctx_arg],
+            "secret s: /dev/zero: larger than 512kB, the most kiln reads for a secret",
+        ),
+    ] {
+        let (code, err) = kiln_bounded(r, &args, 60);
+        assert!(code.is_some_and(|c| c != 0), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // A missing file says its cause once.
+    let (_, _, err) = kiln(r, &["build", "-f", "/no/such/Dockerfile", ctx_arg]);
+    assert_eq!(
+        err,
+        "kiln: error: /no/such/Dockerfile: No such file or directory (os error 2)\n"
+    );
 }

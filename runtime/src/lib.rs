@@ -4,6 +4,7 @@
 //! digest cache) and [`oci`] (image config, manifest and index documents). It never
 //! depends on Dockerfile concepts (DESIGN.md: `runtime` knows nothing of parsers).
 
+pub mod bounded;
 pub mod container;
 pub mod digest;
 pub mod layer;

@@ -1,12 +1,9 @@
 //! Locating and reading the Dockerfile named by `-f` (default `Dockerfile`, then `dockerfile`;
 //! `-` is standard input).
 
-use std::{
-    io::Read,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use kiln_runtime::bounded;
 
 /// A Dockerfile's display name and text.
 pub struct Source {
@@ -17,10 +14,18 @@ pub struct Source {
 pub fn read(file: Option<&Path>) -> anyhow::Result<Source> {
     let path: PathBuf = match file {
         Some(p) if p == Path::new("-") => {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .context("cannot read the Dockerfile from standard input")?;
+            let bytes = bounded::read_from(
+                std::io::stdin(),
+                bounded::TEXT_LIMIT,
+                "a Dockerfile",
+                "<stdin>",
+            )?;
+            let text = String::from_utf8(bytes).map_err(|e| {
+                anyhow::anyhow!(
+                    "<stdin>: not valid UTF-8 text at byte {}",
+                    e.utf8_error().valid_up_to()
+                )
+            })?;
             return Ok(Source {
                 name: "<stdin>".into(),
                 text,
@@ -32,7 +37,7 @@ pub fn read(file: Option<&Path>) -> anyhow::Result<Source> {
         }
         None => PathBuf::from("Dockerfile"),
     };
-    let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = bounded::read(&path, bounded::TEXT_LIMIT, "a Dockerfile")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
             "{}: not valid UTF-8 text at byte {}",

@@ -70,8 +70,11 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     };
     let mut env = Vec::new();
     for f in &args.env_file {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("--env-file {}", f.display()))?;
+        let bytes =
+            kiln_runtime::bounded::read(f, kiln_runtime::bounded::TEXT_LIMIT, "an env file")
+                .map_err(|e| anyhow::anyhow!("--env-file {e}"))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("--env-file {}: not UTF-8 text", f.display()))?;
         env.extend(
             text.lines()
                 .map(str::trim)

@@ -536,8 +536,12 @@ pub(super) fn prepare(ctx: &Ctx<'_>, plans: &[Plan], dir: &Path) -> Result<Prepa
             } => {
                 // The error names the secret and where it was to come from, never its value.
                 let data = match ctx.opts.secrets.get(id) {
-                    Some(SecretSource::File(f)) => std::fs::read(f)
-                        .map_err(|e| err(format!("secret {id}: {}: {e}", f.display())))?,
+                    Some(SecretSource::File(f)) => kiln_runtime::bounded::read(
+                        f,
+                        kiln_runtime::bounded::SECRET_LIMIT,
+                        "a secret",
+                    )
+                    .map_err(|e| err(format!("secret {id}: {e}")))?,
                     Some(SecretSource::Env(v)) => std::env::var_os(v)
                         .map(|v| v.into_encoded_bytes())
                         .ok_or_else(|| err(format!("secret {id}: ${v} is not set")))?,

@@ -214,7 +214,9 @@ pub struct MemFile {
 /// detached again: the content is never on disk, and once the sandbox is gone nothing refers to
 /// it. `scratch` must be private to the caller (under the store's `tmp/`, mode 0700).
 pub fn memory_files(scratch: &Path, files: &[MemFile]) -> Result<Vec<Detached>, MountError> {
-    let fs = tmpfs(Some(1 << 20), Some(0o700))?;
+    // Room for every file whole (a page more each), never less than 1 MiB.
+    let room: usize = files.iter().map(|f| f.data.len() + 4096).sum();
+    let fs = tmpfs(Some(room.max(1 << 20) as u64), Some(0o700))?;
     rustix::mount::move_mount(
         fs.tree.as_fd(),
         "",
