@@ -12,6 +12,7 @@
 //!   explain`, not a stack overflow;
 //! - an image whose /etc/passwd is a FIFO does not hang `kiln run`;
 //! - files a user names are read bounded (`-f`, `--env-file`, `--secret src=` of /dev/zero);
+//! - `--jobs 20000` starts no more threads than there is work for;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -444,4 +445,54 @@ fn user_named_files_are_read_bounded() {
         err,
         "kiln: error: /no/such/Dockerfile: No such file or directory (os error 2)\n"
     );
+}
+
+#[test]
+fn jobs_are_bounded_by_the_work() {
+    if !can_sandbox("jobs_are_bounded_by_the_work") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox AS a\nRUN sleep 1\nFROM kiln.local/busybox\nRUN sleep 1\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args([
+            "build",
+            "--no-cache",
+            "--jobs",
+            "20000",
+            c.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(s) = std::fs::read_to_string(&status) {
+            if let Some(n) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<usize>().ok())
+            {
+                most = most.max(n);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
+    let cores = std::thread::available_parallelism().unwrap().get();
+    // The pool (at most max(2 stages, cores)), the main thread, and per running RUN step a
+    // sandbox thread and an output reader.
+    assert!(most > 0, "the build was seen");
+    assert!(most <= cores.max(2) + 1 + 2 * 2 + 2, "{most} threads");
 }

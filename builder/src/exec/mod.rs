@@ -216,6 +216,15 @@ impl StepRunner for NoSandbox {
     }
 }
 
+/// The build's threads: `--jobs` (0: one per core), but never more than there is work for:
+/// one per stage that could run at once, or one per core for hashing the context, whichever is
+/// more (`--jobs 20000` must not start 20,000 threads).
+fn threads(jobs: usize, stages: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let wanted = if jobs == 0 { cores } else { jobs };
+    wanted.min(stages.max(cores)).max(1)
+}
+
 /// An instruction's text after its keyword.
 fn args_of(text: &str) -> &str {
     text.split_once(char::is_whitespace)
@@ -340,7 +349,12 @@ impl StageState {
             .env
             .iter()
             .enumerate()
-            .map(|(i, e)| (e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string(), i))
+            .map(|(i, e)| {
+                (
+                    e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string(),
+                    i,
+                )
+            })
             .collect();
     }
 
@@ -442,7 +456,7 @@ pub fn build(
         records: std::sync::Mutex::new(Vec::new()),
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs)
+        .num_threads(threads(opts.jobs, graph.stages.len()))
         .build()
         .map_err(|e| BuildError::Other(format!("cannot start the build threads: {e}")))?;
     let ran = pool.install(|| run_stages(&ctx));
