@@ -13,6 +13,7 @@
 //! - an image whose /etc/passwd is a FIFO does not hang `kiln run`;
 //! - files a user names are read bounded (`-f`, `--env-file`, `--secret src=` of /dev/zero);
 //! - `--jobs 20000` starts no more threads than there is work for;
+//! - `kiln rm -f` never kills a process that merely got a container's old pid;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -495,4 +496,55 @@ fn jobs_are_bounded_by_the_work() {
     // sandbox thread and an output reader.
     assert!(most > 0, "the build was seen");
     assert!(most <= cores.max(2) + 1 + 2 * 2 + 2, "{most} threads");
+}
+
+#[test]
+fn rm_force_never_kills_a_process_that_reused_the_pid() {
+    use kiln_runtime::{procid::ProcessId, store::Container};
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    // An unrelated process that got the pid a container's `kiln run` once had: same pid,
+    // another start time.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = i32::try_from(bystander.id()).unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
+        .split_whitespace()
+        .nth(19)
+        .unwrap()
+        .parse()
+        .unwrap();
+    {
+        let store = kiln_runtime::store::Store::open(r).unwrap();
+        store
+            .add_container(&Container {
+                id: "f".repeat(64),
+                name: "old".into(),
+                image: "kiln.local/busybox".into(),
+                command: "sleep 1000".into(),
+                created: 1,
+                pid: Some(ProcessId {
+                    pid,
+                    start: start.saturating_sub(100),
+                }),
+                finished: None,
+                exit_code: None,
+            })
+            .unwrap();
+    }
+    let (code, out, err) = kiln(r, &["ps", "-a"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("Up"), "not running: {out}");
+    let (code, _, err) = kiln(r, &["rm", "-f", "old"]);
+    assert_eq!(code, 0, "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was killed"
+    );
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
 }

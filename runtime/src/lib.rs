@@ -9,5 +9,6 @@ pub mod container;
 pub mod digest;
 pub mod layer;
 pub mod oci;
+pub mod procid;
 pub mod sandbox;
 pub mod store;

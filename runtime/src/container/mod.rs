@@ -325,7 +325,7 @@ pub fn run(
         created: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64),
-        pid: i32::try_from(std::process::id()).ok(),
+        pid: crate::procid::ProcessId::current(),
         finished: None,
         exit_code: None,
     })?;
@@ -434,10 +434,12 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
                 c.name
             )));
         }
-        if let Some(pid) = c.pid.and_then(rustix::process::Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        // The very `kiln run` that serves it (pid and start time), never whatever process
+        // has its pid now.
+        if let Some(p) = c.pid {
+            p.signal(rustix::process::Signal::KILL);
             for _ in 0..200 {
-                if rustix::process::test_kill_process(pid).is_err() {
+                if !p.alive() {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));

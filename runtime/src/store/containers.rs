@@ -3,6 +3,7 @@
 //! across concurrent `kiln run`s by the database's unique index.
 
 use super::{Store, StoreError, db::now};
+use crate::procid::ProcessId;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS containers (
@@ -17,6 +18,9 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 ";
 
+/// Columns added since the table was first made (an error that one exists is expected).
+pub(super) const ADDED_COLUMNS: [&str; 1] = ["ALTER TABLE containers ADD COLUMN pid_start INTEGER"];
+
 /// One container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Container {
@@ -26,8 +30,9 @@ pub struct Container {
     /// The argv, space-joined (for display).
     pub command: String,
     pub created: i64,
-    /// The `kiln run` process serving it, while it runs.
-    pub pid: Option<i32>,
+    /// The `kiln run` process serving it, while it runs (pid and start time: a pid alone may
+    /// name another process by now).
+    pub pid: Option<ProcessId>,
     pub finished: Option<i64>,
     pub exit_code: Option<i32>,
 }
@@ -45,24 +50,27 @@ impl Container {
     pub fn state(&self) -> State {
         match (self.exit_code, self.pid) {
             (Some(c), _) => State::Exited(c),
-            (None, Some(pid)) if pid_alive(pid) => State::Running,
+            (None, Some(p)) if p.alive() => State::Running,
             _ => State::Dead,
         }
     }
-}
-
-fn pid_alive(pid: i32) -> bool {
-    rustix::process::Pid::from_raw(pid)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }
 
 impl Store {
     /// Records a new container; fails with [`StoreError::NameInUse`] when the name is taken.
     pub fn add_container(&self, c: &Container) -> Result<(), StoreError> {
         let r = self.conn().execute(
-            "INSERT INTO containers (id, name, image, command, created, pid)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            rusqlite::params![c.id, c.name, c.image, c.command, c.created, c.pid],
+            "INSERT INTO containers (id, name, image, command, created, pid, pid_start)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            rusqlite::params![
+                c.id,
+                c.name,
+                c.image,
+                c.command,
+                c.created,
+                c.pid.map(|p| p.pid),
+                c.pid.and_then(|p| i64::try_from(p.start).ok())
+            ],
         );
         match r {
             Ok(_) => Ok(()),
@@ -85,7 +93,8 @@ impl Store {
     pub fn finish_container(&self, id: &str, exit_code: i32) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "UPDATE containers SET finished = ?2, exit_code = ?3, pid = NULL WHERE id = ?1",
+                "UPDATE containers SET finished = ?2, exit_code = ?3, pid = NULL, pid_start = NULL
+                 WHERE id = ?1",
                 rusqlite::params![id, now(), exit_code],
             )
             .map_err(self.db_err())?;
@@ -105,7 +114,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, name, image, command, created, pid, finished, exit_code
+                "SELECT id, name, image, command, created, pid, finished, exit_code, pid_start
                  FROM containers ORDER BY created DESC, id",
             )
             .map_err(self.db_err())?;
@@ -117,7 +126,14 @@ impl Store {
                     image: r.get(2)?,
                     command: r.get(3)?,
                     created: r.get(4)?,
-                    pid: r.get(5)?,
+                    // A row without a start time (an older kiln wrote it) names no process
+                    // for sure: it is taken as gone, never signalled by pid alone.
+                    pid: match (r.get::<_, Option<i32>>(5)?, r.get::<_, Option<i64>>(8)?) {
+                        (Some(pid), Some(start)) => u64::try_from(start)
+                            .ok()
+                            .map(|start| ProcessId { pid, start }),
+                        _ => None,
+                    },
                     finished: r.get(6)?,
                     exit_code: r.get(7)?,
                 })
@@ -153,7 +169,7 @@ mod tests {
             image: "img".into(),
             command: "sh".into(),
             created: 1,
-            pid: Some(i32::try_from(std::process::id()).unwrap_or(1)),
+            pid: ProcessId::current(),
             finished: None,
             exit_code: None,
         }
@@ -177,7 +193,10 @@ mod tests {
             State::Exited(3)
         );
         let mut dead = c("cccc3333", "gone");
-        dead.pid = Some(i32::MAX - 1);
+        dead.pid = ProcessId::current().map(|p| ProcessId {
+            start: p.start + 1,
+            ..p
+        });
         store.add_container(&dead).unwrap();
         assert_eq!(
             store.find_container("gone").unwrap().unwrap().state(),

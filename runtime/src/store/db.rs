@@ -29,6 +29,12 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
         .map_err(db_err)?;
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
+    for add in super::containers::ADDED_COLUMNS {
+        match db.execute_batch(add) {
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}
+            r => r.map_err(db_err)?,
+        }
+    }
     db.execute_batch(super::builds::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::unpacked::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::contexts::SCHEMA).map_err(db_err)?;
