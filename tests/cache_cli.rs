@@ -481,3 +481,37 @@ fn load_and_tag_beside_prune() {
     let (code, out, err) = kiln(&r, &["run", "--rm", "kiln.local/busybox", "echo", "ok"]);
     assert_eq!((code, out.as_str()), (0, "ok\n"), "{err}");
 }
+
+#[test]
+fn prune_all_frees_the_blobs_of_superseded_images() {
+    if !can_sandbox("prune_all_frees_the_blobs_of_superseded_images") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    // Four builds of one tag: three manifests and configs (and their layers) superseded.
+    for i in 1..=4 {
+        std::fs::write(
+            c.join("Dockerfile"),
+            format!("FROM kiln.local/busybox\nRUN echo {i} > /f\nLABEL v={i}\n"),
+        )
+        .unwrap();
+        let (code, _, err) = kiln(r, &["build", "-q", "-t", "t", c.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let count = || std::fs::read_dir(r.join("blobs/sha256")).unwrap().count();
+    let before = count();
+    let (code, out, err) = kiln(r, &["cache", "prune", "-a", "-f"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("unreferenced"), "{out}");
+    // Exactly what the image needs stays: nothing left for repair to collect.
+    let (code, out, _) = kiln(r, &["store", "verify", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("removed"), "prune left garbage: {out}");
+    // busybox (manifest, config, layer) and t (manifest, config, RUN layer).
+    assert_eq!(count(), 6, "from {before}");
+    let (code, out, err) = kiln(r, &["run", "--rm", "t", "cat", "/f"]);
+    assert_eq!((code, out.as_str()), (0, "4\n"), "{err}");
+}

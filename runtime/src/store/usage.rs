@@ -29,6 +29,9 @@ pub enum Kind {
     Unpacked,
     Context,
     BaseImage,
+    /// A blob nothing references (an image's manifest or config after its tag moved on, a
+    /// failed load's layers): never listed as an entry, removed by prune (as filters allow).
+    Unreferenced,
 }
 
 impl Kind {
@@ -39,6 +42,7 @@ impl Kind {
             Kind::Unpacked => "unpacked",
             Kind::Context => "context",
             Kind::BaseImage => "base-image",
+            Kind::Unreferenced => "unreferenced",
         }
     }
 
@@ -50,6 +54,7 @@ impl Kind {
             "unpacked" => Kind::Unpacked,
             "context" | "source.local" => Kind::Context,
             "base-image" => Kind::BaseImage,
+            "unreferenced" => Kind::Unreferenced,
             _ => return None,
         })
     }
@@ -241,6 +246,53 @@ impl Store {
             }
         }
         Ok(needs)
+    }
+
+    /// Every blob that neither `needed` nor one of the entries `chosen` for removal accounts
+    /// for: garbage, as one entry each. Safe only under `build.lock` held exclusively (no build,
+    /// load or save is writing a blob it has not referenced yet).
+    fn unreferenced_blobs(
+        &self,
+        needed: &BTreeSet<String>,
+        chosen: &[Usage],
+    ) -> Result<Vec<Usage>, StoreError> {
+        let accounted: BTreeSet<&String> = chosen
+            .iter()
+            .flat_map(|u| u.blobs.iter().map(|(b, _)| b))
+            .collect();
+        let dir = self.root.join("blobs/sha256");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io_err(&dir))?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let digest = format!("sha256:{name}");
+            if Digest::parse(&digest).is_err()
+                || needed.contains(&digest)
+                || accounted.contains(&digest)
+            {
+                continue;
+            }
+            let Ok(meta) = e.metadata() else { continue };
+            let modified = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            out.push(Usage {
+                key: digest.clone(),
+                kind: Kind::Unreferenced,
+                size: meta.len(),
+                shared: false,
+                shared_size: 0,
+                in_use: false,
+                created: modified,
+                last_used: modified,
+                uses: None,
+                description: format!("blob {digest} that nothing references"),
+                pinned: false,
+                blobs: vec![(digest, meta.len())],
+            });
+        }
+        Ok(out)
     }
 
     /// The unpacked layers running containers use (recorded by each when it starts,
@@ -609,6 +661,18 @@ impl Store {
                 kept_blobs.extend(u.blobs.into_iter().map(|(b, _)| b));
             }
         }
+        // Everything that stays needs: images, the remaining entries, and the remembered gzip
+        // form of any layer they keep.
+        let mut needed = self.image_needs()?.blobs;
+        needed.append(&mut kept_blobs);
+        for (diff_id, (gz, _)) in self.compressed_forms()? {
+            if needed.contains(&diff_id) {
+                needed.insert(gz);
+            }
+        }
+        // Filters choose among them as among entries (`until=` by the blob's age).
+        let orphans = self.unreferenced_blobs(&needed, &chosen)?;
+        chosen.extend(orphans.into_iter().filter(|u| opts.selects(u, t)));
         if opts.dry_run {
             let freed = chosen.iter().filter(|u| !u.shared).map(|u| u.size).sum();
             return Ok((chosen, freed));
@@ -616,6 +680,8 @@ impl Store {
         let mut freed = 0;
         for u in &chosen {
             match u.kind {
+                // Its blob goes below, with the blobs of the entries removed.
+                Kind::Unreferenced => {}
                 Kind::Layer => self.cache_remove(&u.key)?,
                 Kind::BaseImage => self.forget_base(&u.key)?,
                 Kind::Context => {
@@ -635,8 +701,6 @@ impl Store {
             }
         }
         // Blobs of removed entries that nothing needs any more: no image, no remaining entry.
-        let mut needed = self.image_needs()?.blobs;
-        needed.append(&mut kept_blobs);
         let mut gone = BTreeSet::new();
         for (b, size) in chosen.iter().flat_map(|u| &u.blobs) {
             if needed.contains(b) || !gone.insert(b.clone()) {
