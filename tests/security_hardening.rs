@@ -14,6 +14,7 @@
 //! - files a user names are read bounded (`-f`, `--env-file`, `--secret src=` of /dev/zero);
 //! - `--jobs 20000` starts no more threads than there is work for;
 //! - `kiln rm -f` never kills a process that merely got a container's old pid;
+//! - a COPY that fills the disk leaves no partial blob behind;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -547,4 +548,50 @@ fn rm_force_never_kills_a_process_that_reused_the_pid() {
     );
     bystander.kill().unwrap();
     bystander.wait().unwrap();
+}
+
+#[test]
+fn a_copy_that_fills_the_disk_leaves_no_partial_blob() {
+    if !can_sandbox("a_copy_that_fills_the_disk_leaves_no_partial_blob") {
+        return;
+    }
+    // The store on a 4 MiB tmpfs of its own.
+    let mnt = tempfile::tempdir().unwrap();
+    let r = mnt.path();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "kiln-enospc"])
+        .arg(r)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(r);
+    let (code, _, err) = kiln(r, &["load", "-i", common::BASE]);
+    assert_eq!(code, 0, "{err}");
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let big: Vec<u8> = (0..6_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(c.join("big"), big).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nCOPY big /big\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    // Right after the failure, before any other kiln process could recover anything.
+    let left: Vec<_> = std::fs::read_dir(r.join("tmp"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -20,11 +20,21 @@ pub(super) fn tmp_name() -> String {
 }
 
 /// A blob being written in place: the caller streams into `file` while hashing, then
-/// [`Store::commit_blob`] makes it visible under its digest.
+/// [`Store::commit_blob`] makes it visible under its digest. Dropped without a commit (the
+/// write failed: a full disk, an error in the step), its file in `tmp/` is removed at once.
 #[derive(Debug)]
 pub struct BlobFile {
     pub file: File,
+    /// Empty once committed.
     path: PathBuf,
+}
+
+impl Drop for BlobFile {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Store {
@@ -36,24 +46,19 @@ impl Store {
     }
 
     /// Makes a finished blob visible as `digest`, which the caller computed while writing.
-    pub fn commit_blob(&self, blob: BlobFile, digest: &Digest) -> Result<(), StoreError> {
-        let BlobFile { file, path } = blob;
-        let result = (|| {
-            file.sync_all().map_err(io_err(&path))?;
-            drop(file);
-            let dest = self.blob_path(digest);
-            std::fs::rename(&path, &dest).map_err(io_err(&dest))?;
-            if let Some(dir) = dest.parent() {
-                File::open(dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_err(dir))?;
-            }
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&path);
+    pub fn commit_blob(&self, mut blob: BlobFile, digest: &Digest) -> Result<(), StoreError> {
+        let path = blob.path.clone();
+        blob.file.sync_all().map_err(io_err(&path))?;
+        let dest = self.blob_path(digest);
+        std::fs::rename(&path, &dest).map_err(io_err(&dest))?;
+        // Renamed: nothing is left in tmp/ for the drop to remove.
+        blob.path = PathBuf::new();
+        if let Some(dir) = dest.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
         }
-        result
+        Ok(())
     }
 
     /// Where the blob `d` lives (whether or not it is present).
