@@ -65,7 +65,7 @@ fn load_and_tag_errors_name_their_input() {
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = kiln(r, &["tag", "kiln.local/busybox", "Bad Name"]);
     assert_eq!(code, 1);
-    assert!(err.contains("invalid tag \"Bad Name\""), "{err}");
+    assert!(err.contains("invalid reference \"Bad Name\""), "{err}");
 }
 
 #[test]

@@ -15,6 +15,8 @@
 //! - `--jobs 20000` starts no more threads than there is work for;
 //! - `kiln rm -f` never kills a process that merely got a container's old pid;
 //! - a COPY that fills the disk leaves no partial blob behind;
+//! - names are checked once, up front, by one grammar: `-t`, `kiln tag`, names in archives,
+//!   and secret sources;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -594,4 +596,53 @@ fn a_copy_that_fills_the_disk_leaves_no_partial_blob() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn names_and_sources_are_checked_up_front() {
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(c.join("Dockerfile"), "FROM kiln.local/busybox\nLABEL a=b\n").unwrap();
+    let cx = c.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["build", "-t", "UPPER:bad", cx],
+            "-t UPPER:bad: invalid reference \"UPPER:bad\": repository name must be lowercase",
+        ),
+        (
+            vec!["build", "-t", "a:b:c", cx],
+            "-t a:b:c: invalid reference \"a:b:c\": bad path component \"a:b\"",
+        ),
+        (
+            vec!["build", "--secret", "id=s,src=/nonexistent", cx],
+            "--secret id=s,src=/nonexistent: /nonexistent: No such file or directory",
+        ),
+        (
+            vec!["tag", "kiln.local/busybox", "../../../etc/passwd"],
+            "bad registry host \"..\"",
+        ),
+    ] {
+        let (code, _, err) = kiln(r, &args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("#1 "), "refused before any step ran: {err}");
+    }
+    // A name inside an archive is held to the same grammar.
+    let dir = tempfile::tempdir().unwrap();
+    common::hostile::write_layout(dir.path(), &common::hostile::Hostile::LayerBomb(1));
+    let index = dir.path().join("index.json");
+    let text = std::fs::read_to_string(&index)
+        .unwrap()
+        .replace("hostile/layer-bomb:latest", "../../../etc/passwd");
+    std::fs::write(&index, text).unwrap();
+    let (code, _, err) = kiln(r, &["load", "-i", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("invalid reference \"../../../etc/passwd\""),
+        "{err}"
+    );
+    let (_, out, _) = kiln(r, &["images"]);
+    assert!(!out.contains("etc"), "{out}");
 }

@@ -10,5 +10,6 @@ pub mod digest;
 pub mod layer;
 pub mod oci;
 pub mod procid;
+pub mod reference;
 pub mod sandbox;
 pub mod store;

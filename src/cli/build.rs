@@ -186,6 +186,10 @@ pub fn options(
         };
         build_contexts.insert(name, ctx);
     }
+    // Names are checked before anything is built: a bad `-t` must not cost a whole build.
+    for t in &args.tags {
+        kiln_runtime::store::normalize_tag(t).map_err(|e| anyhow::anyhow!("-t {t}: {e}"))?;
+    }
     let secrets = args
         .secrets
         .iter()

@@ -78,6 +78,11 @@ pub fn parse_secret(spec: &str) -> Result<(String, SecretSource), String> {
         (None, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
         (None, None, None) => SecretSource::File(PathBuf::from(&id)),
     };
+    // Up front, as BuildKit does: a secret file that is not there fails the build before
+    // anything runs, whether a step uses it or not.
+    if let SecretSource::File(f) = &source {
+        std::fs::metadata(f).map_err(|e| format!("--secret {spec}: {}: {e}", f.display()))?;
+    }
     Ok((id, source))
 }
 

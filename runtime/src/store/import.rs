@@ -130,6 +130,12 @@ impl Store {
         let entries: Vec<serde_json::Value> =
             serde_json::from_slice(&std::fs::read(&mf).map_err(io_err(&mf))?)
                 .map_err(|e| bad(&mf, e.to_string()))?;
+        for e in &entries {
+            for t in e["RepoTags"].as_array().into_iter().flatten() {
+                let t = t.as_str().unwrap_or_default();
+                super::normalize_tag(t).map_err(|err| bad(&mf, err.to_string()))?;
+            }
+        }
         let mut out = Vec::new();
         for e in entries {
             let rel = |v: &serde_json::Value| -> Result<PathBuf, StoreError> {
@@ -229,6 +235,13 @@ impl Store {
         let index: Index =
             serde_json::from_slice(&std::fs::read(&index_file).map_err(io_err(&index_file))?)
                 .map_err(|e| bad(&index_file, e.to_string()))?;
+        // Every name is checked before anything is imported: a hostile archive's name (such
+        // as `../../../etc/passwd`) is refused as `kiln tag` refuses it.
+        for desc in &index.manifests {
+            if let Some(r) = reference_of(&desc.annotations, archive_name) {
+                super::normalize_tag(&r).map_err(|e| bad(&index_file, e.to_string()))?;
+            }
+        }
         let mut out = Vec::new();
         for desc in &index.manifests {
             let reference = reference_of(&desc.annotations, archive_name);

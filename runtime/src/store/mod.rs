@@ -64,8 +64,10 @@ pub enum StoreError {
         expected: crate::digest::Digest,
         actual: crate::digest::Digest,
     },
-    #[error("invalid tag {0:?}: expected [registry/]repository[:tag]")]
+    #[error("invalid tag {0:?}: a tag names no digest")]
     BadTag(String),
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
     #[error("{path}: not a usable OCI image layout: {reason}")]
     BadLayout { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]

@@ -20,36 +20,14 @@ CREATE TABLE IF NOT EXISTS tags (
 );
 ";
 
-/// Normalises a reference the way docker does for local names: a missing tag means `latest`.
+/// Normalises a reference the way docker does for local names ([`crate::reference::parse`]):
+/// a missing tag means `latest`; a digest has no place in a tag's name.
 pub fn normalize_tag(name: &str) -> Result<String, StoreError> {
-    let bad = || StoreError::BadTag(name.to_string());
-    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_whitespace()) {
-        return Err(bad());
+    let r = crate::reference::parse(name)?;
+    if r.digest.is_some() {
+        return Err(StoreError::BadTag(name.to_string()));
     }
-    let last = name.rsplit('/').next().unwrap_or(name);
-    let full = if last.contains(':') {
-        name.to_string()
-    } else {
-        format!("{name}:latest")
-    };
-    let (repo, tag) = full.rsplit_once(':').ok_or_else(bad)?;
-    let repo_ok = !repo.is_empty()
-        && repo.split('/').all(|c| {
-            !c.is_empty()
-                && c.chars()
-                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || "._-:".contains(ch))
-        });
-    let tag_ok = !tag.is_empty()
-        && tag.len() <= 128
-        && tag
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        && !tag.starts_with(['.', '-']);
-    if repo_ok && tag_ok {
-        Ok(full)
-    } else {
-        Err(bad())
-    }
+    Ok(r.tagged())
 }
 
 impl Store {
@@ -150,7 +128,17 @@ mod tests {
             normalize_tag("localhost:5000/app:v2").unwrap(),
             "localhost:5000/app:v2"
         );
-        for bad in ["", "App", "a b", "app:", "app:-x", "a//b", "app:t@g"] {
+        for bad in [
+            "",
+            "App",
+            "a b",
+            "app:",
+            "app:-x",
+            "a//b",
+            "app:t@g",
+            "../../../etc/passwd",
+            "a:b:c",
+        ] {
             assert!(normalize_tag(bad).is_err(), "{bad}");
         }
     }
