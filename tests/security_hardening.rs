@@ -17,7 +17,11 @@
 //! - a COPY that fills the disk leaves no partial blob behind;
 //! - names are checked once, up front, by one grammar: `-t`, `kiln tag`, names in archives,
 //!   and secret sources;
+//! - messages: a NUL byte in a RUN line or an env file, a context name that is not UTF-8, a
+//!   step printing hundreds of megabytes without a newline: each named, each bounded;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
+
+use std::os::unix::ffi::OsStrExt;
 
 mod common;
 use common::{can_sandbox, cgroups_of, kiln, store_with_base};
@@ -645,4 +649,69 @@ fn names_and_sources_are_checked_up_front() {
     );
     let (_, out, _) = kiln(r, &["images"]);
     assert!(!out.contains("etc"), "{out}");
+}
+
+#[test]
+fn odd_input_gets_a_clear_bounded_message() {
+    if !can_sandbox("odd_input_gets_a_clear_bounded_message") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let cx = c.to_str().unwrap();
+    // A NUL byte in a RUN line, and in an env file.
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN echo a\0b\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", cx]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("argument 2 of the command has a NUL byte"),
+        "{err}"
+    );
+    std::fs::write(c.join("env"), "A=b\0c\n").unwrap();
+    let env = c.join("env");
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--env-file",
+            env.to_str().unwrap(),
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(
+        err.contains("environment variable \"A\" has a NUL byte"),
+        "{err}"
+    );
+    std::fs::remove_file(&env).unwrap();
+    // A step printing 300 MB without a newline: the log is clipped as BuildKit clips it, the
+    // error's tail is short.
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN head -c 300000000 /dev/zero; false\n",
+    )
+    .unwrap();
+    let (code, out, err) = kiln(r, &["build", "--progress", "plain", cx]);
+    assert_eq!(code, 1);
+    assert!(err.contains("[output clipped, log limit 2MiB reached]"));
+    assert!(
+        out.len() + err.len() < 3_000_000,
+        "{} bytes",
+        out.len() + err.len()
+    );
+    // A context file whose name is not UTF-8 is named, not "No such file or directory".
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9");
+    std::fs::write(c.join(odd), "x").unwrap();
+    std::fs::write(c.join("Dockerfile"), "FROM kiln.local/busybox\nCOPY . /x\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", cx]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the name is not valid UTF-8"), "{err}");
 }

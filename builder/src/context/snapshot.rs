@@ -33,6 +33,11 @@ pub enum ContextError {
     Ignore { path: PathBuf, source: IgnoreError },
     #[error(transparent)]
     Store(#[from] kiln_runtime::store::StoreError),
+    #[error(
+        "{path}: the name is not valid UTF-8; kiln copies only UTF-8 names (rename it, or \
+         exclude it in .dockerignore)"
+    )]
+    NotUtf8 { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
@@ -174,6 +179,9 @@ pub fn scan(
         children.sort();
         let mut subdirs = Vec::new();
         for (name, abs) in children {
+            // A name that is not UTF-8 was made lossy above: refuse it by its real path, unless
+            // .dockerignore leaves it out (then it is never read).
+            let lossy = abs.file_name().is_some_and(|n| n.to_str().is_none());
             let path = if rel.is_empty() {
                 name
             } else {
@@ -184,6 +192,9 @@ pub fn scan(
             let is_dir = meta.file_type().is_dir();
             if excluded && !(is_dir && ignore.has_exclusions()) {
                 continue;
+            }
+            if lossy && !excluded {
+                return Err(ContextError::NotUtf8 { path: abs });
             }
             let ft = meta.file_type();
             let kind = if ft.is_dir() {

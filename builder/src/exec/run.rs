@@ -389,27 +389,57 @@ fn drop_stubs(st: &StageState, upper: &std::path::Path, targets: &[String]) {
 }
 
 /// Reads the step's output line by line: one [`Event::Output`] each; returns the last lines.
+/// The longest line of a step's output passed on at once.
+const MAX_LINE: u64 = 64 * 1024;
+
+/// How much of a step's output is shown (BuildKit's default `BUILDKIT_STEP_LOG_MAX_SIZE`).
+const LOG_LIMIT: u64 = 2 << 20;
+
+/// A line kept for the error message: at most 500 characters.
+fn short_line(line: String) -> String {
+    if line.len() <= 500 {
+        return line;
+    }
+    let mut t: String = line.chars().take(500).collect();
+    t.push_str("...");
+    t
+}
+
 fn follow(reader: std::fs::File, ctx: &Ctx<'_>, name: &str) -> Vec<String> {
     use std::io::BufRead;
     let mut last = std::collections::VecDeque::with_capacity(TAIL_LINES);
     let mut r = std::io::BufReader::new(reader);
     let mut buf = Vec::new();
+    let (mut shown, mut clipped) = (0u64, false);
     loop {
         buf.clear();
-        match r.read_until(b'\n', &mut buf) {
+        // A line is cut every 64 KiB: a step printing gigabytes without a newline must not
+        // grow kiln's memory with it.
+        match std::io::Read::take(&mut r, MAX_LINE).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => break,
             Ok(_) => {
                 let line = String::from_utf8_lossy(&buf)
                     .trim_end_matches(['\n', '\r'])
                     .to_string();
-                (ctx.on_event)(Event::Output {
-                    name: name.to_string(),
-                    line: line.clone(),
-                });
+                // As BuildKit, a step's log is shown up to 2 MiB, then clipped once.
+                shown += buf.len() as u64;
+                if shown <= LOG_LIMIT {
+                    (ctx.on_event)(Event::Output {
+                        name: name.to_string(),
+                        line: line.clone(),
+                    });
+                } else if !clipped {
+                    clipped = true;
+                    (ctx.on_event)(Event::Output {
+                        name: name.to_string(),
+                        line: "[output clipped, log limit 2MiB reached]".into(),
+                    });
+                }
                 if last.len() == TAIL_LINES {
                     last.pop_front();
                 }
-                last.push_back(line);
+                // The error repeats these: each at most a screenful.
+                last.push_back(short_line(line));
             }
         }
     }

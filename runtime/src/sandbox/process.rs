@@ -169,6 +169,23 @@ pub fn run(
         CString::new(s).map_err(|_| SandboxError::Invalid(format!("{what} {s:?} has a NUL byte")))
     };
     let rootfs = cstr(&spec.rootfs.display().to_string(), "root filesystem")?;
+    // exec(2) takes C strings: a NUL byte would otherwise fail the spawn obscurely.
+    for (i, a) in spec.args.iter().enumerate() {
+        if a.contains('\0') {
+            return Err(SandboxError::Invalid(format!(
+                "argument {i} of the command has a NUL byte"
+            )));
+        }
+    }
+    for kv in &spec.env {
+        if kv.contains('\0') {
+            let k = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            return Err(SandboxError::Invalid(format!(
+                "environment variable {:?} has a NUL byte",
+                k.replace('\0', "\\0")
+            )));
+        }
+    }
     cstr(&spec.cwd, "working directory")?;
     if !spec.cwd.starts_with('/') {
         return Err(SandboxError::Invalid(format!(

@@ -70,6 +70,8 @@ pub enum StoreError {
     Reference(#[from] crate::reference::ReferenceError),
     #[error("{path}: not a usable OCI image layout: {reason}")]
     BadLayout { path: PathBuf, reason: String },
+    #[error("layer {path}: cannot unpack it: {reason}")]
+    BadLayer { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Destination { path: PathBuf, reason: String },
     #[error("the container name {name:?} is already in use by container {id}")]

@@ -70,7 +70,7 @@ impl Store {
                 std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
                 let src = self.blob_path(&blobs[i]);
                 let result = open_layer(&src).map_err(io_err(&src)).and_then(|r| {
-                    unpack_for_overlay(r, &tmp).map_err(|e| StoreError::BadLayout {
+                    unpack_for_overlay(r, &tmp).map_err(|e| StoreError::BadLayer {
                         path: src.clone(),
                         reason: e.to_string(),
                     })
