@@ -1,5 +1,5 @@
 //! The `kiln` binary: parse arguments, run the command, map the outcome to an exit code
-//! (0 ok, 1 failed, 2 usage). Commands live in `cli/`, output formatting in `render/`.
+//! (0 ok, 1 failed, 2 usage; `kiln run` as `docker run`: 125 for its own failures). Commands live in `cli/`, output formatting in `render/`.
 
 mod cli;
 mod render;
@@ -30,18 +30,47 @@ fn main() -> ExitCode {
     }
     // Not root: kiln becomes root in a user namespace of its own (rootless), before any thread
     // exists. Commands that never touch a store or a sandbox skip it.
-    let first = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let first = subcommand(std::env::args().skip(1));
     if !matches!(first.as_deref(), Some("parse" | "check" | "help") | None) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
         }
     }
-    let args = cli::Cli::parse();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            // `--help` and `--version` are not errors. A usage error of `kiln run` exits 125, as
+            // `docker run` does (scripts tell it from the container's own status by it); others 2.
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ if first.as_deref() == Some("run") => ExitCode::from(125),
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let is_run = matches!(args.command, cli::Command::Run(_));
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("kiln: error: {}", render::error_chain(&e));
-            ExitCode::from(1)
+            // `docker run` exits 125 when docker itself failed (bad options, no such image).
+            ExitCode::from(if is_run { 125 } else { 1 })
         }
     }
+}
+
+/// The subcommand's name: the first word that is neither an option nor the value of `--root`
+/// (so `kiln --root DIR run` is `run`).
+fn subcommand(mut args: impl Iterator<Item = String>) -> Option<String> {
+    while let Some(a) = args.next() {
+        if a == "--root" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
 }

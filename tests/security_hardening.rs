@@ -715,3 +715,22 @@ fn odd_input_gets_a_clear_bounded_message() {
     assert_eq!(code, 1);
     assert!(err.contains("the name is not valid UTF-8"), "{err}");
 }
+
+#[test]
+fn run_usage_errors_exit_125_as_docker_run() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    for args in [
+        vec!["run", "--bogus", "x"],
+        vec!["run", "-m"],
+        vec!["run", "--network", "bad", "x"],
+        vec!["run", "no-such-image"],
+    ] {
+        let (code, _, err) = kiln(r, &args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+    }
+    // Other commands keep 2 for usage, 1 for failures.
+    assert_eq!(kiln(r, &["build", "--bogus"]).0, 2);
+    assert_eq!(kiln(r, &["tag", "a", "b"]).0, 1);
+    assert_eq!(kiln(r, &["run", "--help"]).0, 0);
+}
