@@ -83,10 +83,9 @@ fn cgroups_of_a_killed_kiln_are_removed_by_the_next_one() {
     }
     let root = store_with_base();
     let r = root.path();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(r)
-        .args([
+    let mut child = common::kiln_cmd(
+        r,
+        &[
             "run",
             "-m",
             "64m",
@@ -95,11 +94,12 @@ fn cgroups_of_a_killed_kiln_are_removed_by_the_next_one() {
             "kiln.local/busybox",
             "sleep",
             "60",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let pid = child.id();
     let mut made = Vec::new();
     for _ in 0..500 {
@@ -162,16 +162,13 @@ fn the_store_is_private_to_its_owner() {
     }
     let root = store_with_base();
     let r = root.path();
-    let ctx = tempfile::tempdir().unwrap();
-    let c = ctx.path();
-    std::fs::write(
-        c.join("Dockerfile"),
+    let ctx = common::context(
         "FROM kiln.local/busybox\n\
          RUN cp /bin/busybox /id && chmod 4755 /id && echo kiln-private > /p && chmod 600 /p \
              && mknod /k c 1 11 && chmod 666 /k\n\
          RUN true\n",
-    )
-    .unwrap();
+    );
+    let c = ctx.path();
     let (code, _, err) = kiln(r, &["build", "-t", "priv", c.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     // The first RUN's layer is unpacked (the second ran on it); the whole store is 0700 down.
@@ -359,10 +356,7 @@ fn deeply_nested_substitutions_are_a_located_error() {
 
 /// Runs kiln, killing it after `limit` (a hang is a failure, not a stuck suite).
 fn kiln_bounded(root: &std::path::Path, args: &[&str], limit: u64) -> (Option<i32>, String) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
+    let mut child = common::kiln_cmd(root, args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -392,13 +386,10 @@ fn a_fifo_as_etc_passwd_does_not_hang_run() {
     }
     let root = store_with_base();
     let r = root.path();
-    let ctx = tempfile::tempdir().unwrap();
-    let c = ctx.path();
-    std::fs::write(
-        c.join("Dockerfile"),
+    let ctx = common::context(
         "FROM kiln.local/busybox\nRUN rm -f /etc/passwd /etc/group && mkfifo /etc/passwd /etc/group\n",
-    )
-    .unwrap();
+    );
+    let c = ctx.path();
     let (code, _, err) = kiln(r, &["build", "-t", "fifo", c.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
     let (code, out) = kiln_bounded(r, &["run", "--rm", "-u", "nobody", "fifo", "true"], 20);
@@ -415,13 +406,10 @@ fn a_fifo_as_etc_passwd_does_not_hang_run() {
 fn user_named_files_are_read_bounded() {
     let root = store_with_base();
     let r = root.path();
-    let ctx = tempfile::tempdir().unwrap();
-    let c = ctx.path();
-    std::fs::write(
-        c.join("Dockerfile"),
+    let ctx = common::context(
         "FROM kiln.local/busybox\nRUN --mount=type=secret,id=s cat /run/secrets/s | wc -c\n",
-    )
-    .unwrap();
+    );
+    let c = ctx.path();
     let ctx_arg = c.to_str().unwrap();
     for (args, says) in [
         (
@@ -462,27 +450,24 @@ fn jobs_are_bounded_by_the_work() {
     }
     let root = store_with_base();
     let r = root.path();
-    let ctx = tempfile::tempdir().unwrap();
-    let c = ctx.path();
-    std::fs::write(
-        c.join("Dockerfile"),
+    let ctx = common::context(
         "FROM kiln.local/busybox AS a\nRUN sleep 1\nFROM kiln.local/busybox\nRUN sleep 1\n",
-    )
-    .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(r)
-        .args([
+    );
+    let c = ctx.path();
+    let mut child = common::kiln_cmd(
+        r,
+        &[
             "build",
             "--no-cache",
             "--jobs",
             "20000",
             c.to_str().unwrap(),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
     let status = format!("/proc/{}/status", child.id());
     let mut most = 0;
     while child.try_wait().unwrap().is_none() {

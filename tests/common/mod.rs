@@ -8,14 +8,23 @@ use std::{path::Path, process::Command};
 /// The committed busybox base image (an OCI layout).
 pub const BASE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/base/busybox-oci");
 
+/// `kiln --root ROOT ARGS...`, to be run.
+pub fn kiln_cmd(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    cmd.arg("--root").arg(root).args(args);
+    cmd
+}
+
+/// A build context holding only `dockerfile` as its Dockerfile.
+pub fn context(dockerfile: &str) -> tempfile::TempDir {
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
 /// Runs `kiln --root ROOT ARGS...`: (exit code, stdout, stderr).
 pub fn kiln(root: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = kiln_cmd(root, args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -164,10 +173,7 @@ pub fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
 
 /// [`kiln`], also returning the process id (to find what it left behind).
 pub fn kiln_pid(root: &Path, args: &[&str]) -> (i32, String, u32) {
-    let child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
+    let child = kiln_cmd(root, args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
