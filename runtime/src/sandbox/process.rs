@@ -578,8 +578,8 @@ fn child_setup(
         events: libc::POLLIN,
         revents: 0,
     }];
-    // SAFETY: poll(2) on one pollfd this frame owns, with no timeout.
-    if unsafe { libc::poll(watch.as_mut_ptr(), 1, 0) } != 0 {
+    // SAFETY: poll(2) on one pollfd this frame owns, with no timeout; > 0: it is readable.
+    if unsafe { libc::poll(watch.as_mut_ptr(), 1, 0) } > 0 {
         return Err(Errno::SRCH);
     }
     step(15);
