@@ -287,7 +287,17 @@ impl kiln_parser::shell::Env for Vars<'_> {
 }
 
 impl StageState {
+    /// An empty stage, as BuildKit's `emptyImage`: the working directory `/` and the default
+    /// PATH in its config.
     fn scratch() -> StageState {
+        let mut st = StageState::nothing();
+        st.config.config.working_dir = "/".into();
+        st.set_env("PATH", kiln_runtime::sandbox::process::DEFAULT_PATH);
+        st
+    }
+
+    /// A stage with an empty config (filled from a base image by the caller).
+    fn nothing() -> StageState {
         let p = oci::host_platform();
         StageState {
             layers: Vec::new(),
@@ -666,7 +676,7 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
     if !ctx.opts.dry_run {
         ctx.store.record_base(reference, &manifest)?;
     }
-    let mut st = StageState::scratch();
+    let mut st = StageState::nothing();
     st.key = CacheKey::for_base(&manifest.to_string());
     let diff_ids: Vec<Digest> = config
         .rootfs
@@ -698,6 +708,10 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
         ..config
     };
     st.reindex_env();
+    // Every stage has a PATH, as in BuildKit, also when its base image set none.
+    if !st.env_index.contains_key("PATH") {
+        st.set_env("PATH", kiln_runtime::sandbox::process::DEFAULT_PATH);
+    }
     Ok(st)
 }
 
