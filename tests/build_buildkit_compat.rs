@@ -2,10 +2,12 @@
 //! `dockerfile2llb` source), where kiln differed silently:
 //! - every stage's config has a PATH (the default one when its base gave none), and `FROM
 //!   scratch` has the working directory `/`, as BuildKit's empty image;
+//! - `--chown` naming a user the image lacks gives 0:0, a group it lacks keeps the user's gid
+//!   (BuildKit's `readUser`), with a warning instead of a failed build;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{context, kiln};
+use common::{can_sandbox, context, kiln, store_with_base};
 
 fn config(root: &std::path::Path, tag: &str) -> serde_json::Value {
     let (code, out, err) = kiln(root, &["inspect", tag]);
@@ -37,5 +39,43 @@ fn every_stage_has_a_path() {
     let ctx = context(&format!("FROM {tag}\nENV A=1\n"));
     let (code, _, err) = kiln(r, &["build", "-q", "-t", "p", ctx.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert_eq!(config(r, "p")["Env"], serde_json::json!([DEFAULT_PATH, "A=1"]));
+    assert_eq!(
+        config(r, "p")["Env"],
+        serde_json::json!([DEFAULT_PATH, "A=1"])
+    );
+}
+
+#[test]
+fn chown_to_unknown_names_is_root_as_in_buildkit() {
+    if !can_sandbox("chown_to_unknown_names_is_root_as_in_buildkit") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // The same Dockerfile gave `/x 0:0`, `/y 1000:1000`, `/z 1000:1000` under dockerd 20.10.
+    let ctx = context(
+        "FROM kiln.local/busybox\n\
+         COPY --chown=nobody-here a /x\n\
+         COPY --chown=builder:nogroup-here a /y\n\
+         COPY --chown=builder a /z\n",
+    );
+    std::fs::write(ctx.path().join("a"), "a\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "c", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("user nobody-here is not in /etc/passwd: uid and gid 0"),
+        "{err}"
+    );
+    assert!(
+        err.contains("group nogroup-here is not in /etc/group: gid 1000"),
+        "{err}"
+    );
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run", "--rm", "c", "stat", "-c", "%n %u:%g", "/x", "/y", "/z",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "/x 0:0\n/y 1000:1000\n/z 1000:1000\n");
 }

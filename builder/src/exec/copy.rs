@@ -72,6 +72,10 @@ pub(crate) fn image_file(
         .map(|b| String::from_utf8_lossy(&b).into_owned()))
 }
 
+/// `--chown` as BuildKit's `readUser` resolves it: a number is a uid (and the gid too, unless a
+/// group is given); a name comes from the image's /etc/passwd with its primary group; a group
+/// name from /etc/group. A user name the image lacks is uid and gid 0; a group name it lacks
+/// keeps the user's gid. Either is said in a warning, never an error.
 pub(crate) fn resolve_chown(
     ctx: &Ctx<'_>,
     st: &StageState,
@@ -83,43 +87,41 @@ pub(crate) fn resolve_chown(
         None => (spec, None),
     };
     let read = |path: &str| image_file(ctx, st, path);
-    let (uid, primary) = match user.parse::<u32>() {
-        Ok(n) => (n, Some(n)),
-        Err(_) => {
-            let passwd = read("/etc/passwd")?.ok_or_else(|| {
-                BuildError::at(
-                    span,
-                    format!("unable to find user {user}: the image has no /etc/passwd"),
-                )
-            })?;
-            let (id, gid) = fsutil::lookup_id(&passwd, user).ok_or_else(|| {
-                BuildError::at(
-                    span,
-                    format!("unable to find user {user}: not in /etc/passwd"),
-                )
-            })?;
-            (id, gid)
-        }
-    };
-    let gid = match group {
-        None => primary.unwrap_or(uid),
-        Some(g) => match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => {
-                let groups = read("/etc/group")?.ok_or_else(|| {
-                    BuildError::at(
-                        span,
-                        format!("unable to find group {g}: the image has no /etc/group"),
-                    )
-                })?;
-                fsutil::lookup_id(&groups, g)
-                    .map(|(id, _)| id)
-                    .ok_or_else(|| {
-                        BuildError::at(span, format!("unable to find group {g}: not in /etc/group"))
-                    })?
+    let mut missing = Vec::new();
+    let (uid, mut gid) = match user.parse::<u32>() {
+        Ok(n) => (n, n),
+        Err(_) => match read("/etc/passwd")?
+            .as_deref()
+            .and_then(|p| fsutil::lookup_id(p, user))
+        {
+            Some((id, primary)) => (id, primary.unwrap_or(0)),
+            None => {
+                missing.push(format!("user {user} is not in /etc/passwd: uid and gid 0"));
+                (0, 0)
             }
         },
     };
+    if let Some(g) = group {
+        match g.parse::<u32>() {
+            Ok(n) => gid = n,
+            Err(_) => match read("/etc/group")?
+                .as_deref()
+                .and_then(|t| fsutil::lookup_id(t, g))
+            {
+                Some((id, _)) => gid = id,
+                None => missing.push(format!("group {g} is not in /etc/group: gid {gid}")),
+            },
+        }
+    }
+    if !missing.is_empty() {
+        (ctx.on_event)(super::Event::Warning {
+            message: format!(
+                "line {}: --chown={spec}: {} (as BuildKit)",
+                span.start.line(),
+                missing.join("; ")
+            ),
+        });
+    }
     Ok((uid, gid))
 }
 
