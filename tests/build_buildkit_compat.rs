@@ -4,6 +4,8 @@
 //!   scratch` has the working directory `/`, as BuildKit's empty image;
 //! - `--chown` naming a user the image lacks gives 0:0, a group it lacks keeps the user's gid
 //!   (BuildKit's `readUser`), with a warning instead of a failed build;
+//! - a COPY wildcard that matches nothing copies nothing and is no error (`AllowEmptyWildcard`);
+//!   a plain source that is missing still is;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -78,4 +80,44 @@ fn chown_to_unknown_names_is_root_as_in_buildkit() {
     );
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "/x 0:0\n/y 1000:1000\n/z 1000:1000\n");
+}
+
+#[test]
+fn an_empty_wildcard_copies_nothing() {
+    if !can_sandbox("an_empty_wildcard_copies_nothing") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10: the first build lists `a` in /d, the second has no /d, the third fails
+    // with `"/missing" not found`.
+    let ctx = context("FROM kiln.local/busybox\nCOPY a *.nomatch /d/\nCOPY *.none /e/\n");
+    std::fs::write(ctx.path().join("a"), "a\n").unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "w", c]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "w",
+            "sh",
+            "-c",
+            "ls /d; ls -d /e || echo no-e",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("a\n") && out.ends_with("no-e\n"), "{out}");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM kiln.local/busybox\nCOPY a missing /d/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("COPY a missing /d/: not found") || err.contains("missing: not found"),
+        "{err}"
+    );
 }

@@ -760,19 +760,13 @@ pub(crate) fn copy(
             })
         };
         if has_wildcard(&p) {
+            // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
+            // `AllowEmptyWildcard` (a plain path that is missing still is).
             wildcard = true;
-            let mut any = false;
             for e in &entries {
                 if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
                     picks.push((e.path.clone(), kept(&e.path)));
-                    any = true;
                 }
-            }
-            if !any {
-                return Err(BuildError::at(
-                    span,
-                    format!("{cmd} {s}: no files in {where_} match the pattern"),
-                ));
             }
         } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
             let k = kept(&p);
