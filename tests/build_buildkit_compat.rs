@@ -6,6 +6,7 @@
 //!   (BuildKit's `readUser`), with a warning instead of a failed build;
 //! - a COPY wildcard that matches nothing copies nothing and is no error (`AllowEmptyWildcard`);
 //!   a plain source that is missing still is;
+//! - `RUN --device` (Dockerfile 1.14) parses; a build refuses it at its line;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -118,6 +119,28 @@ fn an_empty_wildcard_copies_nothing() {
     assert_eq!(code, 1);
     assert!(
         err.contains("COPY a missing /d/: not found") || err.contains("missing: not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn run_device_parses_and_is_refused_at_its_line() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let ctx = context("FROM scratch\nRUN --device=/dev/fuse,required echo hi\n");
+    let df = ctx.path().join("Dockerfile");
+    let (code, out, err) = kiln(
+        r,
+        &["parse", "-f", df.to_str().unwrap(), "--format", "tree"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("flag --device=/dev/fuse,required"), "{out}");
+    let (code, _, err) = kiln(r, &["check", "-f", df.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kiln(r, &["build", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1: error: RUN --device=/dev/fuse,required echo hi: RUN --device is not supported"),
         "{err}"
     );
 }

@@ -45,6 +45,15 @@ pub(crate) fn run(
     name: &str,
     done: &BTreeMap<usize, StageState>,
 ) -> Result<bool, BuildError> {
+    if !r.devices.is_empty() {
+        return Err(BuildError::at(
+            ins.span,
+            format!(
+                "{}: RUN --device is not supported: kiln gives RUN steps no host devices",
+                short(&ins.text)
+            ),
+        ));
+    }
     let unsupported = if r.security.is_some() {
         Some("RUN --security")
     } else if !r.heredocs.is_empty() && !matches!(r.command, instruction::Command::Shell(_)) {

@@ -103,6 +103,8 @@ pub struct Run {
     pub mount_specs: Vec<String>,
     pub network: Option<Network>,
     pub security: Option<Security>,
+    /// `--device=NAME[,required]` (Dockerfile 1.14+): parsed, refused at build time.
+    pub devices: Vec<String>,
     pub heredocs: Vec<Heredoc>,
 }
 
@@ -405,6 +407,7 @@ fn run(node: &Node) -> Result<Kind, ParseError> {
             ("mount", FlagType::Strings),
             ("network", FlagType::String),
             ("security", FlagType::String),
+            ("device", FlagType::Strings),
         ],
     )?;
     at_least_one(node)?;
@@ -437,6 +440,7 @@ fn run(node: &Node) -> Result<Kind, ParseError> {
         mount_specs: specs,
         network,
         security,
+        devices: f.strings("device").into_iter().map(|(d, _)| d).collect(),
         heredocs: node.heredocs.clone(),
     })))
 }
