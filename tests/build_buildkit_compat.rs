@@ -7,6 +7,8 @@
 //! - a COPY wildcard that matches nothing copies nothing and is no error (`AllowEmptyWildcard`);
 //!   a plain source that is missing still is;
 //! - `RUN --device` (Dockerfile 1.14) parses; a build refuses it at its line;
+//! - `RUN --mount` without a target mounts at the working directory, a relative target below
+//!   it (`convert_runmount.go`); one that resolves to `/` is refused;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -141,6 +143,37 @@ fn run_device_parses_and_is_refused_at_its_line() {
     assert_eq!(code, 1);
     assert!(
         err.contains("Dockerfile:2:1: error: RUN --device=/dev/fuse,required echo hi: RUN --device is not supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_mount_without_target_is_at_the_working_directory() {
+    if !can_sandbox("a_mount_without_target_is_at_the_working_directory") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10 printed `from-stage` and `n` for this Dockerfile.
+    let ctx = context(
+        "FROM kiln.local/busybox AS s\nRUN mkdir /out && echo from-stage > /out/f\n\
+         FROM kiln.local/busybox\nWORKDIR /w\nRUN --mount=from=s,source=/out cat /w/f\n\
+         RUN --mount=type=cache,target=c echo x > c/n && ls /w/c\n",
+    );
+    let c = ctx.path().to_str().unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("from-stage"), "{err}");
+    assert!(err.lines().any(|l| l.ends_with(" n")), "{err}");
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM kiln.local/busybox\nRUN --mount=type=bind,source=. true\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1:") && err.contains("the target cannot be /"),
         "{err}"
     );
 }

@@ -237,7 +237,11 @@ pub(super) fn plan(
                     None => None,
                 };
                 let target = target("")?;
-                let id = m.id.clone().unwrap_or_else(|| target.clone());
+                // Without an id, the target as written, cleaned (BuildKit's `path.Clean`): a
+                // relative target names the same cache in every working directory.
+                let id = m.id.clone().unwrap_or_else(|| {
+                    crate::context::ignore::clean(m.target.as_deref().unwrap_or(""))
+                });
                 let id = if cache_ns.is_empty() {
                     id
                 } else {

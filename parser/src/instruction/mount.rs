@@ -325,11 +325,9 @@ impl Mount {
                 }
             }
             MountType::Ssh => {}
-            MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-                if m.target.is_none() {
-                    return Err(format!("mount type {} requires a target", m.kind.as_str()));
-                }
-            }
+            // No target: the working directory, as BuildKit's `convert_runmount.go` resolves a
+            // missing or relative one (a target that is then `/` is refused at build time).
+            MountType::Bind | MountType::Cache | MountType::Tmpfs => {}
         }
         Ok(m)
     }
@@ -377,11 +375,7 @@ mod tests {
                 .unwrap_err()
                 .contains("uid not allowed")
         );
-        assert!(
-            Mount::parse("type=bind")
-                .unwrap_err()
-                .contains("requires a target")
-        );
+        assert_eq!(Mount::parse("from=stage").unwrap().target, None);
         assert!(
             Mount::parse("type=secret,from=x,id=a")
                 .unwrap_err()
