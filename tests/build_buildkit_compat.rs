@@ -9,6 +9,8 @@
 //! - `RUN --device` (Dockerfile 1.14) parses; a build refuses it at its line;
 //! - `RUN --mount` without a target mounts at the working directory, a relative target below
 //!   it (`convert_runmount.go`); one that resolves to `/` is refused;
+//! - ARG and ENV apply in instruction order: `ARG V` after `ENV V=x` overrides it for RUN and
+//!   expansion while the config keeps `V=x`; a stage built on another sees its ARGs;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -176,4 +178,62 @@ fn a_mount_without_target_is_at_the_working_directory() {
         err.contains("Dockerfile:2:1:") && err.contains("the target cannot be /"),
         "{err}"
     );
+}
+
+#[test]
+fn arg_and_env_apply_in_order_and_stages_inherit_args() {
+    if !can_sandbox("arg_and_env_apply_in_order_and_stages_inherit_args") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let run_lines = |err: &str| -> Vec<String> {
+        err.lines()
+            .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest.to_string()))
+            .filter(|l| l.starts_with("run") || l.starts_with("v"))
+            .collect()
+    };
+    // dockerd 20.10: `run:arg`, `runw:wbuild`; Env V=env, W=w1; label l=arg.
+    let ctx = context(
+        "FROM kiln.local/busybox\nENV V=env\nARG V=arg\nRUN echo \"run:$V\"\nLABEL l=$V\n\
+         ENV W=w1\nARG W\nRUN echo \"runw:$W\"\n",
+    );
+    let c = ctx.path().to_str().unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "o",
+            "--build-arg",
+            "W=wbuild",
+            c,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run_lines(&err), ["run:arg", "runw:wbuild"], "{err}");
+    let cfg = config(r, "o");
+    let env: Vec<&str> = cfg["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"V=env") && env.contains(&"W=w1"), "{env:?}");
+    assert_eq!(cfg["Labels"]["l"], "arg");
+    // dockerd 20.10: `v:1`, `v2:1`, label l=1, no V in Env.
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM kiln.local/busybox AS a\nARG V=1\nFROM a\nRUN echo \"v:$V\"\nLABEL l=$V\n\
+         ARG V\nRUN echo \"v2:$V\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", "-t", "i", c]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(run_lines(&err), ["v:1", "v2:1"], "{err}");
+    let cfg = config(r, "i");
+    assert_eq!(cfg["Labels"]["l"], "1");
+    assert!(!cfg["Env"].to_string().contains("V="), "{}", cfg["Env"]);
 }

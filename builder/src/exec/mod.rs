@@ -270,19 +270,20 @@ pub(crate) struct StageState {
     /// not n, so a Dockerfile of n instructions builds in n log n ([`StageState::reindex_env`]
     /// after the config is replaced).
     env_index: BTreeMap<String, usize>,
+    /// The variables steps see (BuildKit's LLB state env): every ENV and every ARG with a
+    /// value, the later of the two winning, as in BuildKit where `ARG V` after `ENV V=x`
+    /// overrides it for expansion and RUN while the config keeps `V=x`. A stage built on
+    /// another starts with that one's.
+    state_env: BTreeMap<String, String>,
 }
 
-/// A stage's variables as the shell sees them: ENV, else an in-scope ARG with a value (ENV wins,
-/// REFERENCE §1.7).
+/// A stage's variables as the shell sees them ([`StageState::state_env`]).
 pub(crate) struct Vars<'a>(&'a StageState);
 
 impl kiln_parser::shell::Env for Vars<'_> {
     fn lookup(&self, name: &str) -> Option<&str> {
         let st = self.0;
-        if let Some(&i) = st.env_index.get(name) {
-            return st.config.config.env[i].split_once('=').map(|(_, v)| v);
-        }
-        st.args.get(name).and_then(|v| v.as_deref())
+        st.state_env.get(name).map(String::as_str)
     }
 }
 
@@ -319,22 +320,13 @@ impl StageState {
             base_created: None,
             line: 0,
             env_index: BTreeMap::new(),
+            state_env: BTreeMap::new(),
         }
     }
 
-    /// Variables for expansion: in-scope ARG values, then ENV (ENV wins, REFERENCE §1.7).
-    pub fn vars(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
-            .args
-            .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
-            .collect();
-        for e in &self.config.config.env {
-            if let Some((k, val)) = e.split_once('=') {
-                v.push((k.to_string(), val.to_string()));
-            }
-        }
-        v
+    /// The variables steps see ([`StageState::state_env`]).
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.state_env
     }
 
     pub fn workdir(&self) -> String {
@@ -353,6 +345,16 @@ impl StageState {
 
     /// Rebuilds the ENV index after `config` was replaced (a base image's config).
     fn reindex_env(&mut self) {
+        self.state_env = self
+            .config
+            .config
+            .env
+            .iter()
+            .map(|e| {
+                let (k, v) = e.split_once('=').unwrap_or((e.as_str(), ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect();
         self.env_index = self
             .config
             .config
@@ -369,6 +371,7 @@ impl StageState {
     }
 
     fn set_env(&mut self, key: &str, value: &str) {
+        self.state_env.insert(key.to_string(), value.to_string());
         let entry = format!("{key}={value}");
         let env = &mut self.config.config.env;
         match self.env_index.get(key) {
@@ -998,6 +1001,9 @@ fn step(
                     },
                 };
                 st.args.insert(d.name.clone(), value.clone());
+                if let Some(v) = value {
+                    st.state_env.insert(d.name.clone(), v);
+                }
             }
             ctx.history(st, format!("ARG {}", args_of(&ins.text)), true);
         }

@@ -69,10 +69,7 @@ pub(crate) fn run(
     }
     let (command, pipes) = with_heredocs(r);
     let argv = shell_wrap(st, &command);
-    let mut env: BTreeMap<String, String> = BTreeMap::new();
-    for (k, v) in st.vars() {
-        env.insert(k, v);
-    }
+    let mut env: BTreeMap<String, String> = st.vars().clone();
     env.entry("PATH".into())
         .or_insert_with(|| DEFAULT_PATH.to_string());
     // The cache key sees the environment without the proxy variables (BuildKit's predefined
