@@ -11,6 +11,10 @@
 //!   it (`convert_runmount.go`); one that resolves to `/` is refused;
 //! - ARG and ENV apply in instruction order: `ARG V` after `ENV V=x` overrides it for RUN and
 //!   expansion while the config keeps `V=x`; a stage built on another sees its ARGs;
+//! - the automatic platform ARGs have their values globally and after `ARG NAME` in a stage
+//!   (also after a global `ARG TARGETARCH` without a value, as current BuildKit's
+//!   `buildMetaArgs`; dockerd 20.10's older BuildKit emptied it there); another platform than
+//!   this machine's is refused, not ignored;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -236,4 +240,54 @@ fn arg_and_env_apply_in_order_and_stages_inherit_args() {
     let cfg = config(r, "i");
     assert_eq!(cfg["Labels"]["l"], "1");
     assert!(!cfg["Env"].to_string().contains("V="), "{}", cfg["Env"]);
+}
+
+#[test]
+fn platform_args_have_values_and_other_platforms_are_refused() {
+    if !can_sandbox("platform_args_have_values_and_other_platforms_are_refused") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let host = kiln_runtime::oci::host_platform_string();
+    let arch = kiln_runtime::oci::host_platform().architecture;
+    let ctx = context(
+        "ARG TARGETARCH\nFROM --platform=$BUILDPLATFORM kiln.local/busybox AS b\n\
+         ARG TARGETARCH\nARG BUILDPLATFORM\n\
+         RUN echo \"arch:$TARGETARCH plat:$BUILDPLATFORM os:$TARGETOS\"\n",
+    );
+    let c = ctx.path().to_str().unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", "--platform", &host, c]);
+    assert_eq!(code, 0, "{err}");
+    // TARGETOS was not declared in the stage: empty, as in BuildKit.
+    assert!(
+        err.contains(&format!("arch:{arch} plat:{host} os:\n")),
+        "{err}"
+    );
+    let other = if arch == "arm64" {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let (code, _, err) = kiln(r, &["build", "--platform", other, c]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "--platform {other}: kiln builds for this machine's platform ({host}) only"
+        )),
+        "{err}"
+    );
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM --platform={other} kiln.local/busybox\n"),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "Dockerfile:1:1: error: FROM --platform={other}: kiln builds"
+        )),
+        "{err}"
+    );
 }

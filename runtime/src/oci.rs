@@ -205,6 +205,35 @@ pub fn host_platform() -> Platform {
     }
 }
 
+/// Whether `spec` (`os/arch[/variant]`, as `--platform` takes it) names this machine's
+/// platform; architecture aliases (`x86_64`, `aarch64`) are accepted.
+pub fn is_host_platform(spec: &str) -> bool {
+    let host = host_platform();
+    let mut parts = spec.trim().split('/');
+    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+    if parts.next().is_some() {
+        return false;
+    }
+    let arch = match arch {
+        Some("x86_64" | "x86-64") => "amd64",
+        Some("aarch64") => "arm64",
+        Some(a) => a,
+        None => return false,
+    };
+    os == Some(host.os.as_str())
+        && arch == host.architecture
+        && variant.is_none_or(|v| host.variant.as_deref() == Some(v))
+}
+
+/// This machine's platform as `--platform` writes it.
+pub fn host_platform_string() -> String {
+    let h = host_platform();
+    match h.variant {
+        Some(v) => format!("{}/{}/{v}", h.os, h.architecture),
+        None => format!("{}/{}", h.os, h.architecture),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,9 @@ pub struct Args {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// The platform to build for: this machine's only, for now (`linux/amd64` here).
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// Named contexts for `FROM NAME` / `COPY --from=NAME`: `NAME=DIR`,
     /// `NAME=oci-layout://PATH[:TAG]`, `NAME=docker-image://IMAGE` (an image in kiln's store).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
@@ -185,6 +188,14 @@ pub fn options(
             bail!("--build-context {name}={value}: not a directory");
         };
         build_contexts.insert(name, ctx);
+    }
+    for p in args.platform.iter().flat_map(|p| p.split(',')) {
+        if !kiln_runtime::oci::is_host_platform(p) {
+            bail!(
+                "--platform {p}: kiln builds for this machine's platform ({}) only",
+                kiln_runtime::oci::host_platform_string()
+            );
+        }
     }
     // Names are checked before anything is built: a bad `-t` must not cost a whole build.
     for t in &args.tags {

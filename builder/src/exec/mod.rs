@@ -449,6 +449,24 @@ pub fn build(
             named_contexts: opts.build_contexts.keys().cloned().collect(),
         },
     )?;
+    // One platform, this machine's, until multi-platform builds exist: a stage for another is
+    // refused at its FROM rather than silently built for this one.
+    for &s in &graph.order {
+        let stage = &graph.stages[s];
+        if let Some(p) = stage
+            .platform
+            .as_deref()
+            .filter(|p| !oci::is_host_platform(p))
+        {
+            return Err(BuildError::at(
+                stage.span,
+                format!(
+                    "FROM --platform={p}: kiln builds for this machine's platform ({}) only",
+                    oci::host_platform_string()
+                ),
+            ));
+        }
+    }
     let now = opts.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

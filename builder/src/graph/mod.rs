@@ -134,7 +134,13 @@ impl BuildGraph {
         opts: &GraphOptions,
     ) -> Result<BuildGraph, GraphError> {
         let lex = Lexer::default();
-        let mut global_args: Vec<(String, Option<String>)> = Vec::new();
+        // The automatic platform ARGs are in the global scope from the start, so `ARG
+        // TARGETARCH` in a stage has BuildKit's value.
+        let mut global_args: Vec<(String, Option<String>)> = opts
+            .platform_args
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
         let mut stages: Vec<Stage> = Vec::new();
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         // Values FROM lines may use: platform ARGs, then global ARGs as declared so far.
@@ -154,7 +160,8 @@ impl BuildGraph {
                                 Some(def) => Some(lex.expand_str(def, &from_env).map_err(|e| {
                                     GraphError::at(ins.span, format!("ARG {}: {e}", d.name))
                                 })?),
-                                None => None,
+                                // `ARG TARGETOS` keeps its automatic value.
+                                None => opts.platform_args.get(&d.name).cloned(),
                             },
                         };
                         if let Some(v) = &value {
