@@ -15,6 +15,8 @@
 //!   (also after a global `ARG TARGETARCH` without a value, as current BuildKit's
 //!   `buildMetaArgs`; dockerd 20.10's older BuildKit emptied it there); another platform than
 //!   this machine's is refused, not ignored;
+//! - COPY and WORKDIR onto a path that is (or goes through) a symlink write through it, inside
+//!   the root (merged-/usr images: `COPY x /bin/` must not hide `/bin/sh`);
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -290,4 +292,54 @@ fn platform_args_have_values_and_other_platforms_are_refused() {
         )),
         "{err}"
     );
+}
+
+#[test]
+fn copy_and_workdir_write_through_symlinks() {
+    if !can_sandbox("copy_and_workdir_write_through_symlinks") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10 printed exactly `want` for this Dockerfile.
+    let ctx = context(
+        "FROM kiln.local/busybox\n\
+         RUN mkdir -p /usr/sbin2 /real1 && ln -s usr/sbin2 /sbin2 && ln -s /real1 /l1 && \
+             ln -s /real1 /l2 && echo old > /real1/file && ln -s /real1/file /lf\n\
+         COPY f /sbin2/\nCOPY f /l1\nCOPY f /lf\nWORKDIR /l2/sub\n\
+         RUN for p in /sbin2 /l1 /l2 /lf /real1/file; do \
+             if [ -L $p ]; then echo \"$p link\"; else echo \"$p notlink\"; fi; done; \
+             ls /usr/sbin2 /real1 /real1/sub; cat /real1/file /lf; pwd\n",
+    );
+    std::fs::write(ctx.path().join("f"), "f\n").unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("#7 "))
+        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
+        .collect();
+    let want = [
+        "/sbin2 link",
+        "/l1 link",
+        "/l2 link",
+        "/lf link",
+        "/real1/file notlink",
+        "/real1:",
+        "f",
+        "file",
+        "sub",
+        "",
+        "/real1/sub:",
+        "",
+        "/usr/sbin2:",
+        "f",
+        "f",
+        "f",
+        "/real1/sub",
+    ];
+    assert_eq!(got, want, "{err}");
 }

@@ -684,8 +684,10 @@ pub(crate) fn copy(
     };
     let (uid, gid) = chown.unwrap_or((0, 0));
     let abs_dest = fsutil::absolute(&st.workdir(), &dest_raw);
-    let dest_rel = fsutil::resolve_in_root(below, &abs_dest);
     let dest_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+    // A destination that is a link leads to what it names, inside the root, as in BuildKit
+    // (into a linked directory; over a linked file's target, the link itself kept).
+    let dest_rel = fsutil::resolve_all_in_root(below, &abs_dest);
     let mode_of = |mode: u32, is_dir: bool| -> Result<u32, BuildError> {
         match &chmod {
             None => Ok(mode),
@@ -1044,7 +1046,7 @@ pub(crate) fn mkdir_workdir(
     name: &str,
     span: Span,
 ) -> Result<bool, BuildError> {
-    let rel = fsutil::resolve_in_root(&st.view, abs);
+    let rel = fsutil::resolve_all_in_root(&st.view, abs);
     if rel.is_empty() || st.view.is_dir(&rel) {
         ctx.history(st, format!("WORKDIR {abs}"), true);
         return Ok(false);

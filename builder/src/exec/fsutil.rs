@@ -21,8 +21,20 @@ pub fn absolute(workdir: &str, path: &str) -> String {
 
 /// Resolves symlinks in the directories of `path` inside the rootfs `view`: an absolute link
 /// target restarts at the rootfs root, `..` never climbs above it (the rootfs is a chroot for
-/// this purpose), and loops give up after 40 links. Returns the relative, resolved path.
+/// this purpose), and loops give up after 40 links. Returns the relative, resolved path. The
+/// last component is not followed (COPY onto a link to a file replaces the link).
 pub fn resolve_in_root(view: &View, path: &str) -> String {
+    resolve(view, path, false)
+}
+
+/// [`resolve_in_root`], following the last component too: where a directory is meant (a
+/// WORKDIR, a COPY destination that is a directory), a link to one leads into it, as
+/// BuildKit resolves paths in the root (`/bin -> usr/bin` on merged-/usr images).
+pub fn resolve_all_in_root(view: &View, path: &str) -> String {
+    resolve(view, path, true)
+}
+
+fn resolve(view: &View, path: &str, follow_last: bool) -> String {
     let mut todo: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -46,7 +58,7 @@ pub fn resolve_in_root(view: &View, path: &str) -> String {
             format!("{}/{c}", done.join("/"))
         };
         // The last component is the entry itself: it is not followed (COPY replaces a link).
-        let is_last = todo.is_empty();
+        let is_last = todo.is_empty() && !follow_last;
         match view.get(&candidate).map(|n| &n.kind) {
             Some(NodeKind::Symlink { target }) if !is_last && hops < 40 => {
                 hops += 1;
