@@ -17,6 +17,8 @@
 //!   this machine's is refused, not ignored;
 //! - COPY and WORKDIR onto a path that is (or goes through) a symlink write through it, inside
 //!   the root (merged-/usr images: `COPY x /bin/` must not hide `/bin/sh`);
+//! - `COPY --from` keeps each file's owner and mode unless `--chown` is given (only context
+//!   files become 0:0);
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -342,4 +344,43 @@ fn copy_and_workdir_write_through_symlinks() {
         "/real1/sub",
     ];
     assert_eq!(got, want, "{err}");
+}
+
+#[test]
+fn copy_from_keeps_owners() {
+    if !can_sandbox("copy_from_keeps_owners") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10 printed exactly these lines for this Dockerfile.
+    let ctx = context(
+        "FROM kiln.local/busybox AS s\n\
+         RUN touch /a && chown 1000:1000 /a && chmod 640 /a && mkdir -p /d/e && \
+             chown 123:456 /d /d/e && touch /d/x && chown 7:8 /d/x\n\
+         FROM kiln.local/busybox\nCOPY --from=s /a /a\nCOPY --from=s /d /d2\n\
+         COPY --from=s --chown=5:6 /a /b\n\
+         RUN stat -c \"%n %u:%g %a\" /a /d2 /d2/e /d2/x /b\n",
+    );
+    let (code, _, err) = kiln(
+        r,
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with('/'))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "/a 1000:1000 640",
+            "/d2 0:0 755",
+            "/d2/e 123:456 755",
+            "/d2/x 7:8 644",
+            "/b 5:6 640"
+        ],
+        "{err}"
+    );
 }

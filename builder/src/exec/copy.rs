@@ -132,7 +132,10 @@ pub(crate) struct SrcEntry {
     pub kind: SrcKind,
     pub mode: u32,
     pub mtime: i64,
-    /// What the cache key sees (kind, mode and content digest or size).
+    /// The owner it keeps without `--chown`: a stage's or image's file keeps its own (as in
+    /// BuildKit); a context file has none and becomes 0:0.
+    pub owner: Option<(u32, u32)>,
+    /// What the cache key sees (kind, mode, owner and content digest or size).
     pub fingerprint: String,
 }
 
@@ -174,6 +177,7 @@ pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<
                 kind,
                 mode: e.mode,
                 mtime: e.mtime,
+                owner: None,
                 fingerprint,
             })
         })
@@ -207,7 +211,8 @@ fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
                 kind,
                 mode: n.mode,
                 mtime: n.mtime,
-                fingerprint: fp,
+                owner: Some((n.uid, n.gid)),
+                fingerprint: format!("{fp} {}:{}", n.uid, n.gid),
             })
         })
         .collect()
@@ -498,6 +503,7 @@ fn download(
         kind: SrcKind::File { size, host },
         mode: 0o600,
         mtime,
+        owner: None,
         fingerprint: format!("url {digest}"),
     };
     Ok((entry, name))
@@ -948,6 +954,7 @@ pub(crate) fn copy(
             }
             SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
         };
+        let (uid, gid) = chown.or(e.owner).unwrap_or((uid, gid));
         planned.insert(
             target.clone(),
             Planned {
