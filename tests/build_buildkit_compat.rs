@@ -19,6 +19,8 @@
 //!   the root (merged-/usr images: `COPY x /bin/` must not hide `/bin/sh`);
 //! - `COPY --from` keeps each file's owner and mode unless `--chown` is given (only context
 //!   files become 0:0);
+//! - a source that is itself a symlink (named or matched by a wildcard, from the context or a
+//!   stage) is followed; links inside a copied directory stay links;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -381,6 +383,41 @@ fn copy_from_keeps_owners() {
             "/d2/x 7:8 644",
             "/b 5:6 640"
         ],
+        "{err}"
+    );
+}
+
+#[test]
+fn a_symlink_source_is_followed() {
+    if !can_sandbox("a_symlink_source_is_followed") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10 printed exactly these lines for this context and Dockerfile.
+    let ctx = context(
+        "FROM kiln.local/busybox AS s\nRUN echo S > /s && ln -s /s /slink\n\
+         FROM kiln.local/busybox\nCOPY link /l\nCOPY dir /d\nCOPY l* /w/\n\
+         COPY --from=s /slink /x\n\
+         RUN for p in /l /d/inner /w/link /w/l2 /x; do \
+             if [ -L $p ]; then echo \"$p link\"; else echo \"$p $(cat $p)\"; fi; done\n",
+    );
+    let c = ctx.path();
+    std::fs::write(c.join("target.txt"), "T\n").unwrap();
+    std::fs::create_dir(c.join("dir")).unwrap();
+    std::os::unix::fs::symlink("target.txt", c.join("link")).unwrap();
+    std::os::unix::fs::symlink("target.txt", c.join("l2")).unwrap();
+    std::os::unix::fs::symlink("../target.txt", c.join("dir/inner")).unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
+        .filter(|l| l.starts_with('/'))
+        .collect();
+    assert_eq!(
+        got,
+        ["/l T", "/d/inner link", "/w/link T", "/w/l2 T", "/x S"],
         "{err}"
     );
 }

@@ -218,6 +218,37 @@ fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
         .collect()
 }
 
+/// The path `path` names once symlinks are followed (each relative to its directory, an
+/// absolute one from the root, `..` never above it; at most 40): itself when it is no link.
+fn follow_source(by_path: &BTreeMap<&str, &SrcEntry>, path: &str) -> String {
+    let mut p = path.to_string();
+    for _ in 0..40 {
+        let Some(SrcKind::Symlink(t)) = by_path.get(p.as_str()).map(|e| &e.kind) else {
+            return p;
+        };
+        let joined = if t.starts_with('/') {
+            t.clone()
+        } else {
+            match p.rsplit_once('/') {
+                Some((dir, _)) => format!("{dir}/{t}"),
+                None => t.clone(),
+            }
+        };
+        let mut parts: Vec<&str> = Vec::new();
+        for c in joined.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                c => parts.push(c),
+            }
+        }
+        p = parts.join("/");
+    }
+    p
+}
+
 /// Extracts `paths` (files of `src`) into `dir`, streaming each layer that holds one once.
 fn extract_stage_files(
     ctx: &Ctx<'_>,
@@ -806,8 +837,18 @@ pub(crate) fn copy(
     let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
     let mut created_dirs: BTreeSet<String> = BTreeSet::new();
-    for (pick, kept) in &picks {
+    for (named, kept) in &picks {
+        // A source named (or matched) itself that is a symlink is followed, inside its root, as
+        // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
+        // Links inside a copied directory stay links.
+        let pick = &follow_source(&by_path, named);
         let entry = by_path.get(pick.as_str()).copied();
+        if entry.is_none() && !pick.is_empty() {
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {named}: the symlink's target /{pick} is not found in {where_}"),
+            ));
+        }
         let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
         // With --parents the part of the source path after the `./` marker (or all of it) is
         // kept under the destination.
@@ -838,8 +879,8 @@ pub(crate) fn copy(
                 chosen.insert(join(&base_dest, rel), e);
             }
         } else if let Some(e) = entry {
-            let base = e.path.rsplit('/').next().unwrap_or(&e.path);
-            if exclude.excludes(base) || exclude.excludes(&e.path) {
+            let base = named.rsplit('/').next().unwrap_or(named);
+            if exclude.excludes(base) || exclude.excludes(named) {
                 continue;
             }
             let target = match kept {
