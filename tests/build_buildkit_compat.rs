@@ -21,6 +21,9 @@
 //!   files become 0:0);
 //! - a source that is itself a symlink (named or matched by a wildcard, from the context or a
 //!   stage) is followed; links inside a copied directory stay links;
+//! - ADD of archives keeps hard links (one inode, also several archives into one destination:
+//!   that failed with "expected 6 bytes, got 4"), fifos and device nodes; an archive whose
+//!   entries go through a symlink it made itself is refused at ADD, with why;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -418,6 +421,115 @@ fn a_symlink_source_is_followed() {
     assert_eq!(
         got,
         ["/l T", "/d/inner link", "/w/link T", "/w/l2 T", "/x S"],
+        "{err}"
+    );
+}
+
+/// A tar: (name, kind, content or link target) with kind 'f' file, 'h' hard link, 'p' fifo,
+/// 'l' symlink.
+fn tar_of(entries: &[(&str, char, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        match kind {
+            'f' => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, name, data.as_bytes()).unwrap();
+            }
+            'p' => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_size(0);
+                b.append_data(&mut h, name, std::io::empty()).unwrap();
+            }
+            k => {
+                h.set_entry_type(if *k == 'h' {
+                    tar::EntryType::Link
+                } else {
+                    tar::EntryType::Symlink
+                });
+                h.set_size(0);
+                b.append_link(&mut h, name, data).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn add_keeps_hard_links_and_special_files() {
+    if !can_sandbox("add_keeps_hard_links_and_special_files") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = context(
+        "FROM kiln.local/busybox\nADD a1.tar a2.tar a3.tar /y/\n\
+         RUN stat -c \"%n %F %h\" /y/a /y/b /y/c /y/d /y/fifo /y/z /y/aa; \
+             [ /y/a -ef /y/b ] && [ /y/c -ef /y/d ] && [ /y/z -ef /y/aa ] && echo same-inodes; \
+             cat /y/b /y/d /y/aa\n",
+    );
+    let c = ctx.path();
+    std::fs::write(
+        c.join("a1.tar"),
+        tar_of(&[("a", 'f', "hello\n"), ("b", 'h', "a")]),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("a2.tar"),
+        tar_of(&[("c", 'f', "xyz\n"), ("d", 'h', "c")]),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("a3.tar"),
+        tar_of(&[("z", 'f', "z\n"), ("aa", 'h', "z"), ("fifo", 'p', "")]),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("#3 "))
+        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
+        .collect();
+    // As dockerd 20.10 unpacks the same archives.
+    assert_eq!(
+        got,
+        [
+            "/y/a regular file 2",
+            "/y/b regular file 2",
+            "/y/c regular file 2",
+            "/y/d regular file 2",
+            "/y/fifo fifo 1",
+            "/y/z regular file 2",
+            "/y/aa regular file 2",
+            "same-inodes",
+            "hello",
+            "xyz",
+            "z",
+        ],
+        "{err}"
+    );
+    // An entry below a symlink the archive made is refused where the ADD is written.
+    std::fs::write(
+        c.join("a4.tar"),
+        tar_of(&[("link", 'l', "/x"), ("link/file", 'f', "evil\n")]),
+    )
+    .unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\nADD a4.tar /y/\n",
+    )
+    .unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1: error: ADD:")
+            && err.contains(
+                "entry link/file goes through the symlink /y/link the archive itself made"
+            ),
         "{err}"
     );
 }

@@ -40,6 +40,10 @@ enum Item {
     /// Inline content (heredoc source).
     Inline(Vec<u8>),
     Symlink(String),
+    /// Another name of the file at this layer path (from an archive).
+    Hardlink(String),
+    /// A fifo or device node (from an archive).
+    Special(kiln_runtime::layer::diff::Special),
 }
 
 #[derive(Debug, Clone)]
@@ -371,6 +375,7 @@ fn sniff_archive(path: &std::path::Path) -> Archive {
 
 /// Extracts a local archive into `dir` and returns its entries as planned layer items under
 /// `dest` (tar -x union semantics; entries that would leave `dest` are skipped).
+#[allow(clippy::too_many_arguments)]
 fn plan_archive(
     host: &std::path::Path,
     kind: Archive,
@@ -379,6 +384,7 @@ fn plan_archive(
     owner: Option<(u32, u32)>,
     planned: &mut BTreeMap<String, Planned>,
     archive_fp: &str,
+    extracted: &mut usize,
 ) -> Result<bool, BuildError> {
     let io = |e: std::io::Error| BuildError::Other(format!("{}: {e}", host.display()));
     let f = std::fs::File::open(host).map_err(io)?;
@@ -401,7 +407,9 @@ fn plan_archive(
         _ => Box::new(f),
     };
     let mut ar = tar::Archive::new(reader);
-    let mut n = 0usize;
+    // The symlinks this archive made (layer paths): an entry below one would have the layer
+    // hold both a link and a directory at one path, which no unpack can apply.
+    let mut links: BTreeSet<String> = BTreeSet::new();
     for e in ar.entries().map_err(io)? {
         let mut e = e.map_err(io)?;
         let raw = e.path().map_err(io)?.to_string_lossy().to_string();
@@ -410,6 +418,17 @@ fn plan_archive(
         };
         if rel.is_empty() {
             continue;
+        }
+        let layer_path = join(dest, &rel);
+        if let Some(l) = links
+            .iter()
+            .find(|l| layer_path.starts_with(&format!("{l}/")))
+        {
+            return Err(BuildError::Other(format!(
+                "{}: entry {raw} goes through the symlink /{l} the archive itself made; \
+                 kiln refuses such archives",
+                host.display()
+            )));
         }
         let h = e.header().clone();
         let (uid, gid) =
@@ -430,17 +449,56 @@ fn plan_archive(
                     .unwrap_or_default(),
             ),
             t if t.is_file() => {
-                n += 1;
-                let path = dir.join(format!("a{n}"));
+                // Unique across every archive of the step (one ADD may unpack several).
+                *extracted += 1;
+                let path = dir.join(format!("a{extracted}"));
                 let mut out = std::fs::File::create(&path).map_err(io)?;
                 let size = std::io::copy(&mut e, &mut out).map_err(io)?;
                 Item::File { host: path, size }
             }
-            // Hard links, devices and fifos inside archives: not extracted yet.
+            // Another name of a file the archive holds: kept as a hard link (one inode), as
+            // BuildKit unpacks it.
+            tar::EntryType::Link => {
+                let target = e
+                    .link_name()
+                    .map_err(io)?
+                    .and_then(|l| kiln_runtime::layer::view::normalize(&l.to_string_lossy()))
+                    .filter(|t| !t.is_empty())
+                    .map(|t| join(dest, &t));
+                match target {
+                    Some(t)
+                        if matches!(planned.get(&t).map(|p| &p.item), Some(Item::File { .. })) =>
+                    {
+                        Item::Hardlink(t)
+                    }
+                    _ => {
+                        return Err(BuildError::Other(format!(
+                            "{}: hard link {raw} names a file the archive does not hold before it",
+                            host.display()
+                        )));
+                    }
+                }
+            }
+            tar::EntryType::Fifo => Item::Special(kiln_runtime::layer::diff::Special::Fifo),
+            t @ (tar::EntryType::Char | tar::EntryType::Block) => {
+                let major = h.device_major().ok().flatten().unwrap_or(0);
+                let minor = h.device_minor().ok().flatten().unwrap_or(0);
+                Item::Special(if t == tar::EntryType::Char {
+                    kiln_runtime::layer::diff::Special::Char { major, minor }
+                } else {
+                    kiln_runtime::layer::diff::Special::Block { major, minor }
+                })
+            }
+            // Sockets and extension headers carry nothing to unpack.
             _ => continue,
         };
+        if matches!(item, Item::Symlink(_)) {
+            links.insert(layer_path.clone());
+        } else {
+            links.remove(&layer_path);
+        }
         planned.insert(
-            join(dest, &rel),
+            layer_path,
             Planned {
                 item,
                 meta,
@@ -945,6 +1003,7 @@ pub(crate) fn copy(
         None => BTreeMap::new(),
     };
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut extracted = 0usize;
     for (target, e) in &chosen {
         // ADD extracts local archives into the destination directory (unless --unpack=false).
         let remote = e.fingerprint.starts_with("url ");
@@ -969,7 +1028,12 @@ pub(crate) fn copy(
                         chown,
                         &mut planned,
                         &e.fingerprint,
-                    )? {
+                        &mut extracted,
+                    )
+                    .map_err(|err| match err {
+                        BuildError::Other(m) => BuildError::at(span, format!("{cmd}: {m}")),
+                        err => err,
+                    })? {
                         continue;
                     }
                 }
@@ -1220,6 +1284,30 @@ fn commit_layer(
                     },
                 );
             }
+            // Hard links: the name that comes first in the layer holds the content, the others
+            // link to it (a tar link entry must follow the file it names).
+            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (path, p) in &all {
+                if let Item::Hardlink(t) = &p.item {
+                    groups.entry(t.clone()).or_default().push(path.clone());
+                }
+            }
+            for (t, links) in groups {
+                let first = links.iter().chain([&t]).min().cloned().unwrap_or_default();
+                if first != t {
+                    if let Some(content) = all.get(&t).map(|p| p.item.clone()) {
+                        for member in links.iter().chain([&t]) {
+                            if let Some(p) = all.get_mut(member) {
+                                p.item = if *member == first {
+                                    content.clone()
+                                } else {
+                                    Item::Hardlink(first.clone())
+                                };
+                            }
+                        }
+                    }
+                }
+            }
             let io =
                 |e: std::io::Error| BuildError::Other(format!("writing the layer of {name}: {e}"));
             for (path, p) in &all {
@@ -1234,6 +1322,8 @@ fn commit_layer(
                         .file(path, &p.meta, data.len() as u64, data.as_slice())
                         .map_err(io)?,
                     Item::Symlink(t) => w.symlink(path, t, &p.meta).map_err(io)?,
+                    Item::Hardlink(t) => w.hardlink(path, t, &p.meta).map_err(io)?,
+                    Item::Special(kind) => w.special(path, *kind, &p.meta).map_err(io)?,
                 }
             }
             let (info, mut out) = w.finish().map_err(io)?;
