@@ -24,6 +24,8 @@
 //! - ADD of archives keeps hard links (one inode, also several archives into one destination:
 //!   that failed with "expected 6 bytes, got 4"), fifos and device nodes; an archive whose
 //!   entries go through a symlink it made itself is refused at ADD, with why;
+//! - files hard-linked to each other inside a copied directory stay hard links (from the
+//!   context and from a stage); separately named sources are copied separately;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -530,6 +532,43 @@ fn add_keeps_hard_links_and_special_files() {
             && err.contains(
                 "entry link/file goes through the symlink /y/link the archive itself made"
             ),
+        "{err}"
+    );
+}
+
+#[test]
+fn hard_links_inside_a_copied_directory_stay() {
+    if !can_sandbox("hard_links_inside_a_copied_directory_stay") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // dockerd 20.10 printed exactly these lines (and no u-same) for this context and Dockerfile.
+    let ctx = context(
+        "FROM kiln.local/busybox AS s\nRUN mkdir /s && echo s > /s/x && ln /s/x /s/y\n\
+         FROM kiln.local/busybox\nCOPY src /c/\nCOPY --from=s /s /t/\nCOPY src/a src/b /u/\n\
+         RUN stat -c \"%n %h\" /c/a /c/b /c/k /t/x /t/y /u/a /u/b; \
+             [ /c/a -ef /c/b ] && echo c-same; [ /t/x -ef /t/y ] && echo t-same; \
+             [ /u/a -ef /u/b ] && echo u-same; true\n",
+    );
+    let c = ctx.path();
+    std::fs::create_dir(c.join("src")).unwrap();
+    std::fs::write(c.join("src/a"), "h\n").unwrap();
+    std::fs::hard_link(c.join("src/a"), c.join("src/b")).unwrap();
+    std::fs::write(c.join("src/k"), "k\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let got: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("#7 "))
+        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "/c/a 2", "/c/b 2", "/c/k 1", "/t/x 2", "/t/y 2", "/u/a 1", "/u/b 1", "c-same",
+            "t-same"
+        ],
         "{err}"
     );
 }

@@ -73,6 +73,9 @@ pub struct Entry {
     pub uid: u32,
     pub gid: u32,
     pub mtime: i64,
+    /// (device, inode) of a regular file with more than one name, so a COPY of a directory
+    /// keeps its hard links as BuildKit does; `None` for every other entry.
+    pub inode: Option<(u64, u64)>,
 }
 
 /// How much work a scan did.
@@ -227,6 +230,7 @@ pub fn scan(
                 uid: meta.uid(),
                 gid: meta.gid(),
                 mtime: meta.mtime(),
+                inode: (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
             });
             if is_dir {
                 subdirs.push((abs, path));

@@ -139,6 +139,9 @@ pub(crate) struct SrcEntry {
     /// The owner it keeps without `--chown`: a stage's or image's file keeps its own (as in
     /// BuildKit); a context file has none and becomes 0:0.
     pub owner: Option<(u32, u32)>,
+    /// Files with the same link identity are one file under several names (a context file's
+    /// device and inode, a stage file's first name); a directory copy keeps them linked.
+    pub link: Option<String>,
     /// What the cache key sees (kind, mode, owner and content digest or size).
     pub fingerprint: String,
 }
@@ -182,6 +185,7 @@ pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<
                 mode: e.mode,
                 mtime: e.mtime,
                 owner: None,
+                link: e.inode.map(|(dev, ino)| format!("{dev}:{ino}")),
                 fingerprint,
             })
         })
@@ -189,6 +193,15 @@ pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<
 }
 
 fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
+    // Files other names link to.
+    let hard_linked: BTreeSet<&str> = src
+        .view
+        .iter()
+        .filter_map(|(_, n)| match &n.kind {
+            NodeKind::Hardlink { target } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
     src.view
         .iter()
         .filter_map(|(path, n)| {
@@ -216,6 +229,13 @@ fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
                 mode: n.mode,
                 mtime: n.mtime,
                 owner: Some((n.uid, n.gid)),
+                link: match &n.kind {
+                    NodeKind::Hardlink { target } => Some(target.clone()),
+                    NodeKind::File { .. } => {
+                        hard_linked.contains(path.as_str()).then(|| path.clone())
+                    }
+                    _ => None,
+                },
                 fingerprint: format!("{fp} {}:{}", n.uid, n.gid),
             })
         })
@@ -260,7 +280,9 @@ fn extract_stage_files(
     paths: &BTreeSet<String>,
     dir: &std::path::Path,
 ) -> Result<BTreeMap<String, std::path::PathBuf>, BuildError> {
-    let mut by_layer: BTreeMap<usize, BTreeMap<String, String>> = BTreeMap::new();
+    // Per layer: the path holding the content → every wanted name of it (a file and its hard
+    // links are one content).
+    let mut by_layer: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for p in paths {
         // A hard link's content is its target's.
         let (real, layer) = match src.view.get(p) {
@@ -272,7 +294,12 @@ fn extract_stage_files(
             Some(n) => (p.clone(), n.layer),
             None => continue,
         };
-        by_layer.entry(layer).or_default().insert(real, p.clone());
+        by_layer
+            .entry(layer)
+            .or_default()
+            .entry(real)
+            .or_default()
+            .push(p.clone());
     }
     let mut out = BTreeMap::new();
     let mut n = 0usize;
@@ -292,13 +319,15 @@ fn extract_stage_files(
             let Some(norm) = kiln_runtime::layer::view::normalize(&raw) else {
                 continue;
             };
-            if let Some(dest_key) = wanted.get(&norm) {
+            if let Some(names) = wanted.get(&norm) {
                 if e.header().entry_type().is_file() {
                     n += 1;
                     let host = dir.join(format!("f{n}"));
                     let mut f = std::fs::File::create(&host).map_err(io)?;
                     std::io::copy(&mut e, &mut f).map_err(io)?;
-                    out.insert(dest_key.clone(), host);
+                    for name in names {
+                        out.insert(name.clone(), host.clone());
+                    }
                 }
             }
         }
@@ -593,6 +622,7 @@ fn download(
         mode: 0o600,
         mtime,
         owner: None,
+        link: None,
         fingerprint: format!("url {digest}"),
     };
     Ok((entry, name))
@@ -894,6 +924,8 @@ pub(crate) fn copy(
     // Plan the layer: target path → source entry.
     let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    // Destination → the destination of the first name of the same file (hard links).
+    let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
     let mut created_dirs: BTreeSet<String> = BTreeSet::new();
     for (named, kept) in &picks {
         // A source named (or matched) itself that is a symlink is followed, inside its root, as
@@ -926,6 +958,9 @@ pub(crate) fn copy(
             } else {
                 format!("{pick}/")
             };
+            // Names of one file within this directory stay one file (BuildKit keeps hard
+            // links inside a copied tree; separate sources are copied separately).
+            let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
             for e in entries
                 .iter()
                 .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
@@ -934,7 +969,18 @@ pub(crate) fn copy(
                 if exclude.excludes(rel) {
                     continue;
                 }
-                chosen.insert(join(&base_dest, rel), e);
+                let target = join(&base_dest, rel);
+                if let Some(id) = e.link.as_deref() {
+                    match first_name.get(id) {
+                        Some(first) => {
+                            hard_links.insert(target.clone(), first.clone());
+                        }
+                        None => {
+                            first_name.insert(id, target.clone());
+                        }
+                    }
+                }
+                chosen.insert(target, e);
             }
         } else if let Some(e) = entry {
             let base = named.rsplit('/').next().unwrap_or(named);
@@ -1060,6 +1106,19 @@ pub(crate) fn copy(
             SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
         };
         let (uid, gid) = chown.or(e.owner).unwrap_or((uid, gid));
+        // Another name of a file this copy writes: a hard link to it.
+        let linked_to = hard_links.get(target).filter(|first| {
+            chosen
+                .get(first.as_str())
+                .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
+        });
+        let (item, fingerprint) = match (linked_to, &item) {
+            (Some(first), Item::File { .. }) => (
+                Item::Hardlink(first.clone()),
+                format!("{} link {first}", e.fingerprint),
+            ),
+            _ => (item, e.fingerprint.clone()),
+        };
         planned.insert(
             target.clone(),
             Planned {
@@ -1071,7 +1130,7 @@ pub(crate) fn copy(
                     mtime: e.mtime,
                     ..Default::default()
                 },
-                fingerprint: e.fingerprint.clone(),
+                fingerprint,
             },
         );
     }
