@@ -86,13 +86,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
 
 /// `3 seconds`, `5 minutes`, `2 hours`, `4 days`.
 fn ago(secs: i64) -> String {
-    let s = secs.max(0);
-    match s {
-        0..=59 => format!("{s} seconds"),
-        60..=3599 => format!("{} minutes", s / 60),
-        3600..=86_399 => format!("{} hours", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
+    crate::render::time::human_duration(secs)
 }
 
 pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {

@@ -45,7 +45,19 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
                 repo.to_string(),
                 tag.to_string(),
                 i.config.hex()[..12].to_string(),
-                i.created.clone().unwrap_or_else(|| "-".into()),
+                // As docker: how long ago, by the image config's `created`.
+                i.created
+                    .as_deref()
+                    .and_then(crate::render::time::parse_rfc3339)
+                    .map_or_else(
+                        || "N/A".to_string(),
+                        |t| {
+                            format!(
+                                "{} ago",
+                                crate::render::time::human_duration(crate::render::time::now() - t)
+                            )
+                        },
+                    ),
                 table::size(i.size),
             ]
         })

@@ -4,6 +4,7 @@ pub mod diagnostic;
 pub mod explain;
 pub mod progress;
 pub mod table;
+pub mod time;
 pub mod tree;
 
 /// An error with its causes, each said once: `context: cause: cause`. A cause whose text the
