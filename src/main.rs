@@ -31,6 +31,19 @@ fn main() -> ExitCode {
     // Not root: kiln becomes root in a user namespace of its own (rootless), before any thread
     // exists. Commands that never touch a store or a sandbox skip it.
     let first = subcommand(std::env::args().skip(1));
+    // Commands that only print: a reader that goes away (`kiln inspect app | head`) ends them
+    // quietly, as any Unix tool, instead of a panic on the failed write. Not for the others:
+    // kiln writes to sockets and pipes of its own there (the ssh agent relay), where a closed
+    // peer must be an error, not the death of kiln.
+    if matches!(
+        first.as_deref(),
+        Some("parse" | "check" | "images" | "inspect" | "ps" | "cache" | "system")
+    ) {
+        // SAFETY: restoring the default disposition of one signal, before any thread exists.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if !matches!(first.as_deref(), Some("parse" | "check" | "help") | None) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");

@@ -102,3 +102,32 @@ fn inspect_shows_docker_like_json() {
         (1, "kiln: error: no such image: missing\n")
     );
 }
+
+#[test]
+fn inspect_has_dockers_config_fields_and_survives_a_closed_pipe() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    assert_eq!(kiln(r, &["load", "-i", BASE]).0, 0);
+    let (code, out, err) = kiln(r, &["inspect", "kiln.local/busybox"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let c = &v[0]["Config"];
+    // Zero values where the image sets nothing, as `docker inspect` shows them.
+    assert_eq!(c["Tty"], false);
+    assert_eq!(c["OpenStdin"], false);
+    assert_eq!(c["Hostname"], "");
+    assert_eq!(c["Entrypoint"], serde_json::Value::Null);
+    assert_eq!(c["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(v[0]["VirtualSize"], v[0]["Size"]);
+    // A reader that goes away ends kiln quietly (SIGPIPE), not with a panic.
+    // The pipe's read end is closed before kiln writes a byte.
+    let (read_end, write_end) = rustix::pipe::pipe().unwrap();
+    drop(read_end);
+    let out = common::kiln_cmd(r, &["inspect", "kiln.local/busybox"])
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -55,19 +55,45 @@ impl Store {
             .filter(|t| &t.digest == manifest)
             .map(|t| t.name)
             .collect();
+        // docker's Config shape: every field, at its zero value when the image sets none, so
+        // scripts reading `.Config.Tty` or `.Config.Cmd` with jq get what docker gives them.
+        let mut cfg = serde_json::json!({
+            "Hostname": "", "Domainname": "", "User": "",
+            "AttachStdin": false, "AttachStdout": false, "AttachStderr": false,
+            "Tty": false, "OpenStdin": false, "StdinOnce": false,
+            "Env": null, "Cmd": null, "Image": "", "Volumes": null, "WorkingDir": "",
+            "Entrypoint": null, "OnBuild": null, "Labels": null,
+        });
+        if let (Some(all), serde_json::Value::Object(set)) = (
+            cfg.as_object_mut(),
+            serde_json::to_value(&c.config).unwrap_or_default(),
+        ) {
+            all.extend(set);
+        }
+        let size = m.layers.iter().map(|l| l.size).sum::<u64>();
+        let comment = c
+            .history
+            .last()
+            .and_then(|h| h.comment.clone())
+            .unwrap_or_default();
         Ok(serde_json::json!({
             "Id": config.to_string(),
             "RepoTags": tags,
             "RepoDigests": [],
-            "Manifest": manifest.to_string(),
+            "Parent": "",
+            "Comment": comment,
             "Created": c.created,
+            "Container": "",
+            "DockerVersion": "",
             "Author": c.author.clone().unwrap_or_default(),
-            "Config": c.config,
+            "Config": cfg,
             "Architecture": c.architecture,
             "Os": c.os,
             "Variant": c.variant,
-            "Size": m.layers.iter().map(|l| l.size).sum::<u64>(),
+            "Size": size,
+            "VirtualSize": size,
             "RootFS": {"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids},
+            "Manifest": manifest.to_string(),
             "History": c.history,
         }))
     }
