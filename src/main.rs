@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     // peer must be an error, not the death of kiln.
     if matches!(
         first.as_deref(),
-        Some("parse" | "check" | "images" | "inspect" | "ps" | "cache" | "system")
+        Some("parse" | "check" | "images" | "inspect" | "history" | "ps" | "cache" | "system")
     ) {
         // SAFETY: restoring the default disposition of one signal, before any thread exists.
         unsafe {

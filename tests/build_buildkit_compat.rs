@@ -26,6 +26,8 @@
 //!   entries go through a symlink it made itself is refused at ADD, with why;
 //! - files hard-linked to each other inside a copied directory stay hard links (from the
 //!   context and from a stage); separately named sources are copied separately;
+//! - RUN history lines as BuildKit's `runCommandString` writes them (`|2 A=2 B= /bin/sh -c
+//!   ...`, exec form as words), and `kiln history` with docker's columns;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
@@ -570,5 +572,55 @@ fn hard_links_inside_a_copied_directory_stay() {
             "t-same"
         ],
         "{err}"
+    );
+}
+
+#[test]
+fn run_history_carries_the_build_args_and_history_shows_it() {
+    if !can_sandbox("run_history_carries_the_build_args_and_history_shows_it") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = context(
+        "FROM kiln.local/busybox\nARG A=1\nARG B\nENV A=2\nRUN echo hi\nRUN [\"echo\",\"x\"]\n\
+         ARG A=3\nRUN echo a\n",
+    );
+    let (code, _, err) = kiln(r, &["build", "-q", "-t", "h", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // dockerd 20.10 wrote the first two the same; for the third it repeats A (`|3 A=3 B= A=3`),
+    // which current BuildKit no longer does.
+    let (code, out, err) = kiln(r, &["history", "--no-trunc", "--format", "json", "h"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by: Vec<&str> = rows
+        .iter()
+        .map(|v| v["CreatedBy"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &by[..6],
+        [
+            "RUN |2 A=3 B= /bin/sh -c echo a # buildkit",
+            "ARG A=3",
+            "RUN |2 A=2 B= echo x # buildkit",
+            "RUN |2 A=2 B= /bin/sh -c echo hi # buildkit",
+            "ENV A=2",
+            "ARG B",
+        ]
+    );
+    assert_ne!(rows[0]["ID"], "<missing>");
+    assert_eq!(rows[1]["ID"], "<missing>");
+    let (code, out, _) = kiln(r, &["history", "h"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("IMAGE          CREATED       CREATED BY"),
+        "{out}"
+    );
+    assert!(
+        out.contains("RUN |2 A=3 B= /bin/sh -c echo a # buildkit "),
+        "{out}"
     );
 }

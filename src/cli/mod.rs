@@ -5,6 +5,7 @@ mod cache;
 mod check;
 mod containers;
 mod dockerfile;
+mod history;
 mod images;
 mod inspect;
 mod load;
@@ -43,13 +44,15 @@ pub enum Command {
     Images(images::ImagesArgs),
     /// Show an image's configuration as JSON.
     Inspect(inspect::Args),
+    /// Show an image's history (its steps, newest first).
+    History(history::Args),
     /// Give an image another tag.
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
     /// Run an image in the foreground in kiln's sandbox.
     Run(Box<run::Args>),
-    /// The build cache: `ls`, `du`, `prune`.
+    /// The build cache: `ls`, `du`, `prune`, `inspect`, `explain`. `inspect`, `explain`.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
     /// `kiln system df`: space used by images, containers and the build cache.
@@ -80,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Load(a) => load::run(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
         Command::Inspect(a) => inspect::run(cli.root.as_deref(), a),
+        Command::History(a) => history::run(cli.root.as_deref(), a),
         Command::Tag(a) => images::tag(cli.root.as_deref(), a),
         Command::Rmi(a) => images::rmi(cli.root.as_deref(), a),
         Command::Save(a) => save::run(cli.root.as_deref(), a),

@@ -275,6 +275,9 @@ pub(crate) struct StageState {
     /// overrides it for expansion and RUN while the config keeps `V=x`. A stage built on
     /// another starts with that one's.
     state_env: BTreeMap<String, String>,
+    /// Every ARG this stage (and the stage it is built on) declared, in order, repeats
+    /// included: BuildKit's `buildArgs`, which prefix a RUN's history (`|2 A=1 B= ...`).
+    pub arg_order: Vec<String>,
 }
 
 /// A stage's variables as the shell sees them ([`StageState::state_env`]).
@@ -321,6 +324,7 @@ impl StageState {
             line: 0,
             env_index: BTreeMap::new(),
             state_env: BTreeMap::new(),
+            arg_order: Vec::new(),
         }
     }
 
@@ -966,7 +970,7 @@ impl Ctx<'_> {
     }
 }
 
-fn shell_wrap(st: &StageState, cmd: &Command) -> Vec<String> {
+pub(crate) fn shell_wrap(st: &StageState, cmd: &Command) -> Vec<String> {
     match cmd {
         Command::Exec(v) => v.clone(),
         Command::Shell(s) => {
@@ -1019,6 +1023,7 @@ fn step(
                     },
                 };
                 st.args.insert(d.name.clone(), value.clone());
+                st.arg_order.push(d.name.clone());
                 if let Some(v) = value {
                     st.state_env.insert(d.name.clone(), v);
                 }

@@ -130,7 +130,7 @@ pub(crate) fn run(
         &step,
         (&BTreeMap::new(), BTreeMap::new()),
     )?;
-    let created_by = format!("RUN {}", command_text(&r.command));
+    let created_by = format!("RUN {}", command_text(st, &r.command));
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {
@@ -205,11 +205,32 @@ fn only_heredoc(line: &str, name: &str) -> bool {
 }
 
 /// The command as history records it (`/bin/sh -c ...` for shell form, as BuildKit).
-fn command_text(c: &instruction::Command) -> String {
-    match c {
-        instruction::Command::Shell(s) => format!("/bin/sh -c {s} # buildkit"),
-        instruction::Command::Exec(v) => format!("{v:?} # buildkit"),
+/// A RUN's history line as BuildKit's `runCommandString` writes it: the build args in scope
+/// (`|N K=V ...`, each once, valued as the step sees it, empty when unset), then the command
+/// with the stage's shell (exec form: its words joined by spaces).
+fn command_text(st: &StageState, c: &instruction::Command) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &st.arg_order {
+        if seen.insert(n.as_str()) {
+            names.push(n);
+        }
     }
+    let mut parts: Vec<String> = Vec::new();
+    if !names.is_empty() {
+        parts.push(format!("|{}", names.len()));
+        for n in names {
+            let v = st
+                .vars()
+                .get(n)
+                .cloned()
+                .or_else(|| st.args.get(n).cloned().flatten())
+                .unwrap_or_default();
+            parts.push(format!("{n}={v}"));
+        }
+    }
+    parts.extend(super::shell_wrap(st, c));
+    format!("{} # buildkit", parts.join(" "))
 }
 
 /// Prepares the directories, runs `spec` through the step runner, and writes the upper

@@ -1,0 +1,117 @@
+//! `kiln history IMAGE`: an image's history as `docker history` shows it, newest first:
+//! IMAGE (the id on the newest row, `<missing>` below, as for BuildKit images), CREATED,
+//! CREATED BY (cut to 45 characters unless `--no-trunc`), SIZE (the layer a step made), COMMENT.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::render::{table, time};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image (a tag or a manifest digest).
+    pub image: String,
+    /// Do not shorten CREATED BY.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only show image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// `table` (default) or `json` (one object per line, docker's field names).
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let Some(manifest) = store.resolve(&args.image)? else {
+        bail!("no such image: {}", args.image);
+    };
+    let (m, config, id) = store.image(&manifest)?;
+    // Each entry that made a layer takes the next one, bottom first.
+    let mut layers = m.layers.iter();
+    let mut rows: Vec<(String, Option<i64>, String, u64, String)> = config
+        .history
+        .iter()
+        .map(|h| {
+            let size = if h.empty_layer {
+                0
+            } else {
+                layers.next().map_or(0, |l| l.size)
+            };
+            (
+                "<missing>".to_string(),
+                h.created.as_deref().and_then(time::parse_rfc3339),
+                h.created_by.clone().unwrap_or_default(),
+                size,
+                h.comment.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    rows.reverse();
+    let short_id = if args.no_trunc {
+        id.to_string()
+    } else {
+        id.hex()[..12].to_string()
+    };
+    if let Some(first) = rows.first_mut() {
+        first.0 = short_id;
+    }
+    if args.quiet {
+        for r in &rows {
+            println!("{}", r.0);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let now = time::now();
+    let since = |t: Option<i64>| {
+        t.map_or_else(
+            || "N/A".into(),
+            |t| format!("{} ago", time::human_duration(now - t)),
+        )
+    };
+    match args.format.as_str() {
+        "table" => {
+            let lines: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(id, created, by, size, comment)| {
+                    let by = if args.no_trunc || by.chars().count() <= 45 {
+                        by.clone()
+                    } else {
+                        format!("{}…", by.chars().take(44).collect::<String>())
+                    };
+                    vec![
+                        id.clone(),
+                        since(*created),
+                        by,
+                        table::size(*size),
+                        comment.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table::render(
+                    &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                    &lines
+                )
+            );
+        }
+        "json" => {
+            for (id, created, by, size, comment) in &rows {
+                let v = serde_json::json!({
+                    "Comment": comment,
+                    "CreatedAt": created.map(kiln_builder::exec::fsutil::rfc3339),
+                    "CreatedBy": by,
+                    "CreatedSince": since(*created),
+                    "ID": id,
+                    "Size": table::size(*size),
+                });
+                println!("{v}");
+            }
+        }
+        other => bail!("--format {other}: expected table or json"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
