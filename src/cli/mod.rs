@@ -52,7 +52,7 @@ pub enum Command {
     Rmi(images::RmiArgs),
     /// Run an image in the foreground in kiln's sandbox.
     Run(Box<run::Args>),
-    /// The build cache: `ls`, `du`, `prune`, `inspect`, `explain`. `inspect`, `explain`.
+    /// The build cache: `ls`, `du`, `prune`, `inspect`, `explain`.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
     /// `kiln system df`: space used by images, containers and the build cache.
