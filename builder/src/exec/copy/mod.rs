@@ -1,0 +1,686 @@
+//! COPY/ADD from the build context, and WORKDIR's directory: steps that write a layer.
+//!
+//! Semantics (REFERENCE §1.6 COPY): sources are relative to the context root and cannot leave it;
+//! wildcards use Go `filepath.Match`; a directory source copies its contents; a single file goes
+//! to `dest` exactly unless `dest` ends in `/` or is an existing directory; several sources need a
+//! directory destination; missing parents are created (0755, owned by `--chown`); ownership is
+//! 0:0 unless `--chown` (names resolved in the image's own `/etc/passwd` and `/etc/group`);
+//! modes are kept unless `--chmod`. Destination paths are resolved inside the rootfs, so a
+//! symlink in the image can never send a file outside it.
+
+mod archive;
+mod layer;
+mod owner;
+mod remote;
+mod sources;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use archive::{Archive, plan_archive, sniff_archive};
+pub(crate) use layer::adopt_layer;
+use layer::commit_layer;
+pub(crate) use owner::{image_file, resolve_chown};
+use remote::download;
+pub(crate) use sources::{SrcEntry, SrcKind, context_entries};
+use sources::{extract_stage_files, follow_source, stage_entries};
+
+use kiln_parser::{instruction::Copy, instruction::Instruction, span::Span};
+use kiln_runtime::{
+    digest::Digest,
+    layer::view::{Node, NodeKind, open_layer, read_file},
+    oci,
+    store::CacheEntry,
+};
+
+use super::{BuildError, Ctx, LayerRef, StageState, fsutil};
+use crate::{
+    cache::key::{CacheKey, Step},
+    context::{
+        ignore::{clean, filepath_match, has_wildcard},
+        snapshot::EntryKind,
+    },
+    image::layer::{EntryMeta, LayerWriter},
+};
+
+/// What goes into the new layer at one path.
+#[derive(Debug, Clone)]
+enum Item {
+    Dir,
+    /// A file from the context (absolute host path) of `size` bytes.
+    File {
+        host: std::path::PathBuf,
+        size: u64,
+    },
+    /// Inline content (heredoc source).
+    Inline(Vec<u8>),
+    Symlink(String),
+    /// Another name of the file at this layer path (from an archive).
+    Hardlink(String),
+    /// A fifo or device node (from an archive).
+    Special(kiln_runtime::layer::diff::Special),
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    item: Item,
+    meta: EntryMeta,
+    /// What the cache key sees of this entry (kind, mode, owner, content digest).
+    fingerprint: String,
+}
+
+/// What a `--from` / `from=` names, as the graph resolved it.
+pub(crate) enum From {
+    /// A stage of this build, or an image.
+    State(Box<StageState>),
+    /// A named directory context.
+    Dir(crate::context::snapshot::Snapshot),
+}
+
+/// Resolves the `nth` `--from`/`from=` of instruction `ins` (of stage `stage`), named `f`.
+pub(crate) fn from_source(
+    ctx: &Ctx<'_>,
+    stage: usize,
+    ins: &Instruction,
+    nth: usize,
+    f: &str,
+    done: &BTreeMap<usize, StageState>,
+    what: &str,
+) -> Result<From, BuildError> {
+    let span = ins.span;
+    let this_step = ctx.graph.stages[stage]
+        .steps
+        .iter()
+        .copied()
+        .find(|&i| ctx.instructions[i].span == span);
+    let src = this_step
+        .and_then(|i| ctx.graph.stages[stage].sources.get(&i))
+        .and_then(|v| v.get(nth).cloned());
+    Ok(match src {
+        Some(crate::graph::Source::Stage(s)) => {
+            From::State(Box::new(done.get(&s).cloned().ok_or_else(|| {
+                BuildError::at(span, format!("{what}={f}: stage {s} was not built"))
+            })?))
+        }
+        Some(crate::graph::Source::Context(n)) => match ctx.opts.build_contexts.get(&n) {
+            Some(super::NamedContext::Dir(dir)) => From::Dir(snapshot_dir(ctx, dir)?),
+            Some(super::NamedContext::Image(r)) => {
+                From::State(Box::new(super::load_image(ctx, r, span)?))
+            }
+            None => {
+                return Err(BuildError::at(
+                    span,
+                    format!("no build context named {n:?}"),
+                ));
+            }
+        },
+        _ => From::State(Box::new(super::load_image(ctx, f, span)?)),
+    })
+}
+
+/// A named directory context, read like the main one (its own `.dockerignore` applies).
+fn snapshot_dir(
+    ctx: &Ctx<'_>,
+    dir: &std::path::Path,
+) -> Result<crate::context::snapshot::Snapshot, BuildError> {
+    let m = crate::context::snapshot::load_ignore(dir, None)?;
+    Ok(crate::context::snapshot::scan(dir, &m, Some(ctx.store))?)
+}
+
+/// `FROM <named directory context>`: a stage whose filesystem is the directory's files.
+pub(crate) fn dir_as_rootfs(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    dir: &std::path::Path,
+    name: &str,
+    span: Span,
+) -> Result<(), BuildError> {
+    let snap = snapshot_dir(ctx, dir)?;
+    let mut planned = BTreeMap::new();
+    for e in context_entries(&snap) {
+        let item = match &e.kind {
+            SrcKind::Dir => Item::Dir,
+            SrcKind::File { size, host } => Item::File {
+                host: host.clone(),
+                size: *size,
+            },
+            SrcKind::Symlink(t) => Item::Symlink(t.clone()),
+            SrcKind::StageFile { .. } => continue,
+        };
+        planned.insert(
+            e.path.clone(),
+            Planned {
+                item,
+                meta: EntryMeta {
+                    mode: e.mode,
+                    uid: 0,
+                    gid: 0,
+                    mtime: e.mtime,
+                    ..Default::default()
+                },
+                fingerprint: e.fingerprint.clone(),
+            },
+        );
+    }
+    if planned.is_empty() {
+        return Err(BuildError::at(
+            span,
+            format!("build context {name:?} ({}) is empty", dir.display()),
+        ));
+    }
+    let inputs: BTreeMap<String, Digest> = planned
+        .iter()
+        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .collect();
+    commit_layer(
+        ctx,
+        st,
+        Step::new("CONTEXT"),
+        inputs,
+        planned,
+        (0, 0),
+        &format!("FROM context {name}"),
+        &format!("FROM {name} (build context {})", dir.display()),
+        false,
+    )?;
+    Ok(())
+}
+
+/// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
+pub(crate) fn context_path(src: &str) -> String {
+    let c = clean(src.trim_start_matches('/'));
+    let mut p = c.as_str();
+    while let Some(rest) = p.strip_prefix("../") {
+        p = rest;
+    }
+    match p {
+        "." | ".." => String::new(),
+        p => p.to_string(),
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    match (dir.is_empty(), name.is_empty()) {
+        (true, _) => name.to_string(),
+        (_, true) => dir.to_string(),
+        _ => format!("{dir}/{name}"),
+    }
+}
+
+/// Runs one COPY/ADD. Returns whether the layer came from the cache.
+pub(crate) fn copy(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    stage: usize,
+    ins: &Instruction,
+    c: &Copy,
+    name: &str,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<bool, BuildError> {
+    let span = ins.span;
+    let cmd = if c.is_add { "ADD" } else { "COPY" };
+    // --exclude: patternmatcher semantics (as .dockerignore), relative to each source.
+    let excludes: Vec<String> = c
+        .exclude
+        .iter()
+        .map(|e| ctx.expand(st, e, span))
+        .collect::<Result<_, _>>()?;
+    let exclude = crate::context::ignore::Matcher::new(&excludes)
+        .map_err(|e| BuildError::at(span, format!("{cmd} --exclude: {e}")))?;
+    // --link: the layer does not depend on what is below it, so destinations are resolved in an
+    // empty filesystem (no symlink of the image is followed; parents are always written).
+    let empty = kiln_runtime::layer::view::View::default();
+    let below = if c.link { &empty } else { &st.view };
+    let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
+    let is_git = |s: &str| s.starts_with("git@") || s.ends_with(".git") || s.contains(".git#");
+    if c.is_add && c.sources.iter().any(|s| is_git(s)) {
+        return Err(BuildError::at(
+            span,
+            "ADD of a git repository is not supported yet (issue 3 in progress)",
+        ));
+    }
+    let dest_raw = ctx.expand(st, &c.dest, span)?;
+    let chown = match &c.chown {
+        Some(s) => Some(resolve_chown(ctx, st, &ctx.expand(st, s, span)?, span)?),
+        None => None,
+    };
+    let chmod = match &c.chmod {
+        Some(s) => Some(ctx.expand(st, s, span)?),
+        None => None,
+    };
+    let (uid, gid) = chown.unwrap_or((0, 0));
+    let abs_dest = fsutil::absolute(&st.workdir(), &dest_raw);
+    let dest_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
+    // A destination that is a link leads to what it names, inside the root, as in BuildKit
+    // (into a linked directory; over a linked file's target, the link itself kept).
+    let dest_rel = fsutil::resolve_all_in_root(below, &abs_dest);
+    let mode_of = |mode: u32, is_dir: bool| -> Result<u32, BuildError> {
+        match &chmod {
+            None => Ok(mode),
+            Some(spec) => fsutil::apply_chmod(spec, mode, is_dir)
+                .ok_or_else(|| BuildError::at(span, format!("invalid chmod parameter {spec:?}"))),
+        }
+    };
+    let now = ctx.now;
+    let all_sources: Vec<String> = c
+        .sources
+        .iter()
+        .map(|s| ctx.expand(st, s, span))
+        .collect::<Result<_, _>>()?;
+    let (urls, sources): (Vec<String>, Vec<String>) =
+        all_sources.into_iter().partition(|s| c.is_add && is_url(s));
+    if !c.is_add && c.checksum.is_some() {
+        return Err(BuildError::at(span, "--checksum is only for ADD"));
+    }
+    if c.checksum.is_some() && (urls.is_empty() || !sources.is_empty()) {
+        return Err(BuildError::at(
+            span,
+            "ADD --checksum needs a single http(s) source",
+        ));
+    }
+
+    // Where the sources come from: the context, another stage or image, or a named context
+    // (`--from`), as the graph resolved it.
+    let (mut from_state, mut named_dir) = (None, None);
+    if let Some(f) = &c.from {
+        match from_source(ctx, stage, ins, 0, f, done, &format!("{cmd} --from"))? {
+            From::State(s) => from_state = Some(*s),
+            From::Dir(d) => named_dir = Some(d),
+        }
+    }
+    let (entries, origin_key) = match (&from_state, &named_dir) {
+        (Some(src), _) => (stage_entries(src), src.key.to_string()),
+        (None, Some(snap)) => (
+            context_entries(snap),
+            format!("named context {}", snap.root.display()),
+        ),
+        (None, None) if sources.is_empty() => (Vec::new(), "context".to_string()),
+        (None, None) => (context_entries(ctx.snapshot()?), "context".to_string()),
+    };
+    let where_ = if c.from.is_some() {
+        "the source stage"
+    } else {
+        "the build context"
+    };
+
+    // Select sources: (path in the source, the part kept under the destination with --parents).
+    let mut picks: Vec<(String, Option<String>)> = Vec::new();
+    let mut wildcard = false;
+    for s in &sources {
+        // `./` inside a --parents source marks where the kept structure starts.
+        let marker = if c.parents {
+            s.find("/./").map(|i| context_path(&s[..i]).len())
+        } else {
+            None
+        };
+        let p = context_path(s);
+        let kept = |path: &str| -> Option<String> {
+            if !c.parents {
+                return None;
+            }
+            Some(match marker {
+                Some(0) | None => path.to_string(),
+                Some(n) => path
+                    .get(n..)
+                    .unwrap_or("")
+                    .trim_start_matches('/')
+                    .to_string(),
+            })
+        };
+        if has_wildcard(&p) {
+            // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
+            // `AllowEmptyWildcard` (a plain path that is missing still is).
+            wildcard = true;
+            for e in &entries {
+                if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
+                    picks.push((e.path.clone(), kept(&e.path)));
+                }
+            }
+        } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
+            let k = kept(&p);
+            picks.push((p, k));
+        } else {
+            let hint = if c.from.is_none() {
+                " (or excluded by .dockerignore)"
+            } else {
+                ""
+            };
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {s}: not found in {where_}{hint}"),
+            ));
+        }
+    }
+    let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
+    let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
+    if multiple && !dest_slash && !below.is_dir(&dest_rel) {
+        return Err(BuildError::at(
+            span,
+            format!(
+                "when using {cmd} with more than one source file, the destination must be a directory and end with a /"
+            ),
+        ));
+    }
+
+    // Plan the layer: target path → source entry.
+    let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    // Destination → the destination of the first name of the same file (hard links).
+    let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
+    let mut created_dirs: BTreeSet<String> = BTreeSet::new();
+    for (named, kept) in &picks {
+        // A source named (or matched) itself that is a symlink is followed, inside its root, as
+        // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
+        // Links inside a copied directory stay links.
+        let pick = &follow_source(&by_path, named);
+        let entry = by_path.get(pick.as_str()).copied();
+        if entry.is_none() && !pick.is_empty() {
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {named}: the symlink's target /{pick} is not found in {where_}"),
+            ));
+        }
+        let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
+        // With --parents the part of the source path after the `./` marker (or all of it) is
+        // kept under the destination.
+        let base_dest = match kept {
+            Some(k) if is_dir => join(&dest_rel, k),
+            _ => dest_rel.clone(),
+        };
+        if is_dir {
+            // A directory copies its contents into the destination, which is created (0755,
+            // owned by --chown) when missing, as BuildKit's MkdirAll: the source directory's
+            // own mode and time are not copied (a read-only source dir gives a 0755 dest).
+            if entry.is_some() && !below.is_dir(&base_dest) && !base_dest.is_empty() {
+                created_dirs.insert(base_dest.clone());
+            }
+            let prefix = if pick.is_empty() {
+                String::new()
+            } else {
+                format!("{pick}/")
+            };
+            // Names of one file within this directory stay one file (BuildKit keeps hard
+            // links inside a copied tree; separate sources are copied separately).
+            let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
+            for e in entries
+                .iter()
+                .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
+            {
+                let rel = &e.path[prefix.len()..];
+                if exclude.excludes(rel) {
+                    continue;
+                }
+                let target = join(&base_dest, rel);
+                if let Some(id) = e.link.as_deref() {
+                    match first_name.get(id) {
+                        Some(first) => {
+                            hard_links.insert(target.clone(), first.clone());
+                        }
+                        None => {
+                            first_name.insert(id, target.clone());
+                        }
+                    }
+                }
+                chosen.insert(target, e);
+            }
+        } else if let Some(e) = entry {
+            let base = named.rsplit('/').next().unwrap_or(named);
+            if exclude.excludes(base) || exclude.excludes(named) {
+                continue;
+            }
+            let target = match kept {
+                Some(k) => join(&dest_rel, k),
+                None if dest_is_dir => join(&dest_rel, base),
+                None => dest_rel.clone(),
+            };
+            chosen.insert(target, e);
+        }
+    }
+    // URLs are downloaded into the step's temporary directory.
+    let tmpdir =
+        ctx.store
+            .root()
+            .join("tmp")
+            .join(format!("copy-{}-{}", std::process::id(), stage));
+    let mut downloaded: Vec<(String, SrcEntry)> = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        std::fs::create_dir_all(&tmpdir)
+            .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+        let checksum = match &c.checksum {
+            Some(cs) => Some(ctx.expand(st, cs, span)?),
+            None => None,
+        };
+        let (entry, name) = download(url, checksum.as_deref(), &tmpdir, n, span)?;
+        let target = if dest_is_dir {
+            if name.is_empty() {
+                let _ = std::fs::remove_dir_all(&tmpdir);
+                return Err(BuildError::at(
+                    span,
+                    format!(
+                        "ADD {url}: cannot take a file name from the URL; give a destination file"
+                    ),
+                ));
+            }
+            join(&dest_rel, &name)
+        } else {
+            dest_rel.clone()
+        };
+        downloaded.push((target, entry));
+    }
+    for (target, entry) in &downloaded {
+        chosen.insert(target.clone(), entry);
+    }
+    // Files from another stage are fetched from its layers first.
+    let tmpdir =
+        ctx.store
+            .root()
+            .join("tmp")
+            .join(format!("copy-{}-{}", std::process::id(), stage));
+    let fetched = match &from_state {
+        Some(src) => {
+            let wanted: BTreeSet<String> = chosen
+                .values()
+                .filter(|e| matches!(e.kind, SrcKind::StageFile { .. }))
+                .map(|e| e.path.clone())
+                .collect();
+            std::fs::create_dir_all(&tmpdir)
+                .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+            extract_stage_files(ctx, src, &wanted, &tmpdir)?
+        }
+        None => BTreeMap::new(),
+    };
+    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut extracted = 0usize;
+    for (target, e) in &chosen {
+        // ADD extracts local archives into the destination directory (unless --unpack=false).
+        let remote = e.fingerprint.starts_with("url ");
+        let unpack = if remote {
+            c.unpack == Some(true)
+        } else {
+            c.unpack != Some(false)
+        };
+        if let (true, SrcKind::File { host, .. }) = (c.is_add && unpack, &e.kind) {
+            match sniff_archive(host) {
+                Archive::None => {}
+                kind => {
+                    std::fs::create_dir_all(&tmpdir)
+                        .map_err(|err| BuildError::Other(format!("{}: {err}", tmpdir.display())))?;
+                    // An archive always unpacks into the destination as a directory; an xz file
+                    // that turns out not to hold a tar is copied as it is.
+                    if plan_archive(
+                        host,
+                        kind,
+                        &dest_rel,
+                        &tmpdir,
+                        chown,
+                        &mut planned,
+                        &e.fingerprint,
+                        &mut extracted,
+                    )
+                    .map_err(|err| match err {
+                        BuildError::Other(m) => BuildError::at(span, format!("{cmd}: {m}")),
+                        err => err,
+                    })? {
+                        continue;
+                    }
+                }
+            }
+        }
+        let (item, mode) = match &e.kind {
+            SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
+            SrcKind::File { size, host } => (
+                Item::File {
+                    host: host.clone(),
+                    size: *size,
+                },
+                mode_of(e.mode, false)?,
+            ),
+            SrcKind::StageFile { size } => {
+                let host = fetched.get(&e.path).cloned().ok_or_else(|| {
+                    BuildError::at(
+                        span,
+                        format!("{cmd}: {} could not be read from its layer", e.path),
+                    )
+                })?;
+                (Item::File { host, size: *size }, mode_of(e.mode, false)?)
+            }
+            SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
+        };
+        let (uid, gid) = chown.or(e.owner).unwrap_or((uid, gid));
+        // Another name of a file this copy writes: a hard link to it.
+        let linked_to = hard_links.get(target).filter(|first| {
+            chosen
+                .get(first.as_str())
+                .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
+        });
+        let (item, fingerprint) = match (linked_to, &item) {
+            (Some(first), Item::File { .. }) => (
+                Item::Hardlink(first.clone()),
+                format!("{} link {first}", e.fingerprint),
+            ),
+            _ => (item, e.fingerprint.clone()),
+        };
+        planned.insert(
+            target.clone(),
+            Planned {
+                item,
+                meta: EntryMeta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime: e.mtime,
+                    ..Default::default()
+                },
+                fingerprint,
+            },
+        );
+    }
+    for dir in created_dirs {
+        planned.entry(dir).or_insert_with(|| Planned {
+            item: Item::Dir,
+            meta: EntryMeta {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: ctx.now,
+                ..Default::default()
+            },
+            fingerprint: "dir 755".into(),
+        });
+    }
+    for h in &c.heredoc_sources {
+        let body = h.body();
+        let content = if h.expand {
+            ctx.expand(st, &body, span)?
+        } else {
+            body
+        };
+        let target = if dest_is_dir {
+            join(&dest_rel, &h.name)
+        } else {
+            dest_rel.clone()
+        };
+        let digest = Digest::of(content.as_bytes());
+        planned.insert(
+            target,
+            Planned {
+                item: Item::Inline(content.into_bytes()),
+                meta: EntryMeta {
+                    mode: mode_of(0o644, false)?,
+                    uid,
+                    gid,
+                    mtime: now,
+                    ..Default::default()
+                },
+                fingerprint: format!("inline {digest}"),
+            },
+        );
+    }
+    if planned.is_empty() && dest_rel.is_empty() {
+        let _ = std::fs::remove_dir_all(&tmpdir);
+        return Err(BuildError::at(span, format!("{cmd}: nothing to copy")));
+    }
+
+    let step = Step::new(cmd)
+        .field("dest", format!("/{dest_rel}"))
+        .field("owner", format!("{uid}:{gid}"))
+        .field("chmod", chmod.clone().unwrap_or_default())
+        .field("from", origin_key);
+    let inputs: BTreeMap<String, Digest> = planned
+        .iter()
+        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .collect();
+    let step = if c.link {
+        step.field("link", "true")
+    } else {
+        step
+    };
+    let result = commit_layer(
+        ctx,
+        st,
+        step,
+        inputs,
+        planned,
+        (uid, gid),
+        name,
+        &format!("{} # buildkit", ins.text),
+        c.link,
+    );
+    let _ = std::fs::remove_dir_all(&tmpdir);
+    result
+}
+
+/// Creates WORKDIR's directory when it is missing. Returns whether the layer was cached.
+pub(crate) fn mkdir_workdir(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    abs: &str,
+    name: &str,
+    span: Span,
+) -> Result<bool, BuildError> {
+    let rel = fsutil::resolve_all_in_root(&st.view, abs);
+    if rel.is_empty() || st.view.is_dir(&rel) {
+        ctx.history(st, format!("WORKDIR {abs}"), true);
+        return Ok(false);
+    }
+    // BuildKit creates WORKDIR as the current USER (REFERENCE §1.6 WORKDIR).
+    let user = st.config.config.user.clone();
+    let owner = if user.is_empty() {
+        (0, 0)
+    } else {
+        resolve_chown(ctx, st, &user, span)?
+    };
+    let step = Step::new("MKDIR")
+        .field("path", format!("/{rel}"))
+        .field("owner", format!("{}:{}", owner.0, owner.1));
+    commit_layer(
+        ctx,
+        st,
+        step,
+        BTreeMap::new(),
+        BTreeMap::new(),
+        owner,
+        name,
+        &format!("WORKDIR {abs} # buildkit"),
+        false,
+    )
+}
