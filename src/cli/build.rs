@@ -269,7 +269,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 }
                 (Some(k @ ("image" | "registry")), _) => {
                     bail!(
-                        "--output type={k} is not supported yet (issue 3 in progress); use type=oci, docker, tar or local"
+                        "--output type={k} is not supported yet; use type=oci, docker, tar or local"
                     )
                 }
                 _ => {

@@ -206,6 +206,69 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Selects what `sources` name among `entries`: (path in the source, the part kept under the
+/// destination with `--parents`), and whether a wildcard was used. A pattern matching nothing
+/// selects nothing; a plain path that is missing is an error naming `where_`.
+fn select(
+    c: &Copy,
+    sources: &[String],
+    entries: &[SrcEntry],
+    (cmd, where_): (&str, &str),
+    span: Span,
+) -> Result<SelectedSources, BuildError> {
+    let mut picks: Vec<(String, Option<String>)> = Vec::new();
+    let mut wildcard = false;
+    for s in sources {
+        // `./` inside a --parents source marks where the kept structure starts.
+        let marker = if c.parents {
+            s.find("/./").map(|i| context_path(&s[..i]).len())
+        } else {
+            None
+        };
+        let p = context_path(s);
+        let kept = |path: &str| -> Option<String> {
+            if !c.parents {
+                return None;
+            }
+            Some(match marker {
+                Some(0) | None => path.to_string(),
+                Some(n) => path
+                    .get(n..)
+                    .unwrap_or("")
+                    .trim_start_matches('/')
+                    .to_string(),
+            })
+        };
+        if has_wildcard(&p) {
+            // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
+            // `AllowEmptyWildcard` (a plain path that is missing still is).
+            wildcard = true;
+            for e in entries {
+                if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
+                    picks.push((e.path.clone(), kept(&e.path)));
+                }
+            }
+        } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
+            let k = kept(&p);
+            picks.push((p, k));
+        } else {
+            let hint = if c.from.is_none() {
+                " (or excluded by .dockerignore)"
+            } else {
+                ""
+            };
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {s}: not found in {where_}{hint}"),
+            ));
+        }
+    }
+    Ok((picks, wildcard))
+}
+
+/// What [`select`] chose, and whether a wildcard was used.
+type SelectedSources = (Vec<(String, Option<String>)>, bool);
+
 /// Runs one COPY/ADD. Returns whether the layer came from the cache.
 pub(crate) fn copy(
     ctx: &Ctx<'_>,
@@ -235,7 +298,7 @@ pub(crate) fn copy(
     if c.is_add && c.sources.iter().any(|s| is_git(s)) {
         return Err(BuildError::at(
             span,
-            "ADD of a git repository is not supported yet (issue 3 in progress)",
+            "ADD of a git repository is not supported",
         ));
     }
     let dest_raw = ctx.expand(st, &c.dest, span)?;
@@ -302,54 +365,7 @@ pub(crate) fn copy(
         "the build context"
     };
 
-    // Select sources: (path in the source, the part kept under the destination with --parents).
-    let mut picks: Vec<(String, Option<String>)> = Vec::new();
-    let mut wildcard = false;
-    for s in &sources {
-        // `./` inside a --parents source marks where the kept structure starts.
-        let marker = if c.parents {
-            s.find("/./").map(|i| context_path(&s[..i]).len())
-        } else {
-            None
-        };
-        let p = context_path(s);
-        let kept = |path: &str| -> Option<String> {
-            if !c.parents {
-                return None;
-            }
-            Some(match marker {
-                Some(0) | None => path.to_string(),
-                Some(n) => path
-                    .get(n..)
-                    .unwrap_or("")
-                    .trim_start_matches('/')
-                    .to_string(),
-            })
-        };
-        if has_wildcard(&p) {
-            // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
-            // `AllowEmptyWildcard` (a plain path that is missing still is).
-            wildcard = true;
-            for e in &entries {
-                if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
-                    picks.push((e.path.clone(), kept(&e.path)));
-                }
-            }
-        } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
-            let k = kept(&p);
-            picks.push((p, k));
-        } else {
-            let hint = if c.from.is_none() {
-                " (or excluded by .dockerignore)"
-            } else {
-                ""
-            };
-            return Err(BuildError::at(
-                span,
-                format!("{cmd} {s}: not found in {where_}{hint}"),
-            ));
-        }
-    }
+    let (picks, wildcard) = select(c, &sources, &entries, (cmd, where_), span)?;
     let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
     let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
     if multiple && !dest_slash && !below.is_dir(&dest_rel) {
