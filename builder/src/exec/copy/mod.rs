@@ -206,6 +206,105 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// Where each selected source goes: destination path → source entry, the destinations that
+/// are other names of one file (hard links inside a copied directory), and the directories to
+/// create. A selected symlink is followed (BuildKit's FollowSymlinks).
+fn targets<'e>(
+    picks: &[(String, Option<String>)],
+    entries: &'e [SrcEntry],
+    exclude: &crate::context::ignore::Matcher,
+    (below, dest_rel, dest_is_dir): (&kiln_runtime::layer::view::View, &str, bool),
+    (cmd, where_): (&str, &str),
+    span: Span,
+) -> Result<Targets<'e>, BuildError> {
+    let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
+    let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    // Destination → the destination of the first name of the same file (hard links).
+    let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
+    let mut created_dirs: BTreeSet<String> = BTreeSet::new();
+    for (named, kept) in picks {
+        // A source named (or matched) itself that is a symlink is followed, inside its root, as
+        // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
+        // Links inside a copied directory stay links.
+        let pick = &follow_source(&by_path, named);
+        let entry = by_path.get(pick.as_str()).copied();
+        if entry.is_none() && !pick.is_empty() {
+            return Err(BuildError::at(
+                span,
+                format!("{cmd} {named}: the symlink's target /{pick} is not found in {where_}"),
+            ));
+        }
+        let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
+        // With --parents the part of the source path after the `./` marker (or all of it) is
+        // kept under the destination.
+        let base_dest = match kept {
+            Some(k) if is_dir => join(dest_rel, k),
+            _ => dest_rel.to_string(),
+        };
+        if is_dir {
+            // A directory copies its contents into the destination, which is created (0755,
+            // owned by --chown) when missing, as BuildKit's MkdirAll: the source directory's
+            // own mode and time are not copied (a read-only source dir gives a 0755 dest).
+            if entry.is_some() && !below.is_dir(&base_dest) && !base_dest.is_empty() {
+                created_dirs.insert(base_dest.clone());
+            }
+            let prefix = if pick.is_empty() {
+                String::new()
+            } else {
+                format!("{pick}/")
+            };
+            // Names of one file within this directory stay one file (BuildKit keeps hard
+            // links inside a copied tree; separate sources are copied separately).
+            let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
+            for e in entries
+                .iter()
+                .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
+            {
+                let rel = &e.path[prefix.len()..];
+                if exclude.excludes(rel) {
+                    continue;
+                }
+                let target = join(&base_dest, rel);
+                if let Some(id) = e.link.as_deref() {
+                    match first_name.get(id) {
+                        Some(first) => {
+                            hard_links.insert(target.clone(), first.clone());
+                        }
+                        None => {
+                            first_name.insert(id, target.clone());
+                        }
+                    }
+                }
+                chosen.insert(target, e);
+            }
+        } else if let Some(e) = entry {
+            let base = named.rsplit('/').next().unwrap_or(named);
+            if exclude.excludes(base) || exclude.excludes(named) {
+                continue;
+            }
+            let target = match kept {
+                Some(k) => join(dest_rel, k),
+                None if dest_is_dir => join(dest_rel, base),
+                None => dest_rel.to_string(),
+            };
+            chosen.insert(target, e);
+        }
+    }
+    Ok(Targets {
+        chosen,
+        hard_links,
+        created_dirs,
+    })
+}
+
+/// What [`targets`] planned.
+struct Targets<'e> {
+    chosen: BTreeMap<String, &'e SrcEntry>,
+    /// Destination → the destination of the first name of the same file.
+    hard_links: BTreeMap<String, String>,
+    created_dirs: BTreeSet<String>,
+}
+
 /// Selects what `sources` name among `entries`: (path in the source, the part kept under the
 /// destination with `--parents`), and whether a wildcard was used. A pattern matching nothing
 /// selects nothing; a plain path that is missing is an error naming `where_`.
@@ -378,79 +477,18 @@ pub(crate) fn copy(
     }
 
     // Plan the layer: target path → source entry.
-    let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
-    let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
-    // Destination → the destination of the first name of the same file (hard links).
-    let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
-    let mut created_dirs: BTreeSet<String> = BTreeSet::new();
-    for (named, kept) in &picks {
-        // A source named (or matched) itself that is a symlink is followed, inside its root, as
-        // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
-        // Links inside a copied directory stay links.
-        let pick = &follow_source(&by_path, named);
-        let entry = by_path.get(pick.as_str()).copied();
-        if entry.is_none() && !pick.is_empty() {
-            return Err(BuildError::at(
-                span,
-                format!("{cmd} {named}: the symlink's target /{pick} is not found in {where_}"),
-            ));
-        }
-        let is_dir = pick.is_empty() || matches!(entry.map(|e| &e.kind), Some(SrcKind::Dir));
-        // With --parents the part of the source path after the `./` marker (or all of it) is
-        // kept under the destination.
-        let base_dest = match kept {
-            Some(k) if is_dir => join(&dest_rel, k),
-            _ => dest_rel.clone(),
-        };
-        if is_dir {
-            // A directory copies its contents into the destination, which is created (0755,
-            // owned by --chown) when missing, as BuildKit's MkdirAll: the source directory's
-            // own mode and time are not copied (a read-only source dir gives a 0755 dest).
-            if entry.is_some() && !below.is_dir(&base_dest) && !base_dest.is_empty() {
-                created_dirs.insert(base_dest.clone());
-            }
-            let prefix = if pick.is_empty() {
-                String::new()
-            } else {
-                format!("{pick}/")
-            };
-            // Names of one file within this directory stay one file (BuildKit keeps hard
-            // links inside a copied tree; separate sources are copied separately).
-            let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
-            for e in entries
-                .iter()
-                .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
-            {
-                let rel = &e.path[prefix.len()..];
-                if exclude.excludes(rel) {
-                    continue;
-                }
-                let target = join(&base_dest, rel);
-                if let Some(id) = e.link.as_deref() {
-                    match first_name.get(id) {
-                        Some(first) => {
-                            hard_links.insert(target.clone(), first.clone());
-                        }
-                        None => {
-                            first_name.insert(id, target.clone());
-                        }
-                    }
-                }
-                chosen.insert(target, e);
-            }
-        } else if let Some(e) = entry {
-            let base = named.rsplit('/').next().unwrap_or(named);
-            if exclude.excludes(base) || exclude.excludes(named) {
-                continue;
-            }
-            let target = match kept {
-                Some(k) => join(&dest_rel, k),
-                None if dest_is_dir => join(&dest_rel, base),
-                None => dest_rel.clone(),
-            };
-            chosen.insert(target, e);
-        }
-    }
+    let Targets {
+        mut chosen,
+        hard_links,
+        created_dirs,
+    } = targets(
+        &picks,
+        &entries,
+        &exclude,
+        (below, &dest_rel, dest_is_dir),
+        (cmd, where_),
+        span,
+    )?;
     // URLs are downloaded into the step's temporary directory.
     let tmpdir =
         ctx.store
