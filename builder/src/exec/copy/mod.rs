@@ -206,6 +206,134 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
+/// How the entries of one COPY are written: where, as whom, with which mode.
+#[derive(Clone, Copy)]
+struct Planning<'a> {
+    dest_rel: &'a str,
+    /// The step's scratch directory (archives are extracted there).
+    tmpdir: &'a std::path::Path,
+    chown: Option<(u32, u32)>,
+    /// The owner when neither `--chown` nor the source gives one.
+    owner: (u32, u32),
+    chmod: Option<&'a str>,
+    cmd: &'a str,
+    span: Span,
+}
+
+/// The layer entries for the chosen sources: files, directories, links (hard links to a file
+/// this copy writes), and for ADD the contents of local archives.
+fn plan_entries(
+    c: &Copy,
+    chosen: &BTreeMap<String, &SrcEntry>,
+    hard_links: &BTreeMap<String, String>,
+    fetched: &BTreeMap<String, std::path::PathBuf>,
+    p: &Planning<'_>,
+) -> Result<BTreeMap<String, Planned>, BuildError> {
+    let Planning {
+        dest_rel,
+        tmpdir,
+        chown,
+        owner: (uid, gid),
+        chmod,
+        cmd,
+        span,
+    } = *p;
+    let mode_of = |mode: u32, is_dir: bool| -> Result<u32, BuildError> {
+        match chmod {
+            None => Ok(mode),
+            Some(spec) => fsutil::apply_chmod(spec, mode, is_dir)
+                .ok_or_else(|| BuildError::at(span, format!("invalid chmod parameter {spec:?}"))),
+        }
+    };
+    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut extracted = 0usize;
+    for (target, e) in chosen {
+        // ADD extracts local archives into the destination directory (unless --unpack=false).
+        let remote = e.fingerprint.starts_with("url ");
+        let unpack = if remote {
+            c.unpack == Some(true)
+        } else {
+            c.unpack != Some(false)
+        };
+        if let (true, SrcKind::File { host, .. }) = (c.is_add && unpack, &e.kind) {
+            match sniff_archive(host) {
+                Archive::None => {}
+                kind => {
+                    std::fs::create_dir_all(tmpdir)
+                        .map_err(|err| BuildError::Other(format!("{}: {err}", tmpdir.display())))?;
+                    // An archive always unpacks into the destination as a directory; an xz file
+                    // that turns out not to hold a tar is copied as it is.
+                    if plan_archive(
+                        host,
+                        kind,
+                        dest_rel,
+                        tmpdir,
+                        chown,
+                        &mut planned,
+                        &e.fingerprint,
+                        &mut extracted,
+                    )
+                    .map_err(|err| match err {
+                        BuildError::Other(m) => BuildError::at(span, format!("{cmd}: {m}")),
+                        err => err,
+                    })? {
+                        continue;
+                    }
+                }
+            }
+        }
+        let (item, mode) = match &e.kind {
+            SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
+            SrcKind::File { size, host } => (
+                Item::File {
+                    host: host.clone(),
+                    size: *size,
+                },
+                mode_of(e.mode, false)?,
+            ),
+            SrcKind::StageFile { size } => {
+                let host = fetched.get(&e.path).cloned().ok_or_else(|| {
+                    BuildError::at(
+                        span,
+                        format!("{cmd}: {} could not be read from its layer", e.path),
+                    )
+                })?;
+                (Item::File { host, size: *size }, mode_of(e.mode, false)?)
+            }
+            SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
+        };
+        let (uid, gid) = chown.or(e.owner).unwrap_or((uid, gid));
+        // Another name of a file this copy writes: a hard link to it.
+        let linked_to = hard_links.get(target).filter(|first| {
+            chosen
+                .get(first.as_str())
+                .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
+        });
+        let (item, fingerprint) = match (linked_to, &item) {
+            (Some(first), Item::File { .. }) => (
+                Item::Hardlink(first.clone()),
+                format!("{} link {first}", e.fingerprint),
+            ),
+            _ => (item, e.fingerprint.clone()),
+        };
+        planned.insert(
+            target.clone(),
+            Planned {
+                item,
+                meta: EntryMeta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime: e.mtime,
+                    ..Default::default()
+                },
+                fingerprint,
+            },
+        );
+    }
+    Ok(planned)
+}
+
 /// Where each selected source goes: destination path → source entry, the destinations that
 /// are other names of one file (hard links inside a copied directory), and the directories to
 /// create. A selected symlink is followed (BuildKit's FollowSymlinks).
@@ -542,92 +670,21 @@ pub(crate) fn copy(
         }
         None => BTreeMap::new(),
     };
-    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
-    let mut extracted = 0usize;
-    for (target, e) in &chosen {
-        // ADD extracts local archives into the destination directory (unless --unpack=false).
-        let remote = e.fingerprint.starts_with("url ");
-        let unpack = if remote {
-            c.unpack == Some(true)
-        } else {
-            c.unpack != Some(false)
-        };
-        if let (true, SrcKind::File { host, .. }) = (c.is_add && unpack, &e.kind) {
-            match sniff_archive(host) {
-                Archive::None => {}
-                kind => {
-                    std::fs::create_dir_all(&tmpdir)
-                        .map_err(|err| BuildError::Other(format!("{}: {err}", tmpdir.display())))?;
-                    // An archive always unpacks into the destination as a directory; an xz file
-                    // that turns out not to hold a tar is copied as it is.
-                    if plan_archive(
-                        host,
-                        kind,
-                        &dest_rel,
-                        &tmpdir,
-                        chown,
-                        &mut planned,
-                        &e.fingerprint,
-                        &mut extracted,
-                    )
-                    .map_err(|err| match err {
-                        BuildError::Other(m) => BuildError::at(span, format!("{cmd}: {m}")),
-                        err => err,
-                    })? {
-                        continue;
-                    }
-                }
-            }
-        }
-        let (item, mode) = match &e.kind {
-            SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
-            SrcKind::File { size, host } => (
-                Item::File {
-                    host: host.clone(),
-                    size: *size,
-                },
-                mode_of(e.mode, false)?,
-            ),
-            SrcKind::StageFile { size } => {
-                let host = fetched.get(&e.path).cloned().ok_or_else(|| {
-                    BuildError::at(
-                        span,
-                        format!("{cmd}: {} could not be read from its layer", e.path),
-                    )
-                })?;
-                (Item::File { host, size: *size }, mode_of(e.mode, false)?)
-            }
-            SrcKind::Symlink(t) => (Item::Symlink(t.clone()), 0o777),
-        };
-        let (uid, gid) = chown.or(e.owner).unwrap_or((uid, gid));
-        // Another name of a file this copy writes: a hard link to it.
-        let linked_to = hard_links.get(target).filter(|first| {
-            chosen
-                .get(first.as_str())
-                .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
-        });
-        let (item, fingerprint) = match (linked_to, &item) {
-            (Some(first), Item::File { .. }) => (
-                Item::Hardlink(first.clone()),
-                format!("{} link {first}", e.fingerprint),
-            ),
-            _ => (item, e.fingerprint.clone()),
-        };
-        planned.insert(
-            target.clone(),
-            Planned {
-                item,
-                meta: EntryMeta {
-                    mode,
-                    uid,
-                    gid,
-                    mtime: e.mtime,
-                    ..Default::default()
-                },
-                fingerprint,
-            },
-        );
-    }
+    let mut planned = plan_entries(
+        c,
+        &chosen,
+        &hard_links,
+        &fetched,
+        &Planning {
+            dest_rel: &dest_rel,
+            tmpdir: &tmpdir,
+            chown,
+            owner: (uid, gid),
+            chmod: chmod.as_deref(),
+            cmd,
+            span,
+        },
+    )?;
     for dir in created_dirs {
         planned.entry(dir).or_insert_with(|| Planned {
             item: Item::Dir,
