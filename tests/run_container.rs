@@ -394,3 +394,67 @@ fn containers_are_kept_named_listed_and_removed() {
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&r.display().to_string()), "no mount left");
 }
+
+#[test]
+fn rm_force_ends_every_process_of_a_non_root_container() {
+    if !can_sandbox("rm_force_ends_every_process_of_a_non_root_container") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // A marker argument only this test's processes carry.
+    let marker = format!("{}", 900_000 + std::process::id() % 99_999);
+    let script = format!("sleep {marker} & sleep {marker}");
+    for user in ["0", "1000"] {
+        let name = format!("nr{user}");
+        let mut child = common::kiln_cmd(
+            r,
+            &[
+                "run",
+                "--name",
+                &name,
+                "-u",
+                user,
+                "kiln.local/busybox",
+                "sh",
+                "-c",
+                &script,
+            ],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+        let count = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|p| {
+                    std::fs::read(p.path().join("cmdline"))
+                        .is_ok_and(|c| c == format!("sleep\0{marker}\0").as_bytes())
+                })
+                .count()
+        };
+        for _ in 0..500 {
+            if count() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(count(), 2, "user {user}: the container runs");
+        let (code, _, err) = kiln(r, &["rm", "-f", &name]);
+        assert_eq!(code, 0, "{err}");
+        child.wait().unwrap();
+        for _ in 0..100 {
+            if count() == 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            count(),
+            0,
+            "user {user}: a process of the container outlived rm -f"
+        );
+    }
+}

@@ -444,6 +444,9 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
+            // Whatever of the container outlived it (a process that escaped the parent-death
+            // signal, such as a setuid program's) dies with the cgroup of the dead `kiln run`.
+            crate::sandbox::cgroup::sweep();
         }
     }
     let dir = store.root().join("containers").join(&c.id);

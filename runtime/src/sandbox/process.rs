@@ -845,6 +845,14 @@ fn child_setup(
     // Leaving uid 0 clears the permitted and effective sets (no keep-caps), as in Docker.
     let u = rustix::fs::Uid::from_raw(uid);
     rustix::thread::set_thread_res_uid(u, u, u)?;
+    // A change of credentials clears the parent-death signal: set it again, or a container
+    // running as another user would outlive its `kiln run` (and so `kiln rm -f`), reparented
+    // to the host's init. Then check, as at the start, that kiln did not die meanwhile.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    // SAFETY: poll(2) on one pollfd this frame owns, with no timeout; > 0: it is readable.
+    if unsafe { libc::poll(watch.as_mut_ptr(), 1, 0) } > 0 {
+        return Err(Errno::SRCH);
+    }
     step(13);
     Ok(())
 }
