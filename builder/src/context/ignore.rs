@@ -74,7 +74,7 @@ pub fn read_patterns(text: &str) -> Vec<String> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
+pub enum Tok {
     Lit(char),
     /// `*`: any run of non-`/`.
     Star,
@@ -259,6 +259,60 @@ impl Pattern {
     }
 }
 
+/// The tokens as a globset glob (compiled with `literal_separator` and `backslash_escape`, so
+/// `*` and `?` stop at `/` as in Go's `filepath.Match`, and every literal is escaped, so `{a,b}`
+/// is no alternation). `None` where globset cannot say it: a `**` inside a path component
+/// (`a**b`, where patternmatcher crosses `/`), and classes that may match `/` (negated ones, or
+/// ranges holding `/`); those keep the token matcher.
+fn to_glob(toks: &[Tok]) -> Option<String> {
+    let mut g = String::new();
+    let at_component_start = |g: &str| g.is_empty() || g.ends_with('/');
+    for t in toks {
+        match t {
+            Tok::Lit('/') => g.push('/'),
+            Tok::Lit(c) if c.is_alphanumeric() || "-_.,~@%+=:;'\"# ".contains(*c) => g.push(*c),
+            Tok::Lit(c) => {
+                g.push('\\');
+                g.push(*c);
+            }
+            Tok::Star => g.push('*'),
+            Tok::Any => g.push('?'),
+            Tok::DirStar if at_component_start(&g) => g.push_str("**/"),
+            Tok::Rest if g.ends_with('/') => g.push_str("**"),
+            Tok::DirStar | Tok::Rest => return None,
+            Tok::Class { negate: true, .. } => return None,
+            Tok::Class { ranges, .. } => {
+                let special = |c: char| c == '/' || "[]!^-\\".contains(c);
+                if ranges
+                    .iter()
+                    .any(|(lo, hi)| special(*lo) || special(*hi) || (*lo <= '/' && '/' <= *hi))
+                {
+                    return None;
+                }
+                g.push('[');
+                for (lo, hi) in ranges {
+                    g.push(*lo);
+                    if hi != lo {
+                        g.push('-');
+                        g.push(*hi);
+                    }
+                }
+                g.push(']');
+            }
+        }
+    }
+    Some(g)
+}
+
+fn compile_glob(glob: &str) -> Option<globset::GlobMatcher> {
+    globset::GlobBuilder::new(glob)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .ok()
+        .map(|g| g.compile_matcher())
+}
+
 /// Whole-string match of tokens against `s`, by dynamic programming over (token, position):
 /// O(tokens × length), no backtracking blow-up.
 fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
@@ -322,6 +376,10 @@ fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
 /// Go's `filepath.Match`: `*` and `?` never match `/`, `[...]` classes, `\` escapes. Used for
 /// COPY/ADD source wildcards (REFERENCE §1.6 COPY).
 pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, IgnoreError> {
+    Ok(FilepathPattern::new(pattern)?.matches(name))
+}
+
+fn filepath_tokens(pattern: &str) -> Result<Vec<Tok>, IgnoreError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut toks = Vec::new();
     let mut i = 0;
@@ -346,8 +404,39 @@ pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, IgnoreError> {
             c => toks.push(Tok::Lit(c)),
         }
     }
-    let name: Vec<char> = name.chars().collect();
-    Ok(match_tokens(&toks, &name))
+    Ok(toks)
+}
+
+/// A `filepath.Match` pattern compiled once (COPY tries one against every context path).
+#[derive(Debug, Clone)]
+pub enum FilepathPattern {
+    Glob(globset::GlobMatcher),
+    /// What globset cannot say (classes that may match `/`).
+    Tokens(Vec<Tok>),
+}
+
+impl FilepathPattern {
+    /// Compiles `pattern` as Go's `filepath.Match` reads it.
+    pub fn new(pattern: &str) -> Result<FilepathPattern, IgnoreError> {
+        filepath_tokens(pattern).map(FilepathPattern::from_tokens)
+    }
+
+    fn from_tokens(toks: Vec<Tok>) -> FilepathPattern {
+        match to_glob(&toks).as_deref().and_then(compile_glob) {
+            Some(g) => FilepathPattern::Glob(g),
+            None => FilepathPattern::Tokens(toks),
+        }
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            FilepathPattern::Glob(g) => g.is_match(name),
+            FilepathPattern::Tokens(t) => {
+                let name: Vec<char> = name.chars().collect();
+                match_tokens(t, &name)
+            }
+        }
+    }
 }
 
 /// Whether `s` holds a `filepath.Match` wildcard.
@@ -355,11 +444,15 @@ pub fn has_wildcard(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// A compiled `.dockerignore`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// A compiled `.dockerignore`: the patterns globset can express in one `GlobSet` (one pass
+/// over a path answers all of them), the others (patternmatcher's `**` quirks) by hand.
+#[derive(Debug, Clone, Default)]
 pub struct Matcher {
     patterns: Vec<Pattern>,
     exclusions: bool,
+    set: globset::GlobSet,
+    /// For each pattern, its index in `set` when it is there.
+    in_set: Vec<Option<usize>>,
 }
 
 impl Matcher {
@@ -372,9 +465,37 @@ impl Matcher {
             }
         }
         let exclusions = patterns.iter().any(|p| p.exclusion);
+        let mut builder = globset::GlobSetBuilder::new();
+        let mut in_set = Vec::new();
+        let mut n = 0;
+        for p in &patterns {
+            let glob = match &p.kind {
+                Kind::Tokens(toks) => to_glob(toks).and_then(|g| {
+                    globset::GlobBuilder::new(&g)
+                        .literal_separator(true)
+                        .backslash_escape(true)
+                        .build()
+                        .ok()
+                }),
+                _ => None,
+            };
+            match glob {
+                Some(g) => {
+                    builder.add(g);
+                    in_set.push(Some(n));
+                    n += 1;
+                }
+                None => in_set.push(None),
+            }
+        }
+        let set = builder
+            .build()
+            .map_err(|e| IgnoreError::BadPattern(e.to_string()))?;
         Ok(Matcher {
             patterns,
             exclusions,
+            set,
+            in_set,
         })
     }
 
@@ -392,6 +513,9 @@ impl Matcher {
     /// Whether `path` (slash-separated, relative to the context) is excluded: some pattern
     /// matches it or one of its parent directories, and no later exception matches.
     pub fn excludes(&self, path: &str) -> bool {
+        if self.patterns.is_empty() {
+            return false;
+        }
         let path = clean(path);
         if path == "." {
             return false;
@@ -400,25 +524,33 @@ impl Matcher {
             Some(i) => path[..i].split('/').collect(),
             None => Vec::new(),
         };
+        // The path and each of its parents, once through the glob set.
+        let mut candidates = vec![path.clone()];
+        let mut prefix = String::new();
+        for dir in &parents {
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(dir);
+            candidates.push(prefix.clone());
+        }
+        let mut glob_hit = vec![false; self.set.len()];
+        if !self.set.is_empty() {
+            for c in &candidates {
+                for i in self.set.matches(c.as_str()) {
+                    glob_hit[i] = true;
+                }
+            }
+        }
         let mut matched = false;
-        for p in &self.patterns {
+        for (p, idx) in self.patterns.iter().zip(&self.in_set) {
             if p.exclusion != matched {
                 continue;
             }
-            let mut hit = p.matches(&path);
-            if !hit {
-                let mut prefix = String::new();
-                for dir in &parents {
-                    if !prefix.is_empty() {
-                        prefix.push('/');
-                    }
-                    prefix.push_str(dir);
-                    if p.matches(&prefix) {
-                        hit = true;
-                        break;
-                    }
-                }
-            }
+            let hit = match idx {
+                Some(i) => glob_hit[*i],
+                None => candidates.iter().any(|c| p.matches(c)),
+            };
             if hit {
                 matched = !p.exclusion;
             }
@@ -462,5 +594,31 @@ mod tests {
                 "!spaced"
             ]
         );
+    }
+
+    #[test]
+    fn globset_carries_go_semantics_and_quirks_fall_back() {
+        // Braces are literal, `*` stops at `/`, escapes work: through globset.
+        let m = FilepathPattern::new("{a,b}*.txt").unwrap();
+        assert!(matches!(m, FilepathPattern::Glob(_)));
+        assert!(m.matches("{a,b}x.txt") && !m.matches("a.txt") && !m.matches("{a,b}/x.txt"));
+        assert!(filepath_match("a\\*b", "a*b").unwrap());
+        assert!(!filepath_match("a\\*b", "axb").unwrap());
+        assert!(filepath_match("[a-c]?.md", "bx.md").unwrap());
+        // A negated class may match `/` in patternmatcher: kept on the token matcher.
+        assert!(matches!(
+            FilepathPattern::new("[^a]").unwrap(),
+            FilepathPattern::Tokens(_)
+        ));
+        // `**` inside a component crosses `/` in patternmatcher: not globset's meaning.
+        let toks = filepath_tokens("x").unwrap();
+        assert_eq!(to_glob(&toks).as_deref(), Some("x"));
+        let m = Matcher::new(&["a**b"]).unwrap();
+        assert!(
+            m.excludes("a/x/b"),
+            "patternmatcher's a**b crosses directories"
+        );
+        let m = Matcher::new(&["a/**/b"]).unwrap();
+        assert!(m.excludes("a/b") && m.excludes("a/x/y/b") && !m.excludes("a/xb"));
     }
 }

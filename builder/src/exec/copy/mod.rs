@@ -36,7 +36,7 @@ use super::{BuildError, Ctx, LayerRef, StageState, fsutil};
 use crate::{
     cache::key::{CacheKey, Step},
     context::{
-        ignore::{clean, filepath_match, has_wildcard},
+        ignore::{clean, has_wildcard},
         snapshot::EntryKind,
     },
     image::layer::{EntryMeta, LayerWriter},
@@ -470,8 +470,11 @@ fn select(
             // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
             // `AllowEmptyWildcard` (a plain path that is missing still is).
             wildcard = true;
+            // Compiled once, tried against every path.
+            let pattern = crate::context::ignore::FilepathPattern::new(&p)
+                .map_err(|e| BuildError::at(span, e.to_string()))?;
             for e in entries {
-                if filepath_match(&p, &e.path).map_err(|e| BuildError::at(span, e.to_string()))? {
+                if pattern.matches(&e.path) {
                     picks.push((e.path.clone(), kept(&e.path)));
                 }
             }
