@@ -131,3 +131,53 @@ fn inspect_has_dockers_config_fields_and_survives_a_closed_pipe() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn save_and_load_stream_as_docker_does() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    assert_eq!(kiln(r, &["load", "-i", BASE]).0, 0);
+    // `kiln save IMAGE > x.tar`: the same bytes as `-o x.tar`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("x.tar");
+    let (code, _, err) = kiln(
+        r,
+        &["save", "-o", file.to_str().unwrap(), "kiln.local/busybox"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let out = common::kiln_cmd(r, &["save", "kiln.local/busybox"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        std::fs::read(&file).unwrap(),
+        "stdout and -o agree"
+    );
+    // `kiln load < x.tar` and `-i -` into fresh stores, nothing left in tmp/.
+    for args in [vec!["load"], vec!["load", "-i", "-"]] {
+        let other = tempfile::tempdir().unwrap();
+        let o = common::kiln_cmd(other.path(), &args)
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            text.starts_with("Loaded image: kiln.local/busybox:latest (sha256:88ca2ffc"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read_dir(other.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

@@ -1,5 +1,6 @@
-//! `kiln save -o PATH IMAGE...`: images out of the store as an OCI layout (+ Docker's
-//! manifest.json): a tar file, or a directory when PATH ends in `/` or is one.
+//! `kiln save [-o PATH] IMAGE...`: images out of the store as an OCI layout (+ Docker's
+//! manifest.json): a tar file, a directory when PATH ends in `/` or is one, or a tar on
+//! standard output without `-o` (as `docker save`).
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -7,9 +8,10 @@ use anyhow::{Context, bail};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Where to write: a tar file, or a directory (PATH ending in `/`, or an existing directory).
+    /// Where to write: a tar file, or a directory (PATH ending in `/`, or an existing directory);
+    /// standard output (a tar) when absent.
     #[arg(short = 'o', long = "output", value_name = "PATH")]
-    pub output: PathBuf,
+    pub output: Option<PathBuf>,
     /// Images to save (tags or manifest digests).
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -25,9 +27,22 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         let full = kiln_runtime::store::normalize_tag(name).unwrap_or_else(|_| name.clone());
         list.push((full, d));
     }
-    let as_dir = args.output.to_string_lossy().ends_with('/') || args.output.is_dir();
+    let Some(output) = args.output else {
+        // As docker: a tar on standard output, never onto a terminal.
+        let stdout = std::io::stdout();
+        if std::io::IsTerminal::is_terminal(&stdout) {
+            bail!("cowardly refusing to save to a terminal: use -o PATH or redirect");
+        }
+        let mut w = std::io::BufWriter::new(stdout.lock());
+        store
+            .save_to(&list, &mut w)
+            .context("cannot save to standard output")?;
+        std::io::Write::flush(&mut w).context("cannot save to standard output")?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    let as_dir = output.to_string_lossy().ends_with('/') || output.is_dir();
     store
-        .save(&list, &args.output, as_dir)
-        .with_context(|| format!("cannot save to {}", args.output.display()))?;
+        .save(&list, &output, as_dir)
+        .with_context(|| format!("cannot save to {}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

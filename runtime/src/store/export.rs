@@ -46,7 +46,54 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Where `kiln save` writes.
+enum Dest<'a> {
+    /// A tar file, or a directory (`true`).
+    Path(&'a Path, bool),
+    /// A tar on a stream.
+    Stream(&'a mut dyn Write),
+}
+
 impl Store {
+    /// The layout as one tar on `w`: the blob directories, every blob, then `files`.
+    fn write_archive(
+        &self,
+        blobs: &BTreeSet<Digest>,
+        files: &[(String, Vec<u8>)],
+        w: &mut dyn Write,
+    ) -> std::io::Result<()> {
+        let mut tar = tar::Builder::new(w);
+        let header = |path: &str, size: u64, dir: bool| {
+            let mut h = tar::Header::new_ustar();
+            let _ = h.set_path(path);
+            h.set_size(size);
+            h.set_mode(if dir { 0o755 } else { 0o644 });
+            h.set_mtime(0);
+            h.set_entry_type(if dir {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            });
+            h.set_cksum();
+            h
+        };
+        for d in ["blobs/", "blobs/sha256/"] {
+            tar.append(&header(d, 0, true), std::io::empty())?;
+        }
+        for d in blobs {
+            let f = std::fs::File::open(self.blob_path(d))?;
+            let size = f.metadata()?.len();
+            tar.append(
+                &header(&format!("blobs/sha256/{}", d.hex()), size, false),
+                f.take(size),
+            )?;
+        }
+        for (name, bytes) in files {
+            tar.append(&header(name, bytes.len() as u64, false), bytes.as_slice())?;
+        }
+        tar.into_inner()?.flush()
+    }
+
     /// Every remembered gzip form: diff_id to (gzip blob digest, its size) (for `kiln store
     /// verify` and the cache's accounting).
     pub fn compressed_forms(&self) -> Result<BTreeMap<String, (String, u64)>, StoreError> {
@@ -163,6 +210,23 @@ impl Store {
         dest: &Path,
         as_dir: bool,
     ) -> Result<Vec<Digest>, StoreError> {
+        self.save_as(images, Dest::Path(dest, as_dir))
+    }
+
+    /// [`Store::save`] as a tar written to `w` (`kiln save IMAGE > x.tar`, as docker does).
+    pub fn save_to(
+        &self,
+        images: &[(String, Digest)],
+        w: &mut dyn Write,
+    ) -> Result<Vec<Digest>, StoreError> {
+        self.save_as(images, Dest::Stream(w))
+    }
+
+    fn save_as(
+        &self,
+        images: &[(String, Digest)],
+        dest: Dest<'_>,
+    ) -> Result<Vec<Digest>, StoreError> {
         // The gzip forms are cache: prune must not remove one between making and copying it.
         let _guard = self.build_guard()?;
         let mut blobs: BTreeSet<Digest> = BTreeSet::new();
@@ -226,6 +290,15 @@ impl Store {
                 serde_json::to_vec(&docker).unwrap_or_default(),
             ),
         ];
+        let (dest, as_dir) = match dest {
+            Dest::Path(p, d) => (p, d),
+            Dest::Stream(w) => {
+                let shown = Path::new("<stdout>");
+                self.write_archive(&blobs, &files, w)
+                    .map_err(io_err(shown))?;
+                return Ok(out);
+            }
+        };
         if as_dir {
             let dir = dest.join("blobs/sha256");
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -243,40 +316,9 @@ impl Store {
         let tmp = dest.with_extension("tar.partial");
         let result = (|| {
             let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-            let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
-            let header = |path: &str, size: u64, dir: bool| {
-                let mut h = tar::Header::new_ustar();
-                let _ = h.set_path(path);
-                h.set_size(size);
-                h.set_mode(if dir { 0o755 } else { 0o644 });
-                h.set_mtime(0);
-                h.set_entry_type(if dir {
-                    tar::EntryType::Directory
-                } else {
-                    tar::EntryType::Regular
-                });
-                h.set_cksum();
-                h
-            };
-            for d in ["blobs/", "blobs/sha256/"] {
-                tar.append(&header(d, 0, true), std::io::empty())
-                    .map_err(io_err(&tmp))?;
-            }
-            for d in &blobs {
-                let p = self.blob_path(d);
-                let f = std::fs::File::open(&p).map_err(io_err(&p))?;
-                let size = f.metadata().map_err(io_err(&p))?.len();
-                tar.append(
-                    &header(&format!("blobs/sha256/{}", d.hex()), size, false),
-                    f.take(size),
-                )
+            let mut w = std::io::BufWriter::new(f);
+            self.write_archive(&blobs, &files, &mut w)
                 .map_err(io_err(&tmp))?;
-            }
-            for (name, bytes) in &files {
-                tar.append(&header(name, bytes.len() as u64, false), bytes.as_slice())
-                    .map_err(io_err(&tmp))?;
-            }
-            let mut w = tar.into_inner().map_err(io_err(&tmp))?;
             w.flush().map_err(io_err(&tmp))?;
             w.get_ref().sync_all().map_err(io_err(&tmp))?;
             std::fs::rename(&tmp, dest).map_err(io_err(dest))

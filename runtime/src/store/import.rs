@@ -84,9 +84,13 @@ impl Store {
     /// images are tagged: a blob found already in the store (and not written again) must not be
     /// pruned before the tag that needs it exists.
     pub fn load(&self, path: &Path) -> Result<Vec<Loaded>, StoreError> {
+        self.load_path(path, archive_repo(path))
+    }
+
+    /// [`Store::load`], naming tag-only images after `repo` (none: they stay unnamed).
+    fn load_path(&self, path: &Path, repo: Option<String>) -> Result<Vec<Loaded>, StoreError> {
         let _guard = self.build_guard()?;
         let meta = std::fs::metadata(path).map_err(io_err(path))?;
-        let repo = archive_repo(path);
         if meta.is_dir() {
             return self.load_layout_named(path, repo.as_deref());
         }
@@ -114,6 +118,25 @@ impl Store {
             self.load_layout_named(&dir, repo.as_deref())
         })();
         let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    /// Loads an archive read from `r` (`kiln load < x.tar`, as docker does): copied into the
+    /// store's `tmp/` first (a tar must be read whole before its index is known), then loaded
+    /// as a file, and removed either way.
+    pub fn load_from(&self, mut r: impl Read) -> Result<Vec<Loaded>, StoreError> {
+        let path = self
+            .root
+            .join("tmp")
+            .join(format!("stdin-{}.tar", super::blobs::tmp_name()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&path).map_err(io_err(&path))?;
+            std::io::copy(&mut r, &mut f).map_err(io_err(&path))?;
+            drop(f);
+            // No archive name to name a tag-only image after: it stays unnamed, as in docker.
+            self.load_path(&path, None)
+        })();
+        let _ = std::fs::remove_file(&path);
         result
     }
 
