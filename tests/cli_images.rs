@@ -181,3 +181,52 @@ fn save_and_load_stream_as_docker_does() {
         );
     }
 }
+
+#[test]
+fn build_reads_a_dockerfile_from_stdin_without_context() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let run = |args: &[&str], input: &str| {
+        let mut child = common::kiln_cmd(r, args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    // `kiln build - < Dockerfile`: no context.
+    let out = run(
+        &["build", "-q", "-t", "s", "-"],
+        "FROM scratch\nLABEL from=stdin\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, inspect, _) = kiln(r, &["inspect", "s"]);
+    assert!(inspect.contains("\"from\": \"stdin\""), "{inspect}");
+    // `-f -` with a context directory.
+    let ctx = tempfile::tempdir().unwrap();
+    let out = run(
+        &[
+            "build",
+            "-q",
+            "-t",
+            "f",
+            "-f",
+            "-",
+            ctx.path().to_str().unwrap(),
+        ],
+        "FROM scratch\nLABEL from=dash-f\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["build", "-f", "x", "-"], "FROM scratch\n");
+    assert_eq!(out.status.code(), Some(1));
+}

@@ -101,7 +101,26 @@ pub fn options(
     store: &kiln_runtime::store::Store,
     args: &Args,
 ) -> anyhow::Result<(BuildOptions, String, String)> {
+    // `kiln build - < Dockerfile`: the Dockerfile on standard input and no context (an empty
+    // directory of the store's stands for it), as docker does.
+    let no_context = args.context == std::path::Path::new("-");
+    if no_context && args.file.is_some() {
+        bail!("a Dockerfile on standard input (context -) cannot be combined with -f");
+    }
+    let empty;
+    let context: &std::path::Path = if no_context {
+        empty = store.root().join("empty-context");
+        std::fs::create_dir_all(&empty)
+            .with_context(|| format!("cannot make {}", empty.display()))?;
+        &empty
+    } else {
+        &args.context
+    };
     let (dockerfile_path, text, name) = match args.file.as_deref() {
+        _ if no_context => {
+            let src = super::dockerfile::read(Some(std::path::Path::new("-")))?;
+            (None, src.text, src.name)
+        }
         Some(p) if p == std::path::Path::new("-") => {
             let src = super::dockerfile::read(Some(p))?;
             (None, src.text, src.name)
@@ -112,16 +131,13 @@ pub fn options(
         }
         None => {
             // Named as BuildKit names it in messages: `Dockerfile`, relative to the context.
-            let p = args.context.join("Dockerfile");
+            let p = context.join("Dockerfile");
             let src = super::dockerfile::read(Some(&p))?;
             (Some(p), src.text, "Dockerfile".to_string())
         }
     };
-    if !args.context.is_dir() {
-        bail!(
-            "build context {} is not a directory",
-            args.context.display()
-        );
+    if !context.is_dir() {
+        bail!("build context {} is not a directory", context.display());
     }
     let build_args: BTreeMap<String, String> = args
         .build_args
@@ -214,7 +230,7 @@ pub fn options(
         .collect::<Result<_, _>>()
         .map_err(anyhow::Error::msg)?;
     let opts = BuildOptions {
-        context: args.context.clone(),
+        context: context.to_path_buf(),
         dockerfile_path,
         dockerfile_text: text.clone(),
         target: args.target.clone(),
