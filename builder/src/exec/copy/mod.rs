@@ -20,7 +20,6 @@ use archive::{Archive, plan_archive, sniff_archive};
 pub(crate) use layer::adopt_layer;
 use layer::commit_layer;
 pub(crate) use owner::{image_file, resolve_chown};
-use remote::download;
 pub(crate) use sources::{SrcEntry, SrcKind, context_entries};
 use sources::{extract_stage_files, follow_source, stage_entries};
 
@@ -626,40 +625,25 @@ pub(crate) fn copy(
             .root()
             .join("tmp")
             .join(format!("copy-{}-{}", std::process::id(), stage));
-    let mut downloaded: Vec<(String, SrcEntry)> = Vec::new();
-    for (n, url) in urls.iter().enumerate() {
-        std::fs::create_dir_all(&tmpdir)
-            .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
-        let checksum = match &c.checksum {
-            Some(cs) => Some(ctx.expand(st, cs, span)?),
-            None => None,
-        };
-        let (entry, name) = download(url, checksum.as_deref(), &tmpdir, n, span)?;
-        let target = if dest_is_dir {
-            if name.is_empty() {
-                let _ = std::fs::remove_dir_all(&tmpdir);
-                return Err(BuildError::at(
-                    span,
-                    format!(
-                        "ADD {url}: cannot take a file name from the URL; give a destination file"
-                    ),
-                ));
-            }
-            join(&dest_rel, &name)
-        } else {
-            dest_rel.clone()
-        };
-        downloaded.push((target, entry));
-    }
+    let checksum = match &c.checksum {
+        Some(cs) => Some(ctx.expand(st, cs, span)?),
+        None => None,
+    };
+    let downloaded = remote::download_all(
+        &urls,
+        checksum.as_deref(),
+        &tmpdir,
+        (&dest_rel, dest_is_dir),
+        span,
+    )
+    .inspect_err(|_| {
+        // What was downloaded before the failure goes at once.
+        let _ = std::fs::remove_dir_all(&tmpdir);
+    })?;
     for (target, entry) in &downloaded {
         chosen.insert(target.clone(), entry);
     }
     // Files from another stage are fetched from its layers first.
-    let tmpdir =
-        ctx.store
-            .root()
-            .join("tmp")
-            .join(format!("copy-{}-{}", std::process::id(), stage));
     let fetched = match &from_state {
         Some(src) => {
             let wanted: BTreeSet<String> = chosen

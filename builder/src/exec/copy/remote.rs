@@ -92,3 +92,35 @@ pub(super) fn download(
     };
     Ok((entry, name))
 }
+
+/// Downloads every URL source into `tmpdir`: (destination path, the downloaded file as a
+/// source). Into a directory destination, each file is named after its URL.
+pub(super) fn download_all(
+    urls: &[String],
+    checksum: Option<&str>,
+    tmpdir: &std::path::Path,
+    (dest_rel, dest_is_dir): (&str, bool),
+    span: Span,
+) -> Result<Vec<(String, SrcEntry)>, BuildError> {
+    let mut downloaded = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        std::fs::create_dir_all(tmpdir)
+            .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+        let (entry, name) = download(url, checksum, tmpdir, n, span)?;
+        let target = if dest_is_dir {
+            if name.is_empty() {
+                return Err(BuildError::at(
+                    span,
+                    format!(
+                        "ADD {url}: cannot take a file name from the URL; give a destination file"
+                    ),
+                ));
+            }
+            join(dest_rel, &name)
+        } else {
+            dest_rel.to_string()
+        };
+        downloaded.push((target, entry));
+    }
+    Ok(downloaded)
+}
