@@ -2,7 +2,7 @@
 //!
 //! A stage's state is its layers, its merged filesystem view, its image config and its ARGs.
 //! Metadata instructions change the config only (`empty_layer` history); COPY/ADD and WORKDIR
-//! write layers; RUN goes through a [`StepRunner`] (the sandbox of issue 4), and without one it
+//! write layers; RUN goes through a [`StepRunner`] (the sandbox), and without one it
 //! fails at its line with a clear error rather than being skipped.
 //!
 //! Cache keys chain through filesystem operations only, as BuildKit's LLB does: a changed ENV

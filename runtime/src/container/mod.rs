@@ -1,4 +1,4 @@
-//! Containers: `kiln run` in the foreground (issue 4). The image's layers (unpacked once, by
+//! Containers: `kiln run` in the foreground. The image's layers (unpacked once, by
 //! ChainID) under a fresh upper directory, the process built from the image config with
 //! docker's rules, stdio passed through, the exit code returned.
 

@@ -1,4 +1,4 @@
-//! Unpacking a layer into a directory that serves as an overlayfs lower layer (issue 4: each
+//! Unpacking a layer into a directory that serves as an overlayfs lower layer (each
 //! layer unpacked once, keyed by ChainID, shared by builds and containers).
 //!
 //! Safety (REFERENCE §5.3, DESIGN.md "Security stance"): every path is resolved inside the

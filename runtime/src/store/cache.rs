@@ -1,5 +1,5 @@
 //! The build cache index: a cache key maps to the layer a step produced, with the usage data
-//! `kiln cache` will show (issue 5). One row per key; each change is one transaction.
+//! `kiln cache` shows. One row per key; each change is one transaction.
 
 use super::{Store, StoreError, db::now};
 use crate::digest::Digest;
