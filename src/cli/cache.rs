@@ -80,11 +80,7 @@ pub struct PruneArgs {
     pub force: bool,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
+use crate::render::time::now;
 
 fn ago(t: i64) -> String {
     let s = (now() - t).max(0);

@@ -1,5 +1,6 @@
 //! `kiln ps` and `kiln rm`: the containers `kiln run` kept.
 
+use crate::render::time::human_duration;
 use std::{path::Path, process::ExitCode};
 
 use kiln_runtime::{container, store::ContainerState};
@@ -28,9 +29,7 @@ pub struct RmArgs {
 
 pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = crate::render::time::now();
     let list: Vec<_> = store
         .containers()?
         .into_iter()
@@ -46,10 +45,10 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|c| {
             let status = match c.state() {
-                ContainerState::Running => format!("Up {}", ago(now - c.created)),
+                ContainerState::Running => format!("Up {}", human_duration(now - c.created)),
                 ContainerState::Exited(code) => format!(
                     "Exited ({code}) {} ago",
-                    ago(now - c.finished.unwrap_or(c.created))
+                    human_duration(now - c.finished.unwrap_or(c.created))
                 ),
                 ContainerState::Dead => "Dead".to_string(),
             };
@@ -61,7 +60,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 c.id[..12.min(c.id.len())].to_string(),
                 c.image.clone(),
                 format!("\"{command}\""),
-                format!("{} ago", ago(now - c.created)),
+                format!("{} ago", human_duration(now - c.created)),
                 status,
                 c.name.clone(),
             ]
@@ -85,10 +84,6 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `3 seconds`, `5 minutes`, `2 hours`, `4 days`.
-fn ago(secs: i64) -> String {
-    crate::render::time::human_duration(secs)
-}
-
 pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let mut failed = false;

@@ -1,5 +1,5 @@
 //! Times as docker prints them: `2 hours ago` (go-units `HumanDuration`), from seconds or from
-//! an RFC 3339 timestamp as image configs hold them.
+//! an RFC 3339 timestamp as image configs hold them (parsed by the builder's `fsutil`).
 
 /// go-units' `HumanDuration` of `secs`: "Less than a second", "About a minute", "3 hours",
 /// "2 weeks", "4 months", "2 years".
@@ -23,43 +23,8 @@ pub fn human_duration(secs: i64) -> String {
     }
 }
 
-/// Seconds since the epoch of an RFC 3339 time (`2023-11-14T22:13:20Z`, fractions and offsets
-/// allowed).
-pub fn parse_rfc3339(t: &str) -> Option<i64> {
-    let b = t.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| t.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &t[19..];
-    if let Some(r) = rest.strip_prefix('.') {
-        rest = r.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let oh: i64 = rest.get(1..3)?.parse().ok()?;
-            let om: i64 = rest.get(4..6)?.parse().ok()?;
-            sign * (oh * 3600 + om * 60)
-        }
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + s - offset)
-}
+/// Seconds since the epoch of an RFC 3339 time (the builder's parser, which also writes them).
+pub use kiln_builder::exec::fsutil::parse_rfc3339;
 
 /// Now, in seconds since the epoch.
 pub fn now() -> i64 {

@@ -20,15 +20,7 @@ pub(super) fn parse_http_date(s: &str) -> Option<i64> {
     let [h, mi, se] = t.as_slice() else {
         return None;
     };
-    // Days from civil (Howard Hinnant's algorithm).
-    let yy = if month <= 2 { y - 1 } else { y };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+    Some(fsutil::days_from_civil(y, month, d) * 86_400 + h * 3600 + mi * 60 + se)
 }
 
 /// Downloads an ADD URL into `dir`, checking `--checksum`; the entry and its file name.
