@@ -41,6 +41,26 @@ fn config(root: &std::path::Path, tag: &str) -> serde_json::Value {
     v["Config"].clone()
 }
 
+/// Builds `dir` with `--progress plain`, which must succeed; its progress output.
+fn plain_build(root: &std::path::Path, dir: &std::path::Path) -> String {
+    let (code, _, err) = kiln(
+        root,
+        &["build", "--progress", "plain", dir.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    err
+}
+
+/// The lines step `n` printed in `--progress plain` output (`#n text`), without its header
+/// (`#n [stage 2/3] ...`) and its `DONE` line.
+fn step_output(err: &str, n: usize) -> Vec<&str> {
+    let prefix = format!("#{n} ");
+    err.lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
+        .collect()
+}
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[test]
@@ -323,16 +343,8 @@ fn copy_and_workdir_write_through_symlinks() {
              ls /usr/sbin2 /real1 /real1/sub; cat /real1/file /lf; pwd\n",
     );
     std::fs::write(ctx.path().join("f"), "f\n").unwrap();
-    let (code, _, err) = kiln(
-        r,
-        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{err}");
-    let got: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.strip_prefix("#7 "))
-        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
-        .collect();
+    let err = plain_build(r, ctx.path());
+    let got = step_output(&err, 7);
     let want = [
         "/sbin2 link",
         "/l1 link",
@@ -371,16 +383,8 @@ fn copy_from_keeps_owners() {
          COPY --from=s --chown=5:6 /a /b\n\
          RUN stat -c \"%n %u:%g %a\" /a /d2 /d2/e /d2/x /b\n",
     );
-    let (code, _, err) = kiln(
-        r,
-        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
-    );
-    assert_eq!(code, 0, "{err}");
-    let got: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with('/'))
-        .collect();
+    let err = plain_build(r, ctx.path());
+    let got = step_output(&err, 7);
     assert_eq!(
         got,
         [
@@ -415,13 +419,8 @@ fn a_symlink_source_is_followed() {
     std::os::unix::fs::symlink("target.txt", c.join("link")).unwrap();
     std::os::unix::fs::symlink("target.txt", c.join("l2")).unwrap();
     std::os::unix::fs::symlink("../target.txt", c.join("dir/inner")).unwrap();
-    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let got: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(_, rest)| rest))
-        .filter(|l| l.starts_with('/'))
-        .collect();
+    let err = plain_build(r, c);
+    let got = step_output(&err, 8);
     assert_eq!(
         got,
         ["/l T", "/d/inner link", "/w/link T", "/w/l2 T", "/x S"],
@@ -491,13 +490,8 @@ fn add_keeps_hard_links_and_special_files() {
         tar_of(&[("z", 'f', "z\n"), ("aa", 'h', "z"), ("fifo", 'p', "")]),
     )
     .unwrap();
-    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let got: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.strip_prefix("#3 "))
-        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
-        .collect();
+    let err = plain_build(r, c);
+    let got = step_output(&err, 3);
     // As dockerd 20.10 unpacks the same archives.
     assert_eq!(
         got,
@@ -558,13 +552,8 @@ fn hard_links_inside_a_copied_directory_stay() {
     std::fs::write(c.join("src/a"), "h\n").unwrap();
     std::fs::hard_link(c.join("src/a"), c.join("src/b")).unwrap();
     std::fs::write(c.join("src/k"), "k\n").unwrap();
-    let (code, _, err) = kiln(r, &["build", "--progress", "plain", c.to_str().unwrap()]);
-    assert_eq!(code, 0, "{err}");
-    let got: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.strip_prefix("#7 "))
-        .filter(|l| !l.starts_with('[') && !l.starts_with("DONE"))
-        .collect();
+    let err = plain_build(r, c);
+    let got = step_output(&err, 7);
     assert_eq!(
         got,
         [
