@@ -501,14 +501,7 @@ fn rm_force_never_kills_a_process_that_reused_the_pid() {
         .arg("30")
         .spawn()
         .unwrap();
-    let pid = i32::try_from(bystander.id()).unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let start: u64 = stat[stat.rfind(')').unwrap() + 1..]
-        .split_whitespace()
-        .nth(19)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let now = ProcessId::of(i32::try_from(bystander.id()).unwrap()).unwrap();
     {
         let store = kiln_runtime::store::Store::open(r).unwrap();
         store
@@ -519,8 +512,8 @@ fn rm_force_never_kills_a_process_that_reused_the_pid() {
                 command: "sleep 1000".into(),
                 created: 1,
                 pid: Some(ProcessId {
-                    pid,
-                    start: start.saturating_sub(100),
+                    start: now.start.saturating_sub(100),
+                    ..now
                 }),
                 finished: None,
                 exit_code: None,

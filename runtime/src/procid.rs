@@ -30,7 +30,11 @@ fn start_time(pid: i32) -> Option<u64> {
 impl ProcessId {
     /// This process.
     pub fn current() -> Option<ProcessId> {
-        let pid = i32::try_from(std::process::id()).ok()?;
+        ProcessId::of(i32::try_from(std::process::id()).ok()?)
+    }
+
+    /// The process that has `pid` now, if any.
+    pub fn of(pid: i32) -> Option<ProcessId> {
         Some(ProcessId {
             pid,
             start: start_time(pid)?,
@@ -74,11 +78,7 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
-        let pid = i32::try_from(child.id()).unwrap();
-        let id = ProcessId {
-            pid,
-            start: start_time(pid).unwrap(),
-        };
+        let id = ProcessId::of(i32::try_from(child.id()).unwrap()).unwrap();
         assert!(id.signal(Signal::KILL));
         assert!(!child.wait().unwrap().success());
     }

@@ -57,7 +57,7 @@ fn layer_compression(media_type: &str) -> Result<Compression, String> {
 }
 
 /// Hashes everything `r` yields.
-fn sha256_of(mut r: impl Read) -> std::io::Result<Digest> {
+pub(super) fn sha256_of(mut r: impl Read) -> std::io::Result<Digest> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -8,11 +8,8 @@
 
 use std::{
     collections::BTreeSet,
-    io::Read,
     path::{Path, PathBuf},
 };
-
-use sha2::{Digest as _, Sha256};
 
 use super::{Store, StoreError, io_err};
 use crate::digest::Digest;
@@ -29,17 +26,7 @@ pub struct Report {
 }
 
 fn hash_file(p: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(p)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    super::integrity::sha256_of(std::fs::File::open(p)?).map(|d| d.hex().to_string())
 }
 
 impl Store {

@@ -133,17 +133,8 @@ pub(super) fn follow_source(by_path: &BTreeMap<&str, &SrcEntry>, path: &str) -> 
                 None => t.clone(),
             }
         };
-        let mut parts: Vec<&str> = Vec::new();
-        for c in joined.split('/') {
-            match c {
-                "" | "." => {}
-                ".." => {
-                    parts.pop();
-                }
-                c => parts.push(c),
-            }
-        }
-        p = parts.join("/");
+        // Cleaned and kept inside the root, as any context source path.
+        p = context_path(&joined);
     }
     p
 }
