@@ -304,13 +304,13 @@ fn to_glob(toks: &[Tok]) -> Option<String> {
     Some(g)
 }
 
-fn compile_glob(glob: &str) -> Option<globset::GlobMatcher> {
+/// `glob` with Go's `filepath.Match` rules (`*` and `?` stop at `/`, backslash escapes).
+fn go_glob(glob: &str) -> Option<globset::Glob> {
     globset::GlobBuilder::new(glob)
         .literal_separator(true)
         .backslash_escape(true)
         .build()
         .ok()
-        .map(|g| g.compile_matcher())
 }
 
 /// Whole-string match of tokens against `s`, by dynamic programming over (token, position):
@@ -373,12 +373,8 @@ fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
     reach[n]
 }
 
-/// Go's `filepath.Match`: `*` and `?` never match `/`, `[...]` classes, `\` escapes. Used for
-/// COPY/ADD source wildcards (REFERENCE §1.6 COPY).
-pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, IgnoreError> {
-    Ok(FilepathPattern::new(pattern)?.matches(name))
-}
-
+/// The tokens of a Go `filepath.Match` pattern: `*` and `?` never match `/`, `[...]` classes,
+/// `\` escapes. Used for COPY/ADD source wildcards (REFERENCE §1.6 COPY).
 fn filepath_tokens(pattern: &str) -> Result<Vec<Tok>, IgnoreError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut toks = Vec::new();
@@ -422,7 +418,11 @@ impl FilepathPattern {
     }
 
     fn from_tokens(toks: Vec<Tok>) -> FilepathPattern {
-        match to_glob(&toks).as_deref().and_then(compile_glob) {
+        match to_glob(&toks)
+            .as_deref()
+            .and_then(go_glob)
+            .map(|g| g.compile_matcher())
+        {
             Some(g) => FilepathPattern::Glob(g),
             None => FilepathPattern::Tokens(toks),
         }
@@ -470,13 +470,7 @@ impl Matcher {
         let mut n = 0;
         for p in &patterns {
             let glob = match &p.kind {
-                Kind::Tokens(toks) => to_glob(toks).and_then(|g| {
-                    globset::GlobBuilder::new(&g)
-                        .literal_separator(true)
-                        .backslash_escape(true)
-                        .build()
-                        .ok()
-                }),
+                Kind::Tokens(toks) => to_glob(toks).as_deref().and_then(go_glob),
                 _ => None,
             };
             match glob {
@@ -602,9 +596,9 @@ mod tests {
         let m = FilepathPattern::new("{a,b}*.txt").unwrap();
         assert!(matches!(m, FilepathPattern::Glob(_)));
         assert!(m.matches("{a,b}x.txt") && !m.matches("a.txt") && !m.matches("{a,b}/x.txt"));
-        assert!(filepath_match("a\\*b", "a*b").unwrap());
-        assert!(!filepath_match("a\\*b", "axb").unwrap());
-        assert!(filepath_match("[a-c]?.md", "bx.md").unwrap());
+        assert!(FilepathPattern::new("a\\*b").unwrap().matches("a*b"));
+        assert!(!FilepathPattern::new("a\\*b").unwrap().matches("axb"));
+        assert!(FilepathPattern::new("[a-c]?.md").unwrap().matches("bx.md"));
         // A negated class may match `/` in patternmatcher: kept on the token matcher.
         assert!(matches!(
             FilepathPattern::new("[^a]").unwrap(),

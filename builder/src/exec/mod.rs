@@ -280,16 +280,6 @@ pub(crate) struct StageState {
     pub arg_order: Vec<String>,
 }
 
-/// A stage's variables as the shell sees them ([`StageState::state_env`]).
-pub(crate) struct Vars<'a>(&'a StageState);
-
-impl kiln_parser::shell::Env for Vars<'_> {
-    fn lookup(&self, name: &str) -> Option<&str> {
-        let st = self.0;
-        st.state_env.get(name).map(String::as_str)
-    }
-}
-
 impl StageState {
     /// An empty stage, as BuildKit's `emptyImage`: the working directory `/` and the default
     /// PATH in its config.
@@ -340,11 +330,6 @@ impl StageState {
         } else {
             w.clone()
         }
-    }
-
-    /// The variables for expansion ([`Vars`]).
-    pub fn lookup(&self) -> Vars<'_> {
-        Vars(self)
     }
 
     /// Rebuilds the ENV index after `config` was replaced (a base image's config).
@@ -944,7 +929,7 @@ impl Ctx<'_> {
 
     fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         self.lex
-            .expand_str(word, &st.lookup())
+            .expand_str(word, st.vars())
             .map_err(|e| BuildError::at(span, format!("failed to process {:?}: {e}", short(word))))
     }
 
