@@ -44,7 +44,10 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    if !matches!(first.as_deref(), Some("parse" | "check" | "help") | None) {
+    if !matches!(
+        first.as_deref(),
+        Some("parse" | "check" | "help" | "login" | "logout") | None
+    ) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
         }

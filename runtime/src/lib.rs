@@ -11,5 +11,6 @@ pub mod layer;
 pub mod oci;
 pub mod procid;
 pub mod reference;
+pub mod registry;
 pub mod sandbox;
 pub mod store;

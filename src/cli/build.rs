@@ -83,6 +83,16 @@ pub struct Args {
     /// Progress output (auto: the TTY view on a terminal, plain text otherwise).
     #[arg(long, value_enum, default_value = "auto")]
     pub progress: Progress,
+    /// Pull base images named by tag even when the store has them (a moved tag is a cache
+    /// miss).
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to its registry after the build (every `-t` name; as `-o
+    /// type=registry`).
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 fn kv(s: &str, what: &str) -> anyhow::Result<(String, String)> {
@@ -246,6 +256,12 @@ pub fn options(
         limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
         explain_cache: args.explain_cache,
         dry_run: false,
+        registry: Some(kiln_runtime::registry::PullOptions {
+            registry: args.registry.options()?,
+            platform: None,
+            jobs: 0,
+        }),
+        pull_always: args.pull,
     };
     Ok((opts, name, text))
 }
@@ -265,35 +281,23 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     let progress = render::progress::Progress::new(mode);
     let on_event = |e: Event| progress.event(e);
     // Validate -o before building, so a typo does not cost a build.
-    let export = match &args.output {
-        None => None,
-        Some(spec) => {
-            let mut kind = None;
-            let mut dest = None;
-            for part in spec.split(',') {
-                match part.split_once('=') {
-                    Some(("type", v)) => kind = Some(v.to_string()),
-                    Some(("dest", v)) => dest = Some(PathBuf::from(v)),
-                    _ => bail!(
-                        "invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH"
-                    ),
-                }
-            }
-            match (kind.as_deref(), dest) {
-                (Some(k @ ("oci" | "docker" | "tar" | "local")), Some(d)) => {
-                    Some((k.to_string(), d))
-                }
-                (Some(k @ ("image" | "registry")), _) => {
-                    bail!(
-                        "--output type={k} is not supported yet; use type=oci, docker, tar or local"
-                    )
-                }
-                _ => {
-                    bail!("invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH")
-                }
-            }
+    let (export, mut push_to) = output(args.output.as_deref())?;
+    if args.push {
+        push_to.get_or_insert_with(Vec::new);
+    }
+    if let Some(names) = &mut push_to {
+        if names.is_empty() {
+            names.clone_from(&args.tags);
         }
-    };
+        if names.is_empty() {
+            bail!(
+                "--push needs a name to push to: -t REGISTRY/NAME[:TAG] (or -o type=registry,name=...)"
+            );
+        }
+        for n in names.iter() {
+            kiln_runtime::registry::Target::parse(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
     let result = exec::build(&store, &opts, &Sandbox, &on_event);
     progress.finish();
     match result {
@@ -317,6 +321,17 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                         .with_context(|| format!("cannot export to {}", dest.display()))?;
                 }
                 None => {}
+            }
+            for name in push_to.iter().flatten() {
+                // The image takes the pushed name too, as BuildKit's image exporter does.
+                store.set_tag(name, &out.manifest)?;
+                super::registry::push_image(
+                    &store,
+                    &out.manifest.to_string(),
+                    name,
+                    &args.registry,
+                    mode == render::progress::Mode::Quiet,
+                )?;
             }
             if let Some(p) = &args.metadata_file {
                 let meta = serde_json::json!({
@@ -376,4 +391,61 @@ pub(super) fn report(name: &str, text: &str, e: &BuildError) {
         ),
         _ => eprintln!("kiln: error: {e}"),
     }
+}
+
+/// Parses `-o`: an export (`type=oci|docker|tar|local,dest=PATH`) or a push
+/// (`type=registry[,name=N]`, `type=image,push=true[,name=N]`; names are comma-free, several
+/// with `name="a,b"` as BuildKit).
+#[allow(clippy::type_complexity)]
+fn output(spec: Option<&str>) -> anyhow::Result<(Option<(String, PathBuf)>, Option<Vec<String>>)> {
+    let Some(spec) = spec else {
+        return Ok((None, None));
+    };
+    let usage = || {
+        anyhow::anyhow!(
+            "invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH or \
+             type=registry[,name=NAME]"
+        )
+    };
+    let (mut kind, mut dest, mut names, mut push) = (None, None, Vec::new(), false);
+    for part in split_quoted(spec) {
+        match part.split_once('=') {
+            Some(("type", v)) => kind = Some(v.to_string()),
+            Some(("dest", v)) => dest = Some(PathBuf::from(v)),
+            Some(("name", v)) => names.extend(
+                v.trim_matches('"')
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string),
+            ),
+            Some(("push", v)) => push = v == "true",
+            _ => return Err(usage()),
+        }
+    }
+    match (kind.as_deref(), dest) {
+        (Some(k @ ("oci" | "docker" | "tar" | "local")), Some(d)) => {
+            Ok((Some((k.to_string(), d)), None))
+        }
+        (Some("registry"), None) => Ok((None, Some(names))),
+        (Some("image"), None) if push => Ok((None, Some(names))),
+        (Some("image"), None) => Ok((None, None)),
+        _ => Err(usage()),
+    }
+}
+
+/// Splits on commas outside double quotes.
+fn split_quoted(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quoted) = (Vec::new(), String::new(), false);
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
 }

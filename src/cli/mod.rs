@@ -10,6 +10,7 @@ mod images;
 mod inspect;
 mod load;
 mod parse;
+mod registry;
 mod run;
 mod save;
 mod store;
@@ -67,6 +68,14 @@ pub enum Command {
     Rm(containers::RmArgs),
     /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
     Save(save::Args),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry (credentials stored where docker keeps them).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +102,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
+        Command::Pull(a) => registry::pull(cli.root.as_deref(), a),
+        Command::Push(a) => registry::push(cli.root.as_deref(), a),
+        Command::Login(a) => registry::login(a),
+        Command::Logout(a) => registry::logout(a),
     }
 }
 

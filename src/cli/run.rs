@@ -59,6 +59,11 @@ pub struct Args {
     /// Arguments: they replace the image's CMD.
     #[arg(allow_hyphen_values = true)]
     pub args: Vec<String>,
+    /// Pull the image before running: `missing` (when the store lacks it), `always`, `never`.
+    #[arg(long, value_enum, default_value = "missing", value_name = "POLICY")]
+    pub pull: super::registry::PullPolicy,
+    #[command(flatten)]
+    pub registry: super::registry::RegistryFlags,
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
@@ -89,6 +94,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         .map(|v| container::Volume::parse(v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    super::registry::pull_for_run(&store, &args.image, args.pull, &args.registry)?;
     let opts = RunOptions {
         image: args.image,
         args: args.args,

@@ -71,6 +71,9 @@ impl Progress {
                     Event::Warning { message } => {
                         serde_json::json!({"event": "warning", "message": message})
                     }
+                    Event::Pulling { reference } => {
+                        serde_json::json!({"event": "pulling", "image": reference})
+                    }
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{v}");
             }
@@ -89,6 +92,7 @@ impl Progress {
                     }
                     Event::Output { name, line } => writeln!(err, "#{} {line}", self.id(&name)),
                     Event::Warning { message } => writeln!(err, "WARNING: {message}"),
+                    Event::Pulling { reference } => writeln!(err, "pulling {reference}"),
                 };
             }
             Mode::Tty => {
@@ -123,6 +127,9 @@ impl Progress {
                     Event::Output { .. } => {}
                     Event::Warning { message } => {
                         let _ = self.multi.println(format!("WARNING: {message}"));
+                    }
+                    Event::Pulling { reference } => {
+                        let _ = self.multi.println(format!("pulling {reference}"));
                     }
                 }
             }

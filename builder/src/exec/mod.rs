@@ -63,6 +63,10 @@ pub struct BuildOptions {
     /// `kiln cache explain`: compute the keys, execute nothing, stop each stage at its first
     /// miss.
     pub dry_run: bool,
+    /// How base images missing from the store are pulled; `None`: never.
+    pub registry: Option<kiln_runtime::registry::PullOptions>,
+    /// `--pull`: pull base images named by tag even when the store has them.
+    pub pull_always: bool,
 }
 
 /// A named build context (BuildKit `--build-context`).
@@ -92,6 +96,10 @@ pub enum Event {
     Output {
         name: String,
         line: String,
+    },
+    /// A base image is being pulled from its registry.
+    Pulling {
+        reference: String,
     },
     /// Something the build could not do as asked and went on without (a refused limit).
     Warning {
@@ -671,17 +679,39 @@ fn stage_label(graph: &BuildGraph, s: usize) -> String {
         .unwrap_or_else(|| format!("stage-{s}"))
 }
 
+/// The manifest `reference` names: from the store, pulled when it is missing (or, with
+/// `--pull`, whenever it is named by tag), unless pulling is off.
+fn resolve_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<Digest, BuildError> {
+    let local = ctx.store.resolve(reference)?;
+    let pinned = kiln_runtime::reference::parse(reference).is_ok_and(|r| r.digest.is_some());
+    let wanted = local.is_none() || (ctx.opts.pull_always && !pinned);
+    let Some(opts) = ctx
+        .opts
+        .registry
+        .as_ref()
+        .filter(|_| wanted && !ctx.opts.dry_run)
+    else {
+        return local.ok_or_else(|| {
+            BuildError::at(
+                span,
+                format!(
+                    "base image {reference:?} is not in kiln's store (pulling is off); load it \
+                     with `kiln load -i <oci-layout-or-archive>`, pull it with `kiln pull`, or \
+                     build it and tag it with `kiln build -t {reference}`"
+                ),
+            )
+        });
+    };
+    (ctx.on_event)(Event::Pulling {
+        reference: reference.to_string(),
+    });
+    let pulled = kiln_runtime::registry::pull(ctx.store, reference, opts, &|_| {})
+        .map_err(|e| BuildError::at(span, format!("pulling {reference}: {e}")))?;
+    Ok(pulled.manifest)
+}
+
 fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, BuildError> {
-    let manifest = ctx.store.resolve(reference)?.ok_or_else(|| {
-        BuildError::at(
-            span,
-            format!(
-                "base image {reference:?} is not in kiln's store: kiln does not pull from \
-                 registries yet; load it with `kiln load -i <oci-layout-or-archive>`, or build \
-                 it and tag it with `kiln build -t {reference}`"
-            ),
-        )
-    })?;
+    let manifest = resolve_image(ctx, reference, span)?;
     let (m, config, _) = ctx.store.image(&manifest)?;
     if !ctx.opts.dry_run {
         ctx.store.record_base(reference, &manifest)?;

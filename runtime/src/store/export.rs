@@ -125,7 +125,7 @@ impl Store {
     }
 
     /// The gzip form of an uncompressed layer blob, made once.
-    fn gzip_layer(&self, diff_id: &Digest) -> Result<(Digest, u64), StoreError> {
+    pub(crate) fn gzip_layer(&self, diff_id: &Digest) -> Result<(Digest, u64), StoreError> {
         {
             let conn = self.conn();
             let mut stmt = conn
@@ -173,7 +173,7 @@ impl Store {
     }
 
     /// The manifest of `manifest` with every uncompressed layer replaced by its gzip form.
-    fn export_manifest(
+    pub(crate) fn export_manifest(
         &self,
         manifest: &Digest,
     ) -> Result<(Manifest, Vec<u8>, Digest), StoreError> {

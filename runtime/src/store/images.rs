@@ -22,8 +22,14 @@ pub struct ImageSummary {
 
 impl Store {
     /// The manifest digest a user's word names: a tag, or a manifest digest in the store.
+    /// A reference pinned by digest (`app@sha256:...`, `app:1@sha256:...`) names that
+    /// manifest, whatever the tag says now, as in docker.
     pub fn resolve(&self, name: &str) -> Result<Option<Digest>, StoreError> {
         if let Ok(d) = Digest::parse(name) {
+            return Ok(self.has_blob(&d).then_some(d));
+        }
+        if let Some(pinned) = crate::reference::parse(name)?.digest {
+            let d = Digest::parse(&pinned).map_err(|e| StoreError::BadTag(e.to_string()))?;
             return Ok(self.has_blob(&d).then_some(d));
         }
         self.resolve_tag(name)

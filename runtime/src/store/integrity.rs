@@ -31,13 +31,13 @@ const CONFIG_TYPES: [&str; 2] = [
 
 /// How a layer blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compression {
+pub(crate) enum Compression {
     None,
     Gzip,
 }
 
 /// The compression a layer media type names, or why kiln cannot use it.
-fn layer_compression(media_type: &str) -> Result<Compression, String> {
+pub(crate) fn layer_compression(media_type: &str) -> Result<Compression, String> {
     match media_type {
         oci::MEDIA_LAYER_TAR | "application/vnd.docker.image.rootfs.diff.tar" => {
             Ok(Compression::None)
@@ -57,7 +57,7 @@ fn layer_compression(media_type: &str) -> Result<Compression, String> {
 }
 
 /// Hashes everything `r` yields.
-pub(super) fn sha256_of(mut r: impl Read) -> std::io::Result<Digest> {
+pub(crate) fn sha256_of(mut r: impl Read) -> std::io::Result<Digest> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -78,7 +78,7 @@ impl Store {
 
     /// [`Store::check_image`], skipping the (layer, diff_id) pairs in `good` and adding those
     /// it finds good (`kiln store verify` reads each shared layer once).
-    pub(super) fn check_image_memo(
+    pub(crate) fn check_image_memo(
         &self,
         manifest: &Manifest,
         good: &mut std::collections::BTreeSet<(String, String)>,

@@ -22,10 +22,18 @@ CREATE TABLE IF NOT EXISTS tags (
 
 /// Normalises a reference the way docker does for local names ([`crate::reference::parse`]):
 /// a missing tag means `latest`; a digest has no place in a tag's name.
+/// Docker Hub names are kept in docker's short form: `docker.io/library/alpine` is `alpine`,
+/// `docker.io/team/app` is `team/app`, so both spellings name one image.
 pub fn normalize_tag(name: &str) -> Result<String, StoreError> {
-    let r = crate::reference::parse(name)?;
+    let mut r = crate::reference::parse(name)?;
     if r.digest.is_some() {
         return Err(StoreError::BadTag(name.to_string()));
+    }
+    if matches!(r.host.as_deref(), Some("docker.io" | "index.docker.io")) {
+        r.host = None;
+        if let Some(rest) = r.path.strip_prefix("library/").filter(|p| !p.contains('/')) {
+            r.path = rest.to_string();
+        }
     }
     Ok(r.tagged())
 }
@@ -123,6 +131,14 @@ mod tests {
         assert_eq!(
             normalize_tag("localhost:5000/team/app").unwrap(),
             "localhost:5000/team/app:latest"
+        );
+        assert_eq!(
+            normalize_tag("docker.io/library/alpine").unwrap(),
+            "alpine:latest"
+        );
+        assert_eq!(
+            normalize_tag("index.docker.io/team/app:1").unwrap(),
+            "team/app:1"
         );
         assert_eq!(
             normalize_tag("localhost:5000/app:v2").unwrap(),

@@ -1,0 +1,269 @@
+//! `kiln push` and `kiln build --push`: an image of the store to a registry.
+//!
+//! Layers kiln keeps uncompressed are gzipped once (several at a time; the gzip form is
+//! remembered, so a second push or `kiln save` does not compress again), then every blob the
+//! registry lacks is sent, several at once: `HEAD` first (present: nothing to send), then a
+//! cross-repository mount when kiln knows another repository of the same registry has the
+//! blob, else one upload session with a single streamed `PUT` of the file. The manifest goes
+//! last, byte for byte as stored, so its digest is the one `kiln images` shows (or, for an
+//! image with uncompressed layers, the digest `kiln save` gives it).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ureq::http::Method;
+
+use super::{
+    Options, RegistryError, Target,
+    client::{Client, Payload},
+    for_each_parallel,
+};
+use crate::{digest::Digest, oci, store::Store};
+
+/// How to push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub registry: Options,
+    /// Blobs sent at once (0: docker's default of 5).
+    pub jobs: usize,
+}
+
+/// What happened to each blob.
+#[derive(Debug, Clone)]
+pub enum PushEvent {
+    Exists { digest: Digest },
+    Mounted { digest: Digest, from: String },
+    Uploaded { digest: Digest, size: u64 },
+}
+
+/// A finished push.
+#[derive(Debug, Clone)]
+pub struct Pushed {
+    pub target: Target,
+    /// The manifest's digest on the registry.
+    pub digest: Digest,
+    /// The manifest's size in bytes.
+    pub size: u64,
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub existed: usize,
+}
+
+fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `url` with `key=value` added to its query.
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={}", super::auth::query_escape(value))
+}
+
+enum Sent {
+    Exists,
+    Mounted(String),
+    Uploaded,
+}
+
+/// Sends one blob unless the registry has it.
+fn send_blob(
+    store: &Store,
+    client: &Client,
+    target: &Target,
+    digest: &Digest,
+) -> Result<Sent, RegistryError> {
+    let scope = target.scope(true);
+    let what = format!("blob {digest}");
+    let blob_url = client.url(&target.repo, &format!("blobs/{digest}"));
+    let head = client.call(
+        Method::HEAD,
+        &blob_url,
+        std::slice::from_ref(&scope),
+        &[],
+        Payload::None,
+    )?;
+    match head.status().as_u16() {
+        200 => return Ok(Sent::Exists),
+        404 => {}
+        _ => return Err(client.failure(head, &blob_url, &what)),
+    }
+    let uploads = client.url(&target.repo, "blobs/uploads/");
+    let mut location = None;
+    for from in store
+        .blob_sources(digest, &client.registry)?
+        .into_iter()
+        .filter(|r| r != &target.repo)
+        .take(1)
+    {
+        let url = with_query(
+            &with_query(&uploads, "mount", &digest.to_string()),
+            "from",
+            &from,
+        );
+        let scopes = [scope.clone(), format!("repository:{from}:pull")];
+        let resp = client.call(
+            Method::POST,
+            &url,
+            &scopes,
+            &[("content-length", "0")],
+            Payload::None,
+        )?;
+        match resp.status().as_u16() {
+            201 => return Ok(Sent::Mounted(from)),
+            // Not mounted (the registry cannot, or kiln may not read `from`): an upload
+            // session was opened instead.
+            202 => location = header(&resp, "location"),
+            _ => {}
+        }
+    }
+    let location = match location {
+        Some(l) => l,
+        None => {
+            let resp = client.call(
+                Method::POST,
+                &uploads,
+                std::slice::from_ref(&scope),
+                &[("content-length", "0")],
+                Payload::None,
+            )?;
+            if resp.status().as_u16() != 202 {
+                return Err(client.failure(resp, &uploads, &what));
+            }
+            header(&resp, "location").ok_or_else(|| RegistryError::Status {
+                url: uploads.clone(),
+                status: 202,
+                message: "the upload session has no Location".into(),
+            })?
+        }
+    };
+    let put = with_query(&client.absolute(&location), "digest", &digest.to_string());
+    let path = store.blob_path(digest);
+    let resp = client.call(
+        Method::PUT,
+        &put,
+        &[scope],
+        &[("content-type", "application/octet-stream")],
+        Payload::File(&path),
+    )?;
+    if resp.status().as_u16() != 201 {
+        return Err(client.failure(resp, &put, &what));
+    }
+    Ok(Sent::Uploaded)
+}
+
+/// Pushes the store's image `source` (a tag or manifest digest) as `dest`.
+pub fn push(
+    store: &Store,
+    source: &str,
+    dest: &str,
+    opts: &PushOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+) -> Result<Pushed, RegistryError> {
+    let target = Target::parse(dest)?;
+    if target.digest.is_some() {
+        return Err(RegistryError::Refused {
+            what: dest.to_string(),
+            reason: "cannot push to a digest; name a tag".into(),
+        });
+    }
+    let _guard = store.build_guard()?;
+    let local = store
+        .resolve(source)?
+        .ok_or_else(|| RegistryError::NotFound {
+            what: source.to_string(),
+            message: "no such image in kiln's store".into(),
+        })?;
+    // Compress what kiln keeps uncompressed, all layers at once (bounded by the machine).
+    let (m, _, _) = store.image(&local)?;
+    let tars: Vec<Digest> = m
+        .layers
+        .iter()
+        .filter(|l| l.media_type == oci::MEDIA_LAYER_TAR)
+        .filter_map(|l| Digest::parse(&l.digest).ok())
+        .collect();
+    for_each_parallel(&tars, 0, |d| {
+        store.gzip_layer(d).map(|_| ()).map_err(Into::into)
+    })?;
+    let (m, bytes, digest) = store.export_manifest(&local)?;
+    let client = Client::connect(&target.registry, &opts.registry)?;
+    let mut blobs: Vec<Digest> = Vec::new();
+    for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {
+        let d = Digest::parse(d).map_err(|e| RegistryError::Refused {
+            what: source.to_string(),
+            reason: e.to_string(),
+        })?;
+        if !blobs.contains(&d) {
+            blobs.push(d);
+        }
+    }
+    let counts = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
+    let jobs = if opts.jobs == 0 { 5 } else { opts.jobs };
+    for_each_parallel(&blobs, jobs, |d| {
+        let sent = send_blob(store, &client, &target, d)?;
+        let (i, ev) = match sent {
+            Sent::Exists => (0, PushEvent::Exists { digest: d.clone() }),
+            Sent::Mounted(from) => (
+                1,
+                PushEvent::Mounted {
+                    digest: d.clone(),
+                    from,
+                },
+            ),
+            Sent::Uploaded => {
+                let size = std::fs::metadata(store.blob_path(d))
+                    .map(|m| m.len())
+                    .unwrap_or(0);
+                (
+                    2,
+                    PushEvent::Uploaded {
+                        digest: d.clone(),
+                        size,
+                    },
+                )
+            }
+        };
+        counts[i].fetch_add(1, Ordering::Relaxed);
+        events(ev);
+        store.record_blob_source(d, &client.registry, &target.repo)?;
+        Ok(())
+    })?;
+    let tag = target.tag.as_deref().unwrap_or("latest");
+    let url = client.url(&target.repo, &format!("manifests/{tag}"));
+    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["mediaType"].as_str().map(str::to_string))
+        .unwrap_or_else(|| oci::MEDIA_MANIFEST.to_string());
+    let resp = client.call(
+        Method::PUT,
+        &url,
+        &[target.scope(true)],
+        &[("content-type", &media_type)],
+        Payload::Bytes(&bytes),
+    )?;
+    if resp.status().as_u16() != 201 {
+        return Err(client.failure(resp, &url, &format!("manifest {target}")));
+    }
+    if let Some(d) = header(&resp, "docker-content-digest") {
+        if d != digest.to_string() {
+            return Err(RegistryError::Refused {
+                what: format!("manifest {target}"),
+                reason: format!("the registry stored it as {d}, kiln sent {digest}"),
+            });
+        }
+    }
+    let [existed, mounted, uploaded] = counts.map(AtomicUsize::into_inner);
+    Ok(Pushed {
+        target,
+        digest,
+        size: bytes.len() as u64,
+        uploaded,
+        mounted,
+        existed,
+    })
+}

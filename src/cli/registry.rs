@@ -1,0 +1,295 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`: the registry commands, with docker's
+//! flags and output.
+
+use std::{io::Read, process::ExitCode};
+
+use anyhow::{Context, bail};
+use kiln_runtime::registry::{
+    self, Options, PullOptions, PushOptions, credentials, pull::PullEvent, push::PushEvent,
+};
+
+/// Registry settings every command that talks to a registry takes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RegistryFlags {
+    /// Allow plain HTTP or an unverified certificate for this registry (`host[:port]` or an
+    /// IPv4 network; repeatable). `localhost` and 127.0.0.0/8 always are, as in docker.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure: Vec<String>,
+}
+
+impl RegistryFlags {
+    /// The settings file's options plus these flags.
+    pub fn options(&self) -> anyhow::Result<Options> {
+        let mut o = Options::load()?;
+        o.insecure.extend(self.insecure.iter().cloned());
+        Ok(o)
+    }
+}
+
+/// `--platform os/arch[/variant]`.
+fn platform(s: &str) -> anyhow::Result<kiln_runtime::oci::Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
+            Ok(kiln_runtime::oci::Platform {
+                os: os.to_string(),
+                architecture: arch.to_string(),
+                variant: parts.get(2).map(|v| v.to_string()),
+            })
+        }
+        _ => bail!("invalid --platform {s:?}: expected os/arch[/variant], such as linux/arm64"),
+    }
+}
+
+fn short(d: &kiln_runtime::digest::Digest) -> &str {
+    &d.hex()[..12]
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PullArgs {
+    /// The image: `NAME[:TAG|@DIGEST]` (`alpine` is `docker.io/library/alpine:latest`).
+    pub image: String,
+    /// From a multi-platform image, the one for this platform (default: this machine's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    pub platform: Option<String>,
+    /// Print only the image name.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+pub fn pull(root: Option<&std::path::Path>, args: PullArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let target = registry::Target::parse(&args.image)?;
+    let opts = PullOptions {
+        registry: args.registry.options()?,
+        platform: args.platform.as_deref().map(platform).transpose()?,
+        jobs: 0,
+    };
+    if !args.quiet {
+        if kiln_runtime::reference::parse(&args.image)?.tag.is_none() && target.digest.is_none() {
+            println!("Using default tag: latest");
+        }
+        println!(
+            "{}: Pulling from {}",
+            target
+                .tag
+                .as_deref()
+                .or(target.digest.as_deref())
+                .unwrap_or("latest"),
+            target.repo
+        );
+    }
+    let quiet = args.quiet;
+    let show = move |e: PullEvent| {
+        if quiet {
+            return;
+        }
+        match e {
+            PullEvent::Resolved { .. } => {}
+            PullEvent::Exists { digest } => println!("{}: Already exists", short(&digest)),
+            PullEvent::Downloaded { digest, .. } => println!("{}: Pull complete", short(&digest)),
+        }
+    };
+    let pulled = registry::pull(&store, &args.image, &opts, &show)
+        .with_context(|| format!("cannot pull {}", args.image))?;
+    if !quiet {
+        println!("Digest: {}", pulled.resolved);
+        let name = pulled.tag.clone().unwrap_or_else(|| args.image.clone());
+        if pulled.downloaded == 0 {
+            println!("Status: Image is up to date for {name}");
+        } else {
+            println!("Status: Downloaded newer image for {name}");
+        }
+    }
+    println!("{}", pulled.target);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PushArgs {
+    /// The image to push: `NAME[:TAG]`, whose name says the registry.
+    pub image: String,
+    /// Print only the manifest digest.
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// Pushes the store's `source` as `dest`, printing as docker does unless `quiet`.
+pub fn push_image(
+    store: &kiln_runtime::store::Store,
+    source: &str,
+    dest: &str,
+    flags: &RegistryFlags,
+    quiet: bool,
+) -> anyhow::Result<registry::Pushed> {
+    let target = registry::Target::parse(dest)?;
+    let opts = PushOptions {
+        registry: flags.options()?,
+        jobs: 0,
+    };
+    if !quiet {
+        println!(
+            "The push refers to repository [{}/{}]",
+            target.registry, target.repo
+        );
+    }
+    let show = move |e: PushEvent| {
+        if quiet {
+            return;
+        }
+        match e {
+            PushEvent::Exists { digest } => println!("{}: Layer already exists", short(&digest)),
+            PushEvent::Mounted { digest, from } => {
+                println!("{}: Mounted from {from}", short(&digest))
+            }
+            PushEvent::Uploaded { digest, .. } => println!("{}: Pushed", short(&digest)),
+        }
+    };
+    let pushed = registry::push(store, source, dest, &opts, &show)
+        .with_context(|| format!("cannot push {dest}"))?;
+    if !quiet {
+        println!(
+            "{}: digest: {} size: {}",
+            target.tag.as_deref().unwrap_or("latest"),
+            pushed.digest,
+            pushed.size
+        );
+    }
+    Ok(pushed)
+}
+
+pub fn push(root: Option<&std::path::Path>, args: PushArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let pushed = push_image(&store, &args.image, &args.image, &args.registry, args.quiet)?;
+    if args.quiet {
+        println!("{}", pushed.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The registry (default: Docker Hub).
+    pub server: Option<String>,
+    #[arg(short, long)]
+    pub username: Option<String>,
+    /// The password (visible to other users in `ps`: prefer --password-stdin).
+    #[arg(short, long)]
+    pub password: Option<String>,
+    /// Read the password from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub registry: RegistryFlags,
+}
+
+/// A registry as the user names it (`https://r.example/v2/`, `docker.io`) → `host[:port]`.
+fn server_host(server: Option<&str>) -> String {
+    let s = server.unwrap_or("docker.io");
+    let s = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"))
+        .unwrap_or(s);
+    let host = s.split('/').next().unwrap_or(s);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" | "" => "docker.io".to_string(),
+        h => h.to_string(),
+    }
+}
+
+pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
+    let host = server_host(args.server.as_deref());
+    let Some(username) = args.username.clone() else {
+        bail!("kiln login needs -u USERNAME (and --password-stdin or -p)");
+    };
+    let password = match (&args.password, args.password_stdin) {
+        (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
+        (Some(p), false) => {
+            eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+            p.clone()
+        }
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("cannot read the password from standard input")?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => bail!("kiln login needs --password-stdin or -p PASSWORD"),
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    let credential = credentials::Credential {
+        username: username.clone(),
+        secret: password.clone(),
+        identity_token: false,
+        source: "the command line".into(),
+    };
+    let client = registry::Client::connect_with(&host, &args.registry.options()?, Some(credential))
+        .with_context(|| format!("cannot log in to {host}"))?;
+    client
+        .check_login()
+        .with_context(|| format!("cannot log in to {host}"))?;
+    let place = credentials::store(&host, &username, &password)
+        .with_context(|| format!("cannot store the credentials for {host}"))?;
+    eprintln!("credentials stored in {place}");
+    println!("Login Succeeded");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogoutArgs {
+    /// The registry (default: Docker Hub).
+    pub server: Option<String>,
+}
+
+pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
+    let host = server_host(args.server.as_deref());
+    if credentials::erase(&host)? {
+        println!(
+            "Removing login credentials for {}",
+            credentials::key_for(&host)
+        );
+    } else {
+        println!("Not logged in to {host}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--pull` of `kiln run`, as docker's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullPolicy {
+    Missing,
+    Always,
+    Never,
+}
+
+/// Pulls `image` for `kiln run` as `policy` says, reporting on stderr as `docker run` does.
+pub fn pull_for_run(
+    store: &kiln_runtime::store::Store,
+    image: &str,
+    policy: PullPolicy,
+    flags: &RegistryFlags,
+) -> anyhow::Result<()> {
+    let present = store.resolve(image)?.is_some();
+    match policy {
+        PullPolicy::Never => return Ok(()),
+        PullPolicy::Missing if present => return Ok(()),
+        PullPolicy::Missing => eprintln!("Unable to find image '{image}' locally"),
+        PullPolicy::Always => {}
+    }
+    let opts = PullOptions {
+        registry: flags.options()?,
+        platform: None,
+        jobs: 0,
+    };
+    let pulled = registry::pull(store, image, &opts, &|_| {})
+        .with_context(|| format!("cannot pull {image}"))?;
+    eprintln!("Digest: {}", pulled.resolved);
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Real registries for the tests: Debian's `docker-registry` (distribution 2.8) started on
+//! 127.0.0.1 with a fresh storage directory, plain HTTP or TLS with a CA made here, htpasswd
+//! Basic auth or Bearer tokens from [`TokenServer`] (a small Python server issuing the JWTs the
+//! registry trusts, signed with `openssl`, as Docker Hub's and GHCR's token services do).
+
+use std::{
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A port nobody listens on now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate it signed for 127.0.0.1 and localhost.
+#[derive(Debug)]
+pub struct Tls {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tls {
+    pub fn make() -> Tls {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let p = |n: &str| d.join(n);
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln test CA",
+                "-keyout",
+            ])
+            .arg(p("ca.key"))
+            .arg("-out")
+            .arg(p("ca.crt")));
+        std::fs::write(
+            p("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-keyout",
+            ])
+            .arg(p("server.key"))
+            .arg("-out")
+            .arg(p("server.csr")));
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(p("server.csr"))
+            .arg("-CA")
+            .arg(p("ca.crt"))
+            .arg("-CAkey")
+            .arg(p("ca.key"))
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(p("san.ext"))
+            .arg("-out")
+            .arg(p("server.crt")));
+        Tls { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A docker `certs.d` tree trusting this CA for `host`.
+    pub fn certs_d(&self, host: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let h = d.path().join(host);
+        std::fs::create_dir_all(&h).unwrap();
+        std::fs::copy(self.path("ca.crt"), h.join("ca.crt")).unwrap();
+        d
+    }
+}
+
+/// How the registry authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// htpasswd Basic auth with this user and password.
+    Basic(String, String),
+    /// Bearer tokens from the server at this realm, signed by the key of `cert`.
+    Token {
+        realm: String,
+        cert: PathBuf,
+    },
+}
+
+/// A running `docker-registry`; killed when dropped.
+#[derive(Debug)]
+pub struct Registry {
+    pub port: u16,
+    child: Child,
+    pub dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Registry {
+    pub fn start(tls: Option<&Tls>, auth: Auth) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some(t) = tls {
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.path("server.crt").display(),
+                t.path("server.key").display()
+            ));
+        }
+        match &auth {
+            Auth::None => {}
+            Auth::Basic(user, pass) => {
+                let file = dir.path().join("htpasswd");
+                run(Command::new("htpasswd")
+                    .args(["-Bbc"])
+                    .arg(&file)
+                    .args([user, pass]));
+                cfg.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Auth::Token { realm, cert } => cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: kiln-test\n    issuer: kiln-test-issuer\n    rootcertbundle: {}\n",
+                cert.display()
+            )),
+        }
+        let config = dir.path().join("config.yml");
+        std::fs::write(&config, cfg).unwrap();
+        let child = Self::spawn(&config, port);
+        Registry {
+            port,
+            child,
+            dir,
+            config,
+        }
+    }
+
+    fn spawn(config: &Path, port: u16) -> Child {
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child, "docker-registry");
+        child
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the registry (as a crash would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.config, self.port);
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The token server: `GET /token?service=&scope=` with Basic credentials of `user`/`pass`
+/// gets a JWT granting what was asked; anyone else is refused (401).
+#[derive(Debug)]
+pub struct TokenServer {
+    pub port: u16,
+    child: Child,
+    /// Its signing certificate, which the registry trusts.
+    pub cert: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TokenServer {
+    pub fn start(user: &str, pass: &str) -> TokenServer {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("token.key");
+        let cert = dir.path().join("token.crt");
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=kiln token issuer",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        let port = free_port();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/token_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&key)
+            .arg(&cert)
+            .args([user, pass])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        wait_listening(port, &mut child, "the token server");
+        TokenServer {
+            port,
+            child,
+            cert,
+            dir,
+        }
+    }
+
+    pub fn realm(&self) -> String {
+        format!("http://127.0.0.1:{}/token", self.port)
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A kiln command isolated from the machine's registry settings and credentials: its own
+/// `DOCKER_CONFIG`, settings file and no podman auth file.
+pub fn isolated(cmd: &mut Command, docker_config: &Path, settings: &Path) {
+    cmd.env("DOCKER_CONFIG", docker_config)
+        .env("KILN_REGISTRIES_CONF", settings)
+        .env("REGISTRY_AUTH_FILE", docker_config.join("no-auth.json"));
+}

@@ -1,0 +1,768 @@
+//! `kiln pull`, `push`, `login`, `logout` and pulls during builds, against real registries
+//! (Debian's `docker-registry`) started by each test on 127.0.0.1: plain HTTP, TLS with a CA
+//! made here, htpasswd Basic auth, Bearer tokens from a token server, a credential helper.
+//! Results are checked with skopeo and podman, which read what kiln pushed.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use common::registry::{Auth, Registry, Tls, TokenServer, isolated};
+
+/// Where a test's kiln keeps registry settings and credentials.
+struct Env {
+    docker_config: tempfile::TempDir,
+    settings: PathBuf,
+    path: Option<String>,
+}
+
+impl Env {
+    fn new(settings: serde_json::Value) -> Env {
+        let docker_config = tempfile::tempdir().unwrap();
+        let path = docker_config.path().join("registries.json");
+        std::fs::write(&path, settings.to_string()).unwrap();
+        Env {
+            docker_config,
+            settings: path,
+            path: None,
+        }
+    }
+
+    fn plain() -> Env {
+        Env::new(serde_json::json!({}))
+    }
+
+    fn cmd(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = common::kiln_cmd(root, args);
+        isolated(&mut c, self.docker_config.path(), &self.settings);
+        if let Some(p) = &self.path {
+            c.env("PATH", p);
+        }
+        c
+    }
+
+    fn kiln(&self, root: &Path, args: &[&str]) -> (i32, String, String) {
+        self.kiln_in(root, args, "")
+    }
+
+    fn kiln_in(&self, root: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let mut child = self
+            .cmd(root, args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, root: &Path, args: &[&str]) -> String {
+        let (code, out, err) = self.kiln(root, args);
+        assert_eq!(code, 0, "kiln {args:?}\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    fn config_json(&self) -> PathBuf {
+        self.docker_config.path().join("config.json")
+    }
+}
+
+fn have_registry(test: &str) -> bool {
+    common::have("docker-registry", test) && common::have("skopeo", test)
+}
+
+/// A fresh store with the base pushed to `reg` as `busybox:1`.
+fn pushed_base(env: &Env, reg: &str) -> tempfile::TempDir {
+    let root = common::store_with_base();
+    let name = format!("{reg}/busybox:1");
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &name]);
+    env.ok(root.path(), &["push", &name]);
+    root
+}
+
+fn skopeo_digest(reference: &str, extra: &[&str]) -> String {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .args(extra)
+        .arg(format!("docker://{reference}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["Digest"].as_str().unwrap().to_string()
+}
+
+fn verify_clean(env: &Env, root: &Path) {
+    let out = env.ok(root, &["store", "verify"]);
+    assert!(out.contains(" 0 problems"), "{out}");
+}
+
+#[test]
+fn push_then_pull_round_trip() {
+    if !have_registry("push_then_pull_round_trip") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let host = reg.host();
+    let root = common::store_with_base();
+    let name = format!("{host}/busybox:1");
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &name]);
+    let out = env.ok(root.path(), &["push", &name]);
+    assert!(
+        out.contains(&format!("The push refers to repository [{host}/busybox]")),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches(": Pushed").count(),
+        2,
+        "layer and config: {out}"
+    );
+    let line = out.lines().last().unwrap();
+    let digest = line
+        .split("digest: ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    // What the registry has is what kiln pushed, byte for byte (the local manifest digest).
+    assert_eq!(skopeo_digest(&name, &["--tls-verify=false"]), digest);
+    let local = env.ok(root.path(), &["inspect", &name]);
+    assert!(local.contains(digest), "{local}");
+    // Pushing again sends nothing.
+    let again = env.ok(root.path(), &["push", &name]);
+    assert_eq!(again.matches("Layer already exists").count(), 2, "{again}");
+
+    let fresh = tempfile::tempdir().unwrap();
+    let out = env.ok(fresh.path(), &["pull", &name]);
+    assert!(out.contains("Pull complete"), "{out}");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{out}"
+    );
+    let images = env.ok(fresh.path(), &["images"]);
+    assert!(images.contains(&format!("{host}/busybox")), "{images}");
+    verify_clean(&env, fresh.path());
+    let out = env.ok(fresh.path(), &["pull", &name]);
+    assert!(
+        out.contains("Already exists") && out.contains("Image is up to date"),
+        "{out}"
+    );
+    // Pinned by digest: no tag is set, the image resolves by that digest.
+    let pinned = format!("{host}/busybox@{digest}");
+    let other = tempfile::tempdir().unwrap();
+    env.ok(other.path(), &["pull", &pinned]);
+    assert!(!env.ok(other.path(), &["images"]).contains("busybox"));
+    env.ok(other.path(), &["inspect", &pinned]);
+    if common::can_sandbox("push_then_pull_round_trip") {
+        let (code, out, err) = env.kiln(
+            fresh.path(),
+            &["run", "--rm", "--pull", "never", &name, "echo", "pulled"],
+        );
+        assert_eq!((code, out.trim()), (0, "pulled"), "{err}");
+    }
+}
+
+#[test]
+fn missing_images_and_unreachable_registries_are_clear() {
+    if !have_registry("missing_images_and_unreachable_registries_are_clear") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let _base = pushed_base(&env, &reg.host());
+    let root = tempfile::tempdir().unwrap();
+    let missing = format!("{}/busybox:nope", reg.host());
+    let (code, _, err) = env.kiln(root.path(), &["pull", &missing]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "manifest for {missing} not found: manifest unknown"
+        )),
+        "{err}"
+    );
+    let (code, _, err) = env.kiln(root.path(), &["pull", &format!("{}/nothing:1", reg.host())]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not found"), "{err}");
+    let closed = format!("127.0.0.1:{}", common::registry::free_port());
+    let (code, _, err) = env.kiln(root.path(), &["pull", &format!("{closed}/busybox")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot reach registry {closed}")),
+        "{err}"
+    );
+    // A build names the line and the registry's answer.
+    let ctx = common::context(&format!("FROM {missing}\nRUN true\n"));
+    let (code, _, err) = env.kiln(root.path(), &["build", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:1") && err.contains("manifest unknown"),
+        "{err}"
+    );
+    let (code, _, err) = env.kiln(root.path(), &["run", "--rm", &missing]);
+    assert_eq!(code, 125, "{err}");
+    assert!(
+        err.contains("Unable to find image") && err.contains("manifest unknown"),
+        "{err}"
+    );
+}
+
+#[test]
+fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
+    if !have_registry("build_pulls_its_base") || !common::can_sandbox("build_pulls_its_base") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let host = reg.host();
+    let base_store = pushed_base(&env, &host);
+    let root = tempfile::tempdir().unwrap();
+    let ctx = common::context(&format!(
+        "FROM {host}/busybox:1\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n"
+    ));
+    let app = format!("{host}/team/app:v1");
+    let (code, out, err) = env.kiln(
+        root.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &app,
+            "--push",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains(&format!("pulling {host}/busybox:1")), "{err}");
+    // The base layer came from busybox on the same registry: mounted, not uploaded again.
+    assert!(out.contains("Mounted from busybox"), "{out}");
+    assert!(out.contains("v1: digest: sha256:"), "{out}");
+    skopeo_digest(&app, &["--tls-verify=false"]);
+    // podman (daemonless, a peer) pulls and runs what kiln pushed.
+    if common::have("podman", "build_pulls_its_base (podman)") {
+        let storage = tempfile::tempdir().unwrap();
+        let podman = |args: &[&str]| {
+            Command::new("podman")
+                .arg("--root")
+                .arg(storage.path().join("root"))
+                .arg("--runroot")
+                .arg(storage.path().join("run"))
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let pulled = podman(&["pull", "--tls-verify=false", &app]);
+        assert!(
+            pulled.status.success(),
+            "{}",
+            String::from_utf8_lossy(&pulled.stderr)
+        );
+        let ran = podman(&["run", "--rm", "--network", "none", &app]);
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&ran.stdout).trim(), "built");
+    }
+    // The tag moves on the registry: a plain rebuild keeps the stored base (all cached);
+    // `--pull` fetches the new one, and the RUN step misses.
+    let ctx2 = common::context("FROM kiln.local/busybox\nRUN echo moved > /moved\n");
+    env.ok(
+        base_store.path(),
+        &[
+            "build",
+            "-t",
+            &format!("{host}/busybox:1"),
+            "--push",
+            ctx2.path().to_str().unwrap(),
+        ],
+    );
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "again"];
+        args.extend_from_slice(extra);
+        args.push(ctx.path().to_str().unwrap());
+        let (code, _, err) = env.kiln(root.path(), &args);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let cached = build(&[]);
+    assert!(
+        cached.contains("CACHED") && !cached.contains("pulling"),
+        "{cached}"
+    );
+    let pulled = build(&["--pull"]);
+    assert!(
+        pulled.contains(&format!("pulling {host}/busybox:1")),
+        "{pulled}"
+    );
+    assert!(
+        !pulled.contains("CACHED"),
+        "the moved base must miss: {pulled}"
+    );
+    verify_clean(&env, root.path());
+}
+
+#[test]
+fn index_picks_this_platform_and_docker_schema2_pulls() {
+    if !have_registry("index_picks_this_platform") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let host = reg.host();
+    // A two-platform index: the bundled base for this machine, and an arm64 twin (same layer,
+    // its config saying arm64), copied to the registry with skopeo.
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path();
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", common::BASE))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let blob = |d: &str| {
+        dir.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let write = |data: &[u8]| -> String {
+        let d = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(data))
+        );
+        std::fs::write(blob(&d), data).unwrap();
+        d
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let mut host_desc = index["manifests"][0].clone();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(host_desc["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let host_arch = config["architecture"].as_str().unwrap().to_string();
+    let other_arch = if host_arch == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    config["architecture"] = other_arch.into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let mut other = manifest.clone();
+    other["config"]["digest"] = write(&config_bytes).into();
+    other["config"]["size"] = config_bytes.len().into();
+    let other_bytes = serde_json::to_vec(&other).unwrap();
+    let other_digest = write(&other_bytes);
+    host_desc["platform"] = serde_json::json!({"os": "linux", "architecture": host_arch});
+    host_desc.as_object_mut().unwrap().remove("annotations");
+    let nested = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            host_desc,
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": other_digest,
+             "size": other_bytes.len(), "platform": {"os": "linux", "architecture": other_arch}},
+        ],
+    });
+    let nested_bytes = serde_json::to_vec(&nested).unwrap();
+    let nested_digest = write(&nested_bytes);
+    std::fs::write(dir.join("index.json"), serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json", "digest": nested_digest,
+                        "size": nested_bytes.len(), "annotations": {"org.opencontainers.image.ref.name": "multi"}}],
+    }).to_string()).unwrap();
+    let multi = format!("{host}/multi:1");
+    let status = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("oci:{}:multi", dir.display()))
+        .arg(format!("docker://{multi}"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+
+    let root = tempfile::tempdir().unwrap();
+    let out = env.ok(root.path(), &["pull", &multi]);
+    // The digest shown is the index's; the image stored is this machine's.
+    assert!(out.contains(&format!("Digest: {nested_digest}")), "{out}");
+    let inspect = env.ok(root.path(), &["inspect", &multi]);
+    assert!(
+        inspect.contains(&format!("\"Architecture\": \"{host_arch}\"")),
+        "{inspect}"
+    );
+    let other_root = tempfile::tempdir().unwrap();
+    env.ok(
+        other_root.path(),
+        &["pull", "--platform", &format!("linux/{other_arch}"), &multi],
+    );
+    let inspect = env.ok(other_root.path(), &["inspect", &multi]);
+    assert!(
+        inspect.contains(&format!("\"Architecture\": \"{other_arch}\"")),
+        "{inspect}"
+    );
+    let (code, _, err) = env.kiln(
+        other_root.path(),
+        &["pull", "--platform", "linux/s390x", &multi],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("no image for linux/s390x") && err.contains(&format!("linux/{other_arch}")),
+        "{err}"
+    );
+
+    // Docker's schema 2 manifest (what `docker push` sends).
+    let v2 = format!("{host}/schema2:1");
+    let status = Command::new("skopeo")
+        .args(["copy", "--format", "v2s2", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", common::BASE))
+        .arg(format!("docker://{v2}"))
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    env.ok(root.path(), &["pull", &v2]);
+    let inspect = env.ok(root.path(), &["inspect", &v2]);
+    assert!(inspect.contains("\"RootFS\""), "{inspect}");
+    verify_clean(&env, root.path());
+}
+
+#[test]
+fn hostile_images_from_a_registry_are_refused() {
+    if !have_registry("hostile_images_from_a_registry_are_refused") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let root = tempfile::tempdir().unwrap();
+    for (kind, says) in [
+        (common::hostile::Hostile::PoisonedDiffId, "diff_id"),
+        (
+            common::hostile::Hostile::TruncatedGzip,
+            "gzip stream is damaged",
+        ),
+        (
+            common::hostile::Hostile::GzipCalledTar,
+            "the content is gzip",
+        ),
+        (common::hostile::Hostile::DiffIdCount, "diff_ids"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let tag = common::hostile::write_layout(dir.path(), &kind);
+        let name = format!("{}/{}", reg.host(), tag);
+        let copy = Command::new("skopeo")
+            .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:{tag}", dir.path().display()))
+            .arg(format!("docker://{name}"))
+            .output()
+            .unwrap();
+        assert!(
+            copy.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&copy.stderr)
+        );
+        let (code, _, err) = env.kiln(root.path(), &["pull", &name]);
+        assert_eq!(code, 1, "{kind:?} was pulled");
+        assert!(err.contains(says), "{kind:?}: {err}");
+        assert!(
+            !env.ok(root.path(), &["images"]).contains("hostile"),
+            "{kind:?}"
+        );
+    }
+    verify_clean(&env, root.path());
+}
+
+#[test]
+fn tls_and_basic_auth_with_login_and_logout() {
+    if !have_registry("tls_and_basic_auth") || !common::have("htpasswd", "tls_and_basic_auth") {
+        return;
+    }
+    let tls = Tls::make();
+    let reg = Registry::start(Some(&tls), Auth::Basic("kiln".into(), "s3cret-pw".into()));
+    let host = reg.host();
+    // A strict settings file: loopback gets verified TLS too, against the CA in certs.d.
+    let certs = tls.certs_d(&host);
+    let env = Env::new(serde_json::json!({"insecure-registries": [], "certs-d": [certs.path()]}));
+    let untrusting = Env::new(serde_json::json!({"insecure-registries": []}));
+    let root = common::store_with_base();
+    let name = format!("{host}/busybox:1");
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &name]);
+    // Without the CA: a TLS error that says what was trusted.
+    let (code, _, err) = untrusting.kiln(root.path(), &["push", &name]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("TLS") && err.contains("trusted: system roots"),
+        "{err}"
+    );
+    // Anonymous: denied, with the way out.
+    let (code, _, err) = env.kiln(root.path(), &["push", &name]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("denied")
+            && err.contains("anonymous")
+            && err.contains(&format!("kiln login {host}")),
+        "{err}"
+    );
+    // A wrong password: refused, nothing stored, the password never printed.
+    let (code, out, err) = env.kiln_in(
+        root.path(),
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        "wrong-pw\n",
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("denied"), "{err}");
+    assert!(!err.contains("wrong-pw"), "{err}");
+    assert!(!env.config_json().exists());
+    let (code, out, err) = env.kiln_in(
+        root.path(),
+        &["login", "-u", "kiln", "--password-stdin", &host],
+        "s3cret-pw\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Login Succeeded"));
+    let meta = std::fs::metadata(env.config_json()).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(env.config_json()).unwrap();
+    assert!(
+        text.contains(&host) && !text.contains("s3cret-pw"),
+        "{text}"
+    );
+    env.ok(root.path(), &["push", &name]);
+    let fresh = tempfile::tempdir().unwrap();
+    env.ok(fresh.path(), &["pull", &name]);
+    // The password is in no file of the store.
+    let grep = Command::new("grep")
+        .args(["-r", "-l", "s3cret-pw"])
+        .arg(fresh.path())
+        .output()
+        .unwrap();
+    assert!(
+        grep.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&grep.stdout)
+    );
+    let out = env.ok(root.path(), &["logout", &host]);
+    assert!(
+        out.contains(&format!("Removing login credentials for {host}")),
+        "{out}"
+    );
+    let (code, _, err) = env.kiln(tempfile::tempdir().unwrap().path(), &["pull", &name]);
+    assert_eq!(code, 1);
+    assert!(err.contains("denied"), "{err}");
+}
+
+#[test]
+fn bearer_tokens_from_a_token_server() {
+    if !have_registry("bearer_tokens_from_a_token_server")
+        || !common::have("python3", "bearer_tokens")
+    {
+        return;
+    }
+    let tokens = TokenServer::start("tok-user", "tok-pass");
+    let reg = Registry::start(
+        None,
+        Auth::Token {
+            realm: tokens.realm(),
+            cert: tokens.cert.clone(),
+        },
+    );
+    let host = reg.host();
+    let env = Env::plain();
+    let root = common::store_with_base();
+    let name = format!("{host}/busybox:1");
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &name]);
+    let (code, _, err) = env.kiln(root.path(), &["push", &name]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refused the credentials") && err.contains("anonymous"),
+        "{err}"
+    );
+    let (code, _, err) = env.kiln_in(
+        root.path(),
+        &["login", "-u", "tok-user", "--password-stdin", &host],
+        "nope\n",
+    );
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = env.kiln_in(
+        root.path(),
+        &["login", "-u", "tok-user", "--password-stdin", &host],
+        "tok-pass\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    env.ok(root.path(), &["push", &name]);
+    // A second repository: the layer is mounted across repositories under a token that grants
+    // pull on the source.
+    let other = format!("{host}/other/busybox:2");
+    env.ok(root.path(), &["tag", &name, &other]);
+    let out = env.ok(root.path(), &["push", &other]);
+    assert!(out.contains("Mounted from busybox"), "{out}");
+    let fresh = tempfile::tempdir().unwrap();
+    env.ok(fresh.path(), &["pull", &other]);
+    verify_clean(&env, fresh.path());
+}
+
+#[test]
+fn credential_helper_protocol() {
+    if !have_registry("credential_helper_protocol")
+        || !common::have("htpasswd", "credential_helper_protocol")
+    {
+        return;
+    }
+    let reg = Registry::start(None, Auth::Basic("helper-user".into(), "helper-pw".into()));
+    let host = reg.host();
+    let mut env = Env::plain();
+    // docker-credential-test: the real protocol, secrets kept in a file beside it.
+    let bin = tempfile::tempdir().unwrap();
+    let store_file = bin.path().join("secrets.json");
+    let helper = bin.path().join("docker-credential-test");
+    std::fs::write(
+        &helper,
+        format!(
+            r#"#!/usr/bin/env python3
+import json, os, sys
+f = "{}"
+db = json.load(open(f)) if os.path.exists(f) else {{}}
+verb = sys.argv[1]
+data = sys.stdin.read()
+if verb == "store":
+    v = json.loads(data); db[v["ServerURL"]] = v
+    json.dump(db, open(f, "w"))
+elif verb == "get":
+    key = data.strip()
+    if key not in db:
+        print("credentials not found in native keychain"); sys.exit(1)
+    print(json.dumps(db[key]))
+elif verb == "erase":
+    db.pop(data.strip(), None); json.dump(db, open(f, "w"))
+"#,
+            store_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    env.path = Some(format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    ));
+    std::fs::write(env.config_json(), r#"{"credsStore": "test"}"#).unwrap();
+    let root = common::store_with_base();
+    let (code, out, err) = env.kiln_in(
+        root.path(),
+        &["login", "-u", "helper-user", "--password-stdin", &host],
+        "helper-pw\n",
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("credential helper docker-credential-test"),
+        "{err}"
+    );
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store_file).unwrap()).unwrap();
+    assert_eq!(kept[&host]["Username"], "helper-user");
+    // config.json got no secret: the helper has it.
+    assert!(
+        !std::fs::read_to_string(env.config_json())
+            .unwrap()
+            .contains("auths")
+    );
+    let name = format!("{host}/busybox:1");
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &name]);
+    env.ok(root.path(), &["push", &name]);
+    env.ok(tempfile::tempdir().unwrap().path(), &["pull", &name]);
+    env.ok(root.path(), &["logout", &host]);
+    let kept: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store_file).unwrap()).unwrap();
+    assert!(kept.get(&host).is_none(), "{kept}");
+    let (code, _, err) = env.kiln(tempfile::tempdir().unwrap().path(), &["pull", &name]);
+    assert_eq!(code, 1);
+    assert!(err.contains("denied"), "{err}");
+}
+
+#[test]
+fn a_registry_that_dies_and_a_killed_pull_leave_the_store_clean() {
+    if !have_registry("a_registry_that_dies") || !common::can_sandbox("a_registry_that_dies") {
+        return;
+    }
+    let mut reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let host = reg.host();
+    // An image with a few larger layers, so a pull takes long enough to be killed midway.
+    let root = common::store_with_base();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nRUN head -c 24000000 /dev/urandom > /a\nRUN head -c 24000000 /dev/urandom > /b\nRUN head -c 24000000 /dev/urandom > /c\n",
+    );
+    let big = format!("{host}/big:1");
+    env.ok(
+        root.path(),
+        &["build", "-t", &big, "--push", ctx.path().to_str().unwrap()],
+    );
+
+    // SIGKILL during the pull, at several moments: the store is consistent each time and
+    // the next pull finishes from what is complete.
+    let fresh = tempfile::tempdir().unwrap();
+    for delay_ms in [30u64, 120, 400] {
+        let mut child = env
+            .cmd(fresh.path(), &["pull", "-q", &big])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        verify_clean(&env, fresh.path());
+    }
+    env.ok(fresh.path(), &["pull", &big]);
+    verify_clean(&env, fresh.path());
+
+    // The registry dies: the pull fails naming it, and nothing partial is visible.
+    let second = tempfile::tempdir().unwrap();
+    reg.kill();
+    let (code, _, err) = env.kiln(second.path(), &["pull", &big]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("cannot reach registry {host}")),
+        "{err}"
+    );
+    verify_clean(&env, second.path());
+    reg.restart();
+    let out = env.ok(second.path(), &["pull", &big]);
+    assert!(out.contains("Status: Downloaded newer image"), "{out}");
+    let (code, out, err) = env.kiln(
+        second.path(),
+        &["run", "--rm", &big, "sh", "-c", "wc -c < /c"],
+    );
+    assert_eq!((code, out.trim()), (0, "24000000"), "{err}");
+}
