@@ -259,8 +259,34 @@ fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
     // podman (daemonless, a peer) pulls and runs what kiln pushed.
     if common::have("podman", "build_pulls_its_base (podman)") {
         let storage = tempfile::tempdir().unwrap();
+        // podman's settings of its own, so the test does not depend on the machine's: runc
+        // (Debian's crun refuses hybrid cgroups), cgroupfs (no systemd), rlimits within the
+        // hard ones (no CAP_SYS_RESOURCE in CI containers).
+        let conf = storage.path().join("containers.conf");
+        let hard = |flag: &str| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("ulimit -H{flag}")])
+                .output()
+                .unwrap();
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            match v.parse::<u64>() {
+                Ok(n) => n.min(32768),
+                Err(_) => 32768,
+            }
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "[containers]\ndefault_ulimits = [\"nofile={n}:{n}\", \"nproc={u}:{u}\"]\n[engine]\nruntime = \"runc\"\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
+                n = hard("n"),
+                u = hard("u")
+            ),
+        )
+        .unwrap();
         let podman = |args: &[&str]| {
             Command::new("podman")
+                .env("CONTAINERS_CONF", &conf)
+                .args(["--storage-driver", "vfs"])
                 .arg("--root")
                 .arg(storage.path().join("root"))
                 .arg("--runroot")
@@ -765,4 +791,86 @@ fn a_registry_that_dies_and_a_killed_pull_leave_the_store_clean() {
         &["run", "--rm", &big, "sh", "-c", "wc -c < /c"],
     );
     assert_eq!((code, out.trim()), (0, "24000000"), "{err}");
+}
+
+#[test]
+fn zstd_layers_pull_and_run() {
+    if !have_registry("zstd_layers_pull_and_run") {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    // skopeo recompresses the base's layer to zstd on the way into an OCI layout.
+    let layout = tempfile::tempdir().unwrap();
+    let dest = format!("oci:{}:z", layout.path().join("z").display());
+    let out = Command::new("skopeo")
+        .args(["copy", "--dest-compress", "--dest-compress-format", "zstd"])
+        .arg(format!("oci:{}", common::BASE))
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{}/zbox:1", reg.host());
+    let out = Command::new("skopeo")
+        .args(["copy", "--preserve-digests", "--dest-tls-verify=false"])
+        .arg(&dest)
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let root = tempfile::tempdir().unwrap();
+    env.ok(root.path(), &["pull", &name]);
+    let m: serde_json::Value = serde_json::from_slice(&common::blob(
+        root.path(),
+        &common::manifest_of(root.path(), &name),
+    ))
+    .unwrap();
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+    verify_clean(&env, root.path());
+    if common::can_sandbox("zstd_layers_pull_and_run") {
+        let ctx = common::context(&format!("FROM {name}\nRUN echo on-zstd > /z\n"));
+        env.ok(
+            root.path(),
+            &["build", "-t", "onz", ctx.path().to_str().unwrap()],
+        );
+        let (code, out, err) = env.kiln(root.path(), &["run", "--rm", "onz", "cat", "/z"]);
+        assert_eq!((code, out.trim()), (0, "on-zstd"), "{err}");
+    }
+}
+
+#[test]
+fn docker_hub_names_go_to_the_configured_mirror() {
+    if !have_registry("docker_hub_names_go_to_the_configured_mirror") {
+        return;
+    }
+    // No internet here: a local registry stands in for a docker.io mirror. `busybox:1` is
+    // docker.io/library/busybox:1, asked of the mirror first.
+    let mirror = Registry::start(None, Auth::None);
+    let env =
+        Env::new(serde_json::json!({"registry-mirrors": [format!("http://{}", mirror.host())]}));
+    let root = common::store_with_base();
+    let on_mirror = format!("{}/library/busybox:1", mirror.host());
+    env.ok(root.path(), &["tag", "kiln.local/busybox", &on_mirror]);
+    env.ok(root.path(), &["push", &on_mirror]);
+    let fresh = tempfile::tempdir().unwrap();
+    let out = env.ok(fresh.path(), &["pull", "busybox:1"]);
+    assert!(out.contains("docker.io/library/busybox:1"), "{out}");
+    let images = env.ok(fresh.path(), &["images"]);
+    assert!(
+        images.lines().any(|l| l.starts_with("busybox ")),
+        "{images}"
+    );
+    // docker's long and short spellings name the same image.
+    env.ok(fresh.path(), &["inspect", "docker.io/library/busybox:1"]);
 }

@@ -236,8 +236,9 @@ fn hostile_images_are_refused_at_load() {
         (Hostile::LyingSize, "1099511627776 bytes"),
         (Hostile::TruncatedGzip, "the gzip stream is damaged"),
         (
+            // gzip content labelled zstd.
             Hostile::MediaType("application/vnd.oci.image.layer.v1.tar+zstd".into()),
-            "zstd-compressed layer",
+            "the media type says zstd, the content is not zstd",
         ),
         (
             Hostile::MediaType("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip".into()),

@@ -15,6 +15,7 @@ pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// An empty JSON object, written as `{}` (what Docker writes for port and volume sets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,14 +48,26 @@ pub struct LayerError {
     pub message: String,
 }
 
-/// Opens a layer tar, transparently un-gzipping it.
+/// The zstd frame magic number (RFC 8878).
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Opens a layer tar, transparently decompressing gzip (every member, as Go reads it) or
+/// zstd (every frame).
 pub fn open_layer(path: &Path) -> std::io::Result<Box<dyn Read>> {
     let mut f = std::fs::File::open(path)?;
-    let mut magic = [0u8; 2];
-    let n = f.read(&mut magic)?;
+    let mut magic = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        match f.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
     let f = std::fs::File::open(path)?;
-    Ok(if n == 2 && magic == [0x1f, 0x8b] {
+    Ok(if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
+    } else if n == 4 && magic == ZSTD_MAGIC {
+        Box::new(zstd::stream::read::Decoder::new(f)?)
     } else {
         Box::new(BufReader::new(f))
     })

@@ -97,6 +97,33 @@ impl Write for HashSink {
     }
 }
 
+/// A decompressor writing into a [`HashSink`]: what a layer's diff_id is computed through.
+trait Unpacking: Write + Send {
+    /// The compression, for messages.
+    fn name(&self) -> &'static str;
+    /// Ends the stream (an incomplete one is an error) and gives the content's digest.
+    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest>;
+}
+
+impl Unpacking for flate2::write::MultiGzDecoder<HashSink> {
+    fn name(&self) -> &'static str {
+        "gzip"
+    }
+    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest> {
+        Ok(Digest::from_sha256((*self).finish()?.0))
+    }
+}
+
+impl Unpacking for zstd::stream::write::Decoder<'static, HashSink> {
+    fn name(&self) -> &'static str {
+        "zstd"
+    }
+    fn finish_digest(mut self: Box<Self>) -> std::io::Result<Digest> {
+        self.flush()?;
+        Ok(Digest::from_sha256(self.into_inner().0))
+    }
+}
+
 /// A manifest (or index) fetched by `reference`, its bytes checked against the digest that
 /// names it: the reference's own digest when pinned, else the registry's
 /// `Docker-Content-Digest`.
@@ -239,10 +266,14 @@ fn download(
         let mut body = resp.into_body().into_reader();
         let mut blob = store.new_blob_file()?;
         let mut sha = Sha256::new();
-        let mut diff = match layer {
-            Some((Compression::Gzip, _)) => {
-                Some(flate2::write::MultiGzDecoder::new(HashSink(Sha256::new())))
-            }
+        let mut diff: Option<Box<dyn Unpacking>> = match layer {
+            Some((Compression::Gzip, _)) => Some(Box::new(flate2::write::MultiGzDecoder::new(
+                HashSink(Sha256::new()),
+            ))),
+            Some((Compression::Zstd, _)) => Some(Box::new(
+                zstd::stream::write::Decoder::new(HashSink(Sha256::new()))
+                    .map_err(|e| refused(&what, format!("cannot start the zstd decoder: {e}")))?,
+            )),
             _ => None,
         };
         let mut size = 0u64;
@@ -274,6 +305,12 @@ fn download(
                                 "the media type says gzip, the content is not gzip",
                             ));
                         }
+                        Compression::Zstd if head != [0x28_u8, 0xb5] => {
+                            return Err(refused(
+                                &what,
+                                "the media type says zstd, the content is not zstd",
+                            ));
+                        }
                         _ => {}
                     }
                 }
@@ -296,8 +333,9 @@ fn download(
                     reason: e.to_string(),
                 })?;
             if let Some(d) = &mut diff {
-                d.write_all(&buf[..n])
-                    .map_err(|e| refused(&what, format!("the gzip stream is damaged: {e}")))?;
+                d.write_all(&buf[..n]).map_err(|e| {
+                    refused(&what, format!("the {} stream is damaged: {e}", d.name()))
+                })?;
             }
         };
         if broke.is_some() || size < desc.size {
@@ -319,13 +357,12 @@ fn download(
         }
         if let Some((compression, diff_id)) = layer {
             let actual = match (compression, diff) {
-                (Compression::Gzip, Some(d)) => {
-                    let sink = d
-                        .finish()
-                        .map_err(|e| refused(&what, format!("the gzip stream is damaged: {e}")))?;
-                    Digest::from_sha256(sink.0)
+                (Compression::None, _) | (_, None) => got.clone(),
+                (_, Some(d)) => {
+                    let name = d.name();
+                    d.finish_digest()
+                        .map_err(|e| refused(&what, format!("the {name} stream is damaged: {e}")))?
                 }
-                _ => got.clone(),
             };
             if &actual != diff_id {
                 return Err(refused(

@@ -4,7 +4,7 @@
 //! config claims could put its own files into the directory every user of that diff_id shares.
 //! So, for every image `kiln load` brings in (and `kiln store verify` rechecks):
 //! - the config and every layer have a media type kiln can use (foreign and non-distributable
-//!   layers, zstd and unknown types are refused with what they are);
+//!   layers and unknown types are refused with what they are);
 //! - every descriptor's size is the blob's real size (a lying size would be shown and summed);
 //! - there are as many diff_ids as layers, and at most [`MAX_LAYERS`] (docker's overlay limit);
 //! - every layer decompresses whole (a truncated gzip stream is an error) to content whose
@@ -34,6 +34,7 @@ const CONFIG_TYPES: [&str; 2] = [
 pub(crate) enum Compression {
     None,
     Gzip,
+    Zstd,
 }
 
 /// The compression a layer media type names, or why kiln cannot use it.
@@ -49,8 +50,8 @@ pub(crate) fn layer_compression(media_type: &str) -> Result<Compression, String>
             "foreign (non-distributable) layer {t:?}: its content lives outside the image, and \
              kiln does not fetch it"
         )),
-        t if t.ends_with("+zstd") || t.ends_with(".zstd") => {
-            Err(format!("zstd-compressed layer {t:?} is not supported"))
+        oci::MEDIA_LAYER_ZSTD | "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            Ok(Compression::Zstd)
         }
         t => Err(format!("unsupported layer media type {t:?}")),
     }
@@ -154,9 +155,10 @@ impl Store {
     ) -> Result<(), String> {
         let path = self.blob_path(digest);
         let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
-        let mut magic = [0u8; 2];
+        let mut magic = [0u8; 4];
         let n = f.read(&mut magic).map_err(|e| e.to_string())?;
-        let gzip = n == 2 && magic == [0x1f, 0x8b];
+        let gzip = n >= 2 && magic[..2] == [0x1f, 0x8b];
+        let zstd = n == 4 && magic == crate::layer::view::ZSTD_MAGIC;
         let actual = match compression {
             Compression::None if gzip => {
                 return Err("the media type says uncompressed, the content is gzip".into());
@@ -171,6 +173,14 @@ impl Store {
                 // Every member, as unpacking reads it (`layer::view::open_layer`) and Go's gzip does.
                 let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
                 sha256_of(gz).map_err(|e| format!("the gzip stream is damaged: {e}"))?
+            }
+            Compression::Zstd if !zstd => {
+                return Err("the media type says zstd, the content is not zstd".into());
+            }
+            Compression::Zstd => {
+                let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+                let z = zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?;
+                sha256_of(z).map_err(|e| format!("the zstd stream is damaged: {e}"))?
             }
         };
         if &actual == diff_id {
@@ -201,6 +211,10 @@ mod tests {
             layer_compression(oci::MEDIA_LAYER_TAR),
             Ok(Compression::None)
         );
+        assert_eq!(
+            layer_compression("application/vnd.oci.image.layer.v1.tar+zstd"),
+            Ok(Compression::Zstd)
+        );
         for (t, says) in [
             (
                 "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
@@ -210,7 +224,6 @@ mod tests {
                 "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
                 "foreign",
             ),
-            ("application/vnd.oci.image.layer.v1.tar+zstd", "zstd"),
             ("text/plain", "unsupported layer media type"),
         ] {
             assert!(layer_compression(t).unwrap_err().contains(says), "{t}");
