@@ -161,8 +161,9 @@ fn errors_point_at_the_line() {
             "Dockerfile:2:1: error: when using COPY with more than one source file, the destination must be a directory and end with a /",
         ),
         (
-            "FROM no/such/image:1\n",
-            "Dockerfile:1:1: error: base image \"no/such/image:1\" is not in kiln's store",
+            // Not in the store: pulled, from a registry that is not there.
+            "FROM 127.0.0.1:1/no/such:1\n",
+            "Dockerfile:1:1: error: pulling 127.0.0.1:1/no/such:1: cannot reach registry 127.0.0.1:1",
         ),
     ];
     for (df, want) in cases {
@@ -424,7 +425,11 @@ fn metadata_file_and_oci_output() {
     );
     let (code, _, err) = kiln(r, &["build", "-o", "type=registry,dest=x", CTX]);
     assert_eq!(code, 1);
-    assert!(err.contains("type=registry is not supported yet"), "{err}");
+    assert!(err.contains("invalid --output"), "{err}");
+    // Pushing needs a name.
+    let (code, _, err) = kiln(r, &["build", "--push", CTX]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--push needs a name"), "{err}");
 }
 
 #[test]

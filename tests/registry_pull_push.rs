@@ -160,6 +160,17 @@ fn push_then_pull_round_trip() {
     let images = env.ok(fresh.path(), &["images"]);
     assert!(images.contains(&format!("{host}/busybox")), "{images}");
     verify_clean(&env, fresh.path());
+    // The layer was unpacked as it arrived (one pass), and nothing is left in tmp/.
+    assert_eq!(
+        std::fs::read_dir(fresh.path().join("layers"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        std::fs::read_dir(fresh.path().join("tmp")).unwrap().count(),
+        0
+    );
     let out = env.ok(fresh.path(), &["pull", &name]);
     assert!(
         out.contains("Already exists") && out.contains("Image is up to date"),
@@ -529,6 +540,13 @@ fn hostile_images_from_a_registry_are_refused() {
         );
     }
     verify_clean(&env, root.path());
+    // What was unpacked on the way in was dropped with the layer.
+    let unpacked = std::fs::read_dir(root.path().join("layers")).map_or(0, |d| d.count());
+    assert_eq!(unpacked, 0);
+    assert_eq!(
+        std::fs::read_dir(root.path().join("tmp")).unwrap().count(),
+        0
+    );
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn runs_the_example_with_dockers_rules() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "through stdin\n");
 
     // Failures are named.
-    let (code, _, err) = run(&["no/such:image"]);
+    let (code, _, err) = run(&["--pull", "never", "no/such:image"]);
     assert_eq!(code, 125, "docker's code for a failure of the runner");
     assert!(err.contains("no such image: no/such:image"), "{err}");
     let (code, _, err) = run(&["--entrypoint", "/nope", "example"]);

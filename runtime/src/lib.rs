@@ -9,6 +9,7 @@ pub mod container;
 pub mod digest;
 pub mod layer;
 pub mod oci;
+pub mod parallel;
 pub mod procid;
 pub mod reference;
 pub mod registry;

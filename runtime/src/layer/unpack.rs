@@ -160,6 +160,16 @@ fn set_owner_mode_time(
 
 /// Unpacks the layer tar `reader` into `dir` (which must exist) in overlayfs lower-layer form.
 pub fn unpack_for_overlay(reader: impl Read, dir: &Path) -> Result<(), UnpackError> {
+    unpack_indexed(reader, dir).map(drop)
+}
+
+/// [`unpack_for_overlay`], also returning the layer's index (its entries, as
+/// [`crate::layer::view::read_entries`] gives them), so a pulled layer is read once.
+pub fn unpack_indexed(
+    reader: impl Read,
+    dir: &Path,
+) -> Result<Vec<crate::layer::view::RawEntry>, UnpackError> {
+    let mut index = Vec::new();
     let root = rustix::fs::open(
         dir,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -171,6 +181,7 @@ pub fn unpack_for_overlay(reader: impl Read, dir: &Path) -> Result<(), UnpackErr
     let mut dir_times: Vec<(Vec<String>, tar::Header)> = Vec::new();
     for e in ar.entries().map_err(|e| err("layer", e))? {
         let mut e = e.map_err(|e| err("layer", e))?;
+        index.extend(crate::layer::view::RawEntry::of(&e).map_err(|x| err("layer", x))?);
         let raw = e
             .path()
             .map_err(|x| err("layer", x))?
@@ -315,5 +326,5 @@ pub fn unpack_for_overlay(reader: impl Read, dir: &Path) -> Result<(), UnpackErr
         let pdir = open_dir(&root, parent, name)?;
         set_owner_mode_time(&pdir, name, h, false, name)?;
     }
-    Ok(())
+    Ok(index)
 }

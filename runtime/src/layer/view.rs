@@ -110,13 +110,20 @@ pub fn read_entries(reader: impl Read) -> std::io::Result<Vec<RawEntry>> {
     let mut ar = tar::Archive::new(reader);
     let mut out = Vec::new();
     for e in ar.entries()? {
-        let e = e?;
+        out.extend(RawEntry::of(&e?)?);
+    }
+    Ok(out)
+}
+
+impl RawEntry {
+    /// The index entry of a tar entry; `None` for a path that would leave the root.
+    pub fn of<R: Read>(e: &tar::Entry<'_, R>) -> std::io::Result<Option<RawEntry>> {
         let raw = e.path()?.to_string_lossy().to_string();
         let Some(path) = normalize(&raw) else {
-            continue;
+            return Ok(None);
         };
         let h = e.header();
-        out.push(RawEntry {
+        Ok(Some(RawEntry {
             path,
             typeflag: h.entry_type().as_byte(),
             mode: h.mode().unwrap_or(0o644) & 0o7777,
@@ -129,9 +136,8 @@ pub fn read_entries(reader: impl Read) -> std::io::Result<Vec<RawEntry>> {
                 .ok()
                 .flatten()
                 .map(|l| l.to_string_lossy().to_string()),
-        });
+        }))
     }
-    Ok(out)
 }
 
 /// The merged view.

@@ -18,13 +18,7 @@ pub mod credentials;
 pub mod pull;
 pub mod push;
 
-use std::{
-    path::PathBuf,
-    sync::{
-        Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-};
+use std::path::PathBuf;
 
 pub use client::Client;
 pub use pull::{PullEvent, PullOptions, Pulled, pull};
@@ -267,47 +261,6 @@ impl Options {
                 _ => false,
             }
         })
-    }
-}
-
-/// Runs `f` on every item, `jobs` at a time (0: one per core); the first error wins and
-/// stops the rest from starting.
-pub(crate) fn for_each_parallel<T: Sync>(
-    items: &[T],
-    jobs: usize,
-    f: impl Fn(&T) -> Result<(), RegistryError> + Sync,
-) -> Result<(), RegistryError> {
-    let jobs = if jobs == 0 {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    } else {
-        jobs
-    }
-    .min(items.len());
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<RegistryError>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(k) else { return };
-                    if failure.lock().unwrap_or_else(|p| p.into_inner()).is_some() {
-                        return;
-                    }
-                    if let Err(e) = f(item) {
-                        failure
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get_or_insert(e);
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
     }
 }
 

@@ -23,6 +23,7 @@ use super::{
 };
 use crate::{
     digest::Digest,
+    layer::view::RawEntry,
     oci::{self, Descriptor, ImageConfig, Index, Manifest, Platform},
     store::{
         Store,
@@ -81,46 +82,6 @@ fn refused(what: impl Into<String>, reason: impl Into<String>) -> RegistryError 
     RegistryError::Refused {
         what: what.into(),
         reason: reason.into(),
-    }
-}
-
-/// `sha256` of all that is written to it.
-struct HashSink(Sha256);
-
-impl Write for HashSink {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// A decompressor writing into a [`HashSink`]: what a layer's diff_id is computed through.
-trait Unpacking: Write + Send {
-    /// The compression, for messages.
-    fn name(&self) -> &'static str;
-    /// Ends the stream (an incomplete one is an error) and gives the content's digest.
-    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest>;
-}
-
-impl Unpacking for flate2::write::MultiGzDecoder<HashSink> {
-    fn name(&self) -> &'static str {
-        "gzip"
-    }
-    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest> {
-        Ok(Digest::from_sha256((*self).finish()?.0))
-    }
-}
-
-impl Unpacking for zstd::stream::write::Decoder<'static, HashSink> {
-    fn name(&self) -> &'static str {
-        "zstd"
-    }
-    fn finish_digest(mut self: Box<Self>) -> std::io::Result<Digest> {
-        self.flush()?;
-        Ok(Digest::from_sha256(self.into_inner().0))
     }
 }
 
@@ -237,14 +198,84 @@ fn pick<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
     })
 }
 
-/// Downloads one blob into the store, checking its size and digest, and (for a layer) its
-/// diff_id while it arrives. A transfer that breaks off is tried again from the start.
+/// What is known of a layer before it arrives, to check and unpack it on the way in.
+struct LayerPlan<'a> {
+    compression: Compression,
+    diff_id: &'a Digest,
+    /// Its ChainID, when it is not unpacked yet: it is unpacked while it streams in.
+    chain: Option<Digest>,
+}
+
+/// Where a layer's uncompressed bytes go: its diff_id hash, and (when it is being unpacked)
+/// the pipe to the unpacking thread.
+struct Tee {
+    sha: Sha256,
+    pipe: Option<std::io::PipeWriter>,
+}
+
+impl Write for Tee {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.sha.update(b);
+        if let Some(p) = &mut self.pipe {
+            p.write_all(b)?;
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A decompressor writing into a [`Tee`] (the tee itself for an uncompressed layer).
+trait Unpacking: Write + Send {
+    /// The compression, for messages.
+    fn name(&self) -> &'static str;
+    /// Ends the stream (an incomplete one is an error); the content's digest.
+    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest>;
+}
+
+impl Unpacking for Tee {
+    fn name(&self) -> &'static str {
+        "tar"
+    }
+    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest> {
+        Ok(Digest::from_sha256(self.sha))
+    }
+}
+
+impl Unpacking for flate2::write::MultiGzDecoder<Tee> {
+    fn name(&self) -> &'static str {
+        "gzip"
+    }
+    fn finish_digest(self: Box<Self>) -> std::io::Result<Digest> {
+        Ok(Digest::from_sha256((*self).finish()?.sha))
+    }
+}
+
+impl Unpacking for zstd::stream::write::Decoder<'static, Tee> {
+    fn name(&self) -> &'static str {
+        "zstd"
+    }
+    fn finish_digest(mut self: Box<Self>) -> std::io::Result<Digest> {
+        self.flush()?;
+        Ok(Digest::from_sha256(self.into_inner().sha))
+    }
+}
+
+/// A verified transfer: the blob file (not yet visible), its digest, a layer's diff_id.
+type Transfer = (crate::store::BlobFile, Digest, Option<Digest>);
+
+/// Downloads one blob into the store, checking its size and digest. A layer is checked
+/// against its diff_id and unpacked (its index taken on the way) in the same pass: the
+/// compressed bytes go to the blob file and through one decompressor, whose output is hashed
+/// and piped to an unpacking thread. The blob and the unpacked directory become visible only
+/// once every check passed. A transfer that breaks off is tried again from the start.
 fn download(
     store: &Store,
     client: &Client,
     target: &Target,
     desc: &Descriptor,
-    layer: Option<(Compression, &Digest)>,
+    layer: Option<LayerPlan<'_>>,
 ) -> Result<Digest, RegistryError> {
     let digest = Digest::parse(&desc.digest)
         .map_err(|e| refused(format!("blob {}", desc.digest), e.to_string()))?;
@@ -263,116 +294,219 @@ fn download(
         if resp.status().as_u16() != 200 {
             return Err(client.failure(resp, &url, &what));
         }
-        let mut body = resp.into_body().into_reader();
-        let mut blob = store.new_blob_file()?;
-        let mut sha = Sha256::new();
-        let mut diff: Option<Box<dyn Unpacking>> = match layer {
-            Some((Compression::Gzip, _)) => Some(Box::new(flate2::write::MultiGzDecoder::new(
-                HashSink(Sha256::new()),
-            ))),
-            Some((Compression::Zstd, _)) => Some(Box::new(
-                zstd::stream::write::Decoder::new(HashSink(Sha256::new()))
-                    .map_err(|e| refused(&what, format!("cannot start the zstd decoder: {e}")))?,
-            )),
-            _ => None,
+        let body = resp.into_body().into_reader();
+        let unpack_to = match layer.as_ref().and_then(|l| l.chain.as_ref()) {
+            Some(chain) => Some((store.unpack_dir(chain)?, chain)),
+            None => None,
         };
-        let mut size = 0u64;
-        // The first two bytes: the gzip magic, or not.
-        let mut head: Vec<u8> = Vec::with_capacity(2);
-        let mut buf = vec![0u8; 1 << 20];
-        let broke = loop {
-            let n = match body.read(&mut buf) {
-                Ok(0) => break None,
-                Ok(n) => n,
-                Err(e) => break Some(e.to_string()),
-            };
-            let had = head.len();
-            head.extend(buf[..n].iter().take(2 - had));
-            if had < 2 && (head.len() == 2 || (n as u64 + size) >= desc.size) {
-                if let Some((compression, _)) = layer {
-                    // As the store's integrity check says it of a loaded layer.
-                    let gzip = head == [0x1f_u8, 0x8b];
-                    match compression {
-                        Compression::None if gzip => {
-                            return Err(refused(
-                                &what,
-                                "the media type says uncompressed, the content is gzip",
-                            ));
-                        }
-                        Compression::Gzip if !gzip => {
-                            return Err(refused(
-                                &what,
-                                "the media type says gzip, the content is not gzip",
-                            ));
-                        }
-                        Compression::Zstd if head != [0x28_u8, 0xb5] => {
-                            return Err(refused(
-                                &what,
-                                "the media type says zstd, the content is not zstd",
-                            ));
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            size += n as u64;
-            if size > desc.size {
-                return Err(refused(
-                    &what,
-                    format!(
-                        "the registry sent more than the {} bytes its descriptor says",
-                        desc.size
-                    ),
-                ));
-            }
-            sha.update(&buf[..n]);
-            blob.file
-                .write_all(&buf[..n])
-                .map_err(|e| RegistryError::Local {
-                    path: store.root().join("tmp"),
-                    reason: e.to_string(),
-                })?;
-            if let Some(d) = &mut diff {
-                d.write_all(&buf[..n]).map_err(|e| {
-                    refused(&what, format!("the {} stream is damaged: {e}", d.name()))
-                })?;
+        let discard = || {
+            if let Some((dir, _)) = &unpack_to {
+                let _ = std::fs::remove_dir_all(dir);
             }
         };
-        if broke.is_some() || size < desc.size {
-            if attempt <= 3 {
+        let result = transfer(
+            store,
+            body,
+            desc,
+            &what,
+            layer.as_ref(),
+            unpack_to.as_ref().map(|u| u.0.as_path()),
+        );
+        let (blob, got, diff, index) = match result {
+            Ok(Some(x)) => x,
+            Ok(None) if attempt <= 3 => {
+                discard();
                 continue;
             }
-            return Err(RegistryError::Network {
-                registry: client.registry.clone(),
-                reason: format!(
-                    "{what}: the transfer broke off after {size} of {} bytes{}",
-                    desc.size,
-                    broke.map(|e| format!(": {e}")).unwrap_or_default()
+            Ok(None) => {
+                discard();
+                return Err(RegistryError::Network {
+                    registry: client.registry.clone(),
+                    reason: format!("{what}: the transfer broke off, {attempt} times"),
+                });
+            }
+            Err(e) => {
+                discard();
+                return Err(e);
+            }
+        };
+        let wrong = if got != digest {
+            Some(format!("its content has digest {got}"))
+        } else {
+            match (&layer, &diff) {
+                (Some(plan), Some(actual)) if actual != plan.diff_id => Some(format!(
+                    "its content has diff_id {actual}, the config says {}",
+                    plan.diff_id
+                )),
+                _ => None,
+            }
+        };
+        if let Some(reason) = wrong {
+            discard();
+            return Err(refused(&what, reason));
+        }
+        store.commit_blob(blob, &digest)?;
+        if let (Some((dir, chain)), Some(index), Some(plan)) = (&unpack_to, index, &layer) {
+            store.record_layer_entries(&digest, &index)?;
+            let made = store.place_unpacked(dir, chain)?;
+            store.note_unpacked(&[(chain.hex().to_string(), plan.diff_id.to_string(), made)])?;
+        }
+        return Ok(digest);
+    }
+}
+
+fn local(store: &Store, e: std::io::Error) -> RegistryError {
+    RegistryError::Local {
+        path: store.root().join("tmp"),
+        reason: e.to_string(),
+    }
+}
+
+/// One attempt: [`stream`], with an unpacking thread reading the layer's tar from a pipe when
+/// `unpack_to` is given. `Ok(None)`: the transfer broke off (try again).
+#[allow(clippy::type_complexity)]
+fn transfer(
+    store: &Store,
+    body: impl Read + Send,
+    desc: &Descriptor,
+    what: &str,
+    layer: Option<&LayerPlan<'_>>,
+    unpack_to: Option<&std::path::Path>,
+) -> Result<
+    Option<(
+        crate::store::BlobFile,
+        Digest,
+        Option<Digest>,
+        Option<Vec<RawEntry>>,
+    )>,
+    RegistryError,
+> {
+    let Some(dir) = unpack_to else {
+        let tee = Tee {
+            sha: Sha256::new(),
+            pipe: None,
+        };
+        return Ok(stream(store, body, desc, what, layer, tee)?.map(|(b, g, d)| (b, g, d, None)));
+    };
+    let (r, w) = std::io::pipe().map_err(|e| local(store, e))?;
+    std::thread::scope(|s| {
+        let unpacker = s.spawn(move || {
+            let mut r = std::io::BufReader::with_capacity(1 << 20, r);
+            let index = crate::layer::unpack::unpack_indexed(&mut r, dir);
+            // The tar's trailing padding: read to the end so the writer never blocks.
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
+            index
+        });
+        let tee = Tee {
+            sha: Sha256::new(),
+            pipe: Some(w),
+        };
+        // The pipe's writer is dropped when `stream` returns: the unpacker sees the end.
+        let streamed = stream(store, body, desc, what, layer, tee);
+        let unpacked = unpacker.join();
+        let Some((blob, got, diff)) = streamed? else {
+            return Ok(None);
+        };
+        match unpacked {
+            Ok(Ok(index)) => Ok(Some((blob, got, diff, Some(index)))),
+            Ok(Err(e)) => Err(refused(what, format!("cannot unpack it: {e}"))),
+            Err(_) => Err(refused(what, "the unpacking thread failed")),
+        }
+    })
+}
+
+/// The transfer itself: the blob file written and hashed, a layer decompressed into `tee`.
+/// `Ok(None)`: the transfer broke off.
+fn stream(
+    store: &Store,
+    mut body: impl Read,
+    desc: &Descriptor,
+    what: &str,
+    layer: Option<&LayerPlan<'_>>,
+    tee: Tee,
+) -> Result<Option<Transfer>, RegistryError> {
+    let mut blob = store.new_blob_file()?;
+    let mut sha = Sha256::new();
+    let mut diff: Option<Box<dyn Unpacking>> = match layer.map(|l| l.compression) {
+        Some(Compression::None) => Some(Box::new(tee)),
+        Some(Compression::Gzip) => Some(Box::new(flate2::write::MultiGzDecoder::new(tee))),
+        Some(Compression::Zstd) => Some(Box::new(
+            zstd::stream::write::Decoder::new(tee)
+                .map_err(|e| refused(what, format!("cannot start the zstd decoder: {e}")))?,
+        )),
+        None => None,
+    };
+    let mut size = 0u64;
+    // The first two bytes: the compression's magic, or not.
+    let mut head: Vec<u8> = Vec::with_capacity(2);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(_) => return Ok(None),
+        };
+        let had = head.len();
+        head.extend(buf[..n].iter().take(2 - had));
+        if had < 2 && (head.len() == 2 || n as u64 + size >= desc.size) {
+            if let Some(plan) = layer {
+                check_magic(plan.compression, &head).map_err(|e| refused(what, e))?;
+            }
+        }
+        size += n as u64;
+        if size > desc.size {
+            return Err(refused(
+                what,
+                format!(
+                    "the registry sent more than the {} bytes its descriptor says",
+                    desc.size
                 ),
-            });
+            ));
         }
-        let got = Digest::from_sha256(sha);
-        if got != digest {
-            return Err(refused(&what, format!("its content has digest {got}")));
-        }
-        if let Some((compression, diff_id)) = layer {
-            let actual = match (compression, diff) {
-                (Compression::None, _) | (_, None) => got.clone(),
-                (_, Some(d)) => {
-                    let name = d.name();
-                    d.finish_digest()
-                        .map_err(|e| refused(&what, format!("the {name} stream is damaged: {e}")))?
+        sha.update(&buf[..n]);
+        blob.file
+            .write_all(&buf[..n])
+            .map_err(|e| local(store, e))?;
+        if let Some(d) = &mut diff {
+            if let Err(e) = d.write_all(&buf[..n]) {
+                // A broken pipe means the unpacker stopped: its own error says why.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok(Some((blob, Digest::from_sha256(sha), None)));
                 }
-            };
-            if &actual != diff_id {
                 return Err(refused(
-                    &what,
-                    format!("its content has diff_id {actual}, the config says {diff_id}"),
+                    what,
+                    format!("the {} stream is damaged: {e}", d.name()),
                 ));
             }
         }
-        store.commit_blob(blob, &digest)?;
-        return Ok(digest);
+    }
+    if size < desc.size {
+        return Ok(None);
+    }
+    let diff = match diff {
+        None => None,
+        Some(d) => {
+            let name = d.name();
+            Some(
+                d.finish_digest()
+                    .map_err(|e| refused(what, format!("the {name} stream is damaged: {e}")))?,
+            )
+        }
+    };
+    Ok(Some((blob, Digest::from_sha256(sha), diff)))
+}
+
+/// The content's first bytes are what its media type says (as the store's integrity check
+/// says it of a loaded layer).
+fn check_magic(compression: Compression, head: &[u8]) -> Result<(), &'static str> {
+    let gzip = head == [0x1f, 0x8b];
+    match compression {
+        Compression::None if gzip => Err("the media type says uncompressed, the content is gzip"),
+        Compression::Gzip if !gzip => Err("the media type says gzip, the content is not gzip"),
+        Compression::Zstd if head != [0x28, 0xb5] => {
+            Err("the media type says zstd, the content is not zstd")
+        }
+        _ => Ok(()),
     }
 }
 
@@ -532,6 +666,9 @@ pub fn pull(
     for d in &config.rootfs.diff_ids {
         diff_ids.push(Digest::parse(d).map_err(|e| refused(&image_what, format!("diff_id: {e}")))?);
     }
+    let chains: Vec<Option<Digest>> = (0..diff_ids.len())
+        .map(|i| crate::oci::chain_id(&diff_ids[..=i]))
+        .collect();
     // Layers: those missing, `jobs` at a time.
     let mut todo = Vec::new();
     let mut present = 0;
@@ -549,16 +686,14 @@ pub fn pull(
     }
     let jobs = if opts.jobs == 0 { 3 } else { opts.jobs };
     let verified: Mutex<std::collections::BTreeSet<(String, String)>> = Mutex::default();
-    super::for_each_parallel(&todo, jobs, |&i| {
+    crate::parallel::for_each(&todo, jobs, |&i| {
         let desc = &manifest.layers[i];
-        let d = download(
-            store,
-            &client,
-            &target,
-            desc,
-            Some((compressions[i], &diff_ids[i])),
-        )
-        .map_err(|e| match e {
+        let plan = LayerPlan {
+            compression: compressions[i],
+            diff_id: &diff_ids[i],
+            chain: chains[i].clone().filter(|c| !store.is_unpacked(c)),
+        };
+        let d = download(store, &client, &target, desc, Some(plan)).map_err(|e| match e {
             RegistryError::Refused { what, reason } => RegistryError::Refused {
                 what: format!(
                     "{image_what}: layer {} of {} ({what})",
@@ -577,7 +712,7 @@ pub fn pull(
             digest: d,
             size: desc.size,
         });
-        Ok(())
+        Ok::<(), RegistryError>(())
     })?;
     // The whole image, as `kiln load` checks it; layers verified while they streamed in are
     // not read again.

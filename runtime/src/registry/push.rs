@@ -15,7 +15,6 @@ use ureq::http::Method;
 use super::{
     Options, RegistryError, Target,
     client::{Client, Payload},
-    for_each_parallel,
 };
 use crate::{digest::Digest, oci, store::Store};
 
@@ -183,8 +182,8 @@ pub fn push(
         .filter(|l| l.media_type == oci::MEDIA_LAYER_TAR)
         .filter_map(|l| Digest::parse(&l.digest).ok())
         .collect();
-    for_each_parallel(&tars, 0, |d| {
-        store.gzip_layer(d).map(|_| ()).map_err(Into::into)
+    crate::parallel::for_each(&tars, 0, |d| {
+        store.gzip_layer(d).map(|_| ()).map_err(RegistryError::from)
     })?;
     let (m, bytes, digest) = store.export_manifest(&local)?;
     let client = Client::connect(&target.registry, &opts.registry)?;
@@ -204,7 +203,7 @@ pub fn push(
         AtomicUsize::new(0),
     ];
     let jobs = if opts.jobs == 0 { 5 } else { opts.jobs };
-    for_each_parallel(&blobs, jobs, |d| {
+    crate::parallel::for_each(&blobs, jobs, |d| {
         let sent = send_blob(store, &client, &target, d)?;
         let (i, ev) = match sent {
             Sent::Exists => (0, PushEvent::Exists { digest: d.clone() }),
@@ -231,7 +230,7 @@ pub fn push(
         counts[i].fetch_add(1, Ordering::Relaxed);
         events(ev);
         store.record_blob_source(d, &client.registry, &target.repo)?;
-        Ok(())
+        Ok::<(), RegistryError>(())
     })?;
     let tag = target.tag.as_deref().unwrap_or("latest");
     let url = client.url(&target.repo, &format!("manifests/{tag}"));

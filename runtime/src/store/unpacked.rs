@@ -44,67 +44,121 @@ pub(super) struct Unpacked {
 
 impl Store {
     /// The unpacked directories of a layer stack (`blobs` bottom first, `diff_ids` alike), as
-    /// overlayfs `lowerdir` wants them: top first.
+    /// overlayfs `lowerdir` wants them: top first. The layers missing are unpacked side by
+    /// side (each into a directory of its own, so none waits for another: a freshly pulled
+    /// image of several large layers is ready in the time of its largest).
     pub fn unpacked_layers(
         &self,
         blobs: &[Digest],
         diff_ids: &[Digest],
     ) -> Result<Vec<PathBuf>, StoreError> {
-        let mut dirs = Vec::new();
-        // (chain, diff_id, size when this call unpacked it)
-        let mut used: Vec<(String, String, Option<u64>)> = Vec::new();
+        // (chain, diff_id, index of the layer)
+        let mut stack = Vec::new();
         for i in 0..blobs.len() {
-            let Some(chain) = chain_id(&diff_ids[..=i]) else {
-                continue;
-            };
-            let dest = self.root.join("layers").join(chain.hex());
-            let mut made = None;
-            if !dest.is_dir() {
-                // Unique per call: two stages of one build (threads of one process) may unpack
-                // the same layer at once, and must not share or remove each other's directory.
-                let tmp = self.root.join("tmp").join(format!(
-                    "unpack-{}-{}",
-                    chain.hex(),
-                    super::blobs::tmp_name()
-                ));
-                std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-                let src = self.blob_path(&blobs[i]);
-                let result = open_layer(&src).map_err(io_err(&src)).and_then(|r| {
-                    unpack_for_overlay(r, &tmp).map_err(|e| StoreError::BadLayer {
-                        path: src.clone(),
-                        reason: e.to_string(),
-                    })
-                });
-                if let Err(e) = result {
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    return Err(e);
-                }
-                let size = super::usage::dir_size(&tmp);
-                let parent = self.root.join("layers");
-                std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-                if std::fs::rename(&tmp, &dest).is_ok() {
-                    made = Some(size);
-                } else {
-                    // Another process finished the same layer first; theirs is identical.
-                    let _ = std::fs::remove_dir_all(&tmp);
-                    if !dest.is_dir() {
-                        return Err(StoreError::Io {
-                            path: dest,
-                            source: std::io::Error::other("could not place the unpacked layer"),
-                        });
-                    }
-                }
+            if let Some(chain) = chain_id(&diff_ids[..=i]) {
+                stack.push((chain, i));
             }
-            used.push((chain.hex().to_string(), diff_ids[i].to_string(), made));
-            dirs.push(dest);
         }
+        let missing: Vec<usize> = (0..stack.len())
+            .filter(|&k| !self.is_unpacked(&stack[k].0))
+            .collect();
+        let made: std::sync::Mutex<std::collections::BTreeMap<usize, u64>> = Default::default();
+        crate::parallel::for_each(&missing, 0, |&k| {
+            let (chain, i) = &stack[k];
+            if let Some(size) = self.unpack_one(chain, &blobs[*i])? {
+                made.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(k, size);
+            }
+            Ok::<(), StoreError>(())
+        })?;
+        let made = made.into_inner().unwrap_or_else(|p| p.into_inner());
+        let used: Vec<(String, String, Option<u64>)> = stack
+            .iter()
+            .enumerate()
+            .map(|(k, (chain, i))| {
+                (
+                    chain.hex().to_string(),
+                    diff_ids[*i].to_string(),
+                    made.get(&k).copied(),
+                )
+            })
+            .collect();
         self.note_unpacked(&used)?;
-        dirs.reverse();
-        Ok(dirs)
+        Ok(stack
+            .iter()
+            .rev()
+            .map(|(chain, _)| self.root.join("layers").join(chain.hex()))
+            .collect())
+    }
+
+    /// Unpacks `blob` as the layer whose ChainID is `chain`; its size when this call made the
+    /// directory (`None`: another process or thread placed it first).
+    fn unpack_one(&self, chain: &Digest, blob: &Digest) -> Result<Option<u64>, StoreError> {
+        let tmp = self.unpack_dir(chain)?;
+        let src = self.blob_path(blob);
+        let result = open_layer(&src).map_err(io_err(&src)).and_then(|r| {
+            unpack_for_overlay(r, &tmp).map_err(|e| StoreError::BadLayer {
+                path: src.clone(),
+                reason: e.to_string(),
+            })
+        });
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        self.place_unpacked(&tmp, chain)
+    }
+
+    /// A new directory in `tmp/` to unpack the layer `chain` into. Unique per call: two stages
+    /// of one build (threads of one process) may unpack the same layer at once, and must not
+    /// share or remove each other's directory.
+    pub(crate) fn unpack_dir(&self, chain: &Digest) -> Result<PathBuf, StoreError> {
+        let tmp = self.root.join("tmp").join(format!(
+            "unpack-{}-{}",
+            chain.hex(),
+            super::blobs::tmp_name()
+        ));
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        Ok(tmp)
+    }
+
+    /// Makes `tmp` (from [`Store::unpack_dir`], whole and checked) the unpacked layer `chain`:
+    /// renamed into place, or dropped when another process or thread placed it first (theirs
+    /// is identical). Its size when this call placed it.
+    pub(crate) fn place_unpacked(
+        &self,
+        tmp: &std::path::Path,
+        chain: &Digest,
+    ) -> Result<Option<u64>, StoreError> {
+        let dest = self.root.join("layers").join(chain.hex());
+        let size = super::usage::dir_size(tmp);
+        let parent = self.root.join("layers");
+        std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+        if std::fs::rename(tmp, &dest).is_ok() {
+            return Ok(Some(size));
+        }
+        let _ = std::fs::remove_dir_all(tmp);
+        if dest.is_dir() {
+            Ok(None)
+        } else {
+            Err(StoreError::Io {
+                path: dest,
+                source: std::io::Error::other("could not place the unpacked layer"),
+            })
+        }
+    }
+
+    /// Whether the layer `chain` is unpacked.
+    pub fn is_unpacked(&self, chain: &Digest) -> bool {
+        self.root.join("layers").join(chain.hex()).is_dir()
     }
 
     /// Records a use of each directory (and the size of those just made), in one transaction.
-    fn note_unpacked(&self, used: &[(String, String, Option<u64>)]) -> Result<(), StoreError> {
+    pub(crate) fn note_unpacked(
+        &self,
+        used: &[(String, String, Option<u64>)],
+    ) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }
