@@ -87,9 +87,14 @@ for p in $PEERS; do case $p in
             "$DOCKER pull -q $IMG") ;;
 esac; done
 hyperfine --runs "$RUNS" --export-json "$WORK/pull.json" "${pull_cmds[@]}" >/dev/null
+# What kiln pushed runs under docker (and podman), with the content kiln put in it.
+for p in $PEERS; do case $p in
+  docker) echo "docker run: $($DOCKER run --rm --network none "$IMG" wc -c /data/a.bin)" ;;
+  podman) echo "podman run: $(podman run --rm --network none "$IMG" wc -c /data/d.txt)" ;;
+esac; done
 
 # ---- push: each tool holds the pulled image; the registry's storage is emptied first
-fresh_registry="kill \$(cat $WORK/registry.pid); sleep 0.2; rm -rf $WORK/registry-data; \
+fresh_registry="kill \$(cat $WORK/registry.pid) 2>/dev/null || true; sleep 0.2; rm -rf $WORK/registry-data; \
 docker-registry serve $WORK/registry.yml >/dev/null 2>&1 & echo \$! > $WORK/registry.pid; \
 for i in \$(seq 100); do curl -sf http://$REG/v2/ >/dev/null && break; sleep 0.05; done"
 $KILN --root "$KP" pull -q "$IMG" >/dev/null

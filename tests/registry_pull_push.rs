@@ -892,3 +892,52 @@ fn docker_hub_names_go_to_the_configured_mirror() {
     // docker's long and short spellings name the same image.
     env.ok(fresh.path(), &["inspect", "docker.io/library/busybox:1"]);
 }
+
+#[test]
+fn transfers_that_break_off_are_retried() {
+    if !have_registry("transfers_that_break_off_are_retried")
+        || !common::have("python3", "transfers_that_break_off_are_retried")
+    {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let _base = pushed_base(&env, &reg.host());
+    // Between kiln and the registry: a proxy that closes the first two connections after
+    // 300 kB have come back (the base's layer is about 1 MB: cut mid-blob).
+    let port = common::registry::free_port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/flaky_proxy.py");
+    let proxy = common::registry::Reaped(Some(
+        Command::new("python3")
+            .arg(script)
+            .args([
+                port.to_string(),
+                reg.port.to_string(),
+                "300000".into(),
+                "2".into(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed().as_secs() < 20, "the proxy did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let root = tempfile::tempdir().unwrap();
+    let out = env.ok(
+        root.path(),
+        &["pull", &format!("127.0.0.1:{port}/busybox:1")],
+    );
+    let log = proxy.finish();
+    let cuts = String::from_utf8_lossy(&log.stdout);
+    assert!(cuts.contains("cut 1"), "the proxy cut nothing: {cuts}");
+    assert!(out.contains("Pull complete"), "{out}");
+    verify_clean(&env, root.path());
+    assert_eq!(
+        std::fs::read_dir(root.path().join("tmp")).unwrap().count(),
+        0
+    );
+}

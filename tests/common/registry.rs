@@ -258,7 +258,7 @@ impl TokenServer {
             .arg(&cert)
             .args([user, pass])
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         wait_listening(port, &mut child, "the token server");
@@ -288,4 +288,26 @@ pub fn isolated(cmd: &mut Command, docker_config: &Path, settings: &Path) {
     cmd.env("DOCKER_CONFIG", docker_config)
         .env("KILN_REGISTRIES_CONF", settings)
         .env("REGISTRY_AUTH_FILE", docker_config.join("no-auth.json"));
+}
+
+/// A helper process killed when dropped (also when the test fails first).
+#[derive(Debug)]
+pub struct Reaped(pub Option<Child>);
+
+impl Reaped {
+    /// Kills it and returns what it printed.
+    pub fn finish(mut self) -> std::process::Output {
+        let mut child = self.0.take().unwrap();
+        let _ = child.kill();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
 }

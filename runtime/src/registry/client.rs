@@ -199,7 +199,8 @@ fn is_transient_status(s: u16) -> bool {
     matches!(s, 500 | 502 | 503 | 504)
 }
 
-fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
+/// A response header as text.
+pub(super) fn header(resp: &Response<ureq::Body>, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -13,6 +13,7 @@
 //! to it.
 
 mod auth;
+mod blob;
 pub mod client;
 pub mod credentials;
 pub mod pull;
@@ -73,6 +74,14 @@ pub enum RegistryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Reference(#[from] ReferenceError),
+}
+
+/// What a registry sent that cannot be used, and why.
+pub(super) fn refused(what: impl Into<String>, reason: impl Into<String>) -> RegistryError {
+    RegistryError::Refused {
+        what: what.into(),
+        reason: reason.into(),
+    }
 }
 
 /// Where an image reference lives on a registry.

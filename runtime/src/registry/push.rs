@@ -14,7 +14,7 @@ use ureq::http::Method;
 
 use super::{
     Options, RegistryError, Target,
-    client::{Client, Payload},
+    client::{Client, Payload, header},
 };
 use crate::{digest::Digest, oci, store::Store};
 
@@ -45,13 +45,6 @@ pub struct Pushed {
     pub uploaded: usize,
     pub mounted: usize,
     pub existed: usize,
-}
-
-fn header(resp: &ureq::http::Response<ureq::Body>, name: &str) -> Option<String> {
-    resp.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
 }
 
 /// `url` with `key=value` added to its query.
