@@ -477,6 +477,19 @@ fn index_picks_this_platform_and_docker_schema2_pulls() {
         err.contains("no image for linux/s390x") && err.contains(&format!("linux/{other_arch}")),
         "{err}"
     );
+    // The other platform's image is kept, but nothing of it runs here: a clear error, not an
+    // exec format error from inside the sandbox.
+    let (code, _, err) = env.kiln(
+        other_root.path(),
+        &["run", "--rm", "--pull", "never", &multi],
+    );
+    assert_eq!(code, 125, "{err}");
+    let says = format!("the image is for linux/{other_arch}, this machine runs linux/{host_arch}");
+    assert!(err.contains(&says), "{err}");
+    let ctx = common::context(&format!("FROM {multi}\nRUN true\n"));
+    let (code, _, err) = env.kiln(other_root.path(), &["build", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("Dockerfile:2") && err.contains(&says), "{err}");
 
     // Docker's schema 2 manifest (what `docker push` sends).
     let v2 = format!("{host}/schema2:1");
@@ -940,4 +953,61 @@ fn transfers_that_break_off_are_retried() {
         std::fs::read_dir(root.path().join("tmp")).unwrap().count(),
         0
     );
+}
+
+#[test]
+fn server_errors_are_retried_and_rate_limits_reported() {
+    if !common::have(
+        "python3",
+        "server_errors_are_retried_and_rate_limits_reported",
+    ) {
+        return;
+    }
+    // A registry that answers 503 twice, then 429 with a Retry-After; it prints each request.
+    let port = common::registry::free_port();
+    let server = common::registry::Reaped(Some(
+        Command::new("python3")
+            .arg("-c")
+            .arg(
+                r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+seen = {"n": 0}
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        if self.path == "/v2/":
+            self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers()
+            self.wfile.write(b"{}"); return
+        seen["n"] += 1
+        print("request", seen["n"], flush=True)
+        code = 503 if seen["n"] <= 2 else 429
+        body = b'{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'
+        self.send_response(code); self.send_header("Retry-After", "30")
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+            )
+            .arg(port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    let t0 = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t0.elapsed().as_secs() < 20, "the server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let env = Env::plain();
+    let root = tempfile::tempdir().unwrap();
+    let (code, _, err) = env.kiln(root.path(), &["pull", &format!("127.0.0.1:{port}/app:1")]);
+    let log = server.finish();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("too many requests (HTTP 429); retry after 30 seconds"),
+        "{err}"
+    );
+    let requests = String::from_utf8_lossy(&log.stdout).lines().count();
+    assert_eq!(requests, 3, "two 503s retried, the 429 not");
 }

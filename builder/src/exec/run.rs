@@ -134,6 +134,20 @@ pub(crate) fn run(
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {
+            // An image pulled for another platform is kept, but its programs cannot run here.
+            let (os, arch) = (&st.config.os, &st.config.architecture);
+            let host = kiln_runtime::oci::host_platform();
+            if !arch.is_empty() && (*arch != host.architecture || *os != host.os) {
+                return Err(BuildError::at(
+                    ins.span,
+                    format!(
+                        "{}: the image is for {os}/{arch}, this machine runs {}; kiln does not \
+                         emulate other platforms",
+                        short(&ins.text),
+                        kiln_runtime::oci::host_platform_string()
+                    ),
+                ));
+            }
             let mut spec = Spec::new(std::path::Path::new(""), argv);
             spec.env = env;
             spec.uid = uid;

@@ -270,6 +270,19 @@ pub fn run(
         .resolve(&opts.image)?
         .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
     let (m, config, _) = store.image(&manifest)?;
+    let host = crate::oci::host_platform();
+    if !config.architecture.is_empty()
+        && (config.architecture != host.architecture || config.os != host.os)
+    {
+        return Err(ContainerError::Config(format!(
+            "{}: the image is for {}/{}, this machine runs {}; kiln does not emulate other \
+             platforms",
+            opts.image,
+            config.os,
+            config.architecture,
+            crate::oci::host_platform_string()
+        )));
+    }
     let argv = command(&config, opts)?;
     let blobs: Vec<Digest> = m
         .layers
