@@ -44,9 +44,15 @@ pub fn store_with_base() -> tempfile::TempDir {
 /// Whether `tool` can run. A missing tool skips loudly on a developer machine; under CI (which
 /// installs it in `.ci/run`) it is a failure, never a silent pass.
 pub fn have(tool: &str, test: &str) -> bool {
-    let ok = ["--version", "--help"].iter().any(|a| {
+    have_with(tool, &[&["--version"], &["--help"]], test)
+}
+
+/// [`have`] for a tool that answers none of `--version` and `--help` with success: it can run
+/// when one of `probes` (argument lists) succeeds.
+pub fn have_with(tool: &str, probes: &[&[&str]], test: &str) -> bool {
+    let ok = probes.iter().any(|a| {
         Command::new(tool)
-            .arg(a)
+            .args(*a)
             .output()
             .is_ok_and(|o| o.status.success())
     });
