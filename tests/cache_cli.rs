@@ -353,6 +353,7 @@ fn every_kind_of_entry_is_listed_and_pruned_safely() {
             .compressed_forms()
             .unwrap()
             .into_values()
+            .flatten()
             .map(|(d, _)| d)
             .collect()
     };

@@ -885,6 +885,70 @@ fn zstd_layers_pull_and_run() {
 }
 
 #[test]
+fn push_and_save_with_zstd_compression() {
+    if !have_registry("push_and_save_with_zstd_compression")
+        || !common::can_sandbox("push_and_save_with_zstd_compression")
+    {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let root = common::store_with_base();
+    let name = format!("{}/zpush:1", reg.host());
+    let ctx = common::context("FROM kiln.local/busybox\nRUN echo zstd > /z\n");
+    env.ok(
+        root.path(),
+        &["build", "-q", "-t", &name, ctx.path().to_str().unwrap()],
+    );
+    env.ok(root.path(), &["push", "--compression", "zstd", &name]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    // The layer kiln built leaves as zstd; the base's, pulled gzip, stays as it came.
+    let types: Vec<&str> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        ]
+    );
+    let fresh = tempfile::tempdir().unwrap();
+    env.ok(fresh.path(), &["pull", &name]);
+    let (code, out, err) = env.kiln(fresh.path(), &["run", "--rm", &name, "cat", "/z"]);
+    assert_eq!((code, out.trim()), (0, "zstd"), "{err}");
+    // The zstd form is remembered with the image: verify and prune keep it.
+    env.ok(root.path(), &["cache", "prune", "-a", "-f"]);
+    verify_clean(&env, root.path());
+    let layout = tempfile::tempdir().unwrap();
+    let dest = layout.path().join("z.tar");
+    env.ok(
+        root.path(),
+        &[
+            "save",
+            "--compression",
+            "zstd",
+            "-o",
+            dest.to_str().unwrap(),
+            &name,
+        ],
+    );
+    let other = tempfile::tempdir().unwrap();
+    env.ok(other.path(), &["load", "-i", dest.to_str().unwrap()]);
+    verify_clean(&env, other.path());
+    let (code, _, err) = env.kiln(root.path(), &["push", "--compression", "lz4", &name]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
 fn docker_hub_names_go_to_the_configured_mirror() {
     if !have_registry("docker_hub_names_go_to_the_configured_mirror") {
         return;

@@ -5,6 +5,7 @@ use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCod
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NamedContext, Sandbox};
+use kiln_runtime::store::LayerCompression;
 
 use crate::render;
 
@@ -66,8 +67,10 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub metadata_file: Option<PathBuf>,
     /// Also export the image: `type=oci|docker,dest=FILE` (an OCI layout with Docker's
-    /// manifest.json, as `kiln save`), `type=tar,dest=FILE` (the filesystem as one tar) or
-    /// `type=local,dest=DIR` (the filesystem in a new or empty directory).
+    /// manifest.json, as `kiln save`), `type=tar,dest=FILE` (the filesystem as one tar),
+    /// `type=local,dest=DIR` (the filesystem in a new or empty directory), or push it:
+    /// `type=registry[,name=NAME]` (`type=image,push=true`). `compression=gzip|zstd` sets how
+    /// layers are compressed for oci, docker and registry.
     #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH")]
     pub output: Option<String>,
     /// Print only the image ID.
@@ -281,7 +284,11 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     let progress = render::progress::Progress::new(mode);
     let on_event = |e: Event| progress.event(e);
     // Validate -o before building, so a typo does not cost a build.
-    let (export, mut push_to) = output(args.output.as_deref())?;
+    let Output {
+        export,
+        push: mut push_to,
+        compression,
+    } = output(args.output.as_deref())?;
     if args.push {
         push_to.get_or_insert_with(Vec::new);
     }
@@ -317,6 +324,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                             &[(name, out.manifest.clone())],
                             dest,
                             dest.to_string_lossy().ends_with('/'),
+                            compression,
                         )
                         .with_context(|| format!("cannot export to {}", dest.display()))?;
                 }
@@ -330,6 +338,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                     &out.manifest.to_string(),
                     name,
                     &args.registry,
+                    compression,
                     mode == render::progress::Mode::Quiet,
                 )?;
             }
@@ -393,21 +402,31 @@ pub(super) fn report(name: &str, text: &str, e: &BuildError) {
     }
 }
 
-/// Parses `-o`: an export (`type=oci|docker|tar|local,dest=PATH`) or a push
-/// (`type=registry[,name=N]`, `type=image,push=true[,name=N]`; names are comma-free, several
-/// with `name="a,b"` as BuildKit).
-#[allow(clippy::type_complexity)]
-fn output(spec: Option<&str>) -> anyhow::Result<(Option<(String, PathBuf)>, Option<Vec<String>>)> {
+/// What `-o` asks for.
+#[derive(Debug, Default)]
+struct Output {
+    /// An export: `type=oci|docker|tar|local,dest=PATH`.
+    export: Option<(String, PathBuf)>,
+    /// A push (`type=registry[,name=N]`, `type=image,push=true[,name=N]`; names are comma-free,
+    /// several with `name="a,b"` as BuildKit): the names, empty for the `-t` names.
+    push: Option<Vec<String>>,
+    /// `compression=gzip|zstd`.
+    compression: LayerCompression,
+}
+
+/// Parses `-o`.
+fn output(spec: Option<&str>) -> anyhow::Result<Output> {
     let Some(spec) = spec else {
-        return Ok((None, None));
+        return Ok(Output::default());
     };
     let usage = || {
         anyhow::anyhow!(
             "invalid --output {spec:?}: expected type=oci|docker|tar|local,dest=PATH or \
-             type=registry[,name=NAME]"
+             type=registry[,name=NAME] (and compression=gzip|zstd)"
         )
     };
     let (mut kind, mut dest, mut names, mut push) = (None, None, Vec::new(), false);
+    let mut compression = LayerCompression::default();
     for part in split_quoted(spec) {
         match part.split_once('=') {
             Some(("type", v)) => kind = Some(v.to_string()),
@@ -419,18 +438,28 @@ fn output(spec: Option<&str>) -> anyhow::Result<(Option<(String, PathBuf)>, Opti
                     .map(str::to_string),
             ),
             Some(("push", v)) => push = v == "true",
+            Some(("compression", v)) => {
+                compression = LayerCompression::parse(v).ok_or_else(|| {
+                    anyhow::anyhow!("invalid --output {spec:?}: compression is gzip or zstd")
+                })?;
+            }
             _ => return Err(usage()),
         }
     }
-    match (kind.as_deref(), dest) {
+    let (export, push) = match (kind.as_deref(), dest) {
         (Some(k @ ("oci" | "docker" | "tar" | "local")), Some(d)) => {
-            Ok((Some((k.to_string(), d)), None))
+            (Some((k.to_string(), d)), None)
         }
-        (Some("registry"), None) => Ok((None, Some(names))),
-        (Some("image"), None) if push => Ok((None, Some(names))),
-        (Some("image"), None) => Ok((None, None)),
-        _ => Err(usage()),
-    }
+        (Some("registry"), None) => (None, Some(names)),
+        (Some("image"), None) if push => (None, Some(names)),
+        (Some("image"), None) => (None, None),
+        _ => return Err(usage()),
+    };
+    Ok(Output {
+        export,
+        push,
+        compression,
+    })
 }
 
 /// Splits on commas outside double quotes.

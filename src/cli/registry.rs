@@ -4,8 +4,11 @@
 use std::{io::Read, process::ExitCode};
 
 use anyhow::{Context, bail};
-use kiln_runtime::registry::{
-    self, Options, PullOptions, PushOptions, credentials, pull::PullEvent, push::PushEvent,
+use kiln_runtime::{
+    registry::{
+        self, Options, PullOptions, PushOptions, credentials, pull::PullEvent, push::PushEvent,
+    },
+    store::LayerCompression,
 };
 
 /// Registry settings every command that talks to a registry takes.
@@ -107,10 +110,31 @@ pub fn pull(root: Option<&std::path::Path>, args: PullArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--compression` of push, save and build outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+}
+
+impl From<Compression> for LayerCompression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Gzip => LayerCompression::Gzip,
+            Compression::Zstd => LayerCompression::Zstd,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
     /// The image to push: `NAME[:TAG]`, whose name says the registry.
     pub image: String,
+    /// How the layers kiln keeps uncompressed are compressed: gzip (read by every tool) or zstd.
+    /// Layers that came in compressed leave as they are.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: Compression,
     /// Print only the manifest digest.
     #[arg(short, long)]
     pub quiet: bool,
@@ -124,12 +148,14 @@ pub fn push_image(
     source: &str,
     dest: &str,
     flags: &RegistryFlags,
+    compression: LayerCompression,
     quiet: bool,
 ) -> anyhow::Result<registry::Pushed> {
     let target = registry::Target::parse(dest)?;
     let opts = PushOptions {
         registry: flags.options()?,
         jobs: 0,
+        compression,
     };
     if !quiet {
         println!(
@@ -164,7 +190,14 @@ pub fn push_image(
 
 pub fn push(root: Option<&std::path::Path>, args: PushArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    let pushed = push_image(&store, &args.image, &args.image, &args.registry, args.quiet)?;
+    let pushed = push_image(
+        &store,
+        &args.image,
+        &args.image,
+        &args.registry,
+        args.compression.into(),
+        args.quiet,
+    )?;
     if args.quiet {
         println!("{}", pushed.digest);
     }

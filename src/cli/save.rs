@@ -15,6 +15,9 @@ pub struct Args {
     /// Images to save (tags or manifest digests).
     #[arg(required = true)]
     pub images: Vec<String>,
+    /// How the layers kiln keeps uncompressed are compressed: gzip (read by every tool) or zstd.
+    #[arg(long, value_enum, default_value = "gzip")]
+    pub compression: super::registry::Compression,
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
@@ -35,14 +38,14 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         }
         let mut w = std::io::BufWriter::new(stdout.lock());
         store
-            .save_to(&list, &mut w)
+            .save_to(&list, &mut w, args.compression.into())
             .context("cannot save to standard output")?;
         std::io::Write::flush(&mut w).context("cannot save to standard output")?;
         return Ok(ExitCode::SUCCESS);
     };
     let as_dir = output.to_string_lossy().ends_with('/') || output.is_dir();
     store
-        .save(&list, &output, as_dir)
+        .save(&list, &output, as_dir, args.compression.into())
         .with_context(|| format!("cannot save to {}", output.display()))?;
     Ok(ExitCode::SUCCESS)
 }

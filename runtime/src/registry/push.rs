@@ -1,7 +1,7 @@
 //! `kiln push` and `kiln build --push`: an image of the store to a registry.
 //!
-//! Layers kiln keeps uncompressed are gzipped once (several at a time; the gzip form is
-//! remembered, so a second push or `kiln save` does not compress again), then every blob the
+//! Layers kiln keeps uncompressed are compressed once, gzip or zstd (several at a time; the
+//! compressed form is remembered, so a second push or `kiln save` does not compress again), then every blob the
 //! registry lacks is sent, several at once: `HEAD` first (present: nothing to send), then a
 //! cross-repository mount when kiln knows another repository of the same registry has the
 //! blob, else one upload session with a single streamed `PUT` of the file. The manifest goes
@@ -24,6 +24,8 @@ pub struct PushOptions {
     pub registry: Options,
     /// Blobs sent at once (0: docker's default of 5).
     pub jobs: usize,
+    /// How layers kiln keeps uncompressed are compressed (`--compression`; gzip by default).
+    pub compression: crate::store::LayerCompression,
 }
 
 /// What happened to each blob.
@@ -176,9 +178,12 @@ pub fn push(
         .filter_map(|l| Digest::parse(&l.digest).ok())
         .collect();
     crate::parallel::for_each(&tars, 0, |d| {
-        store.gzip_layer(d).map(|_| ()).map_err(RegistryError::from)
+        store
+            .compressed_layer(d, opts.compression)
+            .map(|_| ())
+            .map_err(RegistryError::from)
     })?;
-    let (m, bytes, digest) = store.export_manifest(&local)?;
+    let (m, bytes, digest) = store.export_manifest(&local, opts.compression)?;
     let client = Client::connect(&target.registry, &opts.registry)?;
     let mut blobs: Vec<Digest> = Vec::new();
     for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {

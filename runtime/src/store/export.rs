@@ -2,8 +2,10 @@
 //! Docker's `manifest.json` beside it, as `docker save` writes since Docker 25 (REFERENCE §6.5).
 //!
 //! The store keeps layers uncompressed (builds never pay for compression); an image leaving the
-//! store gets gzip layers, each compressed once and remembered (`compressed` table), so saving
-//! again or pushing later costs nothing more.
+//! store gets gzip layers (or zstd, when asked), each compressed once and remembered
+//! (`compressed` and `compressed_zstd` tables), so saving again or pushing later costs nothing
+//! more. Layers that came in compressed (pulled, loaded) leave as they are, as BuildKit's
+//! exporters do without `force-compression`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -25,7 +27,47 @@ CREATE TABLE IF NOT EXISTS compressed (
     digest  TEXT NOT NULL,
     size    INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS compressed_zstd (
+    diff_id TEXT PRIMARY KEY,
+    digest  TEXT NOT NULL,
+    size    INTEGER NOT NULL
+);
 ";
+
+/// How the layers kiln keeps uncompressed are compressed on the way out (`--compression`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// The default, for compatibility: every tool reads it.
+    #[default]
+    Gzip,
+    /// Smaller and faster to decompress; docker 23+, containerd 1.5+, podman read it.
+    Zstd,
+}
+
+impl LayerCompression {
+    /// `gzip` or `zstd`.
+    pub fn parse(s: &str) -> Option<LayerCompression> {
+        match s {
+            "gzip" => Some(LayerCompression::Gzip),
+            "zstd" => Some(LayerCompression::Zstd),
+            _ => None,
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => "compressed",
+            LayerCompression::Zstd => "compressed_zstd",
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            LayerCompression::Gzip => oci::MEDIA_LAYER_GZIP,
+            LayerCompression::Zstd => oci::MEDIA_LAYER_ZSTD,
+        }
+    }
+}
 
 /// Counts and hashes what passes through.
 struct Hashing<W: Write> {
@@ -94,42 +136,62 @@ impl Store {
         tar.into_inner()?.flush()
     }
 
-    /// Every remembered gzip form: diff_id to (gzip blob digest, its size) (for `kiln store
-    /// verify` and the cache's accounting).
-    pub fn compressed_forms(&self) -> Result<BTreeMap<String, (String, u64)>, StoreError> {
+    /// Every remembered compressed form: diff_id to its forms (blob digest, size), gzip first
+    /// (for `kiln store verify` and the cache's accounting).
+    pub fn compressed_forms(&self) -> Result<BTreeMap<String, Vec<(String, u64)>>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn
-            .prepare_cached("SELECT diff_id, digest, size FROM compressed")
-            .map_err(self.db_err())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    (r.get(1)?, u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0)),
-                ))
-            })
-            .map_err(self.db_err())?;
-        rows.collect::<Result<_, _>>().map_err(self.db_err())
+        let mut out: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            let mut stmt = conn
+                .prepare_cached(&format!("SELECT diff_id, digest, size FROM {}", c.table()))
+                .map_err(self.db_err())?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                    ))
+                })
+                .map_err(self.db_err())?;
+            for row in rows {
+                let (diff_id, digest, size) = row.map_err(self.db_err())?;
+                out.entry(diff_id).or_default().push((digest, size));
+            }
+        }
+        Ok(out)
     }
 
-    /// Forgets the gzip forms of `blob` (a diff_id) or whose gzip digest is `blob`, once that
+    /// Forgets the compressed forms of `blob` (a diff_id) or whose digest is `blob`, once that
     /// blob is removed.
     pub(super) fn forget_compressed(&self, blob: &str) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "DELETE FROM compressed WHERE diff_id = ?1 OR digest = ?1",
-                [blob],
-            )
-            .map_err(self.db_err())?;
+        for c in [LayerCompression::Gzip, LayerCompression::Zstd] {
+            self.conn()
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE diff_id = ?1 OR digest = ?1",
+                        c.table()
+                    ),
+                    [blob],
+                )
+                .map_err(self.db_err())?;
+        }
         Ok(())
     }
 
-    /// The gzip form of an uncompressed layer blob, made once.
-    pub(crate) fn gzip_layer(&self, diff_id: &Digest) -> Result<(Digest, u64), StoreError> {
+    /// The compressed form of an uncompressed layer blob, made once.
+    pub(crate) fn compressed_layer(
+        &self,
+        diff_id: &Digest,
+        c: LayerCompression,
+    ) -> Result<(Digest, u64), StoreError> {
         {
             let conn = self.conn();
             let mut stmt = conn
-                .prepare_cached("SELECT digest, size FROM compressed WHERE diff_id = ?1")
+                .prepare_cached(&format!(
+                    "SELECT digest, size FROM {} WHERE diff_id = ?1",
+                    c.table()
+                ))
                 .map_err(self.db_err())?;
             let mut rows = stmt.query([diff_id.to_string()]).map_err(self.db_err())?;
             if let Some(r) = rows.next().map_err(self.db_err())? {
@@ -151,13 +213,23 @@ impl Store {
             hasher: Sha256::new(),
             size: 0,
         };
-        // gzip level 6 without a name or mtime in the header: the same layer always compresses
-        // to the same bytes with this build of flate2 (REFERENCE §6.6).
-        let mut gz = flate2::GzBuilder::new()
-            .mtime(0)
-            .write(hashing, flate2::Compression::new(6));
-        std::io::copy(&mut input, &mut gz).map_err(io_err(&src))?;
-        let mut hashing = gz.finish().map_err(io_err(&src))?;
+        let mut hashing = match c {
+            // gzip level 6 without a name or mtime in the header: the same layer always
+            // compresses to the same bytes with this build of flate2 (REFERENCE §6.6).
+            LayerCompression::Gzip => {
+                let mut gz = flate2::GzBuilder::new()
+                    .mtime(0)
+                    .write(hashing, flate2::Compression::new(6));
+                std::io::copy(&mut input, &mut gz).map_err(io_err(&src))?;
+                gz.finish().map_err(io_err(&src))?
+            }
+            // zstd level 3 (its default), one frame, no checksum: deterministic likewise.
+            LayerCompression::Zstd => {
+                let mut z = zstd::stream::write::Encoder::new(hashing, 3).map_err(io_err(&src))?;
+                std::io::copy(&mut input, &mut z).map_err(io_err(&src))?;
+                z.finish().map_err(io_err(&src))?
+            }
+        };
         hashing.flush().map_err(io_err(&src))?;
         let digest = Digest::from_sha256(hashing.hasher.clone());
         let size = hashing.size;
@@ -165,17 +237,21 @@ impl Store {
         self.commit_blob(blob, &digest)?;
         self.conn()
             .execute(
-                "INSERT OR REPLACE INTO compressed (diff_id, digest, size) VALUES (?1, ?2, ?3)",
+                &format!(
+                    "INSERT OR REPLACE INTO {} (diff_id, digest, size) VALUES (?1, ?2, ?3)",
+                    c.table()
+                ),
                 rusqlite::params![diff_id.to_string(), digest.to_string(), size as i64],
             )
             .map_err(self.db_err())?;
         Ok((digest, size))
     }
 
-    /// The manifest of `manifest` with every uncompressed layer replaced by its gzip form.
+    /// The manifest of `manifest` with every uncompressed layer replaced by its compressed form.
     pub(crate) fn export_manifest(
         &self,
         manifest: &Digest,
+        c: LayerCompression,
     ) -> Result<(Manifest, Vec<u8>, Digest), StoreError> {
         let (mut m, _, _) = self.image(manifest)?;
         if m.layers
@@ -191,8 +267,8 @@ impl Store {
                     path: self.blob_path(manifest),
                     reason: e.to_string(),
                 })?;
-                let (d, size) = self.gzip_layer(&diff_id)?;
-                l.media_type = oci::MEDIA_LAYER_GZIP.into();
+                let (d, size) = self.compressed_layer(&diff_id, c)?;
+                l.media_type = c.media_type().into();
                 l.digest = d.to_string();
                 l.size = size;
             }
@@ -209,8 +285,9 @@ impl Store {
         images: &[(String, Digest)],
         dest: &Path,
         as_dir: bool,
+        c: LayerCompression,
     ) -> Result<Vec<Digest>, StoreError> {
-        self.save_as(images, Dest::Path(dest, as_dir))
+        self.save_as(images, Dest::Path(dest, as_dir), c)
     }
 
     /// [`Store::save`] as a tar written to `w` (`kiln save IMAGE > x.tar`, as docker does).
@@ -218,14 +295,16 @@ impl Store {
         &self,
         images: &[(String, Digest)],
         w: &mut dyn Write,
+        c: LayerCompression,
     ) -> Result<Vec<Digest>, StoreError> {
-        self.save_as(images, Dest::Stream(w))
+        self.save_as(images, Dest::Stream(w), c)
     }
 
     fn save_as(
         &self,
         images: &[(String, Digest)],
         dest: Dest<'_>,
+        c: LayerCompression,
     ) -> Result<Vec<Digest>, StoreError> {
         // The gzip forms are cache: prune must not remove one between making and copying it.
         let _guard = self.build_guard()?;
@@ -239,7 +318,7 @@ impl Store {
         let mut docker: Vec<serde_json::Value> = Vec::new();
         let mut out = Vec::new();
         for (name, manifest) in images {
-            let (m, bytes, d) = self.export_manifest(manifest)?;
+            let (m, bytes, d) = self.export_manifest(manifest, c)?;
             blobs.insert(d.clone());
             for desc in std::iter::once(&m.config).chain(&m.layers) {
                 blobs.insert(

@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::BlobFile;
 pub use cache::CacheEntry;
 pub use containers::{Container, State as ContainerState};
+pub use export::LayerCompression;
 pub use images::ImageSummary;
 pub use import::Loaded;
 pub use integrity::MAX_LAYERS;

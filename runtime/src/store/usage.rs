@@ -332,7 +332,7 @@ impl Store {
     /// The cache's layer entries, each with its blob and the blob's gzip form.
     fn layer_rows(
         &self,
-        gz: &BTreeMap<String, (String, u64)>,
+        gz: &BTreeMap<String, Vec<(String, u64)>>,
         needs: &ImageNeeds,
     ) -> Result<Vec<Usage>, StoreError> {
         let conn = self.conn();
@@ -345,7 +345,7 @@ impl Store {
             .query_map([], |r| {
                 let layer: String = r.get(1)?;
                 let mut blobs = vec![(layer.clone(), n64(r.get(2)?))];
-                blobs.extend(gz.get(&layer).cloned());
+                blobs.extend(gz.get(&layer).into_iter().flatten().cloned());
                 Ok(Usage {
                     key: r.get(0)?,
                     kind: Kind::Layer,
@@ -466,7 +466,7 @@ impl Store {
     /// The base images builds used; notes in `made_by` which base each layer (diff_id) is of.
     fn base_rows(
         &self,
-        gz: &BTreeMap<String, (String, u64)>,
+        gz: &BTreeMap<String, Vec<(String, u64)>>,
         needs: &ImageNeeds,
         made_by: &mut BTreeMap<String, String>,
     ) -> Result<Vec<Usage>, StoreError> {
@@ -490,7 +490,7 @@ impl Store {
                 }
                 for l in &m.layers {
                     names.push(l.digest.clone());
-                    if let Some(g) = gz.get(&l.digest) {
+                    for g in gz.get(&l.digest).into_iter().flatten() {
                         names.push(g.0.clone());
                     }
                 }
@@ -665,9 +665,9 @@ impl Store {
         // form of any layer they keep.
         let mut needed = self.image_needs()?.blobs;
         needed.append(&mut kept_blobs);
-        for (diff_id, (gz, _)) in self.compressed_forms()? {
+        for (diff_id, forms) in self.compressed_forms()? {
             if needed.contains(&diff_id) {
-                needed.insert(gz);
+                needed.extend(forms.into_iter().map(|(d, _)| d));
             }
         }
         // Filters choose among them as among entries (`until=` by the blob's age).

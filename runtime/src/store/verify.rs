@@ -129,9 +129,11 @@ impl Store {
                 }
             }
         }
-        for (diff_id, (gz, _)) in self.compressed_forms()? {
+        for (diff_id, forms) in self.compressed_forms()? {
             if reachable.contains(diff_id.trim_start_matches("sha256:")) {
-                reachable.insert(gz.trim_start_matches("sha256:").to_string());
+                for (d, _) in forms {
+                    reachable.insert(d.trim_start_matches("sha256:").to_string());
+                }
             }
         }
         for c in self.containers()? {
