@@ -1079,3 +1079,66 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     let requests = String::from_utf8_lossy(&log.stdout).lines().count();
     assert_eq!(requests, 3, "two 503s retried, the 429 not");
 }
+
+#[test]
+fn concurrent_pulls_and_a_prune_leave_the_store_clean() {
+    if !have_registry("concurrent_pulls_and_a_prune")
+        || !common::can_sandbox("concurrent_pulls_and_a_prune")
+    {
+        return;
+    }
+    let reg = Registry::start(None, Auth::None);
+    let env = Env::plain();
+    let src = common::store_with_base();
+    let name = format!("{}/pair:1", reg.host());
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nRUN head -c 8000000 /dev/urandom > /a\nRUN head -c 8000000 /dev/urandom > /b\n",
+    );
+    env.ok(
+        src.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            &name,
+            "--push",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    for round in 0..2 {
+        let root = tempfile::tempdir().unwrap();
+        // Two pulls of the same image into one store, and a prune of everything, at once.
+        let pulls: Vec<_> = (0..2)
+            .map(|_| {
+                env.cmd(root.path(), &["pull", "-q", &name])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let prune = env
+            .cmd(root.path(), &["cache", "prune", "-a", "-f"])
+            .output()
+            .unwrap();
+        assert!(
+            prune.status.success(),
+            "{}",
+            String::from_utf8_lossy(&prune.stderr)
+        );
+        for p in pulls {
+            let out = p.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        verify_clean(&env, root.path());
+        let (code, out, err) = env.kiln(
+            root.path(),
+            &["run", "--rm", &name, "sh", "-c", "wc -c < /b"],
+        );
+        assert_eq!((code, out.trim()), (0, "8000000"), "round {round}: {err}");
+    }
+}
