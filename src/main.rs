@@ -37,7 +37,17 @@ fn main() -> ExitCode {
     // peer must be an error, not the death of kiln.
     if matches!(
         first.as_deref(),
-        Some("parse" | "check" | "images" | "inspect" | "history" | "ps" | "cache" | "system")
+        Some(
+            "parse"
+                | "check"
+                | "images"
+                | "inspect"
+                | "history"
+                | "ps"
+                | "cache"
+                | "system"
+                | "logs"
+        )
     ) {
         // SAFETY: restoring the default disposition of one signal, before any thread exists.
         unsafe {

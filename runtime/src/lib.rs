@@ -15,3 +15,4 @@ pub mod reference;
 pub mod registry;
 pub mod sandbox;
 pub mod store;
+pub mod timefmt;

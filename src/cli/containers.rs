@@ -1,4 +1,5 @@
-//! `kiln ps` and `kiln rm`: the containers `kiln run` kept.
+//! `kiln ps`, `kiln rm`, `kiln logs`, `kiln stop`, `kiln kill`, `kiln wait`: the containers
+//! `kiln run` started and kept.
 
 use crate::render::time::human_duration;
 use std::{path::Path, process::ExitCode};
@@ -101,4 +102,138 @@ pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container ends.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines (`all`: every line).
+    #[arg(short = 'n', long, value_name = "N", default_value = "all")]
+    pub tail: String,
+    /// Show each line's time.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    /// The container (name or ID prefix).
+    pub container: String,
+}
+
+pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let store = super::store::open(root)?;
+    let Some(c) = store.find_container(&args.container)? else {
+        anyhow::bail!("no such container: {}", args.container);
+    };
+    let tail = match args.tail.as_str() {
+        "all" => None,
+        n => Some(
+            n.parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("invalid --tail {n:?}: a number of lines, or all"))?,
+        ),
+    };
+    let show = |entries: Vec<container::logs::Entry>| {
+        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+        for e in entries {
+            let w: &mut dyn Write = if e.stream == "stderr" {
+                &mut err
+            } else {
+                &mut out
+            };
+            let _ = if args.timestamps {
+                write!(w, "{} {}", e.time, e.log)
+            } else {
+                write!(w, "{}", e.log)
+            };
+        }
+        let _ = out.flush();
+    };
+    container::logs::show(&store, &c.id, tail, args.follow, show)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// Seconds to wait after the stop signal before killing it.
+    #[arg(short = 't', long = "time", value_name = "N", default_value_t = 10)]
+    pub time: u64,
+    /// The stop signal (default: the image's STOPSIGNAL, else SIGTERM).
+    #[arg(short = 's', long = "signal", value_name = "SIGNAL")]
+    pub signal: Option<String>,
+    /// Containers (names or ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillArgs {
+    /// The signal to send.
+    #[arg(
+        short = 's',
+        long = "signal",
+        value_name = "SIGNAL",
+        default_value = "KILL"
+    )]
+    pub signal: String,
+    /// Containers (names or ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WaitArgs {
+    /// Containers (names or ID prefixes).
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+fn signal(s: &str) -> anyhow::Result<container::control::Signal> {
+    container::control::parse_signal(s)
+        .ok_or_else(|| anyhow::anyhow!("invalid signal {s:?}: a name (TERM, SIGKILL) or number"))
+}
+
+/// Runs `f` on each container, printing what docker prints (the name given) or the error; exit
+/// 1 when one failed.
+fn each(names: &[String], f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
+    let mut failed = false;
+    for n in names {
+        match f(n) {
+            Ok(out) => println!("{out}"),
+            Err(e) => {
+                eprintln!("kiln: error: {}", crate::render::error_chain(&e));
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn stop(root: Option<&Path>, args: StopArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let sig = args.signal.as_deref().map(signal).transpose()?;
+    let timeout = std::time::Duration::from_secs(args.time);
+    Ok(each(&args.containers, |n| {
+        container::control::stop(&store, n, timeout, sig)?;
+        Ok(n.to_string())
+    }))
+}
+
+pub fn kill(root: Option<&Path>, args: KillArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let sig = signal(&args.signal)?;
+    Ok(each(&args.containers, |n| {
+        container::control::kill(&store, n, sig)?;
+        Ok(n.to_string())
+    }))
+}
+
+pub fn wait(root: Option<&Path>, args: WaitArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    Ok(each(&args.containers, |n| {
+        Ok(container::control::wait(&store, n)?.to_string())
+    }))
 }

@@ -66,6 +66,14 @@ pub enum Command {
     Ps(containers::PsArgs),
     /// Remove containers that ended (`-f`: also running ones).
     Rm(containers::RmArgs),
+    /// Show a container's output (`-f`: follow it until the container ends).
+    Logs(containers::LogsArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a grace time.
+    Stop(containers::StopArgs),
+    /// Send a signal to containers (SIGKILL by default).
+    Kill(containers::KillArgs),
+    /// Wait for containers to end; print their exit codes.
+    Wait(containers::WaitArgs),
     /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
     Save(save::Args),
     /// Download an image from a registry.
@@ -102,6 +110,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
+        Command::Logs(a) => containers::logs(cli.root.as_deref(), a),
+        Command::Stop(a) => containers::stop(cli.root.as_deref(), a),
+        Command::Kill(a) => containers::kill(cli.root.as_deref(), a),
+        Command::Wait(a) => containers::wait(cli.root.as_deref(), a),
         Command::Pull(a) => registry::pull(cli.root.as_deref(), a),
         Command::Push(a) => registry::push(cli.root.as_deref(), a),
         Command::Login(a) => registry::login(a),

@@ -1,6 +1,11 @@
-//! `kiln run [OPTIONS] IMAGE [ARG...]`: runs an image in the foreground in kiln's sandbox, with
-//! docker's meanings for the options; kiln exits with the container's exit code, or docker's
-//! 125 (kiln failed), 126 (the command cannot run) or 127 (the command does not exist).
+//! `kiln run [OPTIONS] IMAGE [ARG...]`: runs an image in kiln's sandbox, with docker's meanings
+//! for the options; kiln exits with the container's exit code, or docker's 125 (kiln failed),
+//! 126 (the command cannot run) or 127 (the command does not exist).
+//!
+//! `-d`: kiln starts itself again as the container's monitor (a session of its own, no
+//! terminal), which runs the container as the foreground `kiln run` does, with its output going
+//! to the container's log, and records how it ends. The first `kiln` waits until the container
+//! runs (or failed to start), prints its id and returns.
 
 use std::process::{ExitCode, Stdio};
 
@@ -54,6 +59,10 @@ pub struct Args {
     /// Mount the container's root filesystem read-only.
     #[arg(long = "read-only")]
     pub read_only: bool,
+    /// Run in the background: print the container's id once it runs; its output goes to its
+    /// log (`kiln logs`).
+    #[arg(short = 'd', long = "detach")]
+    pub detach: bool,
     /// Image (tag or manifest digest).
     pub image: String,
     /// Arguments: they replace the image's CMD.
@@ -94,8 +103,14 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         .map(|v| container::Volume::parse(v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
-    super::registry::pull_for_run(&store, &args.image, args.pull, &args.registry)?;
-    let opts = RunOptions {
+    let monitor = container::detach::is_monitor();
+    if !monitor {
+        super::registry::pull_for_run(&store, &args.image, args.pull, &args.registry)?;
+    }
+    if args.detach && !monitor {
+        return detach();
+    }
+    let mut opts = RunOptions {
         image: args.image,
         args: args.args,
         entrypoint: args.entrypoint,
@@ -109,7 +124,13 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
         name: args.name,
         remove: args.rm,
+        id: None,
+        started: None,
     };
+    if monitor {
+        let code = container::detach::monitor(&store, &mut opts);
+        return Ok(ExitCode::from(code));
+    }
     match container::run(
         &store,
         &opts,
@@ -121,6 +142,21 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         Err(e) => {
             eprintln!("kiln: error: {e}");
             Ok(ExitCode::from(e.exit_code()))
+        }
+    }
+}
+
+/// `kiln run -d`: this same command again, as the container's monitor; the id once it runs.
+fn detach() -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("cannot find the kiln binary")?;
+    match container::detach::start(&exe, std::env::args_os().skip(1))? {
+        container::detach::Started::Running(id) => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        container::detach::Started::Failed { code, message } => {
+            eprintln!("kiln: error: {message}");
+            Ok(ExitCode::from(code))
         }
     }
 }

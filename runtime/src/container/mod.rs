@@ -2,6 +2,9 @@
 //! ChainID) under a fresh upper directory, the process built from the image config with
 //! docker's rules, stdio passed through, the exit code returned.
 
+pub mod control;
+pub mod detach;
+pub mod logs;
 pub mod user;
 
 use std::{path::PathBuf, process::Stdio};
@@ -89,6 +92,11 @@ pub struct RunOptions {
     /// `--rm`: forget the container when it exits; otherwise it is kept (its upper directory
     /// and how it ended) for `kiln ps -a` until `kiln rm`.
     pub remove: bool,
+    /// The container's id, when the caller chose it (a detached container's monitor opens the
+    /// log first); a new one otherwise.
+    pub id: Option<String>,
+    /// Told the container's id once its process runs (`kiln run -d` returns then).
+    pub started: Option<std::sync::mpsc::Sender<String>>,
 }
 
 /// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -244,7 +252,8 @@ pub fn environment(
 }
 
 /// A fresh container id (64 hex digits; the first 12 are its default hostname).
-fn new_id() -> String {
+/// A new container id: 64 hex digits, as docker's.
+pub fn new_id() -> String {
     use sha2::Digest as _;
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -306,7 +315,7 @@ pub fn run(
         )));
     }
     let mut lower = store.unpacked_layers(&blobs, &diffs)?;
-    let id = new_id();
+    let id = opts.id.clone().unwrap_or_else(new_id);
     let name = match &opts.name {
         Some(n) if !valid_name(n) => {
             return Err(ContainerError::Config(format!(
@@ -402,7 +411,30 @@ pub fn run(
                 .unwrap_or_else(|| "/".into());
             spec.network = opts.network.unwrap_or(Network::Host);
             let (i, o, e) = stdio;
-            let status = process::run(&spec, i, o, e)?;
+            // Once the process runs: its pid recorded (what `kiln stop` signals), the caller
+            // told.
+            let (tx, rx) = std::sync::mpsc::channel::<u32>();
+            spec.started = Some(tx);
+            let status = std::thread::scope(|s| {
+                let id = &id;
+                s.spawn(move || {
+                    if let Ok(pid) = rx.recv() {
+                        let init = i32::try_from(pid)
+                            .ok()
+                            .and_then(crate::procid::ProcessId::of);
+                        if let Some(init) = init {
+                            let _ = store.set_container_init(id, init);
+                        }
+                        if let Some(tell) = &opts.started {
+                            let _ = tell.send(id.clone());
+                        }
+                    }
+                });
+                let status = process::run(&spec, i, o, e);
+                // The last sender: the thread above ends (it was told, or never will be).
+                spec.started = None;
+                status
+            })?;
             Ok::<_, ContainerError>(process::exit_code(status))
         })();
         let unmounted = overlay::unmount(&rootfs);

@@ -83,6 +83,9 @@ pub struct Spec {
     pub cgroup: super::cgroup::Join,
     /// Docker's refused system calls fail with EPERM ([`super::seccomp`]); on by default.
     pub seccomp: bool,
+    /// Told the process's host pid once it runs (its exec succeeded): what a detached
+    /// container's monitor waits for before `kiln run -d` returns.
+    pub started: Option<std::sync::mpsc::Sender<u32>>,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -329,6 +332,7 @@ pub fn run(
         None
     };
     let pid = forward.as_ref().map(|f| f.pid.clone());
+    let started = spec.started.clone();
     let waited = std::thread::scope(|s| {
         s.spawn(move || -> Result<ExitStatus, (Errno, bool)> {
             // Only this thread's future children enter the new pid namespace. The thread
@@ -348,6 +352,9 @@ pub fn run(
                 p.store(id, Ordering::SeqCst);
             }
             let mut child = spawned.map_err(|e| (errno_of(&e), false))?;
+            if let Some(tx) = &started {
+                let _ = tx.send(child.id());
+            }
             let status = child.wait().map_err(|e| (errno_of(&e), false));
             if let Some(p) = &pid {
                 p.store(-1, Ordering::SeqCst);
@@ -982,6 +989,7 @@ impl Spec {
             mounts: Vec::new(),
             read_only: false,
             forward_signals: false,
+            started: None,
             cgroup: super::cgroup::Join::default(),
             seccomp: true,
         }

@@ -19,7 +19,11 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Columns added since the table was first made (an error that one exists is expected).
-pub(super) const ADDED_COLUMNS: [&str; 1] = ["ALTER TABLE containers ADD COLUMN pid_start INTEGER"];
+pub(super) const ADDED_COLUMNS: [&str; 3] = [
+    "ALTER TABLE containers ADD COLUMN pid_start INTEGER",
+    "ALTER TABLE containers ADD COLUMN init_pid INTEGER",
+    "ALTER TABLE containers ADD COLUMN init_start INTEGER",
+];
 
 /// One container.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +103,40 @@ impl Store {
             )
             .map_err(self.db_err())?;
         Ok(())
+    }
+
+    /// Records the host pid of the container's process 1, once it runs (what `kiln stop` and
+    /// `kiln kill` signal).
+    pub fn set_container_init(&self, id: &str, init: ProcessId) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET init_pid = ?2, init_start = ?3 WHERE id = ?1",
+                rusqlite::params![id, init.pid, i64::try_from(init.start).unwrap_or(-1)],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The container's process 1, while it runs.
+    pub fn container_init(&self, id: &str) -> Result<Option<ProcessId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT init_pid, init_start FROM containers WHERE id = ?1 AND exit_code IS NULL",
+            )
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([id]).map_err(self.db_err())?;
+        let Some(r) = rows.next().map_err(self.db_err())? else {
+            return Ok(None);
+        };
+        let (pid, start): (Option<i32>, Option<i64>) = (
+            r.get(0).map_err(self.db_err())?,
+            r.get(1).map_err(self.db_err())?,
+        );
+        Ok(match (pid, start.and_then(|s| u64::try_from(s).ok())) {
+            (Some(pid), Some(start)) => Some(ProcessId { pid, start }).filter(|p| p.alive()),
+            _ => None,
+        })
     }
 
     /// Forgets container `id` (its directory is the caller's to remove first).

@@ -1,0 +1,156 @@
+//! Detached containers (`kiln run -d`), daemonless as podman's: the `kiln run -d` command starts
+//! itself again as the container's monitor (conmon's role), in a session of its own with no
+//! terminal. The monitor runs the container as a foreground `kiln run` does (it is the parent
+//! of the container's process 1, which dies with it), with the output captured into the
+//! container's log ([`super::logs`]), and records how the container ends. The first command
+//! waits on the monitor's stdout for `started ID` (the process runs) or `error CODE MESSAGE`
+//! (it could not start), then returns, as `docker run -d` does.
+
+use std::{
+    ffi::OsString,
+    io::{BufRead, Write},
+    os::unix::process::CommandExt,
+    path::Path,
+    process::{Command, Stdio},
+};
+
+use super::{ContainerError, RunOptions};
+use crate::store::Store;
+
+/// Set in the environment of a detached container's monitor.
+const MONITOR: &str = "KILN_DETACHED_MONITOR";
+
+/// Whether this process is a detached container's monitor.
+pub fn is_monitor() -> bool {
+    std::env::var_os(MONITOR).is_some()
+}
+
+/// How a detached start went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// The container runs; its id.
+    Running(String),
+    /// It could not start: docker's exit code (125, 126, 127) and why.
+    Failed { code: u8, message: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Starts `exe args` (the same `kiln run -d` command) as the monitor and waits for its word.
+pub fn start(
+    exe: &Path,
+    args: impl IntoIterator<Item = OsString>,
+) -> Result<Started, ContainerError> {
+    let mut cmd = Command::new(exe);
+    cmd.args(args)
+        .env(MONITOR, "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: setsid(2) is a plain system call on no shared data (async-signal-safe, as
+    // `pre_exec` requires): the monitor leaves the terminal's session, so a Ctrl-C or hangup
+    // there reaches neither it nor the container.
+    unsafe {
+        cmd.pre_exec(|| {
+            rustix::process::setsid()
+                .map(drop)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = cmd.spawn().map_err(io_err(exe))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .map_err(io_err(exe))?;
+    }
+    let line = line.trim_end();
+    if let Some(id) = line.strip_prefix("started ") {
+        return Ok(Started::Running(id.to_string()));
+    }
+    if let Some(rest) = line.strip_prefix("error ") {
+        let (code, message) = rest.split_once(' ').unwrap_or(("125", rest));
+        return Ok(Started::Failed {
+            code: code.parse().unwrap_or(125),
+            message: message.to_string(),
+        });
+    }
+    // It said nothing: its status says what became of it.
+    let status = child.wait().map_err(io_err(exe))?;
+    Ok(Started::Failed {
+        code: 125,
+        message: format!("the container's monitor ended before the container started ({status})"),
+    })
+}
+
+/// The monitor's work: runs the container with its output captured into its log, tells the
+/// waiting command once it runs (or why it could not), and stays until it ends. Returns the
+/// container's exit code (docker's 125/126/127 when it never ran).
+pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
+    let say = |line: String| {
+        let mut out = std::io::stdout().lock();
+        let ok = writeln!(out, "{line}").and_then(|()| out.flush()).is_ok();
+        // Nobody listens any more: stdout goes nowhere from now on.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdout(&null);
+        }
+        ok
+    };
+    let id = super::new_id();
+    let log = super::logs::path(store.root(), &id);
+    let setup = (|| {
+        if let Some(dir) = log.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let writer = super::logs::Writer::open(&log).map_err(io_err(&log))?;
+        let (out_r, out_w) = std::io::pipe().map_err(io_err(&log))?;
+        let (err_r, err_w) = std::io::pipe().map_err(io_err(&log))?;
+        Ok::<_, ContainerError>((writer, (out_r, out_w), (err_r, err_w)))
+    })();
+    let (writer, (out_r, out_w), (err_r, err_w)) = match setup {
+        Ok(x) => x,
+        Err(e) => {
+            say(format!("error {} {e}", e.exit_code()));
+            return e.exit_code();
+        }
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    opts.id = Some(id);
+    opts.started = Some(tx);
+    let reporter = std::thread::spawn(move || match rx.recv() {
+        Ok(id) => say(format!("started {id}")),
+        Err(_) => false,
+    });
+    let capture = |r: std::io::PipeReader, stream: &'static str| {
+        let w = writer.clone();
+        std::thread::spawn(move || w.capture(r, stream))
+    };
+    let (t_out, t_err) = (capture(out_r, "stdout"), capture(err_r, "stderr"));
+    let result = super::run(
+        store,
+        opts,
+        (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
+        &|_| {},
+    );
+    // The last sender: the reporter ends, told or not.
+    opts.started = None;
+    let told = reporter.join().unwrap_or(false);
+    if let Err(e) = &result {
+        if !told {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "error {} {e}", e.exit_code());
+        }
+    }
+    // The pipes close when the container's last process is gone.
+    let _ = t_out.join();
+    let _ = t_err.join();
+    match result {
+        Ok(code) => u8::try_from(code).unwrap_or(255),
+        Err(e) => e.exit_code(),
+    }
+}

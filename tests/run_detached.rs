@@ -1,0 +1,245 @@
+//! `kiln run -d` and the commands that act on a running container: `ps`, `logs`, `stop`,
+//! `kill`, `wait`, `rm`; each container's monitor is a real process of its own, and its
+//! process 1 a real sandbox.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{kiln, store_with_base};
+
+fn detached(root: &std::path::Path, args: &[&str]) -> String {
+    let mut all = vec!["run", "-d"];
+    all.extend_from_slice(args);
+    let (code, out, err) = kiln(root, &all);
+    assert_eq!(code, 0, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 64, "docker prints the full id: {out}");
+    assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    id
+}
+
+fn ps_line(root: &std::path::Path, name: &str) -> String {
+    let (_, out, _) = kiln(root, &["ps", "-a"]);
+    out.lines()
+        .find(|l| l.ends_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn detached_container_logs_stop_and_wait() {
+    if !common::can_sandbox("detached_container_logs_stop_and_wait") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let id = detached(
+        r,
+        &[
+            "--name",
+            "web",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo hello; echo oops >&2; while true; do echo tick; sleep 0.1; done",
+        ],
+    );
+    assert!(ps_line(r, "web").contains("Up "), "{}", ps_line(r, "web"));
+    let (_, running, _) = kiln(r, &["ps"]);
+    assert!(running.contains(&id[..12]), "{running}");
+    // docker's json-file log, where docker keeps it.
+    let log = r
+        .join("containers")
+        .join(&id)
+        .join(format!("{id}-json.log"));
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("tick")
+        .count()
+        < 4
+    {
+        assert!(t0.elapsed().as_secs() < 20, "no output logged");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The two streams are read apart, so only each one's own order is kept (as in docker).
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = entries.iter().find(|e| e["stream"] == "stdout").unwrap();
+    assert_eq!(first["log"], "hello\n");
+    assert!(first["time"].as_str().unwrap().ends_with('Z'));
+    let errs: Vec<&serde_json::Value> =
+        entries.iter().filter(|e| e["stream"] == "stderr").collect();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0]["log"], "oops\n");
+    let (code, out, err) = kiln(r, &["logs", "web"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("hello\ntick\n"), "{out}");
+    assert_eq!(err, "oops\n", "stderr lines go to stderr");
+    // The last lines of both streams together (the stderr line came early on).
+    let (_, tail, tail_err) = kiln(r, &["logs", "--tail", "2", &id[..12]]);
+    assert_eq!((tail.as_str(), tail_err.as_str()), ("tick\ntick\n", ""));
+    let (_, stamped, _) = kiln(r, &["logs", "-t", "--tail", "1", "web"]);
+    assert!(stamped.contains("Z tick\n"), "{stamped}");
+    // sh as process 1 ignores SIGTERM (no default handlers for pid 1): killed after 1 s.
+    let (code, out, err) = kiln(r, &["stop", "-t", "1", "web"]);
+    assert_eq!((code, out.as_str()), (0, "web\n"), "{err}");
+    assert!(
+        ps_line(r, "web").contains("Exited (137)"),
+        "{}",
+        ps_line(r, "web")
+    );
+    let (_, code, _) = kiln(r, &["wait", "web"]);
+    assert_eq!(code.trim(), "137");
+    // The log stays until the container is removed, and `logs -f` of an ended one returns.
+    let (code, out, _) = kiln(r, &["logs", "-f", "web"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("hello\n"));
+    let (code, _, err) = kiln(r, &["kill", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+    let (code, _, err) = kiln(r, &["rm", "web"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!r.join("containers").join(&id).exists());
+}
+
+#[test]
+fn stop_signals_and_kill() {
+    if !common::can_sandbox("stop_signals_and_kill") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // A process 1 that handles TERM ends at once, with its own code.
+    let trap = "trap 'exit 3' TERM; while true; do sleep 0.1; done";
+    detached(
+        r,
+        &["--name", "polite", "kiln.local/busybox", "sh", "-c", trap],
+    );
+    let (code, _, err) = kiln(r, &["stop", "-t", "30", "polite"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(ps_line(r, "polite").contains("Exited (3)"));
+    // The image's STOPSIGNAL is what stop sends.
+    let ctx = common::context("FROM kiln.local/busybox\nSTOPSIGNAL SIGUSR1\n");
+    let (code, _, err) = kiln(
+        r,
+        &["build", "-q", "-t", "usr1", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    let usr1 = "trap 'exit 4' USR1; while true; do sleep 0.1; done";
+    detached(r, &["--name", "usr1", "usr1", "sh", "-c", usr1]);
+    kiln(r, &["stop", "-t", "30", "usr1"]);
+    assert!(
+        ps_line(r, "usr1").contains("Exited (4)"),
+        "{}",
+        ps_line(r, "usr1")
+    );
+    // kill: SIGKILL by default, or the signal named.
+    let hup = "trap 'exit 5' HUP; while true; do sleep 0.1; done";
+    detached(r, &["--name", "hup", "kiln.local/busybox", "sh", "-c", hup]);
+    let (code, _, err) = kiln(r, &["kill", "-s", "SIGHUP", "hup"]);
+    assert_eq!(code, 0, "{err}");
+    let (_, waited, _) = kiln(r, &["wait", "hup"]);
+    assert_eq!(waited.trim(), "5");
+    detached(
+        r,
+        &["--name", "doomed", "kiln.local/busybox", "sleep", "60"],
+    );
+    kiln(r, &["kill", "doomed"]);
+    let (_, waited, _) = kiln(r, &["wait", "doomed"]);
+    assert_eq!(waited.trim(), "137");
+    let (code, _, err) = kiln(r, &["kill", "-s", "NOPE", "doomed"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid signal"), "{err}");
+}
+
+#[test]
+fn detached_failures_and_removal() {
+    if !common::can_sandbox("detached_failures_and_removal") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // A command that does not exist: docker's 127, the reason, and an exited container.
+    let (code, out, err) = kiln(
+        r,
+        &["run", "-d", "--name", "bad", "kiln.local/busybox", "nosuch"],
+    );
+    assert_eq!(code, 127, "{out}{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    assert!(ps_line(r, "bad").contains("Exited (127)"));
+    // --rm: gone once it ends.
+    detached(
+        r,
+        &[
+            "--rm",
+            "--name",
+            "brief",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo bye",
+        ],
+    );
+    let (_, waited, _) = kiln(r, &["wait", "brief"]);
+    let t0 = std::time::Instant::now();
+    while !ps_line(r, "brief").is_empty() {
+        assert!(t0.elapsed().as_secs() < 20, "not removed: {waited}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The monitor killed outright: the container dies with it (parent-death signal), `ps`
+    // says so, and `rm` cleans up.
+    let id = detached(
+        r,
+        &["--name", "orphan", "kiln.local/busybox", "sleep", "60"],
+    );
+    let store = kiln_runtime::store::Store::open(r).unwrap();
+    let c = store.find_container(&id).unwrap().unwrap();
+    let init = store.container_init(&id).unwrap().unwrap();
+    drop(store);
+    c.pid.unwrap().signal(rustix::process::Signal::KILL);
+    let t0 = std::time::Instant::now();
+    while init.alive() {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the container outlived its monitor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        ps_line(r, "orphan").contains("Dead"),
+        "{}",
+        ps_line(r, "orphan")
+    );
+    let (code, _, err) = kiln(r, &["rm", "orphan"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn logs_follow_until_the_container_ends() {
+    if !common::can_sandbox("logs_follow_until_the_container_ends") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    detached(
+        r,
+        &[
+            "--name",
+            "talker",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo a; sleep 1; echo b; exit 6",
+        ],
+    );
+    // Started while the container still runs: `-f` prints what comes later, then returns.
+    let (code, out, err) = kiln(r, &["logs", "-f", "talker"]);
+    assert_eq!((code, out.as_str()), (0, "a\nb\n"), "{err}");
+    assert!(ps_line(r, "talker").contains("Exited (6)"));
+}
