@@ -60,7 +60,7 @@ fn view_listing(v: &View) -> BTreeMap<String, (char, u32)> {
             let kind = match n.kind {
                 NodeKind::Dir => 'd',
                 NodeKind::Symlink { .. } => 'l',
-                NodeKind::Other => 'p',
+                NodeKind::Other { .. } => 'p',
                 _ => 'f',
             };
             (p.clone(), (kind, n.mode))

@@ -10,6 +10,7 @@
 
 mod copy;
 pub mod fsutil;
+mod gofmt;
 pub mod mounts;
 mod run;
 
@@ -1074,6 +1075,7 @@ fn step(
             );
         }
         Kind::Expose(ports) => {
+            let mut listed = Vec::new();
             for p in ports {
                 let p = ctx.expand(st, p, span)?;
                 let (range, proto) = match p.split_once('/') {
@@ -1089,20 +1091,24 @@ fn step(
                     return Err(BuildError::at(span, format!("invalid port {p:?}")));
                 };
                 for port in lo..=hi {
+                    listed.push(format!("{port}/{proto}"));
                     st.config
                         .config
                         .exposed_ports
                         .insert(format!("{port}/{proto}"), oci::Empty {});
                 }
             }
-            ctx.history(st, format!("EXPOSE {}", ports.join(" ")), true);
+            // BuildKit's `EXPOSE %v` of the parsed ports, in order, ranges expanded.
+            ctx.history(st, format!("EXPOSE {}", gofmt::plain_list(&listed)), true);
         }
         Kind::Volume(v) => {
+            let mut listed = Vec::new();
             for p in v {
                 let p = ctx.expand(st, p, span)?;
+                listed.push(p.clone());
                 st.config.config.volumes.insert(p, oci::Empty {});
             }
-            ctx.history(st, format!("VOLUME {v:?}"), true);
+            ctx.history(st, format!("VOLUME {}", gofmt::plain_list(&listed)), true);
         }
         Kind::User(u) => {
             st.config.config.user = ctx.expand(st, u, span)?;
@@ -1124,7 +1130,7 @@ fn step(
         }
         Kind::Shell(v) => {
             st.config.config.shell = v.clone();
-            ctx.history(st, format!("SHELL {v:?}"), true);
+            ctx.history(st, format!("SHELL {}", gofmt::plain_list(v)), true);
         }
         Kind::Cmd(c) => {
             st.config.config.cmd = Some(shell_wrap(st, c));
@@ -1132,7 +1138,10 @@ fn step(
             st.cmd_set = true;
             ctx.history(
                 st,
-                format!("CMD {:?}", st.config.config.cmd.clone().unwrap_or_default()),
+                format!(
+                    "CMD {}",
+                    gofmt::quoted_list(&st.config.config.cmd.clone().unwrap_or_default())
+                ),
                 true,
             );
         }
@@ -1145,8 +1154,8 @@ fn step(
             ctx.history(
                 st,
                 format!(
-                    "ENTRYPOINT {:?}",
-                    st.config.config.entrypoint.clone().unwrap_or_default()
+                    "ENTRYPOINT {}",
+                    gofmt::quoted_list(&st.config.config.entrypoint.clone().unwrap_or_default())
                 ),
                 true,
             );
@@ -1173,11 +1182,23 @@ fn step(
                     retries: *retries,
                 },
             });
-            ctx.history(st, format!("HEALTHCHECK {}", args_of(&ins.text)), true);
+            // BuildKit's `HEALTHCHECK %+v` of the config it set.
+            let hc = st.config.config.healthcheck.clone().unwrap_or_default();
+            let d = |v: Option<i64>| gofmt::duration(v.unwrap_or(0));
+            let text = format!(
+                "HEALTHCHECK {{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                gofmt::plain_list(&hc.test),
+                d(hc.interval),
+                d(hc.timeout),
+                d(hc.start_period),
+                d(hc.start_interval),
+                hc.retries.unwrap_or(0)
+            );
+            ctx.history(st, text, true);
         }
         Kind::OnBuild { expression, .. } => {
+            // Recorded in the config only: BuildKit writes no history line for ONBUILD.
             st.config.config.on_build.push(expression.clone());
-            ctx.history(st, format!("ONBUILD {expression}"), true);
         }
         Kind::Maintainer(m) => {
             st.config.author = Some(m.clone());

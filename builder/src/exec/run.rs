@@ -150,6 +150,11 @@ pub(crate) fn run(
             }
             let mut spec = Spec::new(std::path::Path::new(""), argv);
             spec.env = env;
+            // As runc does for BuildKit: HOME from the user's passwd entry when the
+            // environment sets none.
+            if !spec.env.iter().any(|kv| kv.starts_with("HOME=")) {
+                spec.env.push(format!("HOME={}", who.home));
+            }
             spec.uid = uid;
             spec.gid = gid;
             spec.groups = who.groups;

@@ -81,6 +81,40 @@ pub enum Change {
 
 const OVERLAY_PREFIX: &str = "trusted.overlay.";
 
+/// The extended attributes of a host file (a build context's), as a COPY carries them into a
+/// layer: every one but the SELinux label (the host's, meaningless in an image, as docker drops
+/// it) and overlayfs' own. Best effort: a filesystem without xattrs gives none.
+pub fn host_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut names = vec![0u8; 1024];
+    let n = loop {
+        match rustix::fs::llistxattr(path, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) => names.resize(names.len() * 4, 0),
+            Err(_) => return out,
+        }
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|s| !s.is_empty()) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        if name == "security.selinux" || name.starts_with(OVERLAY_PREFIX) {
+            continue;
+        }
+        let mut value = vec![0u8; 256];
+        loop {
+            match rustix::fs::lgetxattr(path, name.as_str(), &mut value) {
+                Ok(len) => {
+                    value.truncate(len);
+                    out.insert(name, value);
+                    break;
+                }
+                Err(rustix::io::Errno::RANGE) => value.resize(value.len() * 4, 0),
+                Err(_) => break,
+            }
+        }
+    }
+    out
+}
+
 fn xattrs(path: &Path, rel: &str) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
     let mut out = BTreeMap::new();
     let mut names = vec![0u8; 1024];

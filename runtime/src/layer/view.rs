@@ -25,7 +25,10 @@ pub enum NodeKind {
     Hardlink {
         target: String,
     },
-    Other,
+    /// A fifo or a device node: its tar type flag (`6` fifo, `3` char, `4` block).
+    Other {
+        typeflag: u8,
+    },
 }
 
 /// One path of the merged view.
@@ -245,7 +248,9 @@ impl View {
                 tar::EntryType::Link => NodeKind::Hardlink {
                     target: e.link.as_deref().and_then(normalize).unwrap_or_default(),
                 },
-                _ => NodeKind::Other,
+                t => NodeKind::Other {
+                    typeflag: t.as_byte(),
+                },
             };
             // A non-directory replaces a directory (and its contents) of a lower layer.
             if kind != NodeKind::Dir {

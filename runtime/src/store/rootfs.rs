@@ -18,12 +18,9 @@ use crate::{
 };
 
 impl Store {
-    /// The merged view of an image and, for each regular file, a temporary copy of its content.
-    fn flatten(
-        &self,
-        manifest: &Digest,
-        tmp: &Path,
-    ) -> Result<(View, BTreeMap<String, PathBuf>), StoreError> {
+    /// The merged view of an image and, for each regular file, a temporary copy of its content
+    /// and its extended attributes.
+    fn flatten(&self, manifest: &Digest, tmp: &Path) -> Result<(View, Files), StoreError> {
         let (m, _, _) = self.image(manifest)?;
         let blobs: Vec<Digest> = m
             .layers
@@ -58,10 +55,20 @@ impl Store {
                 };
                 if paths.contains_key(&path) && e.header().entry_type().is_file() {
                     n += 1;
+                    let mut xattrs = Vec::new();
+                    if let Ok(Some(exts)) = e.pax_extensions() {
+                        for ext in exts.flatten() {
+                            if let Ok(k) = ext.key() {
+                                if k.starts_with("SCHILY.xattr.") {
+                                    xattrs.push((k.to_string(), ext.value_bytes().to_vec()));
+                                }
+                            }
+                        }
+                    }
                     let dest = tmp.join(format!("f{n}"));
                     let mut f = std::fs::File::create(&dest).map_err(io_err(&dest))?;
                     std::io::copy(&mut e, &mut f).map_err(io_err(&dest))?;
-                    files.insert(path, dest);
+                    files.insert(path, (dest, xattrs));
                 }
             }
         }
@@ -94,11 +101,11 @@ impl Store {
     }
 }
 
-fn write_tar(
-    view: &View,
-    files: &BTreeMap<String, PathBuf>,
-    dest: &Path,
-) -> Result<(), StoreError> {
+/// Each regular file of a flattened image: a temporary copy of its content, and its extended
+/// attributes as PAX records (`SCHILY.xattr.NAME`).
+type Files = BTreeMap<String, (PathBuf, Vec<(String, Vec<u8>)>)>;
+
+fn write_tar(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> {
     let f = std::fs::File::create(dest).map_err(io_err(dest))?;
     let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
     for (path, node) in view.iter() {
@@ -116,7 +123,15 @@ fn write_tar(
                     .map_err(io)?;
             }
             NodeKind::File { .. } => {
-                let Some(src) = files.get(path) else { continue };
+                let Some((src, xattrs)) = files.get(path) else {
+                    continue;
+                };
+                if !xattrs.is_empty() {
+                    tar.append_pax_extensions(
+                        xattrs.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                    )
+                    .map_err(io_err(dest))?;
+                }
                 let mut f = std::fs::File::open(src).map_err(io_err(src))?;
                 let size = f.metadata().map_err(io_err(src))?.len();
                 h.set_entry_type(tar::EntryType::Regular);
@@ -134,18 +149,22 @@ fn write_tar(
                 h.set_size(0);
                 tar.append_link(&mut h, path, target).map_err(io)?;
             }
-            NodeKind::Other => {}
+            // A fifo is written as it is; device nodes (their numbers are not in the index)
+            // are left out of an export.
+            NodeKind::Other { typeflag: b'6' } => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                h.set_size(0);
+                tar.append_data(&mut h, path, std::io::empty())
+                    .map_err(io)?;
+            }
+            NodeKind::Other { .. } => {}
         }
     }
     let mut w = tar.into_inner().map_err(io_err(dest))?;
     w.flush().map_err(io_err(dest))
 }
 
-fn write_dir(
-    view: &View,
-    files: &BTreeMap<String, PathBuf>,
-    dest: &Path,
-) -> Result<(), StoreError> {
+fn write_dir(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;
     if dest.exists()
         && std::fs::read_dir(dest)
@@ -168,7 +187,9 @@ fn write_dir(
                 dirs.push((target, node.mode));
             }
             NodeKind::File { .. } => {
-                let Some(src) = files.get(path) else { continue };
+                let Some((src, _)) = files.get(path) else {
+                    continue;
+                };
                 std::fs::copy(src, &target).map_err(io_err(&target))?;
                 std::fs::set_permissions(&target, std::fs::Permissions::from_mode(node.mode))
                     .map_err(io_err(&target))?;
@@ -179,7 +200,7 @@ fn write_dir(
             NodeKind::Hardlink { target: t } => {
                 std::fs::hard_link(dest.join(t), &target).map_err(io_err(&target))?;
             }
-            NodeKind::Other => {}
+            NodeKind::Other { .. } => {}
         }
     }
     // Directory modes last, so a read-only directory does not stop its own contents.

@@ -131,7 +131,7 @@ pub(super) fn plan_archive(
         let h = e.header().clone();
         let (uid, gid) =
             owner.unwrap_or((h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32));
-        let meta = EntryMeta {
+        let mut meta = EntryMeta {
             mode: h.mode().unwrap_or(0o644) & 0o7777,
             uid,
             gid,
@@ -167,6 +167,14 @@ pub(super) fn plan_archive(
                     Some(t)
                         if matches!(planned.get(&t).map(|p| &p.item), Some(Item::File { .. })) =>
                     {
+                        // Unpacking a link entry sets the owner and mode of the one inode
+                        // (moby's archive: lchown and chmod of the new name), so the file
+                        // takes the link entry's.
+                        if let Some(p) = planned.get_mut(&t) {
+                            p.meta.uid = meta.uid;
+                            p.meta.gid = meta.gid;
+                            p.meta.mode = meta.mode;
+                        }
                         Item::Hardlink(t)
                     }
                     _ => {
@@ -191,6 +199,8 @@ pub(super) fn plan_archive(
             _ => continue,
         };
         if matches!(item, Item::Symlink(_)) {
+            // A symlink has no mode of its own on Linux: 0777 whatever the header says.
+            meta.mode = 0o777;
             links.insert(layer_path.clone());
         } else {
             links.remove(&layer_path);

@@ -223,7 +223,7 @@ struct Planning<'a> {
 /// this copy writes), and for ADD the contents of local archives.
 fn plan_entries(
     c: &Copy,
-    chosen: &BTreeMap<String, &SrcEntry>,
+    (chosen, order): (&BTreeMap<String, &SrcEntry>, &BTreeMap<String, usize>),
     hard_links: &BTreeMap<String, String>,
     fetched: &BTreeMap<String, std::path::PathBuf>,
     p: &Planning<'_>,
@@ -246,7 +246,11 @@ fn plan_entries(
     };
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     let mut extracted = 0usize;
-    for (target, e) in chosen {
+    // In the order the sources were named (then by path): ADD unpacks several archives into
+    // one destination one after the other, a later one's entries over an earlier one's.
+    let mut listed: Vec<(&String, &&SrcEntry)> = chosen.iter().collect();
+    listed.sort_by_key(|(t, _)| (order.get(*t).copied().unwrap_or(usize::MAX), (*t).clone()));
+    for (target, e) in listed {
         // ADD extracts local archives into the destination directory (unless --unpack=false).
         let remote = e.fingerprint.starts_with("url ");
         let unpack = if remote {
@@ -308,13 +312,24 @@ fn plan_entries(
                 .get(first.as_str())
                 .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
         });
-        let (item, fingerprint) = match (linked_to, &item) {
+        // A context file's extended attributes go with it (as BuildKit's context transfer
+        // carries them), and into the cache key.
+        let xattrs = match &e.kind {
+            SrcKind::File { host, .. } if !e.fingerprint.starts_with("url ") => {
+                kiln_runtime::layer::diff::host_xattrs(host)
+            }
+            _ => BTreeMap::new(),
+        };
+        let (item, mut fingerprint) = match (linked_to, &item) {
             (Some(first), Item::File { .. }) => (
                 Item::Hardlink(first.clone()),
                 format!("{} link {first}", e.fingerprint),
             ),
             _ => (item, e.fingerprint.clone()),
         };
+        for (k, v) in &xattrs {
+            fingerprint.push_str(&format!(" xattr {k}={}", Digest::of(v)));
+        }
         planned.insert(
             target.clone(),
             Planned {
@@ -324,7 +339,7 @@ fn plan_entries(
                     uid,
                     gid,
                     mtime: e.mtime,
-                    ..Default::default()
+                    xattrs,
                 },
                 fingerprint,
             },
@@ -349,7 +364,8 @@ fn targets<'e>(
     // Destination → the destination of the first name of the same file (hard links).
     let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
     let mut created_dirs: BTreeSet<String> = BTreeSet::new();
-    for (named, kept) in picks {
+    let mut order: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, (named, kept)) in picks.iter().enumerate() {
         // A source named (or matched) itself that is a symlink is followed, inside its root, as
         // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
         // Links inside a copied directory stay links.
@@ -402,6 +418,7 @@ fn targets<'e>(
                         }
                     }
                 }
+                order.entry(target.clone()).or_insert(i);
                 chosen.insert(target, e);
             }
         } else if let Some(e) = entry {
@@ -414,11 +431,13 @@ fn targets<'e>(
                 None if dest_is_dir => join(dest_rel, base),
                 None => dest_rel.to_string(),
             };
+            order.insert(target.clone(), i);
             chosen.insert(target, e);
         }
     }
     Ok(Targets {
         chosen,
+        order,
         hard_links,
         created_dirs,
     })
@@ -427,6 +446,8 @@ fn targets<'e>(
 /// What [`targets`] planned.
 struct Targets<'e> {
     chosen: BTreeMap<String, &'e SrcEntry>,
+    /// Destination → the index of the source that chose it.
+    order: BTreeMap<String, usize>,
     /// Destination → the destination of the first name of the same file.
     hard_links: BTreeMap<String, String>,
     created_dirs: BTreeSet<String>,
@@ -558,6 +579,12 @@ pub(crate) fn copy(
         .iter()
         .map(|s| ctx.expand(st, s, span))
         .collect::<Result<_, _>>()?;
+    // As BuildKit's history line names them: expanded, in order, heredocs as `<<NAME`.
+    let sources_text: Vec<String> = all_sources
+        .iter()
+        .cloned()
+        .chain(c.heredoc_sources.iter().map(|h| format!("<<{}", h.name)))
+        .collect();
     let (urls, sources): (Vec<String>, Vec<String>) =
         all_sources.into_iter().partition(|s| c.is_add && is_url(s));
     if !c.is_add && c.checksum.is_some() {
@@ -609,6 +636,7 @@ pub(crate) fn copy(
     // Plan the layer: target path → source entry.
     let Targets {
         mut chosen,
+        order,
         hard_links,
         created_dirs,
     } = targets(
@@ -659,7 +687,7 @@ pub(crate) fn copy(
     };
     let mut planned = plan_entries(
         c,
-        &chosen,
+        (&chosen, &order),
         &hard_links,
         &fetched,
         &Planning {
@@ -740,11 +768,30 @@ pub(crate) fn copy(
         planned,
         (uid, gid),
         name,
-        &format!("{} # buildkit", ins.text),
+        &history_line(c, &sources_text, &dest_raw, chmod.as_deref()),
         c.link,
     );
     let _ = std::fs::remove_dir_all(&tmpdir);
     result
+}
+
+/// The history line of a COPY or ADD as BuildKit writes it (`convert_copy.go`): the command,
+/// `--parents`, `--chown`, `--chmod` as given, the expanded sources and destination; never
+/// `--from` or `--link`.
+fn history_line(c: &Copy, sources: &[String], dest: &str, chmod: Option<&str>) -> String {
+    let mut parts = vec![if c.is_add { "ADD" } else { "COPY" }.to_string()];
+    if c.parents {
+        parts.push("--parents".into());
+    }
+    if let Some(o) = &c.chown {
+        parts.push(format!("--chown={o}"));
+    }
+    if let Some(m) = chmod {
+        parts.push(format!("--chmod={m}"));
+    }
+    parts.extend(sources.iter().cloned());
+    parts.push(dest.to_string());
+    format!("{} # buildkit", parts.join(" "))
 }
 
 /// Creates WORKDIR's directory when it is missing. Returns whether the layer was cached.
@@ -778,7 +825,8 @@ pub(crate) fn mkdir_workdir(
         BTreeMap::new(),
         owner,
         name,
-        &format!("WORKDIR {abs} # buildkit"),
+        // BuildKit's WORKDIR history line has no `# buildkit` mark (it passes no state).
+        &format!("WORKDIR {abs}"),
         false,
     )
 }

@@ -96,7 +96,7 @@ pub(super) fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
                 NodeKind::Symlink { target } => {
                     (SrcKind::Symlink(target.clone()), format!("link {target}"))
                 }
-                NodeKind::Other => return None,
+                NodeKind::Other { .. } => return None,
             };
             Some(SrcEntry {
                 path: path.clone(),

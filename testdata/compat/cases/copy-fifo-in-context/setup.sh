@@ -1,0 +1,1 @@
+mkfifo context/ctx/fifo

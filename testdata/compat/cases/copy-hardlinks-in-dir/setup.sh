@@ -1,0 +1,1 @@
+ln context/dir/one context/dir/two

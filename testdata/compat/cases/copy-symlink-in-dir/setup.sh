@@ -1,0 +1,2 @@
+ln -s f context/dir/link
+ln -s /etc/passwd context/dir/abs
