@@ -532,53 +532,21 @@ pub(crate) fn copy(
     let span = ins.span;
     let cmd = if c.is_add { "ADD" } else { "COPY" };
     // --exclude: patternmatcher semantics (as .dockerignore), relative to each source.
-    let excludes: Vec<String> = c
-        .exclude
-        .iter()
-        .map(|e| ctx.expand(st, e, span))
-        .collect::<Result<_, _>>()?;
-    let exclude = crate::context::ignore::Matcher::new(&excludes)
+    let exclude = crate::context::ignore::Matcher::new(&expand_all(ctx, st, &c.exclude, span)?)
         .map_err(|e| BuildError::at(span, format!("{cmd} --exclude: {e}")))?;
     // --link: the layer does not depend on what is below it, so destinations are resolved in an
     // empty filesystem (no symlink of the image is followed; parents are always written).
     let empty = kiln_runtime::layer::view::View::default();
     let below = if c.link { &empty } else { &st.view };
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
-    let is_git = |s: &str| s.starts_with("git@") || s.ends_with(".git") || s.contains(".git#");
-    if c.is_add && c.sources.iter().any(|s| is_git(s)) {
-        return Err(BuildError::at(
-            span,
-            "ADD of a git repository is not supported",
-        ));
-    }
-    let dest_raw = ctx.expand(st, &c.dest, span)?;
     let chown = match &c.chown {
         Some(s) => Some(resolve_chown(ctx, st, &ctx.expand(st, s, span)?, span)?),
         None => None,
     };
-    let chmod = match &c.chmod {
-        Some(s) => Some(ctx.expand(st, s, span)?),
-        None => None,
-    };
+    let chmod = expand_opt(ctx, st, c.chmod.as_ref(), span)?;
     let (uid, gid) = chown.unwrap_or((0, 0));
-    let abs_dest = fsutil::absolute(&st.workdir(), &dest_raw);
-    let dest_slash = dest_raw.ends_with('/') || dest_raw == "." || dest_raw.ends_with("/.");
-    // A destination that is a link leads to what it names, inside the root, as in BuildKit
-    // (into a linked directory; over a linked file's target, the link itself kept).
-    let dest_rel = fsutil::resolve_all_in_root(below, &abs_dest);
-    let mode_of = |mode: u32, is_dir: bool| -> Result<u32, BuildError> {
-        match &chmod {
-            None => Ok(mode),
-            Some(spec) => fsutil::apply_chmod(spec, mode, is_dir)
-                .ok_or_else(|| BuildError::at(span, format!("invalid chmod parameter {spec:?}"))),
-        }
-    };
-    let now = ctx.now;
-    let all_sources: Vec<String> = c
-        .sources
-        .iter()
-        .map(|s| ctx.expand(st, s, span))
-        .collect::<Result<_, _>>()?;
+    let (dest_raw, dest_rel, dest_slash) = destination(ctx, st, c, below, span)?;
+    let all_sources = expand_all(ctx, st, &c.sources, span)?;
     // As BuildKit's history line names them: expanded, in order, heredocs as `<<NAME`.
     let sources_text: Vec<String> = all_sources
         .iter()
@@ -587,39 +555,14 @@ pub(crate) fn copy(
         .collect();
     let (urls, sources): (Vec<String>, Vec<String>) =
         all_sources.into_iter().partition(|s| c.is_add && is_url(s));
-    if !c.is_add && c.checksum.is_some() {
-        return Err(BuildError::at(span, "--checksum is only for ADD"));
-    }
-    if c.checksum.is_some() && (urls.is_empty() || !sources.is_empty()) {
-        return Err(BuildError::at(
-            span,
-            "ADD --checksum needs a single http(s) source",
-        ));
-    }
+    check_sources(c, &urls, &sources, span)?;
 
-    // Where the sources come from: the context, another stage or image, or a named context
-    // (`--from`), as the graph resolved it.
-    let (mut from_state, mut named_dir) = (None, None);
-    if let Some(f) = &c.from {
-        match from_source(ctx, stage, ins, 0, f, done, &format!("{cmd} --from"))? {
-            From::State(s) => from_state = Some(*s),
-            From::Dir(d) => named_dir = Some(d),
-        }
-    }
-    let (entries, origin_key) = match (&from_state, &named_dir) {
-        (Some(src), _) => (stage_entries(src), src.key.to_string()),
-        (None, Some(snap)) => (
-            context_entries(snap),
-            format!("named context {}", snap.root.display()),
-        ),
-        (None, None) if sources.is_empty() => (Vec::new(), "context".to_string()),
-        (None, None) => (context_entries(ctx.snapshot()?), "context".to_string()),
-    };
-    let where_ = if c.from.is_some() {
-        "the source stage"
-    } else {
-        "the build context"
-    };
+    let Origin {
+        state: from_state,
+        entries,
+        key: origin_key,
+        place: where_,
+    } = origin(ctx, (stage, ins, done), c, sources.is_empty())?;
 
     let (picks, wildcard) = select(c, &sources, &entries, (cmd, where_), span)?;
     let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
@@ -648,15 +591,11 @@ pub(crate) fn copy(
         span,
     )?;
     // URLs are downloaded into the step's temporary directory.
-    let tmpdir =
-        ctx.store
-            .root()
-            .join("tmp")
-            .join(format!("copy-{}-{}", std::process::id(), stage));
-    let checksum = match &c.checksum {
-        Some(cs) => Some(ctx.expand(st, cs, span)?),
-        None => None,
-    };
+    let tmpdir = ctx
+        .store
+        .root()
+        .join(format!("tmp/copy-{}-{stage}", std::process::id()));
+    let checksum = expand_opt(ctx, st, c.checksum.as_ref(), span)?;
     let downloaded = remote::download_all(
         &urls,
         checksum.as_deref(),
@@ -673,16 +612,7 @@ pub(crate) fn copy(
     }
     // Files from another stage are fetched from its layers first.
     let fetched = match &from_state {
-        Some(src) => {
-            let wanted: BTreeSet<String> = chosen
-                .values()
-                .filter(|e| matches!(e.kind, SrcKind::StageFile { .. }))
-                .map(|e| e.path.clone())
-                .collect();
-            std::fs::create_dir_all(&tmpdir)
-                .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
-            extract_stage_files(ctx, src, &wanted, &tmpdir)?
-        }
+        Some(src) => fetch_stage_files(ctx, src, &chosen, &tmpdir)?,
         None => BTreeMap::new(),
     };
     let mut planned = plan_entries(
@@ -700,66 +630,29 @@ pub(crate) fn copy(
             span,
         },
     )?;
-    for dir in created_dirs {
-        planned.entry(dir).or_insert_with(|| Planned {
-            item: Item::Dir,
-            meta: EntryMeta {
-                mode: 0o755,
-                uid,
-                gid,
-                mtime: ctx.now,
-                ..Default::default()
-            },
-            fingerprint: "dir 755".into(),
-        });
-    }
-    for h in &c.heredoc_sources {
-        let body = h.body();
-        let content = if h.expand {
-            ctx.expand(st, &body, span)?
-        } else {
-            body
-        };
-        let target = if dest_is_dir {
-            join(&dest_rel, &h.name)
-        } else {
-            dest_rel.clone()
-        };
-        let digest = Digest::of(content.as_bytes());
-        planned.insert(
-            target,
-            Planned {
-                item: Item::Inline(content.into_bytes()),
-                meta: EntryMeta {
-                    mode: mode_of(0o644, false)?,
-                    uid,
-                    gid,
-                    mtime: now,
-                    ..Default::default()
-                },
-                fingerprint: format!("inline {digest}"),
-            },
-        );
-    }
+    add_created_dirs(&mut planned, created_dirs, (uid, gid), ctx.now);
+    add_heredocs(
+        ctx,
+        st,
+        c,
+        &mut planned,
+        (&dest_rel, dest_is_dir),
+        (uid, gid, chmod.as_deref()),
+        span,
+    )?;
     if planned.is_empty() && dest_rel.is_empty() {
         let _ = std::fs::remove_dir_all(&tmpdir);
         return Err(BuildError::at(span, format!("{cmd}: nothing to copy")));
     }
 
-    let step = Step::new(cmd)
-        .field("dest", format!("/{dest_rel}"))
-        .field("owner", format!("{uid}:{gid}"))
-        .field("chmod", chmod.clone().unwrap_or_default())
-        .field("from", origin_key);
-    let inputs: BTreeMap<String, Digest> = planned
-        .iter()
-        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
-        .collect();
-    let step = if c.link {
-        step.field("link", "true")
-    } else {
-        step
-    };
+    let (step, inputs) = step_of(
+        c,
+        &dest_rel,
+        (uid, gid),
+        chmod.as_deref(),
+        origin_key,
+        &planned,
+    );
     let result = commit_layer(
         ctx,
         st,
@@ -773,6 +666,231 @@ pub(crate) fn copy(
     );
     let _ = std::fs::remove_dir_all(&tmpdir);
     result
+}
+
+/// The destination of a COPY/ADD: as written (expanded), resolved in `below` (a link leads to
+/// what it names, inside the root, as in BuildKit: into a linked directory; over a linked
+/// file's target, the link itself kept), and whether its form names a directory.
+fn destination(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    c: &Copy,
+    below: &kiln_runtime::layer::view::View,
+    span: Span,
+) -> Result<(String, String, bool), BuildError> {
+    let raw = ctx.expand(st, &c.dest, span)?;
+    let slash = raw.ends_with('/') || raw == "." || raw.ends_with("/.");
+    let rel = fsutil::resolve_all_in_root(below, &fsutil::absolute(&st.workdir(), &raw));
+    Ok((raw, rel, slash))
+}
+
+/// Created destination directories: 0755, owned by --chown, as BuildKit's MkdirAll (a path
+/// the copy writes itself keeps its own entry).
+fn add_created_dirs(
+    planned: &mut BTreeMap<String, Planned>,
+    dirs: BTreeSet<String>,
+    (uid, gid): (u32, u32),
+    now: i64,
+) {
+    for dir in dirs {
+        planned.entry(dir).or_insert_with(|| Planned {
+            item: Item::Dir,
+            meta: EntryMeta {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: now,
+                ..Default::default()
+            },
+            fingerprint: "dir 755".into(),
+        });
+    }
+}
+
+/// Each of `words` expanded in the stage's environment.
+fn expand_all(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    words: &[String],
+    span: Span,
+) -> Result<Vec<String>, BuildError> {
+    words.iter().map(|w| ctx.expand(st, w, span)).collect()
+}
+
+/// An optional flag value expanded in the stage's environment.
+fn expand_opt(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    word: Option<&String>,
+    span: Span,
+) -> Result<Option<String>, BuildError> {
+    word.map(|w| ctx.expand(st, w, span)).transpose()
+}
+
+/// The files a copy takes from another stage, read out of its layers into `tmpdir`.
+fn fetch_stage_files(
+    ctx: &Ctx<'_>,
+    src: &StageState,
+    chosen: &BTreeMap<String, &SrcEntry>,
+    tmpdir: &std::path::Path,
+) -> Result<BTreeMap<String, std::path::PathBuf>, BuildError> {
+    let wanted: BTreeSet<String> = chosen
+        .values()
+        .filter(|e| matches!(e.kind, SrcKind::StageFile { .. }))
+        .map(|e| e.path.clone())
+        .collect();
+    std::fs::create_dir_all(tmpdir)
+        .map_err(|e| BuildError::Other(format!("{}: {e}", tmpdir.display())))?;
+    extract_stage_files(ctx, src, &wanted, tmpdir)
+}
+
+/// Where the sources of a COPY/ADD come from.
+struct Origin {
+    /// Another stage or image (`--from`), whose files are read from its layers.
+    state: Option<StageState>,
+    entries: Vec<SrcEntry>,
+    /// What the cache key names as the origin.
+    key: String,
+    /// For messages: `the build context`, `the source stage`.
+    place: &'static str,
+}
+
+/// The origin of a COPY/ADD: the context, another stage or image, or a named context
+/// (`--from`), as the graph resolved it. No source from the context: the context is not read.
+fn origin(
+    ctx: &Ctx<'_>,
+    (stage, ins, done): (usize, &Instruction, &BTreeMap<usize, StageState>),
+    c: &Copy,
+    no_sources: bool,
+) -> Result<Origin, BuildError> {
+    let cmd = if c.is_add { "ADD" } else { "COPY" };
+    let (mut state, mut named_dir) = (None, None);
+    if let Some(f) = &c.from {
+        match from_source(ctx, stage, ins, 0, f, done, &format!("{cmd} --from"))? {
+            From::State(s) => state = Some(*s),
+            From::Dir(d) => named_dir = Some(d),
+        }
+    }
+    let (entries, key) = match (&state, &named_dir) {
+        (Some(src), _) => (stage_entries(src), src.key.to_string()),
+        (None, Some(snap)) => (
+            context_entries(snap),
+            format!("named context {}", snap.root.display()),
+        ),
+        (None, None) if no_sources => (Vec::new(), "context".to_string()),
+        (None, None) => (context_entries(ctx.snapshot()?), "context".to_string()),
+    };
+    let place = if c.from.is_some() {
+        "the source stage"
+    } else {
+        "the build context"
+    };
+    Ok(Origin {
+        state,
+        entries,
+        key,
+        place,
+    })
+}
+
+/// The source kinds a COPY/ADD may not combine: git repositories, `--checksum` on COPY or on
+/// anything but one URL.
+fn check_sources(
+    c: &Copy,
+    urls: &[String],
+    sources: &[String],
+    span: Span,
+) -> Result<(), BuildError> {
+    let is_git = |s: &str| s.starts_with("git@") || s.ends_with(".git") || s.contains(".git#");
+    if c.is_add && c.sources.iter().any(|s| is_git(s)) {
+        return Err(BuildError::at(
+            span,
+            "ADD of a git repository is not supported",
+        ));
+    }
+    if !c.is_add && c.checksum.is_some() {
+        return Err(BuildError::at(span, "--checksum is only for ADD"));
+    }
+    if c.checksum.is_some() && (urls.len() != 1 || !sources.is_empty()) {
+        return Err(BuildError::at(
+            span,
+            "ADD --checksum needs a single http(s) source",
+        ));
+    }
+    Ok(())
+}
+
+/// Heredoc sources (`COPY <<EOF /dest`): each a file of its body, expanded unless its
+/// delimiter was quoted.
+fn add_heredocs(
+    ctx: &Ctx<'_>,
+    st: &StageState,
+    c: &Copy,
+    planned: &mut BTreeMap<String, Planned>,
+    (dest_rel, dest_is_dir): (&str, bool),
+    (uid, gid, chmod): (u32, u32, Option<&str>),
+    span: Span,
+) -> Result<(), BuildError> {
+    let mode = match chmod {
+        Some(spec) => fsutil::apply_chmod(spec, 0o644, false)
+            .ok_or_else(|| BuildError::at(span, format!("invalid chmod parameter {spec:?}")))?,
+        None => 0o644,
+    };
+    for h in &c.heredoc_sources {
+        let body = h.body();
+        let content = if h.expand {
+            ctx.expand(st, &body, span)?
+        } else {
+            body
+        };
+        let target = if dest_is_dir {
+            join(dest_rel, &h.name)
+        } else {
+            dest_rel.to_string()
+        };
+        let digest = Digest::of(content.as_bytes());
+        planned.insert(
+            target,
+            Planned {
+                item: Item::Inline(content.into_bytes()),
+                meta: EntryMeta {
+                    mode,
+                    uid,
+                    gid,
+                    mtime: ctx.now,
+                    ..Default::default()
+                },
+                fingerprint: format!("inline {digest}"),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// The cache step of a COPY/ADD and its inputs (each planned path's fingerprint).
+fn step_of(
+    c: &Copy,
+    dest_rel: &str,
+    (uid, gid): (u32, u32),
+    chmod: Option<&str>,
+    origin_key: String,
+    planned: &BTreeMap<String, Planned>,
+) -> (Step, BTreeMap<String, Digest>) {
+    let step = Step::new(if c.is_add { "ADD" } else { "COPY" })
+        .field("dest", format!("/{dest_rel}"))
+        .field("owner", format!("{uid}:{gid}"))
+        .field("chmod", chmod.unwrap_or_default().to_string())
+        .field("from", origin_key);
+    let step = if c.link {
+        step.field("link", "true")
+    } else {
+        step
+    };
+    let inputs = planned
+        .iter()
+        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .collect();
+    (step, inputs)
 }
 
 /// The history line of a COPY or ADD as BuildKit writes it (`convert_copy.go`): the command,
