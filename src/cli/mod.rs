@@ -35,24 +35,42 @@ pub struct Cli {
 pub enum Command {
     /// Build an image from a Dockerfile and a context.
     Build(Box<build::Args>),
-    /// Print the parsed Dockerfile (JSON or a tree).
-    Parse(parse::Args),
-    /// Run BuildKit's build checks on a Dockerfile.
-    Check(check::Args),
-    /// Load images from an OCI layout directory or archive.
-    Load(load::Args),
+    /// Run an image in kiln's sandbox (`-d`: in the background).
+    Run(Box<run::Args>),
+    /// List containers (`-a`: also those that ended).
+    Ps(containers::PsArgs),
+    /// Show a container's output (`-f`: follow it until the container ends).
+    Logs(containers::LogsArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a grace time.
+    Stop(containers::StopArgs),
+    /// Send a signal to containers (SIGKILL by default).
+    Kill(containers::KillArgs),
+    /// Wait for containers to end; print their exit codes.
+    Wait(containers::WaitArgs),
+    /// Remove containers that ended (`-f`: also running ones).
+    Rm(containers::RmArgs),
     /// List images.
     Images(images::ImagesArgs),
-    /// Show an image's configuration as JSON.
-    Inspect(inspect::Args),
-    /// Show an image's history (its steps, newest first).
-    History(history::Args),
+    /// Download an image from a registry.
+    Pull(registry::PullArgs),
+    /// Upload an image to a registry.
+    Push(registry::PushArgs),
+    /// Log in to a registry (credentials stored where docker keeps them).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout(registry::LogoutArgs),
     /// Give an image another tag.
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
-    /// Run an image in the foreground in kiln's sandbox.
-    Run(Box<run::Args>),
+    /// Show an image's configuration as JSON.
+    Inspect(inspect::Args),
+    /// Show an image's history (its steps, newest first).
+    History(history::Args),
+    /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
+    Save(save::Args),
+    /// Load images from an OCI layout directory or archive.
+    Load(load::Args),
     /// The build cache: `ls`, `du`, `prune`, `inspect`, `explain`.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -62,28 +80,10 @@ pub enum Command {
     /// Store maintenance (`kiln store verify [--repair]`).
     #[command(subcommand)]
     Store(verify::StoreCommand),
-    /// List containers (`-a`: also those that ended).
-    Ps(containers::PsArgs),
-    /// Remove containers that ended (`-f`: also running ones).
-    Rm(containers::RmArgs),
-    /// Show a container's output (`-f`: follow it until the container ends).
-    Logs(containers::LogsArgs),
-    /// Stop containers: the stop signal, then SIGKILL after a grace time.
-    Stop(containers::StopArgs),
-    /// Send a signal to containers (SIGKILL by default).
-    Kill(containers::KillArgs),
-    /// Wait for containers to end; print their exit codes.
-    Wait(containers::WaitArgs),
-    /// Write images as an OCI layout with Docker's manifest.json (tar or directory).
-    Save(save::Args),
-    /// Download an image from a registry.
-    Pull(registry::PullArgs),
-    /// Upload an image to a registry.
-    Push(registry::PushArgs),
-    /// Log in to a registry (credentials stored where docker keeps them).
-    Login(registry::LoginArgs),
-    /// Log out from a registry.
-    Logout(registry::LogoutArgs),
+    /// Print the parsed Dockerfile (JSON or a tree).
+    Parse(parse::Args),
+    /// Run BuildKit's build checks on a Dockerfile.
+    Check(check::Args),
 }
 
 #[derive(Debug, Subcommand)]
