@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times kiln against BuildKit on COPY-only variants of ../shared/bench/workloads (issue 3: RUN
-# needs the sandbox of issue 4), with ../shared/bench/compare.sh, so both build the same
+# Times kiln against BuildKit on COPY-only variants of the benchmark kit's workloads (the build
+# engine alone, without RUN steps), with the kit's compare.sh, so both build the same
 # Dockerfiles in the same run and the ratios hold on a noisy machine.
 #
 #   bash bench/copy-only.sh                     # after ../shared/bench/peers-setup.sh, once

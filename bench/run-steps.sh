@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 4's sandbox figures, side by side in one run (hyperfine medians, then ratios):
+# The sandbox's figures, side by side in one run (hyperfine medians, then ratios):
 #   1. ten RUN steps, cold (--no-cache), no network: kiln (`RUN --network=none`) against BuildKit
 #      (`docker build --network none`, dockerd 20.10);
 #   2. start latency: `kiln run --rm IMAGE true` against `crun run` of the same image unpacked as
