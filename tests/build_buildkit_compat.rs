@@ -604,12 +604,54 @@ fn run_history_carries_the_build_args_and_history_shows_it() {
     assert_eq!(rows[1]["ID"], "<missing>");
     let (code, out, _) = kiln(r, &["history", "h"]);
     assert_eq!(code, 0);
+    let header = out.lines().next().unwrap_or_default();
     assert!(
-        out.starts_with("IMAGE          CREATED       CREATED BY"),
+        header.starts_with("IMAGE          CREATED ") && header.contains(" CREATED BY "),
         "{out}"
     );
     assert!(
         out.contains("RUN |2 A=3 B= /bin/sh -c echo a # buildkit "),
         "{out}"
     );
+}
+
+#[test]
+fn metadata_steps_have_the_time_they_ran_and_rebuilds_keep_it() {
+    let root = common::store_with_base();
+    let r = root.path();
+    let ctx = common::context("FROM kiln.local/busybox\nENV A=1\nLABEL l=1\n");
+    let dir = ctx.path().to_str().unwrap();
+    let (code, first, err) = kiln(r, &["build", "-q", "-t", "meta", dir]);
+    assert_eq!(code, 0, "{err}");
+    let history = |tag: &str| -> Vec<String> {
+        let (_, out, _) = kiln(r, &["inspect", tag]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["History"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["created"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let times = history("meta");
+    let (base, steps) = times.split_at(times.len() - 2);
+    // Not the base image's time (years ago): the time of this build.
+    let now = kiln_runtime::timefmt::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 600,
+    );
+    for t in steps {
+        assert!(
+            t.as_str() > now.as_str(),
+            "{t} is older than ten minutes: {times:?}"
+        );
+        assert!(base.iter().all(|b| b < t), "{times:?}");
+    }
+    // A rebuild repeats them, so the image is the same.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (_, again, _) = kiln(r, &["build", "-q", "-t", "meta", dir]);
+    assert_eq!(first, again);
 }

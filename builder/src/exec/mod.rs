@@ -976,9 +976,26 @@ impl Ctx<'_> {
             .unwrap_or_else(|| fsutil::rfc3339(self.now))
     }
 
+    /// The time a metadata step ran: when this step, after what came before it, first ran in
+    /// this store (so a rebuild repeats it, and the digest with it), or `SOURCE_DATE_EPOCH`.
+    fn step_created(&self, st: &StageState, created_by: &str) -> String {
+        if let Some(e) = self.opts.source_date_epoch {
+            return fsutil::rfc3339(e);
+        }
+        let key = format!("{}\n{}\n{created_by}", st.key, st.config.history.len());
+        let time = if self.opts.dry_run {
+            self.now
+        } else {
+            self.store
+                .step_time(&Digest::of(key.as_bytes()).to_string(), self.now)
+                .unwrap_or(self.now)
+        };
+        fsutil::rfc3339(time)
+    }
+
     fn history(&self, st: &mut StageState, created_by: String, empty_layer: bool) {
         st.config.history.push(History {
-            created: Some(self.created(st)),
+            created: Some(self.step_created(st, &created_by)),
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer,
@@ -1230,7 +1247,14 @@ fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError
     for (k, v) in &ctx.opts.labels {
         st.config.config.labels.insert(k.clone(), v.clone());
     }
-    st.config.created = Some(ctx.created(&st));
+    // The image was made when its newest step was: a rebuild from the cache gives the same.
+    st.config.created = st
+        .config
+        .history
+        .iter()
+        .filter_map(|h| h.created.clone())
+        .max()
+        .or_else(|| Some(ctx.created(&st)));
     if let Some(epoch) = ctx.opts.source_date_epoch {
         // Clamp inherited history too (REFERENCE §6.6).
         let clamp = fsutil::rfc3339(epoch);

@@ -24,6 +24,7 @@ mod recover;
 mod remote;
 mod rootfs;
 mod statcache;
+mod steptimes;
 mod tags;
 mod unpacked;
 mod usage;
