@@ -243,3 +243,72 @@ fn logs_follow_until_the_container_ends() {
     assert_eq!((code, out.as_str()), (0, "a\nb\n"), "{err}");
     assert!(ps_line(r, "talker").contains("Exited (6)"));
 }
+
+#[test]
+fn inspect_ps_filters_rename_and_prune() {
+    if !common::can_sandbox("inspect_ps_filters_rename_and_prune") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let id = detached(r, &["--name", "alive", "kiln.local/busybox", "sleep", "60"]);
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "done",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "exit 4",
+        ],
+    );
+    assert_eq!(code, 4, "{err}");
+    // docker's State for a running and an exited container.
+    let (code, out, err) = kiln(r, &["inspect", "alive", "done"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["Id"], id.as_str());
+    assert_eq!(v[0]["Name"], "/alive");
+    assert_eq!(v[0]["State"]["Status"], "running");
+    assert_eq!(v[0]["State"]["Running"], true);
+    assert!(v[0]["State"]["Pid"].as_i64().unwrap() > 1);
+    assert_eq!(v[1]["State"]["Status"], "exited");
+    assert_eq!(v[1]["State"]["ExitCode"], 4);
+    assert_ne!(v[1]["State"]["FinishedAt"], "0001-01-01T00:00:00Z");
+    // An image by the same word still answers with --type image.
+    let (code, out, _) = kiln(r, &["inspect", "--type", "image", "kiln.local/busybox"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"RootFS\""));
+    let (code, _, err) = kiln(r, &["inspect", "--type", "container", "kiln.local/busybox"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such object"), "{err}");
+    // ps: filters, -n, JSON lines.
+    let (_, out, _) = kiln(r, &["ps", "--filter", "status=exited", "-q"]);
+    assert_eq!(out.lines().count(), 1);
+    let (_, out, _) = kiln(r, &["ps", "-a", "--filter", "name=liv", "--format", "json"]);
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        (line["Names"].as_str(), line["State"].as_str()),
+        (Some("alive"), Some("running"))
+    );
+    let (_, out, _) = kiln(r, &["ps", "-n", "1", "-q"]);
+    assert_eq!(out.lines().count(), 1);
+    let (code, _, err) = kiln(r, &["ps", "--filter", "colour=red"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid --filter"), "{err}");
+    // rename, with docker's rules.
+    let (code, _, err) = kiln(r, &["rename", "done", "finished"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kiln(r, &["rename", "finished", "alive"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already in use"), "{err}");
+    // prune: the ended one goes, the running one stays.
+    let (code, out, err) = kiln(r, &["container", "prune", "-f"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Total reclaimed containers: 1"), "{out}");
+    assert!(ps_line(r, "finished").is_empty());
+    assert!(ps_line(r, "alive").contains("Up "));
+    kiln(r, &["rm", "-f", "alive"]);
+}

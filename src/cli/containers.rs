@@ -16,6 +16,16 @@ pub struct PsArgs {
     /// Only show container IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Only the N most recently created (all states).
+    #[arg(short = 'n', long = "last", value_name = "N")]
+    pub last: Option<usize>,
+    /// Only containers that match (`status=running|exited|dead`, `name=`, `id=`, `ancestor=`;
+    /// repeatable, all must match).
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+    /// `table` (docker's columns) or `json` (one object per line, docker's field names).
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -31,11 +41,62 @@ pub struct RmArgs {
 pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let now = crate::render::time::now();
-    let list: Vec<_> = store
-        .containers()?
-        .into_iter()
-        .filter(|c| args.all || c.state() == ContainerState::Running)
-        .collect();
+    let mut filters = Vec::new();
+    for f in &args.filter {
+        let Some((k, v)) = f.split_once('=') else {
+            anyhow::bail!("invalid --filter {f:?}: expected KEY=VALUE");
+        };
+        filters.push((k.to_string(), v.to_string()));
+    }
+    // A status filter chooses among every container, as docker's.
+    let any_state = args.all || args.last.is_some() || filters.iter().any(|(k, _)| k == "status");
+    let mut list = Vec::new();
+    for c in store.containers()? {
+        let mut keep = any_state || c.state() == ContainerState::Running;
+        for (k, v) in &filters {
+            match container::control::ps_filter(&c, k, v) {
+                Some(ok) => keep &= ok,
+                None => anyhow::bail!("invalid --filter {k}: status, name, id or ancestor"),
+            }
+        }
+        if keep {
+            list.push(c);
+        }
+    }
+    if let Some(n) = args.last {
+        list.truncate(n);
+    }
+    let status_of = |c: &kiln_runtime::store::Container| match c.state() {
+        ContainerState::Running => format!("Up {}", human_duration(now - c.created)),
+        ContainerState::Exited(code) => format!(
+            "Exited ({code}) {} ago",
+            human_duration(now - c.finished.unwrap_or(c.created))
+        ),
+        ContainerState::Dead => "Dead".to_string(),
+    };
+    if args.format == "json" {
+        for c in &list {
+            let state = match c.state() {
+                ContainerState::Running => "running",
+                ContainerState::Exited(_) => "exited",
+                ContainerState::Dead => "dead",
+            };
+            let v = serde_json::json!({
+                "ID": &c.id[..12.min(c.id.len())],
+                "Image": c.image,
+                "Command": format!("\"{}\"", c.command),
+                "CreatedAt": kiln_runtime::timefmt::rfc3339(c.created),
+                "RunningFor": format!("{} ago", human_duration(now - c.created)),
+                "Status": status_of(c),
+                "State": state,
+                "Names": c.name,
+            });
+            println!("{v}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    } else if args.format != "table" {
+        anyhow::bail!("invalid --format {:?}: table or json", args.format);
+    }
     if args.quiet {
         for c in list {
             println!("{}", &c.id[..12.min(c.id.len())]);
@@ -45,14 +106,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     let rows: Vec<Vec<String>> = list
         .iter()
         .map(|c| {
-            let status = match c.state() {
-                ContainerState::Running => format!("Up {}", human_duration(now - c.created)),
-                ContainerState::Exited(code) => format!(
-                    "Exited ({code}) {} ago",
-                    human_duration(now - c.finished.unwrap_or(c.created))
-                ),
-                ContainerState::Dead => "Dead".to_string(),
-            };
+            let status = status_of(c);
             let mut command = c.command.clone();
             if command.chars().count() > 20 {
                 command = command.chars().take(19).collect::<String>() + "…";
@@ -236,4 +290,44 @@ pub fn wait(root: Option<&Path>, args: WaitArgs) -> anyhow::Result<ExitCode> {
     Ok(each(&args.containers, |n| {
         Ok(container::control::wait(&store, n)?.to_string())
     }))
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RenameArgs {
+    /// The container (name or ID prefix).
+    pub container: String,
+    /// Its new name.
+    pub name: String,
+}
+
+pub fn rename(root: Option<&Path>, args: RenameArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    container::control::rename(&store, &args.container, &args.name)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ContainerCommand {
+    /// Remove every container that is not running.
+    Prune {
+        /// Do not ask (kiln never asks; accepted for docker's scripts).
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+pub fn container(root: Option<&Path>, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    match cmd {
+        ContainerCommand::Prune { .. } => {
+            let removed = container::control::prune(&store)?;
+            println!("Deleted Containers:");
+            for id in &removed {
+                println!("{id}");
+            }
+            println!();
+            println!("Total reclaimed containers: {}", removed.len());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,11 @@ pub enum Command {
     Wait(containers::WaitArgs),
     /// Remove containers that ended (`-f`: also running ones).
     Rm(containers::RmArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
+    /// Containers as a group: `kiln container prune`.
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
     /// List images.
     Images(images::ImagesArgs),
     /// Download an image from a registry.
@@ -110,6 +115,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
+        Command::Rename(a) => containers::rename(cli.root.as_deref(), a),
+        Command::Container(c) => containers::container(cli.root.as_deref(), c),
         Command::Logs(a) => containers::logs(cli.root.as_deref(), a),
         Command::Stop(a) => containers::stop(cli.root.as_deref(), a),
         Command::Kill(a) => containers::kill(cli.root.as_deref(), a),

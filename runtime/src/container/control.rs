@@ -140,3 +140,107 @@ mod tests {
         assert_eq!(parse_signal("NOPE"), None);
     }
 }
+
+/// `kiln inspect CONTAINER`: docker's shape (`Id`, `Name`, `State`, `Config`, `LogPath`...).
+/// kiln keeps the command as one line: `Path` and `Args` are its words.
+pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, ContainerError> {
+    let state = c.state();
+    let time = |t: Option<i64>| {
+        t.map_or_else(
+            || "0001-01-01T00:00:00Z".to_string(),
+            crate::timefmt::rfc3339,
+        )
+    };
+    let init = match state {
+        ContainerState::Running => store.container_init(&c.id)?,
+        _ => None,
+    };
+    let (status, code) = match state {
+        ContainerState::Running => ("running", 0),
+        ContainerState::Exited(code) => ("exited", code),
+        ContainerState::Dead => ("dead", -1),
+    };
+    let image_id = store
+        .resolve(&c.image)
+        .ok()
+        .flatten()
+        .and_then(|m| store.image(&m).ok())
+        .map(|(_, _, config)| config.to_string())
+        .unwrap_or_default();
+    let mut words = c.command.split_whitespace().map(str::to_string);
+    let path = words.next().unwrap_or_default();
+    let args: Vec<String> = words.collect();
+    Ok(serde_json::json!({
+        "Id": c.id,
+        "Created": time(Some(c.created)),
+        "Path": path,
+        "Args": args,
+        "State": {
+            "Status": status,
+            "Running": state == ContainerState::Running,
+            "Paused": false,
+            "Restarting": false,
+            "OOMKilled": false,
+            "Dead": state == ContainerState::Dead,
+            "Pid": init.map_or(0, |p| p.pid),
+            "ExitCode": code,
+            "Error": "",
+            "StartedAt": time(Some(c.created)),
+            "FinishedAt": time(c.finished),
+        },
+        "Image": image_id,
+        "Name": format!("/{}", c.name),
+        "LogPath": super::logs::path(store.root(), &c.id),
+        "Config": {
+            "Image": c.image,
+            "Cmd": c.command.split_whitespace().collect::<Vec<_>>(),
+        },
+    }))
+}
+
+/// Whether `c` passes `kiln ps --filter KEY=VALUE` (docker's keys: `status`, `name` (a
+/// substring), `id` (a prefix), `ancestor` (the image as named)); `None` for an unknown key.
+pub fn ps_filter(c: &Container, key: &str, value: &str) -> Option<bool> {
+    Some(match key {
+        "status" => {
+            let status = match c.state() {
+                ContainerState::Running => "running",
+                ContainerState::Exited(_) => "exited",
+                ContainerState::Dead => "dead",
+            };
+            status == value
+        }
+        "name" => c.name.contains(value),
+        "id" => c.id.starts_with(value),
+        "ancestor" => {
+            c.image == value
+                || crate::store::normalize_tag(&c.image).ok()
+                    == crate::store::normalize_tag(value).ok()
+        }
+        _ => return None,
+    })
+}
+
+/// `kiln rename`: a container's new name (docker's name rules; unique).
+pub fn rename(store: &Store, what: &str, new: &str) -> Result<(), ContainerError> {
+    let c = find(store, what)?;
+    if !super::valid_name(new) {
+        return Err(ContainerError::Config(format!(
+            "invalid container name {new:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    store.rename_container(&c.id, new)?;
+    Ok(())
+}
+
+/// `kiln container prune`: removes every container that is not running; their ids.
+pub fn prune(store: &Store) -> Result<Vec<String>, ContainerError> {
+    let mut removed = Vec::new();
+    for c in store.containers()? {
+        if c.state() != ContainerState::Running {
+            super::remove(store, &c.id, false)?;
+            removed.push(c.id);
+        }
+    }
+    Ok(removed)
+}

@@ -139,6 +139,29 @@ impl Store {
         })
     }
 
+    /// Gives container `id` the name `name`; [`StoreError::NameInUse`] when another has it.
+    pub fn rename_container(&self, id: &str, name: &str) -> Result<(), StoreError> {
+        let r = self.conn().execute(
+            "UPDATE containers SET name = ?2 WHERE id = ?1",
+            rusqlite::params![id, name],
+        );
+        match r {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                let holder = self
+                    .find_container(name)?
+                    .map_or_else(String::new, |o| o.id.chars().take(12).collect());
+                Err(StoreError::NameInUse {
+                    name: name.to_string(),
+                    id: holder,
+                })
+            }
+            Err(e) => Err(self.db_err()(e)),
+        }
+    }
+
     /// Forgets container `id` (its directory is the caller's to remove first).
     pub fn remove_container(&self, id: &str) -> Result<(), StoreError> {
         self.conn()
