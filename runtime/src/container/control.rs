@@ -127,20 +127,6 @@ pub fn wait(store: &Store, what: &str) -> Result<i32, ContainerError> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signal_names() {
-        assert_eq!(parse_signal("SIGTERM"), Some(Signal::TERM));
-        assert_eq!(parse_signal("term"), Some(Signal::TERM));
-        assert_eq!(parse_signal("9"), Some(Signal::KILL));
-        assert_eq!(parse_signal("SIGUSR1"), Some(Signal::USR1));
-        assert_eq!(parse_signal("NOPE"), None);
-    }
-}
-
 /// `kiln inspect CONTAINER`: docker's shape (`Id`, `Name`, `State`, `Config`, `LogPath`...).
 /// kiln keeps the command as one line: `Path` and `Args` are its words.
 pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, ContainerError> {
@@ -243,4 +229,18 @@ pub fn prune(store: &Store) -> Result<Vec<String>, ContainerError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(parse_signal("SIGTERM"), Some(Signal::TERM));
+        assert_eq!(parse_signal("term"), Some(Signal::TERM));
+        assert_eq!(parse_signal("9"), Some(Signal::KILL));
+        assert_eq!(parse_signal("SIGUSR1"), Some(Signal::USR1));
+        assert_eq!(parse_signal("NOPE"), None);
+    }
 }
