@@ -39,7 +39,18 @@ for p in $PEERS; do c=$(peer "$p")
 done
 hyperfine --runs "$RUNS" --export-json "$WORK/run-d.json" "${cmds[@]}" >/dev/null
 
-# 2. stop of a process 1 that exits on SIGTERM
+# 2. exec of `true` in a running container
+$K rm -f bench >/dev/null 2>&1 || true
+$K run -d --name bench $IMG sleep 600 >/dev/null
+cmds=(-n kiln "$K exec bench true")
+for p in $PEERS; do c=$(peer "$p")
+  $c rm -f bench >/dev/null 2>&1 || true
+  $c run -d --name bench --network none $IMG sleep 600 >/dev/null
+  cmds+=(-n "$p" "$c exec bench true")
+done
+hyperfine -N --runs "$RUNS" --export-json "$WORK/exec.json" "${cmds[@]}" >/dev/null
+
+# 3. stop of a process 1 that exits on SIGTERM
 trap_cmd="trap 'exit 0' TERM; while true; do sleep 0.05; done"
 cmds=(-n kiln --prepare "$K rm -f bench >/dev/null 2>&1; $K run -d --name bench $IMG sh -c \"$trap_cmd\" >/dev/null"
       "$K stop bench")
@@ -49,7 +60,7 @@ for p in $PEERS; do c=$(peer "$p")
 done
 hyperfine --runs "$RUNS" --export-json "$WORK/stop.json" "${cmds[@]}" >/dev/null
 
-# 3. the log path: 100 MB of lines to stdout, waited for, then all of it read back
+# 4. the log path: 100 MB of lines to stdout, waited for, then all of it read back
 writer="head -c 75000000 /dev/zero | base64"
 cmds=(-n kiln --prepare "$K rm -f bench >/dev/null 2>&1 || true"
       "sh -c '$K run -d --name bench $IMG sh -c \"$writer\" >/dev/null && $K wait bench >/dev/null && $K logs bench | wc -c'")
@@ -61,7 +72,7 @@ hyperfine --runs 3 --export-json "$WORK/logs.json" "${cmds[@]}" >/dev/null
 $K rm -f bench >/dev/null 2>&1 || true
 for p in $PEERS; do $(peer "$p") rm -f bench >/dev/null 2>&1 || true; done
 
-# 4. the monitor's memory: ten detached containers, VmRSS of each monitor
+# 5. the monitor's memory: ten detached containers, VmRSS of each monitor
 for i in $(seq 10); do $K run -d --name "mem$i" $IMG sleep 600 >/dev/null; done
 rss=$(for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
   awk '/VmRSS/ {print $2}' "/proc/$pid/status"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
@@ -72,7 +83,7 @@ import json, sys
 work, rss = sys.argv[1], sys.argv[2]
 print("| operation | tool | median (s) | kiln/tool |")
 print("|---|---|---|---|")
-for op in ["run-d", "stop", "logs"]:
+for op in ["run-d", "exec", "stop", "logs"]:
     r = {x["command"]: x["median"] for x in json.load(open(f"{work}/{op}.json"))["results"]}
     k = r["kiln"]
     for tool, t in r.items():

@@ -312,3 +312,98 @@ fn inspect_ps_filters_rename_and_prune() {
     assert!(ps_line(r, "alive").contains("Up "));
     kiln(r, &["rm", "-f", "alive"]);
 }
+
+#[test]
+fn exec_joins_the_running_container() {
+    if !common::can_sandbox("exec_joins_the_running_container") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let id = detached(
+        r,
+        &[
+            "--name",
+            "box",
+            "-e",
+            "FOO=bar",
+            "-w",
+            "/srv",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo made > /tmp/marker; sleep 60",
+        ],
+    );
+    let sh = |args: &[&str]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        kiln(r, &all)
+    };
+    let t0 = std::time::Instant::now();
+    while sh(&["box", "cat", "/tmp/marker"]).1 != "made\n" {
+        assert!(
+            t0.elapsed().as_secs() < 20,
+            "the container's file never showed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The container's environment, hostname, process tree and working directory.
+    let (code, out, err) = sh(&[
+        "box",
+        "sh",
+        "-c",
+        "echo $FOO; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; pwd",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "bar");
+    assert_eq!(lines[1], &id[..12]);
+    // sh ran `sleep` as its last command in its own place: process 1 is sleep now.
+    assert_eq!(lines[2], "sleep 60 ", "{out}");
+    assert_eq!(lines[3], "/srv", "the container's working directory: {out}");
+    // The same protections as process 1: capabilities, seccomp, cgroups; kiln's descriptors
+    // and binary out of reach.
+    let (_, out, _) = sh(&[
+        "box",
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|CapBnd|Seccomp):' /proc/1/status; grep -E '^(CapEff|CapBnd|Seccomp):' /proc/self/status; cat /proc/1/cgroup; cat /proc/self/cgroup; ls /proc/self/fd | wc -l; readlink /proc/self/exe",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0..3], lines[3..6], "{out}");
+    assert!(lines[2].ends_with("2"), "seccomp filter mode: {out}");
+    let n = lines.len();
+    let cg = (n - 8) / 2;
+    assert_eq!(
+        lines[6..6 + cg],
+        lines[6 + cg..6 + 2 * cg],
+        "same cgroups: {out}"
+    );
+    assert!(
+        lines[n - 2].trim().parse::<u32>().unwrap() <= 4,
+        "only stdio (and ls's own): {out}"
+    );
+    assert_eq!(lines[n - 1], "/bin/busybox");
+    // -u, -w, -e; the command's exit code; docker's 127.
+    let (_, out, _) = sh(&[
+        "-u",
+        "nobody",
+        "-w",
+        "/tmp",
+        "-e",
+        "FOO=baz",
+        "box",
+        "sh",
+        "-c",
+        "id -u; pwd; echo $FOO",
+    ]);
+    assert_eq!(out, "65534\n/tmp\nbaz\n");
+    assert_eq!(sh(&["box", "sh", "-c", "exit 7"]).0, 7);
+    let (code, _, err) = sh(&["box", "nosuch"]);
+    assert_eq!(code, 127, "{err}");
+    kiln(r, &["stop", "-t", "0", "box"]);
+    let (code, _, err) = sh(&["box", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not running"), "{err}");
+}

@@ -331,3 +331,49 @@ pub fn container(root: Option<&Path>, cmd: ContainerCommand) -> anyhow::Result<E
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[derive(Debug, clap::Args)]
+#[command(trailing_var_arg = true)]
+pub struct ExecArgs {
+    /// Set an environment variable (`K=V`, or `K` to pass the host's value).
+    #[arg(short = 'e', long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    /// Run as this user (`name|uid[:group|gid]`; default: the container's).
+    #[arg(short = 'u', long = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Working directory inside the container (default: the image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// The container (name or ID prefix).
+    pub container: String,
+    /// The command and its arguments.
+    #[arg(required = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+/// `kiln exec`: exits with the command's status, or docker's 126 (it cannot run), 127 (no such
+/// command), 1 (no such container, or not running).
+pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let opts = container::exec::ExecOptions {
+        args: args.command,
+        env: args.env,
+        user: args.user,
+        workdir: args.workdir,
+    };
+    let stdio = (
+        std::process::Stdio::inherit(),
+        std::process::Stdio::inherit(),
+        std::process::Stdio::inherit(),
+    );
+    match container::exec::exec(&store, &args.container, &opts, stdio) {
+        Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
+        Err(e) => {
+            eprintln!("kiln: error: {e}");
+            Ok(ExitCode::from(match e.exit_code() {
+                125 => 1,
+                code => code,
+            }))
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub enum Command {
     Run(Box<run::Args>),
     /// List containers (`-a`: also those that ended).
     Ps(containers::PsArgs),
+    /// Run a command in a running container.
+    Exec(containers::ExecArgs),
     /// Show a container's output (`-f`: follow it until the container ends).
     Logs(containers::LogsArgs),
     /// Stop containers: the stop signal, then SIGKILL after a grace time.
@@ -117,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
         Command::Rename(a) => containers::rename(cli.root.as_deref(), a),
         Command::Container(c) => containers::container(cli.root.as_deref(), c),
+        Command::Exec(a) => containers::exec(cli.root.as_deref(), a),
         Command::Logs(a) => containers::logs(cli.root.as_deref(), a),
         Command::Stop(a) => containers::stop(cli.root.as_deref(), a),
         Command::Kill(a) => containers::kill(cli.root.as_deref(), a),

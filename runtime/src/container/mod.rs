@@ -4,6 +4,7 @@
 
 pub mod control;
 pub mod detach;
+pub mod exec;
 pub mod logs;
 pub mod user;
 
@@ -251,8 +252,7 @@ pub fn environment(
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-/// A fresh container id (64 hex digits; the first 12 are its default hostname).
-/// A new container id: 64 hex digits, as docker's.
+/// A new container id: 64 hex digits, as docker's (the first 12 are its default hostname).
 pub fn new_id() -> String {
     use sha2::Digest as _;
     let nanos = std::time::SystemTime::now()

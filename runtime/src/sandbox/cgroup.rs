@@ -391,6 +391,43 @@ pub fn sweep() -> Vec<PathBuf> {
     removed
 }
 
+/// The `cgroup.procs` of every cgroup process `pid` is in under kiln's own cgroups (a
+/// container's), opened for writing: a process `kiln exec` starts joins them, so the
+/// container's limits and device list hold for it too. Whether one of them carries the device
+/// allow-list (v1 `devices`, or the v2 cgroup kiln attaches its program to).
+pub fn join_of(pid: i32) -> (Vec<OwnedFd>, bool) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let (mut fds, mut devices) = (Vec::new(), false);
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !path
+            .split('/')
+            .any(|c| c == "kiln" || c.starts_with("kiln-"))
+        {
+            continue;
+        }
+        let dir = if ctls.is_empty() {
+            match v2_mount() {
+                Some(m) => m.join(path.trim_start_matches('/')),
+                None => continue,
+            }
+        } else {
+            Path::new(ROOT)
+                .join(ctls)
+                .join(path.trim_start_matches('/'))
+        };
+        let procs = dir.join("cgroup.procs");
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&procs) {
+            devices |= ctls.is_empty() || ctls.split(',').any(|c| c == "devices");
+            fds.push(OwnedFd::from(f));
+        }
+    }
+    (fds, devices)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

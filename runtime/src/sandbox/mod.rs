@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod copyroot;
 pub mod devices;
 pub mod etc;
+pub mod exec;
 pub mod mounts;
 pub mod overlay;
 pub mod process;

@@ -444,7 +444,7 @@ impl Drop for Forwarder {
 
 /// `filepath.Clean` of an absolute path: `.` and empty parts dropped, `..` removes the part
 /// before it and stops at `/`.
-fn clean_absolute(path: &str) -> String {
+pub(super) fn clean_absolute(path: &str) -> String {
     let mut parts = Vec::new();
     for c in path.split('/') {
         match c {
@@ -786,6 +786,35 @@ fn child_setup(
     }
     step(8);
     rustix::system::sethostname(hostname)?;
+    take_identity(
+        step,
+        cwd,
+        filter,
+        caps,
+        (uid, gid, groups),
+        host.is_none() || !groups.is_empty(),
+        kiln,
+    )
+}
+
+/// The last phase of every sandboxed process, a container's process 1 as a process `kiln exec`
+/// starts in it: no descriptor of kiln's left open past the exec, the working directory
+/// resolved inside the root, the seccomp filter, the capabilities, then the groups and ids; and
+/// the parent-death signal set again after the change of ids (which clears it).
+pub(super) fn take_identity(
+    step: &dyn Fn(u8),
+    cwd: &[(CString, CString)],
+    filter: &[super::seccomp::Insn],
+    caps: CapabilitySet,
+    (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
+    set_groups: bool,
+    kiln: i32,
+) -> Result<(), Errno> {
+    let mut watch = [libc::pollfd {
+        fd: kiln,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
     step(9);
     // Every descriptor kiln holds (store files, other builds' pipes, rayon workers' directory
     // handles) is marked close-on-exec, so none reaches the process. They stay open until the
@@ -844,7 +873,7 @@ fn child_setup(
     rustix::thread::set_capabilities(None, sets)?;
     step(11);
     // Rootless with only root mapped, setgroups(2) is denied; there is nothing to set then.
-    if host.is_none() || !groups.is_empty() {
+    if set_groups {
         rustix::thread::set_thread_groups(groups)?;
     }
     rustix::thread::set_thread_res_gid(gid_of(gid), gid_of(gid), gid_of(gid))?;
