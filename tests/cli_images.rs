@@ -99,7 +99,7 @@ fn inspect_shows_docker_like_json() {
     let (code, _, err) = kiln(r, &["inspect", "missing"]);
     assert_eq!(
         (code, err.as_str()),
-        (1, "kiln: error: no such image: missing\n")
+        (1, "kiln: error: no such object: missing\n")
     );
 }
 
