@@ -407,3 +407,71 @@ fn exec_joins_the_running_container() {
     assert_eq!(code, 1);
     assert!(err.contains("is not running"), "{err}");
 }
+
+#[test]
+fn log_rotation_bounds_the_disk() {
+    if !common::can_sandbox("log_rotation_bounds_the_disk") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let id = detached(
+        r,
+        &[
+            "--name",
+            "chatty",
+            "--log-opt",
+            "max-size=20k",
+            "--log-opt",
+            "max-file=2",
+            "kiln.local/busybox",
+            "seq",
+            "1",
+            "30000",
+        ],
+    );
+    let (_, code, _) = kiln(r, &["wait", "chatty"]);
+    assert_eq!(code.trim(), "0");
+    let dir = r.join("containers").join(&id);
+    let logs: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .contains("-json.log")
+        })
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    for l in &logs {
+        assert!(std::fs::metadata(l).unwrap().len() <= 20 * 1024, "{l:?}");
+    }
+    // The newest lines, in order, across both files.
+    let (code, out, _) = kiln(r, &["logs", "chatty"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.ends_with("29999\n30000\n"),
+        "{}",
+        &out[out.len().saturating_sub(50)..]
+    );
+    assert!(
+        !out.starts_with("1\n"),
+        "the oldest lines were rotated away"
+    );
+    let nums: Vec<u32> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert!(nums.windows(2).all(|w| w[1] == w[0] + 1));
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "-d",
+            "--log-opt",
+            "max-file=2",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("max-file needs max-size"), "{err}");
+}

@@ -63,6 +63,10 @@ pub struct Args {
     /// log (`kiln logs`).
     #[arg(short = 'd', long = "detach")]
     pub detach: bool,
+    /// Log options of a detached container, as docker's json-file driver: `max-size=10m`
+    /// (rotate past it), `max-file=3` (files kept, the current one included; default 1).
+    #[arg(long = "log-opt", value_name = "KEY=VALUE")]
+    pub log_opt: Vec<String>,
     /// Image (tag or manifest digest).
     pub image: String,
     /// Arguments: they replace the image's CMD.
@@ -107,9 +111,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     if !monitor {
         super::registry::pull_for_run(&store, &args.image, args.pull, &args.registry)?;
     }
-    if args.detach && !monitor {
-        return detach();
-    }
+    let detach_now = args.detach && !monitor;
     let mut opts = RunOptions {
         image: args.image,
         args: args.args,
@@ -126,7 +128,12 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         remove: args.rm,
         id: None,
         started: None,
+        log_rotation: log_rotation(&args.log_opt)?,
     };
+    // Every option is checked (above) before the monitor starts: a bad one is reported here.
+    if detach_now {
+        return detach();
+    }
     if monitor {
         let code = container::detach::monitor(&store, &mut opts);
         return Ok(ExitCode::from(code));
@@ -136,6 +143,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         &opts,
         (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
         &|w| eprintln!("kiln: warning: {w}"),
+        &|| {},
     ) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         // docker's codes, so scripts that test for 125/126/127 behave the same.
@@ -158,5 +166,39 @@ fn detach() -> anyhow::Result<ExitCode> {
             eprintln!("kiln: error: {message}");
             Ok(ExitCode::from(code))
         }
+    }
+}
+
+/// `--log-opt max-size=,max-file=` as docker's json-file driver reads them.
+fn log_rotation(
+    opts: &[String],
+) -> anyhow::Result<Option<kiln_runtime::container::logs::Rotation>> {
+    let (mut size, mut files) = (None, None);
+    for o in opts {
+        match o.split_once('=') {
+            Some(("max-size", v)) => {
+                let n = kiln_parser::instruction::values::parse_ram_size(v)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("--log-opt max-size={v}: expected a size such as 10m")
+                    })?;
+                size = Some(n);
+            }
+            Some(("max-file", v)) => {
+                let n = v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    anyhow::anyhow!("--log-opt max-file={v}: expected a count of at least 1")
+                })?;
+                files = Some(n);
+            }
+            _ => bail!("--log-opt {o}: kiln's json-file logs take max-size= and max-file="),
+        }
+    }
+    match (size, files) {
+        (Some(max_size), files) => Ok(Some(kiln_runtime::container::logs::Rotation {
+            max_size,
+            max_file: files.unwrap_or(1),
+        })),
+        (None, Some(_)) => bail!("--log-opt max-file needs max-size"),
+        (None, None) => Ok(None),
     }
 }

@@ -107,7 +107,7 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         if let Some(dir) = log.parent() {
             std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         }
-        let writer = super::logs::Writer::open(&log).map_err(io_err(&log))?;
+        let writer = super::logs::Writer::open(&log, opts.log_rotation).map_err(io_err(&log))?;
         let (out_r, out_w) = std::io::pipe().map_err(io_err(&log))?;
         let (err_r, err_w) = std::io::pipe().map_err(io_err(&log))?;
         Ok::<_, ContainerError>((writer, (out_r, out_w), (err_r, err_w)))
@@ -130,12 +130,20 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         let w = writer.clone();
         std::thread::spawn(move || w.capture(r, stream))
     };
-    let (t_out, t_err) = (capture(out_r, "stdout"), capture(err_r, "stderr"));
+    // Joined once the container's processes are gone (the pipes close then), before its end
+    // is recorded: whoever waits for the end finds the whole log.
+    let captures = std::sync::Mutex::new(vec![capture(out_r, "stdout"), capture(err_r, "stderr")]);
+    let drain = || {
+        for t in captures.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = t.join();
+        }
+    };
     let result = super::run(
         store,
         opts,
         (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
         &|_| {},
+        &drain,
     );
     // The last sender: the reporter ends, told or not.
     opts.started = None;
@@ -146,9 +154,8 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
             let _ = writeln!(out, "error {} {e}", e.exit_code());
         }
     }
-    // The pipes close when the container's last process is gone.
-    let _ = t_out.join();
-    let _ = t_err.join();
+    // Also when the container never started (`ended` was not reached).
+    drain();
     match result {
         Ok(code) => u8::try_from(code).unwrap_or(255),
         Err(e) => e.exit_code(),

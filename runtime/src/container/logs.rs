@@ -27,20 +27,55 @@ pub struct Entry {
     pub time: String,
 }
 
+/// docker's `--log-opt max-size=` and `max-file=`: the log is rotated once it passes
+/// `max_size` bytes, keeping `max_file` files in all (the current one included).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    pub max_size: u64,
+    pub max_file: usize,
+}
+
+/// The open log: its file, its size, where it is and how it rotates.
+#[derive(Debug)]
+struct Open {
+    file: std::fs::File,
+    size: u64,
+    path: PathBuf,
+    rotation: Option<Rotation>,
+}
+
 /// Appends entries to a container's log; shared by the stdout and stderr readers.
 #[derive(Debug, Clone)]
-pub struct Writer(Arc<Mutex<std::fs::File>>);
+pub struct Writer(Arc<Mutex<Open>>);
+
+fn create(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+/// The rotated file `n` of the log at `path` (`ID-json.log.1` the newest).
+fn rotated(path: &Path, n: usize) -> PathBuf {
+    let mut p = path.as_os_str().to_os_string();
+    p.push(format!(".{n}"));
+    PathBuf::from(p)
+}
 
 impl Writer {
-    /// Opens (creating) the log at `path`, mode 0640 as docker's.
-    pub fn open(path: &Path) -> std::io::Result<Writer> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o640)
-            .open(path)?;
-        Ok(Writer(Arc::new(Mutex::new(f))))
+    /// Opens (creating) the log at `path`, mode 0640 as docker's; rotated as `rotation` says
+    /// (unbounded without one, as docker's default).
+    pub fn open(path: &Path, rotation: Option<Rotation>) -> std::io::Result<Writer> {
+        let file = create(path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer(Arc::new(Mutex::new(Open {
+            file,
+            size,
+            path: path.to_path_buf(),
+            rotation,
+        }))))
     }
 
     fn put(&self, stream: &str, text: &[u8]) -> std::io::Result<()> {
@@ -55,8 +90,26 @@ impl Writer {
         let mut line = serde_json::to_vec(&e).map_err(std::io::Error::other)?;
         line.push(b'\n');
         // One write per entry under the lock: the two streams never interleave within a line.
-        let mut f = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = open.rotation {
+            if open.size > 0 && open.size + line.len() as u64 > r.max_size {
+                // The oldest goes; each other moves one up; the current becomes `.1`.
+                let _ = std::fs::remove_file(rotated(&open.path, r.max_file.max(1) - 1));
+                for n in (1..r.max_file.max(1) - 1).rev() {
+                    let _ = std::fs::rename(rotated(&open.path, n), rotated(&open.path, n + 1));
+                }
+                if r.max_file > 1 {
+                    std::fs::rename(&open.path, rotated(&open.path, 1))?;
+                } else {
+                    std::fs::remove_file(&open.path)?;
+                }
+                open.file = create(&open.path)?;
+                open.size = 0;
+            }
+        }
+        open.file.write_all(&line)?;
+        open.size += line.len() as u64;
+        Ok(())
     }
 
     /// Copies `r` (a container's stdout or stderr) into the log, a line per entry, until it
@@ -115,7 +168,19 @@ pub fn show(
         path: path.clone(),
         source: e,
     };
-    let (mut entries, mut offset) = read_from(&path, 0).map_err(io)?;
+    // Rotated files first, oldest first, then the current one.
+    let mut entries = Vec::new();
+    let mut n = 1;
+    let mut older = Vec::new();
+    while rotated(&path, n).exists() {
+        older.push(rotated(&path, n));
+        n += 1;
+    }
+    for p in older.iter().rev() {
+        entries.extend(read_from(p, 0).map_err(io)?.0);
+    }
+    let (current, mut offset) = read_from(&path, 0).map_err(io)?;
+    entries.extend(current);
     if let Some(n) = tail {
         entries.drain(..entries.len().saturating_sub(n));
     }
@@ -128,6 +193,12 @@ pub fn show(
         let running = store
             .find_container(id)?
             .is_some_and(|c| c.state() == crate::store::ContainerState::Running);
+        // Rotated meanwhile: the rest of the old file is `.1` now; the new file from its start.
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if len < offset {
+            out(read_from(&rotated(&path, 1), offset).map_err(io)?.0);
+            offset = 0;
+        }
         let (more, next) = read_from(&path, offset).map_err(io)?;
         offset = next;
         out(more);
@@ -143,10 +214,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn rotation_bounds_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c-json.log");
+        let rotation = Rotation {
+            max_size: 2000,
+            max_file: 3,
+        };
+        let w = Writer::open(&p, Some(rotation)).unwrap();
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        w.capture(text.as_bytes(), "stdout").unwrap();
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 3, "{files:?}");
+        for f in &files {
+            assert!(std::fs::metadata(f).unwrap().len() <= 2000, "{f:?}");
+        }
+        // The newest lines are kept, in order across the files.
+        let mut all = Vec::new();
+        for f in [rotated(&p, 2), rotated(&p, 1), p.clone()] {
+            all.extend(read_from(&f, 0).unwrap().0);
+        }
+        assert_eq!(all.last().unwrap().log, "line 999\n");
+        let nums: Vec<u32> = all
+            .iter()
+            .map(|e| e.log.trim().trim_start_matches("line ").parse().unwrap())
+            .collect();
+        assert!(nums.windows(2).all(|w| w[1] == w[0] + 1), "{nums:?}");
+        // One file: truncated in place, as docker's max-file=1.
+        let one = dir.path().join("one-json.log");
+        let w = Writer::open(
+            &one,
+            Some(Rotation {
+                max_size: 500,
+                max_file: 1,
+            }),
+        )
+        .unwrap();
+        w.capture(text.as_bytes(), "stdout").unwrap();
+        assert!(std::fs::metadata(&one).unwrap().len() <= 500);
+        assert!(!rotated(&one, 1).exists());
+    }
+
+    #[test]
     fn lines_in_docker_json_file_form() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c-json.log");
-        let w = Writer::open(&p).unwrap();
+        let w = Writer::open(&p, None).unwrap();
         let long = "x".repeat(MAX_LINE + 10);
         let input = format!("one\ntwo\n{long}\nno newline");
         w.capture(input.as_bytes(), "stdout").unwrap();

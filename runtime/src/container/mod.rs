@@ -98,6 +98,8 @@ pub struct RunOptions {
     pub id: Option<String>,
     /// Told the container's id once its process runs (`kiln run -d` returns then).
     pub started: Option<std::sync::mpsc::Sender<String>>,
+    /// `--log-opt max-size=,max-file=` of a detached container's log.
+    pub log_rotation: Option<logs::Rotation>,
 }
 
 /// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -264,12 +266,15 @@ pub fn new_id() -> String {
 
 /// Runs `opts.image` in the foreground with the given stdio; returns the exit code (a signal
 /// as 128 + its number). The container's directories are removed afterwards. `warn` hears
-/// what could not be applied (a limit the kernel refuses) and did not stop the run.
+/// what could not be applied (a limit the kernel refuses) and did not stop the run; `ended`
+/// is called once the container's processes are gone and before its end is recorded (a
+/// monitor finishes its log there, so `kiln wait` then `kiln logs` sees all of it).
 pub fn run(
     store: &Store,
     opts: &RunOptions,
     stdio: (Stdio, Stdio, Stdio),
     warn: &dyn Fn(&str),
+    ended: &dyn Fn(),
 ) -> Result<i32, ContainerError> {
     // Held from finding the image until the container has said which unpacked layers it uses:
     // `kiln cache prune` (exclusive) then either ran before, and they are unpacked again here,
@@ -443,6 +448,7 @@ pub fn run(
         overlay::finish(ov, &rootfs)?;
         Ok(code)
     })();
+    ended();
     if opts.remove {
         remove_dir(&dir);
         store.remove_container(&id)?;
