@@ -475,3 +475,75 @@ fn log_rotation_bounds_the_disk() {
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("max-file needs max-size"), "{err}");
 }
+
+#[test]
+fn health_checks_run_in_the_container() {
+    if !common::can_sandbox("health_checks_run_in_the_container") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nHEALTHCHECK --interval=200ms --timeout=2s --retries=2 CMD test -f /tmp/ok && echo fine\n",
+    );
+    let (code, _, err) = kiln(
+        r,
+        &["build", "-q", "-t", "checked", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Healthy once the file the check looks for is there.
+    detached(
+        r,
+        &[
+            "--name",
+            "good",
+            "checked",
+            "sh",
+            "-c",
+            "sleep 1; touch /tmp/ok; sleep 60",
+        ],
+    );
+    // Never healthy: unhealthy after two failures.
+    detached(r, &["--name", "bad", "checked", "sleep", "60"]);
+    let status = |name: &str| -> serde_json::Value {
+        let (_, out, _) = kiln(r, &["inspect", name]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v[0]["State"]["Health"].clone()
+    };
+    assert!(
+        ps_line(r, "good").contains("(health: starting)"),
+        "{}",
+        ps_line(r, "good")
+    );
+    let t0 = std::time::Instant::now();
+    while status("good")["Status"] != "healthy" || status("bad")["Status"] != "unhealthy" {
+        assert!(
+            t0.elapsed().as_secs() < 30,
+            "good {} bad {}",
+            status("good"),
+            status("bad")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        ps_line(r, "good").contains("(healthy)"),
+        "{}",
+        ps_line(r, "good")
+    );
+    assert!(
+        ps_line(r, "bad").contains("(unhealthy)"),
+        "{}",
+        ps_line(r, "bad")
+    );
+    let good = status("good");
+    let last = good["Log"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["ExitCode"].as_i64(), last["Output"].as_str()),
+        (Some(0), Some("fine\n"))
+    );
+    assert_eq!(
+        status("bad")["FailingStreak"].as_u64().map(|n| n >= 2),
+        Some(true)
+    );
+    kiln(r, &["rm", "-f", "good", "bad"]);
+}

@@ -67,7 +67,20 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         list.truncate(n);
     }
     let status_of = |c: &kiln_runtime::store::Container| match c.state() {
-        ContainerState::Running => format!("Up {}", human_duration(now - c.created)),
+        ContainerState::Running => {
+            // docker's suffix for a container with a health check.
+            let health = store
+                .container_health(&c.id)
+                .ok()
+                .flatten()
+                .and_then(|h| h["Status"].as_str().map(str::to_string));
+            let suffix = match health.as_deref() {
+                Some("starting") => " (health: starting)".to_string(),
+                Some(h) => format!(" ({h})"),
+                None => String::new(),
+            };
+            format!("Up {}{suffix}", human_duration(now - c.created))
+        }
         ContainerState::Exited(code) => format!(
             "Exited ({code}) {} ago",
             human_duration(now - c.finished.unwrap_or(c.created))
@@ -360,6 +373,7 @@ pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
         env: args.env,
         user: args.user,
         workdir: args.workdir,
+        timeout: None,
     };
     let stdio = (
         std::process::Stdio::inherit(),

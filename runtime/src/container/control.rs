@@ -153,6 +153,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         .and_then(|m| store.image(&m).ok())
         .map(|(_, _, config)| config.to_string())
         .unwrap_or_default();
+    let health = store.container_health(&c.id)?;
     let mut words = c.command.split_whitespace().map(str::to_string);
     let path = words.next().unwrap_or_default();
     let args: Vec<String> = words.collect();
@@ -173,6 +174,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
             "Error": "",
             "StartedAt": time(Some(c.created)),
             "FinishedAt": time(c.finished),
+            "Health": health,
         },
         "Image": image_id,
         "Name": format!("/{}", c.name),

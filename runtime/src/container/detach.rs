@@ -2,7 +2,8 @@
 //! itself again as the container's monitor (conmon's role), in a session of its own with no
 //! terminal. The monitor runs the container as a foreground `kiln run` does (it is the parent
 //! of the container's process 1, which dies with it), with the output captured into the
-//! container's log ([`super::logs`]), and records how the container ends. The first command
+//! container's log ([`super::logs`]), runs the image's HEALTHCHECK ([`super::health`]), and
+//! records how the container ends. The first command
 //! waits on the monitor's stdout for `started ID` (the process runs) or `error CODE MESSAGE`
 //! (it could not start), then returns, as `docker run -d` does.
 
@@ -122,10 +123,16 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     opts.id = Some(id);
     opts.started = Some(tx);
-    let reporter = std::thread::spawn(move || match rx.recv() {
-        Ok(id) => say(format!("started {id}")),
-        Err(_) => false,
-    });
+    // The image's HEALTHCHECK, run by this monitor while the container runs.
+    let check = store
+        .resolve(&opts.image)
+        .ok()
+        .flatten()
+        .and_then(|m| store.image(&m).ok())
+        .and_then(|(_, config, _)| config.config.healthcheck)
+        .and_then(|h| super::health::check_of(&h));
+    let told = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
     let capture = |r: std::io::PipeReader, stream: &'static str| {
         let w = writer.clone();
         std::thread::spawn(move || w.capture(r, stream))
@@ -134,22 +141,40 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     // is recorded: whoever waits for the end finds the whole log.
     let captures = std::sync::Mutex::new(vec![capture(out_r, "stdout"), capture(err_r, "stderr")]);
     let drain = || {
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
         for t in captures.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = t.join();
         }
     };
-    let result = super::run(
-        store,
-        opts,
-        (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
-        &|_| {},
-        &drain,
-    );
-    // The last sender: the reporter ends, told or not.
-    opts.started = None;
-    let told = reporter.join().unwrap_or(false);
+    let result = std::thread::scope(|s| {
+        // Tells the waiting command once the container runs, then watches its health.
+        let (told, done, check) = (&told, &done, &check);
+        s.spawn(move || {
+            let Ok(id) = rx.recv() else { return };
+            told.store(
+                say(format!("started {id}")),
+                std::sync::atomic::Ordering::SeqCst,
+            );
+            if let Some(check) = check {
+                super::health::watch(store, &id, check, &|| {
+                    done.load(std::sync::atomic::Ordering::SeqCst)
+                });
+            }
+        });
+        let result = super::run(
+            store,
+            opts,
+            (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
+            &|_| {},
+            &drain,
+        );
+        // The last sender: the reporter ends, told or not.
+        opts.started = None;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        result
+    });
     if let Err(e) = &result {
-        if !told {
+        if !told.load(std::sync::atomic::Ordering::SeqCst) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "error {} {e}", e.exit_code());
         }

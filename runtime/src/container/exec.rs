@@ -20,6 +20,8 @@ pub struct ExecOptions {
     pub env: Vec<String>,
     pub user: Option<String>,
     pub workdir: Option<String>,
+    /// Killed when it runs longer.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The environment of process `pid` (`/proc/PID/environ`).
@@ -128,6 +130,7 @@ pub fn exec(
         uid,
         gid,
         groups,
+        timeout: opts.timeout,
     };
     let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr)?;
     Ok(process::exit_code(status))

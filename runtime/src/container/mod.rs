@@ -5,6 +5,7 @@
 pub mod control;
 pub mod detach;
 pub mod exec;
+pub mod health;
 pub mod logs;
 pub mod user;
 

@@ -37,6 +37,8 @@ pub struct ExecSpec {
     pub uid: u32,
     pub gid: u32,
     pub groups: Vec<u32>,
+    /// Killed (SIGKILL) when it runs longer (a health check's timeout).
+    pub timeout: Option<std::time::Duration>,
 }
 
 fn setup_err(step: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
@@ -182,12 +184,26 @@ pub fn exec(
                 let errno = Errno::from_raw_os_error(e.raw_os_error().unwrap_or(0));
                 (format!("exec {program}"), errno)
             })?;
-            child.wait().map_err(|e| {
+            let wait_err = |e: std::io::Error| {
                 (
                     "wait".to_string(),
                     Errno::from_raw_os_error(e.raw_os_error().unwrap_or(0)),
                 )
-            })
+            };
+            if let Some(limit) = spec.timeout {
+                let t0 = std::time::Instant::now();
+                loop {
+                    if let Some(status) = child.try_wait().map_err(wait_err)? {
+                        return Ok(status);
+                    }
+                    if t0.elapsed() >= limit {
+                        let _ = child.kill();
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+            child.wait().map_err(wait_err)
         })
         .join()
     });

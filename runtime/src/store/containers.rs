@@ -19,10 +19,11 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Columns added since the table was first made (an error that one exists is expected).
-pub(super) const ADDED_COLUMNS: [&str; 3] = [
+pub(super) const ADDED_COLUMNS: [&str; 4] = [
     "ALTER TABLE containers ADD COLUMN pid_start INTEGER",
     "ALTER TABLE containers ADD COLUMN init_pid INTEGER",
     "ALTER TABLE containers ADD COLUMN init_start INTEGER",
+    "ALTER TABLE containers ADD COLUMN health TEXT",
 ];
 
 /// One container.
@@ -160,6 +161,36 @@ impl Store {
             }
             Err(e) => Err(self.db_err()(e)),
         }
+    }
+
+    /// Records the health of container `id` (docker's `State.Health` as JSON: Status,
+    /// FailingStreak, Log).
+    pub fn set_container_health(
+        &self,
+        id: &str,
+        health: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET health = ?2 WHERE id = ?1",
+                rusqlite::params![id, health.to_string()],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The health of container `id`, when it has a health check.
+    pub fn container_health(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT health FROM containers WHERE id = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([id]).map_err(self.db_err())?;
+        let Some(r) = rows.next().map_err(self.db_err())? else {
+            return Ok(None);
+        };
+        let text: Option<String> = r.get(0).map_err(self.db_err())?;
+        Ok(text.and_then(|t| serde_json::from_str(&t).ok()))
     }
 
     /// Forgets container `id` (its directory is the caller's to remove first).
