@@ -9,8 +9,8 @@
 #   bash bench/same-as-buildkit.sh 012-copy-chown     # some cases
 #
 # A case is a folder: Dockerfile; context/ (optional; the build context, else an empty one);
-# setup.sh (optional; run in a copy of the case to make what git cannot hold: fifos, sockets,
-# xattrs, hard links, non-UTF-8 names); args (optional; build flags, one per line). A case
+# setup.sh (optional; run in a copy of the case, with $COMPAT naming testdata/compat, to make
+# what git cannot hold: fifos, sockets, xattrs, hard links, non-UTF-8 names, archives); args (optional; build flags, one per line). A case
 # BuildKit refuses is recorded as {"fails": true}: kiln must refuse it too.
 # Both builders start from the same base: kiln's bundled busybox, loaded into docker.
 set -euo pipefail
@@ -46,7 +46,7 @@ build() { # CASEDIR OUTDIR -> fs.tar, image.json in OUTDIR; non-zero when the bu
   local c=$1 out=$2 ctx args=()
   rm -rf "$out" && mkdir -p "$out/case" && cp -a "$c/." "$out/case/"
   ctx=$out/case/context; mkdir -p "$ctx"
-  if [ -f "$out/case/setup.sh" ]; then (cd "$out/case" && sh setup.sh); fi
+  if [ -f "$out/case/setup.sh" ]; then (cd "$out/case" && COMPAT=$REPO/testdata/compat sh setup.sh); fi
   if [ -f "$out/case/args" ]; then mapfile -t args < "$out/case/args"; fi
   "$DOCKER" build -q "${args[@]}" -f "$out/case/Dockerfile" -o "type=tar,dest=$out/fs.tar" "$ctx" \
     >"$out/log" 2>&1 || return 1
