@@ -37,7 +37,10 @@ fn prepare(case: &Path, work: &Path) -> (PathBuf, PathBuf, Vec<String>) {
         let out = Command::new("sh")
             .arg("setup.sh")
             .current_dir(work)
-            .env("COMPAT", concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/compat"))
+            .env(
+                "COMPAT",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/compat"),
+            )
             .output()
             .unwrap();
         assert!(
