@@ -545,5 +545,45 @@ fn health_checks_run_in_the_container() {
         status("bad")["FailingStreak"].as_u64().map(|n| n >= 2),
         Some(true)
     );
-    kiln(r, &["rm", "-f", "good", "bad"]);
+    // run's --health-* options over the image's; --no-healthcheck turns it off.
+    detached(
+        r,
+        &[
+            "--name",
+            "own",
+            "--health-cmd",
+            "echo mine",
+            "--health-interval",
+            "200ms",
+            "checked",
+            "sleep",
+            "60",
+        ],
+    );
+    detached(
+        r,
+        &[
+            "--name",
+            "none",
+            "--no-healthcheck",
+            "checked",
+            "sleep",
+            "60",
+        ],
+    );
+    let t0 = std::time::Instant::now();
+    while status("own")["Status"] != "healthy" {
+        assert!(t0.elapsed().as_secs() < 30, "{}", status("own"));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let own = status("own");
+    assert_eq!(own["Log"].as_array().unwrap()[0]["Output"], "mine\n");
+    assert!(status("none").is_null(), "{}", status("none"));
+    assert!(!ps_line(r, "none").contains("health"));
+    let (code, _, err) = kiln(
+        r,
+        &["run", "-d", "--health-interval", "soon", "checked", "true"],
+    );
+    assert_eq!(code, 125, "{err}");
+    kiln(r, &["rm", "-f", "good", "bad", "own", "none"]);
 }

@@ -63,6 +63,24 @@ pub struct Args {
     /// log (`kiln logs`).
     #[arg(short = 'd', long = "detach")]
     pub detach: bool,
+    /// A health check command (run by `/bin/sh -c` in the container), over the image's.
+    #[arg(long = "health-cmd", value_name = "CMD")]
+    pub health_cmd: Option<String>,
+    /// Time between health checks (`30s`, `1m`).
+    #[arg(long = "health-interval", value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Longest a health check may run.
+    #[arg(long = "health-timeout", value_name = "DURATION")]
+    pub health_timeout: Option<String>,
+    /// Failures in a row that make the container unhealthy.
+    #[arg(long = "health-retries", value_name = "N")]
+    pub health_retries: Option<i64>,
+    /// Time after the start during which failures do not count.
+    #[arg(long = "health-start-period", value_name = "DURATION")]
+    pub health_start_period: Option<String>,
+    /// Run no health check, whatever the image says.
+    #[arg(long = "no-healthcheck")]
+    pub no_healthcheck: bool,
     /// Log options of a detached container, as docker's json-file driver: `max-size=10m`
     /// (rotate past it), `max-file=3` (files kept, the current one included; default 1).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
@@ -80,6 +98,7 @@ pub struct Args {
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    let health_override = health(&args)?;
     let store = super::store::open(root)?;
     let network = match args.network.as_str() {
         "host" | "default" => Network::Host,
@@ -129,6 +148,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         id: None,
         started: None,
         log_rotation: log_rotation(&args.log_opt)?,
+        health: health_override,
     };
     // Every option is checked (above) before the monitor starts: a bad one is reported here.
     if detach_now {
@@ -201,4 +221,37 @@ fn log_rotation(
         (None, Some(_)) => bail!("--log-opt max-file needs max-size"),
         (None, None) => Ok(None),
     }
+}
+
+/// `--health-*` and `--no-healthcheck` as one override of the image's HEALTHCHECK.
+fn health(args: &Args) -> anyhow::Result<Option<kiln_runtime::oci::Healthcheck>> {
+    let dur = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        v.as_deref()
+            .map(|s| {
+                kiln_parser::instruction::values::parse_go_duration(s)
+                    .filter(|n| *n >= 0)
+                    .and_then(|n| i64::try_from(n).ok())
+                    .ok_or_else(|| anyhow::anyhow!("--{flag} {s}: expected a duration such as 30s"))
+            })
+            .transpose()
+    };
+    let over = kiln_runtime::oci::Healthcheck {
+        test: args
+            .health_cmd
+            .iter()
+            .flat_map(|c| ["CMD-SHELL".to_string(), c.clone()])
+            .collect(),
+        interval: dur("health-interval", &args.health_interval)?,
+        timeout: dur("health-timeout", &args.health_timeout)?,
+        start_period: dur("health-start-period", &args.health_start_period)?,
+        start_interval: None,
+        retries: args.health_retries,
+    };
+    if args.no_healthcheck {
+        if over != kiln_runtime::oci::Healthcheck::default() {
+            bail!("--no-healthcheck conflicts with the --health-* options");
+        }
+        return Ok(Some(over));
+    }
+    Ok((over != kiln_runtime::oci::Healthcheck::default()).then_some(over))
 }

@@ -124,12 +124,13 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     opts.id = Some(id);
     opts.started = Some(tx);
     // The image's HEALTHCHECK, run by this monitor while the container runs.
-    let check = store
+    let image_check = store
         .resolve(&opts.image)
         .ok()
         .flatten()
         .and_then(|m| store.image(&m).ok())
-        .and_then(|(_, config, _)| config.config.healthcheck)
+        .and_then(|(_, config, _)| config.config.healthcheck);
+    let check = super::health::merged(image_check, opts.health.clone())
         .and_then(|h| super::health::check_of(&h));
     let told = std::sync::atomic::AtomicBool::new(false);
     let done = std::sync::atomic::AtomicBool::new(false);

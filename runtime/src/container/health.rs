@@ -49,6 +49,28 @@ pub fn check_of(h: &oci::Healthcheck) -> Option<Check> {
     })
 }
 
+/// The image's check with `run`'s `--health-*` options over it, field by field, as docker
+/// merges them; an override with an empty test and nothing else (`--no-healthcheck`) turns it
+/// off.
+pub fn merged(
+    image: Option<oci::Healthcheck>,
+    over: Option<oci::Healthcheck>,
+) -> Option<oci::Healthcheck> {
+    let Some(o) = over else { return image };
+    if o == oci::Healthcheck::default() {
+        return None;
+    }
+    let base = image.unwrap_or_default();
+    Some(oci::Healthcheck {
+        test: if o.test.is_empty() { base.test } else { o.test },
+        interval: o.interval.or(base.interval),
+        timeout: o.timeout.or(base.timeout),
+        start_period: o.start_period.or(base.start_period),
+        start_interval: o.start_interval.or(base.start_interval),
+        retries: o.retries.or(base.retries),
+    })
+}
+
 fn now_text() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -161,5 +183,16 @@ mod tests {
         assert_eq!(check_of(&h(&["CMD", "true"])).unwrap().argv, ["true"]);
         assert_eq!(check_of(&h(&["NONE"])), None);
         assert_eq!(check_of(&h(&[])), None);
+        // --health-interval over the image's test; --no-healthcheck turns it off.
+        let over = oci::Healthcheck {
+            interval: Some(1_000_000_000),
+            ..Default::default()
+        };
+        let m = merged(Some(h(&["CMD", "true"])), Some(over)).unwrap();
+        assert_eq!((m.test.len(), m.interval), (2, Some(1_000_000_000)));
+        assert_eq!(
+            merged(Some(h(&["CMD", "true"])), Some(oci::Healthcheck::default())),
+            None
+        );
     }
 }

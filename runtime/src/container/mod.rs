@@ -101,6 +101,9 @@ pub struct RunOptions {
     pub started: Option<std::sync::mpsc::Sender<String>>,
     /// `--log-opt max-size=,max-file=` of a detached container's log.
     pub log_rotation: Option<logs::Rotation>,
+    /// `--health-cmd` and friends over the image's HEALTHCHECK (`Some` with an empty test:
+    /// `--no-healthcheck`).
+    pub health: Option<crate::oci::Healthcheck>,
 }
 
 /// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
