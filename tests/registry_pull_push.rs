@@ -988,7 +988,7 @@ fn transfers_that_break_off_are_retried() {
     // 300 kB have come back (the base's layer is about 1 MB: cut mid-blob).
     let port = common::registry::free_port();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/flaky_proxy.py");
-    let proxy = common::registry::Reaped(Some(
+    let proxy = common::registry::Reaped::listening(
         Command::new("python3")
             .arg(script)
             .args([
@@ -998,15 +998,10 @@ fn transfers_that_break_off_are_retried() {
                 "2".into(),
             ])
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed().as_secs() < 20, "the proxy did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+            .stderr(std::process::Stdio::null()),
+        port,
+        "the proxy",
+    );
     let root = tempfile::tempdir().unwrap();
     let out = env.ok(
         root.path(),
@@ -1033,7 +1028,7 @@ fn server_errors_are_retried_and_rate_limits_reported() {
     }
     // A registry that answers 503 twice, then 429 with a Retry-After; it prints each request.
     let port = common::registry::free_port();
-    let server = common::registry::Reaped(Some(
+    let server = common::registry::Reaped::listening(
         Command::new("python3")
             .arg("-c")
             .arg(
@@ -1058,15 +1053,10 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
             )
             .arg(port.to_string())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    ));
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed().as_secs() < 20, "the server did not start");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+            .stderr(std::process::Stdio::null()),
+        port,
+        "the server",
+    );
     let env = Env::plain();
     let root = tempfile::tempdir().unwrap();
     let (code, _, err) = env.kiln(root.path(), &["pull", &format!("127.0.0.1:{port}/app:1")]);

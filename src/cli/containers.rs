@@ -89,11 +89,6 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     };
     if args.format == "json" {
         for c in &list {
-            let state = match c.state() {
-                ContainerState::Running => "running",
-                ContainerState::Exited(_) => "exited",
-                ContainerState::Dead => "dead",
-            };
             let v = serde_json::json!({
                 "ID": &c.id[..12.min(c.id.len())],
                 "Image": c.image,
@@ -101,7 +96,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 "CreatedAt": kiln_runtime::timefmt::rfc3339(c.created),
                 "RunningFor": format!("{} ago", human_duration(now - c.created)),
                 "Status": status_of(c),
-                "State": state,
+                "State": c.state().name(),
                 "Names": c.name,
             });
             println!("{v}");

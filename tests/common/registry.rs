@@ -42,6 +42,18 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// A self-signed certificate for `subject` and its key (`openssl req -x509`).
+fn self_signed(subject: &str, key: &Path, cert: &Path) {
+    run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", subject,
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert));
+}
+
 /// A CA and a server certificate it signed for 127.0.0.1 and localhost.
 #[derive(Debug)]
 pub struct Tls {
@@ -53,22 +65,7 @@ impl Tls {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let p = |n: &str| d.join(n);
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kiln test CA",
-                "-keyout",
-            ])
-            .arg(p("ca.key"))
-            .arg("-out")
-            .arg(p("ca.crt")));
+        self_signed("/CN=kiln test CA", &p("ca.key"), &p("ca.crt"));
         std::fs::write(
             p("san.ext"),
             "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
@@ -222,7 +219,8 @@ impl Drop for Registry {
 #[derive(Debug)]
 pub struct TokenServer {
     pub port: u16,
-    child: Child,
+    /// Killed when the server is dropped.
+    _child: Reaped,
     /// Its signing certificate, which the registry trusts.
     pub cert: PathBuf,
     pub dir: tempfile::TempDir,
@@ -233,22 +231,7 @@ impl TokenServer {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("token.key");
         let cert = dir.path().join("token.crt");
-        run(Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=kiln token issuer",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert));
+        self_signed("/CN=kiln token issuer", &key, &cert);
         let port = free_port();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/token_server.py");
         let mut child = Command::new("python3")
@@ -264,7 +247,7 @@ impl TokenServer {
         wait_listening(port, &mut child, "the token server");
         TokenServer {
             port,
-            child,
+            _child: Reaped(Some(child)),
             cert,
             dir,
         }
@@ -272,13 +255,6 @@ impl TokenServer {
 
     pub fn realm(&self) -> String {
         format!("http://127.0.0.1:{}/token", self.port)
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -295,6 +271,13 @@ pub fn isolated(cmd: &mut Command, docker_config: &Path, settings: &Path) {
 pub struct Reaped(pub Option<Child>);
 
 impl Reaped {
+    /// Starts `cmd` and waits until it listens on `port` of 127.0.0.1.
+    pub fn listening(cmd: &mut Command, port: u16, what: &str) -> Reaped {
+        let mut child = cmd.spawn().unwrap();
+        wait_listening(port, &mut child, what);
+        Reaped(Some(child))
+    }
+
     /// Kills it and returns what it printed.
     pub fn finish(mut self) -> std::process::Output {
         let mut child = self.0.take().unwrap();

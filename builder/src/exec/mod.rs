@@ -287,6 +287,9 @@ pub(crate) struct StageState {
     /// Every ARG this stage (and the stage it is built on) declared, in order, repeats
     /// included: BuildKit's `buildArgs`, which prefix a RUN's history (`|2 A=1 B= ...`).
     pub arg_order: Vec<String>,
+    /// Metadata history entries whose time is still to be looked up (index in the history, the
+    /// step's key): [`Ctx::resolve_times`] asks the store for all of them at once.
+    pending_times: Vec<(usize, String)>,
 }
 
 impl StageState {
@@ -324,6 +327,7 @@ impl StageState {
             env_index: BTreeMap::new(),
             state_env: BTreeMap::new(),
             arg_order: Vec::new(),
+            pending_times: Vec::new(),
         }
     }
 
@@ -862,6 +866,7 @@ fn run_stage(
         let name = format!("[{label} {}/{total}] {}", n + 2, short(&ins.text));
         step(ctx, &mut st, &inherited, s, ins, &name, done)?;
     }
+    ctx.resolve_times(&mut st)?;
     Ok(st)
 }
 
@@ -976,26 +981,42 @@ impl Ctx<'_> {
             .unwrap_or_else(|| fsutil::rfc3339(self.now))
     }
 
-    /// The time a metadata step ran: when this step, after what came before it, first ran in
-    /// this store (so a rebuild repeats it, and the digest with it), or `SOURCE_DATE_EPOCH`.
-    fn step_created(&self, st: &StageState, created_by: &str) -> String {
-        if let Some(e) = self.opts.source_date_epoch {
-            return fsutil::rfc3339(e);
+    /// Gives the metadata entries of `st`'s history their times: when each step, after what
+    /// came before it, first ran in this store (so a rebuild repeats them, and the digest with
+    /// them), asked of the store in one transaction.
+    fn resolve_times(&self, st: &mut StageState) -> Result<(), BuildError> {
+        let pending = std::mem::take(&mut st.pending_times);
+        if pending.is_empty() {
+            return Ok(());
         }
-        let key = format!("{}\n{}\n{created_by}", st.key, st.config.history.len());
-        let time = if self.opts.dry_run {
-            self.now
+        let times = if self.opts.dry_run {
+            vec![self.now; pending.len()]
         } else {
-            self.store
-                .step_time(&Digest::of(key.as_bytes()).to_string(), self.now)
-                .unwrap_or(self.now)
+            let keys: Vec<String> = pending.iter().map(|(_, k)| k.clone()).collect();
+            self.store.step_times(&keys, self.now)?
         };
-        fsutil::rfc3339(time)
+        for ((i, _), t) in pending.iter().zip(times) {
+            if let Some(h) = st.config.history.get_mut(*i) {
+                h.created = Some(fsutil::rfc3339(t));
+            }
+        }
+        Ok(())
     }
 
     fn history(&self, st: &mut StageState, created_by: String, empty_layer: bool) {
+        // `SOURCE_DATE_EPOCH` is every step's time; else the time is looked up with the
+        // stage's others when it ends ([`Ctx::resolve_times`]).
+        let created = match self.opts.source_date_epoch {
+            Some(e) => Some(fsutil::rfc3339(e)),
+            None => {
+                let key = format!("{}\n{}\n{created_by}", st.key, st.config.history.len());
+                let key = Digest::of(key.as_bytes()).to_string();
+                st.pending_times.push((st.config.history.len(), key));
+                None
+            }
+        };
         st.config.history.push(History {
-            created: Some(self.step_created(st, &created_by)),
+            created,
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer,

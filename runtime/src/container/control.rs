@@ -141,10 +141,10 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         ContainerState::Running => store.container_init(&c.id)?,
         _ => None,
     };
-    let (status, code) = match state {
-        ContainerState::Running => ("running", 0),
-        ContainerState::Exited(code) => ("exited", code),
-        ContainerState::Dead => ("dead", -1),
+    let code = match state {
+        ContainerState::Running => 0,
+        ContainerState::Exited(code) => code,
+        ContainerState::Dead => -1,
     };
     let image_id = store
         .resolve(&c.image)
@@ -163,7 +163,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         "Path": path,
         "Args": args,
         "State": {
-            "Status": status,
+            "Status": state.name(),
             "Running": state == ContainerState::Running,
             "Paused": false,
             "Restarting": false,
@@ -190,14 +190,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
 /// substring), `id` (a prefix), `ancestor` (the image as named)); `None` for an unknown key.
 pub fn ps_filter(c: &Container, key: &str, value: &str) -> Option<bool> {
     Some(match key {
-        "status" => {
-            let status = match c.state() {
-                ContainerState::Running => "running",
-                ContainerState::Exited(_) => "exited",
-                ContainerState::Dead => "dead",
-            };
-            status == value
-        }
+        "status" => c.state().name() == value,
         "name" => c.name.contains(value),
         "id" => c.id.starts_with(value),
         "ancestor" => {

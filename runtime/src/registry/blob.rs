@@ -18,7 +18,10 @@ use crate::{
     digest::Digest,
     layer::view::RawEntry,
     oci::Descriptor,
-    store::{Store, integrity::Compression},
+    store::{
+        Store,
+        integrity::{Compression, check_magic},
+    },
 };
 
 /// What is known of a layer before it arrives, to check and unpack it on the way in.
@@ -317,18 +320,4 @@ fn stream(
         }
     };
     Ok(Some((blob, Digest::from_sha256(sha), diff)))
-}
-
-/// The content's first bytes are what its media type says (as the store's integrity check
-/// says it of a loaded layer).
-fn check_magic(compression: Compression, head: &[u8]) -> Result<(), &'static str> {
-    let gzip = head == [0x1f, 0x8b];
-    match compression {
-        Compression::None if gzip => Err("the media type says uncompressed, the content is gzip"),
-        Compression::Gzip if !gzip => Err("the media type says gzip, the content is not gzip"),
-        Compression::Zstd if head != [0x28, 0xb5] => {
-            Err("the media type says zstd, the content is not zstd")
-        }
-        _ => Ok(()),
-    }
 }

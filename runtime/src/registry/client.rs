@@ -290,22 +290,20 @@ impl Client {
         ))
     }
 
-    /// A token for `scopes`, from the cache or the realm.
-    fn token(&self, scopes: &[String], fresh: bool) -> Result<Option<String>, RegistryError> {
-        let challenge = self
-            .challenge
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Challenge::Bearer { realm, service } = challenge else {
-            return Ok(None);
-        };
+    /// A token for `scopes` from the Bearer challenge's realm (for `service`), cached until it
+    /// expires unless `fresh`.
+    fn token(
+        &self,
+        (realm, service): (String, Option<String>),
+        scopes: &[String],
+        fresh: bool,
+    ) -> Result<String, RegistryError> {
         let key = scopes.join(" ");
         if !fresh {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(t) = tokens.get(&key) {
                 if t.until > std::time::Instant::now() {
-                    return Ok(Some(t.value.clone()));
+                    return Ok(t.value.clone());
                 }
             }
         }
@@ -371,7 +369,7 @@ impl Client {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(key, token);
-        Ok(Some(value))
+        Ok(value)
     }
 
     /// The `Authorization` header for `scopes`, per the registry's challenge.
@@ -388,7 +386,10 @@ impl Client {
         Ok(match challenge {
             Challenge::None => None,
             Challenge::Basic => self.basic_header(),
-            Challenge::Bearer { .. } => self.token(scopes, fresh)?.map(|t| format!("Bearer {t}")),
+            Challenge::Bearer { realm, service } => Some(format!(
+                "Bearer {}",
+                self.token((realm, service), scopes, fresh)?
+            )),
         })
     }
 

@@ -51,6 +51,18 @@ pub enum State {
     Dead,
 }
 
+impl State {
+    /// docker's word for it (`State.Status`, `ps --filter status=`): `running`, `exited`,
+    /// `dead`.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Exited(_) => "exited",
+            State::Dead => "dead",
+        }
+    }
+}
+
 impl Container {
     pub fn state(&self) -> State {
         match (self.exit_code, self.pid) {

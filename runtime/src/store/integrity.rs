@@ -57,6 +57,20 @@ pub(crate) fn layer_compression(media_type: &str) -> Result<Compression, String>
     }
 }
 
+/// The content's first bytes (two or more) are what its media type says: gzip's magic for
+/// gzip, zstd's for zstd, neither for an uncompressed layer. For a loaded layer and for one
+/// arriving from a registry alike.
+pub(crate) fn check_magic(compression: Compression, head: &[u8]) -> Result<(), &'static str> {
+    let gzip = head.starts_with(&[0x1f, 0x8b]);
+    let zstd = head.len() >= 2 && crate::layer::view::ZSTD_MAGIC.starts_with(head);
+    match compression {
+        Compression::None if gzip => Err("the media type says uncompressed, the content is gzip"),
+        Compression::Gzip if !gzip => Err("the media type says gzip, the content is not gzip"),
+        Compression::Zstd if !zstd => Err("the media type says zstd, the content is not zstd"),
+        _ => Ok(()),
+    }
+}
+
 /// Hashes everything `r` yields.
 pub(crate) fn sha256_of(mut r: impl Read) -> std::io::Result<Digest> {
     let mut h = Sha256::new();
@@ -157,25 +171,15 @@ impl Store {
         let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
         let mut magic = [0u8; 4];
         let n = f.read(&mut magic).map_err(|e| e.to_string())?;
-        let gzip = n >= 2 && magic[..2] == [0x1f, 0x8b];
-        let zstd = n == 4 && magic == crate::layer::view::ZSTD_MAGIC;
+        check_magic(compression, &magic[..n])?;
         let actual = match compression {
-            Compression::None if gzip => {
-                return Err("the media type says uncompressed, the content is gzip".into());
-            }
             // The blob's digest, which the store checked when it was written.
             Compression::None => digest.clone(),
-            Compression::Gzip if !gzip => {
-                return Err("the media type says gzip, the content is not gzip".into());
-            }
             Compression::Gzip => {
                 let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                 // Every member, as unpacking reads it (`layer::view::open_layer`) and Go's gzip does.
                 let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
                 sha256_of(gz).map_err(|e| format!("the gzip stream is damaged: {e}"))?
-            }
-            Compression::Zstd if !zstd => {
-                return Err("the media type says zstd, the content is not zstd".into());
             }
             Compression::Zstd => {
                 let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
