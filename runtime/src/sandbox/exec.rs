@@ -1,7 +1,7 @@
 //! `kiln exec`: a process started inside a running container. It joins the namespaces of the
 //! container's process 1 (entered through a pidfd, so never those of another process that got
 //! its pid), its cgroups, and takes exactly the identity a container's process 1 takes
-//! ([`super::process::take_identity`]): no descriptor of kiln's, the working directory
+//! ([`super::identity::take_identity`]): no descriptor of kiln's, the working directory
 //! resolved inside the root, the seccomp filter, Docker's capabilities, then groups and ids.
 //!
 //! What it guards against, as runc does: the process is made non-dumpable before it enters the
@@ -153,7 +153,7 @@ pub fn exec(
             // Entering the mount namespace sets this process's root and working directory to
             // the container's root.
             rustix::thread::move_into_thread_name_spaces(fd, flags)?;
-            super::process::take_identity(
+            super::identity::take_identity(
                 &|_| {},
                 &cwd,
                 &filter,

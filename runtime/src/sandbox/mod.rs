@@ -1,15 +1,19 @@
 //! The namespace sandbox behind `RUN` and `kiln run`: the overlay root filesystem
-//! ([`overlay`]), the process in its namespaces ([`process`]), the mounts it gets besides its
+//! ([`overlay`]), the process in its namespaces ([`process`]: the parent's side; `child`, `identity` and `attach`: the child's phases between fork and exec; `signals`: `--sig-proxy`), the mounts it gets besides its
 //! root ([`mounts`], [`etc`]), resource limits and the device allow-list ([`cgroup`], [`devices`]), the system call filter ([`seccomp`]) and the ssh agent relay ([`agent`]).
 
 pub mod agent;
+mod attach;
 pub mod cgroup;
+mod child;
 pub mod copyroot;
 pub mod devices;
 pub mod etc;
 pub mod exec;
+mod identity;
 pub mod mounts;
 pub mod overlay;
 pub mod process;
 pub mod seccomp;
+mod signals;
 pub mod userns;

@@ -1,0 +1,329 @@
+//! The sandbox's process 1 between fork and exec, in its new namespaces: the cgroup, a session,
+//! private mounts, `pivot_root`, /proc, /dev, /sys, Docker's masks, the caller's mounts, the
+//! hostname; then [`super::identity::take_identity`]. Async-signal-safe throughout: raw system
+//! calls on data prepared before the fork ([`super::process::run`]).
+
+use std::ffi::CString;
+
+use rustix::{
+    fs::{CWD, FileType, Mode},
+    io::Errno,
+    mount::{MountFlags, MountPropagationFlags, UnmountFlags},
+    thread::{CapabilitySet, UnshareFlags},
+};
+
+use super::attach::{Attach, attach, attach_at};
+
+/// Docker's masked /proc paths (hidden behind /dev/null or an empty read-only tmpfs).
+const MASKED: [&std::ffi::CStr; 10] = [
+    c"/proc/asound",
+    c"/proc/acpi",
+    c"/proc/kcore",
+    c"/proc/keys",
+    c"/proc/latency_stats",
+    c"/proc/timer_list",
+    c"/proc/timer_stats",
+    c"/proc/sched_debug",
+    c"/proc/scsi",
+    c"/sys/firmware",
+];
+
+/// Docker's read-only /proc paths.
+const READ_ONLY: [&std::ffi::CStr; 5] = [
+    c"/proc/bus",
+    c"/proc/fs",
+    c"/proc/irq",
+    c"/proc/sys",
+    c"/proc/sysrq-trigger",
+];
+
+/// The steps, in order; the child reports each by its index.
+pub(super) const STEPS: [&str; 18] = [
+    "unshare namespaces",
+    "make mounts private",
+    "pivot_root",
+    "mount /proc",
+    "mount /dev",
+    "create /dev nodes",
+    "mount /sys",
+    "mask /proc paths",
+    "set hostname",
+    "working directory",
+    "drop capabilities",
+    "set groups",
+    "set user",
+    "exec",
+    "remount the root read-only or nodev",
+    "join the cgroup",
+    "install the seccomp filter",
+    "die with kiln",
+];
+
+/// A file for /dev/pipes: its path there and its content.
+pub(super) type Pipe = (CString, Vec<u8>);
+
+/// What the child sets up besides the basics, all prepared before the fork.
+pub(super) struct Extra<'a> {
+    pub(super) pipes: &'a [Pipe],
+    pub(super) mounts: &'a [Attach],
+    pub(super) read_only: bool,
+    /// The root is remounted `nodev` (no devices cgroup could be had).
+    pub(super) nodev: bool,
+    /// The bounding, permitted and effective capabilities.
+    pub(super) caps: CapabilitySet,
+    pub(super) cgroups: &'a [i32],
+    /// A pidfd of kiln itself (see [`child_setup`]).
+    pub(super) kiln: i32,
+    pub(super) filter: &'a [super::seccomp::Insn],
+    /// `/proc` split for [`open_creating`].
+    pub(super) proc_steps: &'a [(CString, CString)],
+    /// Rootless: the host's device nodes and /sys, bound instead of made (a user namespace
+    /// may neither create devices nor mount sysfs for the host's network).
+    pub(super) host: Option<(&'a [Attach], &'a Attach)>,
+}
+
+/// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn child_setup(
+    step: &dyn Fn(u8),
+    ns: UnshareFlags,
+    rootfs: &std::ffi::CStr,
+    cwd: &[(CString, CString)],
+    hostname: &[u8],
+    (uid, gid, groups): (u32, u32, &[rustix::fs::Gid]),
+    extra: Extra<'_>,
+) -> Result<(), Errno> {
+    let Extra {
+        pipes,
+        mounts,
+        read_only,
+        nodev,
+        caps,
+        cgroups,
+        kiln,
+        filter,
+        proc_steps,
+        host,
+    } = extra;
+    use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
+    step(17);
+    // First, so that kiln's death takes this process along from here on; then make sure kiln
+    // did not die before that (its pidfd turns readable when it exits). Without the check, a
+    // kiln killed during the fork would leave a container running with nobody to stop it.
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    let mut watch = [libc::pollfd {
+        fd: kiln,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    // SAFETY: poll(2) on one pollfd this frame owns, with no timeout; > 0: it is readable.
+    if unsafe { libc::poll(watch.as_mut_ptr(), 1, 0) } > 0 {
+        return Err(Errno::SRCH);
+    }
+    step(15);
+    for fd in cgroups {
+        // SAFETY: a descriptor opened before the fork, kept open by the spec during the spawn.
+        let procs = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+        // "0" is the writing process itself, so everything it starts is counted.
+        rustix::io::write(procs, b"0")?;
+    }
+    step(0);
+    // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln
+    // run) or dies and takes the sandbox with it (a build); never both at once.
+    rustix::process::setsid()?;
+    // SAFETY: no CLONE_FILES; this process is single-threaded after fork.
+    unsafe { rustix::thread::unshare_unsafe(ns) }?;
+    step(1);
+    // Private propagation first, so nothing mounted below reaches the host's mount table.
+    mount_change(
+        c"/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    )?;
+    step(3);
+    // /proc is made now, detached, and attached after the root switch: in a user namespace
+    // (rootless) the kernel only lets a proc filesystem be made while another one is fully
+    // visible in the mount namespace, which stops being true once the old root is detached.
+    // It belongs to this process's new pid namespace already.
+    let procfs = {
+        use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+        let fs = rustix::mount::fsopen(c"proc", FsOpenFlags::FSOPEN_CLOEXEC)?;
+        rustix::mount::fsconfig_create(&fs)?;
+        rustix::mount::fsmount(
+            &fs,
+            FsMountFlags::FSMOUNT_CLOEXEC,
+            MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC,
+        )?
+    };
+    step(2);
+    // pivot_root before any other mount: every later path resolves inside the new root, so a
+    // hostile image's `/proc -> /etc` symlink cannot redirect a mount onto a host path
+    // (CVE-2019-19921 class). The old root is detached so no host path stays reachable.
+    rustix::process::chdir(rootfs)?;
+    rustix::process::pivot_root(c".", c".")?;
+    unmount(c".", UnmountFlags::DETACH)?;
+    rustix::process::chdir(c"/")?;
+    let dir = |p: &std::ffi::CStr| match rustix::fs::mkdirat(CWD, p, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(Errno::EXIST) => Ok(()),
+        Err(e) => Err(e),
+    };
+    let nosuid_nodev_noexec = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    step(3);
+    attach_at(
+        std::os::fd::AsRawFd::as_raw_fd(&procfs),
+        proc_steps,
+        (true, false),
+    )?;
+    drop(procfs);
+    step(4);
+    dir(c"/dev")?;
+    mount(
+        c"tmpfs",
+        c"/dev",
+        c"tmpfs",
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+        Some(c"mode=755,size=65536k"),
+    )?;
+    step(5);
+    rustix::process::umask(Mode::empty());
+    match host {
+        // Before anything uses /dev/null (the masks below).
+        Some((devs, _)) => {
+            for d in devs {
+                attach(d)?;
+            }
+        }
+        None => {
+            for (name, major, minor) in [
+                (c"/dev/null", 1, 3),
+                (c"/dev/zero", 1, 5),
+                (c"/dev/full", 1, 7),
+                (c"/dev/random", 1, 8),
+                (c"/dev/urandom", 1, 9),
+                (c"/dev/tty", 5, 0),
+            ] {
+                rustix::fs::mknodat(
+                    CWD,
+                    name,
+                    FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o666),
+                    rustix::fs::makedev(major, minor),
+                )?;
+            }
+        }
+    }
+    for d in [c"/dev/pts", c"/dev/shm", c"/dev/mqueue"] {
+        dir(d)?;
+    }
+    mount(
+        c"devpts",
+        c"/dev/pts",
+        c"devpts",
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        Some(c"newinstance,ptmxmode=0666,mode=0620"),
+    )?;
+    mount(
+        c"shm",
+        c"/dev/shm",
+        c"tmpfs",
+        nosuid_nodev_noexec,
+        Some(c"mode=1777,size=65536k"),
+    )?;
+    mount(
+        c"mqueue",
+        c"/dev/mqueue",
+        c"mqueue",
+        nosuid_nodev_noexec,
+        None,
+    )?;
+    for (link, target) in [
+        (c"/dev/ptmx", c"pts/ptmx"),
+        (c"/dev/fd", c"/proc/self/fd"),
+        (c"/dev/stdin", c"/proc/self/fd/0"),
+        (c"/dev/stdout", c"/proc/self/fd/1"),
+        (c"/dev/stderr", c"/proc/self/fd/2"),
+    ] {
+        rustix::fs::symlinkat(target, CWD, link)?;
+    }
+    if !pipes.is_empty() {
+        dir(c"/dev/pipes")?;
+        for (path, data) in pipes {
+            let f = rustix::fs::open(
+                path.as_c_str(),
+                rustix::fs::OFlags::WRONLY
+                    | rustix::fs::OFlags::CREATE
+                    | rustix::fs::OFlags::EXCL
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::from_raw_mode(0o755),
+            )?;
+            let mut rest = data.as_slice();
+            while !rest.is_empty() {
+                let n = rustix::io::write(&f, rest)?;
+                rest = &rest[n..];
+            }
+        }
+    }
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    step(6);
+    dir(c"/sys")?;
+    match host {
+        Some((_, sys)) => attach(sys)?,
+        None => mount(
+            c"sysfs",
+            c"/sys",
+            c"sysfs",
+            nosuid_nodev_noexec | MountFlags::RDONLY,
+            None,
+        )?,
+    }
+    step(7);
+    for p in MASKED {
+        match mount_bind(c"/dev/null", p) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            // A directory: hide it under an empty read-only tmpfs.
+            Err(Errno::NOTDIR) => mount(c"tmpfs", p, c"tmpfs", MountFlags::RDONLY, None)?,
+            Err(e) => return Err(e),
+        }
+    }
+    for p in READ_ONLY {
+        match mount_bind(p, p) {
+            Ok(()) => mount_remount(
+                p,
+                MountFlags::BIND | MountFlags::RDONLY | nosuid_nodev_noexec,
+                c"",
+            )?,
+            Err(Errno::NOENT) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for (i, m) in mounts.iter().enumerate() {
+        // Step numbers past the named ones stand for "mount <target>".
+        step(u8::try_from(STEPS.len() + i).unwrap_or(u8::MAX));
+        attach(m)?;
+    }
+    if read_only || nodev {
+        step(14);
+        // Only the root's own mount: /proc, /dev, /sys and the mounts above keep their modes.
+        let mut flags = MountFlags::BIND;
+        if read_only {
+            flags |= MountFlags::RDONLY;
+        }
+        if nodev {
+            flags |= MountFlags::NODEV;
+        }
+        mount_remount(c"/", flags, c"")?;
+    }
+    step(8);
+    rustix::system::sethostname(hostname)?;
+    super::identity::take_identity(
+        step,
+        cwd,
+        filter,
+        caps,
+        (uid, gid, groups),
+        host.is_none() || !groups.is_empty(),
+        kiln,
+    )
+}

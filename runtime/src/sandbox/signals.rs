@@ -1,0 +1,56 @@
+//! Docker's `--sig-proxy`: the signals kiln receives passed on to the sandbox's process 1.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicI32, Ordering},
+};
+
+/// Passes the signals kiln receives on to the sandbox's pid 1 while it runs.
+pub(super) struct Forwarder {
+    pub(super) pid: Arc<AtomicI32>,
+    pub(super) handle: signal_hook::iterator::Handle,
+    pub(super) thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Forwarder {
+    pub(super) fn start() -> std::io::Result<Forwarder> {
+        use signal_hook::consts::signal::{
+            SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH,
+        };
+        let mut signals = signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH,
+        ])?;
+        let handle = signals.handle();
+        let pid = Arc::new(AtomicI32::new(0));
+        let target = pid.clone();
+        let thread = std::thread::spawn(move || {
+            for sig in signals.forever() {
+                // 0: not spawned yet; wait for it rather than lose the signal.
+                let mut p = target.load(Ordering::SeqCst);
+                while p == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    p = target.load(Ordering::SeqCst);
+                }
+                if p > 0 {
+                    // SAFETY: kill(2) with plain integers; `p` is our own child, not yet
+                    // reaped (the waiter clears it right after wait returns).
+                    unsafe { libc::kill(p, sig) };
+                }
+            }
+        });
+        Ok(Forwarder {
+            pid,
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
