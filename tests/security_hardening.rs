@@ -516,8 +516,7 @@ fn rm_force_never_kills_a_process_that_reused_the_pid() {
                     start: now.start.saturating_sub(100),
                     ..now
                 }),
-                finished: None,
-                exit_code: None,
+                ..Default::default()
             })
             .unwrap();
     }

@@ -41,6 +41,20 @@ pub fn parse_rfc3339(t: &str) -> Option<i64> {
     Some(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset)
 }
 
+/// Nanoseconds since the epoch of an RFC 3339 time, the fraction kept (docker's log times).
+pub fn parse_rfc3339_nanos(t: &str) -> Option<i128> {
+    let secs = parse_rfc3339(t)?;
+    let frac = t
+        .get(19..)
+        .and_then(|r| r.strip_prefix('.'))
+        .map(|r| {
+            let digits: String = r.chars().take_while(char::is_ascii_digit).take(9).collect();
+            format!("{digits:0<9}").parse::<i128>().unwrap_or(0)
+        })
+        .unwrap_or(0);
+    Some(i128::from(secs) * 1_000_000_000 + frac)
+}
+
 /// Formats seconds since the epoch as RFC 3339 UTC (`2023-11-14T22:13:20Z`).
 pub fn rfc3339(secs: i64) -> String {
     format!("{}Z", civil(secs))

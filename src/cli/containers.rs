@@ -1,4 +1,4 @@
-//! `kiln ps`, `kiln rm`, `kiln logs`, `kiln stop`, `kiln kill`, `kiln wait`: the containers
+//! `kiln ps`, `kiln rm`, `kiln logs`, `kiln stop`, `kiln kill`, `kiln wait`, `kiln exec`: the containers
 //! `kiln run` started and kept.
 
 use crate::render::time::human_duration;
@@ -19,7 +19,8 @@ pub struct PsArgs {
     /// Only the N most recently created (all states).
     #[arg(short = 'n', long = "last", value_name = "N")]
     pub last: Option<usize>,
-    /// Only containers that match (`status=running|exited|dead`, `name=`, `id=`, `ancestor=`;
+    /// Only containers that match (`status=running|paused|restarting|exited|dead`, `name=`,
+    /// `id=`, `ancestor=`;
     /// repeatable, all must match).
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
@@ -52,7 +53,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     let any_state = args.all || args.last.is_some() || filters.iter().any(|(k, _)| k == "status");
     let mut list = Vec::new();
     for c in store.containers()? {
-        let mut keep = any_state || c.state() == ContainerState::Running;
+        let mut keep = any_state || c.state().is_live();
         for (k, v) in &filters {
             match container::control::ps_filter(&c, k, v) {
                 Some(ok) => keep &= ok,
@@ -67,7 +68,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         list.truncate(n);
     }
     let status_of = |c: &kiln_runtime::store::Container| match c.state() {
-        ContainerState::Running => {
+        state @ (ContainerState::Running | ContainerState::Paused) => {
             // docker's suffix for a container with a health check.
             let health = store
                 .container_health(&c.id)
@@ -79,8 +80,18 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 Some(h) => format!(" ({h})"),
                 None => String::new(),
             };
-            format!("Up {}{suffix}", human_duration(now - c.created))
+            let paused = if state == ContainerState::Paused {
+                " (Paused)"
+            } else {
+                ""
+            };
+            let up = human_duration(now - c.started.unwrap_or(c.created));
+            format!("Up {up}{paused}{suffix}")
         }
+        ContainerState::Restarting(code) => format!(
+            "Restarting ({code}) {} ago",
+            human_duration(now - c.finished.unwrap_or(c.created))
+        ),
         ContainerState::Exited(code) => format!(
             "Exited ({code}) {} ago",
             human_duration(now - c.finished.unwrap_or(c.created))
@@ -146,6 +157,45 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Writes log entries to stdout or stderr as their stream was (`timestamps`: each with its time).
+pub(super) fn write_entries(entries: &[container::logs::Entry], timestamps: bool) {
+    use std::io::Write;
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for e in entries {
+        let w: &mut dyn Write = if e.stream == "stderr" {
+            &mut err
+        } else {
+            &mut out
+        };
+        let _ = if timestamps {
+            write!(w, "{} {}", e.time, e.log)
+        } else {
+            write!(w, "{}", e.log)
+        };
+    }
+    let _ = out.flush();
+}
+
+/// `--since`/`--until` as docker reads them: an RFC 3339 time, Unix seconds (`1700000000`,
+/// `1700000000.5`), or a duration before now (`10m`, `1h30m`); nanoseconds since the epoch.
+fn log_time(flag: &str, text: &str) -> anyhow::Result<i128> {
+    if let Some(t) = kiln_runtime::timefmt::parse_rfc3339_nanos(text) {
+        return Ok(t);
+    }
+    if let Ok(secs) = text.parse::<f64>() {
+        return Ok((secs * 1e9) as i128);
+    }
+    if let Some(d) = kiln_parser::instruction::values::parse_go_duration(text) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        return Ok(now - d);
+    }
+    anyhow::bail!(
+        "invalid --{flag} {text:?}: a time (2024-01-02T15:04:05Z), Unix seconds or a duration (10m)"
+    )
+}
+
 /// `3 seconds`, `5 minutes`, `2 hours`, `4 days`.
 pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
@@ -177,12 +227,17 @@ pub struct LogsArgs {
     /// Show each line's time.
     #[arg(short, long)]
     pub timestamps: bool,
+    /// Only lines written since this time (RFC 3339, Unix seconds, or a duration ago: `10m`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only lines written before this time (same forms as `--since`).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
     /// The container (name or ID prefix).
     pub container: String,
 }
 
 pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
-    use std::io::Write;
     let store = super::store::open(root)?;
     let Some(c) = store.find_container(&args.container)? else {
         anyhow::bail!("no such container: {}", args.container);
@@ -194,21 +249,26 @@ pub fn logs(root: Option<&Path>, args: LogsArgs) -> anyhow::Result<ExitCode> {
                 .map_err(|_| anyhow::anyhow!("invalid --tail {n:?}: a number of lines, or all"))?,
         ),
     };
+    let since = args
+        .since
+        .as_deref()
+        .map(|t| log_time("since", t))
+        .transpose()?;
+    let until = args
+        .until
+        .as_deref()
+        .map(|t| log_time("until", t))
+        .transpose()?;
     let show = |entries: Vec<container::logs::Entry>| {
-        let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
-        for e in entries {
-            let w: &mut dyn Write = if e.stream == "stderr" {
-                &mut err
-            } else {
-                &mut out
-            };
-            let _ = if args.timestamps {
-                write!(w, "{} {}", e.time, e.log)
-            } else {
-                write!(w, "{}", e.log)
-            };
-        }
-        let _ = out.flush();
+        let kept: Vec<_> = entries
+            .into_iter()
+            .filter(|e| {
+                let t = kiln_runtime::timefmt::parse_rfc3339_nanos(&e.time);
+                since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                    && until.is_none_or(|u| t.is_some_and(|t| t < u))
+            })
+            .collect();
+        write_entries(&kept, args.timestamps);
     };
     container::logs::show(&store, &c.id, tail, args.follow, show)?;
     Ok(ExitCode::SUCCESS)
@@ -256,7 +316,7 @@ fn signal(s: &str) -> anyhow::Result<container::control::Signal> {
 
 /// Runs `f` on each container, printing what docker prints (the name given) or the error; exit
 /// 1 when one failed.
-fn each(names: &[String], f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
+pub(super) fn each(names: &[String], f: impl Fn(&str) -> anyhow::Result<String>) -> ExitCode {
     let mut failed = false;
     for n in names {
         match f(n) {

@@ -8,6 +8,7 @@ mod dockerfile;
 mod history;
 mod images;
 mod inspect;
+mod lifecycle;
 mod load;
 mod parse;
 mod registry;
@@ -53,6 +54,14 @@ pub enum Command {
     Rm(containers::RmArgs),
     /// Rename a container.
     Rename(containers::RenameArgs),
+    /// Start containers that ended, their changes kept (`-a`: attach to the output).
+    Start(lifecycle::StartArgs),
+    /// Stop then start containers.
+    Restart(lifecycle::RestartArgs),
+    /// Freeze every process of containers.
+    Pause(lifecycle::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(lifecycle::PauseArgs),
     /// Containers as a group: `kiln container prune`.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -118,6 +127,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),
         Command::Rename(a) => containers::rename(cli.root.as_deref(), a),
+        Command::Start(a) => lifecycle::start(cli.root.as_deref(), a),
+        Command::Restart(a) => lifecycle::restart(cli.root.as_deref(), a),
+        Command::Pause(a) => lifecycle::pause(cli.root.as_deref(), a),
+        Command::Unpause(a) => lifecycle::unpause(cli.root.as_deref(), a),
         Command::Container(c) => containers::container(cli.root.as_deref(), c),
         Command::Exec(a) => containers::exec(cli.root.as_deref(), a),
         Command::Logs(a) => containers::logs(cli.root.as_deref(), a),

@@ -85,6 +85,10 @@ pub struct Args {
     /// (rotate past it), `max-file=3` (files kept, the current one included; default 1).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
+    /// Restart policy of a detached container: `no`, `on-failure[:N]`, `always`,
+    /// `unless-stopped` (`kiln stop` and `kiln kill` end it for good).
+    #[arg(long, value_name = "POLICY", default_value = "no")]
+    pub restart: String,
     /// Image (tag or manifest digest).
     pub image: String,
     /// Arguments: they replace the image's CMD.
@@ -99,6 +103,10 @@ pub struct Args {
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let health_override = health(&args)?;
+    let restart = container::restart::Policy::parse(&args.restart).map_err(anyhow::Error::msg)?;
+    if restart != container::restart::Policy::No && args.rm {
+        bail!("conflicting options: --restart and --rm");
+    }
     let store = super::store::open(root)?;
     let network = match args.network.as_str() {
         "host" | "default" => Network::Host,
@@ -149,6 +157,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         started: None,
         log_rotation: log_rotation(&args.log_opt)?,
         health: health_override,
+        restart,
     };
     // Every option is checked (above) before the monitor starts: a bad one is reported here.
     if detach_now {
@@ -158,12 +167,18 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         let code = container::detach::monitor(&store, &mut opts);
         return Ok(ExitCode::from(code));
     }
+    if restart != container::restart::Policy::No {
+        eprintln!(
+            "kiln: warning: --restart is applied by a detached container's monitor: this run \
+             in the foreground is not restarted (kiln start runs it with its policy)"
+        );
+    }
     match container::run(
         &store,
         &opts,
         (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
         &|w| eprintln!("kiln: warning: {w}"),
-        &|| {},
+        &|_| false,
     ) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         // docker's codes, so scripts that test for 125/126/127 behave the same.

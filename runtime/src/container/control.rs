@@ -1,7 +1,7 @@
-//! `kiln stop`, `kiln kill`, `kiln wait`: acting on a running container through its process 1
-//! (pid and start time recorded when it started, signalled through a pidfd, so never another
-//! process that got the pid later). Its monitor (the `kiln run` serving it) sees it end and
-//! records the exit code.
+//! `kiln stop`, `kill`, `wait`, `pause`, `unpause`, `start`: acting on a container through its
+//! process 1 (pid and start time recorded when it started, signalled through a pidfd, so never
+//! another process that got the pid later) and its cgroup. Its monitor (the `kiln run` serving
+//! it) sees it end and records the exit code.
 
 use std::time::{Duration, Instant};
 
@@ -45,21 +45,28 @@ fn find(store: &Store, what: &str) -> Result<Container, ContainerError> {
         .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))
 }
 
-/// Waits until container `id` is no longer running, at most `limit`; its state then.
+/// Waits until container `id` is no longer in a state `busy` accepts, at most `limit`; its
+/// state then.
 fn wait_state(
     store: &Store,
     id: &str,
     limit: Option<Duration>,
+    busy: fn(ContainerState) -> bool,
 ) -> Result<ContainerState, ContainerError> {
     let t0 = Instant::now();
     loop {
         let c = find(store, id)?;
         let state = c.state();
-        if state != ContainerState::Running || limit.is_some_and(|l| t0.elapsed() >= l) {
+        if !busy(state) || limit.is_some_and(|l| t0.elapsed() >= l) {
             return Ok(state);
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Its process runs (frozen or not).
+fn runs(s: ContainerState) -> bool {
+    matches!(s, ContainerState::Running | ContainerState::Paused)
 }
 
 /// The signal `kiln stop` sends first: `--signal`, else the image's STOPSIGNAL, else SIGTERM.
@@ -85,19 +92,37 @@ pub fn stop(
     signal: Option<Signal>,
 ) -> Result<String, ContainerError> {
     let c = find(store, what)?;
-    if c.state() != ContainerState::Running {
+    let state = c.state();
+    if !state.is_live() {
         return Ok(c.name);
     }
+    // First: its restart policy must not start it again (nor its monitor, between restarts).
+    store.set_container_stop_requested(&c.id, true)?;
     let sig = signal.unwrap_or_else(|| stop_signal(store, &c));
     if let Some(init) = store.container_init(&c.id)? {
         init.signal(sig);
-        if wait_state(store, &c.id, Some(timeout))? != ContainerState::Running {
+        if state == ContainerState::Paused {
+            // A frozen process handles its signal once thawed, as docker does on stop.
+            thaw(store, &c.id, init.pid)?;
+        }
+        if !runs(wait_state(store, &c.id, Some(timeout), runs)?) {
+            wait_state(
+                store,
+                &c.id,
+                Some(Duration::from_secs(10)),
+                ContainerState::is_live,
+            )?;
             return Ok(c.name);
         }
         init.signal(Signal::KILL);
     }
-    // Killed (or never started): its monitor records the end; a dead monitor leaves it Dead.
-    wait_state(store, &c.id, Some(Duration::from_secs(10)))?;
+    // Killed (or between restarts): its monitor records the end; a dead monitor leaves it Dead.
+    wait_state(
+        store,
+        &c.id,
+        Some(Duration::from_secs(10)),
+        ContainerState::is_live,
+    )?;
     Ok(c.name)
 }
 
@@ -105,9 +130,13 @@ pub fn stop(
 pub fn kill(store: &Store, what: &str, signal: Signal) -> Result<String, ContainerError> {
     let c = find(store, what)?;
     let init = match c.state() {
-        ContainerState::Running => store.container_init(&c.id)?,
+        ContainerState::Running | ContainerState::Paused => store.container_init(&c.id)?,
         _ => None,
     };
+    if init.is_some() {
+        // As docker: a container killed by hand is not started again by its restart policy.
+        store.set_container_stop_requested(&c.id, true)?;
+    }
     match init {
         Some(p) if p.signal(signal) => Ok(c.name),
         _ => Err(ContainerError::Config(format!(
@@ -121,10 +150,91 @@ pub fn kill(store: &Store, what: &str, signal: Signal) -> Result<String, Contain
 /// without recording one).
 pub fn wait(store: &Store, what: &str) -> Result<i32, ContainerError> {
     let c = find(store, what)?;
-    Ok(match wait_state(store, &c.id, None)? {
-        ContainerState::Exited(code) => code,
+    Ok(match wait_state(store, &c.id, None, runs)? {
+        ContainerState::Exited(code) | ContainerState::Restarting(code) => code,
         _ => -1,
     })
+}
+
+/// Freezes (`true`) or thaws the processes of container `id` whose process 1 is `pid`.
+fn freezer(store: &Store, id: &str, pid: i32, frozen: bool) -> Result<(), ContainerError> {
+    crate::sandbox::cgroup::freeze(pid, frozen).map_err(ContainerError::Config)?;
+    store.set_container_paused(id, frozen)?;
+    Ok(())
+}
+
+fn thaw(store: &Store, id: &str, pid: i32) -> Result<(), ContainerError> {
+    freezer(store, id, pid, false)
+}
+
+/// `kiln pause`: freezes every process of a running container (the cgroup freezer).
+pub fn pause(store: &Store, what: &str) -> Result<String, ContainerError> {
+    let c = find(store, what)?;
+    match (c.state(), store.container_init(&c.id)?) {
+        (ContainerState::Running, Some(init)) => {
+            freezer(store, &c.id, init.pid, true)?;
+            Ok(c.name)
+        }
+        (ContainerState::Paused, _) => Err(ContainerError::Config(format!(
+            "container {} is already paused",
+            c.name
+        ))),
+        _ => Err(ContainerError::Config(format!(
+            "container {} is not running",
+            c.name
+        ))),
+    }
+}
+
+/// `kiln unpause`: thaws a paused container.
+pub fn unpause(store: &Store, what: &str) -> Result<String, ContainerError> {
+    let c = find(store, what)?;
+    match (c.state(), store.container_init(&c.id)?) {
+        (ContainerState::Paused, Some(init)) => {
+            thaw(store, &c.id, init.pid)?;
+            Ok(c.name)
+        }
+        _ => Err(ContainerError::Config(format!(
+            "container {} is not paused",
+            c.name
+        ))),
+    }
+}
+
+/// What `kiln start` finds.
+#[derive(Debug)]
+pub enum Start {
+    /// It runs already: nothing to do (docker prints its name all the same).
+    Running(Container),
+    /// Its options, to start it again through a monitor.
+    Stopped(Box<super::RunOptions>),
+}
+
+/// `kiln start`: the options a container was created with (kept in its directory), its
+/// stop request cleared; or that it runs already.
+pub fn start(store: &Store, what: &str) -> Result<Start, ContainerError> {
+    let c = find(store, what)?;
+    if c.state().is_live() {
+        return Ok(Start::Running(c));
+    }
+    let path = store
+        .root()
+        .join("containers")
+        .join(&c.id)
+        .join(super::OPTIONS);
+    let text = std::fs::read(&path).map_err(|source| ContainerError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let mut opts: super::RunOptions = serde_json::from_slice(&text).map_err(|e| {
+        ContainerError::Config(format!(
+            "{}: not kiln's container options: {e}",
+            path.display()
+        ))
+    })?;
+    opts.id = Some(c.id.clone());
+    store.set_container_stop_requested(&c.id, false)?;
+    Ok(Start::Stopped(Box::new(opts)))
 }
 
 /// `kiln inspect CONTAINER`: docker's shape (`Id`, `Name`, `State`, `Config`, `LogPath`...).
@@ -138,25 +248,50 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         )
     };
     let init = match state {
-        ContainerState::Running => store.container_init(&c.id)?,
+        ContainerState::Running | ContainerState::Paused => store.container_init(&c.id)?,
         _ => None,
     };
     let code = match state {
-        ContainerState::Running => 0,
-        ContainerState::Exited(code) => code,
+        ContainerState::Running | ContainerState::Paused => 0,
+        ContainerState::Exited(code) | ContainerState::Restarting(code) => code,
         ContainerState::Dead => -1,
     };
-    let image_id = store
+    let opts: Option<super::RunOptions> = std::fs::read(
+        store
+            .root()
+            .join("containers")
+            .join(&c.id)
+            .join(super::OPTIONS),
+    )
+    .ok()
+    .and_then(|t| serde_json::from_slice(&t).ok());
+    let image = store
         .resolve(&c.image)
         .ok()
         .flatten()
-        .and_then(|m| store.image(&m).ok())
+        .and_then(|m| store.image(&m).ok());
+    let image_id = image
+        .as_ref()
         .map(|(_, _, config)| config.to_string())
         .unwrap_or_default();
     let health = store.container_health(&c.id)?;
-    let mut words = c.command.split_whitespace().map(str::to_string);
-    let path = words.next().unwrap_or_default();
-    let args: Vec<String> = words.collect();
+    // The argv as run, from the options and the image (the stored line is for display only);
+    // split at spaces when either is gone.
+    let argv = match (&opts, &image) {
+        (Some(o), Some((_, config, _))) => super::command(config, o).ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| c.command.split_whitespace().map(str::to_string).collect());
+    let (path, args) = match argv.split_first() {
+        Some((p, rest)) => (p.clone(), rest.to_vec()),
+        None => (String::new(), Vec::new()),
+    };
+    let cmd = match (&opts, &image) {
+        (Some(o), _) if !o.args.is_empty() => Some(o.args.clone()),
+        (Some(o), _) if o.entrypoint.is_some() => None,
+        (_, Some((_, config, _))) => config.config.cmd.clone(),
+        _ => Some(argv.clone()),
+    };
     Ok(serde_json::json!({
         "Id": c.id,
         "Created": time(Some(c.created)),
@@ -164,26 +299,88 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         "Args": args,
         "State": {
             "Status": state.name(),
-            "Running": state == ContainerState::Running,
-            "Paused": false,
-            "Restarting": false,
+            "Running": runs(state),
+            "Paused": state == ContainerState::Paused,
+            "Restarting": matches!(state, ContainerState::Restarting(_)),
             "OOMKilled": false,
             "Dead": state == ContainerState::Dead,
             "Pid": init.map_or(0, |p| p.pid),
             "ExitCode": code,
             "Error": "",
-            "StartedAt": time(Some(c.created)),
+            "StartedAt": time(c.started.or(Some(c.created))),
             "FinishedAt": time(c.finished),
             "Health": health,
         },
         "Image": image_id,
         "Name": format!("/{}", c.name),
+        "RestartCount": c.restart_count,
         "LogPath": super::logs::path(store.root(), &c.id),
-        "Config": {
-            "Image": c.image,
-            "Cmd": c.command.split_whitespace().collect::<Vec<_>>(),
-        },
+        "Config": config_json(c, opts.as_ref(), cmd),
+        "HostConfig": host_config_json(opts.as_ref()),
+        "Mounts": opts.as_ref().map_or_else(Vec::new, |o| {
+            o.volumes
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "Type": "bind",
+                        "Source": v.host,
+                        "Destination": v.target,
+                        "Mode": if v.read_only { "ro" } else { "" },
+                        "RW": !v.read_only,
+                        "Propagation": "rprivate",
+                    })
+                })
+                .collect()
+        }),
     }))
+}
+
+/// docker's `Config` of a container: what it was asked to run with.
+fn config_json(
+    c: &Container,
+    opts: Option<&super::RunOptions>,
+    cmd: Option<Vec<String>>,
+) -> serde_json::Value {
+    let empty = super::RunOptions::default();
+    let o = opts.unwrap_or(&empty);
+    serde_json::json!({
+        "Hostname": o.hostname.clone().unwrap_or_else(|| c.id.chars().take(12).collect()),
+        "User": o.user.clone().unwrap_or_default(),
+        "Env": o.env,
+        "Cmd": cmd,
+        "Image": c.image,
+        "WorkingDir": o.workdir.clone().unwrap_or_default(),
+        "Entrypoint": o.entrypoint.as_ref().map(|e| vec![e.clone()]),
+        "Healthcheck": o.health,
+    })
+}
+
+/// docker's `HostConfig`: limits, binds, network mode, restart policy, read-only root.
+fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
+    let empty = super::RunOptions::default();
+    let o = opts.unwrap_or(&empty);
+    let network = match o.network {
+        Some(crate::sandbox::process::Network::None) => "none",
+        _ => "host",
+    };
+    serde_json::json!({
+        "Binds": o.volumes.iter().map(|v| {
+            format!("{}:{}{}", v.host.display(), v.target, if v.read_only { ":ro" } else { "" })
+        }).collect::<Vec<_>>(),
+        "NetworkMode": network,
+        "RestartPolicy": o.restart.to_json(),
+        "AutoRemove": o.remove,
+        "ReadonlyRootfs": o.read_only,
+        "Memory": o.limits.memory.unwrap_or(0),
+        "PidsLimit": o.limits.pids,
+        "LogConfig": {
+            "Type": "json-file",
+            "Config": o.log_rotation.map_or_else(|| serde_json::json!({}), |r| serde_json::json!({
+                "max-size": r.max_size.to_string(),
+                "max-file": r.max_file.to_string(),
+            })),
+        },
+    })
 }
 
 /// Whether `c` passes `kiln ps --filter KEY=VALUE` (docker's keys: `status`, `name` (a
@@ -218,7 +415,7 @@ pub fn rename(store: &Store, what: &str, new: &str) -> Result<(), ContainerError
 pub fn prune(store: &Store) -> Result<Vec<String>, ContainerError> {
     let mut removed = Vec::new();
     for c in store.containers()? {
-        if c.state() != ContainerState::Running {
+        if !c.state().is_live() {
             super::remove(store, &c.id, false)?;
             removed.push(c.id);
         }

@@ -90,9 +90,12 @@ pub fn start(
 }
 
 /// The monitor's work: runs the container with its output captured into its log, tells the
-/// waiting command once it runs (or why it could not), and stays until it ends. Returns the
-/// container's exit code (docker's 125/126/127 when it never ran).
+/// waiting command once it runs (or why it could not), and stays until it ends, starting it
+/// again as its `--restart` policy says. Returns the container's last exit code (docker's
+/// 125/126/127 when it never ran). With `opts.id` set, that existing container starts again
+/// (`kiln start`), its log continued.
 pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let say = |line: String| {
         let mut out = std::io::stdout().lock();
         let ok = writeln!(out, "{line}").and_then(|()| out.flush()).is_ok();
@@ -102,7 +105,7 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         }
         ok
     };
-    let id = super::new_id();
+    let id = opts.id.clone().unwrap_or_else(super::new_id);
     let log = super::logs::path(store.root(), &id);
     let setup = (|| {
         if let Some(dir) = log.parent() {
@@ -120,9 +123,7 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
             return e.exit_code();
         }
     };
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    opts.id = Some(id);
-    opts.started = Some(tx);
+    opts.id = Some(id.clone());
     // The image's HEALTHCHECK, run by this monitor while the container runs.
     let image_check = store
         .resolve(&opts.image)
@@ -132,56 +133,114 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         .and_then(|(_, config, _)| config.config.healthcheck);
     let check = super::health::merged(image_check, opts.health.clone())
         .and_then(|h| super::health::check_of(&h));
-    let told = std::sync::atomic::AtomicBool::new(false);
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let told = AtomicBool::new(false);
     let capture = |r: std::io::PipeReader, stream: &'static str| {
         let w = writer.clone();
         std::thread::spawn(move || w.capture(r, stream))
     };
-    // Joined once the container's processes are gone (the pipes close then), before its end
-    // is recorded: whoever waits for the end finds the whole log.
     let captures = std::sync::Mutex::new(vec![capture(out_r, "stdout"), capture(err_r, "stderr")]);
-    let drain = || {
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Each start of the container writes through copies of these; once the last run is over
+    // they are dropped, the capture threads see the end of both pipes and are joined, before
+    // the end is recorded: whoever waits for the end finds the whole log.
+    let writers = std::sync::Mutex::new(Some((out_w, err_w)));
+    let finish_log = || {
+        writers.lock().unwrap_or_else(|p| p.into_inner()).take();
         for t in captures.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = t.join();
         }
     };
-    let result = std::thread::scope(|s| {
-        // Tells the waiting command once the container runs, then watches its health.
-        let (told, done, check) = (&told, &done, &check);
-        s.spawn(move || {
-            let Ok(id) = rx.recv() else { return };
-            told.store(
-                say(format!("started {id}")),
-                std::sync::atomic::Ordering::SeqCst,
-            );
-            if let Some(check) = check {
-                super::health::watch(store, &id, check, &|| {
-                    done.load(std::sync::atomic::Ordering::SeqCst)
-                });
+    let policy = opts.restart;
+    let mut delay = None;
+    let result = loop {
+        let t0 = std::time::Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        opts.started = Some(tx);
+        let stdio = writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(o, e)| (o.try_clone(), e.try_clone()));
+        let (out_w, err_w) = match stdio {
+            Some((Ok(o), Ok(e))) => (o, e),
+            _ => {
+                let e = ContainerError::Config("cannot copy the log pipes".into());
+                break Err(e);
             }
+        };
+        let run_done = AtomicBool::new(false);
+        let again = std::cell::Cell::new(false);
+        let result = std::thread::scope(|s| {
+            // Tells the waiting command once the container first runs, then watches its
+            // health while this run lasts.
+            let (told, run_done, check) = (&told, &run_done, &check);
+            s.spawn(move || {
+                let Ok(id) = rx.recv() else { return };
+                if !told.load(SeqCst) {
+                    told.store(say(format!("started {id}")), SeqCst);
+                }
+                if let Some(check) = check {
+                    super::health::watch(store, &id, check, &|| run_done.load(SeqCst));
+                }
+            });
+            let ended = |code: i32| {
+                run_done.store(true, SeqCst);
+                let count = store
+                    .find_container(&id)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |c| c.restart_count);
+                let stopped = store.container_stop_requested(&id).unwrap_or(true);
+                let restart = policy.restarts(code, count, stopped);
+                if !restart {
+                    finish_log();
+                }
+                again.set(restart);
+                restart
+            };
+            let result = super::run(
+                store,
+                opts,
+                (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
+                &|_| {},
+                &ended,
+            );
+            // The last sender: the reporter ends, told or not.
+            opts.started = None;
+            run_done.store(true, SeqCst);
+            result
         });
-        let result = super::run(
-            store,
-            opts,
-            (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
-            &|_| {},
-            &drain,
-        );
-        // The last sender: the reporter ends, told or not.
-        opts.started = None;
-        done.store(true, std::sync::atomic::Ordering::SeqCst);
-        result
-    });
+        if result.is_err() && !told.load(SeqCst) || !again.get() {
+            break result;
+        }
+        // Between two runs: `kiln stop` ends the wait and leaves the container exited.
+        let d = super::restart::delay(delay, t0.elapsed());
+        delay = Some(d);
+        let waited = std::time::Instant::now();
+        let mut stopped = false;
+        while waited.elapsed() < d {
+            if store.container_stop_requested(&id).unwrap_or(true) {
+                stopped = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20).min(d));
+        }
+        if stopped {
+            finish_log();
+            let code = result
+                .as_ref()
+                .map_or_else(|e| i32::from(e.exit_code()), |c| *c);
+            let _ = store.finish_container(&id, code);
+            break result;
+        }
+    };
     if let Err(e) = &result {
-        if !told.load(std::sync::atomic::Ordering::SeqCst) {
+        if !told.load(SeqCst) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "error {} {e}", e.exit_code());
         }
     }
     // Also when the container never started (`ended` was not reached).
-    drain();
+    finish_log();
     match result {
         Ok(code) => u8::try_from(code).unwrap_or(255),
         Err(e) => e.exit_code(),

@@ -68,8 +68,15 @@ pub fn exec(
         .find_container(what)?
         .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
     let not_running = || ContainerError::Config(format!("container {} is not running", c.name));
-    if c.state() != ContainerState::Running {
-        return Err(not_running());
+    match c.state() {
+        ContainerState::Running => {}
+        ContainerState::Paused => {
+            return Err(ContainerError::Config(format!(
+                "container {} is paused, unpause the container before exec",
+                c.name
+            )));
+        }
+        _ => return Err(not_running()),
     }
     let init = store.container_init(&c.id)?.ok_or_else(not_running)?;
     if opts.args.is_empty() {

@@ -29,7 +29,7 @@ pub struct Entry {
 
 /// docker's `--log-opt max-size=` and `max-file=`: the log is rotated once it passes
 /// `max_size` bytes, keeping `max_file` files in all (the current one included).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rotation {
     pub max_size: u64,
     pub max_file: usize,
@@ -179,7 +179,7 @@ pub fn show(
     for p in older.iter().rev() {
         entries.extend(read_from(p, 0).map_err(io)?.0);
     }
-    let (current, mut offset) = read_from(&path, 0).map_err(io)?;
+    let (current, offset) = read_from(&path, 0).map_err(io)?;
     entries.extend(current);
     if let Some(n) = tail {
         entries.drain(..entries.len().saturating_sub(n));
@@ -188,11 +188,27 @@ pub fn show(
     if !follow {
         return Ok(());
     }
+    follow_from(store, id, offset, out)
+}
+
+/// Hands `out` what container `id` writes to its log past byte `offset`, until it has ended
+/// (restarts included) and all is read.
+pub fn follow_from(
+    store: &crate::store::Store,
+    id: &str,
+    mut offset: u64,
+    mut out: impl FnMut(Vec<Entry>),
+) -> Result<(), crate::store::StoreError> {
+    let path = path(store.root(), id);
+    let io = |e| crate::store::StoreError::Io {
+        path: path.clone(),
+        source: e,
+    };
     loop {
         // Whether it ran before reading: what it wrote before ending is in the file then.
         let running = store
             .find_container(id)?
-            .is_some_and(|c| c.state() == crate::store::ContainerState::Running);
+            .is_some_and(|c| c.state().is_live());
         // Rotated meanwhile: the rest of the old file is `.1` now; the new file from its start.
         let len = std::fs::metadata(&path).map_or(0, |m| m.len());
         if len < offset {

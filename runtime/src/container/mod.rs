@@ -7,6 +7,7 @@ pub mod detach;
 pub mod exec;
 pub mod health;
 pub mod logs;
+pub mod restart;
 pub mod user;
 
 use std::{path::PathBuf, process::Stdio};
@@ -69,8 +70,9 @@ impl ContainerError {
     }
 }
 
-/// `kiln run`'s options (docker's meanings).
-#[derive(Debug, Clone, Default)]
+/// `kiln run`'s options (docker's meanings). Kept with the container (`options.json` in its
+/// directory) for `kiln start` and `kiln inspect`.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     pub image: String,
     /// Arguments after the image: they replace the image's CMD.
@@ -98,12 +100,16 @@ pub struct RunOptions {
     /// log first); a new one otherwise.
     pub id: Option<String>,
     /// Told the container's id once its process runs (`kiln run -d` returns then).
+    #[serde(skip)]
     pub started: Option<std::sync::mpsc::Sender<String>>,
     /// `--log-opt max-size=,max-file=` of a detached container's log.
     pub log_rotation: Option<logs::Rotation>,
     /// `--health-cmd` and friends over the image's HEALTHCHECK (`Some` with an empty test:
     /// `--no-healthcheck`).
     pub health: Option<crate::oci::Healthcheck>,
+    /// `--restart`: applied by a detached container's monitor.
+    #[serde(default)]
+    pub restart: restart::Policy,
 }
 
 /// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -129,7 +135,7 @@ fn generated_name(id: &str) -> String {
 }
 
 /// One `-v HOST:CONTAINER[:ro|rw]` bind.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
     pub host: PathBuf,
     pub target: String,
@@ -269,16 +275,18 @@ pub fn new_id() -> String {
 }
 
 /// Runs `opts.image` in the foreground with the given stdio; returns the exit code (a signal
-/// as 128 + its number). The container's directories are removed afterwards. `warn` hears
-/// what could not be applied (a limit the kernel refuses) and did not stop the run; `ended`
-/// is called once the container's processes are gone and before its end is recorded (a
-/// monitor finishes its log there, so `kiln wait` then `kiln logs` sees all of it).
+/// as 128 + its number). With `opts.id` naming a container that exists, that container starts
+/// again, its changes kept (`kiln start`, a restart). `warn` hears what could not be applied
+/// (a limit the kernel refuses) and did not stop the run; `ended` is told the exit code once
+/// the container's processes are gone and before its end is recorded (a monitor finishes its
+/// log there, so `kiln wait` then `kiln logs` sees all of it); it answers whether the
+/// container will start again (recorded as restarting rather than exited).
 pub fn run(
     store: &Store,
     opts: &RunOptions,
     stdio: (Stdio, Stdio, Stdio),
     warn: &dyn Fn(&str),
-    ended: &dyn Fn(),
+    ended: &dyn Fn(i32) -> bool,
 ) -> Result<i32, ContainerError> {
     // Held from finding the image until the container has said which unpacked layers it uses:
     // `kiln cache prune` (exclusive) then either ran before, and they are unpacked again here,
@@ -325,41 +333,15 @@ pub fn run(
     }
     let mut lower = store.unpacked_layers(&blobs, &diffs)?;
     let id = opts.id.clone().unwrap_or_else(new_id);
-    let name = match &opts.name {
-        Some(n) if !valid_name(n) => {
-            return Err(ContainerError::Config(format!(
-                "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
-            )));
-        }
-        Some(n) => n.clone(),
-        None => {
-            let base = generated_name(&id);
-            let taken: Vec<String> = store.containers()?.into_iter().map(|c| c.name).collect();
-            (0..)
-                .map(|i| {
-                    if i == 0 {
-                        base.clone()
-                    } else {
-                        format!("{base}{i}")
-                    }
-                })
-                .find(|n| !taken.contains(n))
-                .unwrap_or(base)
-        }
+    let existing = match &opts.id {
+        Some(i) => store.find_container(i)?.filter(|c| c.id == *i),
+        None => None,
     };
-    // The row first: it reserves the name (unique in the database) before anything runs.
-    store.add_container(&crate::store::Container {
-        id: id.clone(),
-        name,
-        image: opts.image.clone(),
-        command: argv.join(" "),
-        created: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-        pid: crate::procid::ProcessId::current(),
-        finished: None,
-        exit_code: None,
-    })?;
+    if existing.is_some() {
+        store.restart_container(&id, crate::procid::ProcessId::current())?;
+    } else {
+        add(store, opts, &id, &argv)?;
+    }
     let dir = store.root().join("containers").join(&id);
     let noted = store.note_container_layers(&id, &lower);
     drop(guard);
@@ -374,6 +356,24 @@ pub fn run(
     };
     let result: Result<i32, ContainerError> = (|| {
         noted?;
+        if existing.is_none() && !opts.remove {
+            let kept = RunOptions {
+                id: Some(id.clone()),
+                started: None,
+                ..opts.clone()
+            };
+            // Written whole, then renamed: `kiln start` never reads half a file.
+            let path = dir.join(OPTIONS);
+            let tmp = dir.join(format!("{OPTIONS}.tmp"));
+            serde_json::to_vec_pretty(&kept)
+                .map_err(std::io::Error::other)
+                .and_then(|text| {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(&tmp, text)?;
+                    std::fs::rename(&tmp, &path)
+                })
+                .map_err(io(&path))?;
+        }
         let (upper, work, rootfs) = (sub("upper")?, sub("work")?, sub("rootfs")?);
         if lower.is_empty() {
             lower.push(sub("empty")?);
@@ -452,18 +452,62 @@ pub fn run(
         overlay::finish(ov, &rootfs)?;
         Ok(code)
     })();
-    ended();
+    let code = match &result {
+        Ok(c) => *c,
+        Err(e) => i32::from(e.exit_code()),
+    };
+    let again = ended(code);
     if opts.remove {
         remove_dir(&dir);
         store.remove_container(&id)?;
+    } else if again {
+        store.set_container_restarting(&id, code)?;
     } else {
-        let code = match &result {
-            Ok(c) => *c,
-            Err(e) => i32::from(e.exit_code()),
-        };
         store.finish_container(&id, code)?;
     }
     result
+}
+
+/// Where a kept container's options are, in its directory.
+pub const OPTIONS: &str = "options.json";
+
+/// Names and records a new container (the row first: it reserves the name, unique in the
+/// database, before anything runs).
+fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<(), ContainerError> {
+    let name = match &opts.name {
+        Some(n) if !valid_name(n) => {
+            return Err(ContainerError::Config(format!(
+                "invalid container name {n:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        Some(n) => n.clone(),
+        None => {
+            let base = generated_name(id);
+            let taken: Vec<String> = store.containers()?.into_iter().map(|c| c.name).collect();
+            (0..)
+                .map(|i| {
+                    if i == 0 {
+                        base.clone()
+                    } else {
+                        format!("{base}{i}")
+                    }
+                })
+                .find(|n| !taken.contains(n))
+                .unwrap_or(base)
+        }
+    };
+    store.add_container(&crate::store::Container {
+        id: id.to_string(),
+        name,
+        image: opts.image.clone(),
+        command: argv.join(" "),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+        pid: crate::procid::ProcessId::current(),
+        ..Default::default()
+    })?;
+    Ok(())
 }
 
 /// Removes a container's directory, only once nothing is mounted there (a failed unmount keeps
@@ -482,12 +526,20 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
     let c = store
         .find_container(what)?
         .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
-    if c.state() == crate::store::ContainerState::Running {
+    let state = c.state();
+    if state.is_live() {
         if !force {
             return Err(ContainerError::Config(format!(
                 "container {} is running: stop it first, or use -f",
                 c.name
             )));
+        }
+        // No restart, and a frozen process cannot die until thawed (cgroup v1's freezer).
+        store.set_container_stop_requested(&c.id, true)?;
+        if state == crate::store::ContainerState::Paused {
+            if let Some(init) = store.container_init(&c.id)? {
+                let _ = crate::sandbox::cgroup::freeze(init.pid, false);
+            }
         }
         // The very `kiln run` that serves it (pid and start time), never whatever process
         // has its pid now.

@@ -30,7 +30,7 @@ use std::{
 };
 
 /// What to limit; `None` is no limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Bytes of memory (docker `--memory`).
     pub memory: Option<u64>,
@@ -183,6 +183,23 @@ impl Cgroup {
             };
             if let Err(why) = applied {
                 unapplied.push(format!("{controller} limit not applied: {why}"));
+            }
+        }
+        // A freezer for `kiln pause`: the v2 cgroup (every one has `cgroup.freeze`), else
+        // cgroup v1's freezer controller.
+        if !super::userns::rootless() {
+            let frozen = match (v2_mount(), place("freezer", &self_cgroup)) {
+                (Some(mount), _) => {
+                    let dir = dir_at(&Place::V2(mount), name);
+                    dir.parent()
+                        .map_or(Ok(()), |p| mkdir(p).map_err(|e| err(p, e)))
+                        .and_then(|()| cg.enter(&dir))
+                }
+                (None, Some(p @ Place::V1(..))) => cg.enter(&dir_at(&p, name)),
+                _ => Err("no freezer in /sys/fs/cgroup (v1 or v2)".to_string()),
+            };
+            if let Err(why) = frozen {
+                unapplied.push(format!("kiln pause will not work: {why}"));
             }
         }
         let devices = if super::userns::rootless() {
@@ -389,6 +406,62 @@ pub fn sweep() -> Vec<PathBuf> {
         }
     }
     removed
+}
+
+/// `kiln pause` (`frozen`) and `unpause`: freezes or thaws the kiln cgroup process `pid` is
+/// in (cgroup v2's `cgroup.freeze`, else v1's `freezer.state`), and waits until the kernel says
+/// it is done.
+pub fn freeze(pid: i32, frozen: bool) -> Result<(), String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| e.to_string())?;
+    let mut v1 = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(ctls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if !path
+            .split('/')
+            .any(|c| c == "kiln" || c.starts_with("kiln-"))
+        {
+            continue;
+        }
+        let rel = path.trim_start_matches('/');
+        if ctls.is_empty() {
+            if let Some(dir) = v2_mount().map(|m| m.join(rel)) {
+                let f = dir.join("cgroup.freeze");
+                if f.exists() {
+                    std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(|e| err(&f, e))?;
+                    let events = dir.join("cgroup.events");
+                    let want = if frozen { "frozen 1" } else { "frozen 0" };
+                    return settle(&events, want);
+                }
+            }
+        } else if ctls.split(',').any(|c| c == "freezer") {
+            v1 = Some(Path::new(ROOT).join(ctls).join(rel));
+        }
+    }
+    let Some(dir) = v1 else {
+        return Err("the container has no freezer cgroup".into());
+    };
+    let f = dir.join("freezer.state");
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    std::fs::write(&f, want).map_err(|e| err(&f, e))?;
+    settle(&f, want)
+}
+
+/// Waits (at most 5 s) until `file` has a line `want`.
+fn settle(file: &Path, want: &str) -> Result<(), String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).map_err(|e| err(file, e))?;
+        if text.lines().any(|l| l.trim() == want) {
+            return Ok(());
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(5) {
+            return Err(format!("{}: not {want} after 5 seconds", file.display()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// The `cgroup.procs` of every cgroup process `pid` is in under kiln's own cgroups (a

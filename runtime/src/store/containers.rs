@@ -19,15 +19,20 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Columns added since the table was first made (an error that one exists is expected).
-pub(super) const ADDED_COLUMNS: [&str; 4] = [
+pub(super) const ADDED_COLUMNS: [&str; 9] = [
     "ALTER TABLE containers ADD COLUMN pid_start INTEGER",
     "ALTER TABLE containers ADD COLUMN init_pid INTEGER",
     "ALTER TABLE containers ADD COLUMN init_start INTEGER",
     "ALTER TABLE containers ADD COLUMN health TEXT",
+    "ALTER TABLE containers ADD COLUMN started INTEGER",
+    "ALTER TABLE containers ADD COLUMN restarting INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
 ];
 
 /// One container.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Container {
     pub id: String,
     pub name: String,
@@ -40,23 +45,43 @@ pub struct Container {
     pub pid: Option<ProcessId>,
     pub finished: Option<i64>,
     pub exit_code: Option<i32>,
+    /// When its process last started (`kiln start` and restarts move it).
+    pub started: Option<i64>,
+    /// Its monitor waits to start it again (`--restart`).
+    pub restarting: bool,
+    /// How many times its monitor started it again.
+    pub restart_count: i64,
+    /// Frozen by `kiln pause`.
+    pub paused: bool,
 }
 
 /// What a container is doing now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     Running,
+    /// Running, its processes frozen (`kiln pause`).
+    Paused,
+    /// Ended with this code; its monitor starts it again after a delay (`--restart`).
+    Restarting(i32),
     Exited(i32),
     /// Its `kiln run` died without recording an end (killed with SIGKILL, machine reset).
     Dead,
 }
 
 impl State {
+    /// Whether a monitor still serves the container (running, paused or between restarts):
+    /// what `rm` without `-f` refuses and what `stop` acts on.
+    pub fn is_live(self) -> bool {
+        matches!(self, State::Running | State::Paused | State::Restarting(_))
+    }
+
     /// docker's word for it (`State.Status`, `ps --filter status=`): `running`, `exited`,
     /// `dead`.
     pub fn name(self) -> &'static str {
         match self {
             State::Running => "running",
+            State::Paused => "paused",
+            State::Restarting(_) => "restarting",
             State::Exited(_) => "exited",
             State::Dead => "dead",
         }
@@ -65,10 +90,13 @@ impl State {
 
 impl Container {
     pub fn state(&self) -> State {
-        match (self.exit_code, self.pid) {
-            (Some(c), _) => State::Exited(c),
-            (None, Some(p)) if p.alive() => State::Running,
-            _ => State::Dead,
+        let alive = self.pid.is_some_and(|p| p.alive());
+        match self.exit_code {
+            Some(c) if self.restarting && alive => State::Restarting(c),
+            Some(c) => State::Exited(c),
+            None if alive && self.paused => State::Paused,
+            None if alive => State::Running,
+            None => State::Dead,
         }
     }
 }
@@ -77,8 +105,8 @@ impl Store {
     /// Records a new container; fails with [`StoreError::NameInUse`] when the name is taken.
     pub fn add_container(&self, c: &Container) -> Result<(), StoreError> {
         let r = self.conn().execute(
-            "INSERT INTO containers (id, name, image, command, created, pid, pid_start)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO containers (id, name, image, command, created, pid, pid_start, started)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?5)",
             rusqlite::params![
                 c.id,
                 c.name,
@@ -110,9 +138,82 @@ impl Store {
     pub fn finish_container(&self, id: &str, exit_code: i32) -> Result<(), StoreError> {
         self.conn()
             .execute(
-                "UPDATE containers SET finished = ?2, exit_code = ?3, pid = NULL, pid_start = NULL
-                 WHERE id = ?1",
+                "UPDATE containers SET finished = ?2, exit_code = ?3, pid = NULL, pid_start = NULL,
+                 restarting = 0, paused = 0 WHERE id = ?1",
                 rusqlite::params![id, now(), exit_code],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Container `id` starts again (`kiln start`, a restart), served by `monitor`: its end,
+    /// init, health and pause are cleared, its start time is now.
+    pub fn restart_container(
+        &self,
+        id: &str,
+        monitor: Option<ProcessId>,
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET pid = ?2, pid_start = ?3, started = ?4, finished = NULL,
+                 exit_code = NULL, restarting = 0, init_pid = NULL, init_start = NULL,
+                 health = NULL, paused = 0 WHERE id = ?1",
+                rusqlite::params![
+                    id,
+                    monitor.map(|p| p.pid),
+                    monitor.and_then(|p| i64::try_from(p.start).ok()),
+                    now()
+                ],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Container `id` ended with `exit_code` and its monitor will start it again: it stays
+    /// served (`pid` kept), its restart count grows.
+    pub fn set_container_restarting(&self, id: &str, exit_code: i32) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET finished = ?2, exit_code = ?3, restarting = 1,
+                 restart_count = restart_count + 1, init_pid = NULL, init_start = NULL,
+                 paused = 0 WHERE id = ?1",
+                rusqlite::params![id, now(), exit_code],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// `kiln stop` asks (`true`) that container `id` is not started again by its restart
+    /// policy; `kiln start` clears it.
+    pub fn set_container_stop_requested(&self, id: &str, stop: bool) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET stop_requested = ?2 WHERE id = ?1",
+                rusqlite::params![id, stop],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// Whether `kiln stop` asked that container `id` stays stopped.
+    pub fn container_stop_requested(&self, id: &str) -> Result<bool, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT stop_requested FROM containers WHERE id = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([id]).map_err(self.db_err())?;
+        Ok(match rows.next().map_err(self.db_err())? {
+            Some(r) => r.get::<_, i64>(0).map_err(self.db_err())? != 0,
+            None => false,
+        })
+    }
+
+    /// Records whether container `id` is frozen (`kiln pause`, `kiln unpause`).
+    pub fn set_container_paused(&self, id: &str, paused: bool) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET paused = ?2 WHERE id = ?1",
+                rusqlite::params![id, paused],
             )
             .map_err(self.db_err())?;
         Ok(())
@@ -218,7 +319,8 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT id, name, image, command, created, pid, finished, exit_code, pid_start
+                "SELECT id, name, image, command, created, pid, finished, exit_code, pid_start,
+                 started, restarting, restart_count, paused
                  FROM containers ORDER BY created DESC, id",
             )
             .map_err(self.db_err())?;
@@ -240,6 +342,10 @@ impl Store {
                     },
                     finished: r.get(6)?,
                     exit_code: r.get(7)?,
+                    started: r.get(9)?,
+                    restarting: r.get::<_, i64>(10)? != 0,
+                    restart_count: r.get(11)?,
+                    paused: r.get::<_, i64>(12)? != 0,
                 })
             })
             .map_err(self.db_err())?;
@@ -276,6 +382,10 @@ mod tests {
             pid: ProcessId::current(),
             finished: None,
             exit_code: None,
+            started: None,
+            restarting: false,
+            restart_count: 0,
+            paused: false,
         }
     }
 

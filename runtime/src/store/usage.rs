@@ -300,7 +300,7 @@ impl Store {
     fn pinned_chains(&self) -> Result<BTreeSet<String>, StoreError> {
         let mut out = BTreeSet::new();
         for c in self.containers()? {
-            if c.state() == super::ContainerState::Running {
+            if c.state().is_live() {
                 let p = self.root.join("containers").join(&c.id).join("layers");
                 let text = std::fs::read_to_string(p).unwrap_or_default();
                 out.extend(text.lines().map(str::to_string));

@@ -138,7 +138,7 @@ impl Store {
         }
         for c in self.containers()? {
             let dir = self.root.join("containers").join(&c.id);
-            if c.state() != super::ContainerState::Running && !dir.is_dir() {
+            if !c.state().is_live() && !dir.is_dir() {
                 r.problems.push(format!(
                     "container {}: {} is missing",
                     c.name,

@@ -1,0 +1,351 @@
+//! A kept container's life after `kiln run`: `--restart` policies applied by its monitor,
+//! `kiln start` (its changes kept, its log continued), `restart`, `pause`/`unpause` through the
+//! cgroup freezer, `logs --since/--until`, and docker's `inspect` fields for all of it. Every
+//! container is a real sandbox under a real monitor process.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{kiln, store_with_base};
+
+fn ok(root: &std::path::Path, args: &[&str]) -> String {
+    let (code, out, err) = kiln(root, args);
+    assert_eq!(code, 0, "kiln {args:?}: {err}");
+    out
+}
+
+fn inspect(root: &std::path::Path, name: &str) -> serde_json::Value {
+    let out = ok(root, &["inspect", "--type", "container", name]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0].clone()
+}
+
+/// Polls `what` until it holds, at most 20 s (a generous bound for a loaded machine; the
+/// figure is no claim about speed).
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn restart_policies_are_applied_by_the_monitor() {
+    if !common::can_sandbox("restart_policies_are_applied_by_the_monitor") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // on-failure:2: the first run and two restarts, then it stays exited with its code.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "flaky",
+            "--restart",
+            "on-failure:2",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo try; exit 3",
+        ],
+    );
+    until("flaky exited for good", || {
+        inspect(r, "flaky")["State"]["Status"] == "exited"
+    });
+    let v = inspect(r, "flaky");
+    assert_eq!(v["RestartCount"], 2, "{v}");
+    assert_eq!(v["State"]["ExitCode"], 3);
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+    assert_eq!(v["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 2);
+    assert_eq!(ok(r, &["logs", "flaky"]), "try\ntry\ntry\n");
+    // A clean exit is no failure: on-failure does not restart it.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "clean",
+            "--restart",
+            "on-failure",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    until("clean exited", || {
+        inspect(r, "clean")["State"]["Status"] == "exited"
+    });
+    assert_eq!(inspect(r, "clean")["RestartCount"], 0);
+    // always: started again after each exit, until `kiln stop`, which ends it for good.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "phoenix",
+            "--restart",
+            "always",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo up; sleep 0.2",
+        ],
+    );
+    until("phoenix restarted twice", || {
+        inspect(r, "phoenix")["RestartCount"].as_i64() >= Some(2)
+    });
+    ok(r, &["stop", "-t", "1", "phoenix"]);
+    let v = inspect(r, "phoenix");
+    assert_eq!(v["State"]["Status"], "exited", "{v}");
+    let count = v["RestartCount"].clone();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        inspect(r, "phoenix")["RestartCount"],
+        count,
+        "kiln stop is final"
+    );
+    let (_, running, _) = kiln(r, &["ps", "-q"]);
+    assert_eq!(running, "", "nothing runs any more");
+    // docker's refusals: --restart with --rm, and a bad policy, exit 125.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--restart",
+            "always",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("--restart and --rm"), "{err}");
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--restart",
+            "sometimes",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("on-failure"), "{err}");
+}
+
+#[test]
+fn start_keeps_changes_and_continues_the_log() {
+    if !common::can_sandbox("start_keeps_changes_and_continues_the_log") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // Run in the foreground first: each run appends to a file in the container's root.
+    let script = "echo x >> /count; echo runs=$(wc -l < /count); exit 7";
+    let (code, out, _) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "again",
+            "-e",
+            "GREETING=hi",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!((code, out.as_str()), (7, "runs=1\n"));
+    // start: detached, same options, same root; prints the name as docker does.
+    assert_eq!(ok(r, &["start", "again"]), "again\n");
+    until("again ended", || {
+        inspect(r, "again")["State"]["Status"] == "exited"
+    });
+    assert_eq!(ok(r, &["logs", "again"]), "runs=2\n");
+    // start -a: attached to the output, exits with the container's code.
+    let (code, out, err) = kiln(r, &["start", "-a", "again"]);
+    assert_eq!((code, out.as_str()), (7, "runs=3\n"), "{err}");
+    assert_eq!(ok(r, &["logs", "again"]), "runs=2\nruns=3\n");
+    let v = inspect(r, "again");
+    assert!(
+        v["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "GREETING=hi"),
+        "{v}"
+    );
+    // restart of a running container: stopped, then started with its changes.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "svc",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; echo x >> /n; echo n=$(wc -l < /n); while true; do sleep 0.1; done",
+        ],
+    );
+    until("svc logged", || ok(r, &["logs", "svc"]) == "n=1\n");
+    let before = inspect(r, "svc")["State"]["StartedAt"].clone();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(ok(r, &["restart", "-t", "5", "svc"]), "svc\n");
+    until("svc logged twice", || {
+        ok(r, &["logs", "svc"]) == "n=1\nn=2\n"
+    });
+    let v = inspect(r, "svc");
+    assert_eq!(v["State"]["Status"], "running");
+    assert_ne!(v["State"]["StartedAt"], before, "a new start time");
+    // start of a running container is a no-op that succeeds.
+    assert_eq!(ok(r, &["start", "svc"]), "svc\n");
+    ok(r, &["rm", "-f", "svc", "again"]);
+    let (code, _, err) = kiln(r, &["start", "svc"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such container: svc"), "{err}");
+}
+
+#[test]
+fn pause_freezes_every_process() {
+    if !common::can_sandbox("pause_freezes_every_process") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "ticker",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "while true; do echo tick; sleep 0.05; done",
+        ],
+    );
+    until("ticks", || ok(r, &["logs", "ticker"]).lines().count() >= 3);
+    assert_eq!(ok(r, &["pause", "ticker"]), "ticker\n");
+    let v = inspect(r, "ticker");
+    assert_eq!(v["State"]["Status"], "paused");
+    assert_eq!(v["State"]["Paused"], true);
+    let (_, ps, _) = kiln(r, &["ps"]);
+    assert!(ps.contains("(Paused)"), "{ps}");
+    let (_, filtered, _) = kiln(r, &["ps", "-q", "--filter", "status=paused"]);
+    assert_eq!(filtered.lines().count(), 1, "{filtered}");
+    // Frozen: nothing more is written, however long we wait.
+    let n = ok(r, &["logs", "ticker"]).lines().count();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(ok(r, &["logs", "ticker"]).lines().count(), n);
+    let (code, _, err) = kiln(r, &["exec", "ticker", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is paused"), "{err}");
+    let (code, _, err) = kiln(r, &["pause", "ticker"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("already paused"), "{err}");
+    assert_eq!(ok(r, &["unpause", "ticker"]), "ticker\n");
+    until("ticks again", || {
+        ok(r, &["logs", "ticker"]).lines().count() > n
+    });
+    assert_eq!(inspect(r, "ticker")["State"]["Status"], "running");
+    let (code, _, err) = kiln(r, &["unpause", "ticker"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not paused"), "{err}");
+    // A paused container is stopped (thawed to die) and removed like any other.
+    ok(r, &["pause", "ticker"]);
+    ok(r, &["stop", "-t", "1", "ticker"]);
+    assert_eq!(inspect(r, "ticker")["State"]["Status"], "exited");
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "frozen",
+            "kiln.local/busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    ok(r, &["pause", "frozen"]);
+    ok(r, &["rm", "-f", "frozen"]);
+    let (_, all, _) = kiln(r, &["ps", "-aq", "--filter", "name=frozen"]);
+    assert_eq!(all, "");
+    let (_, verify, _) = kiln(r, &["store", "verify"]);
+    assert!(!verify.contains("error"), "{verify}");
+}
+
+#[test]
+fn logs_since_and_until_and_inspect_host_config() {
+    if !common::can_sandbox("logs_since_and_until_and_inspect_host_config") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let vol = tempfile::tempdir().unwrap();
+    let bind = format!("{}:/data:ro", vol.path().display());
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "talker",
+            "-v",
+            &bind,
+            "--memory",
+            "64m",
+            "--log-opt",
+            "max-size=1m",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo early; sleep 1.5; echo late; sleep 60",
+        ],
+    );
+    until("late", || ok(r, &["logs", "talker"]).contains("late"));
+    let (_, stamped, _) = kiln(r, &["logs", "-t", "talker"]);
+    let late_time = stamped
+        .lines()
+        .find(|l| l.ends_with(" late"))
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(ok(r, &["logs", "--since", &late_time, "talker"]), "late\n");
+    assert_eq!(ok(r, &["logs", "--until", &late_time, "talker"]), "early\n");
+    // A duration is a time before now: both lines are less than a minute old.
+    assert_eq!(ok(r, &["logs", "--since", "1m", "talker"]), "early\nlate\n");
+    let (code, _, err) = kiln(r, &["logs", "--since", "yesterday", "talker"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid --since"), "{err}");
+    let v = inspect(r, "talker");
+    // The argv as run, not a line split at its spaces.
+    assert_eq!(v["Path"], "sh");
+    assert_eq!(v["Args"][1], "echo early; sleep 1.5; echo late; sleep 60");
+    assert_eq!(
+        v["Config"]["Cmd"][2],
+        "echo early; sleep 1.5; echo late; sleep 60"
+    );
+    let host = &v["HostConfig"];
+    assert_eq!(host["Memory"], 64 * 1024 * 1024, "{v}");
+    assert_eq!(host["Binds"][0], bind.as_str());
+    assert_eq!(host["LogConfig"]["Config"]["max-size"], "1048576");
+    assert_eq!(host["RestartPolicy"]["Name"], "no");
+    assert_eq!(v["Mounts"][0]["Destination"], "/data");
+    assert_eq!(v["Mounts"][0]["RW"], false);
+    ok(r, &["rm", "-f", "talker"]);
+}
