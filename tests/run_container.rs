@@ -82,11 +82,11 @@ fn runs_the_example_with_dockers_rules() {
         assert_eq!(out, host);
     }
 
-    // stdin is passed through.
+    // stdin is passed through with -i (without it the container reads nothing, as docker).
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(r)
-        .args(["run", "--rm", "--entrypoint", "cat", "example"])
+        .args(["run", "--rm", "-i", "--entrypoint", "cat", "example"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()

@@ -63,6 +63,13 @@ pub struct Args {
     /// log (`kiln logs`).
     #[arg(short = 'd', long = "detach")]
     pub detach: bool,
+    /// Keep stdin open (without it the container reads nothing, as docker's).
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
+    /// Give the container a terminal (its own, in raw mode against yours; Ctrl-C reaches its
+    /// foreground job, window size changes follow).
+    #[arg(short = 't', long = "tty")]
+    pub tty: bool,
     /// A health check command (run by `/bin/sh -c` in the container), over the image's.
     #[arg(long = "health-cmd", value_name = "CMD")]
     pub health_cmd: Option<String>,
@@ -158,6 +165,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         log_rotation: log_rotation(&args.log_opt)?,
         health: health_override,
         restart,
+        tty: args.tty,
+        interactive: args.interactive,
     };
     // Every option is checked (above) before the monitor starts: a bad one is reported here.
     if detach_now {
@@ -173,10 +182,36 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
              in the foreground is not restarted (kiln start runs it with its policy)"
         );
     }
+    let io = if opts.tty {
+        use std::{io::IsTerminal, os::fd::AsFd};
+        let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+        let tty_in = stdin.is_terminal();
+        let tty_out = stdout.is_terminal();
+        if opts.interactive && !tty_in {
+            // docker refuses; kiln goes on with the input copied as it comes.
+            eprintln!("kiln: warning: the input device is not a TTY");
+        }
+        let dup = |fd: std::os::fd::BorrowedFd<'_>, yes: bool| {
+            yes.then(|| fd.try_clone_to_owned()).transpose()
+        };
+        container::Io::Terminal(container::tty::Terminal {
+            input: dup(stdin.as_fd(), opts.interactive)?,
+            user: dup(stdin.as_fd(), opts.interactive && tty_in)?,
+            size: dup(stdout.as_fd(), tty_out)?.or(dup(stdin.as_fd(), tty_in)?),
+            output: Box::new(stdout),
+        })
+    } else {
+        let stdin = if opts.interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        container::Io::Pipes(stdin, Stdio::inherit(), Stdio::inherit())
+    };
     match container::run(
         &store,
         &opts,
-        (Stdio::inherit(), Stdio::inherit(), Stdio::inherit()),
+        io,
         &|w| eprintln!("kiln: warning: {w}"),
         &|_| false,
     ) {

@@ -197,13 +197,20 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
                 again.set(restart);
                 restart
             };
-            let result = super::run(
-                store,
-                opts,
-                (Stdio::null(), Stdio::from(out_w), Stdio::from(err_w)),
-                &|_| {},
-                &ended,
-            );
+            // With `-t`, the terminal's one stream is the log's stdout, as docker's.
+            let io = if opts.tty {
+                // No stderr of its own: its copy must not keep that capture waiting.
+                drop(err_w);
+                super::Io::Terminal(super::tty::Terminal {
+                    input: None,
+                    output: Box::new(out_w),
+                    user: None,
+                    size: None,
+                })
+            } else {
+                super::Io::Pipes(Stdio::null(), Stdio::from(out_w), Stdio::from(err_w))
+            };
+            let result = super::run(store, opts, io, &|_| {}, &ended);
             // The last sender: the reporter ends, told or not.
             opts.started = None;
             run_done.store(true, SeqCst);

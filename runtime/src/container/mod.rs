@@ -8,6 +8,7 @@ pub mod exec;
 pub mod health;
 pub mod logs;
 pub mod restart;
+pub mod tty;
 pub mod user;
 
 use std::{path::PathBuf, process::Stdio};
@@ -110,6 +111,21 @@ pub struct RunOptions {
     /// `--restart`: applied by a detached container's monitor.
     #[serde(default)]
     pub restart: restart::Policy,
+    /// `-t`: the process gets a terminal (see [`Io::Terminal`]).
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: stdin stays open (without it the process reads /dev/null, as docker's).
+    #[serde(default)]
+    pub interactive: bool,
+}
+
+/// A container's stdio.
+#[derive(Debug)]
+pub enum Io {
+    /// stdin, stdout, stderr as given.
+    Pipes(Stdio, Stdio, Stdio),
+    /// A terminal made in the container, joined to this one (`-t`).
+    Terminal(tty::Terminal),
 }
 
 /// Whether `name` is a valid container name (docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]+`).
@@ -284,7 +300,7 @@ pub fn new_id() -> String {
 pub fn run(
     store: &Store,
     opts: &RunOptions,
-    stdio: (Stdio, Stdio, Stdio),
+    stdio: Io,
     warn: &dyn Fn(&str),
     ended: &dyn Fn(i32) -> bool,
 ) -> Result<i32, ContainerError> {
@@ -419,13 +435,36 @@ pub fn run(
                 .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
                 .unwrap_or_else(|| "/".into());
             spec.network = opts.network.unwrap_or(Network::Host);
-            let (i, o, e) = stdio;
+            let (terminal, (i, o, e)) = match stdio {
+                Io::Pipes(i, o, e) => (None, (i, o, e)),
+                // The terminal replaces all three in the child.
+                Io::Terminal(t) => (Some(t), (Stdio::null(), Stdio::null(), Stdio::null())),
+            };
+            let channel = match terminal {
+                Some(t) => {
+                    let (ours, theirs) = crate::sandbox::pty::channel().map_err(|e| {
+                        ContainerError::Config(format!("cannot make a terminal socket: {e}"))
+                    })?;
+                    spec.tty = Some(std::sync::Arc::new(theirs));
+                    Some((ours, t))
+                }
+                None => None,
+            };
             // Once the process runs: its pid recorded (what `kiln stop` signals), the caller
             // told.
             let (tx, rx) = std::sync::mpsc::channel::<u32>();
             spec.started = Some(tx);
             let status = std::thread::scope(|s| {
                 let id = &id;
+                if let Some((ours, t)) = channel {
+                    s.spawn(move || {
+                        // Nothing comes when the process failed before its terminal was
+                        // made: the socket closes once its end in `spec` is dropped.
+                        if let Ok(master) = crate::sandbox::pty::receive(&ours) {
+                            tty::relay(master, t);
+                        }
+                    });
+                }
                 s.spawn(move || {
                     if let Ok(pid) = rx.recv() {
                         let init = i32::try_from(pid)
@@ -442,6 +481,8 @@ pub fn run(
                 let status = process::run(&spec, i, o, e);
                 // The last sender: the thread above ends (it was told, or never will be).
                 spec.started = None;
+                // The last end of the terminal socket on the container's side.
+                spec.tty = None;
                 status
             })?;
             Ok::<_, ContainerError>(process::exit_code(status))

@@ -38,7 +38,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-pub(super) const STEPS: [&str; 18] = [
+pub(super) const STEPS: [&str; 19] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -57,6 +57,7 @@ pub(super) const STEPS: [&str; 18] = [
     "join the cgroup",
     "install the seccomp filter",
     "die with kiln",
+    "open the terminal",
 ];
 
 /// A file for /dev/pipes: its path there and its content.
@@ -80,6 +81,8 @@ pub(super) struct Extra<'a> {
     /// Rootless: the host's device nodes and /sys, bound instead of made (a user namespace
     /// may neither create devices nor mount sysfs for the host's network).
     pub(super) host: Option<(&'a [Attach], &'a Attach)>,
+    /// The socket the terminal's master goes back on (`-t`), or -1.
+    pub(super) tty: i32,
 }
 
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
@@ -104,6 +107,7 @@ pub(super) fn child_setup(
         filter,
         proc_steps,
         host,
+        tty,
     } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(17);
@@ -245,6 +249,10 @@ pub(super) fn child_setup(
         (c"/dev/stderr", c"/proc/self/fd/2"),
     ] {
         rustix::fs::symlinkat(target, CWD, link)?;
+    }
+    if tty >= 0 {
+        step(18);
+        super::pty::open_in_child(tty, uid)?;
     }
     if !pipes.is_empty() {
         dir(c"/dev/pipes")?;

@@ -14,6 +14,7 @@ mod identity;
 pub mod mounts;
 pub mod overlay;
 pub mod process;
+pub mod pty;
 pub mod seccomp;
 mod signals;
 pub mod userns;

@@ -88,6 +88,9 @@ pub struct Spec {
     /// Told the process's host pid once it runs (its exec succeeded): what a detached
     /// container's monitor waits for before `kiln run -d` returns.
     pub started: Option<std::sync::mpsc::Sender<u32>>,
+    /// `-t`: the child's end of [`super::pty::channel`]. The process gets a terminal of the
+    /// container's own as stdio, and its master is sent on this socket.
+    pub tty: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Why the sandbox could not run the process; names the step.
@@ -238,6 +241,10 @@ pub fn run(
         errno,
     })?;
     let kiln_fd = std::os::fd::AsRawFd::as_raw_fd(&kiln_pidfd);
+    let tty = spec
+        .tty
+        .as_ref()
+        .map_or(-1, |s| std::os::fd::AsRawFd::as_raw_fd(s.as_ref()));
     let setup = move || -> std::io::Result<()> {
         let step = |n: u8| {
             let _ = rustix::io::write(&report_w, &[n]);
@@ -254,6 +261,7 @@ pub fn run(
             filter: &filter,
             proc_steps: &proc_steps,
             host: host.as_ref().map(|h| (h.devs.as_slice(), &h.sys)),
+            tty,
         };
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
@@ -265,10 +273,13 @@ pub fn run(
     }
     let program = program.clone();
     let forward = if spec.forward_signals {
-        Some(Forwarder::start().map_err(|e| SandboxError::Setup {
-            step: "forward signals".into(),
-            errno: errno_of(&e),
-        })?)
+        // With a terminal, a change of window size reaches the container through it.
+        Some(
+            Forwarder::start(spec.tty.is_none()).map_err(|e| SandboxError::Setup {
+                step: "forward signals".into(),
+                errno: errno_of(&e),
+            })?,
+        )
     } else {
         None
     };
@@ -379,6 +390,7 @@ impl Spec {
             read_only: false,
             forward_signals: false,
             started: None,
+            tty: None,
             cgroup: super::cgroup::Join::default(),
             seccomp: true,
         }

@@ -1,0 +1,289 @@
+//! `kiln run -it` on a real terminal: this test opens its own pty pair, makes its slave the
+//! controlling terminal of a `kiln run -it` session, and types into the master as a user
+//! would. The container gets a terminal of its own (`tty` says `/dev/pts/0`), follows the
+//! window's size, Ctrl-C reaches its foreground job, `exit N` ends it with N, and the user's
+//! terminal is restored afterwards. Without a terminal, a second interrupt kills a process 1
+//! that ignores the first.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    os::{fd::FromRawFd, unix::process::CommandExt},
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+struct Session {
+    master: std::fs::File,
+    /// The terminal's settings before kiln ran.
+    initial: libc::termios,
+    seen: Arc<Mutex<String>>,
+    child: std::process::Child,
+}
+
+fn set_size(fd: &std::fs::File, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a live stack value.
+    let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(fd), libc::TIOCSWINSZ, &ws) };
+    assert_eq!(r, 0);
+}
+
+fn termios(fd: &std::fs::File) -> libc::termios {
+    // SAFETY: tcgetattr fills a zeroed termios of this frame.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        assert_eq!(
+            libc::tcgetattr(std::os::fd::AsRawFd::as_raw_fd(fd), &mut t),
+            0
+        );
+        t
+    }
+}
+
+impl Session {
+    fn start(root: &std::path::Path, args: &[&str]) -> Session {
+        let (mut m, mut s) = (0, 0);
+        // SAFETY: openpty writes two descriptors into the integers given; no name, default
+        // settings.
+        let r = unsafe {
+            libc::openpty(
+                &mut m,
+                &mut s,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(r, 0, "openpty");
+        // SAFETY: both descriptors were just made and are owned here alone.
+        let (master, slave) =
+            unsafe { (std::fs::File::from_raw_fd(m), std::fs::File::from_raw_fd(s)) };
+        set_size(&master, 24, 80);
+        let initial = termios(&master);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.arg("--root")
+            .arg(root)
+            .args(args)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and TIOCSCTTY are plain system calls, async-signal-safe: the child
+        // leads a session whose controlling terminal is the slave, as a login shell's.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        let seen = Arc::new(Mutex::new(String::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), seen.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Session {
+            master,
+            initial,
+            seen,
+            child,
+        }
+    }
+
+    fn type_text(&mut self, text: &str) {
+        self.master.write_all(text.as_bytes()).unwrap();
+    }
+
+    /// Waits until the output holds `text` (at most 20 s: a bound for a loaded machine, not a
+    /// claim about speed); the output so far.
+    fn expect(&self, text: &str) -> String {
+        let t0 = Instant::now();
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.contains(text) {
+                return seen;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "never saw {text:?} in:\n{seen}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn an_interactive_shell_on_a_terminal_of_its_own() {
+    if !common::can_sandbox("an_interactive_shell_on_a_terminal_of_its_own") {
+        return;
+    }
+    let root = common::store_with_base();
+    let mut s = Session::start(
+        root.path(),
+        &["run", "--rm", "-it", "kiln.local/busybox", "sh"],
+    );
+    s.expect("/ # ");
+    // While it runs, the user's terminal is raw: no echo, no line editing by the host.
+    let raw = termios(&s.master);
+    assert_eq!(raw.c_lflag & (libc::ICANON | libc::ECHO), 0);
+    s.type_text("tty; stty size; echo one$((1+1))\r");
+    let out = s.expect("one2");
+    assert!(
+        out.contains("/dev/pts/0"),
+        "the container's own terminal: {out}"
+    );
+    assert!(out.contains("24 80"), "the window's size: {out}");
+    // A new size: the kernel tells kiln (SIGWINCH to the terminal's foreground group), kiln
+    // tells the container's terminal.
+    set_size(&s.master, 33, 101);
+    std::thread::sleep(Duration::from_millis(300));
+    s.type_text("stty size; echo two$((1+1))\r");
+    let out = s.expect("two2");
+    assert!(out.contains("33 101"), "resized: {out}");
+    // Ctrl-C interrupts the foreground job inside, not kiln, not the shell.
+    s.type_text("sleep 30; echo after$((1+1))\r");
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    s.type_text("\x03");
+    s.type_text("echo alive$((1+1))\r");
+    s.expect("alive2");
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "sleep 30 was interrupted"
+    );
+    assert!(!s.seen.lock().unwrap().contains("after2"));
+    s.type_text("exit 7\r");
+    let status = s.child.wait().unwrap();
+    assert_eq!(status.code(), Some(7));
+    // The user's terminal is as it was.
+    let after = termios(&s.master);
+    assert_eq!(
+        after.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG),
+        s.initial.c_lflag & (libc::ICANON | libc::ECHO | libc::ISIG)
+    );
+}
+
+#[test]
+fn without_i_stdin_is_empty_and_with_t_output_is_one_stream() {
+    if !common::can_sandbox("without_i_stdin_is_empty_and_with_t_output_is_one_stream") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    // No -i: the container reads nothing, as docker's (the input here is never read).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args([
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "cat; echo end",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let _ = input.write_all(b"typed\n");
+    let out = child.wait_with_output().unwrap();
+    drop(input);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "end\n");
+    // -t without a terminal here: the container still gets one; stderr comes on its stream.
+    let (code, out, err) = common::kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-t",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "tty; echo oops >&2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "/dev/pts/0\r\noops\r\n", "a terminal's line endings");
+    // Detached with -t: the terminal's output is the log's stdout.
+    let (code, id, err) = common::kiln(
+        r,
+        &[
+            "run",
+            "-dt",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "tty; echo oops >&2",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, waited, _) = common::kiln(r, &["wait", id.trim()]);
+    assert_eq!(waited.trim(), "0");
+    let (_, logs, logs_err) = common::kiln(r, &["logs", id.trim()]);
+    assert_eq!(
+        (logs.as_str(), logs_err.as_str()),
+        ("/dev/pts/0\r\noops\r\n", "")
+    );
+}
+
+#[test]
+fn a_second_interrupt_kills_a_process_1_that_ignores_it() {
+    if !common::can_sandbox("a_second_interrupt_kills_a_process_1_that_ignores_it") {
+        return;
+    }
+    let root = common::store_with_base();
+    // sleep as process 1 has no handler for SIGINT: the first interrupt does nothing.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo ready; exec sleep 1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) with plain integers, to our own child.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "ignored by process 1");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "killed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("again to kill it"), "{err}");
+    assert!(err.contains("second interrupt"), "{err}");
+}
