@@ -55,9 +55,9 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     for c in store.containers()? {
         let mut keep = any_state || c.state().is_live();
         for (k, v) in &filters {
-            match container::control::ps_filter(&c, k, v) {
+            match container::control::ps_filter(&store, &c, k, v) {
                 Some(ok) => keep &= ok,
-                None => anyhow::bail!("invalid --filter {k}: status, name, id or ancestor"),
+                None => anyhow::bail!("invalid --filter {k}: status, name, id, ancestor or label"),
             }
         }
         if keep {

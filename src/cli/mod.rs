@@ -161,5 +161,9 @@ pub fn limits(
     if pids == Some(0) {
         anyhow::bail!("--pids-limit 0: at least 1");
     }
-    Ok(kiln_runtime::sandbox::cgroup::Limits { memory, pids })
+    Ok(kiln_runtime::sandbox::cgroup::Limits {
+        memory,
+        pids,
+        ..Default::default()
+    })
 }

@@ -92,15 +92,58 @@ pub struct Args {
     /// (rotate past it), `max-file=3` (files kept, the current one included; default 1).
     #[arg(long = "log-opt", value_name = "KEY=VALUE")]
     pub log_opt: Vec<String>,
+    /// Number of CPUs the container may use (`1.5`: a CFS quota).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<String>,
+    /// Relative CPU weight (2 to 262144; 1024 is the default).
+    #[arg(short = 'c', long = "cpu-shares", value_name = "N")]
+    pub cpu_shares: Option<u64>,
+    /// Memory plus swap (`-1`: unlimited swap); with `-m`.
+    #[arg(long = "memory-swap", value_name = "SIZE")]
+    pub memory_swap: Option<String>,
+    /// A resource limit: `NAME=SOFT[:HARD]` (`nofile=1024:2048`).
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    pub ulimit: Vec<String>,
+    /// Size of /dev/shm (64m by default).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// Mount a fresh tmpfs: `PATH[:size=64m,mode=1777]`.
+    #[arg(long, value_name = "PATH[:OPTS]")]
+    pub tmpfs: Vec<String>,
+    /// Add a capability to docker's default set (`NET_ADMIN`, `ALL`).
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop a capability from docker's default set (`NET_RAW`, `ALL`).
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// `no-new-privileges` (setuid programs grant nothing) or `seccomp=unconfined`.
+    #[arg(long = "security-opt", value_name = "OPT")]
+    pub security_opt: Vec<String>,
+    /// Every capability, no seccomp filter, nothing masked in /proc and /sys (/sys writable).
+    #[arg(long)]
+    pub privileged: bool,
+    /// Another supplementary group for the container's user (a name in its /etc/group, or an
+    /// id).
+    #[arg(long = "group-add", value_name = "GROUP")]
+    pub group_add: Vec<String>,
+    /// A label on the container (`K=V`; `ps --filter label=K[=V]` finds it).
+    #[arg(short = 'l', long = "label", value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Run a small init as process 1 (it passes on signals and reaps orphans).
+    #[arg(long)]
+    pub init: bool,
+    /// Write the container's id to this file (which must not exist).
+    #[arg(long, value_name = "FILE")]
+    pub cidfile: Option<std::path::PathBuf>,
     /// Restart policy of a detached container: `no`, `on-failure[:N]`, `always`,
     /// `unless-stopped` (`kiln stop` and `kiln kill` end it for good).
     #[arg(long, value_name = "POLICY", default_value = "no")]
     pub restart: String,
-    /// Image (tag or manifest digest).
-    pub image: String,
-    /// Arguments: they replace the image's CMD.
-    #[arg(allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// The image (tag or manifest digest), then the arguments that replace its CMD. One
+    /// positional list: once the image is named, every word after it is the container's (`kiln
+    /// run IMAGE ls -l` passes `-l` on, as docker does), never an option of kiln's.
+    #[arg(required = true, num_args = 1.., value_name = "IMAGE [ARG]")]
+    pub command: Vec<String>,
     /// Pull the image before running: `missing` (when the store lacks it), `always`, `never`.
     #[arg(long, value_enum, default_value = "missing", value_name = "POLICY")]
     pub pull: super::registry::PullPolicy,
@@ -110,6 +153,7 @@ pub struct Args {
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let health_override = health(&args)?;
+    let granted = privileges(&args)?;
     let restart = container::restart::Policy::parse(&args.restart).map_err(anyhow::Error::msg)?;
     if restart != container::restart::Policy::No && args.rm {
         bail!("conflicting options: --restart and --rm");
@@ -142,13 +186,10 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let monitor = container::detach::is_monitor();
-    if !monitor {
-        super::registry::pull_for_run(&store, &args.image, args.pull, &args.registry)?;
-    }
     let detach_now = args.detach && !monitor;
     let mut opts = RunOptions {
-        image: args.image,
-        args: args.args,
+        image: args.command[0].clone(),
+        args: args.command[1..].to_vec(),
         entrypoint: args.entrypoint,
         env,
         workdir: args.workdir,
@@ -167,14 +208,88 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         restart,
         tty: args.tty,
         interactive: args.interactive,
+        privileges: granted,
+        shm_size: args
+            .shm_size
+            .as_deref()
+            .map(|s| size("shm-size", s))
+            .transpose()?,
+        tmpfs: args
+            .tmpfs
+            .iter()
+            .map(|t| container::Tmpfs::parse(t))
+            .collect::<Result<_, _>>()
+            .map_err(anyhow::Error::msg)?,
+        group_add: args.group_add.clone(),
+        init: args.init,
+        labels: args
+            .label
+            .iter()
+            .map(|l| {
+                let (k, v) = l.split_once('=').unwrap_or((l, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
     };
-    // Every option is checked (above) before the monitor starts: a bad one is reported here.
+    opts.limits.cpu_shares = args.cpu_shares;
+    if let Some(c) = &args.cpus {
+        let n: f64 = c
+            .parse()
+            .ok()
+            .filter(|n: &f64| *n > 0.0 && n.is_finite())
+            .ok_or_else(|| anyhow::anyhow!("--cpus {c}: expected a number of CPUs such as 1.5"))?;
+        let quota = (n * kiln_runtime::sandbox::cgroup::CPU_PERIOD as f64) as u64;
+        if quota < 1000 {
+            bail!("--cpus {c}: the minimum is 0.01");
+        }
+        opts.limits.cpu_quota = Some(quota);
+    }
+    if let Some(s) = &args.memory_swap {
+        let total = if s == "-1" {
+            u64::MAX
+        } else {
+            size("memory-swap", s)?
+        };
+        match opts.limits.memory {
+            None => bail!("--memory-swap {s}: needs --memory (-m) as well"),
+            Some(m) if total < m => {
+                bail!("--memory-swap {s}: must be at least the memory limit (-m)")
+            }
+            Some(_) => opts.limits.memory_swap = Some(total),
+        }
+    }
+    // docker's --cidfile: refused when the file exists, written once the container runs.
+    let cidfile = args.cidfile.clone().filter(|_| !monitor);
+    if let Some(f) = &cidfile {
+        if f.exists() {
+            bail!(
+                "container ID file found, make sure the other container isn't running or \
+                 delete {}",
+                f.display()
+            );
+        }
+    }
+    // Every option is checked (above) before anything is pulled or started.
+    if !monitor {
+        super::registry::pull_for_run(&store, &opts.image, args.pull, &args.registry)?;
+    }
     if detach_now {
-        return detach();
+        return detach(cidfile.as_deref());
     }
     if monitor {
         let code = container::detach::monitor(&store, &mut opts);
         return Ok(ExitCode::from(code));
+    }
+    if let Some(f) = cidfile {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        opts.started = Some(tx);
+        std::thread::spawn(move || {
+            if let Ok(id) = rx.recv() {
+                if let Err(e) = write_cidfile(&f, &id) {
+                    eprintln!("kiln: warning: {e:#}");
+                }
+            }
+        });
     }
     if restart != container::restart::Policy::No {
         eprintln!(
@@ -225,10 +340,13 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
 }
 
 /// `kiln run -d`: this same command again, as the container's monitor; the id once it runs.
-fn detach() -> anyhow::Result<ExitCode> {
+fn detach(cidfile: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
     let exe = std::env::current_exe().context("cannot find the kiln binary")?;
     match container::detach::start(&exe, std::env::args_os().skip(1))? {
         container::detach::Started::Running(id) => {
+            if let Some(f) = cidfile {
+                write_cidfile(f, &id)?;
+            }
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -237,6 +355,81 @@ fn detach() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
     }
+}
+
+fn write_cidfile(f: &std::path::Path, id: &str) -> anyhow::Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(f)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, id.as_bytes()))
+        .with_context(|| format!("--cidfile {}", f.display()))
+}
+
+/// A size option (`64m`, `1g`, bytes).
+fn size(flag: &str, s: &str) -> anyhow::Result<u64> {
+    kiln_parser::instruction::values::parse_ram_size(s)
+        .filter(|n| *n > 0)
+        .ok_or_else(|| anyhow::anyhow!("--{flag} {s}: expected a size such as 64m or 1g"))
+}
+
+/// `--privileged`, `--cap-add`, `--cap-drop`, `--security-opt`, `--ulimit` as docker reads
+/// them: `ALL` among the adds starts from every capability, among the drops from none; then
+/// the drops are taken out and the adds put in.
+fn privileges(args: &Args) -> anyhow::Result<kiln_runtime::sandbox::identity::Privileges> {
+    use kiln_runtime::sandbox::identity::{self, DEFAULT_CAPS};
+    let parse = |flag: &str, names: &[String]| {
+        names
+            .iter()
+            .map(|n| {
+                identity::parse_cap(n)
+                    .map(|c| (n.trim().eq_ignore_ascii_case("all"), c))
+                    .ok_or_else(|| anyhow::anyhow!("--{flag} {n}: unknown capability"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let (adds, drops) = (
+        parse("cap-add", &args.cap_add)?,
+        parse("cap-drop", &args.cap_drop)?,
+    );
+    let mut set = if args.privileged || adds.iter().any(|(all, _)| *all) {
+        identity::all_caps()
+    } else if drops.iter().any(|(all, _)| *all) {
+        identity::CapabilitySet::empty()
+    } else {
+        DEFAULT_CAPS
+    };
+    for (all, c) in &drops {
+        if !all && !args.privileged {
+            set.remove(*c);
+        }
+    }
+    for (_, c) in &adds {
+        set.insert(*c);
+    }
+    let mut p = identity::Privileges {
+        caps: (set != DEFAULT_CAPS).then(|| set.bits()),
+        privileged: args.privileged,
+        unconfined: args.privileged,
+        ..Default::default()
+    };
+    for o in &args.security_opt {
+        match o.as_str() {
+            "no-new-privileges" | "no-new-privileges=true" | "no-new-privileges:true" => {
+                p.no_new_privs = true;
+            }
+            "no-new-privileges=false" | "no-new-privileges:false" => p.no_new_privs = false,
+            "seccomp=unconfined" | "seccomp:unconfined" => p.unconfined = true,
+            other => bail!(
+                "--security-opt {other}: kiln supports no-new-privileges and seccomp=unconfined"
+            ),
+        }
+    }
+    for u in &args.ulimit {
+        p.rlimits
+            .push(identity::Rlimit::parse(u).map_err(anyhow::Error::msg)?);
+    }
+    Ok(p)
 }
 
 /// `--log-opt max-size=,max-file=` as docker's json-file driver reads them.

@@ -352,6 +352,9 @@ fn config_json(
         "WorkingDir": o.workdir.clone().unwrap_or_default(),
         "Entrypoint": o.entrypoint.as_ref().map(|e| vec![e.clone()]),
         "Healthcheck": o.health,
+        "Labels": o.labels,
+        "Tty": o.tty,
+        "OpenStdin": o.interactive,
     })
 }
 
@@ -363,6 +366,17 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
         Some(crate::sandbox::process::Network::None) => "none",
         _ => "host",
     };
+    use crate::sandbox::identity;
+    let caps = identity::CapabilitySet::from_bits_retain(
+        o.privileges.caps.unwrap_or(identity::DEFAULT_CAPS.bits()),
+    );
+    let mut security = Vec::new();
+    if o.privileges.no_new_privs {
+        security.push("no-new-privileges");
+    }
+    if o.privileges.unconfined && !o.privileges.privileged {
+        security.push("seccomp=unconfined");
+    }
     serde_json::json!({
         "Binds": o.volumes.iter().map(|v| {
             format!("{}:{}{}", v.host.display(), v.target, if v.read_only { ":ro" } else { "" })
@@ -372,7 +386,29 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
         "AutoRemove": o.remove,
         "ReadonlyRootfs": o.read_only,
         "Memory": o.limits.memory.unwrap_or(0),
+        "MemorySwap": o.limits.memory_swap.map_or(0, |s| i64::try_from(s).unwrap_or(-1)),
+        "NanoCpus": o.limits.cpu_quota.map_or(0, |q| {
+            q * 1_000_000_000 / crate::sandbox::cgroup::CPU_PERIOD
+        }),
+        "CpuShares": o.limits.cpu_shares.unwrap_or(0),
         "PidsLimit": o.limits.pids,
+        "Privileged": o.privileges.privileged,
+        "CapAdd": identity::cap_names(caps.difference(identity::DEFAULT_CAPS)),
+        "CapDrop": identity::cap_names(identity::DEFAULT_CAPS.difference(caps)),
+        "SecurityOpt": security,
+        "Ulimits": o.privileges.rlimits.iter().map(|r| serde_json::json!({
+            "Name": r.name(),
+            "Soft": i64::try_from(r.soft).unwrap_or(-1),
+            "Hard": i64::try_from(r.hard).unwrap_or(-1),
+        })).collect::<Vec<_>>(),
+        "ShmSize": o.shm_size.unwrap_or(64 << 20),
+        "Tmpfs": o.tmpfs.iter().map(|t| {
+            let mut opts = Vec::new();
+            if let Some(s) = t.size { opts.push(format!("size={s}")); }
+            if let Some(m) = t.mode { opts.push(format!("mode={m:o}")); }
+            (t.target.clone(), opts.join(","))
+        }).collect::<std::collections::BTreeMap<_, _>>(),
+        "GroupAdd": o.group_add,
         "LogConfig": {
             "Type": "json-file",
             "Config": o.log_rotation.map_or_else(|| serde_json::json!({}), |r| serde_json::json!({
@@ -384,9 +420,19 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
 }
 
 /// Whether `c` passes `kiln ps --filter KEY=VALUE` (docker's keys: `status`, `name` (a
-/// substring), `id` (a prefix), `ancestor` (the image as named)); `None` for an unknown key.
-pub fn ps_filter(c: &Container, key: &str, value: &str) -> Option<bool> {
+/// substring), `id` (a prefix), `ancestor` (the image as named), `label` (`K` or `K=V`));
+/// `None` for an unknown key.
+pub fn ps_filter(store: &Store, c: &Container, key: &str, value: &str) -> Option<bool> {
     Some(match key {
+        "label" => {
+            let labels = super::kept_options(store, &c.id)
+                .map(|o| o.labels)
+                .unwrap_or_default();
+            match value.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                None => labels.contains_key(value),
+            }
+        }
         "status" => c.state().name() == value,
         "name" => c.name.contains(value),
         "id" => c.id.starts_with(value),

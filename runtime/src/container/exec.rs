@@ -138,6 +138,10 @@ pub fn exec(
         gid,
         groups,
         timeout: opts.timeout,
+        // Exactly what the container's process 1 was granted.
+        privileges: super::kept_options(store, &c.id)
+            .map(|o| o.privileges)
+            .unwrap_or_default(),
     };
     let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr)?;
     Ok(process::exit_code(status))

@@ -117,6 +117,82 @@ pub struct RunOptions {
     /// `-i`: stdin stays open (without it the process reads /dev/null, as docker's).
     #[serde(default)]
     pub interactive: bool,
+    /// `--cap-add`, `--cap-drop`, `--privileged`, `--security-opt`, `--ulimit`.
+    #[serde(default)]
+    pub privileges: crate::sandbox::identity::Privileges,
+    /// `--shm-size` in bytes.
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--tmpfs TARGET[:size=N,mode=M]`.
+    #[serde(default)]
+    pub tmpfs: Vec<Tmpfs>,
+    /// `--group-add`: more supplementary groups (names from the image's /etc/group, or ids).
+    #[serde(default)]
+    pub group_add: Vec<String>,
+    /// `--label K=V`.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--init`: a small init as process 1 ([`crate::sandbox::init`]).
+    #[serde(default)]
+    pub init: bool,
+}
+
+/// One `--tmpfs`: a fresh tmpfs at `target`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Tmpfs {
+    pub target: String,
+    pub size: Option<u64>,
+    pub mode: Option<u32>,
+}
+
+impl Tmpfs {
+    /// docker's `--tmpfs /run[:size=64m,mode=1777,rw,noexec...]` (flags other than size and
+    /// mode are accepted and not applied: kiln's tmpfs are always nosuid and nodev).
+    pub fn parse(text: &str) -> Result<Tmpfs, String> {
+        let (target, opts) = text.split_once(':').unwrap_or((text, ""));
+        if !target.starts_with('/') || target == "/" || target.split('/').any(|p| p == "..") {
+            return Err(format!(
+                "--tmpfs {text}: the container path must be absolute, below / and without .."
+            ));
+        }
+        let mut t = Tmpfs {
+            target: target.to_string(),
+            size: None,
+            mode: None,
+        };
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            match o.split_once('=') {
+                Some(("size", v)) => {
+                    t.size = Some(
+                        kiln_parser::instruction::values::parse_ram_size(v)
+                            .ok_or_else(|| format!("--tmpfs {text}: bad size {v:?}"))?,
+                    );
+                }
+                Some(("mode", v)) => {
+                    t.mode = Some(
+                        u32::from_str_radix(v, 8)
+                            .ok()
+                            .filter(|m| *m <= 0o7777)
+                            .ok_or_else(|| format!("--tmpfs {text}: bad mode {v:?}"))?,
+                    );
+                }
+                None if matches!(
+                    o,
+                    "rw" | "ro" | "exec" | "noexec" | "suid" | "nosuid" | "dev" | "nodev"
+                ) => {}
+                _ => return Err(format!("--tmpfs {text}: unsupported option {o:?}")),
+            }
+        }
+        Ok(t)
+    }
+}
+
+/// The options container `id` was created with (`options.json` in its directory).
+pub fn kept_options(store: &Store, id: &str) -> Option<RunOptions> {
+    let path = store.root().join("containers").join(id).join(OPTIONS);
+    std::fs::read(path)
+        .ok()
+        .and_then(|t| serde_json::from_slice(&t).ok())
 }
 
 /// A container's stdio.
@@ -411,13 +487,26 @@ pub fn run(
                 .clone()
                 .unwrap_or_else(|| id[..12].to_string());
             let mut spec = Spec::new(&rootfs, argv);
+            spec.init = opts.init;
             spec.env = environment(&config, opts, &who.home, &hostname);
             spec.uid = who.uid;
             spec.gid = who.gid;
             spec.groups = who.groups;
+            for g in &opts.group_add {
+                let gid = user::group_id(&rootfs, g)?;
+                if !spec.groups.contains(&gid) {
+                    spec.groups.push(gid);
+                }
+            }
+            spec.privileges = opts.privileges.clone();
+            spec.shm_size = opts.shm_size;
             spec.mounts = crate::sandbox::etc::write_files(&dir, &hostname)?;
             for v in &opts.volumes {
                 spec.mounts.push(v.prepare()?);
+            }
+            for t in &opts.tmpfs {
+                let fs = crate::sandbox::mounts::tmpfs(t.size, Some(t.mode.unwrap_or(0o1777)))?;
+                spec.mounts.push(fs.at(&t.target));
             }
             spec.read_only = opts.read_only;
             spec.forward_signals = true;

@@ -68,6 +68,22 @@ pub fn resolve(rootfs: &Path, spec: &str) -> Result<Who, UserError> {
     resolve_from(&passwd, &group, spec)
 }
 
+/// `--group-add`: a group named in the container's /etc/group, or a number.
+pub fn group_id(rootfs: &Path, name: &str) -> Result<u32, UserError> {
+    let group = read_in_root(rootfs, "/etc/group").unwrap_or_default();
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 3 && f[0] == name)
+        .and_then(|f| f[2].parse().ok())
+        .or_else(|| name.parse().ok())
+        .ok_or_else(|| UserError {
+            what: "group",
+            name: name.to_string(),
+            reason: "no matching entries in group file".into(),
+        })
+}
+
 /// The logic of [`resolve`] on the files' text.
 pub fn resolve_from(passwd: &str, group: &str, spec: &str) -> Result<Who, UserError> {
     let (user, grp) = match spec.split_once(':') {

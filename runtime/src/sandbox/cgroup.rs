@@ -36,11 +36,23 @@ pub struct Limits {
     pub memory: Option<u64>,
     /// Number of processes and threads (docker `--pids-limit`).
     pub pids: Option<u64>,
+    /// CPU time per 100 ms period, in microseconds (docker `--cpus` × 100,000).
+    #[serde(default)]
+    pub cpu_quota: Option<u64>,
+    /// Relative CPU weight (docker `--cpu-shares`, 2 to 262,144; 1,024 is the default).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// Memory plus swap in bytes (docker `--memory-swap`; `u64::MAX`: unlimited swap).
+    #[serde(default)]
+    pub memory_swap: Option<u64>,
 }
+
+/// The CFS period docker uses with `--cpus`, in microseconds.
+pub const CPU_PERIOD: u64 = 100_000;
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.memory.is_none() && self.pids.is_none()
+        *self == Limits::default()
     }
 }
 
@@ -164,25 +176,79 @@ impl Cgroup {
             procs: Vec::new(),
         };
         let mut unapplied = Vec::new();
+        // Each value as cgroup v2 and v1 write it; in this order (v1 wants the memory limit
+        // before memory+swap).
+        let num = |v: Option<u64>| v.map(|n| (n.to_string(), n.to_string()));
+        let swap = limits.memory_swap.map(|total| {
+            if total == u64::MAX {
+                ("max".to_string(), "-1".to_string())
+            } else {
+                // v2 counts the swap alone; v1 memory and swap together.
+                let alone = total.saturating_sub(limits.memory.unwrap_or(0));
+                (alone.to_string(), total.to_string())
+            }
+        });
+        let weight = limits.cpu_shares.map(|s| {
+            // runc's conversion of shares (2..262144) to a v2 weight (1..10000).
+            let w = 1 + (s.clamp(2, 262_144) - 2) * 9999 / 262_142;
+            (w.to_string(), s.to_string())
+        });
         let wanted = [
             (
                 "memory",
-                limits.memory,
-                "memory.max",
-                "memory.limit_in_bytes",
+                num(limits.memory),
+                ("memory.max", "memory.limit_in_bytes"),
             ),
-            ("pids", limits.pids, "pids.max", "pids.max"),
+            (
+                "memory",
+                swap,
+                ("memory.swap.max", "memory.memsw.limit_in_bytes"),
+            ),
+            ("pids", num(limits.pids), ("pids.max", "pids.max")),
+            ("cpu", weight, ("cpu.weight", "cpu.shares")),
         ];
-        for (controller, value, v2_file, v1_file) in wanted {
+        for (controller, value, files) in wanted {
             let Some(value) = value else { continue };
             let applied = match place(controller, &self_cgroup) {
                 None => Err(format!(
                     "no {controller} controller in /sys/fs/cgroup (v1 or v2)"
                 )),
-                Some(p) => cg.limit(&p, name, controller, (v2_file, v1_file), value),
+                Some(p) => cg.limit(&p, name, controller, files, &value),
             };
             if let Err(why) = applied {
-                unapplied.push(format!("{controller} limit not applied: {why}"));
+                unapplied.push(format!("{} limit not applied: {why}", files.0));
+            }
+        }
+        if let Some(quota) = limits.cpu_quota {
+            let applied = match place("cpu", &self_cgroup) {
+                None => Err("no cpu controller in /sys/fs/cgroup (v1 or v2)".to_string()),
+                Some(p @ Place::V2(_)) => cg.limit(
+                    &p,
+                    name,
+                    "cpu",
+                    ("cpu.max", ""),
+                    &(format!("{quota} {CPU_PERIOD}"), String::new()),
+                ),
+                Some(p) => cg
+                    .limit(
+                        &p,
+                        name,
+                        "cpu",
+                        ("", "cpu.cfs_period_us"),
+                        &(String::new(), CPU_PERIOD.to_string()),
+                    )
+                    .and_then(|()| {
+                        cg.limit(
+                            &p,
+                            name,
+                            "cpu",
+                            ("", "cpu.cfs_quota_us"),
+                            &(String::new(), quota.to_string()),
+                        )
+                    }),
+            };
+            if let Err(why) = applied {
+                unapplied.push(format!("cpu quota not applied: {why}"));
             }
         }
         // A freezer for `kiln pause`: the v2 cgroup (every one has `cgroup.freeze`), else
@@ -308,7 +374,7 @@ impl Cgroup {
         name: &str,
         controller: &str,
         (v2_file, v1_file): (&str, &str),
-        value: u64,
+        (v2_value, v1_value): &(String, String),
     ) -> Result<(), String> {
         let file = match place {
             Place::V2(mount) => {
@@ -320,14 +386,14 @@ impl Cgroup {
                     let ctl = d.join("cgroup.subtree_control");
                     std::fs::write(&ctl, format!("+{controller}")).map_err(|e| err(&ctl, e))?;
                 }
-                v2_file
+                (v2_file, v2_value)
             }
-            Place::V1(..) => v1_file,
+            Place::V1(..) => (v1_file, v1_value),
         };
         let dir = dir_at(place, name);
         self.enter(&dir)?;
-        let f = dir.join(file);
-        std::fs::write(&f, value.to_string()).map_err(|e| err(&f, e))
+        let f = dir.join(file.0);
+        std::fs::write(&f, file.1).map_err(|e| err(&f, e))
     }
 }
 

@@ -9,7 +9,7 @@ use rustix::{
     fs::{CWD, FileType, Mode},
     io::Errno,
     mount::{MountFlags, MountPropagationFlags, UnmountFlags},
-    thread::{CapabilitySet, UnshareFlags},
+    thread::UnshareFlags,
 };
 
 use super::attach::{Attach, attach, attach_at};
@@ -38,7 +38,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-pub(super) const STEPS: [&str; 19] = [
+pub(super) const STEPS: [&str; 20] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -58,6 +58,7 @@ pub(super) const STEPS: [&str; 19] = [
     "install the seccomp filter",
     "die with kiln",
     "open the terminal",
+    "start the init",
 ];
 
 /// A file for /dev/pipes: its path there and its content.
@@ -70,12 +71,15 @@ pub(super) struct Extra<'a> {
     pub(super) read_only: bool,
     /// The root is remounted `nodev` (no devices cgroup could be had).
     pub(super) nodev: bool,
-    /// The bounding, permitted and effective capabilities.
-    pub(super) caps: CapabilitySet,
+    /// Capabilities, seccomp filter, no_new_privs and resource limits.
+    pub(super) grant: super::identity::Grant<'a>,
+    /// `--privileged`: no masked paths, /sys writable.
+    pub(super) privileged: bool,
+    /// The options of /dev/shm's tmpfs (`--shm-size`).
+    pub(super) shm: &'a std::ffi::CStr,
     pub(super) cgroups: &'a [i32],
     /// A pidfd of kiln itself (see [`child_setup`]).
     pub(super) kiln: i32,
-    pub(super) filter: &'a [super::seccomp::Insn],
     /// `/proc` split for [`open_creating`].
     pub(super) proc_steps: &'a [(CString, CString)],
     /// Rootless: the host's device nodes and /sys, bound instead of made (a user namespace
@@ -83,6 +87,8 @@ pub(super) struct Extra<'a> {
     pub(super) host: Option<(&'a [Attach], &'a Attach)>,
     /// The socket the terminal's master goes back on (`-t`), or -1.
     pub(super) tty: i32,
+    /// `--init`: fork once more, the command below a small init, shown as this.
+    pub(super) init: Option<&'a super::init::Title>,
 }
 
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
@@ -101,13 +107,15 @@ pub(super) fn child_setup(
         mounts,
         read_only,
         nodev,
-        caps,
+        grant,
+        privileged,
+        shm,
         cgroups,
         kiln,
-        filter,
         proc_steps,
         host,
         tty,
+        init,
     } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(17);
@@ -232,7 +240,7 @@ pub(super) fn child_setup(
         c"/dev/shm",
         c"tmpfs",
         nosuid_nodev_noexec,
-        Some(c"mode=1777,size=65536k"),
+        Some(shm),
     )?;
     mount(
         c"mqueue",
@@ -276,18 +284,23 @@ pub(super) fn child_setup(
     rustix::process::umask(Mode::from_raw_mode(0o022));
     step(6);
     dir(c"/sys")?;
+    let sys_flags = if privileged {
+        nosuid_nodev_noexec
+    } else {
+        nosuid_nodev_noexec | MountFlags::RDONLY
+    };
     match host {
         Some((_, sys)) => attach(sys)?,
-        None => mount(
-            c"sysfs",
-            c"/sys",
-            c"sysfs",
-            nosuid_nodev_noexec | MountFlags::RDONLY,
-            None,
-        )?,
+        None => mount(c"sysfs", c"/sys", c"sysfs", sys_flags, None)?,
     }
     step(7);
-    for p in MASKED {
+    // `--privileged`: nothing masked, nothing made read-only, as docker's.
+    let (masked, read_only_paths): (&[&std::ffi::CStr], &[&std::ffi::CStr]) = if privileged {
+        (&[], &[])
+    } else {
+        (&MASKED, &READ_ONLY)
+    };
+    for p in masked.iter().copied() {
         match mount_bind(c"/dev/null", p) {
             Ok(()) | Err(Errno::NOENT) => {}
             // A directory: hide it under an empty read-only tmpfs.
@@ -295,7 +308,7 @@ pub(super) fn child_setup(
             Err(e) => return Err(e),
         }
     }
-    for p in READ_ONLY {
+    for p in read_only_paths.iter().copied() {
         match mount_bind(p, p) {
             Ok(()) => mount_remount(
                 p,
@@ -328,10 +341,16 @@ pub(super) fn child_setup(
     super::identity::take_identity(
         step,
         cwd,
-        filter,
-        caps,
+        &grant,
         (uid, gid, groups),
         host.is_none() || !groups.is_empty(),
         kiln,
-    )
+    )?;
+    if let Some(title) = init {
+        step(19);
+        super::init::fork_init(Some(title))?;
+        // The command's process, from here to its exec.
+        step(13);
+    }
+    Ok(())
 }

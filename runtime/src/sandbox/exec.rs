@@ -16,12 +16,9 @@ use std::{
     process::{Command, ExitStatus, Stdio},
 };
 
-use rustix::{
-    io::Errno,
-    thread::{CapabilitySet, ThreadNameSpaceType},
-};
+use rustix::{io::Errno, thread::ThreadNameSpaceType};
 
-use super::process::{DEFAULT_CAPS, SandboxError};
+use super::process::SandboxError;
 use crate::procid::ProcessId;
 
 /// What to start in a container.
@@ -39,6 +36,8 @@ pub struct ExecSpec {
     pub groups: Vec<u32>,
     /// Killed (SIGKILL) when it runs longer (a health check's timeout).
     pub timeout: Option<std::time::Duration>,
+    /// The container's own (`--cap-add`, `--security-opt`, `--ulimit`...).
+    pub privileges: super::identity::Privileges,
 }
 
 fn setup_err(step: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
@@ -104,15 +103,21 @@ pub fn exec(
     let (flags, pid_ns) = namespaces_of(spec.init.pid);
     let (cgroups, devices) = super::cgroup::join_of(spec.init.pid);
     let cgroup_fds: Vec<i32> = cgroups.iter().map(AsRawFd::as_raw_fd).collect();
-    let caps = if devices || super::userns::rootless() {
-        DEFAULT_CAPS
-    } else {
-        DEFAULT_CAPS.difference(CapabilitySet::MKNOD)
-    };
+    let caps = spec
+        .privileges
+        .cap_set(devices || super::userns::rootless());
     let cwd =
         super::mounts::target_steps(&super::process::clean_absolute(&spec.cwd)).unwrap_or_default();
     let cwd: Vec<(CString, CString)> = cwd;
-    let filter = super::seccomp::program();
+    let filter = if spec.privileges.unconfined {
+        Vec::new()
+    } else {
+        super::seccomp::program()
+    };
+    let (no_new_privs, rlimits) = (
+        spec.privileges.no_new_privs,
+        spec.privileges.rlimits.clone(),
+    );
     let groups: Vec<rustix::fs::Gid> = spec
         .groups
         .iter()
@@ -156,8 +161,12 @@ pub fn exec(
             super::identity::take_identity(
                 &|_| {},
                 &cwd,
-                &filter,
-                caps,
+                &super::identity::Grant {
+                    filter: &filter,
+                    caps,
+                    no_new_privs,
+                    rlimits: &rlimits,
+                },
                 (uid, gid, &groups),
                 !super::userns::rootless() || !groups.is_empty(),
                 kiln_fd,

@@ -24,10 +24,7 @@ use std::{
     sync::atomic::Ordering,
 };
 
-use rustix::{
-    io::Errno,
-    thread::{CapabilitySet, UnshareFlags},
-};
+use rustix::{io::Errno, thread::UnshareFlags};
 
 pub use super::mounts::Mount;
 use super::{
@@ -58,6 +55,7 @@ pub struct Spec {
     pub rootfs: PathBuf,
     /// argv; `args[0]` without a `/` is looked up in `PATH` of `env`.
     pub args: Vec<String>,
+
     /// `KEY=value` strings: the whole environment.
     pub env: Vec<String>,
     /// Absolute working directory inside the root.
@@ -83,11 +81,17 @@ pub struct Spec {
     pub forward_signals: bool,
     /// The cgroups the process joins first ([`super::cgroup::Cgroup::create`]).
     pub cgroup: super::cgroup::Join,
-    /// Docker's refused system calls fail with EPERM ([`super::seccomp`]); on by default.
-    pub seccomp: bool,
+    /// Capabilities, seccomp (docker's refused system calls fail with EPERM,
+    /// [`super::seccomp`]), no_new_privs, masked paths, resource limits: docker's defaults
+    /// unless changed.
+    pub privileges: super::identity::Privileges,
+    /// The size of /dev/shm (`--shm-size`; docker's 64 MiB by default).
+    pub shm_size: Option<u64>,
     /// Told the process's host pid once it runs (its exec succeeded): what a detached
     /// container's monitor waits for before `kiln run -d` returns.
     pub started: Option<std::sync::mpsc::Sender<u32>>,
+    /// `--init`: process 1 is a small init that runs the command ([`super::init`]).
+    pub init: bool,
     /// `-t`: the child's end of [`super::pty::channel`]. The process gets a terminal of the
     /// container's own as stdio, and its master is sent on this socket.
     pub tty: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
@@ -168,19 +172,31 @@ pub fn run(
     // a `nodev` root (rootless needs neither: the kernel refuses devices on a user namespace's
     // mounts and mknod in it).
     let devices_controlled = spec.cgroup.devices_controlled() || super::userns::rootless();
-    let caps = if devices_controlled {
-        DEFAULT_CAPS
-    } else {
-        DEFAULT_CAPS.difference(CapabilitySet::MKNOD)
-    };
+    let caps = spec.privileges.cap_set(devices_controlled);
     let host = if super::userns::rootless() {
         Some(host_binds()?)
     } else {
         None
     };
     let cgroup_fds = spec.cgroup.fds();
+    let (no_new_privs, privileged) = (spec.privileges.no_new_privs, spec.privileges.privileged);
+    let rlimits = spec.privileges.rlimits.clone();
+    let title = if spec.init {
+        Some(super::init::Title::prepare(&spec.args).ok_or_else(|| {
+            SandboxError::Invalid("--init: cannot read this process's argument area".into())
+        })?)
+    } else {
+        None
+    };
+    let shm = cstr(
+        &format!(
+            "mode=1777,size={}k",
+            spec.shm_size.unwrap_or(64 << 20).div_ceil(1024)
+        ),
+        "shm size",
+    )?;
     let proc_steps = super::mounts::target_steps("/proc").unwrap_or_default();
-    let filter = if spec.seccomp {
+    let filter = if !spec.privileges.unconfined {
         super::seccomp::program()
     } else {
         Vec::new()
@@ -220,6 +236,7 @@ pub fn run(
         .stdin(stdin)
         .stdout(stdout)
         .stderr(stderr);
+
     for kv in &spec.env {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         cmd.env(k, v);
@@ -255,13 +272,20 @@ pub fn run(
             mounts: &mounts,
             read_only,
             nodev: !devices_controlled,
-            caps,
+            grant: super::identity::Grant {
+                filter: &filter,
+                caps,
+                no_new_privs,
+                rlimits: &rlimits,
+            },
+            privileged,
+            shm: &shm,
             cgroups: &cgroup_fds,
             kiln: kiln_fd,
-            filter: &filter,
             proc_steps: &proc_steps,
             host: host.as_ref().map(|h| (h.devs.as_slice(), &h.sys)),
             tty,
+            init: title.as_ref(),
         };
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
@@ -391,8 +415,10 @@ impl Spec {
             forward_signals: false,
             started: None,
             tty: None,
+            init: false,
             cgroup: super::cgroup::Join::default(),
-            seccomp: true,
+            privileges: super::identity::Privileges::default(),
+            shm_size: None,
         }
     }
 }
