@@ -349,3 +349,97 @@ fn logs_since_and_until_and_inspect_host_config() {
     assert_eq!(v["Mounts"][0]["RW"], false);
     ok(r, &["rm", "-f", "talker"]);
 }
+
+#[test]
+fn diff_and_commit_a_containers_changes() {
+    if !common::can_sandbox("diff_and_commit_a_containers_changes") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "changer",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo hi > /new.txt; rm /etc/group; mkdir -p /tmp/x; echo y > /tmp/x/y",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // docker's letters, sorted by path; a directory holding a change is changed; the files
+    // kiln binds over (/etc/hosts, /etc/resolv.conf) are not changes.
+    assert_eq!(
+        ok(r, &["diff", "changer"]),
+        "C /etc\nD /etc/group\nA /new.txt\nC /tmp\nA /tmp/x\nA /tmp/x/y\n"
+    );
+    let id = ok(
+        r,
+        &[
+            "commit",
+            "-m",
+            "added a file",
+            "-a",
+            "someone",
+            "-c",
+            "CMD [\"cat\", \"/new.txt\"]",
+            "-c",
+            "ENV FROM_COMMIT=yes",
+            "changer",
+            "committed:v1",
+        ],
+    );
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(ok(r, &["run", "--rm", "committed:v1"]), "hi\n");
+    assert_eq!(
+        ok(
+            r,
+            &[
+                "run",
+                "--rm",
+                "committed:v1",
+                "sh",
+                "-c",
+                "echo $FROM_COMMIT; cat /tmp/x/y; test -e /etc/group || echo gone"
+            ]
+        ),
+        "yes\ny\ngone\n"
+    );
+    let (_, image, _) = kiln(r, &["inspect", "--type", "image", "committed:v1"]);
+    let v: serde_json::Value = serde_json::from_str(&image).unwrap();
+    assert_eq!(v[0]["Author"], "someone", "{v}");
+    assert_eq!(v[0]["Comment"], "added a file");
+    assert_eq!(v[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    // A running container is frozen while it is read, then runs on.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo x > /live; sleep 60",
+        ],
+    );
+    until("live written", || {
+        ok(r, &["diff", "busy"]).contains("A /live")
+    });
+    ok(r, &["commit", "busy", "committed:live"]);
+    assert_eq!(inspect(r, "busy")["State"]["Status"], "running");
+    assert_eq!(
+        ok(r, &["run", "--rm", "committed:live", "cat", "/live"]),
+        "x\n"
+    );
+    let (code, _, err) = kiln(r, &["commit", "-c", "RUN true", "busy"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--change \"RUN true\""), "{err}");
+    ok(r, &["rm", "-f", "busy", "changer"]);
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -5,6 +5,7 @@
 //! explanations) and [`image`] (layer writing).
 
 pub mod cache;
+pub mod commit;
 pub mod context;
 pub mod exec;
 pub mod graph;

@@ -2,6 +2,7 @@
 
 mod build;
 mod cache;
+mod changes;
 mod check;
 mod containers;
 mod dockerfile;
@@ -58,6 +59,10 @@ pub enum Command {
     Start(lifecycle::StartArgs),
     /// Stop then start containers.
     Restart(lifecycle::RestartArgs),
+    /// List what a container changed in its root filesystem (A added, C changed, D deleted).
+    Diff(changes::DiffArgs),
+    /// Make a new image from a container's changes.
+    Commit(changes::CommitArgs),
     /// Freeze every process of containers.
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers.
@@ -130,6 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(a) => lifecycle::start(cli.root.as_deref(), a),
         Command::Restart(a) => lifecycle::restart(cli.root.as_deref(), a),
         Command::Pause(a) => lifecycle::pause(cli.root.as_deref(), a),
+        Command::Diff(a) => changes::diff(cli.root.as_deref(), a),
+        Command::Commit(a) => changes::commit(cli.root.as_deref(), a),
         Command::Unpause(a) => lifecycle::unpause(cli.root.as_deref(), a),
         Command::Container(c) => containers::container(cli.root.as_deref(), c),
         Command::Exec(a) => containers::exec(cli.root.as_deref(), a),

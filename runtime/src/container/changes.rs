@@ -1,0 +1,101 @@
+//! `kiln diff`: what a container changed in its root filesystem, read from its overlayfs upper
+//! directory as docker reads its read-write layer: `A` added, `C` changed (a directory holding
+//! a change is changed too), `D` deleted. The files kiln binds over for every container
+//! (/etc/hosts, /etc/resolv.conf), when the image lacked them, are mount points, not changes.
+
+use std::path::{Path, PathBuf};
+
+use super::ContainerError;
+use crate::{layer::diff::Change, store::Store};
+
+/// One change: `A`, `C` or `D`, and the absolute path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    pub kind: char,
+    pub path: String,
+}
+
+/// The directories a container's root is made of: its upper directory and the image's
+/// unpacked layers, top first.
+pub fn layers_of(
+    store: &Store,
+    id: &str,
+    image: &str,
+) -> Result<(PathBuf, Vec<PathBuf>), ContainerError> {
+    let upper = store.root().join("containers").join(id).join("upper");
+    let manifest = store
+        .resolve(image)?
+        .ok_or_else(|| ContainerError::NoImage(image.to_string()))?;
+    let (m, config, _) = store.image(&manifest)?;
+    let blobs = m
+        .layers
+        .iter()
+        .map(|l| crate::digest::Digest::parse(&l.digest))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ContainerError::Config(format!("{image}: layer digest: {e}")))?;
+    let diffs = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| crate::digest::Digest::parse(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ContainerError::Config(format!("{image}: diff_id: {e}")))?;
+    Ok((upper, store.unpacked_layers(&blobs, &diffs)?))
+}
+
+/// Whether `rel` is in the image below: the topmost layer that has an entry for it decides (a
+/// whiteout there means deleted).
+pub fn in_lower(lower: &[PathBuf], rel: &str) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    for dir in lower {
+        if let Ok(md) = std::fs::symlink_metadata(dir.join(rel)) {
+            return !(md.file_type().is_char_device() && md.rdev() == 0);
+        }
+    }
+    false
+}
+
+/// A stub kiln made to bind a generated file over (the image lacked it): no change.
+pub fn is_stub(upper: &Path, lower: &[PathBuf], rel: &str) -> bool {
+    crate::sandbox::etc::BOUND.contains(&rel)
+        && !in_lower(lower, rel)
+        && std::fs::symlink_metadata(upper.join(rel)).is_ok_and(|m| m.is_file() && m.len() == 0)
+}
+
+/// `kiln diff CONTAINER`: its changes, sorted by path.
+pub fn diff(store: &Store, what: &str) -> Result<Vec<Changed>, ContainerError> {
+    let c = store
+        .find_container(what)?
+        .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
+    let (upper, lower) = layers_of(store, &c.id, &c.image)?;
+    let mut out = Vec::new();
+    crate::layer::diff::walk_upper(&upper, &mut |change| {
+        let (rel, deleted) = match &change {
+            Change::Whiteout(p) => (p.clone(), true),
+            Change::Opaque(_) => return Ok(()),
+            Change::Dir(p, _)
+            | Change::File(p, ..)
+            | Change::Symlink(p, ..)
+            | Change::Hardlink(p, ..)
+            | Change::Special(p, ..) => (p.clone(), false),
+        };
+        if is_stub(&upper, &lower, &rel) {
+            return Ok(());
+        }
+        let kind = if deleted {
+            'D'
+        } else if in_lower(&lower, &rel) {
+            'C'
+        } else {
+            'A'
+        };
+        out.push(Changed {
+            kind,
+            path: format!("/{rel}"),
+        });
+        Ok(())
+    })
+    .map_err(|e| ContainerError::Config(format!("reading the changes of {}: {e}", c.name)))?;
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
