@@ -443,3 +443,78 @@ fn diff_and_commit_a_containers_changes() {
     let (code, out, err) = kiln(r, &["store", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn top_and_stats_of_a_running_container() {
+    if !common::can_sandbox("top_and_stats_of_a_running_container") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // A busy loop, a child sleeping, 100 MiB of memory at most, no network of its own.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "busy",
+            "-m",
+            "100m",
+            "--network",
+            "none",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "sleep 1000 & while true; do :; done",
+        ],
+    );
+    // top: only the container's processes, with the host's pids (as docker's).
+    let top = ok(r, &["top", "busy"]);
+    let mut lines = top.lines();
+    assert!(lines.next().unwrap().starts_with("UID"), "{top}");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2, "{top}");
+    assert!(rows.iter().any(|l| l.ends_with("sleep 1000")), "{top}");
+    let init = inspect(r, "busy")["State"]["Pid"].as_i64().unwrap();
+    assert!(
+        top.contains(&format!(" {init} ")),
+        "process 1 is listed: {top}"
+    );
+    assert!(
+        !top.contains("cargo") && !top.contains("kiln "),
+        "no host process: {top}"
+    );
+    let custom = ok(r, &["top", "busy", "-o", "pid,comm"]);
+    assert_eq!(
+        custom
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["PID", "COMMAND"]
+    );
+    // stats: the busy loop uses about a CPU; memory against the limit; two processes.
+    let line = ok(r, &["stats", "--no-stream", "--format", "json", "busy"]);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+    let cpu: f64 = v["CPUPerc"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('%')
+        .parse()
+        .unwrap();
+    assert!(cpu > 20.0, "a busy loop: {v}");
+    assert!(
+        v["MemUsage"].as_str().unwrap().ends_with(" / 100MiB"),
+        "{v}"
+    );
+    assert_eq!(v["PIDs"], "2");
+    assert_eq!(v["NetIO"], "0B / 0B");
+    let table = ok(r, &["stats", "--no-stream"]);
+    assert!(table.starts_with("CONTAINER ID   NAME   CPU %"), "{table}");
+    ok(r, &["rm", "-f", "busy"]);
+    let (code, _, err) = kiln(r, &["top", "busy"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no such container"), "{err}");
+}

@@ -15,6 +15,7 @@ mod parse;
 mod registry;
 mod run;
 mod save;
+mod stats;
 mod store;
 mod verify;
 
@@ -63,6 +64,10 @@ pub enum Command {
     Diff(changes::DiffArgs),
     /// Make a new image from a container's changes.
     Commit(changes::CommitArgs),
+    /// Show a container's processes (the host's `ps`, only the container's lines).
+    Top(stats::TopArgs),
+    /// Show containers' use of CPU, memory, pids, network and block I/O.
+    Stats(stats::StatsArgs),
     /// Freeze every process of containers.
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers.
@@ -136,6 +141,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(a) => lifecycle::restart(cli.root.as_deref(), a),
         Command::Pause(a) => lifecycle::pause(cli.root.as_deref(), a),
         Command::Diff(a) => changes::diff(cli.root.as_deref(), a),
+        Command::Top(a) => stats::top(cli.root.as_deref(), a),
+        Command::Stats(a) => stats::stats(cli.root.as_deref(), a),
         Command::Commit(a) => changes::commit(cli.root.as_deref(), a),
         Command::Unpause(a) => lifecycle::unpause(cli.root.as_deref(), a),
         Command::Container(c) => containers::container(cli.root.as_deref(), c),

@@ -28,3 +28,42 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Decimal units, as docker prints sizes (`1.03MB`).
 pub use kiln_parser::instruction::values::format_size as size;
+
+/// Binary units with four significant digits, as docker prints memory (`1.5MiB`, `23.41GiB`).
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = bytes as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < UNITS.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    // Go's %.4g: four significant digits, no trailing zeros.
+    let digits = if v >= 1000.0 {
+        0
+    } else if v >= 100.0 {
+        1
+    } else if v >= 10.0 {
+        2
+    } else {
+        3
+    };
+    let text = format!("{v:.digits$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        text
+    };
+    format!("{text}{}", UNITS[i])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn binary_sizes_as_docker_prints_them() {
+        assert_eq!(super::binary_size(0), "0B");
+        assert_eq!(super::binary_size(1536 * 1024), "1.5MiB");
+        assert_eq!(super::binary_size(64 << 20), "64MiB");
+        assert_eq!(super::binary_size(25_136_000_000), "23.41GiB");
+    }
+}

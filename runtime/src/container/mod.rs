@@ -9,6 +9,7 @@ pub mod exec;
 pub mod health;
 pub mod logs;
 pub mod restart;
+pub mod stats;
 pub mod tty;
 pub mod user;
 
@@ -512,7 +513,8 @@ pub fn run(
             spec.read_only = opts.read_only;
             spec.forward_signals = true;
             // Always a cgroup: it carries the device allow-list besides any limits.
-            let (join, unapplied) = crate::sandbox::cgroup::Cgroup::create(&id[..12], &opts.limits);
+            let (join, unapplied) =
+                crate::sandbox::cgroup::Cgroup::create_accounted(&id[..12], &opts.limits);
             for w in unapplied {
                 warn(&w);
             }

@@ -159,17 +159,35 @@ impl Cgroup {
     /// could not be restricted, except rootless, where the kernel refuses every device node of
     /// a user namespace's mounts anyway).
     pub fn create(name: &str, limits: &Limits) -> (Join, Vec<String>) {
-        let devices = match std::env::var("KILN_CGROUP_DEVICES").as_deref() {
+        Self::make(name, limits, Self::device_control(), false)
+    }
+
+    /// [`Cgroup::create`] for a container: also counted by the memory, pids, cpu and block I/O
+    /// controllers without a limit, for `kiln stats`.
+    pub fn create_accounted(name: &str, limits: &Limits) -> (Join, Vec<String>) {
+        Self::make(name, limits, Self::device_control(), true)
+    }
+
+    fn device_control() -> DeviceControl {
+        match std::env::var("KILN_CGROUP_DEVICES").as_deref() {
             Ok("v1") => DeviceControl::V1,
             Ok("bpf") => DeviceControl::Bpf,
             Ok("none") => DeviceControl::None,
             _ => DeviceControl::Every,
-        };
-        Self::create_with(name, limits, devices)
+        }
     }
 
     /// [`Cgroup::create`] with the device mechanisms chosen by the caller.
     pub fn create_with(name: &str, limits: &Limits, control: DeviceControl) -> (Join, Vec<String>) {
+        Self::make(name, limits, control, false)
+    }
+
+    fn make(
+        name: &str,
+        limits: &Limits,
+        control: DeviceControl,
+        accounted: bool,
+    ) -> (Join, Vec<String>) {
         let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut cg = Cgroup {
             dirs: Vec::new(),
@@ -217,6 +235,16 @@ impl Cgroup {
             };
             if let Err(why) = applied {
                 unapplied.push(format!("{} limit not applied: {why}", files.0));
+            }
+        }
+        // Accounting for `kiln stats`: the container is counted in these even without a limit
+        // (v1 controllers, or the v2 ones the machine delegates). Best effort: a missing one
+        // only leaves a figure of `kiln stats` at zero.
+        if accounted && !super::userns::rootless() {
+            for controller in ["memory", "pids", "cpuacct", "cpu", "blkio", "io"] {
+                if let Some(p) = place(controller, &self_cgroup) {
+                    let _ = cg.account(&p, name, controller);
+                }
             }
         }
         if let Some(quota) = limits.cpu_quota {
@@ -366,6 +394,19 @@ impl Cgroup {
         .map_err(|e| err(&procs, e.into()))?;
         self.procs.push(fd);
         Ok(())
+    }
+
+    /// Joins `controller`'s cgroup for sandbox `name` (v2: enabled down from the root first).
+    fn account(&mut self, place: &Place, name: &str, controller: &str) -> Result<(), String> {
+        if let Place::V2(mount) = place {
+            let kiln = mount.join("kiln");
+            mkdir(&kiln).map_err(|e| err(&kiln, e))?;
+            for d in [mount.as_path(), kiln.as_path()] {
+                let ctl = d.join("cgroup.subtree_control");
+                std::fs::write(&ctl, format!("+{controller}")).map_err(|e| err(&ctl, e))?;
+            }
+        }
+        self.enter(&dir_at(place, name))
     }
 
     fn limit(
