@@ -518,3 +518,110 @@ fn top_and_stats_of_a_running_container() {
     assert_eq!(code, 1);
     assert!(err.contains("no such container"), "{err}");
 }
+
+#[test]
+fn cp_both_ways_stays_inside_the_root() {
+    if !common::can_sandbox("cp_both_ways_stays_inside_the_root") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let host = tempfile::tempdir().unwrap();
+    let h = host.path();
+    std::fs::create_dir_all(h.join("in/sub")).unwrap();
+    std::fs::write(h.join("in/a"), "a\n").unwrap();
+    std::fs::write(h.join("in/sub/b"), "b\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", h.join("in/link")).unwrap();
+    // The container plants links that point out of its root, as a hostile image would.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "box",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "ln -s / /escape; mkdir /data; echo c > /data/c; ln -s /etc/shadow /data/shadow; sleep 100",
+        ],
+    );
+    until("box ready", || {
+        ok(r, &["diff", "box"]).contains("A /data/shadow")
+    });
+    // In: a directory into an existing one, under its name; links stay links; root owns all.
+    ok(r, &["cp", h.join("in").to_str().unwrap(), "box:/data/"]);
+    let listing = ok(
+        r,
+        &[
+            "exec",
+            "box",
+            "sh",
+            "-c",
+            "cat /data/in/a /data/in/sub/b; readlink /data/in/link; stat -c %u /data/in/a",
+        ],
+    );
+    assert_eq!(listing, "a\nb\n/etc/passwd\n0\n");
+    // Out: the whole directory; the container's link is copied as a link, never followed.
+    let out = h.join("out");
+    ok(r, &["cp", "box:/data", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(out.join("c")).unwrap(), "c\n");
+    assert_eq!(
+        std::fs::read_to_string(out.join("in/sub/b")).unwrap(),
+        "b\n"
+    );
+    assert_eq!(
+        std::fs::read_link(out.join("shadow")).unwrap(),
+        std::path::Path::new("/etc/shadow")
+    );
+    // A path through the container's `/escape -> /` link resolves inside its root: the file
+    // lands in the container's /tmp, not the host's.
+    let marker = format!("kiln-cp-{}", std::process::id());
+    ok(
+        r,
+        &[
+            "cp",
+            h.join("in/a").to_str().unwrap(),
+            &format!("box:/escape/tmp/{marker}"),
+        ],
+    );
+    assert!(
+        !std::path::Path::new("/tmp").join(&marker).exists(),
+        "written on the host"
+    );
+    assert_eq!(
+        ok(r, &["exec", "box", "cat", &format!("/tmp/{marker}")]),
+        "a\n"
+    );
+    ok(
+        r,
+        &[
+            "cp",
+            "box:/escape/etc/hostname",
+            h.join("hostname").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(h.join("hostname")).unwrap(),
+        ok(r, &["exec", "box", "cat", "/etc/hostname"]),
+        "the container's file, not the host's"
+    );
+    // An ended container: its root is mounted for the copy, and the copy is there next start.
+    ok(r, &["stop", "-t", "0", "box"]);
+    ok(
+        r,
+        &["cp", h.join("in/a").to_str().unwrap(), "box:/while-stopped"],
+    );
+    ok(r, &["start", "box"]);
+    until("box runs", || {
+        inspect(r, "box")["State"]["Status"] == "running"
+    });
+    assert_eq!(ok(r, &["exec", "box", "cat", "/while-stopped"]), "a\n");
+    let (code, _, err) = kiln(r, &["cp", "box:/nonexistent", h.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("box:/nonexistent"), "{err}");
+    let (code, _, err) = kiln(r, &["cp", "/etc/hostname", "/tmp/x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("CONTAINER:PATH"), "{err}");
+    ok(r, &["rm", "-f", "box"]);
+}

@@ -1,4 +1,4 @@
-//! `kiln diff` and `kiln commit`: a container's changes to its root filesystem, listed as
+//! `kiln diff`, `kiln commit` and `kiln cp`: a container's root filesystem: its changes, listed as
 //! docker lists them or made into a new image.
 
 use std::{path::Path, process::ExitCode};
@@ -59,5 +59,40 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<ExitCode>
         container::control::unpause(&store, &args.container)?;
     }
     println!("{}", done?.config);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CpArgs {
+    /// `CONTAINER:PATH` or a host path.
+    pub source: String,
+    /// `CONTAINER:PATH` or a host path (exactly one of the two names a container).
+    pub destination: String,
+}
+
+/// docker's rule: `NAME:PATH` names a container when nothing before the colon is a `/` (a host
+/// path with a colon is written `./a:b`).
+fn container_path(arg: &str) -> Option<(&str, &str)> {
+    let (name, path) = arg.split_once(':')?;
+    (!name.is_empty() && !name.contains('/')).then_some((name, path))
+}
+
+pub fn cp(root: Option<&Path>, args: CpArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    match (
+        container_path(&args.source),
+        container_path(&args.destination),
+    ) {
+        (Some((c, src)), None) => {
+            container::copy::copy_out(&store, c, src, Path::new(&args.destination))?;
+        }
+        (None, Some((c, dest))) => {
+            container::copy::copy_in(&store, c, Path::new(&args.source), dest)?;
+        }
+        (Some(_), Some(_)) => anyhow::bail!("copying between containers is not supported"),
+        (None, None) => anyhow::bail!(
+            "must specify at least one container source (CONTAINER:PATH as source or destination)"
+        ),
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -64,6 +64,8 @@ pub enum Command {
     Diff(changes::DiffArgs),
     /// Make a new image from a container's changes.
     Commit(changes::CommitArgs),
+    /// Copy files between a container and the host (`CONTAINER:PATH` on one side).
+    Cp(changes::CpArgs),
     /// Show a container's processes (the host's `ps`, only the container's lines).
     Top(stats::TopArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
@@ -141,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Restart(a) => lifecycle::restart(cli.root.as_deref(), a),
         Command::Pause(a) => lifecycle::pause(cli.root.as_deref(), a),
         Command::Diff(a) => changes::diff(cli.root.as_deref(), a),
+        Command::Cp(a) => changes::cp(cli.root.as_deref(), a),
         Command::Top(a) => stats::top(cli.root.as_deref(), a),
         Command::Stats(a) => stats::stats(cli.root.as_deref(), a),
         Command::Commit(a) => changes::commit(cli.root.as_deref(), a),

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod control;
+pub mod copy;
 pub mod detach;
 pub mod exec;
 pub mod health;

@@ -1,0 +1,340 @@
+//! `kiln cp`: files between a container's root and the host, both ways, running or not (an
+//! ended container's root is mounted for the copy and unmounted after).
+//!
+//! The container's side is hostile ground: its paths are resolved inside its root with
+//! `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` (a symlink such as `/etc -> /host/etc`
+//! resolves inside the root), and below that everything goes through directory descriptors
+//! with `O_NOFOLLOW`: nothing is read or written through a link the container made, and
+//! nothing lands outside the root (CVE-2018-15664, CVE-2019-14271 class). Symlinks are copied
+//! as symlinks in both directions. As docker's: files copied in belong to root; files copied
+//! out keep the container's owners when kiln runs as root.
+
+use std::{
+    ffi::OsStr,
+    os::{
+        fd::{AsFd, OwnedFd},
+        unix::{ffi::OsStrExt, fs::MetadataExt},
+    },
+    path::Path,
+};
+
+use rustix::{
+    fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags},
+    io::Errno,
+};
+
+use super::ContainerError;
+use crate::store::{ContainerState, Store};
+
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+fn fail(what: impl std::fmt::Display, e: impl std::fmt::Display) -> ContainerError {
+    ContainerError::Config(format!("{what}: {e}"))
+}
+
+/// Runs `f` on the container's merged root: its mount while it runs, else mounted for `f`.
+fn with_root<T>(
+    store: &Store,
+    what: &str,
+    f: impl FnOnce(&Path) -> Result<T, ContainerError>,
+) -> Result<T, ContainerError> {
+    let c = store
+        .find_container(what)?
+        .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
+    let dir = store.root().join("containers").join(&c.id);
+    let rootfs = dir.join("rootfs");
+    if matches!(c.state(), ContainerState::Running | ContainerState::Paused) {
+        return f(&rootfs);
+    }
+    let (upper, mut lower) = super::changes::layers_of(store, &c.id, &c.image)?;
+    let work = dir.join("work");
+    for d in [&rootfs, &work, &upper] {
+        std::fs::create_dir_all(d).map_err(|e| fail(d.display(), e))?;
+    }
+    if lower.is_empty() {
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).map_err(|e| fail(empty.display(), e))?;
+        lower.push(empty);
+    }
+    let ov = crate::sandbox::overlay::Overlay {
+        lower: &lower,
+        upper: &upper,
+        work: &work,
+    };
+    crate::sandbox::overlay::mount(ov, &rootfs)?;
+    let result = f(&rootfs);
+    let unmounted = crate::sandbox::overlay::unmount(&rootfs);
+    let finished = crate::sandbox::overlay::finish(ov, &rootfs);
+    let out = result?;
+    unmounted?;
+    finished?;
+    Ok(out)
+}
+
+/// Opens `path` (absolute in the container) inside `root`, following symlinks inside it.
+fn open_in(root: &OwnedFd, path: &str, flags: OFlags) -> Result<OwnedFd, Errno> {
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() { "." } else { rel };
+    rustix::fs::openat2(root, rel, flags | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
+}
+
+fn open_root(rootfs: &Path) -> Result<OwnedFd, ContainerError> {
+    rustix::fs::open(
+        rootfs,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| fail(rootfs.display(), e))
+}
+
+/// The last component of a path, `None` for `/` or one ending in `/.` (the contents).
+fn base_name(path: &str) -> Option<&str> {
+    let trimmed = path.trim_end_matches('/');
+    match trimmed.rsplit('/').next() {
+        Some("" | ".") | None => None,
+        Some(n) => Some(n),
+    }
+}
+
+/// `kiln cp CONTAINER:SRC DEST`.
+pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(), ContainerError> {
+    with_root(store, what, |rootfs| {
+        let root = open_root(rootfs)?;
+        let from =
+            open_in(&root, src, OFlags::PATH).map_err(|e| fail(format!("{what}:{src}"), e))?;
+        let st = rustix::fs::fstat(&from).map_err(|e| fail(src, e))?;
+        let is_dir = FileType::from_raw_mode(st.st_mode) == FileType::Directory;
+        // docker's rules: into an existing directory under the source's name; otherwise the
+        // destination is the copy itself.
+        let target = match (std::fs::metadata(dest), base_name(src)) {
+            (Ok(m), Some(name)) if m.is_dir() => dest.join(name),
+            (Ok(m), None) if m.is_dir() => dest.to_path_buf(),
+            _ if dest.as_os_str().as_bytes().ends_with(b"/") && !dest.exists() => {
+                return Err(fail(dest.display(), "no such directory"));
+            }
+            _ => dest.to_path_buf(),
+        };
+        if is_dir {
+            let d = open_in(&root, src, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| fail(src, e))?;
+            copy_dir_out(&d, &target, src)
+        } else {
+            // The entry itself, from its parent (a symlink stays one).
+            let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
+                Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+                None => ("/", src),
+            };
+            let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| fail(parent, e))?;
+            copy_entry_out(&pdir, OsStr::new(name), &target, src)
+        }
+    })
+}
+
+fn copy_dir_out(dir: &OwnedFd, target: &Path, shown: &str) -> Result<(), ContainerError> {
+    let st = rustix::fs::fstat(dir).map_err(|e| fail(shown, e))?;
+    match std::fs::create_dir(target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {}
+        Err(e) => return Err(fail(target.display(), e)),
+    }
+    let entries = rustix::fs::Dir::read_from(dir).map_err(|e| fail(shown, e))?;
+    for e in entries {
+        let e = e.map_err(|e| fail(shown, e))?;
+        let name = OsStr::from_bytes(e.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let shown = format!("{}/{}", shown.trim_end_matches('/'), name.to_string_lossy());
+        copy_entry_out(dir, name, &target.join(name), &shown)?;
+    }
+    set_meta(target, st.st_mode, st.st_uid, st.st_gid)
+}
+
+fn copy_entry_out(
+    parent: &OwnedFd,
+    name: &OsStr,
+    target: &Path,
+    shown: &str,
+) -> Result<(), ContainerError> {
+    let st =
+        rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| fail(shown, e))?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            let d = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(shown, e))?;
+            copy_dir_out(&d, target, shown)
+        }
+        FileType::Symlink => {
+            let link =
+                rustix::fs::readlinkat(parent, name, Vec::new()).map_err(|e| fail(shown, e))?;
+            let _ = std::fs::remove_file(target);
+            std::os::unix::fs::symlink(OsStr::from_bytes(link.as_bytes()), target)
+                .map_err(|e| fail(target.display(), e))?;
+            let _ = std::os::unix::fs::lchown(target, Some(st.st_uid), Some(st.st_gid));
+            Ok(())
+        }
+        FileType::RegularFile => {
+            let f = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(shown, e))?;
+            let _ = std::fs::remove_file(target);
+            let mut out = std::fs::File::create(target).map_err(|e| fail(target.display(), e))?;
+            std::io::copy(&mut std::fs::File::from(f), &mut out)
+                .map_err(|e| fail(target.display(), e))?;
+            set_meta(target, st.st_mode, st.st_uid, st.st_gid)
+        }
+        // Devices, fifos and sockets are not copied (docker's archive keeps devices; kiln
+        // makes no device node on the host from a container's say-so).
+        _ => Ok(()),
+    }
+}
+
+fn set_meta(target: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), ContainerError> {
+    use std::os::unix::fs::PermissionsExt;
+    // Owners only as root (another user cannot give files away), then the mode (a chown
+    // clears setuid bits).
+    if rustix::process::geteuid().is_root() {
+        let _ = std::os::unix::fs::lchown(target, Some(uid), Some(gid));
+    }
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| fail(target.display(), e))
+}
+
+/// `kiln cp SRC CONTAINER:DEST`.
+pub fn copy_in(store: &Store, what: &str, src: &Path, dest: &str) -> Result<(), ContainerError> {
+    let md = std::fs::symlink_metadata(src).map_err(|e| fail(src.display(), e))?;
+    with_root(store, what, |rootfs| {
+        let root = open_root(rootfs)?;
+        let src_name = src
+            .file_name()
+            .filter(|_| !src.as_os_str().as_bytes().ends_with(b"/."))
+            .map(OsStr::to_owned);
+        // Into an existing directory under the source's name; else the destination is the
+        // copy, made in its parent.
+        let existing = open_in(&root, dest, OFlags::RDONLY | OFlags::DIRECTORY);
+        let (parent, name) = match (existing, &src_name) {
+            (Ok(dir), Some(n)) => (dir, n.clone()),
+            (Ok(dir), None) if md.is_dir() => {
+                return copy_dir_contents_in(src, &dir, dest);
+            }
+            _ => {
+                let trimmed = dest.trim_end_matches('/');
+                let (p, n) = match trimmed.rsplit_once('/') {
+                    Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+                    None => ("/", trimmed),
+                };
+                if n.is_empty() {
+                    return Err(fail(format!("{what}:{dest}"), "no name to copy to"));
+                }
+                let pdir = open_in(&root, p, OFlags::RDONLY | OFlags::DIRECTORY)
+                    .map_err(|e| fail(format!("{what}:{p}"), e))?;
+                (pdir, n.into())
+            }
+        };
+        copy_entry_in(src, &parent, &name, dest)
+    })
+}
+
+fn copy_dir_contents_in(src: &Path, dir: &OwnedFd, shown: &str) -> Result<(), ContainerError> {
+    for e in std::fs::read_dir(src).map_err(|e| fail(src.display(), e))? {
+        let e = e.map_err(|e| fail(src.display(), e))?;
+        let shown = format!(
+            "{}/{}",
+            shown.trim_end_matches('/'),
+            e.file_name().to_string_lossy()
+        );
+        copy_entry_in(&e.path(), dir, &e.file_name(), &shown)?;
+    }
+    Ok(())
+}
+
+/// Copies host `src` to `name` in the container's directory `parent`: created anew (what was
+/// there removed first, never written through), owned by root.
+fn copy_entry_in(
+    src: &Path,
+    parent: &OwnedFd,
+    name: &OsStr,
+    shown: &str,
+) -> Result<(), ContainerError> {
+    let md = std::fs::symlink_metadata(src).map_err(|e| fail(src.display(), e))?;
+    let mode = Mode::from_raw_mode(md.mode() & 0o7777);
+    let replace = |as_dir: bool| -> Result<(), ContainerError> {
+        match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if as_dir && FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
+                Ok(())
+            }
+            Ok(st) => {
+                let flags = if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                rustix::fs::unlinkat(parent, name, flags).map_err(|e| fail(shown, e))
+            }
+            Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(fail(shown, e)),
+        }
+    };
+    let owned = |fd: &dyn AsFd| {
+        let _ = rustix::fs::fchown(fd, Some(rustix::fs::Uid::ROOT), Some(rustix::fs::Gid::ROOT));
+    };
+    let ft = md.file_type();
+    if ft.is_dir() {
+        replace(true)?;
+        match rustix::fs::mkdirat(parent, name, mode) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(fail(shown, e)),
+        }
+        let d = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(shown, e))?;
+        owned(&d);
+        rustix::fs::fchmod(&d, mode).map_err(|e| fail(shown, e))?;
+        copy_dir_contents_in(src, &d, shown)
+    } else if ft.is_symlink() {
+        replace(false)?;
+        let target = std::fs::read_link(src).map_err(|e| fail(src.display(), e))?;
+        rustix::fs::symlinkat(target.as_os_str(), parent, name).map_err(|e| fail(shown, e))?;
+        let _ = rustix::fs::chownat(
+            parent,
+            name,
+            Some(rustix::fs::Uid::ROOT),
+            Some(rustix::fs::Gid::ROOT),
+            AtFlags::SYMLINK_NOFOLLOW,
+        );
+        Ok(())
+    } else if ft.is_file() {
+        replace(false)?;
+        let fd = rustix::fs::openat(
+            parent,
+            name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| fail(shown, e))?;
+        let mut out = std::fs::File::from(fd);
+        let mut input = std::fs::File::open(src).map_err(|e| fail(src.display(), e))?;
+        std::io::copy(&mut input, &mut out).map_err(|e| fail(shown, e))?;
+        owned(&out);
+        rustix::fs::fchmod(&out, mode).map_err(|e| fail(shown, e))
+    } else {
+        Err(fail(
+            src.display(),
+            "only files, directories and symlinks can be copied",
+        ))
+    }
+}
