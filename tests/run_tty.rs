@@ -287,3 +287,86 @@ fn a_second_interrupt_kills_a_process_1_that_ignores_it() {
     assert!(err.contains("again to kill it"), "{err}");
     assert!(err.contains("second interrupt"), "{err}");
 }
+
+#[test]
+fn exec_it_gets_a_terminal_and_exec_d_runs_on() {
+    if !common::can_sandbox("exec_it_gets_a_terminal_and_exec_d_runs_on") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    let (code, id, err) = common::kiln(
+        r,
+        &[
+            "run",
+            "-d",
+            "-t",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "sleep 300",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    // A terminal of its own next to process 1's (which took /dev/pts/0).
+    let mut s = Session::start(r, &["exec", "-it", &id, "sh"]);
+    s.expect("# ");
+    s.type_text("tty; echo in$((1+1))\r");
+    let out = s.expect("in2");
+    assert!(out.contains("/dev/pts/1"), "{out}");
+    s.type_text("exit 3\r");
+    assert_eq!(s.child.wait().unwrap().code(), Some(3));
+    assert_eq!(
+        termios(&s.master).c_lflag & libc::ICANON,
+        s.initial.c_lflag & libc::ICANON,
+        "terminal restored"
+    );
+    // No -i: nothing is read; -i: the input is.
+    let piped = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(r)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let _ = child.stdin.take().unwrap().write_all(b"typed\n");
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    assert_eq!(piped(&["exec", &id, "sh", "-c", "cat; echo end"]), "end\n");
+    assert_eq!(piped(&["exec", "-i", &id, "cat"]), "typed\n");
+    // -d: kiln returns, the command goes on; --env-file as run's.
+    let env = r.join("env");
+    std::fs::write(&env, "# comment\nFROM_FILE=yes\n").unwrap();
+    let (code, out, err) = common::kiln(
+        r,
+        &[
+            "exec",
+            "-d",
+            "--env-file",
+            env.to_str().unwrap(),
+            &id,
+            "sh",
+            "-c",
+            "sleep 0.5; echo $FROM_FILE > /bg",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    let (_, early, _) = common::kiln(r, &["exec", &id, "cat", "/bg"]);
+    assert_eq!(early, "", "still sleeping");
+    let t0 = Instant::now();
+    loop {
+        let (_, done, _) = common::kiln(r, &["exec", &id, "cat", "/bg"]);
+        if done == "yes\n" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "exec -d never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    common::kiln(r, &["rm", "-f", &id]);
+}

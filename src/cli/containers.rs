@@ -406,6 +406,18 @@ pub struct ExecArgs {
     /// Set an environment variable (`K=V`, or `K` to pass the host's value).
     #[arg(short = 'e', long = "env", value_name = "K=V")]
     pub env: Vec<String>,
+    /// Read environment variables from a file (one `K=V` or `K` per line, `#` comments).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
+    /// Keep stdin open (without it the command reads nothing, as docker's).
+    #[arg(short = 'i', long = "interactive")]
+    pub interactive: bool,
+    /// Give the command a terminal of its own in the container.
+    #[arg(short = 't', long = "tty")]
+    pub tty: bool,
+    /// Run it in the background: kiln returns at once, the command goes on.
+    #[arg(short = 'd', long = "detach")]
+    pub detach: bool,
     /// Run as this user (`name|uid[:group|gid]`; default: the container's).
     #[arg(short = 'u', long = "user", value_name = "USER")]
     pub user: Option<String>,
@@ -419,23 +431,68 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+/// `kiln exec -d`: the same exec, without `-d` and with no stdio, as a process of its own in a
+/// session of its own (it outlives this one); the container must run now.
+fn exec_detached(store: &kiln_runtime::store::Store, args: &ExecArgs) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let c = store
+        .find_container(&args.container)?
+        .filter(|c| c.state() == ContainerState::Running)
+        .ok_or_else(|| anyhow::anyhow!("container {} is not running", args.container))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--root").arg(store.root()).arg("exec");
+    for e in &args.env {
+        cmd.arg("-e").arg(e);
+    }
+    for f in &args.env_file {
+        cmd.arg("--env-file").arg(f);
+    }
+    if let Some(u) = &args.user {
+        cmd.arg("-u").arg(u);
+    }
+    if let Some(w) = &args.workdir {
+        cmd.arg("-w").arg(w);
+    }
+    if args.tty {
+        cmd.arg("-t");
+    }
+    cmd.arg(&c.id)
+        .args(&args.command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid(2) is async-signal-safe and touches no shared data: the exec leaves this
+    // terminal's session, so its hangup or Ctrl-C does not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `kiln exec`: exits with the command's status, or docker's 126 (it cannot run), 127 (no such
 /// command), 1 (no such container, or not running).
 pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
+    if args.detach {
+        return exec_detached(&store, &args);
+    }
+    let mut env = super::run::env_files(&args.env_file)?;
+    env.extend(args.env);
     let opts = container::exec::ExecOptions {
         args: args.command,
-        env: args.env,
+        env,
         user: args.user,
         workdir: args.workdir,
         timeout: None,
     };
-    let stdio = (
-        std::process::Stdio::inherit(),
-        std::process::Stdio::inherit(),
-        std::process::Stdio::inherit(),
-    );
-    match container::exec::exec(&store, &args.container, &opts, stdio) {
+    let io = super::run::stdio(args.tty, args.interactive)?;
+    match container::exec::exec(&store, &args.container, &opts, io) {
         Ok(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(255))),
         Err(e) => {
             eprintln!("kiln: error: {e}");

@@ -164,20 +164,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         "none" => Network::None,
         other => bail!("--network {other}: kiln supports host and none"),
     };
-    let mut env = Vec::new();
-    for f in &args.env_file {
-        let bytes =
-            kiln_runtime::bounded::read(f, kiln_runtime::bounded::TEXT_LIMIT, "an env file")
-                .map_err(|e| anyhow::anyhow!("--env-file {e}"))?;
-        let text = String::from_utf8(bytes)
-            .with_context(|| format!("--env-file {}: not UTF-8 text", f.display()))?;
-        env.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(str::to_string),
-        );
-    }
+    let mut env = env_files(&args.env_file)?;
     env.extend(args.env);
     let volumes = args
         .volume
@@ -297,32 +284,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
              in the foreground is not restarted (kiln start runs it with its policy)"
         );
     }
-    let io = if opts.tty {
-        use std::{io::IsTerminal, os::fd::AsFd};
-        let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
-        let tty_in = stdin.is_terminal();
-        let tty_out = stdout.is_terminal();
-        if opts.interactive && !tty_in {
-            // docker refuses; kiln goes on with the input copied as it comes.
-            eprintln!("kiln: warning: the input device is not a TTY");
-        }
-        let dup = |fd: std::os::fd::BorrowedFd<'_>, yes: bool| {
-            yes.then(|| fd.try_clone_to_owned()).transpose()
-        };
-        container::Io::Terminal(container::tty::Terminal {
-            input: dup(stdin.as_fd(), opts.interactive)?,
-            user: dup(stdin.as_fd(), opts.interactive && tty_in)?,
-            size: dup(stdout.as_fd(), tty_out)?.or(dup(stdin.as_fd(), tty_in)?),
-            output: Box::new(stdout),
-        })
-    } else {
-        let stdin = if opts.interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        };
-        container::Io::Pipes(stdin, Stdio::inherit(), Stdio::inherit())
-    };
+    let io = stdio(opts.tty, opts.interactive)?;
     match container::run(
         &store,
         &opts,
@@ -355,6 +317,61 @@ fn detach(cidfile: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(code))
         }
     }
+}
+
+/// The stdio of a container's process (`kiln run`, `kiln exec`) as docker's `-i` and `-t`
+/// make it: with `-t` a terminal of its own joined to this one (raw while it runs with `-i`,
+/// its size followed); without, this process's stdout and stderr, and stdin only with `-i`.
+pub(super) fn stdio(tty: bool, interactive: bool) -> anyhow::Result<container::Io> {
+    use std::{io::IsTerminal, os::fd::AsFd};
+    if !tty {
+        let stdin = if interactive {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        return Ok(container::Io::Pipes(
+            stdin,
+            Stdio::inherit(),
+            Stdio::inherit(),
+        ));
+    }
+    let (stdin, stdout) = (std::io::stdin(), std::io::stdout());
+    let tty_in = stdin.is_terminal();
+    let tty_out = stdout.is_terminal();
+    if interactive && !tty_in {
+        // docker refuses; kiln goes on with the input copied as it comes.
+        eprintln!("kiln: warning: the input device is not a TTY");
+    }
+    let dup = |fd: std::os::fd::BorrowedFd<'_>, yes: bool| {
+        yes.then(|| fd.try_clone_to_owned()).transpose()
+    };
+    Ok(container::Io::Terminal(container::tty::Terminal {
+        input: dup(stdin.as_fd(), interactive)?,
+        user: dup(stdin.as_fd(), interactive && tty_in)?,
+        size: dup(stdout.as_fd(), tty_out)?.or(dup(stdin.as_fd(), tty_in)?),
+        output: Box::new(stdout),
+    }))
+}
+
+/// `--env-file` lines (`K=V`, or `K` for the host's value; blank lines and `#` comments
+/// skipped), file by file.
+pub(super) fn env_files(files: &[std::path::PathBuf]) -> anyhow::Result<Vec<String>> {
+    let mut env = Vec::new();
+    for f in files {
+        let bytes =
+            kiln_runtime::bounded::read(f, kiln_runtime::bounded::TEXT_LIMIT, "an env file")
+                .map_err(|e| anyhow::anyhow!("--env-file {e}"))?;
+        let text = String::from_utf8(bytes)
+            .with_context(|| format!("--env-file {}: not UTF-8 text", f.display()))?;
+        env.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+    }
+    Ok(env)
 }
 
 fn write_cidfile(f: &std::path::Path, id: &str) -> anyhow::Result<()> {

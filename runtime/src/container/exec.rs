@@ -57,12 +57,13 @@ fn ids(pid: i32) -> Option<(u32, u32, Vec<u32>)> {
     Some((uid, gid, groups))
 }
 
-/// Runs `opts.args` in the running container `what` with the given stdio; its exit code.
+/// Runs `opts.args` in the running container `what` with the given stdio (or a terminal of
+/// its own, joined to `Io::Terminal`'s); its exit code.
 pub fn exec(
     store: &Store,
     what: &str,
     opts: &ExecOptions,
-    (stdin, stdout, stderr): (Stdio, Stdio, Stdio),
+    io: super::Io,
 ) -> Result<i32, ContainerError> {
     let c = store
         .find_container(what)?
@@ -129,7 +130,7 @@ pub fn exec(
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into()),
     };
-    let spec = ExecSpec {
+    let mut spec = ExecSpec {
         init,
         args: opts.args.clone(),
         env,
@@ -142,7 +143,34 @@ pub fn exec(
         privileges: super::kept_options(store, &c.id)
             .map(|o| o.privileges)
             .unwrap_or_default(),
+        tty: None,
     };
-    let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr)?;
+    let (terminal, (stdin, stdout, stderr)) = match io {
+        super::Io::Pipes(i, o, e) => (None, (i, o, e)),
+        super::Io::Terminal(t) => (Some(t), (Stdio::null(), Stdio::null(), Stdio::null())),
+    };
+    let channel = match terminal {
+        Some(t) => {
+            let (ours, theirs) = crate::sandbox::pty::channel().map_err(|e| {
+                ContainerError::Config(format!("cannot make a terminal socket: {e}"))
+            })?;
+            spec.tty = Some(std::sync::Arc::new(theirs));
+            Some((ours, t))
+        }
+        None => None,
+    };
+    let status = std::thread::scope(|s| {
+        if let Some((ours, t)) = channel {
+            s.spawn(move || {
+                if let Ok(master) = crate::sandbox::pty::receive(&ours) {
+                    super::tty::relay(master, t);
+                }
+            });
+        }
+        let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr);
+        // The last end of the terminal socket on the process's side: the relay's wait ends.
+        spec.tty = None;
+        status
+    })?;
     Ok(process::exit_code(status))
 }

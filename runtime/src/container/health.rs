@@ -110,7 +110,12 @@ fn probe(store: &Store, id: &str, check: &Check) -> (i64, String) {
         std::process::Stdio::from(w),
         std::process::Stdio::from(w2),
     );
-    let code = match exec(store, id, &opts, stdio) {
+    let code = match exec(
+        store,
+        id,
+        &opts,
+        super::Io::Pipes(stdio.0, stdio.1, stdio.2),
+    ) {
         Ok(c) => i64::from(c),
         Err(e) => {
             let _ = reader.join();

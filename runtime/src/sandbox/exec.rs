@@ -38,6 +38,9 @@ pub struct ExecSpec {
     pub timeout: Option<std::time::Duration>,
     /// The container's own (`--cap-add`, `--security-opt`, `--ulimit`...).
     pub privileges: super::identity::Privileges,
+    /// `-t`: the child's end of [`super::pty::channel`]; the process gets a terminal made in
+    /// the container's devpts, its master sent back on this socket.
+    pub tty: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 fn setup_err(step: &str) -> impl FnOnce(Errno) -> SandboxError + '_ {
@@ -118,6 +121,7 @@ pub fn exec(
         spec.privileges.no_new_privs,
         spec.privileges.rlimits.clone(),
     );
+    let tty = spec.tty.as_ref().map_or(-1, |s| s.as_raw_fd());
     let groups: Vec<rustix::fs::Gid> = spec
         .groups
         .iter()
@@ -158,6 +162,11 @@ pub fn exec(
             // Entering the mount namespace sets this process's root and working directory to
             // the container's root.
             rustix::thread::move_into_thread_name_spaces(fd, flags)?;
+            if tty >= 0 {
+                // A session of its own, whose controlling terminal is the new one.
+                rustix::process::setsid()?;
+                super::pty::open_in_child(tty, uid)?;
+            }
             super::identity::take_identity(
                 &|_| {},
                 &cwd,

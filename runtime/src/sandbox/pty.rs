@@ -67,7 +67,7 @@ pub fn receive(sock: &OwnedFd) -> std::io::Result<OwnedFd> {
 /// the terminal, its peer stdin, stdout, stderr and the controlling terminal of the session
 /// (the child leads one already), gives it to `uid`, and sends the master on `sock`. Raw system
 /// calls only, on stack buffers: this runs in the forked child of a multi-threaded program.
-pub(super) fn open_in_child(sock: i32, uid: u32) -> Result<(), Errno> {
+pub(crate) fn open_in_child(sock: i32, uid: u32) -> Result<(), Errno> {
     let last =
         || Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
     // SAFETY (every call below): plain system calls on integer descriptors this process owns
