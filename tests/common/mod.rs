@@ -170,7 +170,8 @@ pub fn cgroups_of(pid: u32) -> Vec<std::path::PathBuf> {
     for dir in places {
         for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(&format!("kiln-{pid}-")) || name.starts_with(&format!("{pid}-")) {
+            // `PID.START-NAME`: the maker's pid and start time.
+            if name.starts_with(&format!("kiln-{pid}.")) || name.starts_with(&format!("{pid}.")) {
                 found.push(e.path());
             }
         }

@@ -685,10 +685,14 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
                 }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            // Whatever of the container outlived it (a process that escaped the parent-death
-            // signal, such as a setuid program's) dies with the cgroup of the dead `kiln run`.
-            crate::sandbox::cgroup::sweep();
         }
+    }
+    if state.is_live() || state == crate::store::ContainerState::Dead {
+        // Whatever of the container outlived its monitor (a process that escaped the
+        // parent-death signal, such as a setuid program's) dies with the cgroups the dead
+        // monitor left, which go too: also when the monitor was killed earlier (by a `kiln rm
+        // -f` killed in turn before it could sweep, or by anyone).
+        crate::sandbox::cgroup::sweep();
     }
     let dir = store.root().join("containers").join(&c.id);
     // A `kiln run` killed outright leaves its root mounted.

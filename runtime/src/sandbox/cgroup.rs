@@ -4,10 +4,10 @@
 //! joins before anything else happens in the child (it writes `0`, itself, to `cgroup.procs`
 //! descriptors opened here), so every process it starts is counted and restricted.
 //!
-//! - v2: `<mount>/kiln/<pid>-<name>` (under the root: the "no internal processes" rule forbids
+//! - v2: `<mount>/kiln/<maker>-<name>` (under the root: the "no internal processes" rule forbids
 //!   enabling controllers below a cgroup that holds kiln itself), `memory.max`, `pids.max`, and
 //!   a device program attached with BPF.
-//! - v1: `<mount>/<kiln's own cgroup>/kiln-<pid>-<name>` per controller (nested, so whatever
+//! - v1: `<mount>/<kiln's own cgroup>/kiln-<maker>-<name>` per controller (nested, so whatever
 //!   limits kiln already has still apply), `memory.limit_in_bytes`, `pids.max`, `devices.deny`
 //!   and `devices.allow`.
 //!
@@ -16,7 +16,8 @@
 //! on its own). Where neither can be had, the sandbox is told so: it then drops CAP_MKNOD and
 //! mounts its root `nodev` (see [`Join::devices_controlled`]), and the caller says so.
 //!
-//! `<pid>` is the kiln process that made the cgroup: [`sweep`] removes those of dead kiln
+//! `<maker>` is the kiln process that made the cgroup, `PID.START` (its pid and start time, so
+//! a later process that got the pid does not pass for it): [`sweep`] removes those of dead kiln
 //! processes (a `kill -9` of kiln leaves its cgroups behind; the kernel only kills the
 //! sandbox's processes).
 //!
@@ -138,14 +139,42 @@ fn place(controller: &str, self_cgroup: &str) -> Option<Place> {
     None
 }
 
-/// The directory of sandbox `name` at `place`, tagged with this process's pid.
+/// This process as cgroup names carry it: `PID.START`.
+fn maker() -> &'static str {
+    static MAKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    MAKER.get_or_init(|| match crate::procid::ProcessId::current() {
+        Some(p) => format!("{}.{}", p.pid, p.start),
+        None => std::process::id().to_string(),
+    })
+}
+
+/// Whether the maker a cgroup's name carries (`PID.START`, or a bare pid from an older kiln)
+/// still runs.
+fn maker_alive(maker: &str) -> bool {
+    match maker.split_once('.') {
+        Some((pid, start)) => match (pid.parse(), start.parse()) {
+            (Ok(pid), Ok(start)) => crate::procid::ProcessId { pid, start }.alive(),
+            _ => true,
+        },
+        None => match maker.parse::<i32>() {
+            // SAFETY: kill(2) with signal 0 only checks that the process exists.
+            Ok(pid) => {
+                let r = unsafe { libc::kill(pid, 0) };
+                r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+            }
+            Err(_) => true,
+        },
+    }
+}
+
+/// The directory of sandbox `name` at `place`, tagged with this process.
 fn dir_at(place: &Place, name: &str) -> PathBuf {
-    let pid = std::process::id();
+    let me = maker();
     match place {
-        Place::V2(mount) => mount.join("kiln").join(format!("{pid}-{name}")),
+        Place::V2(mount) => mount.join("kiln").join(format!("{me}-{name}")),
         Place::V1(mount, own) => mount
             .join(own.trim_start_matches('/'))
-            .join(format!("kiln-{pid}-{name}")),
+            .join(format!("kiln-{me}-{name}")),
     }
 }
 
@@ -497,17 +526,14 @@ pub fn sweep() -> Vec<PathBuf> {
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let Some(pid) = name
+            let Some(maker) = name
                 .strip_prefix(prefix)
                 .and_then(|rest| rest.split_once('-'))
-                .and_then(|(pid, _)| pid.parse::<i32>().ok())
+                .map(|(maker, _)| maker)
             else {
                 continue;
             };
-            // SAFETY: kill(2) with signal 0 only checks that the process exists.
-            let alive = unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-            if !alive && e.path().is_dir() && remove(&e.path()) {
+            if !maker_alive(maker) && e.path().is_dir() && remove(&e.path()) {
                 removed.push(e.path());
             }
         }
