@@ -3,7 +3,8 @@
 //! would. The container gets a terminal of its own (`tty` says `/dev/pts/0`), follows the
 //! window's size, Ctrl-C reaches its foreground job, `exit N` ends it with N, and the user's
 //! terminal is restored afterwards. Without a terminal, a second interrupt kills a process 1
-//! that ignores the first.
+//! that ignores the first. `exec -it` gets a terminal of its own, and `attach` joins a detached
+//! container's terminal (and detaches with ctrl-p ctrl-q).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -369,4 +370,87 @@ fn exec_it_gets_a_terminal_and_exec_d_runs_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     common::kiln(r, &["rm", "-f", &id]);
+}
+
+#[test]
+fn attach_to_a_detached_terminal_then_detach_and_come_back() {
+    if !common::can_sandbox("attach_to_a_detached_terminal_then_detach_and_come_back") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    let (code, _, err) = common::kiln(
+        r,
+        &["run", "-dit", "--name", "shell", "kiln.local/busybox", "sh"],
+    );
+    assert_eq!(code, 0, "{err}");
+    // Attach, type, see the answer; the window's size reaches the container's terminal.
+    let mut s = Session::start(r, &["attach", "shell"]);
+    std::thread::sleep(Duration::from_millis(300));
+    s.type_text("stty size; echo first$((1+1))\r");
+    let out = s.expect("first2");
+    assert!(out.contains("24 80"), "{out}");
+    set_size(&s.master, 40, 120);
+    std::thread::sleep(Duration::from_millis(300));
+    s.type_text("stty size; echo second$((1+1))\r");
+    let out = s.expect("second2");
+    assert!(out.contains("40 120"), "{out}");
+    // ctrl-p ctrl-q: detached, exit 0, the container runs on, the terminal restored.
+    s.type_text("\x10\x11");
+    assert_eq!(s.child.wait().unwrap().code(), Some(0));
+    assert_eq!(
+        termios(&s.master).c_lflag & libc::ICANON,
+        s.initial.c_lflag & libc::ICANON
+    );
+    let (_, ps, _) = common::kiln(r, &["ps", "--filter", "name=shell", "-q"]);
+    assert_eq!(ps.lines().count(), 1, "still running");
+    // Back again: the shell is the same one (its variable is there); `exit 6` ends it all.
+    let mut s = Session::start(r, &["attach", "--detach-keys", "ctrl-x", "shell"]);
+    std::thread::sleep(Duration::from_millis(300));
+    s.type_text("X=kept; echo $X-$((1+1))\r");
+    s.expect("kept-2");
+    s.type_text("exit 6\r");
+    assert_eq!(s.child.wait().unwrap().code(), Some(6));
+    let (_, waited, _) = common::kiln(r, &["wait", "shell"]);
+    assert_eq!(waited.trim(), "6");
+    // Without a terminal (-di): input through a pipe, output on its streams, stdin's end ends
+    // `cat`, and attach exits with the container's code.
+    let (code, _, err) = common::kiln(
+        r,
+        &[
+            "run",
+            "-di",
+            "--name",
+            "reader",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "cat; echo done >&2; exit 3",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("--root")
+        .arg(r)
+        .args(["attach", "reader"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "done\n");
+    let (code, _, err) = common::kiln(r, &["attach", "reader"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("stopped container"), "{err}");
+    common::kiln(r, &["rm", "-f", "shell", "reader"]);
 }

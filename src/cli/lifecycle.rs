@@ -119,3 +119,27 @@ pub fn unpause(root: Option<&Path>, args: PauseArgs) -> anyhow::Result<ExitCode>
         Ok(n.to_string())
     }))
 }
+
+#[derive(Debug, clap::Args)]
+pub struct AttachArgs {
+    /// Do not pass input on (output only).
+    #[arg(long = "no-stdin")]
+    pub no_stdin: bool,
+    /// The keys that detach without stopping the container (docker's `ctrl-p,ctrl-q`).
+    #[arg(
+        long = "detach-keys",
+        value_name = "KEYS",
+        default_value = "ctrl-p,ctrl-q"
+    )]
+    pub detach_keys: String,
+    /// The container (name or ID prefix).
+    pub container: String,
+}
+
+/// `kiln attach`: exits with the container's code when it ends, 0 when detached.
+pub fn attach(root: Option<&Path>, args: AttachArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let keys = container::attach::detach_keys(&args.detach_keys).map_err(anyhow::Error::msg)?;
+    let code = container::attach::attach(&store, &args.container, !args.no_stdin, &keys)?;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(255)))
+}

@@ -70,6 +70,8 @@ pub enum Command {
     Top(stats::TopArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
     Stats(stats::StatsArgs),
+    /// Attach to a detached container's output (and input, when it was started with -i).
+    Attach(lifecycle::AttachArgs),
     /// Freeze every process of containers.
     Pause(lifecycle::PauseArgs),
     /// Thaw paused containers.
@@ -142,6 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Start(a) => lifecycle::start(cli.root.as_deref(), a),
         Command::Restart(a) => lifecycle::restart(cli.root.as_deref(), a),
         Command::Pause(a) => lifecycle::pause(cli.root.as_deref(), a),
+        Command::Attach(a) => lifecycle::attach(cli.root.as_deref(), a),
         Command::Diff(a) => changes::diff(cli.root.as_deref(), a),
         Command::Cp(a) => changes::cp(cli.root.as_deref(), a),
         Command::Top(a) => stats::top(cli.root.as_deref(), a),

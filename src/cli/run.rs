@@ -351,6 +351,7 @@ pub(super) fn stdio(tty: bool, interactive: bool) -> anyhow::Result<container::I
         user: dup(stdin.as_fd(), interactive && tty_in)?,
         size: dup(stdout.as_fd(), tty_out)?.or(dup(stdin.as_fd(), tty_in)?),
         output: Box::new(stdout),
+        share: None,
     }))
 }
 

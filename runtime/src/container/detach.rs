@@ -124,6 +124,11 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         }
     };
     opts.id = Some(id.clone());
+    // `kiln attach`'s socket; without it the container runs all the same.
+    let dir = store.root().join("containers").join(&id);
+    let hub = std::fs::create_dir_all(&dir)
+        .and_then(|()| super::attach::Hub::listen(&dir))
+        .ok();
     // The image's HEALTHCHECK, run by this monitor while the container runs.
     let image_check = store
         .resolve(&opts.image)
@@ -136,7 +141,18 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     let told = AtomicBool::new(false);
     let capture = |r: std::io::PipeReader, stream: &'static str| {
         let w = writer.clone();
-        std::thread::spawn(move || w.capture(r, stream))
+        let hub = hub.clone();
+        std::thread::spawn(move || match hub {
+            Some(hub) => w.capture(
+                super::attach::TeeReader {
+                    inner: r,
+                    hub,
+                    stream: if stream == "stderr" { 2 } else { 1 },
+                },
+                stream,
+            ),
+            None => w.capture(r, stream),
+        })
     };
     let captures = std::sync::Mutex::new(vec![capture(out_r, "stdout"), capture(err_r, "stderr")]);
     // Each start of the container writes through copies of these; once the last run is over
@@ -201,14 +217,34 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
             let io = if opts.tty {
                 // No stderr of its own: its copy must not keep that capture waiting.
                 drop(err_w);
+                let hub = hub.clone();
                 super::Io::Terminal(super::tty::Terminal {
                     input: None,
                     output: Box::new(out_w),
                     user: None,
                     size: None,
+                    // Attached clients type into the terminal and set its size.
+                    share: Some(Box::new(move |master: &std::os::fd::OwnedFd| {
+                        if let Some(hub) = hub {
+                            let input = master.try_clone().ok().map(std::fs::File::from);
+                            hub.set_input(input, master.try_clone().ok());
+                        }
+                    })),
                 })
             } else {
-                super::Io::Pipes(Stdio::null(), Stdio::from(out_w), Stdio::from(err_w))
+                // `-i`: stdin is a pipe attached clients write to; otherwise nothing.
+                let stdin = match (&hub, opts.interactive) {
+                    (Some(hub), true) => match std::io::pipe() {
+                        Ok((r, w)) => {
+                            let w = std::fs::File::from(std::os::fd::OwnedFd::from(w));
+                            hub.set_input(Some(w), None);
+                            Stdio::from(r)
+                        }
+                        Err(_) => Stdio::null(),
+                    },
+                    _ => Stdio::null(),
+                };
+                super::Io::Pipes(stdin, Stdio::from(out_w), Stdio::from(err_w))
             };
             let result = super::run(store, opts, io, &|_| {}, &ended);
             // The last sender: the reporter ends, told or not.
@@ -248,6 +284,9 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     }
     // Also when the container never started (`ended` was not reached).
     finish_log();
+    if let Some(hub) = &hub {
+        hub.close(&dir);
+    }
     match result {
         Ok(code) => u8::try_from(code).unwrap_or(255),
         Err(e) => e.exit_code(),

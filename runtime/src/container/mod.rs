@@ -2,6 +2,7 @@
 //! ChainID) under a fresh upper directory, the process built from the image config with
 //! docker's rules, stdio passed through, the exit code returned.
 
+pub mod attach;
 pub mod changes;
 pub mod control;
 pub mod copy;

@@ -19,6 +19,8 @@ pub struct Terminal {
     pub user: Option<OwnedFd>,
     /// The terminal whose size the container's follows (the one its output goes to).
     pub size: Option<OwnedFd>,
+    /// Told the terminal's master once it is made (a monitor hands it to `kiln attach`).
+    pub share: Option<Box<dyn FnOnce(&OwnedFd) + Send>>,
 }
 
 impl std::fmt::Debug for Terminal {
@@ -31,26 +33,32 @@ impl std::fmt::Debug for Terminal {
     }
 }
 
-/// The user's terminal in raw mode until dropped.
-struct Raw<'a> {
-    fd: &'a OwnedFd,
+/// The user's terminal in raw mode until dropped (restored as it was).
+#[derive(Debug)]
+pub struct RawMode {
+    fd: OwnedFd,
     saved: rustix::termios::Termios,
 }
 
-impl<'a> Raw<'a> {
-    fn enter(fd: &'a OwnedFd) -> Option<Raw<'a>> {
-        let saved = rustix::termios::tcgetattr(fd).ok()?;
+impl RawMode {
+    /// Raw mode on `fd`; `None` when it is no terminal.
+    pub fn enter(fd: &OwnedFd) -> Option<RawMode> {
+        let fd = fd.try_clone().ok()?;
+        let saved = rustix::termios::tcgetattr(&fd).ok()?;
         let mut raw = saved.clone();
         raw.make_raw();
-        rustix::termios::tcsetattr(fd, rustix::termios::OptionalActions::Now, &raw).ok()?;
-        Some(Raw { fd, saved })
+        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &raw).ok()?;
+        Some(RawMode { fd, saved })
     }
 }
 
-impl Drop for Raw<'_> {
+impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ =
-            rustix::termios::tcsetattr(self.fd, rustix::termios::OptionalActions::Now, &self.saved);
+        let _ = rustix::termios::tcsetattr(
+            &self.fd,
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
     }
 }
 
@@ -69,8 +77,12 @@ pub fn relay(master: OwnedFd, term: Terminal) {
         mut output,
         user,
         size,
+        share,
     } = term;
-    let _raw = user.as_ref().and_then(Raw::enter);
+    if let Some(share) = share {
+        share(&master);
+    }
+    let _raw = user.as_ref().and_then(RawMode::enter);
     let winch = size.as_ref().and_then(|u| {
         copy_size(u, &master);
         let mut signals =
