@@ -205,7 +205,7 @@ impl Client {
     }
 
     /// The next chunk of output: (stream, bytes); `None` at the end.
-    pub fn next(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub fn next_chunk(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut head = [0u8; 5];
         self.stream.read_exact(&mut head).ok()?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
@@ -345,7 +345,7 @@ pub fn attach(
         });
     }
     let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    while let Some((stream, data)) = client.next() {
+    while let Some((stream, data)) = client.next_chunk() {
         let w: &mut dyn Write = if stream == 2 { &mut err } else { &mut out };
         let _ = w.write_all(&data);
         let _ = w.flush();

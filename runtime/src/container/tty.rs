@@ -9,6 +9,9 @@ use std::{
     os::fd::OwnedFd,
 };
 
+/// Told a terminal's master once it is made.
+pub type Share = Box<dyn FnOnce(&OwnedFd) + Send>;
+
 /// Where a container's terminal is joined to.
 pub struct Terminal {
     /// Copied to the terminal (`-i`); `None`: nothing is typed.
@@ -20,7 +23,7 @@ pub struct Terminal {
     /// The terminal whose size the container's follows (the one its output goes to).
     pub size: Option<OwnedFd>,
     /// Told the terminal's master once it is made (a monitor hands it to `kiln attach`).
-    pub share: Option<Box<dyn FnOnce(&OwnedFd) + Send>>,
+    pub share: Option<Share>,
 }
 
 impl std::fmt::Debug for Terminal {
