@@ -2,7 +2,7 @@
 # Detached containers side by side with docker (dockerd 20.10) and podman, in one hyperfine run
 # each: `run -d` until the process runs (then the container is removed, outside the timing),
 # `stop` of a container whose process 1 exits on SIGTERM, and the log path (a container writing
-# 100 MB to stdout, then `logs` of all of it). Then the monitor's memory (VmRSS) per container.
+# 100 MB to stdout, then `logs` of all of it). Then the monitor's memory (RSS, PSS, USS).
 #
 #   bash bench/containers.sh     # as root, after the peers' setup script (SHARED=DIR README)
 #   RUNS=10 PEERS="docker" bash bench/containers.sh
@@ -72,15 +72,27 @@ hyperfine --runs 3 --export-json "$WORK/logs.json" "${cmds[@]}" >/dev/null
 $K rm -f bench >/dev/null 2>&1 || true
 for p in $PEERS; do $(peer "$p") rm -f bench >/dev/null 2>&1 || true; done
 
-# 5. the monitor's memory: ten detached containers, VmRSS of each monitor
+# 5. the monitor's memory: ten detached containers; of each monitor its RSS (which counts the
+# pages of kiln's binary that all monitors share), its PSS (shared pages divided among their
+# users) and its USS (pages no other process has: what one more container costs). The binary's
+# pages are written back first, so that they count as the shared page cache they are.
+sync
 for i in $(seq 10); do $K run -d --name "mem$i" $IMG sleep 600 >/dev/null; done
-rss=$(for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
-  awk '/VmRSS/ {print $2}' "/proc/$pid/status"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mem() {
+  for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
+    awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/smaps_rollup"
+  done | median
+}
+rss=$(mem Rss)
+pss=$(mem Pss)
+uss=$(for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
+  awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s}' "/proc/$pid/smaps_rollup"; done | median)
 for i in $(seq 10); do $K rm -f "mem$i" >/dev/null; done
 
-python3 - "$WORK" "$rss" <<'PY'
+python3 - "$WORK" "$rss" "$pss" "$uss" <<'PY'
 import json, sys
-work, rss = sys.argv[1], sys.argv[2]
+work, rss, pss, uss = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 print("| operation | tool | median (s) | kiln/tool |")
 print("|---|---|---|---|")
 for op in ["run-d", "exec", "stop", "logs"]:
@@ -88,5 +100,6 @@ for op in ["run-d", "exec", "stop", "logs"]:
     k = r["kiln"]
     for tool, t in r.items():
         print(f"| {op} | {tool} | {t:.3f} | {'' if tool == 'kiln' else f'{k / t:.2f}'} |")
-print(f"\nmonitor memory (median VmRSS of 10): {int(rss) / 1024:.1f} MiB")
+print(f"\nmonitor memory, median of 10: RSS {int(rss) / 1024:.1f} MiB, "
+      f"PSS {int(pss) / 1024:.1f} MiB, USS {int(uss) / 1024:.1f} MiB")
 PY
