@@ -938,3 +938,44 @@ fn a_directory_copy_creates_its_destination_as_buildkit_does() {
     assert_eq!(meta(0, "dest/f").0 & 0o777, 0o644);
     assert_eq!(meta(1, "owned"), (0o755, 7, 8));
 }
+
+#[test]
+fn a_context_files_xattrs_are_seen_without_reading_them_again() {
+    // The stat cache remembers each file's extended attributes with its digest; setting or
+    // removing one changes the file's ctime, so the next build reads them again.
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context("FROM kiln.local/busybox\nCOPY f /f\n");
+    let f = ctx.path().join("f");
+    std::fs::write(&f, "same bytes\n").unwrap();
+    let build = || {
+        let (code, out, err) = kiln(r, &["build", "-q", "-t", "x", ctx.path().to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let plain = build();
+    let set = |v: &[u8]| rustix::fs::setxattr(&f, "user.note", v, rustix::fs::XattrFlags::empty());
+    if let Err(e) = set(b"one") {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "user xattrs refused under CI: {e}"
+        );
+        eprintln!("skipped: a_context_files_xattrs_are_seen_without_reading_them_again: {e}");
+        return;
+    }
+    let one = build();
+    assert_ne!(one, plain, "an xattr set since: a new layer");
+    let m: serde_json::Value = serde_json::from_slice(&blob(r, &manifest_of(r, "x"))).unwrap();
+    let layer = blob(r, m["layers"][1]["digest"].as_str().unwrap());
+    let text = String::from_utf8_lossy(&layer);
+    assert!(
+        text.contains("SCHILY.xattr.user.note=one"),
+        "the layer carries it as a PAX record"
+    );
+    assert_eq!(build(), one, "unchanged: the cache hits");
+    set(b"two").unwrap();
+    let two = build();
+    assert_ne!(two, one, "a changed value: a new layer");
+    rustix::fs::removexattr(&f, "user.note").unwrap();
+    assert_eq!(build(), plain, "removed: the first image again");
+}

@@ -8,7 +8,7 @@
 
 use std::{
     io::Read,
-    os::unix::fs::MetadataExt,
+    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
@@ -76,6 +76,9 @@ pub struct Entry {
     /// (device, inode) of a regular file with more than one name, so a COPY of a directory
     /// keeps its hard links as BuildKit does; `None` for every other entry.
     pub inode: Option<(u64, u64)>,
+    /// A regular file's extended attributes, as a COPY carries them (remembered in the store's
+    /// stat cache with its digest: an unchanged file is not asked again).
+    pub xattrs: kiln_runtime::store::Xattrs,
 }
 
 /// How much work a scan did.
@@ -125,7 +128,49 @@ struct Pending {
     stamp: FileStamp,
 }
 
-fn stamp(m: &std::fs::Metadata) -> FileStamp {
+/// A `statx` result with the accessors the scan uses (std's `MetadataExt` names).
+struct Meta(rustix::fs::Stat);
+
+impl Meta {
+    fn file_type(&self) -> rustix::fs::FileType {
+        rustix::fs::FileType::from_raw_mode(self.0.st_mode)
+    }
+    fn mode(&self) -> u32 {
+        self.0.st_mode
+    }
+    fn uid(&self) -> u32 {
+        self.0.st_uid
+    }
+    fn gid(&self) -> u32 {
+        self.0.st_gid
+    }
+    fn dev(&self) -> u64 {
+        self.0.st_dev
+    }
+    fn ino(&self) -> u64 {
+        self.0.st_ino
+    }
+    fn nlink(&self) -> u64 {
+        self.0.st_nlink
+    }
+    fn size(&self) -> u64 {
+        self.0.st_size as u64
+    }
+    fn mtime(&self) -> i64 {
+        self.0.st_mtime
+    }
+    fn mtime_nsec(&self) -> i64 {
+        self.0.st_mtime_nsec as i64
+    }
+    fn ctime(&self) -> i64 {
+        self.0.st_ctime
+    }
+    fn ctime_nsec(&self) -> i64 {
+        self.0.st_ctime_nsec as i64
+    }
+}
+
+fn stamp(m: &Meta) -> FileStamp {
     FileStamp {
         dev: m.dev(),
         ino: m.ino(),
@@ -157,6 +202,118 @@ fn hash_file(path: &Path, expected: u64) -> Result<Digest, ContextError> {
     Ok(Digest::from_sha256(h))
 }
 
+/// One entry the walk found, with what the digest step needs of a regular file.
+struct Found {
+    entry: Entry,
+    /// A regular file's identity and absolute path.
+    stamp: Option<FileStamp>,
+    abs: Option<PathBuf>,
+    /// An excluded directory kept for now (something below may be re-included).
+    excluded_dir: bool,
+}
+
+/// The entries of directory `dir` (`rel` in the context) and of everything below it, the
+/// subdirectories read on every core (the order does not matter: the scan sorts at the end).
+fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextError> {
+    let mut found = Vec::new();
+    // Each entry is stat-ed relative to its directory's descriptor: one path walk per
+    // directory, not one per file.
+    let dir_fd = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY
+            | rustix::fs::OFlags::DIRECTORY
+            | rustix::fs::OFlags::NOFOLLOW
+            | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io_err(dir)(e.into()))?;
+    let mut children: Vec<(String, std::ffi::OsString)> = Vec::new();
+    for e in rustix::fs::Dir::read_from(&dir_fd).map_err(|e| io_err(dir)(e.into()))? {
+        let e = e.map_err(|e| io_err(dir)(e.into()))?;
+        let raw = e.file_name().to_bytes();
+        if raw == b"." || raw == b".." {
+            continue;
+        }
+        let os = std::ffi::OsStr::from_bytes(raw).to_os_string();
+        children.push((os.to_string_lossy().to_string(), os));
+    }
+    children.sort();
+    let mut subdirs = Vec::new();
+    for (name, os_name) in children {
+        let abs = dir.join(&os_name);
+        // A name that is not UTF-8 was made lossy above: refuse it by its real path, unless
+        // .dockerignore leaves it out (then it is never read).
+        let lossy = abs.file_name().is_some_and(|n| n.to_str().is_none());
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = Meta(
+            rustix::fs::statat(
+                &dir_fd,
+                os_name.as_os_str(),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_err(&abs)(e.into()))?,
+        );
+        let excluded = ignore.excludes(&path);
+        let ft = meta.file_type();
+        let is_dir = ft == rustix::fs::FileType::Directory;
+        if excluded && !(is_dir && ignore.has_exclusions()) {
+            continue;
+        }
+        if lossy && !excluded {
+            return Err(ContextError::NotUtf8 { path: abs });
+        }
+        let mut file_stamp = None;
+        let kind = if is_dir {
+            EntryKind::Dir
+        } else if ft == rustix::fs::FileType::Symlink {
+            let t = rustix::fs::readlinkat(&dir_fd, os_name.as_os_str(), Vec::new())
+                .map_err(|e| io_err(&abs)(e.into()))?;
+            EntryKind::Symlink {
+                target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
+            }
+        } else if ft == rustix::fs::FileType::RegularFile {
+            file_stamp = Some(stamp(&meta));
+            EntryKind::File {
+                size: meta.size(),
+                digest: Digest::of(b""),
+            }
+        } else {
+            EntryKind::Other
+        };
+        found.push(Found {
+            excluded_dir: excluded,
+            stamp: file_stamp,
+            abs: file_stamp.map(|_| abs.clone()),
+            entry: Entry {
+                path: path.clone(),
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                mtime: meta.mtime(),
+                inode: (ft == rustix::fs::FileType::RegularFile && meta.nlink() > 1)
+                    .then(|| (meta.dev(), meta.ino())),
+                xattrs: Vec::new(),
+            },
+        });
+        if is_dir {
+            subdirs.push((abs, path));
+        }
+    }
+    let below = subdirs
+        .par_iter()
+        .map(|(abs, path): &(PathBuf, String)| walk(abs, path, ignore))
+        .collect::<Result<Vec<_>, ContextError>>()?;
+    for b in below {
+        found.extend(b);
+    }
+    Ok(found)
+}
+
 /// Scans `root` honouring `ignore`; with a store, digests of unchanged files are reused.
 pub fn scan(
     root: &Path,
@@ -166,114 +323,82 @@ pub fn scan(
     // Absolute, so digests recorded by path are found again from any working directory.
     let canonical = std::fs::canonicalize(root).map_err(io_err(root))?;
     let root = canonical.as_path();
-    let mut entries: Vec<Entry> = Vec::new();
+    // The walk, and the digests recorded by earlier scans (one query), side by side.
+    let root_str = root.to_string_lossy().to_string();
+    let (walked, known) = rayon::join(
+        || walk(root, "", ignore),
+        || match store {
+            Some(s) => s.cached_digests_under(&root_str),
+            None => Ok(Default::default()),
+        },
+    );
+    let (walked, known) = (walked?, known?);
+    let mut entries: Vec<Entry> = Vec::with_capacity(walked.len());
     let mut pending: Vec<Pending> = Vec::new();
-    // Directories still to read: (absolute path, path relative to the context).
-    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
     let mut excluded_dirs: Vec<usize> = Vec::new();
-    while let Some((dir, rel)) = stack.pop() {
-        let mut children: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-            .map_err(io_err(&dir))?
-            .map(|e| {
-                let e = e.map_err(io_err(&dir))?;
-                Ok((e.file_name().to_string_lossy().to_string(), e.path()))
-            })
-            .collect::<Result<_, ContextError>>()?;
-        children.sort();
-        let mut subdirs = Vec::new();
-        for (name, abs) in children {
-            // A name that is not UTF-8 was made lossy above: refuse it by its real path, unless
-            // .dockerignore leaves it out (then it is never read).
-            let lossy = abs.file_name().is_some_and(|n| n.to_str().is_none());
-            let path = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            let meta = std::fs::symlink_metadata(&abs).map_err(io_err(&abs))?;
-            let excluded = ignore.excludes(&path);
-            let is_dir = meta.file_type().is_dir();
-            if excluded && !(is_dir && ignore.has_exclusions()) {
-                continue;
-            }
-            if lossy && !excluded {
-                return Err(ContextError::NotUtf8 { path: abs });
-            }
-            let ft = meta.file_type();
-            let kind = if ft.is_dir() {
-                EntryKind::Dir
-            } else if ft.is_symlink() {
-                let t = std::fs::read_link(&abs).map_err(io_err(&abs))?;
-                EntryKind::Symlink {
-                    target: t.to_string_lossy().to_string(),
-                }
-            } else if ft.is_file() {
-                pending.push(Pending {
-                    index: entries.len(),
-                    abs: abs.clone(),
-                    stamp: stamp(&meta),
-                });
-                EntryKind::File {
-                    size: meta.size(),
-                    digest: Digest::of(b""),
-                }
-            } else {
-                EntryKind::Other
-            };
-            if excluded {
-                excluded_dirs.push(entries.len());
-            }
-            entries.push(Entry {
-                path: path.clone(),
-                kind,
-                mode: meta.mode() & 0o7777,
-                uid: meta.uid(),
-                gid: meta.gid(),
-                mtime: meta.mtime(),
-                inode: (ft.is_file() && meta.nlink() > 1).then(|| (meta.dev(), meta.ino())),
+    for f in walked {
+        if let (Some(stamp), Some(abs)) = (f.stamp, f.abs) {
+            pending.push(Pending {
+                index: entries.len(),
+                abs,
+                stamp,
             });
-            if is_dir {
-                subdirs.push((abs, path));
-            }
         }
-        // Reversed so the stack pops directories in name order.
-        stack.extend(subdirs.into_iter().rev());
+        if f.excluded_dir {
+            excluded_dirs.push(entries.len());
+        }
+        entries.push(f.entry);
     }
 
     let files = pending.len();
     let file_bytes: u64 = pending.iter().map(|p| p.stamp.size).sum();
-    // Reuse recorded digests (loaded in one query); hash the rest in parallel.
-    let known = match store {
-        Some(s) => s.cached_digests_under(&root.to_string_lossy())?,
-        None => Default::default(),
-    };
+    // Reuse recorded digests; hash the rest in parallel.
     let mut todo = Vec::new();
     for p in pending {
         let key = p.abs.to_string_lossy().to_string();
         match known.get(&key) {
-            Some((stamp, d)) if *stamp == p.stamp => set_digest(&mut entries[p.index], d.clone()),
+            Some(kiln_runtime::store::Remembered {
+                stamp,
+                digest,
+                xattrs: Some(x),
+            }) if *stamp == p.stamp => {
+                set_digest(&mut entries[p.index], digest.clone());
+                entries[p.index].xattrs = x.clone();
+            }
             _ => todo.push(p),
         }
     }
-    let hashed: Vec<(usize, String, FileStamp, Digest)> = todo
+    // Read and hashed on every core, with the extended attributes of each.
+    type Hashed = (
+        usize,
+        String,
+        FileStamp,
+        Digest,
+        kiln_runtime::store::Xattrs,
+    );
+    let hashed: Vec<Hashed> = todo
         .par_iter()
         .map(|p| {
             let d = hash_file(&p.abs, p.stamp.size)?;
-            Ok((p.index, p.abs.to_string_lossy().to_string(), p.stamp, d))
+            let x = kiln_runtime::layer::diff::host_xattrs(&p.abs)
+                .into_iter()
+                .collect();
+            Ok((p.index, p.abs.to_string_lossy().to_string(), p.stamp, d, x))
         })
         .collect::<Result<_, ContextError>>()?;
     let bytes_hashed = todo.iter().map(|p| p.stamp.size).sum();
     if let Some(s) = store {
-        let rows: Vec<(String, FileStamp, Digest)> = hashed
+        let rows: Vec<(String, FileStamp, Digest, kiln_runtime::store::Xattrs)> = hashed
             .iter()
-            .map(|(_, path, st, d)| (path.clone(), *st, d.clone()))
+            .map(|(_, path, st, d, x)| (path.clone(), *st, d.clone(), x.clone()))
             .collect();
         s.record_digests(&rows)?;
         s.record_context(&root.to_string_lossy(), files as u64, file_bytes)?;
     }
     let n_hashed = hashed.len();
-    for (i, _, _, d) in hashed {
+    for (i, _, _, d, x) in hashed {
         set_digest(&mut entries[i], d);
+        entries[i].xattrs = x;
     }
 
     // An excluded directory stays only as an ancestor of something re-included below it: mark

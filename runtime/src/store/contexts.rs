@@ -120,7 +120,7 @@ mod tests {
             mtime_ns: 4,
             ctime_ns: 5,
         };
-        let row = |p: &str| (p.to_string(), stamp, Digest::of(p.as_bytes()));
+        let row = |p: &str| (p.to_string(), stamp, Digest::of(p.as_bytes()), Vec::new());
         // `/ctx-b` and `/ctx.txt` share the prefix `/ctx` but are not under `/ctx/`.
         store
             .record_digests(&[

@@ -29,7 +29,10 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
         .map_err(db_err)?;
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
-    for add in super::containers::ADDED_COLUMNS {
+    for add in super::containers::ADDED_COLUMNS
+        .iter()
+        .chain(super::statcache::ADDED_COLUMNS.iter())
+    {
         match db.execute_batch(add) {
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}
             r => r.map_err(db_err)?,

@@ -40,7 +40,7 @@ pub use images::ImageSummary;
 pub use import::Loaded;
 pub use integrity::MAX_LAYERS;
 pub use recover::Recovered;
-pub use statcache::FileStamp;
+pub use statcache::{FileStamp, Remembered, Xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{
     Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, duration,

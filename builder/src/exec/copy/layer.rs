@@ -38,9 +38,14 @@ pub(super) fn commit_layer(
         }
     }
     let mut parents: BTreeSet<String> = BTreeSet::new();
+    // Each parent is looked at once: a directory of 30,000 files has a few hundred parents.
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
     for path in planned.keys() {
         let mut p = path.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {
+            if !seen.insert(parent) {
+                break;
+            }
             if (link || !st.view.is_dir(parent)) && !planned.contains_key(parent) {
                 parents.insert(parent.to_string());
             }
@@ -48,19 +53,21 @@ pub(super) fn commit_layer(
         }
     }
     // Context files under another name in the image (`COPY a.txt /a`), for the explanation.
+    // The root's text and a `/`: a file's context path is what follows in its host path.
     let context_root = ctx
         .snapshot
         .get()
         .and_then(|s| s.as_ref().ok())
-        .map(|s| &s.root);
+        .and_then(|s| s.root.to_str())
+        .map(|r| format!("{}/", r.trim_end_matches('/')));
     let sources: BTreeMap<String, String> = planned
         .iter()
         .filter_map(|(p, e)| {
             let Item::File { host, .. } = &e.item else {
                 return None;
             };
-            let rel = host.strip_prefix(context_root?).ok()?.to_string_lossy();
-            (rel != p.as_str()).then(|| (p.clone(), rel.into_owned()))
+            let rel = host.to_str()?.strip_prefix(context_root.as_deref()?)?;
+            (rel != p.as_str()).then(|| (p.clone(), rel.to_string()))
         })
         .collect();
     // A --link layer does not depend on the state below it: its key has no parent.

@@ -138,7 +138,7 @@ pub(crate) fn dir_as_rootfs(
     for e in context_entries(&snap) {
         let item = match &e.kind {
             SrcKind::Dir => Item::Dir,
-            SrcKind::File { size, host } => Item::File {
+            SrcKind::File { size, host, .. } => Item::File {
                 host: host.clone(),
                 size: *size,
             },
@@ -246,25 +246,16 @@ fn plan_entries(
     };
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     let mut extracted = 0usize;
-    // Context files' extended attributes, read on every core (one listxattr per file is a
-    // path walk: a sixth of a warm 30,000-file build when read one by one).
-    let host_xattrs: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = {
-        use rayon::prelude::*;
-        let files: Vec<(&str, &std::path::Path)> = chosen
-            .iter()
-            .filter_map(|(t, e)| match &e.kind {
-                SrcKind::File { host, .. } if !e.fingerprint.starts_with("url ") => {
-                    Some((t.as_str(), host.as_path()))
-                }
-                _ => None,
-            })
-            .collect();
-        files
-            .par_iter()
-            .map(|(t, host)| (*t, kiln_runtime::layer::diff::host_xattrs(host)))
-            .filter(|(_, x)| !x.is_empty())
-            .collect()
-    };
+    // Context files' extended attributes, as the snapshot read (or remembered) them.
+    let host_xattrs: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = chosen
+        .iter()
+        .filter_map(|(t, e)| match &e.kind {
+            SrcKind::File { xattrs, .. } if !xattrs.is_empty() => {
+                Some((t.as_str(), xattrs.iter().cloned().collect()))
+            }
+            _ => None,
+        })
+        .collect();
     // In the order the sources were named (then by path): ADD unpacks several archives into
     // one destination one after the other, a later one's entries over an earlier one's.
     let mut listed: Vec<(&String, &&SrcEntry)> = chosen.iter().collect();
@@ -306,7 +297,7 @@ fn plan_entries(
         }
         let (item, mode) = match &e.kind {
             SrcKind::Dir => (Item::Dir, mode_of(e.mode, true)?),
-            SrcKind::File { size, host } => (
+            SrcKind::File { size, host, .. } => (
                 Item::File {
                     host: host.clone(),
                     size: *size,
@@ -903,11 +894,15 @@ fn step_of(
     } else {
         step
     };
-    let inputs = planned
-        .iter()
-        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
-        .collect();
-    (step, inputs)
+    // Hashed on every core; the pairs come sorted, which a map is built from in one pass.
+    let inputs: Vec<(String, Digest)> = {
+        use rayon::prelude::*;
+        planned
+            .par_iter()
+            .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+            .collect()
+    };
+    (step, inputs.into_iter().collect())
 }
 
 /// The history line of a COPY or ADD as BuildKit writes it (`convert_copy.go`): the command,

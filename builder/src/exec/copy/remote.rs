@@ -75,7 +75,11 @@ pub(super) fn download(
     // Mode 0600 and the server's Last-Modified, as BuildKit writes downloads.
     let entry = SrcEntry {
         path: name.clone(),
-        kind: SrcKind::File { size, host },
+        kind: SrcKind::File {
+            size,
+            host,
+            xattrs: Vec::new(),
+        },
         mode: 0o600,
         mtime,
         owner: None,

@@ -27,6 +27,8 @@ pub(crate) enum SrcKind {
     File {
         size: u64,
         host: std::path::PathBuf,
+        /// A context file's extended attributes (from the snapshot).
+        xattrs: kiln_runtime::store::Xattrs,
     },
     /// A file inside another stage's layers, fetched before writing.
     StageFile {
@@ -45,6 +47,7 @@ pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<
                     SrcKind::File {
                         size: *size,
                         host: snap.root.join(&e.path),
+                        xattrs: e.xattrs.clone(),
                     },
                     format!("file {:o} {digest}", e.mode),
                 ),
