@@ -52,14 +52,20 @@ pub enum Command {
     Kill(containers::KillArgs),
     /// Wait for containers to end; print their exit codes.
     Wait(containers::WaitArgs),
-    /// Remove containers that ended (`-f`: also running ones).
-    Rm(containers::RmArgs),
-    /// Rename a container.
-    Rename(containers::RenameArgs),
     /// Start containers that ended, their changes kept (`-a`: attach to the output).
     Start(lifecycle::StartArgs),
     /// Stop then start containers.
     Restart(lifecycle::RestartArgs),
+    /// Attach to a detached container's output (and input, when it was started with -i).
+    Attach(lifecycle::AttachArgs),
+    /// Freeze every process of containers.
+    Pause(lifecycle::PauseArgs),
+    /// Thaw paused containers.
+    Unpause(lifecycle::PauseArgs),
+    /// Remove containers that ended (`-f`: also running ones).
+    Rm(containers::RmArgs),
+    /// Rename a container.
+    Rename(containers::RenameArgs),
     /// List what a container changed in its root filesystem (A added, C changed, D deleted).
     Diff(changes::DiffArgs),
     /// Make a new image from a container's changes.
@@ -70,12 +76,6 @@ pub enum Command {
     Top(stats::TopArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
     Stats(stats::StatsArgs),
-    /// Attach to a detached container's output (and input, when it was started with -i).
-    Attach(lifecycle::AttachArgs),
-    /// Freeze every process of containers.
-    Pause(lifecycle::PauseArgs),
-    /// Thaw paused containers.
-    Unpause(lifecycle::PauseArgs),
     /// Containers as a group: `kiln container prune`.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -93,7 +93,7 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
-    /// Show an image's configuration as JSON.
+    /// Show an image's or a container's configuration as JSON.
     Inspect(inspect::Args),
     /// Show an image's history (its steps, newest first).
     History(history::Args),

@@ -124,6 +124,12 @@ pub fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher,
 
 struct Pending {
     index: usize,
+    stamp: FileStamp,
+}
+
+/// A file to read: its entry, absolute path and identity.
+struct Todo {
+    index: usize,
     abs: PathBuf,
     stamp: FileStamp,
 }
@@ -205,9 +211,8 @@ fn hash_file(path: &Path, expected: u64) -> Result<Digest, ContextError> {
 /// One entry the walk found, with what the digest step needs of a regular file.
 struct Found {
     entry: Entry,
-    /// A regular file's identity and absolute path.
+    /// A regular file's identity.
     stamp: Option<FileStamp>,
-    abs: Option<PathBuf>,
     /// An excluded directory kept for now (something below may be re-included).
     excluded_dir: bool,
 }
@@ -240,10 +245,11 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
     children.sort();
     let mut subdirs = Vec::new();
     for (name, os_name) in children {
-        let abs = dir.join(&os_name);
+        // The absolute path, made only where it is needed (a directory, an error).
+        let abs = || dir.join(&os_name);
         // A name that is not UTF-8 was made lossy above: refuse it by its real path, unless
         // .dockerignore leaves it out (then it is never read).
-        let lossy = abs.file_name().is_some_and(|n| n.to_str().is_none());
+        let lossy = os_name.to_str().is_none();
         let path = if rel.is_empty() {
             name
         } else {
@@ -255,7 +261,7 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
                 os_name.as_os_str(),
                 rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
             )
-            .map_err(|e| io_err(&abs)(e.into()))?,
+            .map_err(|e| io_err(&abs())(e.into()))?,
         );
         let excluded = ignore.excludes(&path);
         let ft = meta.file_type();
@@ -264,14 +270,14 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
             continue;
         }
         if lossy && !excluded {
-            return Err(ContextError::NotUtf8 { path: abs });
+            return Err(ContextError::NotUtf8 { path: abs() });
         }
         let mut file_stamp = None;
         let kind = if is_dir {
             EntryKind::Dir
         } else if ft == rustix::fs::FileType::Symlink {
             let t = rustix::fs::readlinkat(&dir_fd, os_name.as_os_str(), Vec::new())
-                .map_err(|e| io_err(&abs)(e.into()))?;
+                .map_err(|e| io_err(&abs())(e.into()))?;
             EntryKind::Symlink {
                 target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
             }
@@ -287,7 +293,6 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
         found.push(Found {
             excluded_dir: excluded,
             stamp: file_stamp,
-            abs: file_stamp.map(|_| abs.clone()),
             entry: Entry {
                 path: path.clone(),
                 kind,
@@ -301,7 +306,7 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
             },
         });
         if is_dir {
-            subdirs.push((abs, path));
+            subdirs.push((abs(), path));
         }
     }
     let below = subdirs
@@ -337,10 +342,9 @@ pub fn scan(
     let mut pending: Vec<Pending> = Vec::new();
     let mut excluded_dirs: Vec<usize> = Vec::new();
     for f in walked {
-        if let (Some(stamp), Some(abs)) = (f.stamp, f.abs) {
+        if let Some(stamp) = f.stamp {
             pending.push(Pending {
                 index: entries.len(),
-                abs,
                 stamp,
             });
         }
@@ -354,9 +358,13 @@ pub fn scan(
     let file_bytes: u64 = pending.iter().map(|p| p.stamp.size).sum();
     // Reuse recorded digests; hash the rest in parallel.
     let mut todo = Vec::new();
+    // The stat cache's key of a file is its absolute path: one buffer, the root kept.
+    let mut key = format!("{}/", root_str.trim_end_matches('/'));
+    let base = key.len();
     for p in pending {
-        let key = p.abs.to_string_lossy().to_string();
-        match known.get(&key) {
+        key.truncate(base);
+        key.push_str(&entries[p.index].path);
+        match known.get(key.as_str()) {
             Some(kiln_runtime::store::Remembered {
                 stamp,
                 digest,
@@ -365,7 +373,11 @@ pub fn scan(
                 set_digest(&mut entries[p.index], digest.clone());
                 entries[p.index].xattrs = x.clone();
             }
-            _ => todo.push(p),
+            _ => todo.push(Todo {
+                index: p.index,
+                abs: root.join(&entries[p.index].path),
+                stamp: p.stamp,
+            }),
         }
     }
     // Read and hashed on every core, with the extended attributes of each.
