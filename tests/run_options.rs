@@ -253,6 +253,25 @@ fn limits_mounts_groups_labels_and_cidfile() {
     assert_eq!(found.lines().count(), 1, "{found}");
     let (_, found, _) = kiln(r, &["ps", "-q", "--filter", "label=tier=db"]);
     assert_eq!(found, "");
+    // The OOM killer's work is told apart, as docker's State.OOMKilled.
+    let (code, _, _) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "hog",
+            "-m",
+            "8m",
+            "kiln.local/busybox",
+            "tail",
+            "/dev/zero",
+        ],
+    );
+    assert_eq!(code, 137, "killed");
+    let (_, hog, _) = kiln(r, &["inspect", "hog"]);
+    let hog: serde_json::Value = serde_json::from_str(&hog).unwrap();
+    assert_eq!(hog[0]["State"]["OOMKilled"], true, "{hog}");
+    assert_eq!(v[0]["State"]["OOMKilled"], false);
     // The file exists now: another run naming it is refused before anything starts.
     let (code, _, err) = kiln(
         r,

@@ -302,7 +302,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
             "Running": runs(state),
             "Paused": state == ContainerState::Paused,
             "Restarting": matches!(state, ContainerState::Restarting(_)),
-            "OOMKilled": false,
+            "OOMKilled": c.oom_killed,
             "Dead": state == ContainerState::Dead,
             "Pid": init.map_or(0, |p| p.pid),
             "ExitCode": code,

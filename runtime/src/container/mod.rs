@@ -573,6 +573,8 @@ pub fn run(
                     }
                 });
                 let status = process::run(&spec, i, o, e);
+                // Before the cgroups go with `spec`: did the OOM killer end it?
+                let _ = store.set_container_oom_killed(id, spec.cgroup.oom_killed());
                 // The last sender: the thread above ends (it was told, or never will be).
                 spec.started = None;
                 // The last end of the terminal socket on the container's side.

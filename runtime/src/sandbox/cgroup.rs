@@ -86,6 +86,26 @@ pub struct Join {
 }
 
 impl Join {
+    /// Whether the kernel's OOM killer killed a process of these cgroups (v1
+    /// `memory.oom_control`'s `oom_kill`, v2 `memory.events`' `oom_kill`): docker's
+    /// `State.OOMKilled`. Read before the cgroups go.
+    pub fn oom_killed(&self) -> bool {
+        let Some(cg) = &self.cgroup else {
+            return false;
+        };
+        cg.dirs.iter().any(|d| {
+            ["memory.oom_control", "memory.events"].iter().any(|f| {
+                std::fs::read_to_string(d.join(f)).is_ok_and(|t| {
+                    t.lines().any(|l| {
+                        l.strip_prefix("oom_kill ")
+                            .and_then(|n| n.trim().parse::<u64>().ok())
+                            .is_some_and(|n| n > 0)
+                    })
+                })
+            })
+        })
+    }
+
     pub(crate) fn fds(&self) -> Vec<i32> {
         self.cgroup
             .as_ref()

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Columns added since the table was first made (an error that one exists is expected).
-pub(super) const ADDED_COLUMNS: [&str; 9] = [
+pub(super) const ADDED_COLUMNS: [&str; 10] = [
     "ALTER TABLE containers ADD COLUMN pid_start INTEGER",
     "ALTER TABLE containers ADD COLUMN init_pid INTEGER",
     "ALTER TABLE containers ADD COLUMN init_start INTEGER",
@@ -29,6 +29,7 @@ pub(super) const ADDED_COLUMNS: [&str; 9] = [
     "ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE containers ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE containers ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0",
 ];
 
 /// One container.
@@ -53,6 +54,8 @@ pub struct Container {
     pub restart_count: i64,
     /// Frozen by `kiln pause`.
     pub paused: bool,
+    /// Its last run was ended by the kernel's OOM killer.
+    pub oom_killed: bool,
 }
 
 /// What a container is doing now.
@@ -157,7 +160,7 @@ impl Store {
             .execute(
                 "UPDATE containers SET pid = ?2, pid_start = ?3, started = ?4, finished = NULL,
                  exit_code = NULL, restarting = 0, init_pid = NULL, init_start = NULL,
-                 health = NULL, paused = 0 WHERE id = ?1",
+                 health = NULL, paused = 0, oom_killed = 0 WHERE id = ?1",
                 rusqlite::params![
                     id,
                     monitor.map(|p| p.pid),
@@ -206,6 +209,17 @@ impl Store {
             Some(r) => r.get::<_, i64>(0).map_err(self.db_err())? != 0,
             None => false,
         })
+    }
+
+    /// Records whether the OOM killer ended container `id`'s run.
+    pub fn set_container_oom_killed(&self, id: &str, killed: bool) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET oom_killed = ?2 WHERE id = ?1",
+                rusqlite::params![id, killed],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
     }
 
     /// Records whether container `id` is frozen (`kiln pause`, `kiln unpause`).
@@ -320,7 +334,7 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, name, image, command, created, pid, finished, exit_code, pid_start,
-                 started, restarting, restart_count, paused
+                 started, restarting, restart_count, paused, oom_killed
                  FROM containers ORDER BY created DESC, id",
             )
             .map_err(self.db_err())?;
@@ -346,6 +360,7 @@ impl Store {
                     restarting: r.get::<_, i64>(10)? != 0,
                     restart_count: r.get(11)?,
                     paused: r.get::<_, i64>(12)? != 0,
+                    oom_killed: r.get::<_, i64>(13)? != 0,
                 })
             })
             .map_err(self.db_err())?;
