@@ -395,12 +395,7 @@ mod tests {
             command: "sh".into(),
             created: 1,
             pid: ProcessId::current(),
-            finished: None,
-            exit_code: None,
-            started: None,
-            restarting: false,
-            restart_count: 0,
-            paused: false,
+            ..Default::default()
         }
     }
 
