@@ -4,8 +4,6 @@
 //! 1's) unless `-w`;
 //! the process itself is started by [`crate::sandbox::exec`].
 
-use std::process::Stdio;
-
 use super::ContainerError;
 use crate::{
     sandbox::{exec::ExecSpec, process},
@@ -145,27 +143,15 @@ pub fn exec(
             .unwrap_or_default(),
         tty: None,
     };
-    let (terminal, (stdin, stdout, stderr)) = match io {
-        super::Io::Pipes(i, o, e) => (None, (i, o, e)),
-        super::Io::Terminal(t) => (Some(t), (Stdio::null(), Stdio::null(), Stdio::null())),
-    };
-    let channel = match terminal {
-        Some(t) => {
-            let (ours, theirs) = crate::sandbox::pty::channel().map_err(|e| {
-                ContainerError::Config(format!("cannot make a terminal socket: {e}"))
-            })?;
-            spec.tty = Some(std::sync::Arc::new(theirs));
-            Some((ours, t))
-        }
-        None => None,
-    };
+    let super::tty::Split {
+        stdio: (stdin, stdout, stderr),
+        child_end,
+        ours: channel,
+    } = super::tty::split(io)?;
+    spec.tty = child_end;
     let status = std::thread::scope(|s| {
         if let Some((ours, t)) = channel {
-            s.spawn(move || {
-                if let Ok(master) = crate::sandbox::pty::receive(&ours) {
-                    super::tty::relay(master, t);
-                }
-            });
+            s.spawn(move || super::tty::serve(ours, t));
         }
         let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr);
         // The last end of the terminal socket on the process's side: the relay's wait ends.

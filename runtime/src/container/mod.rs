@@ -529,21 +529,12 @@ pub fn run(
                 .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
                 .unwrap_or_else(|| "/".into());
             spec.network = opts.network.unwrap_or(Network::Host);
-            let (terminal, (i, o, e)) = match stdio {
-                Io::Pipes(i, o, e) => (None, (i, o, e)),
-                // The terminal replaces all three in the child.
-                Io::Terminal(t) => (Some(t), (Stdio::null(), Stdio::null(), Stdio::null())),
-            };
-            let channel = match terminal {
-                Some(t) => {
-                    let (ours, theirs) = crate::sandbox::pty::channel().map_err(|e| {
-                        ContainerError::Config(format!("cannot make a terminal socket: {e}"))
-                    })?;
-                    spec.tty = Some(std::sync::Arc::new(theirs));
-                    Some((ours, t))
-                }
-                None => None,
-            };
+            let tty::Split {
+                stdio: (i, o, e),
+                child_end,
+                ours: channel,
+            } = tty::split(stdio)?;
+            spec.tty = child_end;
             // Once the process runs: its pid recorded (what `kiln stop` signals), the caller
             // told.
             let (tx, rx) = std::sync::mpsc::channel::<u32>();
@@ -551,13 +542,7 @@ pub fn run(
             let status = std::thread::scope(|s| {
                 let id = &id;
                 if let Some((ours, t)) = channel {
-                    s.spawn(move || {
-                        // Nothing comes when the process failed before its terminal was
-                        // made: the socket closes once its end in `spec` is dropped.
-                        if let Ok(master) = crate::sandbox::pty::receive(&ours) {
-                            tty::relay(master, t);
-                        }
-                    });
+                    s.spawn(move || tty::serve(ours, t));
                 }
                 s.spawn(move || {
                     if let Ok(pid) = rx.recv() {

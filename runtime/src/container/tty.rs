@@ -132,3 +132,46 @@ pub fn relay(master: OwnedFd, term: Terminal) {
         let _ = t.join();
     }
 }
+
+/// A container process's stdio, split for its spawn: the three the child gets (none of them
+/// with a terminal, which replaces them in the child), and with a terminal the child's end of
+/// the socket its master comes back on (for the spec) and kiln's side (for [`serve`]).
+pub(crate) struct Split {
+    pub stdio: (
+        std::process::Stdio,
+        std::process::Stdio,
+        std::process::Stdio,
+    ),
+    pub child_end: Option<std::sync::Arc<OwnedFd>>,
+    pub ours: Option<(OwnedFd, Terminal)>,
+}
+
+pub(crate) fn split(io: super::Io) -> Result<Split, super::ContainerError> {
+    use std::process::Stdio;
+    match io {
+        super::Io::Pipes(i, o, e) => Ok(Split {
+            stdio: (i, o, e),
+            child_end: None,
+            ours: None,
+        }),
+        super::Io::Terminal(t) => {
+            let (ours, theirs) = crate::sandbox::pty::channel().map_err(|e| {
+                super::ContainerError::Config(format!("cannot make a terminal socket: {e}"))
+            })?;
+            Ok(Split {
+                stdio: (Stdio::null(), Stdio::null(), Stdio::null()),
+                child_end: Some(std::sync::Arc::new(theirs)),
+                ours: Some((ours, t)),
+            })
+        }
+    }
+}
+
+/// Waits for the terminal's master on `ours` and joins it to `t` until the container's side
+/// closes. Nothing comes when the process failed before its terminal was made: the socket
+/// closes once the child's end in the spec is dropped.
+pub(crate) fn serve(ours: OwnedFd, t: Terminal) {
+    if let Ok(master) = crate::sandbox::pty::receive(&ours) {
+        relay(master, t);
+    }
+}

@@ -565,8 +565,35 @@ pub fn sweep() -> Vec<PathBuf> {
 /// in (cgroup v2's `cgroup.freeze`, else v1's `freezer.state`), and waits until the kernel says
 /// it is done.
 pub fn freeze(pid: i32, frozen: bool) -> Result<(), String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).map_err(|e| e.to_string())?;
-    let mut v1 = None;
+    let cgroups = kiln_cgroups_of(pid);
+    if cgroups.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("process {pid} is gone"));
+    }
+    for (ctls, dir) in &cgroups {
+        let f = dir.join("cgroup.freeze");
+        if ctls.is_empty() && f.exists() {
+            std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(|e| err(&f, e))?;
+            let want = if frozen { "frozen 1" } else { "frozen 0" };
+            return settle(&dir.join("cgroup.events"), want);
+        }
+    }
+    let Some((_, dir)) = cgroups
+        .iter()
+        .find(|(ctls, _)| ctls.split(',').any(|c| c == "freezer"))
+    else {
+        return Err("the container has no freezer cgroup".into());
+    };
+    let f = dir.join("freezer.state");
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    std::fs::write(&f, want).map_err(|e| err(&f, e))?;
+    settle(&f, want)
+}
+
+/// The cgroups under kiln's own that process `pid` is in (a container's): their controllers
+/// (`""` for v2) and directories.
+fn kiln_cgroups_of(pid: i32) -> Vec<(String, PathBuf)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let mut out = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (Some(_), Some(ctls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
@@ -579,27 +606,17 @@ pub fn freeze(pid: i32, frozen: bool) -> Result<(), String> {
             continue;
         }
         let rel = path.trim_start_matches('/');
-        if ctls.is_empty() {
-            if let Some(dir) = v2_mount().map(|m| m.join(rel)) {
-                let f = dir.join("cgroup.freeze");
-                if f.exists() {
-                    std::fs::write(&f, if frozen { "1" } else { "0" }).map_err(|e| err(&f, e))?;
-                    let events = dir.join("cgroup.events");
-                    let want = if frozen { "frozen 1" } else { "frozen 0" };
-                    return settle(&events, want);
-                }
+        let dir = if ctls.is_empty() {
+            match v2_mount() {
+                Some(m) => m.join(rel),
+                None => continue,
             }
-        } else if ctls.split(',').any(|c| c == "freezer") {
-            v1 = Some(Path::new(ROOT).join(ctls).join(rel));
-        }
+        } else {
+            Path::new(ROOT).join(ctls).join(rel)
+        };
+        out.push((ctls.to_string(), dir));
     }
-    let Some(dir) = v1 else {
-        return Err("the container has no freezer cgroup".into());
-    };
-    let f = dir.join("freezer.state");
-    let want = if frozen { "FROZEN" } else { "THAWED" };
-    std::fs::write(&f, want).map_err(|e| err(&f, e))?;
-    settle(&f, want)
+    out
 }
 
 /// Waits (at most 5 s) until `file` has a line `want`.
@@ -622,29 +639,8 @@ fn settle(file: &Path, want: &str) -> Result<(), String> {
 /// container's limits and device list hold for it too. Whether one of them carries the device
 /// allow-list (v1 `devices`, or the v2 cgroup kiln attaches its program to).
 pub fn join_of(pid: i32) -> (Vec<OwnedFd>, bool) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let (mut fds, mut devices) = (Vec::new(), false);
-    for line in text.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (Some(_), Some(ctls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        if !path
-            .split('/')
-            .any(|c| c == "kiln" || c.starts_with("kiln-"))
-        {
-            continue;
-        }
-        let dir = if ctls.is_empty() {
-            match v2_mount() {
-                Some(m) => m.join(path.trim_start_matches('/')),
-                None => continue,
-            }
-        } else {
-            Path::new(ROOT)
-                .join(ctls)
-                .join(path.trim_start_matches('/'))
-        };
+    for (ctls, dir) in kiln_cgroups_of(pid) {
         let procs = dir.join("cgroup.procs");
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&procs) {
             devices |= ctls.is_empty() || ctls.split(',').any(|c| c == "devices");
