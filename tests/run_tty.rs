@@ -256,25 +256,34 @@ fn a_second_interrupt_kills_a_process_1_that_ignores_it() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
         .arg("--root")
         .arg(root.path())
-        .args([
-            "run",
-            "--rm",
-            "kiln.local/busybox",
-            "sh",
-            "-c",
-            "echo ready; exec sleep 1000",
-        ])
+        .args(["run", "--rm", "kiln.local/busybox", "sleep", "1000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "ready\n");
+    // Ready once kiln's child (the container's process 1) runs sleep itself: a signal before
+    // the exec would reach kiln's own code instead.
+    let kiln_pid = child.id();
+    let t0 = Instant::now();
+    let runs_sleep = || {
+        std::fs::read_dir(format!("/proc/{kiln_pid}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| c.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .any(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+    };
+    while !runs_sleep() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the container never ran sleep"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let pid = i32::try_from(child.id()).unwrap();
     // SAFETY: kill(2) with plain integers, to our own child.
     unsafe { libc::kill(pid, libc::SIGINT) };
