@@ -154,7 +154,7 @@ fn an_interactive_shell_on_a_terminal_of_its_own() {
     // A new size: the kernel tells kiln (SIGWINCH to the terminal's foreground group), kiln
     // tells the container's terminal.
     set_size(&s.master, 33, 101);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     s.type_text("stty size; echo two$((1+1))\r");
     let out = s.expect("two2");
     assert!(out.contains("33 101"), "resized: {out}");
@@ -400,7 +400,7 @@ fn attach_to_a_detached_terminal_then_detach_and_come_back() {
     let out = s.expect("first2");
     assert!(out.contains("24 80"), "{out}");
     set_size(&s.master, 40, 120);
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1000));
     s.type_text("stty size; echo second$((1+1))\r");
     let out = s.expect("second2");
     assert!(out.contains("40 120"), "{out}");
