@@ -609,6 +609,59 @@ fn cp_both_ways_stays_inside_the_root() {
         ok(r, &["exec", "box", "cat", "/etc/hostname"]),
         "the container's file, not the host's"
     );
+    // `-`: a tar on stdout (names from the source's last component, the link kept a link).
+    let out = common::kiln_cmd(r, &["cp", "box:/data", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names = Vec::new();
+    for e in tar::Archive::new(out.stdout.as_slice()).entries().unwrap() {
+        let e = e.unwrap();
+        let kind = e.header().entry_type();
+        names.push(format!("{} {kind:?}", e.path().unwrap().display()));
+    }
+    names.sort();
+    assert!(names.contains(&"data/c Regular".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"data/shadow Symlink".to_string()),
+        "{names:?}"
+    );
+    // ... and from stdin into a directory, where even `../..` names stay inside it.
+    let mut archive = tar::Builder::new(Vec::new());
+    for (name, body) in [("from-tar", &b"t\n"[..]), ("../../../climb", &b"c\n"[..])] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        // Written raw: the tar crate refuses `..` in names it sets itself.
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_cksum();
+        archive.append(&h, body).unwrap();
+    }
+    let data = archive.into_inner().unwrap();
+    let mut child = common::kiln_cmd(r, &["cp", "-", "box:/data"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &data).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(
+        ok(
+            r,
+            &[
+                "exec",
+                "box",
+                "sh",
+                "-c",
+                "cat /data/from-tar /data/climb; ls /climb 2>&1 || true"
+            ]
+        ),
+        "t\nc\nls: /climb: No such file or directory\n"
+    );
     // An ended container: its root is mounted for the copy, and the copy is there next start.
     ok(r, &["stop", "-t", "0", "box"]);
     ok(

@@ -64,9 +64,10 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<ExitCode>
 
 #[derive(Debug, clap::Args)]
 pub struct CpArgs {
-    /// `CONTAINER:PATH` or a host path.
+    /// `CONTAINER:PATH`, a host path, or `-` (a tar on stdin, unpacked into a directory).
     pub source: String,
-    /// `CONTAINER:PATH` or a host path (exactly one of the two names a container).
+    /// `CONTAINER:PATH`, a host path, or `-` (a tar on stdout); exactly one of the two names
+    /// a container.
     pub destination: String,
 }
 
@@ -83,8 +84,14 @@ pub fn cp(root: Option<&Path>, args: CpArgs) -> anyhow::Result<ExitCode> {
         container_path(&args.source),
         container_path(&args.destination),
     ) {
+        (Some((c, src)), None) if args.destination == "-" => {
+            container::copy::copy_out_tar(&store, c, src, std::io::stdout().lock())?;
+        }
         (Some((c, src)), None) => {
             container::copy::copy_out(&store, c, src, Path::new(&args.destination))?;
+        }
+        (None, Some((c, dest))) if args.source == "-" => {
+            container::copy::copy_in_tar(&store, c, std::io::stdin().lock(), dest)?;
         }
         (None, Some((c, dest))) => {
             container::copy::copy_in(&store, c, Path::new(&args.source), dest)?;

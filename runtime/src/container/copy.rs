@@ -338,3 +338,131 @@ fn copy_entry_in(
         ))
     }
 }
+
+/// `kiln cp CONTAINER:SRC -`: a tar of SRC on `out`, its entries named from SRC's last
+/// component, read through descriptors as [`copy_out`] reads.
+pub fn copy_out_tar(
+    store: &Store,
+    what: &str,
+    src: &str,
+    out: impl std::io::Write,
+) -> Result<(), ContainerError> {
+    with_root(store, what, |rootfs| {
+        let root = open_root(rootfs)?;
+        let trimmed = src.trim_end_matches('/');
+        let (parent, name) = match trimmed.rsplit_once('/') {
+            Some((p, n)) => (if p.is_empty() { "/" } else { p }, n),
+            None => ("/", trimmed),
+        };
+        let mut tar = tar::Builder::new(out);
+        if name.is_empty() || name == "." {
+            // The root, or a directory's contents: entries named from inside it.
+            let d = open_in(&root, trimmed, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| fail(format!("{what}:{src}"), e))?;
+            tar_dir(&mut tar, &d, "", src)?;
+        } else {
+            let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
+                .map_err(|e| fail(format!("{what}:{src}"), e))?;
+            tar_entry(&mut tar, &pdir, OsStr::new(name), name, src)?;
+        }
+        tar.finish().map_err(|e| fail("writing the archive", e))
+    })
+}
+
+fn tar_dir<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &OwnedFd,
+    prefix: &str,
+    shown: &str,
+) -> Result<(), ContainerError> {
+    for e in rustix::fs::Dir::read_from(dir).map_err(|e| fail(shown, e))? {
+        let e = e.map_err(|e| fail(shown, e))?;
+        let name = OsStr::from_bytes(e.file_name().to_bytes());
+        if name == "." || name == ".." {
+            continue;
+        }
+        let path = if prefix.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{prefix}/{}", name.to_string_lossy())
+        };
+        tar_entry(tar, dir, name, &path, shown)?;
+    }
+    Ok(())
+}
+
+fn tar_entry<W: std::io::Write>(
+    tar: &mut tar::Builder<W>,
+    parent: &OwnedFd,
+    name: &OsStr,
+    path: &str,
+    shown: &str,
+) -> Result<(), ContainerError> {
+    let st =
+        rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| fail(shown, e))?;
+    let io = |e: std::io::Error| fail("writing the archive", e);
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(st.st_mode & 0o7777);
+    h.set_uid(u64::from(st.st_uid));
+    h.set_gid(u64::from(st.st_gid));
+    h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+    h.set_size(0);
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {
+            h.set_entry_type(tar::EntryType::Directory);
+            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                .map_err(io)?;
+            let d = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(shown, e))?;
+            tar_dir(tar, &d, path, shown)
+        }
+        FileType::Symlink => {
+            let link =
+                rustix::fs::readlinkat(parent, name, Vec::new()).map_err(|e| fail(shown, e))?;
+            h.set_entry_type(tar::EntryType::Symlink);
+            tar.append_link(&mut h, path, OsStr::from_bytes(link.as_bytes()))
+                .map_err(io)
+        }
+        FileType::RegularFile => {
+            let f = rustix::fs::openat(
+                parent,
+                name,
+                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| fail(shown, e))?;
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(st.st_size as u64);
+            tar.append_data(&mut h, path, std::fs::File::from(f))
+                .map_err(io)
+        }
+        // Devices, fifos and sockets are left out, as kiln's copy out leaves them.
+        _ => Ok(()),
+    }
+}
+
+/// `kiln cp - CONTAINER:DIR`: the tar on `input` unpacked into the directory DIR (resolved
+/// inside the container's root), each entry resolved inside it as a layer's are.
+pub fn copy_in_tar(
+    store: &Store,
+    what: &str,
+    input: impl std::io::Read,
+    dest: &str,
+) -> Result<(), ContainerError> {
+    with_root(store, what, |rootfs| {
+        let root = open_root(rootfs)?;
+        let dir = open_in(&root, dest, OFlags::RDONLY | OFlags::DIRECTORY).map_err(|e| {
+            fail(
+                format!("{what}:{dest}"),
+                format!("{e} (the destination of an archive must be a directory)"),
+            )
+        })?;
+        crate::layer::unpack::unpack_plain(input, &dir)
+            .map_err(|e| fail(format!("{what}:{dest}"), e))
+    })
+}

@@ -169,13 +169,28 @@ pub fn unpack_indexed(
     reader: impl Read,
     dir: &Path,
 ) -> Result<Vec<crate::layer::view::RawEntry>, UnpackError> {
-    let mut index = Vec::new();
     let root = rustix::fs::open(
         dir,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )
     .map_err(|e| err(&dir.display().to_string(), e))?;
+    unpack_into(reader, &root, true)
+}
+
+/// Unpacks a plain tar (`kiln cp - CONTAINER:DIR`) into the directory `root` (a descriptor, so
+/// that the caller resolved it inside a container's root), every entry resolved inside it as a
+/// layer's. A `.wh.` name is refused: only layers have whiteouts.
+pub fn unpack_plain(reader: impl Read, root: &OwnedFd) -> Result<(), UnpackError> {
+    unpack_into(reader, root, false).map(drop)
+}
+
+fn unpack_into(
+    reader: impl Read,
+    root: &OwnedFd,
+    layer: bool,
+) -> Result<Vec<crate::layer::view::RawEntry>, UnpackError> {
+    let mut index = Vec::new();
     let mut ar = tar::Archive::new(reader);
     // Directory times are set last: creating entries inside a directory changes its mtime.
     let mut dir_times: Vec<(Vec<String>, tar::Header)> = Vec::new();
@@ -192,7 +207,13 @@ pub fn unpack_indexed(
             continue;
         };
         let h = e.header().clone();
-        let pdir = open_dir(&root, parent, &raw)?;
+        if !layer && name.starts_with(".wh.") {
+            return Err(err(
+                &raw,
+                "a name starting with .wh. is a whiteout in a layer",
+            ));
+        }
+        let pdir = open_dir(root, parent, &raw)?;
         if name == ".wh..wh..opq" {
             rustix::fs::fsetxattr(&pdir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                 .map_err(|x| err(&raw, format!("opaque xattr: {x}")))?;
