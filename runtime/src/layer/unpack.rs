@@ -299,7 +299,7 @@ fn unpack_into(
                 // The target's directory is resolved inside the root; linkat does not follow a
                 // symlink at the target itself, so a link can never reach a host file.
                 let tdir = rustix::fs::openat2(
-                    &root,
+                    root,
                     if tparent.is_empty() {
                         ".".to_string()
                     } else {
@@ -344,7 +344,7 @@ fn unpack_into(
         let Some((name, parent)) = comps.split_last() else {
             continue;
         };
-        let pdir = open_dir(&root, parent, name)?;
+        let pdir = open_dir(root, parent, name)?;
         set_owner_mode_time(&pdir, name, h, false, name)?;
     }
     Ok(index)
