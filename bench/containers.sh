@@ -78,16 +78,15 @@ for p in $PEERS; do $(peer "$p") rm -f bench >/dev/null 2>&1 || true; done
 # pages are written back first, so that they count as the shared page cache they are.
 sync
 for i in $(seq 10); do $K run -d --name "mem$i" $IMG sleep 600 >/dev/null; done
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# mem PATTERN: the median over the monitors of the sum of the smaps_rollup fields it matches.
 mem() {
   for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
-    awk -v k="$1" '$1 == k":" {print $2}' "/proc/$pid/smaps_rollup"
-  done | median
+    awk -v k="$1" '$1 ~ k {s += $2} END {print s}' "/proc/$pid/smaps_rollup"
+  done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
-rss=$(mem Rss)
-pss=$(mem Pss)
-uss=$(for pid in $(pgrep -f "kiln --root $R run -d --name mem"); do
-  awk '/^Private_(Clean|Dirty):/ {s += $2} END {print s}' "/proc/$pid/smaps_rollup"; done | median)
+rss=$(mem '^Rss:')
+pss=$(mem '^Pss:')
+uss=$(mem '^Private_(Clean|Dirty):')
 for i in $(seq 10); do $K rm -f "mem$i" >/dev/null; done
 
 python3 - "$WORK" "$rss" "$pss" "$uss" <<'PY'

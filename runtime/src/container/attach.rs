@@ -290,8 +290,8 @@ pub fn attach(
         if let Ok(fd) = out.as_fd().try_clone_to_owned() {
             let mut sender = client.sender().map_err(cannot)?;
             let send = move |sender: &mut Sender| {
-                if let Ok(size) = window_size(&fd) {
-                    let _ = sender.window(size.0, size.1);
+                if let Ok(size) = rustix::termios::tcgetwinsize(&fd) {
+                    let _ = sender.window(size.ws_row, size.ws_col);
                 }
             };
             send(&mut sender);
@@ -352,28 +352,6 @@ pub fn attach(
     }
     raw.lock().unwrap_or_else(|p| p.into_inner()).take();
     super::control::wait(store, &c.id)
-}
-
-/// The window size of terminal `fd` (rows, columns).
-fn window_size(fd: &std::os::fd::OwnedFd) -> std::io::Result<(u16, u16)> {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one winsize into a value of this frame.
-    let r = unsafe {
-        libc::ioctl(
-            std::os::fd::AsRawFd::as_raw_fd(fd),
-            libc::TIOCGWINSZ,
-            &mut ws,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok((ws.ws_row, ws.ws_col))
 }
 
 /// docker's `--detach-keys` (`ctrl-p,ctrl-q` by default): the bytes that detach a client.

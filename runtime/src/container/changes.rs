@@ -27,20 +27,7 @@ pub fn layers_of(
         .resolve(image)?
         .ok_or_else(|| ContainerError::NoImage(image.to_string()))?;
     let (m, config, _) = store.image(&manifest)?;
-    let blobs = m
-        .layers
-        .iter()
-        .map(|l| crate::digest::Digest::parse(&l.digest))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ContainerError::Config(format!("{image}: layer digest: {e}")))?;
-    let diffs = config
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| crate::digest::Digest::parse(d))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ContainerError::Config(format!("{image}: diff_id: {e}")))?;
-    Ok((upper, store.unpacked_layers(&blobs, &diffs)?))
+    Ok((upper, super::lower_dirs(store, &m, &config, image)?))
 }
 
 /// Whether `rel` is in the image below: the topmost layer that has an entry for it decides (a

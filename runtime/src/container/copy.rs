@@ -117,7 +117,7 @@ pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(),
         if is_dir {
             let d = open_in(&root, src, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(src, e))?;
-            copy_dir_out(&d, &target, src)
+            walk_open_dir(&d, "", src, &mut to_host(&target))
         } else {
             // The entry itself, from its parent (a symlink stays one).
             let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
@@ -126,76 +126,119 @@ pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(),
             };
             let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(parent, e))?;
-            copy_entry_out(&pdir, OsStr::new(name), &target, src)
+            walk_entry(&pdir, OsStr::new(name), "", src, &mut to_host(&target))
         }
     })
 }
 
-fn copy_dir_out(dir: &OwnedFd, target: &Path, shown: &str) -> Result<(), ContainerError> {
+/// What the walk of the container's side finds, each read through descriptors opened with
+/// `O_NOFOLLOW` below the starting point.
+enum Found {
+    /// A directory, before its contents ...
+    Dir,
+    /// ... and after them.
+    DirEnd,
+    Symlink(Vec<u8>),
+    File(std::fs::File),
+}
+
+type Visit<'v> = dyn FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + 'v;
+
+/// Walks the directory `dir` itself (`rel`, as the visitor names it) and everything below.
+fn walk_open_dir(
+    dir: &OwnedFd,
+    rel: &str,
+    shown: &str,
+    visit: &mut Visit<'_>,
+) -> Result<(), ContainerError> {
     let st = rustix::fs::fstat(dir).map_err(|e| fail(shown, e))?;
-    match std::fs::create_dir(target) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && target.is_dir() => {}
-        Err(e) => return Err(fail(target.display(), e)),
-    }
-    let entries = rustix::fs::Dir::read_from(dir).map_err(|e| fail(shown, e))?;
-    for e in entries {
+    visit(rel, &st, Found::Dir)?;
+    for e in rustix::fs::Dir::read_from(dir).map_err(|e| fail(shown, e))? {
         let e = e.map_err(|e| fail(shown, e))?;
         let name = OsStr::from_bytes(e.file_name().to_bytes());
         if name == "." || name == ".." {
             continue;
         }
-        let shown = format!("{}/{}", shown.trim_end_matches('/'), name.to_string_lossy());
-        copy_entry_out(dir, name, &target.join(name), &shown)?;
+        let below = if rel.is_empty() {
+            name.to_string_lossy().into_owned()
+        } else {
+            format!("{rel}/{}", name.to_string_lossy())
+        };
+        walk_entry(dir, name, &below, shown, visit)?;
     }
-    set_meta(target, st.st_mode, st.st_uid, st.st_gid)
+    visit(rel, &st, Found::DirEnd)
 }
 
-fn copy_entry_out(
+/// Walks entry `name` of directory `parent` (a symlink is reported, never followed).
+/// Devices, fifos and sockets are left out (kiln makes no device node on the host from a
+/// container's say-so).
+fn walk_entry(
     parent: &OwnedFd,
     name: &OsStr,
-    target: &Path,
+    rel: &str,
     shown: &str,
+    visit: &mut Visit<'_>,
 ) -> Result<(), ContainerError> {
     let st =
         rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| fail(shown, e))?;
+    let open = |flags: OFlags| {
+        rustix::fs::openat(
+            parent,
+            name,
+            flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail(shown, e))
+    };
     match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => {
-            let d = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(shown, e))?;
-            copy_dir_out(&d, target, shown)
-        }
+        FileType::Directory => walk_open_dir(&open(OFlags::DIRECTORY)?, rel, shown, visit),
         FileType::Symlink => {
             let link =
                 rustix::fs::readlinkat(parent, name, Vec::new()).map_err(|e| fail(shown, e))?;
-            let _ = std::fs::remove_file(target);
-            std::os::unix::fs::symlink(OsStr::from_bytes(link.as_bytes()), target)
-                .map_err(|e| fail(target.display(), e))?;
-            let _ = std::os::unix::fs::lchown(target, Some(st.st_uid), Some(st.st_gid));
-            Ok(())
+            visit(rel, &st, Found::Symlink(link.into_bytes()))
         }
-        FileType::RegularFile => {
-            let f = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(shown, e))?;
-            let _ = std::fs::remove_file(target);
-            let mut out = std::fs::File::create(target).map_err(|e| fail(target.display(), e))?;
-            std::io::copy(&mut std::fs::File::from(f), &mut out)
-                .map_err(|e| fail(target.display(), e))?;
-            set_meta(target, st.st_mode, st.st_uid, st.st_gid)
-        }
-        // Devices, fifos and sockets are not copied (docker's archive keeps devices; kiln
-        // makes no device node on the host from a container's say-so).
+        FileType::RegularFile => visit(
+            rel,
+            &st,
+            Found::File(std::fs::File::from(open(OFlags::empty())?)),
+        ),
         _ => Ok(()),
+    }
+}
+
+/// Writes what the walk finds under `target` on the host (`rel` empty: `target` itself).
+fn to_host(
+    target: &Path,
+) -> impl FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
+    move |rel, st, found| {
+        let t = if rel.is_empty() {
+            target.to_path_buf()
+        } else {
+            target.join(rel)
+        };
+        let host = |e: std::io::Error| fail(t.display(), e);
+        match found {
+            Found::Dir => match std::fs::create_dir(&t) {
+                Err(e) if !(e.kind() == std::io::ErrorKind::AlreadyExists && t.is_dir()) => {
+                    Err(host(e))
+                }
+                _ => Ok(()),
+            },
+            // The mode last: a read-only directory is filled first.
+            Found::DirEnd => set_meta(&t, st.st_mode, st.st_uid, st.st_gid),
+            Found::Symlink(link) => {
+                let _ = std::fs::remove_file(&t);
+                std::os::unix::fs::symlink(OsStr::from_bytes(&link), &t).map_err(host)?;
+                let _ = std::os::unix::fs::lchown(&t, Some(st.st_uid), Some(st.st_gid));
+                Ok(())
+            }
+            Found::File(mut f) => {
+                let _ = std::fs::remove_file(&t);
+                let mut out = std::fs::File::create(&t).map_err(host)?;
+                std::io::copy(&mut f, &mut out).map_err(host)?;
+                set_meta(&t, st.st_mode, st.st_uid, st.st_gid)
+            }
+        }
     }
 }
 
@@ -340,7 +383,7 @@ fn copy_entry_in(
 }
 
 /// `kiln cp CONTAINER:SRC -`: a tar of SRC on `out`, its entries named from SRC's last
-/// component, read through descriptors as [`copy_out`] reads.
+/// component, read by the same walk as [`copy_out`].
 pub fn copy_out_tar(
     store: &Store,
     what: &str,
@@ -359,90 +402,50 @@ pub fn copy_out_tar(
             // The root, or a directory's contents: entries named from inside it.
             let d = open_in(&root, trimmed, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(format!("{what}:{src}"), e))?;
-            tar_dir(&mut tar, &d, "", src)?;
+            walk_open_dir(&d, "", src, &mut to_tar(&mut tar))?;
         } else {
             let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(format!("{what}:{src}"), e))?;
-            tar_entry(&mut tar, &pdir, OsStr::new(name), name, src)?;
+            walk_entry(&pdir, OsStr::new(name), name, src, &mut to_tar(&mut tar))?;
         }
         tar.finish().map_err(|e| fail("writing the archive", e))
     })
 }
 
-fn tar_dir<W: std::io::Write>(
+/// Appends what the walk finds to `tar`, named by `rel` (the starting directory itself, `rel`
+/// empty, has no entry).
+fn to_tar<W: std::io::Write>(
     tar: &mut tar::Builder<W>,
-    dir: &OwnedFd,
-    prefix: &str,
-    shown: &str,
-) -> Result<(), ContainerError> {
-    for e in rustix::fs::Dir::read_from(dir).map_err(|e| fail(shown, e))? {
-        let e = e.map_err(|e| fail(shown, e))?;
-        let name = OsStr::from_bytes(e.file_name().to_bytes());
-        if name == "." || name == ".." {
-            continue;
+) -> impl FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
+    move |rel, st, found| {
+        let io = |e: std::io::Error| fail("writing the archive", e);
+        if rel.is_empty() {
+            return Ok(());
         }
-        let path = if prefix.is_empty() {
-            name.to_string_lossy().into_owned()
-        } else {
-            format!("{prefix}/{}", name.to_string_lossy())
-        };
-        tar_entry(tar, dir, name, &path, shown)?;
-    }
-    Ok(())
-}
-
-fn tar_entry<W: std::io::Write>(
-    tar: &mut tar::Builder<W>,
-    parent: &OwnedFd,
-    name: &OsStr,
-    path: &str,
-    shown: &str,
-) -> Result<(), ContainerError> {
-    let st =
-        rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| fail(shown, e))?;
-    let io = |e: std::io::Error| fail("writing the archive", e);
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(st.st_mode & 0o7777);
-    h.set_uid(u64::from(st.st_uid));
-    h.set_gid(u64::from(st.st_gid));
-    h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
-    h.set_size(0);
-    match FileType::from_raw_mode(st.st_mode) {
-        FileType::Directory => {
-            h.set_entry_type(tar::EntryType::Directory);
-            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                .map_err(io)?;
-            let d = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(shown, e))?;
-            tar_dir(tar, &d, path, shown)
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(st.st_mode & 0o7777);
+        h.set_uid(u64::from(st.st_uid));
+        h.set_gid(u64::from(st.st_gid));
+        h.set_mtime(u64::try_from(st.st_mtime).unwrap_or(0));
+        h.set_size(0);
+        match found {
+            Found::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                tar.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                    .map_err(io)
+            }
+            Found::DirEnd => Ok(()),
+            Found::Symlink(link) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                tar.append_link(&mut h, rel, OsStr::from_bytes(&link))
+                    .map_err(io)
+            }
+            Found::File(f) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(st.st_size as u64);
+                tar.append_data(&mut h, rel, f).map_err(io)
+            }
         }
-        FileType::Symlink => {
-            let link =
-                rustix::fs::readlinkat(parent, name, Vec::new()).map_err(|e| fail(shown, e))?;
-            h.set_entry_type(tar::EntryType::Symlink);
-            tar.append_link(&mut h, path, OsStr::from_bytes(link.as_bytes()))
-                .map_err(io)
-        }
-        FileType::RegularFile => {
-            let f = rustix::fs::openat(
-                parent,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )
-            .map_err(|e| fail(shown, e))?;
-            h.set_entry_type(tar::EntryType::Regular);
-            h.set_size(st.st_size as u64);
-            tar.append_data(&mut h, path, std::fs::File::from(f))
-                .map_err(io)
-        }
-        // Devices, fifos and sockets are left out, as kiln's copy out leaves them.
-        _ => Ok(()),
     }
 }
 

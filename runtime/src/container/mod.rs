@@ -406,28 +406,7 @@ pub fn run(
         )));
     }
     let argv = command(&config, opts)?;
-    let blobs: Vec<Digest> = m
-        .layers
-        .iter()
-        .map(|l| Digest::parse(&l.digest))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ContainerError::Config(format!("{}: layer digest: {e}", opts.image)))?;
-    let diffs: Vec<Digest> = config
-        .rootfs
-        .diff_ids
-        .iter()
-        .map(|d| Digest::parse(d))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ContainerError::Config(format!("{}: diff_id: {e}", opts.image)))?;
-    if blobs.len() != diffs.len() {
-        return Err(ContainerError::Config(format!(
-            "{}: {} layers but {} diff_ids",
-            opts.image,
-            blobs.len(),
-            diffs.len()
-        )));
-    }
-    let mut lower = store.unpacked_layers(&blobs, &diffs)?;
+    let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
     let id = opts.id.clone().unwrap_or_else(new_id);
     let existing = match &opts.id {
         Some(i) => store.find_container(i)?.filter(|c| c.id == *i),
@@ -588,6 +567,37 @@ pub fn run(
         store.finish_container(&id, code)?;
     }
     result
+}
+
+/// The image's layers unpacked (once per ChainID), top first: a container's lower
+/// directories. `image` names it in errors.
+pub fn lower_dirs(
+    store: &Store,
+    m: &crate::oci::Manifest,
+    config: &ImageConfig,
+    image: &str,
+) -> Result<Vec<PathBuf>, ContainerError> {
+    let blobs: Vec<Digest> = m
+        .layers
+        .iter()
+        .map(|l| Digest::parse(&l.digest))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ContainerError::Config(format!("{image}: layer digest: {e}")))?;
+    let diffs: Vec<Digest> = config
+        .rootfs
+        .diff_ids
+        .iter()
+        .map(|d| Digest::parse(d))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ContainerError::Config(format!("{image}: diff_id: {e}")))?;
+    if blobs.len() != diffs.len() {
+        return Err(ContainerError::Config(format!(
+            "{image}: {} layers but {} diff_ids",
+            blobs.len(),
+            diffs.len()
+        )));
+    }
+    Ok(store.unpacked_layers(&blobs, &diffs)?)
 }
 
 /// Where a kept container's options are, in its directory.

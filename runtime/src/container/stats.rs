@@ -110,28 +110,6 @@ pub struct Sample {
     pub block_write: u64,
 }
 
-/// The cgroup directories process `pid` is in: (controllers, directory); `""` is v2.
-fn cgroups_of(pid: i32) -> Vec<(String, PathBuf)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    let unified = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|u| u.join("cgroup.controllers").exists());
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, ctls, path) = (parts.next()?, parts.next()?, parts.next()?);
-            let rel = path.trim_start_matches('/');
-            let dir = if ctls.is_empty() {
-                unified.as_ref()?.join(rel)
-            } else {
-                PathBuf::from("/sys/fs/cgroup").join(ctls).join(rel)
-            };
-            Some((ctls.to_string(), dir))
-        })
-        .collect()
-}
-
 /// The first of `files` that exists in a cgroup of `dirs` (v1 `controller`, or v2), read.
 fn read_in(dirs: &[(String, PathBuf)], controller: &str, files: &[&str]) -> Option<String> {
     for (ctls, dir) in dirs {
@@ -169,7 +147,9 @@ fn machine_memory() -> u64 {
 /// Reads container `what`'s use of resources now; its record with it.
 pub fn sample(store: &Store, what: &str) -> Result<(Container, Sample), ContainerError> {
     let (c, init) = running(store, what)?;
-    let dirs = cgroups_of(init);
+    // The container's own cgroups only: a figure kiln has no cgroup for stays 0, never the
+    // host's.
+    let dirs = crate::sandbox::cgroup::kiln_cgroups_of(init);
     let num = |t: Option<String>| t.and_then(|t| t.trim().parse::<u64>().ok());
     let mut s = Sample {
         cpu_ns: num(read_in(&dirs, "cpuacct", &["cpuacct.usage"]))

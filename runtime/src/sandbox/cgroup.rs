@@ -591,7 +591,7 @@ pub fn freeze(pid: i32, frozen: bool) -> Result<(), String> {
 
 /// The cgroups under kiln's own that process `pid` is in (a container's): their controllers
 /// (`""` for v2) and directories.
-fn kiln_cgroups_of(pid: i32) -> Vec<(String, PathBuf)> {
+pub fn kiln_cgroups_of(pid: i32) -> Vec<(String, PathBuf)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let mut out = Vec::new();
     for line in text.lines() {
