@@ -143,3 +143,52 @@ fn dockerfile_specific_ignore_file_takes_precedence() {
         "{err}"
     );
 }
+
+#[test]
+fn entries_come_in_byte_order_of_their_paths() {
+    // Names that sort before `/` ('-', '.', ' ') beside directories of the same stem: a
+    // depth-first walk by name would put `lib/x` before `lib.js`, byte order puts it after.
+    let ctx = tempfile::tempdir().unwrap();
+    let root = ctx.path();
+    for p in [
+        "lib/x",
+        "lib.js",
+        "lib-a/y",
+        "lib a",
+        "lib/z/deep",
+        "lib0",
+        "a/b/c",
+        "a.b",
+        "A",
+    ] {
+        write(root, p, p);
+    }
+    let st = tempfile::tempdir().unwrap();
+    let store = Store::open(st.path()).unwrap();
+    let snap = scan(root, &Matcher::default(), Some(&store)).unwrap();
+    let got = paths(&snap);
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(got, sorted);
+    assert_eq!(got.len(), 14);
+    // Found again by binary search, every one.
+    for p in &got {
+        assert_eq!(snap.find(p).map(|e| e.path.as_str()), Some(*p));
+    }
+    assert_eq!(
+        snap.below("lib")
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>(),
+        ["lib/x", "lib/z", "lib/z/deep"]
+    );
+
+    // A removed file is forgotten, one left is still not read again.
+    fs::remove_file(root.join("lib.js")).unwrap();
+    let again = scan(root, &Matcher::default(), Some(&store)).unwrap();
+    assert_eq!((again.stats.files, again.stats.hashed), (8, 0));
+    write(root, "lib.js", "lib.js");
+    let back = scan(root, &Matcher::default(), Some(&store)).unwrap();
+    assert_eq!(back.stats.hashed, 1);
+    assert_eq!(back.entries, snap.entries);
+}

@@ -211,7 +211,7 @@ fn overlay_of_unpacked_layers_applies_whiteouts() {
     let st = tempfile::tempdir().unwrap();
     let store = Store::open(st.path()).unwrap();
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
-    let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
+    let manifest = store.load(Path::new(base)).unwrap()[0].manifest;
     let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
     let base_blob = Digest::parse(&mf.layers[0].digest).unwrap();
     let base_diff = Digest::parse(&cfg.rootfs.diff_ids[0]).unwrap();
@@ -223,10 +223,7 @@ fn overlay_of_unpacked_layers_applies_whiteouts() {
     let (info, bytes) = w.finish().unwrap();
     let top = store.put_blob(&bytes).unwrap();
     let dirs = store
-        .unpacked_layers(
-            &[base_blob.clone(), top.clone()],
-            &[base_diff.clone(), info.diff_id.clone()],
-        )
+        .unpacked_layers(&[base_blob, top], &[base_diff, info.diff_id])
         .unwrap();
     assert_eq!(dirs.len(), 2);
     // Unpacked once: asking again gives the same directories without unpacking.

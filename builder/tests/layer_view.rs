@@ -87,9 +87,7 @@ fn busybox_base_view_and_file_reads() {
     let st = tempfile::tempdir().unwrap();
     let store = Store::open(st.path()).unwrap();
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
-    let d = store.load(std::path::Path::new(base)).unwrap()[0]
-        .manifest
-        .clone();
+    let d = store.load(std::path::Path::new(base)).unwrap()[0].manifest;
     let manifest: Manifest = serde_json::from_slice(&store.read_blob(&d).unwrap()).unwrap();
     let layer_path = store.blob_path(&Digest::parse(&manifest.layers[0].digest).unwrap());
     let mut v = View::default();

@@ -183,7 +183,7 @@ pub fn write_json<T: Serialize>(doc: &T, media_type: &str) -> Written {
 /// + " " + DiffID(Ln)). The key of an unpacked stack of layers.
 pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
     let mut it = diff_ids.iter();
-    let mut chain = it.next()?.clone();
+    let mut chain = *it.next()?;
     for d in it {
         chain = Digest::of(format!("{chain} {d}").as_bytes());
     }
@@ -274,9 +274,9 @@ mod tests {
         let a = Digest::of(b"a");
         let b = Digest::of(b"b");
         assert_eq!(chain_id(&[]), None);
-        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a.clone()));
+        assert_eq!(chain_id(std::slice::from_ref(&a)), Some(a));
         assert_eq!(
-            chain_id(&[a.clone(), b.clone()]),
+            chain_id(&[a, b]),
             Some(Digest::of(format!("{a} {b}").as_bytes()))
         );
     }

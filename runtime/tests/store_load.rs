@@ -112,7 +112,7 @@ fn loads_a_legacy_docker_archive() {
     // Build a pre-Docker-25 archive (manifest.json + <id>/layer.tar) from the testdata base.
     let st = tempfile::tempdir().unwrap();
     let store = Store::open(st.path()).unwrap();
-    let m = store.load(&base()).unwrap()[0].manifest.clone();
+    let m = store.load(&base()).unwrap()[0].manifest;
     let manifest: Manifest = serde_json::from_slice(&store.read_blob(&m).unwrap()).unwrap();
     let config = store
         .read_blob(&Digest::parse(&manifest.config.digest).unwrap())

@@ -321,7 +321,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                         .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
                     store
                         .save(
-                            &[(name, out.manifest.clone())],
+                            &[(name, out.manifest)],
                             dest,
                             dest.to_string_lossy().ends_with('/'),
                             compression,

@@ -14,7 +14,7 @@ use std::{
 
 use kiln_runtime::{
     digest::Digest,
-    store::{FileStamp, Store},
+    store::{FileStamp, StatIndex, Store, Xattrs, decode_xattrs},
 };
 use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
@@ -98,6 +98,42 @@ pub struct Snapshot {
     pub stats: ScanStats,
 }
 
+impl Snapshot {
+    /// The entry at `path`.
+    pub fn find(&self, path: &str) -> Option<&Entry> {
+        find_sorted(&self.entries, path, |e| &e.path)
+    }
+
+    /// The entries below directory `dir` (`""`: all of them), in path order.
+    pub fn below(&self, dir: &str) -> &[Entry] {
+        below_sorted(&self.entries, dir, |e| &e.path)
+    }
+}
+
+/// The item at `path` among `items` sorted by path, found by binary search.
+pub fn find_sorted<'i, T>(
+    items: &'i [T],
+    path: &str,
+    path_of: impl Fn(&T) -> &str,
+) -> Option<&'i T> {
+    items
+        .binary_search_by(|e| path_of(e).cmp(path))
+        .ok()
+        .map(|i| &items[i])
+}
+
+/// The items below directory `dir` (`""`: all) among `items` sorted by path: one contiguous
+/// run, since every path that starts with `dir/` sorts after `dir/` and before `dir0`.
+pub fn below_sorted<'i, T>(items: &'i [T], dir: &str, path_of: impl Fn(&T) -> &str) -> &'i [T] {
+    if dir.is_empty() {
+        return items;
+    }
+    let prefix = format!("{dir}/");
+    let from = items.partition_point(|e| path_of(e) < prefix.as_str());
+    let len = items[from..].partition_point(|e| path_of(e).starts_with(&prefix));
+    &items[from..from + len]
+}
+
 /// Reads the ignore file for a build: `<Dockerfile>.dockerignore` beside the Dockerfile takes
 /// precedence over `<context>/.dockerignore` (REFERENCE §1.8). Missing files mean no patterns.
 pub fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, ContextError> {
@@ -120,18 +156,6 @@ pub fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher,
         }
     }
     Ok(Matcher::default())
-}
-
-struct Pending {
-    index: usize,
-    stamp: FileStamp,
-}
-
-/// A file to read: its entry, absolute path and identity.
-struct Todo {
-    index: usize,
-    abs: PathBuf,
-    stamp: FileStamp,
 }
 
 /// A `statx` result with the accessors the scan uses (std's `MetadataExt` names).
@@ -217,51 +241,71 @@ struct Found {
     excluded_dir: bool,
 }
 
-/// The entries of directory `dir` (`rel` in the context) and of everything below it, the
-/// subdirectories read on every core (the order does not matter: the scan sorts at the end).
-fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextError> {
-    let mut found = Vec::new();
-    // Each entry is stat-ed relative to its directory's descriptor: one path walk per
-    // directory, not one per file.
-    let dir_fd = rustix::fs::open(
-        dir,
-        rustix::fs::OFlags::RDONLY
-            | rustix::fs::OFlags::DIRECTORY
-            | rustix::fs::OFlags::NOFOLLOW
-            | rustix::fs::OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    )
+/// The walk's result in path order, as runs of entries: a directory's entries with each
+/// subdirectory's own runs where its paths sort. Runs are moved, never their entries, until
+/// the one copy into the snapshot.
+type Runs = Vec<Vec<Found>>;
+
+/// Whether every path below directory `dir` sorts before `path` (byte order: `dir/` < `path`).
+fn below_sorts_first(dir: &str, path: &str) -> bool {
+    dir.bytes()
+        .chain(std::iter::once(b'/'))
+        .cmp(path.bytes())
+        .is_lt()
+}
+
+/// The entries of directory `dir` (`rel` in the context; opened relative to its parent's
+/// descriptor, `parent`, when there is one) and of everything below it, in path order, the
+/// subdirectories read on every core.
+fn walk(
+    parent: Option<&rustix::fd::OwnedFd>,
+    (dir, name): (&Path, &[u8]),
+    rel: &str,
+    ignore: &Matcher,
+) -> Result<Runs, ContextError> {
+    let flags = rustix::fs::OFlags::RDONLY
+        | rustix::fs::OFlags::DIRECTORY
+        | rustix::fs::OFlags::NOFOLLOW
+        | rustix::fs::OFlags::CLOEXEC;
+    let dir_fd = match parent {
+        Some(p) => rustix::fs::openat(
+            p,
+            std::ffi::OsStr::from_bytes(name),
+            flags,
+            rustix::fs::Mode::empty(),
+        ),
+        None => rustix::fs::open(dir, flags, rustix::fs::Mode::empty()),
+    }
     .map_err(|e| io_err(dir)(e.into()))?;
-    let mut children: Vec<(String, std::ffi::OsString)> = Vec::new();
+    let mut found = Vec::new();
+    // Subdirectories to descend into: (path in the context, name as the directory has it).
+    let mut subdirs: Vec<(String, Vec<u8>)> = Vec::new();
     for e in rustix::fs::Dir::read_from(&dir_fd).map_err(|e| io_err(dir)(e.into()))? {
         let e = e.map_err(|e| io_err(dir)(e.into()))?;
-        let raw = e.file_name().to_bytes();
+        let c_name = e.file_name();
+        let raw = c_name.to_bytes();
         if raw == b"." || raw == b".." {
             continue;
         }
-        let os = std::ffi::OsStr::from_bytes(raw).to_os_string();
-        children.push((os.to_string_lossy().to_string(), os));
-    }
-    children.sort();
-    let mut subdirs = Vec::new();
-    for (name, os_name) in children {
-        // The absolute path, made only where it is needed (a directory, an error).
-        let abs = || dir.join(&os_name);
-        // A name that is not UTF-8 was made lossy above: refuse it by its real path, unless
-        // .dockerignore leaves it out (then it is never read).
-        let lossy = os_name.to_str().is_none();
-        let path = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
+        // A name that is not UTF-8 is made lossy here: it is refused by its real path below,
+        // unless .dockerignore leaves it out (then it is never read).
+        let (name, lossy) = match std::str::from_utf8(raw) {
+            Ok(n) => (std::borrow::Cow::Borrowed(n), false),
+            Err(_) => (String::from_utf8_lossy(raw), true),
         };
+        let mut path = String::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            path.push_str(rel);
+            path.push('/');
+        }
+        path.push_str(&name);
+        // The absolute path, made only where it is needed (an error).
+        let abs = || dir.join(std::ffi::OsStr::from_bytes(raw));
+        // Each entry is stat-ed relative to its directory's descriptor: one path walk per
+        // directory, not one per file.
         let meta = Meta(
-            rustix::fs::statat(
-                &dir_fd,
-                os_name.as_os_str(),
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| io_err(&abs())(e.into()))?,
+            rustix::fs::statat(&dir_fd, c_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_err(&abs())(e.into()))?,
         );
         let excluded = ignore.excludes(&path);
         let ft = meta.file_type();
@@ -274,18 +318,20 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
         }
         let mut file_stamp = None;
         let kind = if is_dir {
+            subdirs.push((path.clone(), raw.to_vec()));
             EntryKind::Dir
         } else if ft == rustix::fs::FileType::Symlink {
-            let t = rustix::fs::readlinkat(&dir_fd, os_name.as_os_str(), Vec::new())
+            let t = rustix::fs::readlinkat(&dir_fd, c_name, Vec::new())
                 .map_err(|e| io_err(&abs())(e.into()))?;
             EntryKind::Symlink {
                 target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
             }
         } else if ft == rustix::fs::FileType::RegularFile {
             file_stamp = Some(stamp(&meta));
+            // The digest is set once the file is matched or read.
             EntryKind::File {
                 size: meta.size(),
-                digest: Digest::of(b""),
+                digest: Digest::from_bytes([0; 32]),
             }
         } else {
             EntryKind::Other
@@ -294,7 +340,7 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
             excluded_dir: excluded,
             stamp: file_stamp,
             entry: Entry {
-                path: path.clone(),
+                path,
                 kind,
                 mode: meta.mode() & 0o7777,
                 uid: meta.uid(),
@@ -305,18 +351,42 @@ fn walk(dir: &Path, rel: &str, ignore: &Matcher) -> Result<Vec<Found>, ContextEr
                 xattrs: Vec::new(),
             },
         });
-        if is_dir {
-            subdirs.push((abs(), path));
-        }
     }
+    found.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
+    // By where their paths go: `lib-a/` before `lib/` though `lib` sorts before `lib-a`.
+    subdirs.sort_unstable_by(|(a, _), (b, _)| {
+        a.bytes()
+            .chain(std::iter::once(b'/'))
+            .cmp(b.bytes().chain(std::iter::once(b'/')))
+    });
     let below = subdirs
         .par_iter()
-        .map(|(abs, path): &(PathBuf, String)| walk(abs, path, ignore))
-        .collect::<Result<Vec<_>, ContextError>>()?;
-    for b in below {
-        found.extend(b);
+        .map(|(path, raw)| {
+            walk(
+                Some(&dir_fd),
+                (&dir.join(std::ffi::OsStr::from_bytes(raw)), raw),
+                path,
+                ignore,
+            )
+        })
+        .collect::<Result<Vec<Runs>, ContextError>>()?;
+    // This directory's entries, each subdirectory's runs placed where `name/` sorts.
+    let mut runs: Runs = Vec::new();
+    let mut below = subdirs.iter().map(|(p, _)| p).zip(below).peekable();
+    let mut current: Vec<Found> = Vec::with_capacity(found.len());
+    for f in found {
+        while let Some((_, sub)) = below.next_if(|(d, _)| below_sorts_first(d, &f.entry.path)) {
+            runs.push(std::mem::take(&mut current));
+            runs.extend(sub);
+        }
+        current.push(f);
     }
-    Ok(found)
+    runs.push(current);
+    for (_, sub) in below {
+        runs.extend(sub);
+    }
+    runs.retain(|r| !r.is_empty());
+    Ok(runs)
 }
 
 /// Scans `root` honouring `ignore`; with a store, digests of unchanged files are reused.
@@ -325,123 +395,101 @@ pub fn scan(
     ignore: &Matcher,
     store: Option<&Store>,
 ) -> Result<Snapshot, ContextError> {
-    // Absolute, so digests recorded by path are found again from any working directory.
+    // Absolute, so digests recorded for a context are found again from any working directory.
     let canonical = std::fs::canonicalize(root).map_err(io_err(root))?;
     let root = canonical.as_path();
-    // The walk, and the digests recorded by earlier scans (one query), side by side.
+    // The walk, and the digests recorded by earlier scans (one row), side by side.
     let root_str = root.to_string_lossy().to_string();
     let (walked, known) = rayon::join(
-        || walk(root, "", ignore),
+        || walk(None, (root, b""), "", ignore),
         || match store {
-            Some(s) => s.cached_digests_under(&root_str),
-            None => Ok(Default::default()),
+            Some(s) => s.context_files(&root_str),
+            None => Ok(StatIndex::default()),
         },
     );
-    let (walked, known) = (walked?, known?);
-    let mut entries: Vec<Entry> = Vec::with_capacity(walked.len());
-    let mut pending: Vec<Pending> = Vec::new();
-    let mut excluded_dirs: Vec<usize> = Vec::new();
-    for f in walked {
-        if let Some(stamp) = f.stamp {
-            pending.push(Pending {
-                index: entries.len(),
-                stamp,
-            });
-        }
-        if f.excluded_dir {
-            excluded_dirs.push(entries.len());
-        }
+    let (runs, known) = (walked?, known?);
+    // Already in path order: the runs are joined, each entry moved once, its stamp and
+    // exclusion kept beside it.
+    let total = runs.iter().map(Vec::len).sum();
+    let mut entries: Vec<Entry> = Vec::with_capacity(total);
+    let mut stamps: Vec<Option<FileStamp>> = Vec::with_capacity(total);
+    let mut excluded: Vec<bool> = Vec::with_capacity(total);
+    for f in runs.into_iter().flatten() {
         entries.push(f.entry);
+        stamps.push(f.stamp);
+        excluded.push(f.excluded_dir);
     }
+    // Lookups are binary searches: checked (one comparison per entry), never assumed.
+    if !entries.is_sorted_by(|a, b| a.path < b.path) {
+        let mut order: Vec<usize> = (0..entries.len()).collect();
+        order.sort_unstable_by(|&a, &b| entries[a].path.cmp(&entries[b].path));
+        let mut taken: Vec<Option<Entry>> = entries.into_iter().map(Some).collect();
+        entries = order.iter().filter_map(|&i| taken[i].take()).collect();
+        stamps = order.iter().map(|&i| stamps[i]).collect();
+        excluded = order.iter().map(|&i| excluded[i]).collect();
+    }
+    drop_excluded_dirs(&mut entries, &mut stamps, &excluded);
 
-    let files = pending.len();
-    let file_bytes: u64 = pending.iter().map(|p| p.stamp.size).sum();
-    // Reuse recorded digests; hash the rest in parallel.
-    let mut todo = Vec::new();
-    // The stat cache's key of a file is its absolute path: one buffer, the root kept.
-    let mut key = format!("{}/", root_str.trim_end_matches('/'));
-    let base = key.len();
-    for p in pending {
-        key.truncate(base);
-        key.push_str(&entries[p.index].path);
-        match known.get(key.as_str()) {
-            Some(kiln_runtime::store::Remembered {
-                stamp,
-                digest,
-                xattrs: Some(x),
-            }) if *stamp == p.stamp => {
-                set_digest(&mut entries[p.index], digest.clone());
-                entries[p.index].xattrs = x.clone();
+    let files = stamps.iter().flatten().count();
+    let file_bytes: u64 = stamps.iter().flatten().map(|s| s.size).sum();
+    // Both sorted by path: the remembered files are matched in one pass. A digest is reused
+    // only for the same path with the same stamp.
+    let mut remembered = known.iter().peekable();
+    let mut todo: Vec<usize> = Vec::new();
+    let mut reused = 0usize;
+    for (i, (e, stamp)) in entries.iter_mut().zip(&stamps).enumerate() {
+        let Some(stamp) = *stamp else { continue };
+        while remembered.peek().is_some_and(|r| r.path < e.path.as_str()) {
+            remembered.next();
+        }
+        let hit = remembered
+            .peek()
+            .filter(|r| r.path == e.path && r.stamp == stamp)
+            .and_then(|r| Some((r.digest, decode_xattrs(r.xattrs)?)));
+        match hit {
+            Some((digest, xattrs)) => {
+                set_digest(e, digest);
+                e.xattrs = xattrs;
+                reused += 1;
             }
-            _ => todo.push(Todo {
-                index: p.index,
-                abs: root.join(&entries[p.index].path),
-                stamp: p.stamp,
-            }),
+            None => todo.push(i),
         }
     }
     // Read and hashed on every core, with the extended attributes of each.
-    type Hashed = (
-        usize,
-        String,
-        FileStamp,
-        Digest,
-        kiln_runtime::store::Xattrs,
-    );
-    let hashed: Vec<Hashed> = todo
+    let hashed: Vec<(usize, Digest, Xattrs)> = todo
         .par_iter()
-        .map(|p| {
-            let d = hash_file(&p.abs, p.stamp.size)?;
-            let x = kiln_runtime::layer::diff::host_xattrs(&p.abs)
+        .map(|&i| {
+            let abs = root.join(&entries[i].path);
+            let size = stamps[i].map_or(0, |s| s.size);
+            let d = hash_file(&abs, size)?;
+            let x = kiln_runtime::layer::diff::host_xattrs(&abs)
                 .into_iter()
                 .collect();
-            Ok((p.index, p.abs.to_string_lossy().to_string(), p.stamp, d, x))
+            Ok((i, d, x))
         })
         .collect::<Result<_, ContextError>>()?;
-    let bytes_hashed = todo.iter().map(|p| p.stamp.size).sum();
-    if let Some(s) = store {
-        let rows: Vec<(String, FileStamp, Digest, kiln_runtime::store::Xattrs)> = hashed
-            .iter()
-            .map(|(_, path, st, d, x)| (path.clone(), *st, d.clone(), x.clone()))
-            .collect();
-        s.record_digests(&rows)?;
-        s.record_context(&root.to_string_lossy(), files as u64, file_bytes)?;
-    }
+    let bytes_hashed = todo.iter().filter_map(|&i| stamps[i]).map(|s| s.size).sum();
     let n_hashed = hashed.len();
-    for (i, _, _, d, x) in hashed {
+    for (i, d, x) in hashed {
         set_digest(&mut entries[i], d);
         entries[i].xattrs = x;
     }
-
-    // An excluded directory stays only as an ancestor of something re-included below it: mark
-    // the ancestors of every entry that is not an excluded directory (O(entries × depth)).
-    if !excluded_dirs.is_empty() {
-        let mut excluded = vec![false; entries.len()];
-        for &i in &excluded_dirs {
-            excluded[i] = true;
-        }
-        let mut needed: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
-        for (e, ex) in entries.iter().zip(&excluded) {
-            if !ex {
-                let mut p = e.path.as_str();
-                while let Some((parent, _)) = p.rsplit_once('/') {
-                    needed.insert(parent);
-                    p = parent;
-                }
-            }
-        }
-        let keep: Vec<bool> = entries
-            .iter()
-            .zip(&excluded)
-            .map(|(e, ex)| !ex || needed.contains(e.path.as_str()))
-            .collect();
-        let mut i = 0;
-        entries.retain(|_| {
-            i += 1;
-            keep[i - 1]
-        });
+    if let Some(s) = store {
+        // Rewritten only when a file was read or one remembered is gone.
+        let changed = n_hashed > 0 || reused != known.iter().count();
+        let index =
+            changed.then(|| {
+                StatIndex::encode(entries.iter().zip(&stamps).filter_map(|(e, s)| {
+                    match (&e.kind, s) {
+                        (EntryKind::File { digest, .. }, Some(stamp)) => {
+                            Some((e.path.as_str(), *stamp, *digest, &e.xattrs))
+                        }
+                        _ => None,
+                    }
+                }))
+            });
+        s.record_context(&root_str, (files as u64, file_bytes), index.as_ref())?;
     }
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(Snapshot {
         root: root.to_path_buf(),
         entries,
@@ -451,6 +499,37 @@ pub fn scan(
             bytes_hashed,
         },
     })
+}
+
+/// An excluded directory stays only as an ancestor of something re-included below it: the
+/// ancestors of every entry that is not an excluded directory are kept (O(entries × depth)).
+fn drop_excluded_dirs(
+    entries: &mut Vec<Entry>,
+    stamps: &mut Vec<Option<FileStamp>>,
+    excluded: &[bool],
+) {
+    if !excluded.contains(&true) {
+        return;
+    }
+    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for (e, _) in entries.iter().zip(excluded).filter(|(_, ex)| !**ex) {
+        let mut p = e.path.as_str();
+        while let Some((parent, _)) = p.rsplit_once('/') {
+            if !needed.insert(parent.to_string()) {
+                break;
+            }
+            p = parent;
+        }
+    }
+    let keep: Vec<bool> = entries
+        .iter()
+        .zip(excluded)
+        .map(|(e, ex)| !ex || needed.contains(e.path.as_str()))
+        .collect();
+    let mut k = keep.iter();
+    entries.retain(|_| k.next().copied().unwrap_or(true));
+    let mut k = keep.iter();
+    stamps.retain(|_| k.next().copied().unwrap_or(true));
 }
 
 fn set_digest(e: &mut Entry, d: Digest) {

@@ -260,7 +260,12 @@ pub(crate) struct LayerRef {
 #[derive(Debug, Clone)]
 pub(crate) struct StageState {
     pub layers: Vec<LayerRef>,
-    pub view: View,
+    /// The merged filesystem view of `layers`, less those in `view_pending`: a layer is read
+    /// into it only when a later step looks ([`StageState::sync_view`]), so a cached
+    /// 30,000-file COPY followed by RUNs is never read back.
+    view: View,
+    /// Layers (index, blob) not yet in `view`, in order.
+    view_pending: Vec<(usize, Digest)>,
     pub config: ImageConfig,
     /// ARGs in scope with their values (`None`: declared, no value).
     pub args: BTreeMap<String, Option<String>>,
@@ -308,6 +313,7 @@ impl StageState {
         StageState {
             layers: Vec::new(),
             view: View::default(),
+            view_pending: Vec::new(),
             config: ImageConfig {
                 architecture: p.architecture,
                 os: p.os,
@@ -329,6 +335,32 @@ impl StageState {
             arg_order: Vec::new(),
             pending_times: Vec::new(),
         }
+    }
+
+    /// Applies the layers added since the view was last brought up to date, from the store's
+    /// index of each (its tar is not read).
+    pub fn sync_view(&mut self, store: &Store) -> Result<(), BuildError> {
+        for (index, blob) in std::mem::take(&mut self.view_pending) {
+            self.view.apply_entries(index, &store.layer_entries(&blob)?);
+        }
+        Ok(())
+    }
+
+    /// The filesystem view; [`StageState::sync_view`] must have brought it up to date.
+    pub fn view(&self) -> Result<&View, BuildError> {
+        if self.view_pending.is_empty() {
+            Ok(&self.view)
+        } else {
+            Err(BuildError::Other(
+                "internal error: the filesystem view was read before its layers were applied"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Adds layer `index`, whose blob is `blob`, to the view when it is next brought up to date.
+    pub fn view_later(&mut self, index: usize, blob: Digest) {
+        self.view_pending.push((index, blob));
     }
 
     /// The variables steps see ([`StageState::state_env`]).
@@ -408,6 +440,18 @@ struct Ctx<'a> {
     limits_warned: std::sync::atomic::AtomicBool,
     /// What went into each keyed step (for `--explain-cache` and the next build's).
     records: std::sync::Mutex<Vec<crate::cache::explain::Record>>,
+}
+
+/// What a keyed step's record says went into it (see [`Ctx::lookup`]).
+pub(crate) enum Recorded<'a> {
+    /// The key's own inputs.
+    KeyInputs,
+    /// Inputs per file, and the context path each was copied from where it differs (what an
+    /// explanation names, since that is the file a user edits).
+    Files(&'a BTreeMap<String, Digest>, BTreeMap<String, String>),
+    /// Not worked out: only for a hit whose key the store already has a record of, outside
+    /// `--explain-cache` and dry runs ([`Ctx::needs_record`]).
+    Skipped,
 }
 
 /// Builds the image `opts` describes.
@@ -738,7 +782,7 @@ fn load_image(ctx: &Ctx<'_>, reference: &str, span: Span) -> Result<StageState, 
     }
     for (i, (desc, diff_id)) in m.layers.iter().zip(diff_ids).enumerate() {
         let blob = Digest::parse(&desc.digest).map_err(|e| BuildError::Other(e.to_string()))?;
-        st.view.apply_entries(i, &ctx.store.layer_entries(&blob)?);
+        st.view_later(i, blob);
         st.layers.push(LayerRef {
             descriptor: desc.clone(),
             diff_id,
@@ -871,22 +915,27 @@ fn run_stage(
 }
 
 impl Ctx<'_> {
-    /// A filesystem step's key ([`CacheKey::for_step`]) and its cache entry (`None` with
-    /// `--no-cache`), noted for `--explain-cache`; in a dry run, a miss ends the build here,
-    /// before anything executes.
-    /// `sources`: where inputs were copied from in the context, when not the same path.
+    /// A filesystem step's key ([`CacheKey::for_step`] over `inputs`) and its cache entry
+    /// (`None` with `--no-cache`), noted for `--explain-cache` with what `recorded` says went
+    /// in; in a dry run, a miss ends the build here, before anything executes.
     fn lookup(
         &self,
         name: &str,
         parent: Option<&CacheKey>,
         step: &crate::cache::key::Step,
-        (inputs, sources): (&BTreeMap<String, Digest>, BTreeMap<String, String>),
+        inputs: &BTreeMap<String, Digest>,
+        recorded: Recorded<'_>,
     ) -> Result<(CacheKey, Option<kiln_runtime::store::CacheEntry>), BuildError> {
         let key = CacheKey::for_step(parent, step, inputs);
         let cached = if self.opts.no_cache {
             None
         } else {
             self.store.cache_get(&key.to_string())?
+        };
+        let (inputs, sources) = match recorded {
+            Recorded::KeyInputs => (inputs, BTreeMap::new()),
+            Recorded::Files(files, sources) => (files, sources),
+            Recorded::Skipped => (&BTreeMap::new(), BTreeMap::new()),
         };
         self.record(
             name,
@@ -897,6 +946,17 @@ impl Ctx<'_> {
             cached.is_some(),
         )?;
         Ok((key, cached))
+    }
+
+    /// Whether a step keyed `key` needs its inputs per file worked out for its record even on a
+    /// hit: to explain this build, or because the store has no record of the key yet.
+    fn needs_record(&self, key: &CacheKey) -> Result<bool, BuildError> {
+        Ok(self.opts.explain_cache
+            || self.opts.dry_run
+            || !self
+                .store
+                .keys_without_record(&[key.to_string().as_str()])?
+                .is_empty())
     }
 
     /// What `kiln cache ls` says made an entry: the step and where it is written,

@@ -10,6 +10,7 @@ use kiln_parser::instruction::{self, Instruction, Network as NetworkFlag, Run};
 use kiln_runtime::{
     container::user,
     digest::Digest,
+    layer::view::View,
     sandbox::process::{DEFAULT_PATH, Network, Spec},
     store::CacheEntry,
 };
@@ -96,6 +97,7 @@ pub(crate) fn run(
             home: "/root".into(),
         }
     } else {
+        st.sync_view(ctx.store)?;
         let passwd = copy::image_file(ctx, st, "/etc/passwd")?.unwrap_or_default();
         let group = copy::image_file(ctx, st, "/etc/group")?.unwrap_or_default();
         user::resolve_from(&passwd, &group, &user)
@@ -128,7 +130,8 @@ pub(crate) fn run(
         name,
         Some(&st.key),
         &step,
-        (&BTreeMap::new(), BTreeMap::new()),
+        &BTreeMap::new(),
+        super::Recorded::KeyInputs,
     )?;
     let created_by = format!("RUN {}", command_text(st, &r.command));
     let (entry, hit) = match cached {
@@ -161,6 +164,7 @@ pub(crate) fn run(
             spec.cwd = workdir;
             spec.network = network;
             spec.pipes = pipes;
+            st.sync_view(ctx.store)?;
             let layer = run_in_sandbox(ctx, st, ins, (&spec, &plans), name, stage)?;
             let e = CacheEntry {
                 key: key.to_string(),
@@ -178,7 +182,7 @@ pub(crate) fn run(
         st.key = key;
         ctx.history(st, created_by, true);
     } else {
-        copy::adopt_layer(ctx, st, &entry, key, &created_by)?;
+        copy::adopt_layer(st, &entry, key, &created_by)?;
     }
     Ok(hit)
 }
@@ -351,7 +355,7 @@ fn run_in_sandbox(
         }
         return Err(BuildError::at(ins.span, msg));
     }
-    drop_stubs(st, &upper, &targets);
+    drop_stubs(st.view()?, &upper, &targets);
     let io = |e: std::io::Error| other("writing the layer", &e);
     let blob = ctx.store.new_blob_file()?;
     let mut w = LayerWriter::new(
@@ -380,7 +384,7 @@ pub(crate) fn lower_dirs(
         .map(|l| Digest::parse(&l.descriptor.digest))
         .collect::<Result<_, _>>()
         .map_err(|e| BuildError::Other(format!("layer digest: {e}")))?;
-    let diffs: Vec<Digest> = st.layers.iter().map(|l| l.diff_id.clone()).collect();
+    let diffs: Vec<Digest> = st.layers.iter().map(|l| l.diff_id).collect();
     Ok(ctx.store.unpacked_layers(&blobs, &diffs)?)
 }
 
@@ -388,7 +392,7 @@ pub(crate) fn lower_dirs(
 /// target (RUN --mount, /etc/hosts, /etc/resolv.conf) that the image did not have, then each
 /// parent left empty whose metadata is the image's (overlay copied it up) or that the image did
 /// not have. A RUN that writes nothing then adds no layer, and no mount point reaches the image.
-fn drop_stubs(st: &StageState, upper: &std::path::Path, targets: &[String]) {
+fn drop_stubs(view: &View, upper: &std::path::Path, targets: &[String]) {
     use std::os::unix::fs::MetadataExt;
     let opaque = |p: &std::path::Path| {
         let mut b = [0u8; 1];
@@ -411,7 +415,7 @@ fn drop_stubs(st: &StageState, upper: &std::path::Path, targets: &[String]) {
         let empty_dir = md.is_dir()
             && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none())
             && !opaque(&p);
-        if !(empty_file || empty_dir) || st.view.get(&rel).is_some() {
+        if !(empty_file || empty_dir) || view.get(&rel).is_some() {
             continue;
         }
         let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir(&p));
@@ -422,7 +426,7 @@ fn drop_stubs(st: &StageState, upper: &std::path::Path, targets: &[String]) {
                 break;
             };
             let empty = md.is_dir() && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none());
-            let unchanged = match st.view.get(&dir.to_string_lossy()) {
+            let unchanged = match view.get(&dir.to_string_lossy()) {
                 None => true,
                 Some(n) => n.mode == md.mode() & 0o7777 && n.uid == md.uid() && n.gid == md.gid(),
             };

@@ -289,10 +289,8 @@ pub fn pull(
     let target = Target::parse(reference)?;
     let _guard = store.build_guard()?;
     let (client, top) = resolve(&target, &opts.registry)?;
-    events(PullEvent::Resolved {
-        digest: top.digest.clone(),
-    });
-    let resolved = top.digest.clone();
+    events(PullEvent::Resolved { digest: top.digest });
+    let resolved = top.digest;
     let want = opts.platform.clone().unwrap_or_else(oci::host_platform);
     let manifest_doc = image_manifest(&client, &target, top, &want)?;
     let manifest: Manifest = serde_json::from_slice(&manifest_doc.bytes)
@@ -366,7 +364,7 @@ pub fn pull(
         let plan = LayerPlan {
             compression: compressions[i],
             diff_id: &diff_ids[i],
-            chain: chains[i].clone().filter(|c| !store.is_unpacked(c)),
+            chain: chains[i].filter(|c| !store.is_unpacked(c)),
         };
         let d = download(store, &client, &target, desc, Some(plan)).map_err(|e| match e {
             RegistryError::Refused { what, reason } => RegistryError::Refused {

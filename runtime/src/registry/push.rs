@@ -204,25 +204,13 @@ pub fn push(
     crate::parallel::for_each(&blobs, jobs, |d| {
         let sent = send_blob(store, &client, &target, d)?;
         let (i, ev) = match sent {
-            Sent::Exists => (0, PushEvent::Exists { digest: d.clone() }),
-            Sent::Mounted(from) => (
-                1,
-                PushEvent::Mounted {
-                    digest: d.clone(),
-                    from,
-                },
-            ),
+            Sent::Exists => (0, PushEvent::Exists { digest: *d }),
+            Sent::Mounted(from) => (1, PushEvent::Mounted { digest: *d, from }),
             Sent::Uploaded => {
                 let size = std::fs::metadata(store.blob_path(d))
                     .map(|m| m.len())
                     .unwrap_or(0);
-                (
-                    2,
-                    PushEvent::Uploaded {
-                        digest: d.clone(),
-                        size,
-                    },
-                )
+                (2, PushEvent::Uploaded { digest: *d, size })
             }
         };
         counts[i].fetch_add(1, Ordering::Relaxed);

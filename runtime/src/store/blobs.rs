@@ -117,14 +117,14 @@ impl Store {
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
         let path = self.blob_path(d);
         let data = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob(*d),
             _ => StoreError::Io { path, source: e },
         })?;
         let actual = Digest::of(&data);
         if &actual != d {
             return Err(StoreError::DigestMismatch {
-                expected: d.clone(),
-                actual,
+                expected: Box::new(*d),
+                actual: Box::new(actual),
             });
         }
         Ok(data)

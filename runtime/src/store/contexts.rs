@@ -1,9 +1,9 @@
 //! Context snapshots: what kiln keeps of a build context between builds is the digest of each
-//! file, by file identity (the stat cache, [`super::statcache`]). A context's row (`contexts`
-//! table) says when it was read and how much; `kiln cache ls` shows it as one entry, and
-//! pruning it forgets its digests (the next build reads every file again).
+//! file, by file identity (the stat cache, [`super::statcache`]), in the context's row of the
+//! `contexts` table with when it was read and how much; `kiln cache ls` shows it as one entry,
+//! and pruning it forgets its digests (the next build reads every file again).
 
-use super::{Store, StoreError, db::now};
+use super::{Store, StoreError, db::now, statcache::StatIndex};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS contexts (
@@ -14,11 +14,15 @@ CREATE TABLE IF NOT EXISTS contexts (
     last_used INTEGER NOT NULL,
     uses      INTEGER NOT NULL DEFAULT 0
 );
+-- A context's StatIndex, apart from its row: a build updates the row (last_used, uses) without
+-- rewriting megabytes of index it did not change.
+CREATE TABLE IF NOT EXISTS context_files (
+    dir   TEXT PRIMARY KEY,
+    files BLOB NOT NULL
+);
+-- Per-file rows of older kilns: their digests now live in context_files.
+DROP TABLE IF EXISTS stat_cache;
 ";
-
-/// About what one stat-cache row takes in `meta.db` besides its path: five integers, the
-/// digest's text and SQLite's row and index overhead.
-const ROW_BYTES: u64 = 120;
 
 /// One context's snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,38 +30,62 @@ pub(super) struct Context {
     pub dir: String,
     pub files: u64,
     pub bytes: u64,
-    /// About the bytes its digests take in `meta.db`.
+    /// The bytes its digests take in `meta.db`.
     pub size: u64,
     pub created: i64,
     pub last_used: i64,
     pub uses: u64,
 }
 
-/// The half-open range of stat-cache paths under `dir`: TEXT compares byte-wise, so every path
-/// starting with `dir/` sorts below `dir0` ('0' follows '/').
-pub(super) fn range(dir: &str) -> (String, String) {
-    let d = dir.trim_end_matches('/');
-    (format!("{d}/"), format!("{d}0"))
-}
-
 impl Store {
-    /// Notes that a build read the context `dir`: `files` regular files, `bytes` in all.
-    pub fn record_context(&self, dir: &str, files: u64, bytes: u64) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO contexts (dir, files, bytes, created, last_used, uses)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 1)
-                 ON CONFLICT(dir) DO UPDATE SET files = excluded.files, bytes = excluded.bytes,
-                   last_used = excluded.last_used, uses = uses + 1",
-                rusqlite::params![
-                    dir,
-                    i64::try_from(files).unwrap_or(i64::MAX),
-                    i64::try_from(bytes).unwrap_or(i64::MAX),
-                    now()
-                ],
+    /// Notes that a build read the context `dir`: `files` regular files, `bytes` in all, and
+    /// its files' stat index when it changed (`None`: the stored one still holds).
+    pub fn record_context(
+        &self,
+        dir: &str,
+        (files, bytes): (u64, u64),
+        index: Option<&StatIndex>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(self.db_err())?;
+        tx.execute(
+            "INSERT INTO contexts (dir, files, bytes, created, last_used, uses)
+             VALUES (?1, ?2, ?3, ?4, ?4, 1)
+             ON CONFLICT(dir) DO UPDATE SET files = excluded.files, bytes = excluded.bytes,
+               last_used = excluded.last_used, uses = uses + 1",
+            rusqlite::params![
+                dir,
+                i64::try_from(files).unwrap_or(i64::MAX),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+                now(),
+            ],
+        )
+        .map_err(self.db_err())?;
+        if let Some(index) = index {
+            tx.execute(
+                "INSERT OR REPLACE INTO context_files (dir, files) VALUES (?1, ?2)",
+                rusqlite::params![dir, index.as_bytes()],
             )
             .map_err(self.db_err())?;
-        Ok(())
+        }
+        tx.commit().map_err(self.db_err())
+    }
+
+    /// The stat index an earlier build of the context `dir` recorded (empty if none).
+    pub fn context_files(&self, dir: &str) -> Result<StatIndex, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT files FROM context_files WHERE dir = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([dir]).map_err(self.db_err())?;
+        Ok(match rows.next().map_err(self.db_err())? {
+            Some(r) => r
+                .get::<_, Option<Vec<u8>>>(0)
+                .map_err(self.db_err())?
+                .map(StatIndex::from_bytes)
+                .unwrap_or_default(),
+            None => StatIndex::default(),
+        })
     }
 
     pub(super) fn contexts(&self) -> Result<Vec<Context>, StoreError> {
@@ -65,13 +93,12 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT c.dir, c.files, c.bytes, c.created, c.last_used, c.uses,
-                   (SELECT count(*) * ?1 + coalesce(sum(length(s.path)), 0) FROM stat_cache s
-                    WHERE s.path >= rtrim(c.dir, '/') || '/' AND s.path < rtrim(c.dir, '/') || '0')
+                   coalesce((SELECT length(f.files) FROM context_files f WHERE f.dir = c.dir), 0)
                  FROM contexts c",
             )
             .map_err(self.db_err())?;
         let rows = stmt
-            .query_map([ROW_BYTES as i64], |r| {
+            .query_map([], |r| {
                 let n = |i: usize| r.get::<_, i64>(i).map(|v| u64::try_from(v).unwrap_or(0));
                 Ok(Context {
                     dir: r.get(0)?,
@@ -89,16 +116,12 @@ impl Store {
 
     /// Forgets a context's digests and its row.
     pub(super) fn forget_context(&self, dir: &str) -> Result<(), StoreError> {
-        let (lo, hi) = range(dir);
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(self.db_err())?;
-        tx.execute(
-            "DELETE FROM stat_cache WHERE path >= ?1 AND path < ?2",
-            rusqlite::params![lo, hi],
-        )
-        .map_err(self.db_err())?;
-        tx.execute("DELETE FROM contexts WHERE dir = ?1", [dir])
-            .map_err(self.db_err())?;
+        for table in ["contexts", "context_files"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE dir = ?1"), [dir])
+                .map_err(self.db_err())?;
+        }
         tx.commit().map_err(self.db_err())
     }
 }
@@ -110,7 +133,7 @@ mod tests {
     use crate::{digest::Digest, store::FileStamp};
 
     #[test]
-    fn forgetting_a_context_forgets_only_its_own_digests() {
+    fn a_context_keeps_its_own_index_until_forgotten() {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let stamp = FileStamp {
@@ -120,34 +143,41 @@ mod tests {
             mtime_ns: 4,
             ctime_ns: 5,
         };
-        let row = |p: &str| (p.to_string(), stamp, Digest::of(p.as_bytes()), Vec::new());
-        // `/ctx-b` and `/ctx.txt` share the prefix `/ctx` but are not under `/ctx/`.
+        let none = Vec::new();
+        let index = |names: &[&'static str]| {
+            StatIndex::encode(
+                names
+                    .iter()
+                    .map(|p| (*p, stamp, Digest::of(p.as_bytes()), &none)),
+            )
+        };
+        let a = index(&["a", "sub/b"]);
+        store.record_context("/ctx", (2, 6), Some(&a)).unwrap();
         store
-            .record_digests(&[
-                row("/ctx/a"),
-                row("/ctx/sub/b"),
-                row("/ctx-b/c"),
-                row("/ctx.txt"),
-            ])
+            .record_context("/ctx-b", (1, 3), Some(&index(&["c"])))
             .unwrap();
-        store.record_context("/ctx", 2, 6).unwrap();
-        store.record_context("/ctx", 2, 6).unwrap();
-        let c = store.contexts().unwrap();
-        assert_eq!(c.len(), 1);
-        assert_eq!((c[0].files, c[0].bytes, c[0].uses), (2, 6, 2));
-        assert_eq!(
-            c[0].size,
-            2 * ROW_BYTES + ("/ctx/a".len() + "/ctx/sub/b".len()) as u64
-        );
-        store.forget_context("/ctx").unwrap();
-        assert!(store.contexts().unwrap().is_empty());
-        assert!(store.cached_digests_under("/ctx").unwrap().is_empty());
-        assert_eq!(store.cached_digests_under("/ctx-b").unwrap().len(), 1);
-        let all: Vec<String> = store
-            .cached_digests_under("/")
+        // A build that changed nothing keeps the stored index.
+        store.record_context("/ctx", (2, 6), None).unwrap();
+        let c: Vec<Context> = store
+            .contexts()
             .unwrap()
-            .into_keys()
+            .into_iter()
+            .filter(|c| c.dir == "/ctx")
             .collect();
-        assert_eq!(all, ["/ctx-b/c", "/ctx.txt"]);
+        assert_eq!((c[0].files, c[0].bytes, c[0].uses), (2, 6, 2));
+        assert_eq!(c[0].size, a.as_bytes().len() as u64);
+        assert_eq!(store.context_files("/ctx").unwrap(), a);
+        store.forget_context("/ctx").unwrap();
+        assert_eq!(store.contexts().unwrap().len(), 1);
+        assert_eq!(store.context_files("/ctx").unwrap().iter().count(), 0);
+        assert_eq!(
+            store
+                .context_files("/ctx-b")
+                .unwrap()
+                .iter()
+                .map(|r| r.path)
+                .collect::<Vec<_>>(),
+            ["c"]
+        );
     }
 }

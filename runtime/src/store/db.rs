@@ -22,17 +22,14 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.pragma_update(None, "synchronous", "NORMAL")
         .map_err(db_err)?;
     db.execute_batch(super::tags::SCHEMA).map_err(db_err)?;
-    db.execute_batch(super::statcache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::cache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::export::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::layerindex::SCHEMA)
         .map_err(db_err)?;
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
-    for add in super::containers::ADDED_COLUMNS
-        .iter()
-        .chain(super::statcache::ADDED_COLUMNS.iter())
-    {
+    db.execute_batch(super::contexts::SCHEMA).map_err(db_err)?;
+    for add in super::containers::ADDED_COLUMNS.iter() {
         match db.execute_batch(add) {
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}
             r => r.map_err(db_err)?,
@@ -40,7 +37,6 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     }
     db.execute_batch(super::builds::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::unpacked::SCHEMA).map_err(db_err)?;
-    db.execute_batch(super::contexts::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::bases::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::remote::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::steptimes::SCHEMA).map_err(db_err)?;

@@ -259,7 +259,7 @@ impl Store {
             .all(|l| l.media_type != oci::MEDIA_LAYER_TAR)
         {
             // Nothing to compress: the image leaves with its own manifest, digest unchanged.
-            return Ok((m, self.read_blob(manifest)?, manifest.clone()));
+            return Ok((m, self.read_blob(manifest)?, *manifest));
         }
         for l in &mut m.layers {
             if l.media_type == oci::MEDIA_LAYER_TAR {
@@ -319,7 +319,7 @@ impl Store {
         let mut out = Vec::new();
         for (name, manifest) in images {
             let (m, bytes, d) = self.export_manifest(manifest, c)?;
-            blobs.insert(d.clone());
+            blobs.insert(d);
             for desc in std::iter::once(&m.config).chain(&m.layers) {
                 blobs.insert(
                     Digest::parse(&desc.digest).map_err(|e| StoreError::BadLayout {

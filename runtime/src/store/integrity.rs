@@ -174,7 +174,7 @@ impl Store {
         check_magic(compression, &magic[..n])?;
         let actual = match compression {
             // The blob's digest, which the store checked when it was written.
-            Compression::None => digest.clone(),
+            Compression::None => *digest,
             Compression::Gzip => {
                 let f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
                 // Every member, as unpacking reads it (`layer::view::open_layer`) and Go's gzip does.

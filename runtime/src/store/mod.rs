@@ -40,7 +40,7 @@ pub use images::ImageSummary;
 pub use import::Loaded;
 pub use integrity::MAX_LAYERS;
 pub use recover::Recovered;
-pub use statcache::{FileStamp, Remembered, Xattrs};
+pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{
     Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, duration,
@@ -64,8 +64,9 @@ pub enum StoreError {
     MissingBlob(crate::digest::Digest),
     #[error("blob {expected} has wrong content: its digest is {actual}")]
     DigestMismatch {
-        expected: crate::digest::Digest,
-        actual: crate::digest::Digest,
+        // Boxed: two inline digests would make every store result 128 bytes wider.
+        expected: Box<crate::digest::Digest>,
+        actual: Box<crate::digest::Digest>,
     },
     #[error("invalid tag {0:?}: a tag names no digest")]
     BadTag(String),

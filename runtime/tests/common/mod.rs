@@ -21,7 +21,7 @@ pub fn can_mount(test: &str) -> bool {
 /// Loads the committed busybox base image into `store`; returns its layer blobs and diff_ids.
 pub fn busybox_layers(store: &Store) -> (Vec<Digest>, Vec<Digest>) {
     let base = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/base/busybox-oci");
-    let manifest = store.load(Path::new(base)).unwrap()[0].manifest.clone();
+    let manifest = store.load(Path::new(base)).unwrap()[0].manifest;
     let (mf, cfg, _): (Manifest, _, _) = store.image(&manifest).unwrap();
     let blobs = mf
         .layers

@@ -4,13 +4,14 @@
 use super::*;
 
 /// Writes (or reuses from the cache) the layer holding `planned` plus any missing parents,
-/// adds it to the stage, and records history.
+/// adds it to the stage, and records history. `files`: the inputs file by file (what the
+/// record keeps); `by_source`: the key's inputs where the copy is keyed by source instead.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn commit_layer(
     ctx: &Ctx<'_>,
     st: &mut StageState,
     step: Step,
-    inputs: BTreeMap<String, Digest>,
+    (files, by_source): (BTreeMap<String, Digest>, Option<BTreeMap<String, Digest>>),
     mut planned: BTreeMap<String, Planned>,
     owner: (u32, u32),
     name: &str,
@@ -37,6 +38,8 @@ pub(super) fn commit_layer(
             );
         }
     }
+    st.sync_view(ctx.store)?;
+    let view = st.view()?;
     let mut parents: BTreeSet<String> = BTreeSet::new();
     // Each parent is looked at once: a directory of 30,000 files has a few hundred parents.
     let mut seen: BTreeSet<&str> = BTreeSet::new();
@@ -46,7 +49,7 @@ pub(super) fn commit_layer(
             if !seen.insert(parent) {
                 break;
             }
-            if (link || !st.view.is_dir(parent)) && !planned.contains_key(parent) {
+            if (link || !view.is_dir(parent)) && !planned.contains_key(parent) {
                 parents.insert(parent.to_string());
             }
             p = parent;
@@ -75,7 +78,8 @@ pub(super) fn commit_layer(
         name,
         if link { None } else { Some(&st.key) },
         &step,
-        (&inputs, sources),
+        by_source.as_ref().unwrap_or(&files),
+        Recorded::Files(&files, sources),
     )?;
     let description = ctx.description(name, st);
     let (entry, hit) = match cached {
@@ -167,22 +171,20 @@ pub(super) fn commit_layer(
             (e, false)
         }
     };
-    adopt_layer(ctx, st, &entry, key, created_by)?;
+    adopt_layer(st, &entry, key, created_by)?;
     Ok(hit)
 }
 
-/// Adds a layer (new or from the cache) to the stage: view from the layer's index (its tar is
-/// not read again), descriptor, diff_id, cache key, history, time.
+/// Adds a layer (new or from the cache) to the stage: descriptor, diff_id, cache key, history,
+/// time, and its entries to the view when next read (from the layer's index: its tar is not
+/// read again).
 pub(crate) fn adopt_layer(
-    ctx: &Ctx<'_>,
     st: &mut StageState,
     entry: &CacheEntry,
     key: CacheKey,
     created_by: &str,
 ) -> Result<(), BuildError> {
-    let index = st.layers.len();
-    st.view
-        .apply_entries(index, &ctx.store.layer_entries(&entry.layer)?);
+    st.view_later(st.layers.len(), entry.layer);
     st.add_layer(
         LayerRef {
             descriptor: oci::Descriptor {
@@ -192,7 +194,7 @@ pub(crate) fn adopt_layer(
                 annotations: BTreeMap::new(),
                 platform: None,
             },
-            diff_id: entry.layer.clone(),
+            diff_id: entry.layer,
         },
         key,
     );

@@ -9,6 +9,7 @@
 //! symlink in the image can never send a file outside it.
 
 mod archive;
+mod checksum;
 mod layer;
 mod owner;
 mod remote;
@@ -21,7 +22,10 @@ pub(crate) use layer::adopt_layer;
 use layer::commit_layer;
 pub(crate) use owner::{image_file, resolve_chown};
 pub(crate) use sources::{SrcEntry, SrcKind, context_entries};
-use sources::{extract_stage_files, follow_source, stage_entries};
+use sources::{
+    context_entries_for, context_link, entries_below, entry_at, extract_stage_files, follow_source,
+    stage_entries,
+};
 
 use kiln_parser::{instruction::Copy, instruction::Instruction, span::Span};
 use kiln_runtime::{
@@ -31,7 +35,7 @@ use kiln_runtime::{
     store::CacheEntry,
 };
 
-use super::{BuildError, Ctx, LayerRef, StageState, fsutil};
+use super::{BuildError, Ctx, LayerRef, Recorded, StageState, fsutil};
 use crate::{
     cache::key::{CacheKey, Step},
     context::{
@@ -166,15 +170,11 @@ pub(crate) fn dir_as_rootfs(
             format!("build context {name:?} ({}) is empty", dir.display()),
         ));
     }
-    let inputs: BTreeMap<String, Digest> = planned
-        .iter()
-        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
-        .collect();
     commit_layer(
         ctx,
         st,
         Step::new("CONTEXT"),
-        inputs,
+        (file_inputs(&planned), None),
         planned,
         (0, 0),
         &format!("FROM context {name}"),
@@ -367,7 +367,6 @@ fn targets<'e>(
     (cmd, where_): (&str, &str),
     span: Span,
 ) -> Result<Targets<'e>, BuildError> {
-    let by_path: BTreeMap<&str, &SrcEntry> = entries.iter().map(|e| (e.path.as_str(), e)).collect();
     let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
     // Destination → the destination of the first name of the same file (hard links).
     let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
@@ -377,8 +376,14 @@ fn targets<'e>(
         // A source named (or matched) itself that is a symlink is followed, inside its root, as
         // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
         // Links inside a copied directory stay links.
-        let pick = &follow_source(&by_path, named);
-        let entry = by_path.get(pick.as_str()).copied();
+        let pick = &follow_source(
+            |p: &str| match entry_at(entries, p).map(|e| &e.kind) {
+                Some(SrcKind::Symlink(t)) => Some(t.as_str()),
+                _ => None,
+            },
+            named,
+        );
+        let entry = entry_at(entries, pick);
         if entry.is_none() && !pick.is_empty() {
             return Err(BuildError::at(
                 span,
@@ -399,19 +404,12 @@ fn targets<'e>(
             if entry.is_some() && !below.is_dir(&base_dest) && !base_dest.is_empty() {
                 created_dirs.insert(base_dest.clone());
             }
-            let prefix = if pick.is_empty() {
-                String::new()
-            } else {
-                format!("{pick}/")
-            };
+            let strip = if pick.is_empty() { 0 } else { pick.len() + 1 };
             // Names of one file within this directory stay one file (BuildKit keeps hard
             // links inside a copied tree; separate sources are copied separately).
             let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
-            for e in entries
-                .iter()
-                .filter(|e| e.path.starts_with(&prefix) && e.path != *pick)
-            {
-                let rel = &e.path[prefix.len()..];
+            for e in entries_below(entries, pick) {
+                let rel = &e.path[strip..];
                 if exclude.excludes(rel) {
                     continue;
                 }
@@ -461,13 +459,13 @@ struct Targets<'e> {
     created_dirs: BTreeSet<String>,
 }
 
-/// Selects what `sources` name among `entries`: (path in the source, the part kept under the
+/// Selects what `sources` name among `paths` (sorted): (path in the source, the part kept under the
 /// destination with `--parents`), and whether a wildcard was used. A pattern matching nothing
 /// selects nothing; a plain path that is missing is an error naming `where_`.
 fn select(
     c: &Copy,
     sources: &[String],
-    entries: &[SrcEntry],
+    paths: &[&str],
     (cmd, where_): (&str, &str),
     span: Span,
 ) -> Result<SelectedSources, BuildError> {
@@ -501,12 +499,12 @@ fn select(
             // Compiled once, tried against every path.
             let pattern = crate::context::ignore::FilepathPattern::new(&p)
                 .map_err(|e| BuildError::at(span, e.to_string()))?;
-            for e in entries {
-                if pattern.matches(&e.path) {
-                    picks.push((e.path.clone(), kept(&e.path)));
+            for path in paths {
+                if pattern.matches(path) {
+                    picks.push((path.to_string(), kept(path)));
                 }
             }
-        } else if p.is_empty() || entries.iter().any(|e| e.path == p) {
+        } else if p.is_empty() || paths.binary_search(&p.as_str()).is_ok() {
             let k = kept(&p);
             picks.push((p, k));
         } else {
@@ -545,7 +543,8 @@ pub(crate) fn copy(
     // --link: the layer does not depend on what is below it, so destinations are resolved in an
     // empty filesystem (no symlink of the image is followed; parents are always written).
     let empty = kiln_runtime::layer::view::View::default();
-    let below = if c.link { &empty } else { &st.view };
+    st.sync_view(ctx.store)?;
+    let below = if c.link { &empty } else { st.view()? };
     let is_url = |s: &str| s.starts_with("http://") || s.starts_with("https://");
     let chown = match &c.chown {
         Some(s) => Some(resolve_chown(ctx, st, &ctx.expand(st, s, span)?, span)?),
@@ -565,14 +564,9 @@ pub(crate) fn copy(
         all_sources.into_iter().partition(|s| c.is_add && is_url(s));
     check_sources(c, &urls, &sources, span)?;
 
-    let Origin {
-        state: from_state,
-        entries,
-        key: origin_key,
-        place: where_,
-    } = origin(ctx, (stage, ins, done), c, sources.is_empty())?;
-
-    let (picks, wildcard) = select(c, &sources, &entries, (cmd, where_), span)?;
+    let mut origin = origin(ctx, (stage, ins, done), c, sources.is_empty())?;
+    let where_ = origin.place;
+    let (picks, wildcard) = select(c, &sources, &origin.paths(), (cmd, where_), span)?;
     let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
     let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
     if multiple && !dest_slash && !below.is_dir(&dest_rel) {
@@ -583,6 +577,33 @@ pub(crate) fn copy(
             ),
         ));
     }
+    let step = copy_step(c, &dest_rel, (uid, gid), chmod.as_deref(), &origin.key);
+    let history = history_line(c, &sources_text, &dest_raw, chmod.as_deref());
+    // A copy of plain context sources is keyed by each source's content digest, known from
+    // the snapshot: on a hit, the layer is taken without planning it file by file.
+    let by_source = if c.is_add || c.parents || !urls.is_empty() || !c.heredoc_sources.is_empty() {
+        None
+    } else {
+        match (&origin.snapshot, c.from.is_none(), c.exclude.is_empty()) {
+            (Some(snap), true, true) => source_inputs(snap, &picks, (&dest_rel, dest_is_dir)),
+            _ => None,
+        }
+    };
+    if let Some(inputs) = &by_source {
+        let parent = if c.link { None } else { Some(&st.key) };
+        let key = CacheKey::for_step(parent, &step, inputs);
+        if !ctx.opts.no_cache
+            && ctx.store.cache_get(&key.to_string())?.is_some()
+            && !ctx.needs_record(&key)?
+        {
+            let (key, cached) = ctx.lookup(name, parent, &step, inputs, Recorded::Skipped)?;
+            if let Some(entry) = cached {
+                adopt_layer(st, &entry, key, &history)?;
+                return Ok(true);
+            }
+        }
+    }
+    let entries = origin.entries_for(&picks);
 
     // Plan the layer: target path → source entry.
     let Targets {
@@ -619,7 +640,7 @@ pub(crate) fn copy(
         chosen.insert(target.clone(), entry);
     }
     // Files from another stage are fetched from its layers first.
-    let fetched = match &from_state {
+    let fetched = match &origin.state {
         Some(src) => fetch_stage_files(ctx, src, &chosen, &tmpdir)?,
         None => BTreeMap::new(),
     };
@@ -653,23 +674,16 @@ pub(crate) fn copy(
         return Err(BuildError::at(span, format!("{cmd}: nothing to copy")));
     }
 
-    let (step, inputs) = step_of(
-        c,
-        &dest_rel,
-        (uid, gid),
-        chmod.as_deref(),
-        origin_key,
-        &planned,
-    );
+    let files = file_inputs(&planned);
     let result = commit_layer(
         ctx,
         st,
         step,
-        inputs,
+        (files, by_source),
         planned,
         (uid, gid),
         name,
-        &history_line(c, &sources_text, &dest_raw, chmod.as_deref()),
+        &history,
         c.link,
     );
     let _ = std::fs::remove_dir_all(&tmpdir);
@@ -753,41 +767,74 @@ fn fetch_stage_files(
 }
 
 /// Where the sources of a COPY/ADD come from.
-struct Origin {
+struct Origin<'s> {
     /// Another stage or image (`--from`), whose files are read from its layers.
     state: Option<StageState>,
-    entries: Vec<SrcEntry>,
+    /// The build context or a named directory context.
+    snapshot: Option<std::borrow::Cow<'s, crate::context::snapshot::Snapshot>>,
+    /// Another stage's or image's entries, sorted by path.
+    stage: Vec<SrcEntry>,
     /// What the cache key names as the origin.
     key: String,
     /// For messages: `the build context`, `the source stage`.
     place: &'static str,
 }
 
+impl Origin<'_> {
+    /// Every path a source may name, sorted.
+    fn paths(&self) -> Vec<&str> {
+        match &self.snapshot {
+            Some(snap) => snap.entries.iter().map(|e| e.path.as_str()).collect(),
+            None => self.stage.iter().map(|e| e.path.as_str()).collect(),
+        }
+    }
+
+    /// The entries a copy of `picks` reads, sorted by path.
+    fn entries_for(&mut self, picks: &[(String, Option<String>)]) -> Vec<SrcEntry> {
+        match &self.snapshot {
+            Some(snap) => context_entries_for(snap, picks),
+            None => std::mem::take(&mut self.stage),
+        }
+    }
+}
+
 /// The origin of a COPY/ADD: the context, another stage or image, or a named context
 /// (`--from`), as the graph resolved it. No source from the context: the context is not read.
-fn origin(
-    ctx: &Ctx<'_>,
+fn origin<'s>(
+    ctx: &'s Ctx<'_>,
     (stage, ins, done): (usize, &Instruction, &BTreeMap<usize, StageState>),
     c: &Copy,
     no_sources: bool,
-) -> Result<Origin, BuildError> {
+) -> Result<Origin<'s>, BuildError> {
+    use std::borrow::Cow;
     let cmd = if c.is_add { "ADD" } else { "COPY" };
     let (mut state, mut named_dir) = (None, None);
     if let Some(f) = &c.from {
         match from_source(ctx, stage, ins, 0, f, done, &format!("{cmd} --from"))? {
-            From::State(s) => state = Some(*s),
+            From::State(mut s) => {
+                s.sync_view(ctx.store)?;
+                state = Some(*s);
+            }
             From::Dir(d) => named_dir = Some(d),
         }
     }
-    let (entries, key) = match (&state, &named_dir) {
-        (Some(src), _) => (stage_entries(src), src.key.to_string()),
-        (None, Some(snap)) => (
-            context_entries(snap),
-            format!("named context {}", snap.root.display()),
+    let (snapshot, mut stage, key) = match (&state, named_dir) {
+        (Some(src), _) => (None, stage_entries(src)?, src.key.to_string()),
+        (None, Some(snap)) => {
+            let key = format!("named context {}", snap.root.display());
+            (Some(Cow::Owned(snap)), Vec::new(), key)
+        }
+        (None, None) if no_sources => (None, Vec::new(), "context".to_string()),
+        (None, None) => (
+            Some(Cow::Borrowed(ctx.snapshot()?)),
+            Vec::new(),
+            "context".to_string(),
         ),
-        (None, None) if no_sources => (Vec::new(), "context".to_string()),
-        (None, None) => (context_entries(ctx.snapshot()?), "context".to_string()),
     };
+    // Sorted by path, as lookups by binary search need (a layer view iterates in this order).
+    if !stage.is_sorted_by(|a, b| a.path <= b.path) {
+        stage.sort_by(|a, b| a.path.cmp(&b.path));
+    }
     let place = if c.from.is_some() {
         "the source stage"
     } else {
@@ -795,7 +842,8 @@ fn origin(
     };
     Ok(Origin {
         state,
-        entries,
+        snapshot,
+        stage,
         key,
         place,
     })
@@ -875,34 +923,58 @@ fn add_heredocs(
     Ok(())
 }
 
-/// The cache step of a COPY/ADD and its inputs (each planned path's fingerprint).
-fn step_of(
+/// The cache step of a COPY/ADD: what it writes where, as whom, from which origin.
+fn copy_step(
     c: &Copy,
     dest_rel: &str,
     (uid, gid): (u32, u32),
     chmod: Option<&str>,
-    origin_key: String,
-    planned: &BTreeMap<String, Planned>,
-) -> (Step, BTreeMap<String, Digest>) {
+    origin_key: &str,
+) -> Step {
     let step = Step::new(if c.is_add { "ADD" } else { "COPY" })
         .field("dest", format!("/{dest_rel}"))
         .field("owner", format!("{uid}:{gid}"))
         .field("chmod", chmod.unwrap_or_default().to_string())
         .field("from", origin_key);
-    let step = if c.link {
+    if c.link {
         step.field("link", "true")
     } else {
         step
-    };
+    }
+}
+
+/// Each planned path's fingerprint digest: a copy's inputs file by file.
+fn file_inputs(planned: &BTreeMap<String, Planned>) -> BTreeMap<String, Digest> {
     // Hashed on every core; the pairs come sorted, which a map is built from in one pass.
-    let inputs: Vec<(String, Digest)> = {
-        use rayon::prelude::*;
-        planned
-            .par_iter()
-            .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
-            .collect()
-    };
-    (step, inputs.into_iter().collect())
+    use rayon::prelude::*;
+    let inputs: Vec<(String, Digest)> = planned
+        .par_iter()
+        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .collect();
+    inputs.into_iter().collect()
+}
+
+/// A context copy's inputs by source: for each source in order, where it goes and the
+/// content digest of what it names ([`checksum::context_source`]); `None` when a source is
+/// missing (the per-file planning then says so).
+fn source_inputs(
+    snap: &crate::context::snapshot::Snapshot,
+    picks: &[(String, Option<String>)],
+    (dest_rel, dest_is_dir): (&str, bool),
+) -> Option<BTreeMap<String, Digest>> {
+    let mut out = BTreeMap::new();
+    for (i, (named, _)) in picks.iter().enumerate() {
+        let resolved = follow_source(|p: &str| context_link(snap, p), named);
+        let digest = checksum::context_source(snap, &resolved)?;
+        let is_dir = resolved.is_empty() || snap.find(&resolved)?.kind == EntryKind::Dir;
+        let base = named.rsplit('/').next().unwrap_or(named);
+        let target = match (is_dir, dest_is_dir) {
+            (true, _) | (false, false) => dest_rel.to_string(),
+            (false, true) => join(dest_rel, base),
+        };
+        out.insert(format!("source {i} {named} -> /{target}"), digest);
+    }
+    Some(out)
 }
 
 /// The history line of a COPY or ADD as BuildKit writes it (`convert_copy.go`): the command,
@@ -932,8 +1004,9 @@ pub(crate) fn mkdir_workdir(
     name: &str,
     span: Span,
 ) -> Result<bool, BuildError> {
-    let rel = fsutil::resolve_all_in_root(&st.view, abs);
-    if rel.is_empty() || st.view.is_dir(&rel) {
+    st.sync_view(ctx.store)?;
+    let rel = fsutil::resolve_all_in_root(st.view()?, abs);
+    if rel.is_empty() || st.view()?.is_dir(&rel) {
         ctx.history(st, format!("WORKDIR {abs}"), true);
         return Ok(false);
     }
@@ -951,7 +1024,7 @@ pub(crate) fn mkdir_workdir(
         ctx,
         st,
         step,
-        BTreeMap::new(),
+        (BTreeMap::new(), None),
         BTreeMap::new(),
         owner,
         name,

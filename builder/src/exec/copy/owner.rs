@@ -3,13 +3,14 @@
 
 use super::*;
 
-/// A text file of the stage's filesystem (`None` when absent), read from its layer.
+/// A text file of the stage's filesystem (`None` when absent), read from its layer (the
+/// caller has brought the view up to date).
 pub(crate) fn image_file(
     ctx: &Ctx<'_>,
     st: &StageState,
     path: &str,
 ) -> Result<Option<String>, BuildError> {
-    let Some(node) = st.view.get(path) else {
+    let Some(node) = st.view()?.get(path) else {
         return Ok(None);
     };
     let Some(layer) = st.layers.get(node.layer) else {

@@ -40,47 +40,104 @@ pub(crate) enum SrcKind {
 pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<SrcEntry> {
     snap.entries
         .iter()
-        .filter_map(|e| {
-            let (kind, fingerprint) = match &e.kind {
-                EntryKind::Dir => (SrcKind::Dir, format!("dir {:o}", e.mode)),
-                EntryKind::File { size, digest } => (
-                    SrcKind::File {
-                        size: *size,
-                        host: snap.root.join(&e.path),
-                        xattrs: e.xattrs.clone(),
-                    },
-                    format!("file {:o} {digest}", e.mode),
-                ),
-                EntryKind::Symlink { target } => {
-                    (SrcKind::Symlink(target.clone()), format!("link {target}"))
-                }
-                // Sockets, fifos and devices are not copied (BuildKit skips sockets too).
-                EntryKind::Other => return None,
-            };
-            Some(SrcEntry {
-                path: e.path.clone(),
-                kind,
-                mode: e.mode,
-                mtime: e.mtime,
-                owner: None,
-                link: e.inode.map(|(dev, ino)| format!("{dev}:{ino}")),
-                fingerprint,
-            })
-        })
+        .filter_map(|e| context_entry(snap, e))
         .collect()
 }
 
-pub(super) fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
+/// The context entries a copy of `picks` reads: the links each pick's path follows, what it
+/// ends at and everything below that, in path order. A `COPY package.json ./` of a large
+/// context converts one entry, not all of them.
+pub(super) fn context_entries_for(
+    snap: &crate::context::snapshot::Snapshot,
+    picks: &[(String, Option<String>)],
+) -> Vec<SrcEntry> {
+    if picks.iter().any(|(p, _)| p.is_empty()) {
+        return context_entries(snap);
+    }
+    let index_of = |p: &str| {
+        snap.entries
+            .binary_search_by(|e| e.path.as_str().cmp(p))
+            .ok()
+    };
+    let mut wanted: Vec<usize> = Vec::new();
+    for (named, _) in picks {
+        let visited = std::cell::RefCell::new(Vec::new());
+        let resolved = follow_source(
+            |p: &str| {
+                visited.borrow_mut().extend(index_of(p));
+                context_link(snap, p)
+            },
+            named,
+        );
+        wanted.extend(visited.into_inner());
+        wanted.extend(index_of(&resolved));
+        let below = snap.below(&resolved);
+        if let Some(first) = below.first().and_then(|e| index_of(&e.path)) {
+            wanted.extend(first..first + below.len());
+        }
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
+    wanted
+        .into_iter()
+        .filter_map(|i| context_entry(snap, &snap.entries[i]))
+        .collect()
+}
+
+/// The target of the context's symlink at `path`, if that is one.
+pub(super) fn context_link<'s>(
+    snap: &'s crate::context::snapshot::Snapshot,
+    path: &str,
+) -> Option<&'s str> {
+    match &snap.find(path)?.kind {
+        EntryKind::Symlink { target } => Some(target),
+        _ => None,
+    }
+}
+
+/// One context entry as a copy source (`None` for sockets, fifos and devices, which are not
+/// copied: BuildKit skips sockets too).
+fn context_entry(
+    snap: &crate::context::snapshot::Snapshot,
+    e: &crate::context::snapshot::Entry,
+) -> Option<SrcEntry> {
+    let (kind, fingerprint) = match &e.kind {
+        EntryKind::Dir => (SrcKind::Dir, format!("dir {:o}", e.mode)),
+        EntryKind::File { size, digest } => (
+            SrcKind::File {
+                size: *size,
+                host: snap.root.join(&e.path),
+                xattrs: e.xattrs.clone(),
+            },
+            format!("file {:o} {digest}", e.mode),
+        ),
+        EntryKind::Symlink { target } => {
+            (SrcKind::Symlink(target.clone()), format!("link {target}"))
+        }
+        EntryKind::Other => return None,
+    };
+    Some(SrcEntry {
+        path: e.path.clone(),
+        kind,
+        mode: e.mode,
+        mtime: e.mtime,
+        owner: None,
+        link: e.inode.map(|(dev, ino)| format!("{dev}:{ino}")),
+        fingerprint,
+    })
+}
+
+pub(super) fn stage_entries(src: &StageState) -> Result<Vec<SrcEntry>, BuildError> {
+    let view = src.view()?;
     // Files other names link to.
-    let hard_linked: BTreeSet<&str> = src
-        .view
+    let hard_linked: BTreeSet<&str> = view
         .iter()
         .filter_map(|(_, n)| match &n.kind {
             NodeKind::Hardlink { target } => Some(target.as_str()),
             _ => None,
         })
         .collect();
-    src.view
+    Ok(view
         .iter()
         .filter_map(|(path, n)| {
             let (kind, fp) = match &n.kind {
@@ -89,7 +146,7 @@ pub(super) fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
                     SrcKind::StageFile { size: *size },
                     format!("file {:o} {size} {}", n.mode, n.layer),
                 ),
-                NodeKind::Hardlink { target } => match src.view.get(target).map(|t| &t.kind) {
+                NodeKind::Hardlink { target } => match view.get(target).map(|t| &t.kind) {
                     Some(NodeKind::File { size }) => (
                         SrcKind::StageFile { size: *size },
                         format!("file {:o} {size} {}", n.mode, n.layer),
@@ -117,29 +174,40 @@ pub(super) fn stage_entries(src: &StageState) -> Vec<SrcEntry> {
                 fingerprint: format!("{fp} {}:{}", n.uid, n.gid),
             })
         })
-        .collect()
+        .collect())
 }
 
 /// The path `path` names once symlinks are followed (each relative to its directory, an
 /// absolute one from the root, `..` never above it; at most 40): itself when it is no link.
-pub(super) fn follow_source(by_path: &BTreeMap<&str, &SrcEntry>, path: &str) -> String {
+/// `link_at` gives the target of the symlink at a path, `None` where there is none.
+pub(super) fn follow_source<'a>(link_at: impl Fn(&str) -> Option<&'a str>, path: &str) -> String {
     let mut p = path.to_string();
     for _ in 0..40 {
-        let Some(SrcKind::Symlink(t)) = by_path.get(p.as_str()).map(|e| &e.kind) else {
+        let Some(t) = link_at(p.as_str()) else {
             return p;
         };
         let joined = if t.starts_with('/') {
-            t.clone()
+            t.to_string()
         } else {
             match p.rsplit_once('/') {
                 Some((dir, _)) => format!("{dir}/{t}"),
-                None => t.clone(),
+                None => t.to_string(),
             }
         };
         // Cleaned and kept inside the root, as any context source path.
         p = context_path(&joined);
     }
     p
+}
+
+/// The entry at `path` among `entries` sorted by path.
+pub(super) fn entry_at<'e>(entries: &'e [SrcEntry], path: &str) -> Option<&'e SrcEntry> {
+    crate::context::snapshot::find_sorted(entries, path, |e| &e.path)
+}
+
+/// The entries below directory `dir` (`""`: all) among `entries` sorted by path.
+pub(super) fn entries_below<'e>(entries: &'e [SrcEntry], dir: &str) -> &'e [SrcEntry] {
+    crate::context::snapshot::below_sorted(entries, dir, |e| &e.path)
 }
 
 /// Extracts `paths` (files of `src`) into `dir`, streaming each layer that holds one once.
@@ -154,7 +222,7 @@ pub(super) fn extract_stage_files(
     let mut by_layer: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for p in paths {
         // A hard link's content is its target's.
-        let (real, layer) = match src.view.get(p) {
+        let (real, layer) = match src.view()?.get(p) {
             Some(Node {
                 kind: NodeKind::Hardlink { target },
                 layer,
