@@ -979,3 +979,68 @@ fn a_context_files_xattrs_are_seen_without_reading_them_again() {
     rustix::fs::removexattr(&f, "user.note").unwrap();
     assert_eq!(build(), plain, "removed: the first image again");
 }
+
+#[test]
+fn a_rebuild_after_one_edit_links_the_unchanged_files() {
+    if !common::can_sandbox("a_rebuild_after_one_edit_links_the_unchanged_files") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nCOPY . /app\nRUN cat /app/src/edit /app/src/f7 > /out\n",
+    );
+    let c = ctx.path();
+    std::fs::create_dir(c.join("src")).unwrap();
+    for i in 0..40 {
+        std::fs::write(c.join(format!("src/f{i}")), format!("file {i}\n")).unwrap();
+    }
+    std::fs::write(c.join("src/edit"), "before\n").unwrap();
+    let ctx_str = c.to_str().unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "app:1", ctx_str]);
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(c.join("src/edit"), "after\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "app:2", ctx_str]);
+    assert_eq!(code, 0, "{err}");
+
+    // Both builds' COPY layers are unpacked (the second while it was written): the
+    // unchanged files are one inode, the edited one is not.
+    let unpacked: Vec<std::path::PathBuf> = std::fs::read_dir(r.join("layers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("app/src/f7").is_file())
+        .collect();
+    assert_eq!(unpacked.len(), 2, "{unpacked:?}");
+    let meta = |p: &Path| std::fs::metadata(p).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    for i in 0..40 {
+        let f = format!("app/src/f{i}");
+        assert_eq!(
+            meta(&unpacked[0].join(&f)).ino(),
+            meta(&unpacked[1].join(&f)).ino(),
+            "{f}"
+        );
+    }
+    let edits: Vec<String> = unpacked
+        .iter()
+        .map(|u| std::fs::read_to_string(u.join("app/src/edit")).unwrap())
+        .collect();
+    assert!(edits.contains(&"before\n".to_string()) && edits.contains(&"after\n".to_string()));
+    assert_ne!(
+        meta(&unpacked[0].join("app/src/edit")).ino(),
+        meta(&unpacked[1].join("app/src/edit")).ino()
+    );
+    // The RUN on top read the new layer's files.
+    let out = |tag: &str| {
+        common::layer_files(r, tag)
+            .into_iter()
+            .flatten()
+            .find(|(p, _)| p == "out")
+            .and_then(|(_, c)| c)
+    };
+    assert_eq!(out("app:1").as_deref(), Some("before\nfile 7\n"));
+    assert_eq!(out("app:2").as_deref(), Some("after\nfile 7\n"));
+    // The store still checks out (digests, sizes, the unpacked layers).
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

@@ -269,3 +269,118 @@ fn overlay_of_unpacked_layers_applies_whiteouts() {
         "(busybox, ls, motd, passwd)"
     );
 }
+
+#[test]
+fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
+    use kiln_runtime::layer::unpack::unpack_with_donor;
+    let layer = |files: &[(&str, &[u8], u32, i64)]| {
+        let mut w = LayerWriter::new(Vec::new(), None);
+        w.dir("app", &m(0o755, 0)).unwrap();
+        w.dir("app/sub", &m(0o755, 0)).unwrap();
+        for (path, data, mode, mtime) in files {
+            let meta = EntryMeta {
+                mtime: *mtime,
+                ..m(*mode, 0)
+            };
+            w.file(path, &meta, data.len() as u64, *data).unwrap();
+        }
+        w.finish().unwrap().1
+    };
+    let t = 1_600_000_000;
+    let before = layer(&[
+        ("app/same", b"same", 0o644, t),
+        ("app/edited", b"old", 0o644, t),
+        ("app/sub/chmod", b"x", 0o644, t),
+        ("app/sub/touched", b"y", 0o644, t),
+        ("app/sub/linkme", b"z", 0o644, t),
+    ]);
+    let donor = tempfile::tempdir().unwrap();
+    unpack_for_overlay(before.as_slice(), donor.path()).unwrap();
+    // The donor's own hostile shape: a symlink where the new layer has a file, and a
+    // directory replaced by a link that leads out of it. Neither may be followed.
+    let outside = tempfile::tempdir().unwrap();
+    // The host file has the hostile entry's bytes, mode, owner and time: only resolving inside
+    // the donor keeps it out.
+    let escape = outside.path().join("escape");
+    std::fs::write(&escape, b"escape").unwrap();
+    std::fs::set_permissions(&escape, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&escape)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::fs::remove_file(donor.path().join("app/sub/linkme")).unwrap();
+    std::os::unix::fs::symlink("../same", donor.path().join("app/sub/linkme")).unwrap();
+    std::fs::create_dir(donor.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), donor.path().join("out")).unwrap();
+
+    let after = layer(&[
+        ("app/same", b"same", 0o644, t),
+        ("app/edited", b"new", 0o644, t),
+        ("app/sub/chmod", b"x", 0o600, t),
+        ("app/sub/touched", b"y", 0o644, t + 1),
+        ("app/sub/linkme", b"z", 0o644, t),
+    ]);
+    let mut hostile = tar::Builder::new(Vec::new());
+    raw(
+        &mut hostile,
+        "out/escape",
+        tar::EntryType::Regular,
+        None,
+        b"escape",
+    );
+    let hostile = hostile.into_inner().unwrap();
+
+    let linked_dir = tempfile::tempdir().unwrap();
+    let u = unpack_with_donor(after.as_slice(), linked_dir.path(), Some(donor.path())).unwrap();
+    assert_eq!(
+        u.linked, 1,
+        "only app/same is the donor's, byte for byte and in metadata"
+    );
+    let plain = tempfile::tempdir().unwrap();
+    unpack_for_overlay(after.as_slice(), plain.path()).unwrap();
+    for f in [
+        "app/same",
+        "app/edited",
+        "app/sub/chmod",
+        "app/sub/touched",
+        "app/sub/linkme",
+    ] {
+        let (a, b) = (linked_dir.path().join(f), plain.path().join(f));
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{f}"
+        );
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&a).unwrap(),
+            std::fs::symlink_metadata(&b).unwrap(),
+        );
+        assert!(ma.is_file(), "{f}");
+        assert_eq!(
+            (ma.mode(), ma.uid(), ma.mtime()),
+            (mb.mode(), mb.uid(), mb.mtime()),
+            "{f}"
+        );
+    }
+    let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+    assert_eq!(
+        ino(&linked_dir.path().join("app/same")),
+        ino(&donor.path().join("app/same"))
+    );
+    assert_ne!(
+        ino(&linked_dir.path().join("app/edited")),
+        ino(&donor.path().join("app/edited"))
+    );
+
+    // A donor path through its own link to the host is resolved inside the donor: the host
+    // file is never linked in, though its bytes and metadata could match.
+    let h = tempfile::tempdir().unwrap();
+    let u = unpack_with_donor(hostile.as_slice(), h.path(), Some(donor.path())).unwrap();
+    assert_eq!(u.linked, 0);
+    assert_ne!(
+        ino(&h.path().join("out/escape")),
+        ino(&outside.path().join("escape"))
+    );
+}

@@ -34,3 +34,28 @@ fn concurrent_unpacks_of_one_layer_in_one_process() {
     let left: Vec<_> = std::fs::read_dir(st.path().join("tmp")).unwrap().collect();
     assert!(left.is_empty(), "no unpack directory left behind: {left:?}");
 }
+
+#[test]
+fn layers_are_unpacked_under_a_top_of_hierarchy_directory() {
+    let st = tempfile::tempdir().unwrap();
+    let flags = |p: &std::path::Path| {
+        let fd = rustix::fs::open(
+            p,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        rustix::fs::ioctl_getflags(&fd)
+    };
+    // Only filesystems with inode flags (ext2/3/4 and a few others) have it.
+    if flags(st.path()).is_err() {
+        eprintln!("skipped: the temporary directory's filesystem has no inode flags");
+        return;
+    }
+    Store::open(st.path()).unwrap();
+    let tmp = flags(&st.path().join("tmp")).unwrap();
+    assert!(tmp.contains(rustix::fs::IFlags::TOPDIR), "{tmp:?}");
+    // Opened again: the flags are kept as they are.
+    Store::open(st.path()).unwrap();
+    assert_eq!(flags(&st.path().join("tmp")).unwrap(), tmp);
+}

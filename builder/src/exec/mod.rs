@@ -440,6 +440,8 @@ struct Ctx<'a> {
     limits_warned: std::sync::atomic::AtomicBool,
     /// What went into each keyed step (for `--explain-cache` and the next build's).
     records: std::sync::Mutex<Vec<crate::cache::explain::Record>>,
+    /// The last build of this Dockerfile and target: each step's key (read on first use).
+    previous: std::sync::OnceLock<Vec<crate::cache::explain::Record>>,
 }
 
 /// What a keyed step's record says went into it (see [`Ctx::lookup`]).
@@ -531,6 +533,7 @@ pub fn build(
         now,
         limits_warned: std::sync::atomic::AtomicBool::new(false),
         records: std::sync::Mutex::new(Vec::new()),
+        previous: std::sync::OnceLock::new(),
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads(opts.jobs, graph.stages.len()))
@@ -946,6 +949,25 @@ impl Ctx<'_> {
             cached.is_some(),
         )?;
         Ok((key, cached))
+    }
+
+    /// The layer the last build of this Dockerfile and target made at step `name` (which this
+    /// build missed), if it is still cached: its unpacked files are the likeliest to be the
+    /// same as this build's.
+    fn previous_layer(&self, name: &str) -> Option<Digest> {
+        let previous = self.previous.get_or_init(|| {
+            self.store
+                .build_record(&build_identity(self.opts))
+                .ok()
+                .flatten()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default()
+        });
+        let (stage, index) = crate::cache::explain::position(name);
+        let r = previous
+            .iter()
+            .find(|r| r.stage == stage && r.index == index)?;
+        Some(self.store.cache_get(&r.key).ok()??.layer)
     }
 
     /// Whether a step keyed `key` needs its inputs per file worked out for its record even on a

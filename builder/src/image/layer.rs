@@ -214,9 +214,10 @@ impl<W: Write> LayerWriter<W> {
     ) -> io::Result<()> {
         let p = check_path(path)?.to_string();
         let mut counted = data.take(size);
-        let mut buf = Vec::new();
         // Small files are buffered to check their size; large ones are streamed with a check.
         if size <= 1 << 20 {
+            // Sized up front: one read of the whole file, not a probe and a series of grows.
+            let mut buf = Vec::with_capacity(size as usize + 1);
             counted.read_to_end(&mut buf)?;
             if buf.len() as u64 != size {
                 return Err(invalid(format!(

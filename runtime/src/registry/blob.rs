@@ -174,7 +174,7 @@ pub(super) fn download(
         store.commit_blob(blob, &digest)?;
         if let (Some((dir, chain)), Some(index), Some(plan)) = (&unpack_to, index, &layer) {
             store.record_layer_entries(&digest, &index)?;
-            let made = store.place_unpacked(dir, chain)?;
+            let made = store.place_unpacked(dir, chain, None)?;
             store.note_unpacked(&[(chain.hex().to_string(), plan.diff_id.to_string(), made)])?;
         }
         return Ok(digest);

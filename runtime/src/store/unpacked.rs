@@ -107,13 +107,13 @@ impl Store {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
-        self.place_unpacked(&tmp, chain)
+        self.place_unpacked(&tmp, chain, None)
     }
 
     /// A new directory in `tmp/` to unpack the layer `chain` into. Unique per call: two stages
     /// of one build (threads of one process) may unpack the same layer at once, and must not
     /// share or remove each other's directory.
-    pub(crate) fn unpack_dir(&self, chain: &Digest) -> Result<PathBuf, StoreError> {
+    pub fn unpack_dir(&self, chain: &Digest) -> Result<PathBuf, StoreError> {
         let tmp = self.root.join("tmp").join(format!(
             "unpack-{}-{}",
             chain.hex(),
@@ -125,14 +125,15 @@ impl Store {
 
     /// Makes `tmp` (from [`Store::unpack_dir`], whole and checked) the unpacked layer `chain`:
     /// renamed into place, or dropped when another process or thread placed it first (theirs
-    /// is identical). Its size when this call placed it.
-    pub(crate) fn place_unpacked(
+    /// is identical). Its size when this call placed it (`size`, else measured).
+    pub fn place_unpacked(
         &self,
         tmp: &std::path::Path,
         chain: &Digest,
+        size: Option<u64>,
     ) -> Result<Option<u64>, StoreError> {
         let dest = self.root.join("layers").join(chain.hex());
-        let size = super::usage::dir_size(tmp);
+        let size = size.unwrap_or_else(|| super::usage::dir_size(tmp));
         let parent = self.root.join("layers");
         std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
         if std::fs::rename(tmp, &dest).is_ok() {
@@ -149,16 +150,34 @@ impl Store {
         }
     }
 
+    /// An unpacked directory whose top layer is `diff_id` (under any stack), if one exists: a
+    /// donor of identical files for a layer written next to it
+    /// ([`crate::layer::unpack::unpack_with_donor`]).
+    pub fn unpacked_dir_of(&self, diff_id: &Digest) -> Result<Option<PathBuf>, StoreError> {
+        let chains: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT chain FROM unpacked WHERE diff_id = ?1")
+                .map_err(self.db_err())?;
+            let rows = stmt
+                .query_map([diff_id.to_string()], |r| r.get(0))
+                .map_err(self.db_err())?;
+            rows.collect::<Result<_, _>>().map_err(self.db_err())?
+        };
+        Ok(chains
+            .iter()
+            .filter_map(|c| Digest::parse(&format!("sha256:{c}")).ok())
+            .map(|c| self.root.join("layers").join(c.hex()))
+            .find(|d| d.is_dir()))
+    }
+
     /// Whether the layer `chain` is unpacked.
     pub fn is_unpacked(&self, chain: &Digest) -> bool {
         self.root.join("layers").join(chain.hex()).is_dir()
     }
 
     /// Records a use of each directory (and the size of those just made), in one transaction.
-    pub(crate) fn note_unpacked(
-        &self,
-        used: &[(String, String, Option<u64>)],
-    ) -> Result<(), StoreError> {
+    pub fn note_unpacked(&self, used: &[(String, String, Option<u64>)]) -> Result<(), StoreError> {
         if used.is_empty() {
             return Ok(());
         }

@@ -87,11 +87,18 @@ pub(super) fn commit_layer(
         None => {
             let created = ctx.now;
             let blob = ctx.store.new_blob_file()?;
+            // Unpacked as it is written, next to the files of the layer this step made in the
+            // last build: the RUN after it finds its lower layer ready, unchanged files linked.
+            let mut unpack = start_unpack(ctx, name, &key);
+            let io =
+                |e: std::io::Error| BuildError::Other(format!("writing the layer of {name}: {e}"));
             let mut w = LayerWriter::new(
-                std::io::BufWriter::new(
-                    blob.file
-                        .try_clone()
-                        .map_err(|e| BuildError::Other(e.to_string()))?,
+                std::io::BufWriter::with_capacity(
+                    1 << 20,
+                    Tee {
+                        blob: blob.file.try_clone().map_err(io)?,
+                        unpack: unpack.as_mut().and_then(|u| u.background.as_mut()),
+                    },
                 ),
                 ctx.opts.source_date_epoch,
             );
@@ -136,8 +143,6 @@ pub(super) fn commit_layer(
                     }
                 }
             }
-            let io =
-                |e: std::io::Error| BuildError::Other(format!("writing the layer of {name}: {e}"));
             for (path, p) in &all {
                 match &p.item {
                     Item::Dir => w.dir(path, &p.meta).map_err(io)?,
@@ -160,6 +165,9 @@ pub(super) fn commit_layer(
             ctx.store.commit_blob(blob, &info.diff_id)?;
             ctx.store
                 .record_layer_entries(&info.diff_id, &info.entries)?;
+            if let Some(u) = unpack {
+                u.place(ctx, st, &info.diff_id)?;
+            }
             let e = CacheEntry {
                 key: key.to_string(),
                 layer: info.diff_id,
@@ -173,6 +181,92 @@ pub(super) fn commit_layer(
     };
     adopt_layer(st, &entry, key, created_by)?;
     Ok(hit)
+}
+
+/// The layer's bytes to its blob file and to the unpacking thread. An unpacking that fails only
+/// stops the second: the layer is then unpacked from its blob when a step needs it.
+struct Tee<'a> {
+    blob: std::fs::File,
+    unpack: Option<&'a mut kiln_runtime::layer::unpack::Background>,
+}
+
+impl std::io::Write for Tee<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.blob.write_all(buf)?;
+        if let Some(u) = &mut self.unpack {
+            if u.write_all(buf).is_err() {
+                self.unpack = None;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.blob.flush()
+    }
+}
+
+/// A layer being unpacked as it is written, into `dir` in `tmp/`. Dropped before it is placed
+/// (the write failed), the unpacking is waited for and its directory removed.
+struct Unpacking {
+    dir: std::path::PathBuf,
+    background: Option<kiln_runtime::layer::unpack::Background>,
+}
+
+impl Drop for Unpacking {
+    fn drop(&mut self) {
+        if let Some(b) = self.background.take() {
+            let _ = b.finish();
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Starts unpacking the layer step `name` writes (the files of the layer the last build made at
+/// this step as donor). `None` when it cannot start: the layer is then unpacked from its blob
+/// when needed.
+fn start_unpack(ctx: &Ctx<'_>, name: &str, key: &CacheKey) -> Option<Unpacking> {
+    let donor = ctx
+        .previous_layer(name)
+        .and_then(|l| ctx.store.unpacked_dir_of(&l).ok().flatten());
+    let dir = ctx.store.unpack_dir(&key.0).ok()?;
+    match kiln_runtime::layer::unpack::Background::start(dir.clone(), donor) {
+        Ok(b) => Some(Unpacking {
+            dir,
+            background: Some(b),
+        }),
+        Err(_) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            None
+        }
+    }
+}
+
+impl Unpacking {
+    /// Waits for the unpacking of the layer `diff_id` and places it as the unpacked layer of the
+    /// stage's stack with it on top; an unpacking that failed is dropped.
+    fn place(mut self, ctx: &Ctx<'_>, st: &StageState, diff_id: &Digest) -> Result<(), BuildError> {
+        let Some(background) = self.background.take() else {
+            return Ok(());
+        };
+        let diff_ids: Vec<Digest> = st
+            .layers
+            .iter()
+            .map(|l| l.diff_id)
+            .chain([*diff_id])
+            .collect();
+        match (background.finish(), oci::chain_id(&diff_ids)) {
+            (Ok(u), Some(chain)) => {
+                let made = ctx.store.place_unpacked(&self.dir, &chain, Some(u.size))?;
+                ctx.store
+                    .note_unpacked(&[(chain.hex().to_string(), diff_id.to_string(), made)])?;
+            }
+            _ => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Adds a layer (new or from the cache) to the stage: descriptor, diff_id, cache key, history,
