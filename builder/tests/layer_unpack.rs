@@ -295,7 +295,20 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
         ("app/sub/linkme", b"z", 0o644, t),
     ]);
     let donor = tempfile::tempdir().unwrap();
-    unpack_for_overlay(before.as_slice(), donor.path()).unwrap();
+    let made = unpack_with_donor(before.as_slice(), donor.path(), None, true).unwrap();
+    let sha = |b: &[u8]| -> [u8; 32] {
+        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(b)).into()
+    };
+    assert_eq!(
+        made.files,
+        vec![
+            ("app/edited".to_string(), sha(b"old")),
+            ("app/same".to_string(), sha(b"same")),
+            ("app/sub/chmod".to_string(), sha(b"x")),
+            ("app/sub/linkme".to_string(), sha(b"z")),
+            ("app/sub/touched".to_string(), sha(b"y")),
+        ]
+    );
     // The donor's own hostile shape: a symlink where the new layer has a file, and a
     // directory replaced by a link that leads out of it. Neither may be followed.
     let outside = tempfile::tempdir().unwrap();
@@ -333,7 +346,13 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
     let hostile = hostile.into_inner().unwrap();
 
     let linked_dir = tempfile::tempdir().unwrap();
-    let u = unpack_with_donor(after.as_slice(), linked_dir.path(), Some(donor.path())).unwrap();
+    let u = unpack_with_donor(
+        after.as_slice(),
+        linked_dir.path(),
+        Some((donor.path(), made.files.clone())),
+        false,
+    )
+    .unwrap();
     assert_eq!(
         u.linked, 1,
         "only app/same is the donor's, byte for byte and in metadata"
@@ -375,9 +394,16 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
     );
 
     // A donor path through its own link to the host is resolved inside the donor: the host
-    // file is never linked in, though its bytes and metadata could match.
+    // file is never linked in, though its bytes, metadata and the donor's digests all match.
     let h = tempfile::tempdir().unwrap();
-    let u = unpack_with_donor(hostile.as_slice(), h.path(), Some(donor.path())).unwrap();
+    let listed = vec![("out/escape".to_string(), sha(b"escape"))];
+    let u = unpack_with_donor(
+        hostile.as_slice(),
+        h.path(),
+        Some((donor.path(), listed)),
+        false,
+    )
+    .unwrap();
     assert_eq!(u.linked, 0);
     assert_ne!(
         ino(&h.path().join("out/escape")),

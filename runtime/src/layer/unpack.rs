@@ -19,6 +19,7 @@
 //! file up before changing it), so sharing an inode between two of them shares nothing that
 //! changes. The donor is resolved inside its own root like the target.
 
+use sha2::Digest as _;
 use std::{
     io::Read,
     os::fd::{AsFd, OwnedFd},
@@ -191,7 +192,7 @@ pub fn unpack_indexed(
     reader: impl Read,
     dir: &Path,
 ) -> Result<Vec<crate::layer::view::RawEntry>, UnpackError> {
-    unpack_with_donor(reader, dir, None).map(|u| u.index)
+    unpack_with_donor(reader, dir, None, false).map(|u| u.index)
 }
 
 /// What [`unpack_with_donor`] did.
@@ -204,6 +205,8 @@ pub struct Unpacked {
     /// About the disk space it took: the files and directories it made, in 4 KiB blocks
     /// (a linked file takes none).
     pub size: u64,
+    /// The content digest of each regular file, when asked for (sorted by path).
+    pub files: crate::store::FileDigests,
 }
 
 /// [`unpack_indexed`] with the files that equal the `donor` directory's linked to them (see the
@@ -211,7 +214,8 @@ pub struct Unpacked {
 pub fn unpack_with_donor(
     reader: impl Read,
     dir: &Path,
-    donor: Option<&Path>,
+    donor: Option<(&Path, crate::store::FileDigests)>,
+    with_digests: bool,
 ) -> Result<Unpacked, UnpackError> {
     let open = |d: &Path| {
         rustix::fs::open(
@@ -223,18 +227,26 @@ pub fn unpack_with_donor(
     };
     let root = open(dir)?;
     let mut donor = match donor {
-        Some(d) => Some(Donor {
+        Some((d, files)) => Some(Donor {
             root: open(d)?,
+            files,
             parent: None,
             linked: 0,
         }),
         None => None,
     };
-    let (index, size) = unpack_into(reader, &root, true, donor.as_mut())?;
+    let mut files = with_digests.then(Vec::new);
+    let (index, size) = unpack_into(reader, &root, true, donor.as_mut(), files.as_mut())?;
+    let mut files = files.unwrap_or_default();
+    // Sorted by path, the last of a path's entries kept (a later entry replaces the file).
+    files.reverse();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files.dedup_by(|a, b| a.0 == b.0);
     Ok(Unpacked {
         index,
         linked: donor.map_or(0, |d| d.linked),
         size,
+        files,
     })
 }
 
@@ -242,7 +254,7 @@ pub fn unpack_with_donor(
 /// that the caller resolved it inside a container's root), every entry resolved inside it as a
 /// layer's. A `.wh.` name is refused: only layers have whiteouts.
 pub fn unpack_plain(reader: impl Read, root: &OwnedFd) -> Result<(), UnpackError> {
-    unpack_into(reader, root, false, None).map(drop)
+    unpack_into(reader, root, false, None, None).map(drop)
 }
 
 /// A size in whole 4 KiB blocks.
@@ -261,16 +273,21 @@ pub struct Background {
 
 impl Background {
     /// Starts unpacking into `dir` (which must exist).
+    /// The donor is a directory of another layer, with that layer's file digests; the
+    /// digests of this layer's files are collected.
     pub fn start(
         dir: std::path::PathBuf,
-        donor: Option<std::path::PathBuf>,
+        donor: Option<(std::path::PathBuf, crate::store::FileDigests)>,
     ) -> std::io::Result<Background> {
         let (r, w) = std::io::pipe()?;
         let thread = std::thread::Builder::new()
             .name("unpack".into())
             .spawn(move || {
                 let mut r = std::io::BufReader::with_capacity(1 << 20, r);
-                let out = unpack_with_donor(&mut r, &dir, donor.as_deref());
+                let out = match donor {
+                    Some((d, files)) => unpack_with_donor(&mut r, &dir, Some((&d, files)), true),
+                    None => unpack_with_donor(&mut r, &dir, None, true),
+                };
                 // The tar's trailing padding: read to the end so the writer never blocks.
                 let _ = std::io::copy(&mut r, &mut std::io::sink());
                 out
@@ -309,6 +326,8 @@ const DONOR_MAX: u64 = 1 << 20;
 /// The directory files may be linked from, and its directory last looked in.
 struct Donor {
     root: OwnedFd,
+    /// The content digest of each of the donor layer's regular files, sorted by path.
+    files: crate::store::FileDigests,
     /// (components, the directory there if it exists).
     parent: Option<(Vec<String>, Option<OwnedFd>)>,
     linked: usize,
@@ -340,45 +359,60 @@ impl Donor {
         self.parent.as_ref().and_then(|(_, fd)| fd.as_ref())
     }
 
-    /// Whether the donor has, at `comps`/`name`, a regular file with `h`'s size, mode, owner
-    /// and time whose bytes are `data`.
-    fn has_same(&mut self, comps: &[String], name: &str, h: &tar::Header, data: &[u8]) -> bool {
+    /// Whether the donor has, at `path` (`comps`/`name`), a regular file whose content has
+    /// `digest` (as its layer's digests say) and whose size, mode, owner and time are `h`'s.
+    fn has_same(
+        &mut self,
+        (path, comps, name): (&str, &[String], &str),
+        h: &tar::Header,
+        digest: &[u8; 32],
+    ) -> bool {
+        let known = self
+            .files
+            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .is_ok_and(|i| self.files[i].1 == *digest);
+        if !known {
+            return false;
+        }
         let Some(dir) = self.dir(comps) else {
             return false;
         };
-        // O_NOFOLLOW: a link at the name is never opened.
-        let Ok(fd) = rustix::fs::openat(
-            dir,
-            name,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) else {
-            return false;
-        };
-        let Ok(st) = rustix::fs::fstat(&fd) else {
+        // Not followed: a link at the name is no regular file.
+        let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
             return false;
         };
         let (uid, gid) = owner_of(h);
-        let same_meta = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
-            && st.st_size as u64 == data.len() as u64
+        FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_size as u64 == h.size().unwrap_or(u64::MAX)
             && st.st_mode & 0o7777 == mode_of(h).as_raw_mode()
             && st.st_uid == uid.as_raw()
             && st.st_gid == gid.as_raw()
             && st.st_mtime == h.mtime().unwrap_or(0) as i64
-            && st.st_mtime_nsec == 0;
-        if !same_meta {
-            return false;
-        }
-        let mut theirs = Vec::with_capacity(data.len() + 1);
-        std::fs::File::from(fd).read_to_end(&mut theirs).is_ok() && theirs == data
+            && st.st_mtime_nsec == 0
     }
 }
 
+/// A reader that hashes what it passes on.
+struct Hashing<R> {
+    inner: R,
+    sha: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// With `digests`, the content digest of every regular file is added to it.
 fn unpack_into(
     reader: impl Read,
     root: &OwnedFd,
     layer: bool,
     mut donor: Option<&mut Donor>,
+    mut digests: Option<&mut crate::store::FileDigests>,
 ) -> Result<(Vec<crate::layer::view::RawEntry>, u64), UnpackError> {
     let mut index = Vec::new();
     let mut size = 0u64;
@@ -457,28 +491,37 @@ fn unpack_into(
                         .collect(),
                     _ => Vec::new(),
                 };
-                // A file the donor has, byte for byte: linked (a file with extended attributes
-                // is always written, as they are not compared).
+                // A file whose content the donor layer has at the same path, with the same
+                // metadata: linked (a file with extended attributes is always written, as they
+                // are not compared). Small files are read whole and hashed first; with digests
+                // wanted, larger ones are hashed as they are written.
+                let path = comps.join("/");
                 let mut read = None;
-                if let Some(d) = donor.as_deref_mut() {
-                    let size = h.size().unwrap_or(u64::MAX);
-                    if xattrs.is_empty() && size <= DONOR_MAX {
-                        let mut data = Vec::with_capacity(size as usize + 1);
+                if digests.is_some() || donor.is_some() {
+                    let len = h.size().unwrap_or(u64::MAX);
+                    if len <= DONOR_MAX {
+                        let mut data = Vec::with_capacity(len as usize + 1);
                         e.read_to_end(&mut data).map_err(|x| err(&raw, x))?;
-                        if d.has_same(parent, name, &h, &data) {
-                            let linked = d.dir(parent).is_some_and(|from| {
-                                rustix::fs::linkat(
-                                    from,
-                                    name.as_str(),
-                                    pdir,
-                                    name.as_str(),
-                                    AtFlags::empty(),
-                                )
-                                .is_ok()
-                            });
-                            if linked {
-                                d.linked += 1;
-                                continue;
+                        let digest: [u8; 32] = sha2::Sha256::digest(&data).into();
+                        if let Some(list) = digests.as_mut() {
+                            list.push((path.clone(), digest));
+                        }
+                        if let Some(d) = donor.as_deref_mut().filter(|_| xattrs.is_empty()) {
+                            if d.has_same((&path, parent, name), &h, &digest) {
+                                let linked = d.dir(parent).is_some_and(|from| {
+                                    rustix::fs::linkat(
+                                        from,
+                                        name.as_str(),
+                                        pdir,
+                                        name.as_str(),
+                                        AtFlags::empty(),
+                                    )
+                                    .is_ok()
+                                });
+                                if linked {
+                                    d.linked += 1;
+                                    continue;
+                                }
                             }
                         }
                         read = Some(data);
@@ -497,9 +540,18 @@ fn unpack_into(
                 .map_err(|x| err(&raw, x))?;
                 let mut file = std::fs::File::from(fd);
                 size += blocks(h.size().unwrap_or(0));
-                match read {
-                    Some(data) => std::io::Write::write_all(&mut file, &data),
-                    None => std::io::copy(&mut e, &mut file).map(drop),
+                match (read, digests.as_mut()) {
+                    (Some(data), _) => std::io::Write::write_all(&mut file, &data),
+                    (None, Some(list)) => {
+                        let mut hashing = Hashing {
+                            inner: &mut e,
+                            sha: sha2::Sha256::new(),
+                        };
+                        std::io::copy(&mut hashing, &mut file).map(|_| {
+                            list.push((path.clone(), hashing.sha.finalize().into()));
+                        })
+                    }
+                    (None, None) => std::io::copy(&mut e, &mut file).map(drop),
                 }
                 .map_err(|x| err(&raw, x))?;
                 for (attr, value) in &xattrs {

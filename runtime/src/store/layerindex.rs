@@ -15,7 +15,18 @@ CREATE TABLE IF NOT EXISTS layer_index (
     blob    TEXT PRIMARY KEY,
     entries BLOB NOT NULL
 );
+-- The content digest of each regular file of a layer, as the unpacker that made one of its
+-- directories saw the bytes: what lets a later layer link an unchanged file to it.
+CREATE TABLE IF NOT EXISTS layer_files (
+    blob    TEXT PRIMARY KEY,
+    digests BLOB NOT NULL
+);
 ";
+
+/// A layer's regular files and the sha256 of each one's content, sorted by path.
+pub type FileDigests = Vec<(String, [u8; 32])>;
+
+const FILES_MAGIC: &[u8] = b"KLD1";
 
 impl Store {
     /// Records the entries of layer blob `blob` (as its writer knows them).
@@ -31,6 +42,52 @@ impl Store {
             )
             .map_err(self.db_err())?;
         Ok(())
+    }
+
+    /// Records the content digests of layer `blob`'s regular files.
+    pub fn record_layer_files(&self, blob: &Digest, files: &FileDigests) -> Result<(), StoreError> {
+        let mut b = FILES_MAGIC.to_vec();
+        for (path, d) in files {
+            b.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes());
+            b.extend_from_slice(path.as_bytes());
+            b.extend_from_slice(d);
+        }
+        self.conn()
+            .execute(
+                "INSERT OR REPLACE INTO layer_files (blob, digests) VALUES (?1, ?2)",
+                rusqlite::params![blob.to_string(), b],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The content digests [`Store::record_layer_files`] kept for layer `blob` (empty when none
+    /// were, or they cannot be read: a layer linked to them then only writes its files).
+    pub fn layer_files(&self, blob: &Digest) -> Result<FileDigests, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT digests FROM layer_files WHERE blob = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([blob.to_string()]).map_err(self.db_err())?;
+        let Some(row) = rows.next().map_err(self.db_err())? else {
+            return Ok(Vec::new());
+        };
+        let b: Vec<u8> = row.get(0).map_err(self.db_err())?;
+        let mut rest = b.strip_prefix(FILES_MAGIC).unwrap_or_default();
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let Some(record) = (|| {
+                let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+                let path = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_string();
+                let d: [u8; 32] = rest.get(4 + len..36 + len)?.try_into().ok()?;
+                rest = &rest[36 + len..];
+                Some((path, d))
+            })() else {
+                return Ok(Vec::new());
+            };
+            out.push(record);
+        }
+        Ok(out)
     }
 
     /// The entries of layer blob `blob`: from its index, or read from the tar once and indexed.

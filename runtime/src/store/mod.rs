@@ -39,6 +39,7 @@ pub use export::LayerCompression;
 pub use images::ImageSummary;
 pub use import::Loaded;
 pub use integrity::MAX_LAYERS;
+pub use layerindex::FileDigests;
 pub use recover::Recovered;
 pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs};
 pub use tags::{Tag, normalize_tag};

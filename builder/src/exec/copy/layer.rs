@@ -143,11 +143,13 @@ pub(super) fn commit_layer(
                     }
                 }
             }
+            let mut sources = SourceFiles::default();
             for (path, p) in &all {
                 match &p.item {
                     Item::Dir => w.dir(path, &p.meta).map_err(io)?,
                     Item::File { host, size } => {
-                        let f = std::fs::File::open(host)
+                        let f = sources
+                            .open(host)
                             .map_err(|e| BuildError::Other(format!("{}: {e}", host.display())))?;
                         w.file(path, &p.meta, *size, f).map_err(io)?
                     }
@@ -181,6 +183,43 @@ pub(super) fn commit_layer(
     };
     adopt_layer(st, &entry, key, created_by)?;
     Ok(hit)
+}
+
+/// Opens the files a layer copies, each relative to its directory (kept open while the files
+/// come from it, as they do in path order): one name looked up per file, not a whole path.
+#[derive(Default)]
+struct SourceFiles {
+    dir: Option<(std::path::PathBuf, rustix::fd::OwnedFd)>,
+}
+
+impl SourceFiles {
+    /// Opens `host` for reading; a symlink that took the place of the file since the context
+    /// was read is refused (O_NOFOLLOW), never followed out of the context.
+    fn open(&mut self, host: &std::path::Path) -> std::io::Result<std::fs::File> {
+        let (Some(parent), Some(name)) = (host.parent(), host.file_name()) else {
+            return std::fs::File::open(host);
+        };
+        let dir = match self.dir.take() {
+            Some((p, fd)) if p == parent => (p, fd),
+            _ => {
+                let fd = rustix::fs::open(
+                    parent,
+                    rustix::fs::OFlags::PATH
+                        | rustix::fs::OFlags::DIRECTORY
+                        | rustix::fs::OFlags::CLOEXEC,
+                    rustix::fs::Mode::empty(),
+                )?;
+                (parent.to_path_buf(), fd)
+            }
+        };
+        let fd = rustix::fs::openat(
+            &self.dir.insert(dir).1,
+            name,
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )?;
+        Ok(std::fs::File::from(fd))
+    }
 }
 
 /// The layer's bytes to its blob file and to the unpacking thread. An unpacking that fails only
@@ -226,9 +265,12 @@ impl Drop for Unpacking {
 /// this step as donor). `None` when it cannot start: the layer is then unpacked from its blob
 /// when needed.
 fn start_unpack(ctx: &Ctx<'_>, name: &str, key: &CacheKey) -> Option<Unpacking> {
-    let donor = ctx
-        .previous_layer(name)
-        .and_then(|l| ctx.store.unpacked_dir_of(&l).ok().flatten());
+    // The donor: a directory of that layer and the digests of its files (without them, none).
+    let donor = ctx.previous_layer(name).and_then(|l| {
+        let dir = ctx.store.unpacked_dir_of(&l).ok().flatten()?;
+        let files = ctx.store.layer_files(&l).ok().filter(|f| !f.is_empty())?;
+        Some((dir, files))
+    });
     let dir = ctx.store.unpack_dir(&key.0).ok()?;
     match kiln_runtime::layer::unpack::Background::start(dir.clone(), donor) {
         Ok(b) => Some(Unpacking {
@@ -257,6 +299,7 @@ impl Unpacking {
             .collect();
         match (background.finish(), oci::chain_id(&diff_ids)) {
             (Ok(u), Some(chain)) => {
+                ctx.store.record_layer_files(diff_id, &u.files)?;
                 let made = ctx.store.place_unpacked(&self.dir, &chain, Some(u.size))?;
                 ctx.store
                     .note_unpacked(&[(chain.hex().to_string(), diff_id.to_string(), made)])?;
