@@ -262,45 +262,79 @@ fn blocks(n: u64) -> u64 {
     n.div_ceil(4096) * 4096
 }
 
-/// A layer unpacked while it is being written: what is written here goes through a pipe to a
-/// thread unpacking it (with a donor, see [`unpack_with_donor`]), so a layer a build writes is
-/// ready as an overlay lower layer when the write ends, its files written once.
+/// A layer unpacked while it is being written: what is written here is handed, in chunks and
+/// without a copy through the kernel, to a thread unpacking it (with a donor, see
+/// [`unpack_with_donor`]), so a layer a build writes is ready as an overlay lower layer when
+/// the write ends, its files written once. At most [`IN_FLIGHT`] chunks wait: a writer ahead of
+/// the unpacking waits for it, and memory stays bounded.
 #[derive(Debug)]
 pub struct Background {
-    pipe: Option<std::io::PipeWriter>,
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     thread: std::thread::JoinHandle<Result<Unpacked, UnpackError>>,
 }
 
+/// Chunks handed over and not yet unpacked, at most.
+pub const IN_FLIGHT: usize = 8;
+
+/// The unpacking side: the chunks received, read as one stream.
+struct Chunks {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Chunks {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.rx.recv() {
+                Ok(next) => {
+                    self.current = next;
+                    self.at = 0;
+                }
+                // The writer is done (or gone): the end of the stream.
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.at);
+        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 impl Background {
-    /// Starts unpacking into `dir` (which must exist).
-    /// The donor is a directory of another layer, with that layer's file digests; the
-    /// digests of this layer's files are collected.
+    /// Starts unpacking into `dir` (which must exist). The donor is a directory of another
+    /// layer, with that layer's file digests; the digests of this layer's files are collected.
     pub fn start(
         dir: std::path::PathBuf,
         donor: Option<(std::path::PathBuf, crate::store::FileDigests)>,
     ) -> std::io::Result<Background> {
-        let (r, w) = std::io::pipe()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(IN_FLIGHT);
         let thread = std::thread::Builder::new()
             .name("unpack".into())
             .spawn(move || {
-                let mut r = std::io::BufReader::with_capacity(1 << 20, r);
+                let mut r = Chunks {
+                    rx,
+                    current: Vec::new(),
+                    at: 0,
+                };
                 let out = match donor {
                     Some((d, files)) => unpack_with_donor(&mut r, &dir, Some((&d, files)), true),
                     None => unpack_with_donor(&mut r, &dir, None, true),
                 };
-                // The tar's trailing padding: read to the end so the writer never blocks.
+                // The tar's trailing padding: taken to the end so the writer never waits.
                 let _ = std::io::copy(&mut r, &mut std::io::sink());
                 out
             })?;
         Ok(Background {
-            pipe: Some(w),
+            chunks: Some(tx),
             thread,
         })
     }
 
     /// Ends the input and waits for the unpacking.
     pub fn finish(mut self) -> Result<Unpacked, UnpackError> {
-        drop(self.pipe.take());
+        drop(self.chunks.take());
         self.thread
             .join()
             .unwrap_or_else(|_| Err(err("layer", "the unpacking thread failed")))
@@ -309,9 +343,10 @@ impl Background {
 
 impl std::io::Write for Background {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match &mut self.pipe {
-            Some(p) => p.write(buf),
-            None => Err(std::io::ErrorKind::BrokenPipe.into()),
+        match &self.chunks {
+            Some(tx) if tx.send(buf.to_vec()).is_ok() => Ok(buf.len()),
+            // The unpacking stopped: its own error says why.
+            _ => Err(std::io::ErrorKind::BrokenPipe.into()),
         }
     }
 

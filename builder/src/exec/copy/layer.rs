@@ -96,7 +96,8 @@ pub(super) fn commit_layer(
                 std::io::BufWriter::with_capacity(
                     1 << 20,
                     Tee {
-                        blob: blob.file.try_clone().map_err(io)?,
+                        blob: BackgroundFile::start(blob.file.try_clone().map_err(io)?)
+                            .map_err(io)?,
                         unpack: unpack.as_mut().and_then(|u| u.background.as_mut()),
                     },
                 ),
@@ -161,9 +162,9 @@ pub(super) fn commit_layer(
                     Item::Special(kind) => w.special(path, *kind, &p.meta).map_err(io)?,
                 }
             }
-            let (info, mut out) = w.finish().map_err(io)?;
-            std::io::Write::flush(&mut out).map_err(io)?;
-            drop(out);
+            let (info, out) = w.finish().map_err(io)?;
+            let tee = out.into_inner().map_err(|e| io(e.into_error()))?;
+            tee.blob.finish().map_err(io)?;
             ctx.store.commit_blob(blob, &info.diff_id)?;
             ctx.store
                 .record_layer_entries(&info.diff_id, &info.entries)?;
@@ -225,13 +226,13 @@ impl SourceFiles {
 /// The layer's bytes to its blob file and to the unpacking thread. An unpacking that fails only
 /// stops the second: the layer is then unpacked from its blob when a step needs it.
 struct Tee<'a> {
-    blob: std::fs::File,
+    blob: BackgroundFile,
     unpack: Option<&'a mut kiln_runtime::layer::unpack::Background>,
 }
 
 impl std::io::Write for Tee<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.blob.write_all(buf)?;
+        self.blob.send(buf)?;
         if let Some(u) = &mut self.unpack {
             if u.write_all(buf).is_err() {
                 self.unpack = None;
@@ -241,7 +242,66 @@ impl std::io::Write for Tee<'_> {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.blob.flush()
+        Ok(())
+    }
+}
+
+/// A file written on a thread of its own from the chunks handed to it (a layer's blob: the
+/// kernel's copy of 200 MB into the page cache runs beside the reading and hashing of the next
+/// files instead of after them). At most a few chunks wait, so memory stays bounded.
+struct BackgroundFile {
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl BackgroundFile {
+    fn start(mut file: std::fs::File) -> std::io::Result<BackgroundFile> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let thread = std::thread::Builder::new()
+            .name("blob".into())
+            .spawn(move || {
+                for chunk in rx {
+                    std::io::Write::write_all(&mut file, &chunk)?;
+                }
+                Ok(())
+            })?;
+        Ok(BackgroundFile {
+            chunks: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `buf` over; a failed write (a full disk) is reported here once the thread stopped.
+    fn send(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &self.chunks {
+            Some(tx) if tx.send(buf.to_vec()).is_ok() => Ok(()),
+            _ => {
+                self.chunks = None;
+                self.wait()?;
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+        }
+    }
+
+    fn wait(&mut self) -> std::io::Result<()> {
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the blob writing thread failed")),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends the input and waits until everything is written.
+    fn finish(mut self) -> std::io::Result<()> {
+        self.chunks = None;
+        self.wait()
+    }
+}
+
+impl Drop for BackgroundFile {
+    fn drop(&mut self) {
+        self.chunks = None;
+        let _ = self.wait();
     }
 }
 
