@@ -818,7 +818,7 @@ fn origin<'s>(
             From::Dir(d) => named_dir = Some(d),
         }
     }
-    let (snapshot, mut stage, key) = match (&state, named_dir) {
+    let (snapshot, mut stage_files, key) = match (&state, named_dir) {
         (Some(src), _) => (None, stage_entries(src)?, src.key.to_string()),
         (None, Some(snap)) => {
             let key = format!("named context {}", snap.root.display());
@@ -832,8 +832,8 @@ fn origin<'s>(
         ),
     };
     // Sorted by path, as lookups by binary search need (a layer view iterates in this order).
-    if !stage.is_sorted_by(|a, b| a.path <= b.path) {
-        stage.sort_by(|a, b| a.path.cmp(&b.path));
+    if !stage_files.is_sorted_by(|a, b| a.path <= b.path) {
+        stage_files.sort_by(|a, b| a.path.cmp(&b.path));
     }
     let place = if c.from.is_some() {
         "the source stage"
@@ -843,7 +843,7 @@ fn origin<'s>(
     Ok(Origin {
         state,
         snapshot,
-        stage,
+        stage: stage_files,
         key,
         place,
     })
