@@ -41,7 +41,7 @@ pub use import::Loaded;
 pub use integrity::MAX_LAYERS;
 pub use layerindex::FileDigests;
 pub use recover::Recovered;
-pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs};
+pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs, encode_xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{
     Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, duration,

@@ -1,5 +1,7 @@
 //! Writing (or reusing from the cache) the layer a COPY, ADD or WORKDIR plans, and adopting
-//! it into the stage.
+//! it into the stage. A new layer is written once: its tar goes to the blob (on a thread of its
+//! own) and, at the same time, to an unpacking thread that makes its overlay lower directory,
+//! linking the files the same step wrote in the last build where they are unchanged.
 
 use super::*;
 
