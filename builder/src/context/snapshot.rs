@@ -436,11 +436,12 @@ pub fn scan(
     // only for the same path with the same stamp.
     let mut remembered = known.iter().peekable();
     let mut todo: Vec<usize> = Vec::new();
-    let mut reused = 0usize;
+    // Remembered files passed over (gone, or not matched): any means the index changes.
+    let mut passed = 0usize;
     for (i, (e, stamp)) in entries.iter_mut().zip(&stamps).enumerate() {
         let Some(stamp) = *stamp else { continue };
-        while remembered.peek().is_some_and(|r| r.path < e.path.as_str()) {
-            remembered.next();
+        while remembered.next_if(|r| r.path < e.path.as_str()).is_some() {
+            passed += 1;
         }
         let hit = remembered
             .peek()
@@ -448,13 +449,14 @@ pub fn scan(
             .and_then(|r| Some((r.digest, decode_xattrs(r.xattrs)?)));
         match hit {
             Some((digest, xattrs)) => {
+                remembered.next();
                 set_digest(e, digest);
                 e.xattrs = xattrs;
-                reused += 1;
             }
             None => todo.push(i),
         }
     }
+    passed += remembered.count();
     // Read and hashed on every core, with the extended attributes of each.
     let hashed: Vec<(usize, Digest, Xattrs)> = todo
         .par_iter()
@@ -476,7 +478,7 @@ pub fn scan(
     }
     if let Some(s) = store {
         // Rewritten only when a file was read or one remembered is gone.
-        let changed = n_hashed > 0 || reused != known.iter().count();
+        let changed = n_hashed > 0 || passed > 0;
         let index =
             changed.then(|| {
                 StatIndex::encode(entries.iter().zip(&stamps).filter_map(|(e, s)| {

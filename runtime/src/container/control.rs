@@ -105,18 +105,13 @@ pub fn stop(
             // A frozen process handles its signal once thawed, as docker does on stop.
             thaw(store, &c.id, init.pid)?;
         }
-        if !runs(wait_state(store, &c.id, Some(timeout), runs)?) {
-            wait_state(
-                store,
-                &c.id,
-                Some(Duration::from_secs(10)),
-                ContainerState::is_live,
-            )?;
-            return Ok(c.name);
+        // Still running after the timeout: killed.
+        if runs(wait_state(store, &c.id, Some(timeout), runs)?) {
+            init.signal(Signal::KILL);
         }
-        init.signal(Signal::KILL);
     }
-    // Killed (or between restarts): its monitor records the end; a dead monitor leaves it Dead.
+    // Ended, killed or between restarts: its monitor records the end; a dead monitor leaves it
+    // Dead.
     wait_state(
         store,
         &c.id,

@@ -53,24 +53,22 @@ fn put_entry(h: &mut Sha256, e: &Entry, linked: Option<&str>) {
 pub(crate) fn context_source(snap: &Snapshot, path: &str) -> Option<Digest> {
     let mut h = Sha256::new();
     h.update(b"kiln.context-source.v1");
-    let is_dir = if path.is_empty() {
-        true
-    } else {
+    if !path.is_empty() {
         let e = snap.find(path)?;
         if e.kind != EntryKind::Dir {
             put_entry(&mut h, e, None);
             return Some(Digest::from_sha256(h));
         }
-        true
-    };
-    debug_assert!(is_dir);
+    }
     let below = snap.below(path);
     let strip = if path.is_empty() { 0 } else { path.len() + 1 };
     // Names of one file (same device and inode) stay one file: later names are links to the
     // first, by its name in the source.
     let mut first_name: BTreeMap<(u64, u64), &str> = BTreeMap::new();
-    h.update((below.len() as u64).to_le_bytes());
-    for e in below {
+    // Sockets, fifos and devices are never copied: not even their names count.
+    let copied = below.iter().filter(|e| e.kind != EntryKind::Other);
+    h.update((copied.clone().count() as u64).to_le_bytes());
+    for e in copied {
         let rel = &e.path[strip..];
         let linked = match e.inode {
             Some(id) => match first_name.get(&id) {
@@ -161,6 +159,14 @@ mod tests {
         assert_ne!(changed(&|e| e[2].path = "src/z.js".into()), src);
         assert_ne!(
             changed(&|e| e[2].xattrs = vec![("user.k".into(), b"v".to_vec())]),
+            src
+        );
+        // A socket is never copied: its presence changes nothing.
+        assert_eq!(
+            changed(&|e| e.push(Entry {
+                kind: EntryKind::Other,
+                ..file("src/sock", b"", 0o755)
+            })),
             src
         );
         // Owner and mtime are not what a context copy writes.
