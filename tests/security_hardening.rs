@@ -19,6 +19,8 @@
 //!   and secret sources;
 //! - messages: a NUL byte in a RUN line or an env file, a context name that is not UTF-8, a
 //!   step printing hundreds of megabytes without a newline: each named, each bounded;
+//! - file capabilities (`security.capability`) survive an image's unpack and a COPY: they are
+//!   set after the owner, whose chown(2) would clear them;
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 use std::os::unix::ffi::OsStrExt;
@@ -711,4 +713,103 @@ fn run_usage_errors_exit_125_as_docker_run() {
     assert_eq!(kiln(r, &["build", "--bogus"]).0, 2);
     assert_eq!(kiln(r, &["tag", "a", "b"]).0, 1);
     assert_eq!(kiln(r, &["run", "--help"]).0, 0);
+}
+
+/// `security.capability` as `setcap cap_net_raw+ep` writes it (VFS_CAP_REVISION_2).
+const CAP_NET_RAW_EP: [u8; 20] = [
+    0x01, 0, 0, 0x02, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// The `security.capability` of every file named `name` under `dir` (not following links).
+fn capabilities_of(dir: &std::path::Path, name: &str) -> Vec<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(p);
+            } else if t.is_file() && e.file_name() == name {
+                let mut v = vec![0u8; 64];
+                out.push(
+                    rustix::fs::lgetxattr(&p, "security.capability", &mut v)
+                        .ok()
+                        .map(|n| v[..n].to_vec()),
+                );
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn file_capabilities_survive_unpack_and_copy() {
+    if !can_sandbox("file_capabilities_survive_unpack_and_copy") {
+        return;
+    }
+    // An image whose root-owned /bin/ping carries cap_net_raw+ep, as iputils' package has it.
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("SCHILY.xattr.security.capability", &CAP_NET_RAW_EP[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(4);
+    h.set_mode(0o755);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, "ping", &b"ping"[..]).unwrap();
+    let layer = b.into_inner().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    let tag = common::hostile::write_image(layout.path(), "caps", &layer);
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (code, _, err) = kiln(r, &["load", "-i", layout.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // Unpacked for a container: the attribute is there after the owner was set.
+    let (code, out, err) = kiln(r, &["run", "--rm", &tag, "/ping"]);
+    assert_ne!(code, 0, "ping is not a program: {out}");
+    assert!(!err.contains("cannot unpack"), "{err}");
+    let found = capabilities_of(&r.join("layers"), "ping");
+    assert_eq!(
+        found,
+        vec![Some(CAP_NET_RAW_EP.to_vec())],
+        "unpacked from the image"
+    );
+
+    // COPY from a context file with the attribute: kept in the layer, and in its unpacked
+    // directory that a RUN on top reads.
+    let base = store_with_base();
+    let ctx = common::context("FROM kiln.local/busybox\nCOPY ping /ping\nRUN test -x /ping\n");
+    let f = ctx.path().join("ping");
+    std::fs::write(&f, "ping").unwrap();
+    std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    rustix::fs::lsetxattr(
+        &f,
+        "security.capability",
+        &CAP_NET_RAW_EP,
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    let (code, _, err) = kiln(
+        base.path(),
+        &[
+            "build",
+            "-t",
+            "caps:copy",
+            &ctx.path().display().to_string(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let found = capabilities_of(&base.path().join("layers"), "ping");
+    assert!(
+        !found.is_empty()
+            && found
+                .iter()
+                .all(|c| c.as_deref() == Some(&CAP_NET_RAW_EP[..])),
+        "{found:?}"
+    );
 }

@@ -146,6 +146,32 @@ pub fn write_layout(dir: &Path, kind: &Hostile) -> String {
             )
         }
     };
+    finish_layout(&l, &format!("hostile/{name}:latest"), &layers, &diff_ids)
+}
+
+/// An image of one uncompressed layer, `layer` (a tar), as an OCI layout in `dir` tagged
+/// `test/<name>:latest`; returns the tag.
+pub fn write_image(dir: &Path, name: &str, layer: &[u8]) -> String {
+    let l = Layout { dir };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let d = l.blob(layer);
+    let layers = vec![(
+        "application/vnd.oci.image.layer.v1.tar".to_string(),
+        d.clone(),
+        layer.len() as u64,
+    )];
+    finish_layout(&l, &format!("test/{name}:latest"), &layers, &[d])
+}
+
+/// The config, manifest and index of a layout whose layer blobs are written.
+fn finish_layout(
+    l: &Layout<'_>,
+    tag: &str,
+    layers: &[(String, String, u64)],
+    diff_ids: &[String],
+) -> String {
+    let dir = l.dir;
     let config = serde_json::json!({
         "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
         "os": "linux",
@@ -168,7 +194,6 @@ pub fn write_layout(dir: &Path, kind: &Hostile) -> String {
     })
     .to_string();
     let manifest_digest = l.blob(manifest.as_bytes());
-    let tag = format!("hostile/{name}:latest");
     let index = serde_json::json!({
         "schemaVersion": 2,
         "manifests": [{
@@ -180,5 +205,5 @@ pub fn write_layout(dir: &Path, kind: &Hostile) -> String {
     })
     .to_string();
     std::fs::write(dir.join("index.json"), index).unwrap();
-    tag
+    tag.to_string()
 }

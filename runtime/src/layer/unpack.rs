@@ -589,11 +589,14 @@ fn unpack_into(
                     (None, None) => std::io::copy(&mut e, &mut file).map(drop),
                 }
                 .map_err(|x| err(&raw, x))?;
+                // Owner and mode first, extended attributes after: chown(2) clears
+                // `security.capability` (file capabilities such as ping's cap_net_raw), even to
+                // the same owner, so attributes set before it would be lost.
+                set_file_owner_mode_time(&file, &h, &raw)?;
                 for (attr, value) in &xattrs {
                     rustix::fs::fsetxattr(file.as_fd(), attr, value, XattrFlags::empty())
                         .map_err(|x| err(&raw, format!("xattr {attr}: {x}")))?;
                 }
-                set_file_owner_mode_time(&file, &h, &raw)?;
                 continue;
             }
             tar::EntryType::Symlink => {
