@@ -681,3 +681,133 @@ fn cp_both_ways_stays_inside_the_root() {
     assert!(err.contains("CONTAINER:PATH"), "{err}");
     ok(r, &["rm", "-f", "box"]);
 }
+
+/// The pid of the monitor serving containers of the store `root` (a `kiln run` started with
+/// the monitor's mark in its environment).
+fn monitor_of(root: &std::path::Path, except: Option<i32>) -> Option<i32> {
+    let root = root.to_str().unwrap();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        if Some(pid) == except {
+            return None;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let has = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+        (has(&cmd, root.as_bytes()) && has(&env, b"KILN_DETACHED_MONITOR")).then_some(pid)
+    })
+}
+
+/// How many mounts are stacked on `path`.
+fn mounts_at(path: &std::path::Path) -> usize {
+    let want = path.to_str().unwrap();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(want))
+        .count()
+}
+
+#[test]
+fn a_killed_monitor_leaves_no_mount_behind() {
+    if !common::can_sandbox("a_killed_monitor_leaves_no_mount_behind") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // Another container keeps the store open throughout, so the recovery a lone kiln process
+    // makes when it opens the store does not clean up first.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "keeper",
+            "kiln.local/busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let keeper = monitor_of(r, None).expect("the keeper's monitor runs");
+    let kill_monitor = |name: &str| {
+        let pid = monitor_of(r, Some(keeper)).expect("the monitor runs");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+        until("the container is no longer running", || {
+            inspect(r, name)["State"]["Running"] == false
+        });
+    };
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "victim",
+            "kiln.local/busybox",
+            "sleep",
+            "1000",
+        ],
+    );
+    let id = inspect(r, "victim")["Id"].as_str().unwrap().to_string();
+    let rootfs = r.join("containers").join(&id).join("rootfs");
+    assert_eq!(mounts_at(&rootfs), 1);
+    kill_monitor("victim");
+    assert_eq!(mounts_at(&rootfs), 1, "the dead monitor's overlay stays");
+    let (code, out, _) = kiln(r, &["store", "verify"]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("left mounted by a container monitor that is gone"),
+        "{out}"
+    );
+    // Started again: the leftover is unmounted before the new overlay goes on.
+    ok(r, &["start", "victim"]);
+    until("victim runs again", || {
+        inspect(r, "victim")["State"]["Running"] == true
+    });
+    assert_eq!(mounts_at(&rootfs), 1, "one overlay, not two");
+    kill_monitor("victim");
+    ok(r, &["rm", "-f", "victim"]);
+    assert_eq!(mounts_at(&rootfs), 0);
+    assert!(!r.join("containers").join(&id).exists());
+
+    // What a monitor killed before a change like this one left: a container directory the
+    // store no longer knows, its root still mounted. verify names both; repair (with the store
+    // to itself, whose opening unmounts what dead processes left) removes the directory.
+    let stray = r.join("containers").join("f".repeat(64));
+    std::fs::create_dir_all(stray.join("rootfs")).unwrap();
+    rustix::mount::mount(
+        "tmpfs",
+        &stray.join("rootfs"),
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let (code, out, _) = kiln(r, &["store", "verify"]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains(&format!("{}: left mounted", stray.join("rootfs").display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("the directory of a container kiln no longer knows"),
+        "{out}"
+    );
+    ok(r, &["stop", "-t", "0", "keeper"]);
+    let (code, out, _) = kiln(r, &["store", "verify", "--repair"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("removed {}", stray.display())),
+        "{out}"
+    );
+    assert_eq!(mounts_at(&stray.join("rootfs")), 0);
+    assert!(!stray.exists());
+    ok(r, &["rm", "keeper"]);
+    let out = ok(r, &["store", "verify"]);
+    assert!(out.contains(" 0 problems"), "{out}");
+}

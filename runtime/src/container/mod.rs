@@ -414,6 +414,9 @@ pub fn run(
     };
     if existing.is_some() {
         store.restart_container(&id, crate::procid::ProcessId::current())?;
+        // A monitor killed outright left its overlay mounted on the same upper and work
+        // directories (and maybe processes in its cgroups): gone before anything mounts again.
+        reclaim(&store.root().join("containers").join(&id));
     } else {
         add(store, opts, &id, &argv)?;
     }
@@ -642,6 +645,13 @@ fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<()
     Ok(())
 }
 
+/// What a dead monitor of the container in `dir` left: processes in the cgroups of dead
+/// makers (killed, the cgroups removed) and every overlay stacked on its root.
+fn reclaim(dir: &std::path::Path) {
+    crate::sandbox::cgroup::sweep();
+    overlay::unmount_all(&dir.join("rootfs"));
+}
+
 /// Removes a container's directory, only once nothing is mounted there (a failed unmount keeps
 /// it for inspection).
 fn remove_dir(dir: &std::path::Path) {
@@ -693,8 +703,9 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
         crate::sandbox::cgroup::sweep();
     }
     let dir = store.root().join("containers").join(&c.id);
-    // A `kiln run` killed outright leaves its root mounted.
-    let _ = overlay::unmount(&dir.join("rootfs"));
+    // A `kiln run` killed outright leaves its root mounted (maybe twice, if it was started
+    // again before kiln reclaimed it).
+    overlay::unmount_all(&dir.join("rootfs"));
     remove_dir(&dir);
     store.remove_container(&c.id)?;
     Ok(c.name)

@@ -209,3 +209,12 @@ pub fn unmount(target: &Path) -> Result<(), MountError> {
         errno,
     })
 }
+
+/// Unmounts every mount stacked on `target` (a killed monitor's overlay, and one mounted over
+/// it since); returns how many. Ends at the first failure: EINVAL once nothing is mounted.
+pub fn unmount_all(target: &Path) -> usize {
+    // Bounded: a mount point holds at most as many mounts as anyone made, never endless.
+    (0..1024)
+        .take_while(|_| rustix::mount::unmount(target, UnmountFlags::DETACH).is_ok())
+        .count()
+}

@@ -21,7 +21,7 @@ pub struct Recovered {
 
 /// Mount points under `dir` in this mount namespace, deepest first (`/proc/self/mountinfo`
 /// escapes space, tab, newline and backslash as octal).
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let unescape = |s: &str| {
         let mut out = Vec::new();
@@ -59,8 +59,9 @@ impl Store {
         for base in [self.root.join("tmp"), self.root.join("containers")] {
             for m in mounts_under(&base) {
                 // Lazily: a process still inside would keep it alive, though none can be
-                // (their pid namespaces died with the kiln that made them).
-                if rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH).is_ok() {
+                // (their pid namespaces died with the kiln that made them). Every mount
+                // stacked there: the list names a mount point once.
+                if crate::sandbox::overlay::unmount_all(&m) > 0 {
                     done.unmounted.push(m);
                 }
             }

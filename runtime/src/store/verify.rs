@@ -1,8 +1,9 @@
 //! `kiln store verify` (fsck): every blob matches its digest, every reference resolves (tags to
 //! manifests, configs and layers; cache entries to layers; kept containers to their
 //! directories), every tagged image passes the checks `kiln load` makes (descriptor sizes,
-//! media types, each layer's diff_id: [`super::integrity`]), and nothing half-written is
-//! visible under `blobs/`. With `repair`, what is
+//! media types, each layer's diff_id: [`super::integrity`]), nothing half-written is
+//! visible under `blobs/`, and no mount or directory outlived the container monitor that made
+//! it. With `repair`, what is
 //! broken is removed (a corrupt blob, then every tag and cache entry that needed it) and so is
 //! what nothing references any more; repair needs the store to itself.
 
@@ -136,7 +137,8 @@ impl Store {
                 }
             }
         }
-        for c in self.containers()? {
+        let containers = self.containers()?;
+        for c in &containers {
             let dir = self.root.join("containers").join(&c.id);
             if !c.state().is_live() && !dir.is_dir() {
                 r.problems.push(format!(
@@ -146,7 +148,52 @@ impl Store {
                 ));
             }
         }
+        // What a killed monitor left: mounts under a container no live monitor serves, and
+        // directories of containers the store no longer knows.
+        let live = |id: &str| containers.iter().any(|c| c.id == id && c.state().is_live());
+        let cdir = self.root.join("containers");
+        let mut leftover_mounts = Vec::new();
+        for m in super::recover::mounts_under(&cdir) {
+            let id = m
+                .strip_prefix(&cdir)
+                .ok()
+                .and_then(|rel| rel.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !live(&id) {
+                r.problems.push(format!(
+                    "{}: left mounted by a container monitor that is gone",
+                    m.display()
+                ));
+                leftover_mounts.push(m);
+            }
+        }
+        let mut stray_dirs = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&cdir) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if e.path().is_dir() && !containers.iter().any(|c| c.id == id) {
+                    r.problems.push(format!(
+                        "{}: the directory of a container kiln no longer knows",
+                        e.path().display()
+                    ));
+                    stray_dirs.push(e.path());
+                }
+            }
+        }
         if repair {
+            for m in leftover_mounts {
+                crate::sandbox::overlay::unmount_all(&m);
+                r.repaired.push(format!("unmounted {}", m.display()));
+            }
+            for d in stray_dirs {
+                // Only once nothing is mounted there any more (a mount that would not go is
+                // reported again by the next verify, never removed through).
+                if super::recover::mounts_under(&d).is_empty() {
+                    std::fs::remove_dir_all(&d).map_err(io_err(&d))?;
+                    r.repaired.push(format!("removed {}", d.display()));
+                }
+            }
             for p in bad {
                 let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
                 r.repaired.push(format!("removed {}", p.display()));
