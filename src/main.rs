@@ -1,6 +1,8 @@
 //! The `kiln` binary: parse arguments, run the command, map the outcome to an exit code
 //! (0 ok, 1 failed, 2 usage; `kiln run` as `docker run`: 125 for its own failures). Commands live in `cli/`, output formatting in `render/`.
 
+#[macro_use]
+mod out;
 mod cli;
 mod render;
 
@@ -32,7 +34,8 @@ fn main() -> ExitCode {
     // exists. Commands that never touch a store or a sandbox skip it.
     let first = subcommand(std::env::args().skip(1));
     // Commands that only print: a reader that goes away (`kiln inspect app | head`) ends them
-    // quietly, as any Unix tool, instead of a panic on the failed write. Not for the others:
+    // quietly, as any Unix tool, instead of a panic on the failed write. Not for the others
+    // (their output to a closed pipe is dropped by `out!`, and their work finishes):
     // kiln writes to sockets and pipes of its own there (the ssh agent relay), where a closed
     // peer must be an error, not the death of kiln.
     if matches!(
@@ -47,6 +50,9 @@ fn main() -> ExitCode {
                 | "cache"
                 | "system"
                 | "logs"
+                | "stats"
+                | "top"
+                | "diff"
         )
     ) {
         // SAFETY: restoring the default disposition of one signal, before any thread exists.

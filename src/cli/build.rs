@@ -373,7 +373,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 eprint!("{}", render::explain::render(&out.explained));
             }
             if mode == render::progress::Mode::Quiet {
-                println!("{}", out.config);
+                outln!("{}", out.config);
             } else {
                 eprintln!("writing image {} done", out.config);
                 eprintln!("manifest {}", out.manifest);

@@ -133,7 +133,7 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                 .collect();
             if a.format == Format::Json {
                 let v: Vec<_> = list.iter().map(json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                outln!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(ExitCode::SUCCESS);
             }
             let rows: Vec<Vec<String>> = list
@@ -161,7 +161,7 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table::render(
                     &[
@@ -182,17 +182,17 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
         CacheCommand::Du(a) => {
             let t = store.cache_totals()?;
             if a.format == Format::Json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"entries": t.entries, "shared": t.shared, "private": t.private,
                         "reclaimable": t.reclaimable, "total": t.total})
                 );
             } else {
-                println!("Entries:\t{}", t.entries);
-                println!("Shared:\t\t{}", table::size(t.shared));
-                println!("Private:\t{}", table::size(t.private));
-                println!("Reclaimable:\t{}", table::size(t.reclaimable));
-                println!("Total:\t\t{}", table::size(t.total));
+                outln!("Entries:\t{}", t.entries);
+                outln!("Shared:\t\t{}", table::size(t.shared));
+                outln!("Private:\t{}", table::size(t.private));
+                outln!("Reclaimable:\t{}", table::size(t.reclaimable));
+                outln!("Total:\t\t{}", table::size(t.total));
             }
         }
         CacheCommand::Inspect(a) => {
@@ -216,35 +216,35 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                 );
             };
             if a.format == Format::Json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("Key:\t\t{}", r.key);
-            println!("Step:\t\t{}", r.name);
-            println!(
+            outln!("Key:\t\t{}", r.key);
+            outln!("Step:\t\t{}", r.name);
+            outln!(
                 "Parent:\t\t{}",
                 r.parent
                     .as_deref()
                     .unwrap_or("(none: independent of the layers below)")
             );
-            println!("Instruction:\t{}", r.kind);
+            outln!("Instruction:\t{}", r.kind);
             for (k, v) in &r.fields {
                 let v = v.replace('\n', "\n\t\t  ");
-                println!("  {k}:\t{v}");
+                outln!("  {k}:\t{v}");
             }
-            println!("Inputs:\t\t{} files", r.inputs.len());
+            outln!("Inputs:\t\t{} files", r.inputs.len());
             let limit = if a.verbose { usize::MAX } else { 20 };
             for (p, d) in r.inputs.iter().take(limit) {
-                println!("  {d}  {p}");
+                outln!("  {d}  {p}");
             }
             if r.inputs.len() > limit {
-                println!("  ... {} more (-v shows all)", r.inputs.len() - limit);
+                outln!("  ... {} more (-v shows all)", r.inputs.len() - limit);
             }
         }
         CacheCommand::Explain(a) => {
             let (opts, name, text) = super::build::options(&store, &a)?;
             match kiln_builder::exec::explain(&store, &opts, &|_| {}) {
-                Ok(lines) => print!("{}", crate::render::explain::render(&lines)),
+                Ok(lines) => out!("{}", crate::render::explain::render(&lines)),
                 Err(e) => {
                     super::build::report(&name, &text, &e);
                     return Ok(ExitCode::from(1));
@@ -265,7 +265,7 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
             };
             let (removed, freed) = store.cache_prune(&o)?;
             for u in &removed {
-                println!(
+                outln!(
                     "{} {}\t{}\t{}",
                     if a.dry_run { "would remove" } else { "removed" },
                     u.id(),
@@ -273,7 +273,7 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                     u.description
                 );
             }
-            println!(
+            outln!(
                 "Total{}: {}",
                 if a.dry_run {
                     " reclaimable"
@@ -311,7 +311,7 @@ pub fn df(root: Option<&Path>) -> anyhow::Result<ExitCode> {
             table::size(d.cache.reclaimable),
         ],
     ];
-    print!(
+    out!(
         "{}",
         table::render(&["TYPE", "TOTAL", "SIZE", "RECLAIMABLE"], &rows)
     );

@@ -36,7 +36,7 @@ pub struct CommitArgs {
 pub fn diff(root: Option<&Path>, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     for c in container::changes::diff(&store, &args.container)? {
-        println!("{} {}", c.kind, c.path);
+        outln!("{} {}", c.kind, c.path);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -58,7 +58,7 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<ExitCode>
     if frozen {
         container::control::unpause(&store, &args.container)?;
     }
-    println!("{}", done?.config);
+    outln!("{}", done?.config);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -110,7 +110,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 "State": c.state().name(),
                 "Names": c.name,
             });
-            println!("{v}");
+            outln!("{v}");
         }
         return Ok(ExitCode::SUCCESS);
     } else if args.format != "table" {
@@ -118,7 +118,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     }
     if args.quiet {
         for c in list {
-            println!("{}", &c.id[..12.min(c.id.len())]);
+            outln!("{}", &c.id[..12.min(c.id.len())]);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -140,7 +140,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table::render(
             &[
@@ -202,7 +202,7 @@ pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for what in &args.containers {
         match container::remove(&store, what, args.force) {
-            Ok(_) => println!("{what}"),
+            Ok(_) => outln!("{what}"),
             Err(e) => {
                 eprintln!("kiln: error: {e}");
                 failed = true;
@@ -320,7 +320,7 @@ pub(super) fn each(names: &[String], f: impl Fn(&str) -> anyhow::Result<String>)
     let mut failed = false;
     for n in names {
         match f(n) {
-            Ok(out) => println!("{out}"),
+            Ok(out) => outln!("{out}"),
             Err(e) => {
                 eprintln!("kiln: error: {}", crate::render::error_chain(&e));
                 failed = true;
@@ -389,12 +389,12 @@ pub fn container(root: Option<&Path>, cmd: ContainerCommand) -> anyhow::Result<E
     match cmd {
         ContainerCommand::Prune { .. } => {
             let removed = container::control::prune(&store)?;
-            println!("Deleted Containers:");
+            outln!("Deleted Containers:");
             for id in &removed {
-                println!("{id}");
+                outln!("{id}");
             }
-            println!();
-            println!("Total reclaimed containers: {}", removed.len());
+            outln!();
+            outln!("Total reclaimed containers: {}", removed.len());
         }
     }
     Ok(ExitCode::SUCCESS)

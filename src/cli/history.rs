@@ -60,7 +60,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     }
     if args.quiet {
         for r in &rows {
-            println!("{}", r.0);
+            outln!("{}", r.0);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -90,7 +90,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                     ]
                 })
                 .collect();
-            print!(
+            out!(
                 "{}",
                 table::render(
                     &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
@@ -108,7 +108,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                     "ID": id,
                     "Size": table::size(*size),
                 });
-                println!("{v}");
+                outln!("{v}");
             }
         }
         other => bail!("--format {other}: expected table or json"),

@@ -33,7 +33,7 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
     let list = store.images()?;
     if args.quiet {
         for i in list {
-            println!("{}", &i.config.hex()[..12]);
+            outln!("{}", &i.config.hex()[..12]);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -62,7 +62,7 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table::render(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
     );
@@ -85,7 +85,7 @@ pub fn rmi(root: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> {
     let mut failed = false;
     for n in &args.names {
         if store.remove_tag(n)? {
-            println!("Untagged: {n}");
+            outln!("Untagged: {n}");
         } else {
             eprintln!("kiln: error: no such image: {n}");
             failed = true;

@@ -41,6 +41,6 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             _ => bail!("no such object: {name}"),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -66,7 +66,7 @@ pub fn start(root: Option<&Path>, args: StartArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(Start::Running(_)) => ExitCode::SUCCESS,
             Err(e) => {
-                println!("error {} {e}", e.exit_code());
+                outln!("error {} {e}", e.exit_code());
                 ExitCode::from(e.exit_code())
             }
         });

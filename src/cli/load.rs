@@ -36,8 +36,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     };
     for l in loaded {
         match l.reference {
-            Some(r) => println!("Loaded image: {r} ({})", l.manifest),
-            None => println!("Loaded image: {}", l.manifest),
+            Some(r) => outln!("Loaded image: {r} ({})", l.manifest),
+            None => outln!("Loaded image: {}", l.manifest),
         }
     }
     Ok(ExitCode::SUCCESS)

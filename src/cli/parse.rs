@@ -29,8 +29,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     match args.format {
-        Format::Json => print!("{}", kiln_parser::dump::to_json(&df)),
-        Format::Tree => print!("{}", render::tree::render(&df)),
+        Format::Json => out!("{}", kiln_parser::dump::to_json(&df)),
+        Format::Tree => out!("{}", render::tree::render(&df)),
     }
     Ok(ExitCode::SUCCESS)
 }

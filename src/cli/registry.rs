@@ -72,9 +72,9 @@ pub fn pull(root: Option<&std::path::Path>, args: PullArgs) -> anyhow::Result<Ex
     };
     if !args.quiet {
         if kiln_runtime::reference::parse(&args.image)?.tag.is_none() && target.digest.is_none() {
-            println!("Using default tag: latest");
+            outln!("Using default tag: latest");
         }
-        println!(
+        outln!(
             "{}: Pulling from {}",
             target
                 .tag
@@ -91,22 +91,22 @@ pub fn pull(root: Option<&std::path::Path>, args: PullArgs) -> anyhow::Result<Ex
         }
         match e {
             PullEvent::Resolved { .. } => {}
-            PullEvent::Exists { digest } => println!("{}: Already exists", short(&digest)),
-            PullEvent::Downloaded { digest, .. } => println!("{}: Pull complete", short(&digest)),
+            PullEvent::Exists { digest } => outln!("{}: Already exists", short(&digest)),
+            PullEvent::Downloaded { digest, .. } => outln!("{}: Pull complete", short(&digest)),
         }
     };
     let pulled = registry::pull(&store, &args.image, &opts, &show)
         .with_context(|| format!("cannot pull {}", args.image))?;
     if !quiet {
-        println!("Digest: {}", pulled.resolved);
+        outln!("Digest: {}", pulled.resolved);
         let name = pulled.tag.clone().unwrap_or_else(|| args.image.clone());
         if pulled.downloaded == 0 {
-            println!("Status: Image is up to date for {name}");
+            outln!("Status: Image is up to date for {name}");
         } else {
-            println!("Status: Downloaded newer image for {name}");
+            outln!("Status: Downloaded newer image for {name}");
         }
     }
-    println!("{}", pulled.target);
+    outln!("{}", pulled.target);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -158,9 +158,10 @@ pub fn push_image(
         compression,
     };
     if !quiet {
-        println!(
+        outln!(
             "The push refers to repository [{}/{}]",
-            target.registry, target.repo
+            target.registry,
+            target.repo
         );
     }
     let show = move |e: PushEvent| {
@@ -168,17 +169,17 @@ pub fn push_image(
             return;
         }
         match e {
-            PushEvent::Exists { digest } => println!("{}: Layer already exists", short(&digest)),
+            PushEvent::Exists { digest } => outln!("{}: Layer already exists", short(&digest)),
             PushEvent::Mounted { digest, from } => {
-                println!("{}: Mounted from {from}", short(&digest))
+                outln!("{}: Mounted from {from}", short(&digest))
             }
-            PushEvent::Uploaded { digest, .. } => println!("{}: Pushed", short(&digest)),
+            PushEvent::Uploaded { digest, .. } => outln!("{}: Pushed", short(&digest)),
         }
     };
     let pushed = registry::push(store, source, dest, &opts, &show)
         .with_context(|| format!("cannot push {dest}"))?;
     if !quiet {
-        println!(
+        outln!(
             "{}: digest: {} size: {}",
             target.tag.as_deref().unwrap_or("latest"),
             pushed.digest,
@@ -199,7 +200,7 @@ pub fn push(root: Option<&std::path::Path>, args: PushArgs) -> anyhow::Result<Ex
         args.quiet,
     )?;
     if args.quiet {
-        println!("{}", pushed.digest);
+        outln!("{}", pushed.digest);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -271,7 +272,7 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let place = credentials::store(&host, &username, &password)
         .with_context(|| format!("cannot store the credentials for {host}"))?;
     eprintln!("credentials stored in {place}");
-    println!("Login Succeeded");
+    outln!("Login Succeeded");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,12 +285,12 @@ pub struct LogoutArgs {
 pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     let host = server_host(args.server.as_deref());
     if credentials::erase(&host)? {
-        println!(
+        outln!(
             "Removing login credentials for {}",
             credentials::key_for(&host)
         );
     } else {
-        println!("Not logged in to {host}");
+        outln!("Not logged in to {host}");
     }
     Ok(ExitCode::SUCCESS)
 }

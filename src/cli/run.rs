@@ -309,7 +309,7 @@ fn detach(cidfile: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
             if let Some(f) = cidfile {
                 write_cidfile(f, &id)?;
             }
-            println!("{id}");
+            outln!("{id}");
             Ok(ExitCode::SUCCESS)
         }
         container::detach::Started::Failed { code, message } => {

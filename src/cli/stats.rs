@@ -32,7 +32,7 @@ pub fn top(root: Option<&Path>, args: TopArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let (header, rows) = stats::top(&store, &args.container, &args.ps_options)?;
     let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-    print!("{}", table::render(&headers, &rows));
+    out!("{}", table::render(&headers, &rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,7 +89,7 @@ pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
                     "BlockIO": format!("{} / {}", table::size(s.block_read), table::size(s.block_write)),
                     "PIDs": s.pids.to_string(),
                 });
-                println!("{v}");
+                outln!("{v}");
                 continue;
             }
             rows.push(vec![
@@ -127,9 +127,9 @@ pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
             );
             if !args.no_stream && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
                 // Repaint in place, as docker's live view.
-                print!("\x1b[2J\x1b[H");
+                out!("\x1b[2J\x1b[H");
             }
-            print!("{text}");
+            out!("{text}");
         }
         if args.no_stream {
             return Ok(ExitCode::SUCCESS);

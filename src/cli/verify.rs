@@ -26,12 +26,12 @@ pub fn run(root: Option<&Path>, cmd: StoreCommand) -> anyhow::Result<ExitCode> {
         bail!("--repair: other kiln processes are using the store; try again when they are done");
     };
     for p in &report.problems {
-        println!("problem: {p}");
+        outln!("problem: {p}");
     }
     for r in &report.repaired {
-        println!("repaired: {r}");
+        outln!("repaired: {r}");
     }
-    println!(
+    outln!(
         "{} blobs checked, {} problems{}",
         report.blobs,
         report.problems.len(),
