@@ -294,3 +294,68 @@ impl Drop for Reaped {
         }
     }
 }
+
+/// Where a test's kiln keeps registry settings and credentials.
+pub struct Env {
+    pub docker_config: tempfile::TempDir,
+    pub settings: PathBuf,
+    pub path: Option<String>,
+}
+
+impl Env {
+    pub fn new(settings: serde_json::Value) -> Env {
+        let docker_config = tempfile::tempdir().unwrap();
+        let path = docker_config.path().join("registries.json");
+        std::fs::write(&path, settings.to_string()).unwrap();
+        Env {
+            docker_config,
+            settings: path,
+            path: None,
+        }
+    }
+
+    pub fn plain() -> Env {
+        Env::new(serde_json::json!({}))
+    }
+
+    pub fn cmd(&self, root: &Path, args: &[&str]) -> Command {
+        let mut c = super::kiln_cmd(root, args);
+        isolated(&mut c, self.docker_config.path(), &self.settings);
+        if let Some(p) = &self.path {
+            c.env("PATH", p);
+        }
+        c
+    }
+
+    pub fn kiln(&self, root: &Path, args: &[&str]) -> (i32, String, String) {
+        self.kiln_in(root, args, "")
+    }
+
+    pub fn kiln_in(&self, root: &Path, args: &[&str], stdin: &str) -> (i32, String, String) {
+        let mut child = self
+            .cmd(root, args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // kiln may refuse before reading stdin; EPIPE is then expected, the output tells.
+        let _ = std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, root: &Path, args: &[&str]) -> String {
+        let (code, out, err) = self.kiln(root, args);
+        assert_eq!(code, 0, "kiln {args:?}\nstdout: {out}\nstderr: {err}");
+        out
+    }
+
+    pub fn config_json(&self) -> PathBuf {
+        self.docker_config.path().join("config.json")
+    }
+}

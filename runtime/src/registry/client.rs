@@ -54,6 +54,7 @@ pub struct Client {
     tokens: Mutex<BTreeMap<String, Token>>,
     /// Which roots verify the server, for TLS errors.
     trust: String,
+    timeouts: super::Timeouts,
 }
 
 /// The host the API of `registry` is served from.
@@ -162,15 +163,16 @@ fn tls_for(host: &str, opts: &Options, verify: bool) -> Result<(TlsConfig, Strin
     Ok((tls, trust))
 }
 
-fn agent(tls: TlsConfig) -> Agent {
+fn agent(tls: TlsConfig, timeouts: &super::Timeouts) -> Agent {
     Agent::config_builder()
         .http_status_as_error(false)
         .tls_config(tls)
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         // Blobs are hashed as they arrive: never a transparently decoded body.
         .accept_encoding("identity")
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_per_read(Some(Duration::from_secs(120)))
+        .timeout_connect(Some(timeouts.connect))
+        .timeout_per_read(Some(timeouts.request))
+        .timeout_per_write(Some(timeouts.request))
         .max_idle_connections_per_host(8)
         .build()
         .new_agent()
@@ -197,6 +199,20 @@ fn transport_error(registry: &str, trust: &str, e: ureq::Error) -> RegistryError
 
 fn is_transient_status(s: u16) -> bool {
     matches!(s, 500 | 502 | 503 | 504)
+}
+
+/// The origin (scheme, host, port) of an absolute `http`/`https` URL: where credentials given
+/// for a registry may go. `None` for anything else.
+fn origin(url: &str) -> Option<(String, String, u16)> {
+    let uri: ureq::http::Uri = url.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let host = uri.host()?.to_ascii_lowercase();
+    Some((scheme, host, uri.port_u16().unwrap_or(default)))
 }
 
 /// A response header as text.
@@ -226,11 +242,12 @@ impl Client {
         let mut client = Client {
             registry: registry.to_string(),
             base: format!("https://{host}"),
-            agent: agent(tls),
+            agent: agent(tls, &opts.timeouts),
             credential,
             challenge: Mutex::new(Challenge::None),
             tokens: Mutex::new(BTreeMap::new()),
             trust,
+            timeouts: opts.timeouts,
         };
         let challenge = match client.ping() {
             Ok(c) => c,
@@ -248,7 +265,7 @@ impl Client {
     /// `GET /v2/`: the challenge the registry answers with.
     fn ping(&self) -> Result<Challenge, RegistryError> {
         let url = format!("{}/v2/", self.base);
-        let resp = self.attempt(&Method::GET, &url, None, &[], Payload::None)?;
+        let resp = self.attempt(&Method::GET, &url, None, &[], (Payload::None, 0))?;
         match resp.status().as_u16() {
             401 => Ok(header(&resp, "www-authenticate")
                 .map(|h| auth::parse_challenge(&h))
@@ -281,6 +298,28 @@ impl Client {
         }
     }
 
+    /// Whether `url` (taken from a registry's answer: an upload location, a token realm) is
+    /// on the registry's own origin, where its credentials may go. A URL that would take kiln
+    /// from `https` to plain `http`, or to another scheme, is refused outright: a registry
+    /// cannot downgrade the transport it was reached over.
+    fn same_origin(&self, url: &str) -> Result<bool, RegistryError> {
+        let ours = origin(&self.base);
+        let theirs = origin(url).ok_or_else(|| RegistryError::Refused {
+            what: format!("registry {}", self.registry),
+            reason: format!("it sent kiln to {url:?}, which is not an http(s) URL"),
+        })?;
+        if ours.as_ref().is_some_and(|o| o.0 == "https") && theirs.0 != "https" {
+            return Err(RegistryError::Refused {
+                what: format!("registry {}", self.registry),
+                reason: format!(
+                    "it sent kiln from https to plain http ({url}); refused, credentials and \
+                     content would travel in clear"
+                ),
+            });
+        }
+        Ok(ours.as_ref() == Some(&theirs))
+    }
+
     fn basic_header(&self) -> Option<String> {
         let c = self.credential.as_ref().filter(|c| !c.identity_token)?;
         let raw = format!("{}:{}", c.username, c.secret);
@@ -298,6 +337,10 @@ impl Client {
         scopes: &[String],
         fresh: bool,
     ) -> Result<String, RegistryError> {
+        // The realm is the registry's token server and may be another host (docker.io's is
+        // auth.docker.io): it receives the Basic credentials, as docker and containerd send
+        // them, but never over a transport weaker than the registry's.
+        self.same_origin(&realm)?;
         let key = scopes.join(" ");
         if !fresh {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -329,7 +372,7 @@ impl Client {
                     &realm,
                     None,
                     &[("content-type", "application/x-www-form-urlencoded")],
-                    Payload::Bytes(body.as_bytes()),
+                    (Payload::Bytes(body.as_bytes()), 0),
                 )?
             }
             _ => {
@@ -340,7 +383,13 @@ impl Client {
                     format!("{realm}{sep}{}", query.join("&"))
                 };
                 let auth = self.basic_header();
-                self.attempt_with_retry(&Method::GET, &url, auth.as_deref(), &[], Payload::None)?
+                self.attempt_with_retry(
+                    &Method::GET,
+                    &url,
+                    auth.as_deref(),
+                    &[],
+                    (Payload::None, 0),
+                )?
             }
         };
         let status = resp.status().as_u16();
@@ -393,14 +442,15 @@ impl Client {
         })
     }
 
-    /// One request, no retry.
+    /// One request, no retry, with its whole-request deadline: [`super::Timeouts::deadline`]
+    /// of `body` bytes (what the answer's body is expected to hold) plus what is sent.
     fn attempt(
         &self,
         method: &Method,
         url: &str,
         authorization: Option<&str>,
         headers: &[(&str, &str)],
-        payload: Payload<'_>,
+        (payload, body): (Payload<'_>, u64),
     ) -> Result<Response<ureq::Body>, RegistryError> {
         let mut b = ureq::http::Request::builder()
             .method(method.clone())
@@ -415,18 +465,39 @@ impl Client {
             registry: self.registry.clone(),
             reason: format!("{url}: {e}"),
         };
+        let deadline = |sent: u64| Some(self.timeouts.deadline(body.saturating_add(sent)));
         let result = match payload {
-            Payload::None => self.agent.run(b.body(()).map_err(bad)?),
-            Payload::Bytes(bytes) => self.agent.run(b.body(bytes).map_err(bad)?),
+            Payload::None => {
+                let r = self.agent.configure_request(b.body(()).map_err(bad)?);
+                self.agent.run(r.timeout_global(deadline(0)).build())
+            }
+            Payload::Bytes(bytes) => {
+                let r = self.agent.configure_request(b.body(bytes).map_err(bad)?);
+                self.agent
+                    .run(r.timeout_global(deadline(bytes.len() as u64)).build())
+            }
             Payload::File(path) => {
                 let f = std::fs::File::open(path).map_err(|e| RegistryError::Local {
                     path: path.to_path_buf(),
                     reason: e.to_string(),
                 })?;
-                self.agent.run(b.body(f).map_err(bad)?)
+                let len = f.metadata().map_or(0, |m| m.len());
+                let r = self.agent.configure_request(b.body(f).map_err(bad)?);
+                self.agent.run(r.timeout_global(deadline(len)).build())
             }
         };
-        result.map_err(|e| transport_error(&self.registry, &self.trust, e))
+        result.map_err(|e| match e {
+            ureq::Error::Timeout(_) => self.timed_out(url),
+            e => transport_error(&self.registry, &self.trust, e),
+        })
+    }
+
+    /// A request that ran past its deadline.
+    pub fn timed_out(&self, url: &str) -> RegistryError {
+        RegistryError::Timeout {
+            registry: self.registry.clone(),
+            url: url.to_string(),
+        }
     }
 
     /// [`Client::attempt`], tried again on transient failures with backoff.
@@ -436,7 +507,7 @@ impl Client {
         url: &str,
         authorization: Option<&str>,
         headers: &[(&str, &str)],
-        payload: Payload<'_>,
+        payload: (Payload<'_>, u64),
     ) -> Result<Response<ureq::Body>, RegistryError> {
         let mut n = 0;
         loop {
@@ -464,6 +535,28 @@ impl Client {
         headers: &[(&str, &str)],
         payload: Payload<'_>,
     ) -> Result<Response<ureq::Body>, RegistryError> {
+        self.call_expecting(method, url, scopes, headers, payload, 0)
+    }
+
+    /// [`Client::call`] for an answer whose body holds `body` bytes (a blob): its deadline
+    /// grows with them.
+    pub fn call_expecting(
+        &self,
+        method: Method,
+        url: &str,
+        scopes: &[String],
+        headers: &[(&str, &str)],
+        payload: Payload<'_>,
+        body: u64,
+    ) -> Result<Response<ureq::Body>, RegistryError> {
+        let payload = (payload, body);
+        // Credentials (Basic or a token) go only to the origin they were given for; a URL a
+        // registry named elsewhere (an upload location on another host) gets none, and its
+        // 401 changes nothing here (distribution's and docker's rule: a token's scope is its
+        // registry).
+        if !self.same_origin(url)? {
+            return self.attempt_with_retry(&method, url, None, headers, payload);
+        }
         let auth = self.authorization(scopes, false)?;
         let resp = self.attempt_with_retry(&method, url, auth.as_deref(), headers, payload)?;
         if resp.status().as_u16() != 401 {
@@ -540,4 +633,56 @@ fn registry_message(body: &[u8]) -> Option<String> {
     } else {
         format!("{}: {msg}", code.replace('_', " "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client {
+            registry: "reg.example".into(),
+            base: base.into(),
+            agent: agent(TlsConfig::default(), &super::super::Timeouts::default()),
+            credential: None,
+            challenge: Mutex::new(Challenge::None),
+            tokens: Mutex::new(BTreeMap::new()),
+            trust: String::new(),
+            timeouts: super::super::Timeouts::default(),
+        }
+    }
+
+    #[test]
+    fn credentials_stay_on_their_origin() {
+        let c = client("https://reg.example");
+        assert!(
+            c.same_origin("https://reg.example/v2/x/blobs/uploads/1")
+                .unwrap()
+        );
+        assert!(c.same_origin("https://REG.example:443/v2/").unwrap());
+        // Another host or port: allowed, but without credentials.
+        assert!(!c.same_origin("https://uploads.example/v2/").unwrap());
+        assert!(!c.same_origin("https://reg.example:8443/v2/").unwrap());
+        // A downgrade, or not http(s): refused.
+        for bad in [
+            "http://reg.example/v2/",
+            "http://other/x",
+            "ftp://reg.example/",
+            "/rel",
+        ] {
+            assert!(c.same_origin(bad).is_err(), "{bad}");
+        }
+        // A plain-http registry (insecure-allowed) may name http or https on its origin only.
+        let c = client("http://127.0.0.1:5000");
+        assert!(c.same_origin("http://127.0.0.1:5000/upload").unwrap());
+        assert!(!c.same_origin("http://127.0.0.1:5001/upload").unwrap());
+        assert!(!c.same_origin("https://127.0.0.1:5000/upload").unwrap());
+    }
+
+    #[test]
+    fn deadlines_grow_with_what_is_moved() {
+        let t = super::super::Timeouts::default();
+        assert_eq!(t.deadline(0), Duration::from_secs(60));
+        assert_eq!(t.deadline(16 << 20), Duration::from_secs(60 + 1024));
+    }
 }

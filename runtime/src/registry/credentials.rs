@@ -193,6 +193,16 @@ fn from_auths(
     Ok(None)
 }
 
+/// Whether `name` may complete `docker-credential-NAME`: a file name (no `/`), not `.` or
+/// `..` parts, nothing a shell or PATH lookup could read otherwise.
+fn valid_helper_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// Runs `docker-credential-<helper> <verb>` with `input` on stdin.
 fn run_helper(helper: &str, verb: &str, input: &[u8]) -> Result<Vec<u8>, RegistryError> {
     let program = format!("docker-credential-{helper}");
@@ -200,6 +210,15 @@ fn run_helper(helper: &str, verb: &str, input: &[u8]) -> Result<Vec<u8>, Registr
         helper: program.clone(),
         reason,
     };
+    // A plain program name, looked up on PATH only: a name with `/` (`../../tmp/x`) would be
+    // run relative to the current directory, which a config.json must not be able to choose.
+    if !valid_helper_name(helper) {
+        return Err(fail(
+            "not a plain program name (only letters, digits, `.`, `_` and `-`; no `/`): \
+             refused"
+                .into(),
+        ));
+    }
     let mut child = Command::new(&program)
         .arg(verb)
         .stdin(Stdio::piped())
@@ -399,6 +418,25 @@ mod tests {
         assert!(e.contains("not base64") && !e.contains("!!"), "{e}");
         // The secret never shows in Debug output.
         assert!(!format!("{c:?}").contains("pa:ss"));
+    }
+
+    #[test]
+    fn helper_names_are_plain_program_names() {
+        for good in [
+            "ecr-login",
+            "desktop",
+            "pass",
+            "osxkeychain",
+            "gcloud",
+            "acr_env.1",
+        ] {
+            assert!(valid_helper_name(good), "{good}");
+        }
+        for bad in ["", "../../tmp/x", "a/b", "..", ".hidden", "x y", "x;rm"] {
+            assert!(!valid_helper_name(bad), "{bad}");
+        }
+        let e = run_helper("../../../tmp/evil", "get", b"").unwrap_err();
+        assert!(e.to_string().contains("not a plain program name"), "{e}");
     }
 
     #[test]

@@ -32,6 +32,11 @@ use crate::{reference::ReferenceError, store::StoreError};
 pub enum RegistryError {
     #[error("cannot reach registry {registry}: {reason}")]
     Network { registry: String, reason: String },
+    #[error(
+        "registry {registry}: {url}: no answer within the deadline (raise `timeouts` in the \
+         registry settings file for a slow link)"
+    )]
+    Timeout { registry: String, url: String },
     #[error("registry {registry}: TLS: {reason}")]
     Tls { registry: String, reason: String },
     #[error(
@@ -164,7 +169,50 @@ pub struct Options {
     pub mirrors: Vec<String>,
     /// docker's `certs.d` directories.
     pub certs_dirs: Vec<PathBuf>,
+    /// How far a layer pulled by tag may expand: at most this many times its compressed
+    /// size, or [`EXPANSION_FLOOR`] bytes if that is more (`max-layer-expansion`; 0: no
+    /// bound). A layer pulled by digest is verified before it is decompressed instead.
+    pub max_expansion: u64,
+    pub timeouts: Timeouts,
 }
+
+/// Deadlines on registry I/O (`timeouts` in the settings file, in seconds; `min-speed` in
+/// bytes a second).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// To open a connection (docker's dialer: 30 s).
+    pub connect: std::time::Duration,
+    /// A whole request with a small body (a ping, a manifest, a token), and the longest wait
+    /// for any one read.
+    pub request: std::time::Duration,
+    /// A transfer of N bytes may take `request` plus N / `min_speed` seconds in all, so a
+    /// registry that trickles a byte now and then cannot hold kiln forever.
+    pub min_speed: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: std::time::Duration::from_secs(30),
+            request: std::time::Duration::from_secs(60),
+            min_speed: 16 << 10,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The deadline of a request that moves `bytes` bytes.
+    pub fn deadline(&self, bytes: u64) -> std::time::Duration {
+        self.request + std::time::Duration::from_secs(bytes / self.min_speed.max(1))
+    }
+}
+
+/// Layers up to this size always unpack, whatever their compression ratio (64 MiB).
+pub const EXPANSION_FLOOR: u64 = 64 << 20;
+
+/// The default of [`Options::max_expansion`]: 100×, the bound zip-bomb guards commonly use
+/// (Apache POI's minimum inflate ratio of 0.01); real layers compress 2-10×.
+pub const DEFAULT_MAX_EXPANSION: u64 = 100;
 
 /// Registries allowed without verified TLS unless the settings file says otherwise: loopback,
 /// as docker allows it.
@@ -176,6 +224,8 @@ impl Default for Options {
             insecure: DEFAULT_INSECURE.iter().map(|s| s.to_string()).collect(),
             mirrors: Vec::new(),
             certs_dirs: Vec::new(),
+            max_expansion: DEFAULT_MAX_EXPANSION,
+            timeouts: Timeouts::default(),
         }
     }
 }
@@ -222,6 +272,39 @@ impl Options {
                 }
                 opts.mirrors = list("registry-mirrors")?;
                 opts.certs_dirs = list("certs-d")?.into_iter().map(PathBuf::from).collect();
+                let number =
+                    |v: &serde_json::Value, key: &str| -> Result<Option<u64>, RegistryError> {
+                        match v {
+                            serde_json::Value::Null => Ok(None),
+                            v => v
+                                .as_u64()
+                                .map(Some)
+                                .ok_or_else(|| bad(format!("{key}: expected a whole number"))),
+                        }
+                    };
+                if let Some(n) = number(&v["max-layer-expansion"], "max-layer-expansion")? {
+                    opts.max_expansion = n;
+                }
+                let t = &v["timeouts"];
+                if !t.is_null() && !t.is_object() {
+                    return Err(bad("timeouts: expected an object".into()));
+                }
+                let secs = |key: &str| -> Result<Option<std::time::Duration>, RegistryError> {
+                    let name = format!("timeouts.{key}");
+                    Ok(match number(&t[key], &name)? {
+                        Some(0) => return Err(bad(format!("{name}: must be at least 1 second"))),
+                        n => n.map(std::time::Duration::from_secs),
+                    })
+                };
+                if let Some(d) = secs("connect")? {
+                    opts.timeouts.connect = d;
+                }
+                if let Some(d) = secs("request")? {
+                    opts.timeouts.request = d;
+                }
+                if let Some(n) = number(&t["min-speed"], "timeouts.min-speed")? {
+                    opts.timeouts.min_speed = n.max(1);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -15,7 +15,7 @@ use ureq::http::Method;
 
 use super::{
     Options, RegistryError, Target,
-    blob::{LayerPlan, download},
+    blob::{LayerPlan, Trust, download},
     client::{Client, Payload, header, read_small},
     refused,
 };
@@ -278,6 +278,12 @@ fn image_manifest(
     Ok(doc)
 }
 
+/// What a layer of `size` compressed bytes pulled by tag may expand to: `ratio` times its
+/// size, at least [`super::EXPANSION_FLOOR`]; `None` (no bound) for a ratio of 0.
+fn expansion_limit(size: u64, ratio: u64) -> Option<u64> {
+    (ratio > 0).then(|| size.saturating_mul(ratio).max(super::EXPANSION_FLOOR))
+}
+
 /// Pulls `reference` into `store`, tagging it with the reference's name (unless it is pinned
 /// by digest only). Holds off `kiln cache prune` until the image is tagged.
 pub fn pull(
@@ -365,6 +371,11 @@ pub fn pull(
             compression: compressions[i],
             diff_id: &diff_ids[i],
             chain: chains[i].filter(|c| !store.is_unpacked(c)),
+            trust: if target.digest.is_some() {
+                Trust::VerifyFirst
+            } else {
+                Trust::Bounded(expansion_limit(desc.size, opts.registry.max_expansion))
+            },
         };
         let d = download(store, &client, &target, desc, Some(plan)).map_err(|e| match e {
             RegistryError::Refused { what, reason } => RegistryError::Refused {
@@ -417,4 +428,21 @@ pub fn pull(
         downloaded: todo.len(),
         present,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expansion_bounds() {
+        // 100× the blob, never under the floor; 0 means no bound.
+        assert_eq!(expansion_limit(1 << 20, 100), Some(100 << 20));
+        assert_eq!(
+            expansion_limit(1000, 100),
+            Some(super::super::EXPANSION_FLOOR)
+        );
+        assert_eq!(expansion_limit(u64::MAX, 100), Some(u64::MAX));
+        assert_eq!(expansion_limit(1 << 20, 0), None);
+    }
 }

@@ -29,6 +29,14 @@ pub struct BlobFile {
     path: PathBuf,
 }
 
+impl BlobFile {
+    /// The bytes written so far, read again from the start (a second pass over a blob whose
+    /// digest was checked first).
+    pub fn reopen(&self) -> std::io::Result<File> {
+        File::open(&self.path)
+    }
+}
+
 impl Drop for BlobFile {
     fn drop(&mut self) {
         if !self.path.as_os_str().is_empty() {

@@ -110,15 +110,110 @@ fn flock(file: &std::fs::File, path: &Path, op: Op) -> Result<(), StoreError> {
     })
 }
 
+/// Who is told, once per wait, that a lock is busy and kiln waits for it (the CLI prints it).
+static LOCK_WAIT_NOTICE: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Sets what is called with a sentence when a command waits for a store lock another process
+/// holds (`kiln cache prune` behind a running pull, a build behind a prune), so a wait is
+/// never silent. Set once; later calls are ignored.
+pub fn on_lock_wait(notice: fn(&str)) {
+    let _ = LOCK_WAIT_NOTICE.set(notice);
+}
+
+/// The processes holding a lock on `f` (from `/proc/locks`), as `pid N (command line)`.
+fn lock_holders(f: &std::fs::File) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = f.metadata() else {
+        return Vec::new();
+    };
+    let (major, minor) = (rustix::fs::major(m.dev()), rustix::fs::minor(m.dev()));
+    let id = format!("{major:02x}:{minor:02x}:{}", m.ino());
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in locks.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`; waiters have `->` after `N:`.
+        if fields.get(1) == Some(&"->") || fields.get(5) != Some(&id.as_str()) {
+            continue;
+        }
+        let Some(pid) = fields.get(4).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let words: Vec<String> = c
+                    .split(|b| *b == 0)
+                    .filter(|w| !w.is_empty())
+                    .map(|w| String::from_utf8_lossy(w).into_owned())
+                    .collect();
+                let line = words.join(" ");
+                line.chars().take(120).collect::<String>()
+            })
+            .unwrap_or_default();
+        let who = if cmd.is_empty() {
+            format!("pid {pid}")
+        } else {
+            format!("pid {pid} ({cmd})")
+        };
+        if !out.contains(&who) {
+            out.push(who);
+        }
+    }
+    out
+}
+
 /// Opens (creating) the lock file `path` and locks it with `op`; the lock lives as long as the
-/// returned file.
+/// returned file. A blocking lock that is busy is announced through [`on_lock_wait`] first,
+/// naming the processes that hold it.
 pub(crate) fn lock_file(path: &Path, op: Op) -> Result<std::fs::File, StoreError> {
-    let f = std::fs::OpenOptions::new()
+    let f = open_lock_file(path)?;
+    let try_op = match op {
+        Op::LockShared => Some(Op::NonBlockingLockShared),
+        Op::LockExclusive => Some(Op::NonBlockingLockExclusive),
+        _ => None,
+    };
+    if let (Some(try_op), Some(notice)) = (try_op, LOCK_WAIT_NOTICE.get()) {
+        match rustix::fs::flock(&f, try_op) {
+            Ok(()) => return Ok(f),
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let holders = lock_holders(&f);
+                let by = if holders.is_empty() {
+                    "another kiln process".to_string()
+                } else {
+                    holders.join(", ")
+                };
+                notice(&format!(
+                    "waiting for {by} to release {} ({})",
+                    path.display(),
+                    if op == Op::LockExclusive {
+                        "running builds, pulls and pushes hold it; a prune waits for them"
+                    } else {
+                        "a prune or repair holds it; builds, pulls and pushes wait for it"
+                    }
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    flock(&f, path, op)?;
+    Ok(f)
+}
+
+fn open_lock_file(path: &Path) -> Result<std::fs::File, StoreError> {
+    std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .map_err(io_err(path))?;
+        .map_err(io_err(path))
+}
+
+/// [`lock_file`] without the announcement: for the store's own short-lived locks (opening it).
+fn lock_file_quiet(path: &Path, op: Op) -> Result<std::fs::File, StoreError> {
+    let f = open_lock_file(path)?;
     flock(&f, path, op)?;
     Ok(f)
 }
@@ -209,13 +304,13 @@ impl Store {
         // exclusive flock: racing connections switching a new database to WAL can get
         // SQLITE_BUSY without SQLite's busy handler being consulted. The lock is released when
         // `lock` is dropped, right after; normal operations use SQLite's own locking.
-        let lock = lock_file(&root.join("store.lock"), Op::LockExclusive)?;
+        let lock = lock_file_quiet(&root.join("store.lock"), Op::LockExclusive)?;
         let db = db::open_db(&db_path)?;
         // Still under the setup lock, so two openers cannot both see themselves alone.
         let active_path = root.join("active.lock");
-        let (active, alone) = match lock_file(&active_path, Op::NonBlockingLockExclusive) {
+        let (active, alone) = match lock_file_quiet(&active_path, Op::NonBlockingLockExclusive) {
             Ok(f) => (f, true),
-            Err(_) => (lock_file(&active_path, Op::LockShared)?, false),
+            Err(_) => (lock_file_quiet(&active_path, Op::LockShared)?, false),
         };
         let store = Store {
             root: root.to_path_buf(),
