@@ -546,7 +546,8 @@ fn cp_both_ways_stays_inside_the_root() {
             "kiln.local/busybox",
             "sh",
             "-c",
-            "ln -s / /escape; mkdir /data; echo c > /data/c; ln -s /etc/shadow /data/shadow; sleep 100",
+            "ln -s / /escape; mkdir /data; echo c > /data/c; ln -s /etc/shadow /data/shadow; \
+             echo s > /suid; chown 1234:1234 /suid; chmod 6755 /suid; sleep 100",
         ],
     );
     until("box ready", || {
@@ -576,6 +577,22 @@ fn cp_both_ways_stays_inside_the_root() {
     assert_eq!(
         std::fs::read_link(out.join("shadow")).unwrap(),
         std::path::Path::new("/etc/shadow")
+    );
+    // A setuid program of the container: on the host without its setuid and setgid bits and
+    // owned by the caller, unless -a (archive) asks for owners and every bit.
+    use std::os::unix::fs::MetadataExt;
+    let plain = h.join("suid-plain");
+    ok(r, &["cp", "box:/suid", plain.to_str().unwrap()]);
+    let m = std::fs::metadata(&plain).unwrap();
+    assert_eq!((m.mode() & 0o7777, m.uid()), (0o755, 0), "{:o}", m.mode());
+    let kept = h.join("suid-archive");
+    ok(r, &["cp", "-a", "box:/suid", kept.to_str().unwrap()]);
+    let m = std::fs::metadata(&kept).unwrap();
+    assert_eq!(
+        (m.mode() & 0o7777, m.uid()),
+        (0o6755, 1234),
+        "{:o}",
+        m.mode()
     );
     // A path through the container's `/escape -> /` link resolves inside its root: the file
     // lands in the container's /tmp, not the host's.
@@ -782,7 +799,7 @@ fn a_killed_monitor_leaves_no_mount_behind() {
     std::fs::create_dir_all(stray.join("rootfs")).unwrap();
     rustix::mount::mount(
         "tmpfs",
-        &stray.join("rootfs"),
+        stray.join("rootfs"),
         "tmpfs",
         rustix::mount::MountFlags::empty(),
         None,

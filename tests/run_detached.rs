@@ -474,6 +474,37 @@ fn log_rotation_bounds_the_disk() {
     );
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("max-file needs max-size"), "{err}");
+
+    // The store's default (kiln.json, as docker's daemon.json): applied to a container that
+    // names no --log-opt; the container's own max-file wins over it, key by key.
+    std::fs::write(
+        r.join("kiln.json"),
+        r#"{"log-opts": {"max-size": "10k", "max-file": "3"}}"#,
+    )
+    .unwrap();
+    let id = detached(
+        r,
+        &[
+            "--name",
+            "quiet",
+            "--log-opt",
+            "max-file=2",
+            "kiln.local/busybox",
+            "seq",
+            "1",
+            "30000",
+        ],
+    );
+    let (_, code, _) = kiln(r, &["wait", "quiet"]);
+    assert_eq!(code.trim(), "0");
+    let logs: Vec<u64> = std::fs::read_dir(r.join("containers").join(&id))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("-json.log"))
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .collect();
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    assert!(logs.iter().all(|n| *n <= 10 * 1024), "{logs:?}");
 }
 
 #[test]

@@ -64,6 +64,10 @@ pub fn commit(root: Option<&Path>, args: CommitArgs) -> anyhow::Result<ExitCode>
 
 #[derive(Debug, clap::Args)]
 pub struct CpArgs {
+    /// Archive mode: keep the owners (as root) and setuid/setgid bits of what is copied out of
+    /// a container; without it the copies are the caller's, with those bits dropped
+    #[arg(short = 'a', long)]
+    pub archive: bool,
     /// `CONTAINER:PATH`, a host path, or `-` (a tar on stdin, unpacked into a directory).
     pub source: String,
     /// `CONTAINER:PATH`, a host path, or `-` (a tar on stdout); exactly one of the two names
@@ -88,7 +92,7 @@ pub fn cp(root: Option<&Path>, args: CpArgs) -> anyhow::Result<ExitCode> {
             container::copy::copy_out_tar(&store, c, src, std::io::stdout().lock())?;
         }
         (Some((c, src)), None) => {
-            container::copy::copy_out(&store, c, src, Path::new(&args.destination))?;
+            container::copy::copy_out(&store, c, src, Path::new(&args.destination), args.archive)?;
         }
         (None, Some((c, dest))) if args.source == "-" => {
             container::copy::copy_in_tar(&store, c, std::io::stdin().lock(), dest)?;

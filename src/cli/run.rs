@@ -190,7 +190,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         remove: args.rm,
         id: None,
         started: None,
-        log_rotation: log_rotation(&args.log_opt)?,
+        log_rotation: log_rotation(&store.default_log_opts()?, &args.log_opt)?,
         health: health_override,
         restart,
         tty: args.tty,
@@ -450,12 +450,14 @@ fn privileges(args: &Args) -> anyhow::Result<kiln_runtime::sandbox::identity::Pr
     Ok(p)
 }
 
-/// `--log-opt max-size=,max-file=` as docker's json-file driver reads them.
+/// `--log-opt max-size=,max-file=` as docker's json-file driver reads them, over the store's
+/// defaults (`log-opts` in kiln.json: a container's own option wins, key by key).
 fn log_rotation(
+    defaults: &[String],
     opts: &[String],
 ) -> anyhow::Result<Option<kiln_runtime::container::logs::Rotation>> {
     let (mut size, mut files) = (None, None);
-    for o in opts {
+    for o in defaults.iter().chain(opts) {
         match o.split_once('=') {
             Some(("max-size", v)) => {
                 let n = kiln_parser::instruction::values::parse_ram_size(v)

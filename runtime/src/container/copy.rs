@@ -96,8 +96,17 @@ fn base_name(path: &str) -> Option<&str> {
     }
 }
 
-/// `kiln cp CONTAINER:SRC DEST`.
-pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(), ContainerError> {
+/// `kiln cp [-a] CONTAINER:SRC DEST`. Without `archive`, as docker's `cp` without `-a`: the
+/// copies belong to whoever runs kiln, and setuid and setgid bits are dropped (a container
+/// must not plant a setuid-root program on the host). With it, owners and every mode bit are
+/// kept (owners only when kiln runs as root).
+pub fn copy_out(
+    store: &Store,
+    what: &str,
+    src: &str,
+    dest: &Path,
+    archive: bool,
+) -> Result<(), ContainerError> {
     with_root(store, what, |rootfs| {
         let root = open_root(rootfs)?;
         let from =
@@ -117,7 +126,7 @@ pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(),
         if is_dir {
             let d = open_in(&root, src, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(src, e))?;
-            walk_open_dir(&d, "", src, &mut to_host(&target))
+            walk_open_dir(&d, "", src, &mut to_host(&target, archive))
         } else {
             // The entry itself, from its parent (a symlink stays one).
             let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
@@ -126,7 +135,13 @@ pub fn copy_out(store: &Store, what: &str, src: &str, dest: &Path) -> Result<(),
             };
             let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(parent, e))?;
-            walk_entry(&pdir, OsStr::new(name), "", src, &mut to_host(&target))
+            walk_entry(
+                &pdir,
+                OsStr::new(name),
+                "",
+                src,
+                &mut to_host(&target, archive),
+            )
         }
     })
 }
@@ -209,6 +224,7 @@ fn walk_entry(
 /// Writes what the walk finds under `target` on the host (`rel` empty: `target` itself).
 fn to_host(
     target: &Path,
+    archive: bool,
 ) -> impl FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
     move |rel, st, found| {
         let t = if rel.is_empty() {
@@ -225,31 +241,38 @@ fn to_host(
                 _ => Ok(()),
             },
             // The mode last: a read-only directory is filled first.
-            Found::DirEnd => set_meta(&t, st.st_mode, st.st_uid, st.st_gid),
+            Found::DirEnd => set_meta(&t, st, archive),
             Found::Symlink(link) => {
                 let _ = std::fs::remove_file(&t);
                 std::os::unix::fs::symlink(OsStr::from_bytes(&link), &t).map_err(host)?;
-                let _ = std::os::unix::fs::lchown(&t, Some(st.st_uid), Some(st.st_gid));
+                if archive && rustix::process::geteuid().is_root() {
+                    let _ = std::os::unix::fs::lchown(&t, Some(st.st_uid), Some(st.st_gid));
+                }
                 Ok(())
             }
             Found::File(mut f) => {
                 let _ = std::fs::remove_file(&t);
                 let mut out = std::fs::File::create(&t).map_err(host)?;
                 std::io::copy(&mut f, &mut out).map_err(host)?;
-                set_meta(&t, st.st_mode, st.st_uid, st.st_gid)
+                set_meta(&t, st, archive)
             }
         }
     }
 }
 
-fn set_meta(target: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), ContainerError> {
+fn set_meta(target: &Path, st: &rustix::fs::Stat, archive: bool) -> Result<(), ContainerError> {
     use std::os::unix::fs::PermissionsExt;
-    // Owners only as root (another user cannot give files away), then the mode (a chown
-    // clears setuid bits).
-    if rustix::process::geteuid().is_root() {
-        let _ = std::os::unix::fs::lchown(target, Some(uid), Some(gid));
-    }
-    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode & 0o7777))
+    // Owners only with `archive`, as root (another user cannot give files away), then the
+    // mode (a chown clears setuid bits); without `archive`, never setuid or setgid.
+    let mode = if archive {
+        if rustix::process::geteuid().is_root() {
+            let _ = std::os::unix::fs::lchown(target, Some(st.st_uid), Some(st.st_gid));
+        }
+        st.st_mode & 0o7777
+    } else {
+        st.st_mode & 0o1777
+    };
+    std::fs::set_permissions(target, std::fs::Permissions::from_mode(mode))
         .map_err(|e| fail(target.display(), e))
 }
 

@@ -584,6 +584,37 @@ impl Store {
         })
     }
 
+    /// The store-wide default log options of containers: `ROOT/kiln.json`
+    /// `{"log-opts": {"max-size": "10m", "max-file": "3"}}`, as docker's `daemon.json`, each as
+    /// `key=value` (a container's own `--log-opt` wins key by key, as docker merges them).
+    pub fn default_log_opts(&self) -> Result<Vec<String>, StoreError> {
+        let p = self.root.join("kiln.json");
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&p)(e)),
+        };
+        let bad = |why: String| StoreError::Destination {
+            path: p.clone(),
+            reason: format!("log-opts: {why}"),
+        };
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        match &v["log-opts"] {
+            serde_json::Value::Null => Ok(Vec::new()),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| match v {
+                    serde_json::Value::String(s) => Ok(format!("{k}={s}")),
+                    serde_json::Value::Number(n) => Ok(format!("{k}={n}")),
+                    _ => Err(bad(format!("{k}: expected a string such as \"10m\""))),
+                })
+                .collect(),
+            _ => Err(bad(
+                "expected an object such as {\"max-size\": \"10m\"}".into()
+            )),
+        }
+    }
+
     /// The automatic GC policy: `ROOT/kiln.json` `{"gc": {"keep_storage": "10GB"}}` (bytes or
     /// a size with a unit). `None`: no automatic GC.
     pub fn gc_keep_storage(&self) -> Result<Option<u64>, StoreError> {
