@@ -353,8 +353,12 @@ fn a_trickling_registry_meets_a_deadline_and_a_prune_says_it_waits() {
     assert!(err.contains("no answer within the deadline"), "{err}");
     nothing_left(r);
 
+    drop(server);
+
     // With a longer deadline the pull holds the store's build lock while it trickles: a prune
-    // waits for it, and says so.
+    // waits for it, and says so. A registry of its own, so its log holds this pull's requests.
+    let (server, port) = hostile("trickle", served.path(), None);
+    let name = format!("127.0.0.1:{port}/busybox:1");
     let env = Env::new(serde_json::json!({"timeouts": {"request": 600}}));
     let mut pull = env
         .cmd(r, &["pull", &name])
@@ -370,7 +374,6 @@ fn a_trickling_registry_meets_a_deadline_and_a_prune_says_it_waits() {
         .map_while(Result::ok)
         .any(|l| l.starts_with("GET /v2/busybox/blobs/"));
     assert!(asked, "the pull never asked for a blob");
-    let t0 = Instant::now();
     let mut prune = env
         .cmd(r, &["cache", "prune", "-f"])
         .stdout(Stdio::null())
@@ -381,7 +384,6 @@ fn a_trickling_registry_meets_a_deadline_and_a_prune_says_it_waits() {
     let mut line = String::new();
     // The first line the prune writes: bounded by the pull's end (then the prune ends too).
     stderr.read_line(&mut line).unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(600));
     let _ = pull.kill();
     let _ = pull.wait();
     let mut rest = String::new();

@@ -17,6 +17,16 @@ pub const MEDIA_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
+/// A value Go may write as `null` (a nil slice or map: `"OnBuild": null` in every image docker
+/// 20.10's BuildKit builds) read as its empty default, as Go reads it back.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
 /// An empty JSON object, written as `{}` (what Docker writes for port and volume sets).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Empty {}
@@ -25,7 +35,11 @@ pub struct Empty {}
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Healthcheck {
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub test: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub interval: Option<i64>,
@@ -45,19 +59,35 @@ pub struct Healthcheck {
 pub struct ContainerConfig {
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub user: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub exposed_ports: BTreeMap<String, Empty>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub env: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub entrypoint: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub cmd: Option<Vec<String>>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub volumes: BTreeMap<String, Empty>,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub working_dir: String,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub labels: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "String::is_empty", default)]
     pub stop_signal: String,
@@ -65,9 +95,17 @@ pub struct ContainerConfig {
     pub args_escaped: bool,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub healthcheck: Option<Healthcheck>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub on_build: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub shell: Vec<String>,
 }
 
@@ -75,6 +113,7 @@ pub struct ContainerConfig {
 pub struct RootFs {
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(deserialize_with = "null_default")]
     pub diff_ids: Vec<String>,
 }
 
@@ -102,10 +141,14 @@ pub struct ImageConfig {
     pub os: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub variant: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub config: ContainerConfig,
     pub rootfs: RootFs,
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub history: Vec<History>,
 }
 
@@ -116,7 +159,11 @@ pub struct Descriptor {
     pub media_type: String,
     pub digest: String,
     pub size: u64,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub annotations: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub platform: Option<Platform>,
@@ -137,8 +184,13 @@ pub struct Manifest {
     pub schema_version: u32,
     pub media_type: String,
     pub config: Descriptor,
+    #[serde(deserialize_with = "null_default")]
     pub layers: Vec<Descriptor>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -149,8 +201,13 @@ pub struct Index {
     pub schema_version: u32,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub media_type: Option<String>,
+    #[serde(deserialize_with = "null_default")]
     pub manifests: Vec<Descriptor>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    #[serde(
+        skip_serializing_if = "BTreeMap::is_empty",
+        default,
+        deserialize_with = "null_default"
+    )]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -238,6 +295,36 @@ pub fn host_platform_string() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_nulls_read_as_empty() {
+        // What docker 20.10's BuildKit writes for an image without ONBUILD, ENV and the rest.
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","config":{"Env":null,"Cmd":null,
+            "Entrypoint":null,"OnBuild":null,"Labels":null,"ExposedPorts":null,"Volumes":null,
+            "Shell":null},"rootfs":{"type":"layers","diff_ids":null},"history":null}"#,
+        )
+        .unwrap();
+        assert!(cfg.config.on_build.is_empty() && cfg.config.env.is_empty());
+        assert!(cfg.config.cmd.is_none() && cfg.rootfs.diff_ids.is_empty());
+        let cfg: ImageConfig = serde_json::from_str(
+            r#"{"architecture":"amd64","os":"linux","config":null,"rootfs":{"type":"layers","diff_ids":[]}}"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.config, ContainerConfig::default());
+        let m: Manifest = serde_json::from_str(
+            r#"{"schemaVersion":2,"mediaType":"x","config":{"mediaType":"c","digest":"d",
+            "size":1,"annotations":null},"layers":null,"annotations":null}"#,
+        )
+        .unwrap();
+        assert!(m.layers.is_empty() && m.config.annotations.is_empty());
+        let i: Index =
+            serde_json::from_str(r#"{"schemaVersion":2,"manifests":null,"annotations":null}"#)
+                .unwrap();
+        assert!(i.manifests.is_empty());
+        // A wrong type is still an error.
+        assert!(serde_json::from_str::<Index>(r#"{"schemaVersion":2,"manifests":1}"#).is_err());
+    }
 
     #[test]
     fn config_json_is_canonical_and_pinned() {
