@@ -29,15 +29,22 @@ fn copy_semantics_config_and_history() {
         owned(&layers[0]),
         vec![("srv".into(), 0o755, 0, 0), ("srv/app".into(), 0o755, 0, 0)]
     );
-    // `COPY app.py .` lands in WORKDIR, owned by root whatever USER is.
+    // `COPY app.py .` lands in WORKDIR, owned by root whatever USER is; the directories it
+    // writes into are carried with their metadata, as BuildKit's layers carry them.
     assert_eq!(
         owned(&layers[1]),
-        vec![("srv/app/app.py".into(), 0o644, 0, 0)]
+        vec![
+            ("srv".into(), 0o755, 0, 0),
+            ("srv/app".into(), 0o755, 0, 0),
+            ("srv/app/app.py".into(), 0o644, 0, 0)
+        ]
     );
     // A directory source copies its contents; .dockerignore'd docs/ never appears anywhere.
     assert_eq!(
         owned(&layers[2]),
         vec![
+            ("srv".into(), 0o755, 0, 0),
+            ("srv/app".into(), 0o755, 0, 0),
             ("srv/app/src".into(), 0o755, 0, 0),
             ("srv/app/src/a.txt".into(), 0o644, 0, 0),
             ("srv/app/src/sub".into(), 0o755, 0, 0),
@@ -54,8 +61,9 @@ fn copy_semantics_config_and_history() {
             ("opt/bin/app.py".into(), 0o750, 1000, 1000),
         ]
     );
-    // A heredoc source is expanded with ENV.
-    assert_eq!(layers[4][0].4.as_deref(), Some("hello kiln test\n"));
+    // A heredoc source is expanded with ENV (after /etc, carried as the base has it).
+    assert_eq!(layers[4][0].0, "etc");
+    assert_eq!(layers[4][1].4.as_deref(), Some("hello kiln test\n"));
     assert!(!layers.iter().flatten().any(|e| e.0.contains("notes.md")));
 
     let m: serde_json::Value = serde_json::from_slice(&blob(r, &manifest)).unwrap();
@@ -1043,4 +1051,62 @@ fn a_rebuild_after_one_edit_links_the_unchanged_files() {
     // The store still checks out (digests, sizes, the unpacked layers).
     let (code, out, err) = kiln(r, &["store", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn copy_keeps_the_metadata_of_the_directories_it_writes_into() {
+    if !common::can_sandbox("copy_keeps_the_metadata_of_the_directories_it_writes_into") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox AS files\n\
+         RUN mkdir -p /out && echo from-stage > /out/s\n\
+         FROM kiln.local/busybox\n\
+         RUN chmod 1777 /tmp && chmod 700 /root && mkdir -p /srv/www \
+             && chown 1000:1000 /srv/www && chmod 750 /srv/www\n\
+         COPY f /tmp/\n\
+         COPY --chown=1000:1000 f /root/g\n\
+         COPY --from=files /out/s /srv/www/\n\
+         COPY dir/ /srv/www/\n\
+         RUN stat -c '%a %u:%g %n' /tmp /root /srv/www > /seen \
+             && su nobody -s /bin/sh -c 'touch /tmp/by-nobody'\n",
+    );
+    std::fs::write(ctx.path().join("f"), "f\n").unwrap();
+    std::fs::create_dir(ctx.path().join("dir")).unwrap();
+    std::fs::write(ctx.path().join("dir/d"), "d\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "dirs", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let want = "1777 0:0 /tmp\n700 0:0 /root\n750 1000:1000 /srv/www\n";
+    let (code, out, err) = kiln(r, &["run", "--rm", "dirs", "cat", "/seen"]);
+    assert_eq!((code, out.as_str()), (0, want), "{err}");
+    // In a container of the image, as in the RUN step.
+    let (code, out, _) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "dirs",
+            "stat",
+            "-c",
+            "%a %u:%g %n",
+            "/tmp",
+            "/root",
+            "/srv/www",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, want));
+    // Each COPY layer carries the directory it writes into, as the stage had it.
+    let layers = added_layers(r, &manifest_of(r, "dirs"));
+    let dir_of = |i: usize, name: &str| {
+        layers[i]
+            .iter()
+            .find(|e| e.0 == name)
+            .map(|e| (e.1, e.2, e.3))
+    };
+    assert_eq!(dir_of(1, "tmp"), Some((0o1777, 0, 0)));
+    assert_eq!(dir_of(2, "root"), Some((0o700, 0, 0)));
+    assert_eq!(dir_of(3, "srv/www"), Some((0o750, 1000, 1000)));
+    assert_eq!(dir_of(4, "srv/www"), Some((0o750, 1000, 1000)));
 }

@@ -46,7 +46,10 @@ impl std::fmt::Display for CacheKey {
     }
 }
 
-const DOMAIN: &[u8] = b"kiln.cache.v1";
+/// Every key's first field. v2: COPY, ADD and WORKDIR layers carry the directories they write
+/// into with the stage's metadata (v1 layers made them 0755 root:root), so no v1 entry is
+/// reused.
+const DOMAIN: &[u8] = b"kiln.cache.v2";
 
 fn put(h: &mut Sha256, bytes: &[u8]) {
     h.update((bytes.len() as u64).to_le_bytes());
@@ -116,13 +119,13 @@ mod tests {
         let base = CacheKey::for_base("scratch");
         assert_eq!(
             base.to_string(),
-            "sha256:7c8ab7ce586c201d5add8289b986ae73023e01221f7164a7c325731706d22100"
+            "sha256:1be9265b59fde28240959e1174de031e1dc58d2450ecd7d6774e17bf7637a6d1"
         );
         let inputs = BTreeMap::from([("app.py".to_string(), Digest::of(b"print(1)\n"))]);
         let k = CacheKey::for_step(Some(&base), &copy_step(), &inputs);
         assert_eq!(
             k.to_string(),
-            "sha256:173a4e51f86fc687ee337d17e0c51ec043de07d3325e79233d452c38ee2f2172"
+            "sha256:fb33103b31d1f0342c3ba76900c57fd7ede721d5240b326a6e8cf75cabb0124f"
         );
     }
 

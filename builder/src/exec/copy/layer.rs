@@ -42,7 +42,12 @@ pub(super) fn commit_layer(
     }
     st.sync_view(ctx.store)?;
     let view = st.view()?;
-    let mut parents: BTreeSet<String> = BTreeSet::new();
+    // The parents of what is written: missing ones are made (0755, the copy's owner); existing
+    // ones are carried with their metadata as the stage has it, as BuildKit's differ writes
+    // them. Without them the unpacked layer would hold a directory made up on the spot, and
+    // overlayfs would show its 0755 root:root over the real one (`COPY f /tmp/` turned /tmp
+    // from 1777 into 0755, /root from 0700 into 0755).
+    let mut parents: BTreeMap<String, Option<EntryMeta>> = BTreeMap::new();
     // Each parent is looked at once: a directory of 30,000 files has a few hundred parents.
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for path in planned.keys() {
@@ -51,8 +56,20 @@ pub(super) fn commit_layer(
             if !seen.insert(parent) {
                 break;
             }
-            if (link || !view.is_dir(parent)) && !planned.contains_key(parent) {
-                parents.insert(parent.to_string());
+            if !planned.contains_key(parent) {
+                let existing = match view.get(parent) {
+                    Some(n) if !link && n.kind == kiln_runtime::layer::view::NodeKind::Dir => {
+                        Some(EntryMeta {
+                            mode: n.mode,
+                            uid: n.uid,
+                            gid: n.gid,
+                            mtime: n.mtime,
+                            ..Default::default()
+                        })
+                    }
+                    _ => None,
+                };
+                parents.insert(parent.to_string(), existing);
             }
             p = parent;
         }
@@ -106,18 +123,18 @@ pub(super) fn commit_layer(
                 ctx.opts.source_date_epoch,
             );
             let mut all: BTreeMap<String, Planned> = planned.clone();
-            for p in &parents {
+            for (p, existing) in &parents {
                 all.insert(
                     p.clone(),
                     Planned {
                         item: Item::Dir,
-                        meta: EntryMeta {
+                        meta: existing.clone().unwrap_or(EntryMeta {
                             mode: 0o755,
                             uid: owner.0,
                             gid: owner.1,
                             mtime: created,
                             ..Default::default()
-                        },
+                        }),
                         fingerprint: String::new(),
                     },
                 );
