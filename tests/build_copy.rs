@@ -1110,3 +1110,40 @@ fn copy_keeps_the_metadata_of_the_directories_it_writes_into() {
     assert_eq!(dir_of(3, "srv/www"), Some((0o750, 1000, 1000)));
     assert_eq!(dir_of(4, "srv/www"), Some((0o750, 1000, 1000)));
 }
+
+#[test]
+fn a_wildcard_matching_one_file_may_name_the_destination_file() {
+    if !common::can_sandbox("a_wildcard_matching_one_file_may_name_the_destination_file") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nCOPY target/*.jar app.jar\nRUN test -f /app.jar && cat /app.jar\n",
+    );
+    std::fs::create_dir(ctx.path().join("target")).unwrap();
+    std::fs::write(ctx.path().join("target/app-1.0.jar"), "jar\n").unwrap();
+    std::fs::write(ctx.path().join("target/notes.txt"), "no\n").unwrap();
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "jar",
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = kiln(r, &["run", "--rm", "jar", "cat", "/app.jar"]);
+    assert_eq!((code, out.as_str()), (0, "jar\n"));
+    // Two matches: the destination must be a directory, as the Dockerfile reference says.
+    std::fs::write(ctx.path().join("target/app-2.0.jar"), "jar2\n").unwrap();
+    let (code, _, err) = kiln(r, &["build", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("Dockerfile:2:1: error: when using COPY with more than one source file"),
+        "{err}"
+    );
+}

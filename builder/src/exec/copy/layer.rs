@@ -59,11 +59,13 @@ pub(super) fn commit_layer(
             if !planned.contains_key(parent) {
                 let existing = match view.get(parent) {
                     Some(n) if !link && n.kind == kiln_runtime::layer::view::NodeKind::Dir => {
+                        // Its time is the write's, as a directory written into has it
+                        // (BuildKit's layer shows the build's time there too).
                         Some(EntryMeta {
                             mode: n.mode,
                             uid: n.uid,
                             gid: n.gid,
-                            mtime: n.mtime,
+                            mtime: ctx.now,
                             ..Default::default()
                         })
                     }

@@ -460,7 +460,7 @@ struct Targets<'e> {
 }
 
 /// Selects what `sources` name among `paths` (sorted): (path in the source, the part kept under the
-/// destination with `--parents`), and whether a wildcard was used. A pattern matching nothing
+/// destination with `--parents`). A pattern matching nothing
 /// selects nothing; a plain path that is missing is an error naming `where_`.
 fn select(
     c: &Copy,
@@ -470,7 +470,6 @@ fn select(
     span: Span,
 ) -> Result<SelectedSources, BuildError> {
     let mut picks: Vec<(String, Option<String>)> = Vec::new();
-    let mut wildcard = false;
     for s in sources {
         // `./` inside a --parents source marks where the kept structure starts.
         let marker = if c.parents {
@@ -495,7 +494,6 @@ fn select(
         if has_wildcard(&p) {
             // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
             // `AllowEmptyWildcard` (a plain path that is missing still is).
-            wildcard = true;
             // Compiled once, tried against every path.
             let pattern = crate::context::ignore::FilepathPattern::new(&p)
                 .map_err(|e| BuildError::at(span, e.to_string()))?;
@@ -519,11 +517,11 @@ fn select(
             ));
         }
     }
-    Ok((picks, wildcard))
+    Ok(picks)
 }
 
-/// What [`select`] chose, and whether a wildcard was used.
-type SelectedSources = (Vec<(String, Option<String>)>, bool);
+/// What [`select`] chose: each path, and where it goes under the destination with `--parents`.
+type SelectedSources = Vec<(String, Option<String>)>;
 
 /// Runs one COPY/ADD. Returns whether the layer came from the cache.
 pub(crate) fn copy(
@@ -566,8 +564,11 @@ pub(crate) fn copy(
 
     let mut origin = origin(ctx, (stage, ins, done), c, sources.is_empty())?;
     let where_ = origin.place;
-    let (picks, wildcard) = select(c, &sources, &origin.paths(), (cmd, where_), span)?;
-    let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || wildcard || c.parents;
+    let picks = select(c, &sources, &origin.paths(), (cmd, where_), span)?;
+    // Several files only when several are really named or matched: a wildcard that matches
+    // one file may go to a destination without `/` (`COPY target/*.jar app.jar`), as in
+    // BuildKit and the classic builder.
+    let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || c.parents;
     let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
     if multiple && !dest_slash && !below.is_dir(&dest_rel) {
         return Err(BuildError::at(
