@@ -169,6 +169,19 @@ fn errors_point_at_the_line() {
             "Dockerfile:2:1: error: when using COPY with more than one source file, the destination must be a directory and end with a /",
         ),
         (
+            // A file where a directory is needed: an error, never a file replaced (and lost).
+            "FROM kiln.local/busybox\nWORKDIR /etc/passwd/sub\n",
+            "Dockerfile:2:1: error: WORKDIR /etc/passwd/sub: /etc/passwd is not a directory",
+        ),
+        (
+            "FROM kiln.local/busybox\nCOPY a.txt /etc/passwd/\n",
+            "Dockerfile:2:1: error: COPY /etc/passwd/: /etc/passwd is not a directory",
+        ),
+        (
+            "FROM kiln.local/busybox\nCOPY a.txt /etc/passwd/sub/x\n",
+            "Dockerfile:2:1: error: COPY /etc/passwd/sub/x: /etc/passwd is not a directory",
+        ),
+        (
             // Not in the store: pulled, from a registry that is not there.
             "FROM 127.0.0.1:1/no/such:1\n",
             "Dockerfile:1:1: error: pulling 127.0.0.1:1/no/such:1: cannot reach registry 127.0.0.1:1",

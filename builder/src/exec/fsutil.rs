@@ -19,6 +19,30 @@ pub fn absolute(workdir: &str, path: &str) -> String {
     }
 }
 
+/// The first directory of `rel` (a path [`resolve_all_in_root`] gave), or `rel` itself when
+/// `whole`, that exists in `view` as something else than a directory: a step that would write
+/// into it fails with "not a directory", as in BuildKit, instead of replacing a file with a
+/// directory and losing it.
+pub fn not_a_directory(view: &View, rel: &str, whole: bool) -> Option<String> {
+    let mut end = 0;
+    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+    let upto = if whole {
+        parts.len()
+    } else {
+        parts.len().saturating_sub(1)
+    };
+    for part in &parts[..upto] {
+        end += part.len() + usize::from(end > 0);
+        let prefix = &rel.trim_start_matches('/')[..end];
+        match view.get(prefix).map(|n| &n.kind) {
+            None => return None,
+            Some(NodeKind::Dir) => {}
+            Some(_) => return Some(prefix.to_string()),
+        }
+    }
+    None
+}
+
 /// Resolves symlinks in the directories of `path` inside the rootfs `view`: an absolute link
 /// target restarts at the rootfs root, `..` never climbs above it (the rootfs is a chroot for
 /// this purpose), and loops give up after 40 links. Returns the relative, resolved path. The

@@ -570,6 +570,12 @@ pub(crate) fn copy(
     // BuildKit and the classic builder.
     let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || c.parents;
     let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
+    if let Some(file) = fsutil::not_a_directory(below, &dest_rel, dest_is_dir) {
+        return Err(BuildError::at(
+            span,
+            format!("{cmd} {dest_raw}: /{file} is not a directory"),
+        ));
+    }
     if multiple && !dest_slash && !below.is_dir(&dest_rel) {
         return Err(BuildError::at(
             span,
@@ -1007,6 +1013,12 @@ pub(crate) fn mkdir_workdir(
 ) -> Result<bool, BuildError> {
     st.sync_view(ctx.store)?;
     let rel = fsutil::resolve_all_in_root(st.view()?, abs);
+    if let Some(file) = fsutil::not_a_directory(st.view()?, &rel, true) {
+        return Err(BuildError::at(
+            span,
+            format!("WORKDIR {abs}: /{file} is not a directory"),
+        ));
+    }
     if rel.is_empty() || st.view()?.is_dir(&rel) {
         ctx.history(st, format!("WORKDIR {abs}"), true);
         return Ok(false);
