@@ -339,3 +339,45 @@ fn the_copy_fallback_gives_the_same_image_as_overlayfs() {
     let seen = overlay_layers[2].iter().find(|e| e.0 == "seen").unwrap();
     assert_eq!(seen.4.as_deref(), Some("B\n"));
 }
+
+#[test]
+fn run_binds_etc_files_read_only_and_terminals_to_group_tty() {
+    if !can_sandbox("run_binds_etc_files_read_only_and_terminals_to_group_tty") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // As BuildKit: /etc/hosts and /etc/resolv.conf are read-only in a RUN step, devpts gives
+    // new terminals to group tty (5).
+    let ctx = common::context(
+        "FROM kiln.local/busybox\n\
+         RUN mount | grep ' /dev/pts ' > /devpts\n\
+         RUN echo '1.2.3.4 x' >> /etc/hosts\n",
+    );
+    let (code, out, err) = kiln(
+        r,
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert!(err.contains("Dockerfile:3:1"), "{err}");
+    let ctx = common::context("FROM kiln.local/busybox\nRUN mount | grep ' /dev/pts ' > /devpts\n");
+    let (code, _, err) = kiln(r, &["build", "-t", "pts", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = kiln(r, &["run", "--rm", "pts", "cat", "/devpts"]);
+    assert!(out.contains("gid=5,mode=620,ptmxmode=666"), "{out}");
+    // A container's own /etc/hosts stays writable, as docker's.
+    let (code, out, _) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "pts",
+            "sh",
+            "-c",
+            "echo '1.2.3.4 x' >> /etc/hosts && mount | grep ' /dev/pts '",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains("gid=5"), "{out}");
+}

@@ -294,7 +294,7 @@ fn run_in_sandbox(
     let (reader, log) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let mut spec = spec.clone();
     spec.rootfs = mnt.clone();
-    spec.mounts = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname)
+    spec.mounts = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname, true)
         .map_err(|e| other("/etc/hosts and /etc/resolv.conf", &e))?;
     // Secrets given as env= and SSH_AUTH_SOCK reach the process, never the key or history.
     let prepared = mounts::prepare(ctx, plans, dir.path()).map_err(|e| match e {

@@ -486,7 +486,7 @@ pub fn run(
             }
             spec.privileges = opts.privileges.clone();
             spec.shm_size = opts.shm_size;
-            spec.mounts = crate::sandbox::etc::write_files(&dir, &hostname)?;
+            spec.mounts = crate::sandbox::etc::write_files(&dir, &hostname, false)?;
             for v in &opts.volumes {
                 spec.mounts.push(v.prepare()?);
             }

@@ -228,13 +228,20 @@ pub(super) fn child_setup(
     for d in [c"/dev/pts", c"/dev/shm", c"/dev/mqueue"] {
         dir(d)?;
     }
-    mount(
-        c"devpts",
-        c"/dev/pts",
-        c"devpts",
-        MountFlags::NOSUID | MountFlags::NOEXEC,
-        Some(c"newinstance,ptmxmode=0666,mode=0620"),
-    )?;
+    // New terminals belong to group tty (5), as runc and BuildKit mount it; where gid 5 is not
+    // mapped (a rootless user namespace without it) the kernel refuses the option (EINVAL),
+    // and the terminals are the creator's group instead.
+    let devpts = |opts: &std::ffi::CStr| {
+        mount(
+            c"devpts",
+            c"/dev/pts",
+            c"devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            Some(opts),
+        )
+    };
+    devpts(c"newinstance,ptmxmode=0666,mode=0620,gid=5")
+        .or_else(|_| devpts(c"newinstance,ptmxmode=0666,mode=0620"))?;
     mount(
         c"shm",
         c"/dev/shm",

@@ -8,7 +8,10 @@ use super::mounts::{self, Mount, MountError};
 
 /// Writes the files into `dir`; returns the mounts for [`super::process::Spec::mounts`] (each
 /// only over a plain file or a missing path: an image's own symlink is left alone).
-pub fn write_files(dir: &Path, hostname: &str) -> Result<Vec<Mount>, MountError> {
+/// `read_only` for a RUN step, as BuildKit binds them (a RUN that appends to /etc/hosts fails
+/// there, instead of writing into a file that is thrown away); a container's are writable, as
+/// docker's.
+pub fn write_files(dir: &Path, hostname: &str, read_only: bool) -> Result<Vec<Mount>, MountError> {
     let io = |p: &Path| {
         let path = p.display().to_string();
         move |e: io::Error| MountError {
@@ -34,7 +37,13 @@ pub fn write_files(dir: &Path, hostname: &str) -> Result<Vec<Mount>, MountError>
     files
         .into_iter()
         .map(|(target, host)| {
-            let mut m = mounts::bind(&host)?.at(target);
+            let source = mounts::bind(&host)?;
+            let source = if read_only {
+                source.read_only()?
+            } else {
+                source
+            };
+            let mut m = source.at(target);
             m.only_over_file = true;
             Ok(m)
         })
