@@ -381,3 +381,65 @@ fn run_binds_etc_files_read_only_and_terminals_to_group_tty() {
     assert_eq!(code, 0);
     assert!(out.contains("gid=5"), "{out}");
 }
+
+#[test]
+fn supplementary_groups_follow_runc_and_docker() {
+    if !can_sandbox("supplementary_groups_follow_runc_and_docker") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\n\
+         RUN echo 'builder:x:1000:1000:b:/home/b:/bin/sh' >> /etc/passwd \
+             && echo 'builder:x:1000:' >> /etc/group && echo 'staff:x:50:builder' >> /etc/group \
+             && echo 'other:x:60:' >> /etc/group && touch /tmp/ids && chmod 666 /tmp/ids\n\
+         USER builder\nRUN id >> /tmp/ids\n\
+         USER 1000\nRUN id >> /tmp/ids\n\
+         USER builder:other\nRUN id >> /tmp/ids\n\
+         USER 1000:60\nRUN id >> /tmp/ids\n\
+         USER 2000\nRUN id >> /tmp/ids\n\
+         USER builder\n",
+    );
+    let (code, _, err) = kiln(r, &["build", "-t", "grp", ctx.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // What BuildKit (dockerd 20.10) printed for the same steps: groups only in the implicit
+    // form, and never the primary group.
+    let (_, out, _) = kiln(r, &["run", "--rm", "grp", "cat", "/tmp/ids"]);
+    assert_eq!(
+        out,
+        "uid=1000(builder) gid=1000(builder) groups=50(staff)\n\
+         uid=1000(builder) gid=1000(builder) groups=50(staff)\n\
+         uid=1000(builder) gid=60(other)\n\
+         uid=1000(builder) gid=60(other)\n\
+         uid=2000 gid=0(root)\n"
+    );
+    // What `docker run -u` printed: the primary group is always among the groups.
+    for (user, want) in [
+        (
+            "builder",
+            "uid=1000(builder) gid=1000(builder) groups=50(staff),1000(builder)\n",
+        ),
+        (
+            "1000",
+            "uid=1000(builder) gid=1000(builder) groups=50(staff),1000(builder)\n",
+        ),
+        (
+            "builder:other",
+            "uid=1000(builder) gid=60(other) groups=60(other)\n",
+        ),
+        (
+            "1000:60",
+            "uid=1000(builder) gid=60(other) groups=60(other)\n",
+        ),
+        ("2000", "uid=2000 gid=0(root) groups=0(root)\n"),
+    ] {
+        let (code, out, err) = kiln(r, &["run", "--rm", "-u", user, "grp", "id"]);
+        assert_eq!((code, out.as_str()), (0, want), "-u {user}: {err}");
+    }
+    let (_, out, _) = kiln(r, &["run", "--rm", "grp", "id"]);
+    assert_eq!(
+        out,
+        "uid=1000(builder) gid=1000(builder) groups=50(staff),1000(builder)\n"
+    );
+}

@@ -85,7 +85,7 @@ pub fn exec(
     let (uid, gid, groups, home) = match &opts.user {
         Some(u) => {
             let who = super::user::resolve(&rootfs, u)?;
-            (who.uid, who.gid, who.groups, Some(who.home))
+            (who.uid, who.gid, who.container_groups(), Some(who.home))
         }
         None => {
             let (uid, gid, groups) = ids(init.pid).ok_or_else(not_running)?;

@@ -477,7 +477,7 @@ pub fn run(
             spec.env = environment(&config, opts, &who.home, &hostname);
             spec.uid = who.uid;
             spec.gid = who.gid;
-            spec.groups = who.groups;
+            spec.groups = who.container_groups();
             for g in &opts.group_add {
                 let gid = user::group_id(&rootfs, g)?;
                 if !spec.groups.contains(&gid) {

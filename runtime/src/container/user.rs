@@ -61,6 +61,20 @@ fn read_in_root(rootfs: &Path, path: &str) -> Option<String> {
     Some(s)
 }
 
+impl Who {
+    /// The supplementary groups a container's process gets from docker: the user's (as runc
+    /// gives them) plus its primary group, which docker's daemon always adds (`id` in `docker
+    /// run -u 1000:60` shows `groups=60`). A RUN step has only the user's, as BuildKit.
+    pub fn container_groups(&self) -> Vec<u32> {
+        let mut g = self.groups.clone();
+        if !g.contains(&self.gid) {
+            g.push(self.gid);
+        }
+        g.sort_unstable();
+        g
+    }
+}
+
 /// Resolves `spec` (empty: root) inside `rootfs`.
 pub fn resolve(rootfs: &Path, spec: &str) -> Result<Who, UserError> {
     let passwd = read_in_root(rootfs, "/etc/passwd").unwrap_or_default();
@@ -129,7 +143,10 @@ pub fn resolve_from(passwd: &str, group: &str, spec: &str) -> Result<Who, UserEr
             })?,
         };
     }
-    let mut groups: Vec<u32> = match &name {
+    // runc's rule: supplementary groups only in the implicit form (`name` or a uid with a
+    // passwd entry); `name:group` and `uid:gid` give none.
+    let implicit = grp.is_none_or(str::is_empty);
+    let mut groups: Vec<u32> = match name.as_ref().filter(|_| implicit) {
         Some(n) => groups_table
             .iter()
             .filter(|f| f.get(3).is_some_and(|m| m.split(',').any(|m| m == n)))
@@ -169,7 +186,13 @@ mod tests {
         assert_eq!(r("33").unwrap(), who(33, 33, &[50], "/var/www"));
         assert_eq!(r("1000").unwrap(), who(1000, 0, &[], "/"));
         assert_eq!(r("1000:1001").unwrap(), who(1000, 1001, &[], "/"));
-        assert_eq!(r("www:staff").unwrap(), who(33, 50, &[50], "/var/www"));
+        // An explicit group: no supplementary groups (runc's rule).
+        assert_eq!(r("www:staff").unwrap(), who(33, 50, &[], "/var/www"));
+        assert_eq!(r("33:33").unwrap(), who(33, 33, &[], "/var/www"));
+        // A container adds the primary group, as docker's daemon.
+        assert_eq!(r("www").unwrap().container_groups(), vec![33, 50]);
+        assert_eq!(r("www:staff").unwrap().container_groups(), vec![50]);
+        assert_eq!(r("2000").unwrap().container_groups(), vec![0]);
         assert_eq!(
             r("nobody-here").unwrap_err().to_string(),
             "unable to find user nobody-here: no matching entries in passwd file"
