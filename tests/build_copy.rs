@@ -1160,3 +1160,41 @@ fn a_wildcard_matching_one_file_may_name_the_destination_file() {
         "{err}"
     );
 }
+
+#[test]
+fn sources_through_symlinked_directories_are_followed() {
+    if !common::can_sandbox("sources_through_symlinked_directories_are_followed") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    // What BuildKit (dockerd 20.10) printed for this Dockerfile: each link among a source's
+    // directories is followed inside the context or the stage, relative or absolute.
+    let ctx = common::context(
+        "FROM kiln.local/busybox AS build\n\
+         RUN mkdir -p /app/releases/v2/bin && echo stage-x > /app/releases/v2/bin/x \
+             && ln -s releases/v2 /app/current && ln -s /app/releases/v2 /app/abs\n\
+         FROM kiln.local/busybox\n\
+         COPY current/bin/x /x\n\
+         COPY --from=build /app/current/bin/x /y\n\
+         COPY --from=build /app/abs/bin/x /z\n\
+         COPY current/bin/x /d/\n\
+         RUN cat /x /y /z /d/x > /seen\n",
+    );
+    let c = ctx.path();
+    std::fs::create_dir_all(c.join("releases/v2/bin")).unwrap();
+    std::fs::write(c.join("releases/v2/bin/x"), "ctx-x\n").unwrap();
+    std::os::unix::fs::symlink("releases/v2", c.join("current")).unwrap();
+    let (code, _, err) = kiln(r, &["build", "-t", "links", c.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = kiln(r, &["run", "--rm", "links", "cat", "/seen"]);
+    assert_eq!(out, "ctx-x\nstage-x\nstage-x\nctx-x\n");
+    // A link that leads nowhere is still "not found".
+    std::fs::remove_dir_all(c.join("releases")).unwrap();
+    let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("COPY current/bin/x: not found in the build context"),
+        "{err}"
+    );
+}

@@ -59,6 +59,23 @@ pub fn resolve_all_in_root(view: &View, path: &str) -> String {
 }
 
 fn resolve(view: &View, path: &str, follow_last: bool) -> String {
+    resolve_with(
+        |p| match view.get(p).map(|n| &n.kind) {
+            Some(NodeKind::Symlink { target }) => Some(target.as_str()),
+            _ => None,
+        },
+        path,
+        follow_last,
+    )
+}
+
+/// [`resolve_in_root`] over any tree whose symlinks `link_of` names (a path's target, `None`
+/// for anything else): a build context, another stage's files.
+pub fn resolve_with<'t>(
+    link_of: impl Fn(&str) -> Option<&'t str>,
+    path: &str,
+    follow_last: bool,
+) -> String {
     let mut todo: Vec<String> = path
         .split('/')
         .filter(|c| !c.is_empty())
@@ -83,8 +100,8 @@ fn resolve(view: &View, path: &str, follow_last: bool) -> String {
         };
         // The last component is the entry itself: it is not followed (COPY replaces a link).
         let is_last = todo.is_empty() && !follow_last;
-        match view.get(&candidate).map(|n| &n.kind) {
-            Some(NodeKind::Symlink { target }) if !is_last && hops < 40 => {
+        match link_of(&candidate) {
+            Some(target) if !is_last && hops < 40 => {
                 hops += 1;
                 if target.starts_with('/') {
                     done.clear();

@@ -462,10 +462,11 @@ struct Targets<'e> {
 /// Selects what `sources` name among `paths` (sorted): (path in the source, the part kept under the
 /// destination with `--parents`). A pattern matching nothing
 /// selects nothing; a plain path that is missing is an error naming `where_`.
-fn select(
+fn select<'t>(
     c: &Copy,
     sources: &[String],
     paths: &[&str],
+    link_of: &dyn Fn(&str) -> Option<&'t str>,
     (cmd, where_): (&str, &str),
     span: Span,
 ) -> Result<SelectedSources, BuildError> {
@@ -505,6 +506,12 @@ fn select(
         } else if p.is_empty() || paths.binary_search(&p.as_str()).is_ok() {
             let k = kept(&p);
             picks.push((p, k));
+        } else if let Some(real) = through_links(&p, paths, link_of) {
+            // A directory on the way is a symlink (`current/bin/x`, `current -> releases/v2`):
+            // followed inside the origin, as BuildKit does; the file keeps the name it was
+            // asked by under the destination.
+            let k = kept(&p);
+            picks.push((real, k));
         } else {
             let hint = if c.from.is_none() {
                 " (or excluded by .dockerignore)"
@@ -518,6 +525,17 @@ fn select(
         }
     }
     Ok(picks)
+}
+
+/// `path` with the symlinks among its directories followed inside the origin (`paths`, sorted,
+/// whose links `link_of` names), when that names something there.
+fn through_links<'t>(
+    path: &str,
+    paths: &[&str],
+    link_of: &dyn Fn(&str) -> Option<&'t str>,
+) -> Option<String> {
+    let real = fsutil::resolve_with(link_of, path, false);
+    (real != path && paths.binary_search(&real.as_str()).is_ok()).then_some(real)
 }
 
 /// What [`select`] chose: each path, and where it goes under the destination with `--parents`.
@@ -564,7 +582,14 @@ pub(crate) fn copy(
 
     let mut origin = origin(ctx, (stage, ins, done), c, sources.is_empty())?;
     let where_ = origin.place;
-    let picks = select(c, &sources, &origin.paths(), (cmd, where_), span)?;
+    let picks = select(
+        c,
+        &sources,
+        &origin.paths(),
+        &|p| origin.link_of(p),
+        (cmd, where_),
+        span,
+    )?;
     // Several files only when several are really named or matched: a wildcard that matches
     // one file may go to a destination without `/` (`COPY target/*.jar app.jar`), as in
     // BuildKit and the classic builder.
@@ -793,6 +818,26 @@ impl Origin<'_> {
         match &self.snapshot {
             Some(snap) => snap.entries.iter().map(|e| e.path.as_str()).collect(),
             None => self.stage.iter().map(|e| e.path.as_str()).collect(),
+        }
+    }
+
+    /// The target of the symlink at `path`, if it is one.
+    fn link_of(&self, path: &str) -> Option<&str> {
+        match &self.snapshot {
+            Some(snap) => match &snap.find(path)?.kind {
+                crate::context::snapshot::EntryKind::Symlink { target } => Some(target),
+                _ => None,
+            },
+            None => {
+                let i = self
+                    .stage
+                    .binary_search_by(|e| e.path.as_str().cmp(path))
+                    .ok()?;
+                match &self.stage[i].kind {
+                    SrcKind::Symlink(target) => Some(target),
+                    _ => None,
+                }
+            }
         }
     }
 
