@@ -35,7 +35,8 @@ fn load_list_tag_and_remove() {
     assert_eq!(kiln(r, &["tag", digest, "by-digest"]).0, 0);
     let (code, out, err) = kiln(r, &["rmi", "base:1", "by-digest", "nope"]);
     assert_eq!(code, 1);
-    assert_eq!(out, "Untagged: base:1\nUntagged: by-digest\n");
+    // As docker prints it: the tag in full.
+    assert_eq!(out, "Untagged: base:1\nUntagged: by-digest:latest\n");
     assert_eq!(err, "kiln: error: no such image: nope\n");
     assert_eq!(kiln(r, &["images", "-q"]).1, "1696572d56f9\n");
 }
@@ -231,4 +232,74 @@ fn build_reads_a_dockerfile_from_stdin_without_context() {
     );
     let out = run(&["build", "-f", "x", "-"], "FROM scratch\n");
     assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn image_ids_name_images_everywhere() {
+    if !common::can_sandbox("image_ids_name_images_everywhere") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    let ctx = common::context("FROM kiln.local/busybox\nRUN echo built > /x\n");
+    let iid = r.join("iid");
+    let (code, id, err) = kiln(
+        r,
+        &[
+            "build",
+            "-q",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id = id.trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    assert_eq!(std::fs::read_to_string(&iid).unwrap().trim(), id);
+    let short = &id[7..19];
+    // Untagged, and named by its full or short ID: run, inspect, history, tag, save.
+    for name in [id.as_str(), short, &id[..15]] {
+        let (code, out, err) = kiln(r, &["run", "--rm", name, "cat", "/x"]);
+        assert_eq!((code, out.as_str()), (0, "built\n"), "{name}: {err}");
+    }
+    let (_, out, _) = kiln(r, &["inspect", short]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v[0]["Id"], id.as_str());
+    assert_eq!(kiln(r, &["history", short]).0, 0);
+    let archive = r.join("by-id.tar");
+    assert_eq!(
+        kiln(r, &["save", "-o", archive.to_str().unwrap(), short]).0,
+        0
+    );
+    assert_eq!(kiln(r, &["tag", short, "app:1"]).0, 0);
+    assert_eq!(kiln(r, &["tag", "app:1", "other:2"]).0, 0);
+    // `images` shows the ID `inspect` gives.
+    let (_, out, _) = kiln(r, &["images", "app"]);
+    assert!(out.contains(short), "{out}");
+    // A name wins over an ID prefix, as in docker: a repository named like the prefix.
+    assert_eq!(kiln(r, &["tag", "kiln.local/busybox", short]).0, 0);
+    let (_, out, _) = kiln(r, &["inspect", short]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_ne!(
+        v[0]["Id"],
+        id.as_str(),
+        "the tag {short}:latest, not the ID"
+    );
+    assert_eq!(kiln(r, &["rmi", short]).0, 0);
+    // rmi by ID: refused while two repositories name it, unless forced; then the ID is gone.
+    let (code, _, err) = kiln(r, &["rmi", &id[..15]]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("must be forced") && err.contains("app, other"),
+        "{err}"
+    );
+    let (code, out, err) = kiln(r, &["rmi", "-f", &id[..15]]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("Untagged: app:1\nUntagged: other:2\nDeleted: {id}\n")
+    );
+    let (code, _, err) = kiln(r, &["inspect", short]);
+    assert_eq!(code, 1, "{err}");
 }

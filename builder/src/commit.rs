@@ -138,6 +138,7 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
     };
     let m = oci::write_json(&m, oci::MEDIA_MANIFEST);
     let manifest_digest = store.put_blob(&m.bytes)?;
+    store.note_image(&manifest_digest)?;
     if let Some(t) = &opts.tag {
         store.set_tag(t, &manifest_digest)?;
     }

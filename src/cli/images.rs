@@ -8,9 +8,27 @@ use crate::render::table;
 
 #[derive(Debug, clap::Args)]
 pub struct ImagesArgs {
+    /// Only the images of this repository (`app`, `app:1`, `team/*`: docker's path patterns)
+    pub reference: Option<String>,
     /// Only show image IDs.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Whether the image named `name` (`repo:tag`) matches `pattern` as docker's `images
+/// [REPOSITORY[:TAG]]` reads it: the whole name when the pattern has a tag, else the repository.
+fn matches_reference(pattern: &str, name: &str) -> anyhow::Result<bool> {
+    let has_tag = pattern
+        .rsplit_once(':')
+        .is_some_and(|(_, t)| !t.contains('/'));
+    let subject = if has_tag {
+        name
+    } else {
+        name.rsplit_once(':').map_or(name, |(repo, _)| repo)
+    };
+    let p = kiln_builder::context::ignore::FilepathPattern::new(pattern)
+        .with_context(|| format!("invalid reference pattern {pattern:?}"))?;
+    Ok(p.matches(subject))
 }
 
 #[derive(Debug, clap::Args)]
@@ -23,14 +41,26 @@ pub struct TagArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct RmiArgs {
-    /// Tags to remove.
+    /// Tags or image IDs (full, or a unique prefix) to remove.
     #[arg(required = true)]
     pub names: Vec<String>,
+    /// Remove an image ID's tags even when they name several repositories
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    let list = store.images()?;
+    let mut list = store.images()?;
+    if let Some(pattern) = &args.reference {
+        let mut kept = Vec::new();
+        for i in list {
+            if matches_reference(pattern, &i.name)? {
+                kept.push(i);
+            }
+        }
+        list = kept;
+    }
     if args.quiet {
         for i in list {
             outln!("{}", &i.config.hex()[..12]);
@@ -84,11 +114,23 @@ pub fn rmi(root: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let mut failed = false;
     for n in &args.names {
-        if store.remove_tag(n)? {
-            outln!("Untagged: {n}");
-        } else {
-            eprintln!("kiln: error: no such image: {n}");
-            failed = true;
+        match store.remove_image(n, args.force) {
+            Ok(Some(removed)) => {
+                for t in &removed.untagged {
+                    outln!("Untagged: {t}");
+                }
+                if let Some(id) = &removed.deleted {
+                    outln!("Deleted: {id}");
+                }
+            }
+            Ok(None) => {
+                eprintln!("kiln: error: no such image: {n}");
+                failed = true;
+            }
+            Err(e) => {
+                eprintln!("kiln: error: {n}: {e}");
+                failed = true;
+            }
         }
     }
     Ok(if failed {

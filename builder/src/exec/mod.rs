@@ -1378,6 +1378,8 @@ fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError
     };
     let m = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
     let manifest_digest = ctx.store.put_blob(&m.bytes)?;
+    // Named by its ID even without a tag (`kiln run $(kiln build -q .)`).
+    ctx.store.note_image(&manifest_digest)?;
     let mut tags = Vec::new();
     for t in &ctx.opts.tags {
         tags.push(ctx.store.set_tag(t, &manifest_digest)?);

@@ -22,6 +22,7 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.pragma_update(None, "synchronous", "NORMAL")
         .map_err(db_err)?;
     db.execute_batch(super::tags::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::images::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::cache::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::export::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::layerindex::SCHEMA)

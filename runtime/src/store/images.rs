@@ -20,19 +20,189 @@ pub struct ImageSummary {
     pub size: u64,
 }
 
+/// What `kiln rmi` removed: tags, and the image ID once nothing names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    pub untagged: Vec<String>,
+    pub deleted: Option<Digest>,
+}
+
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS images (
+    manifest TEXT PRIMARY KEY,
+    config   TEXT NOT NULL,
+    created  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_by_config ON images (config);
+";
+
+/// Whether `s` may be an image ID or a prefix of one (`sha256:` optional): lowercase hex.
+fn id_prefix(s: &str) -> Option<&str> {
+    let hex = s.strip_prefix("sha256:").unwrap_or(s);
+    (!hex.is_empty()
+        && hex.len() <= 64
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then_some(hex)
+}
+
 impl Store {
-    /// The manifest digest a user's word names: a tag, or a manifest digest in the store.
-    /// A reference pinned by digest (`app@sha256:...`, `app:1@sha256:...`) names that
-    /// manifest, whatever the tag says now, as in docker.
+    /// The manifest digest a user's word names, with docker's precedence: a full image ID
+    /// (`sha256:` and 64 hex digits: the config digest; or a manifest digest in the store), a
+    /// reference pinned by digest (`app@sha256:...` names that manifest, whatever the tag says
+    /// now), a tag, and last a unique prefix of an image ID (`439ae1339be8`, as `kiln images`
+    /// shows it). A prefix that several images share is an error.
     pub fn resolve(&self, name: &str) -> Result<Option<Digest>, StoreError> {
-        if let Ok(d) = Digest::parse(name) {
+        let full = match Digest::parse(name) {
+            Ok(d) => Some(d),
+            Err(_) if name.len() == 64 => Digest::parse(&format!("sha256:{name}")).ok(),
+            Err(_) => None,
+        };
+        if let Some(d) = full {
+            if let Some(m) = self.image_by_id(d.hex())? {
+                return Ok(Some(m));
+            }
             return Ok(self.has_blob(&d).then_some(d));
         }
-        if let Some(pinned) = crate::reference::parse(name)?.digest {
+        if let Some(pinned) = crate::reference::parse(name).ok().and_then(|r| r.digest) {
             let d = Digest::parse(&pinned).map_err(|e| StoreError::BadTag(e.to_string()))?;
             return Ok(self.has_blob(&d).then_some(d));
         }
-        self.resolve_tag(name)
+        let tagged = match crate::reference::parse(name) {
+            Ok(_) => self.resolve_tag(name)?,
+            // Not a name at all: only an ID prefix (`sha256:439a`) can still match.
+            Err(e) if id_prefix(name).is_none() => return Err(e.into()),
+            Err(_) => None,
+        };
+        if tagged.is_some() {
+            return Ok(tagged);
+        }
+        match id_prefix(name) {
+            Some(hex) => self.image_by_id(hex),
+            None => Ok(None),
+        }
+    }
+
+    /// `kiln rmi NAME|ID`, as docker: a tag is removed; an ID removes every tag of the image
+    /// (refused without `force` when they name more than one repository). Once no tag names
+    /// the image, its ID no longer does either (`Deleted`); its blobs go with the next prune.
+    /// `Ok(None)`: nothing is named so.
+    pub fn remove_image(&self, name: &str, force: bool) -> Result<Option<Removed>, StoreError> {
+        let is_tag = super::normalize_tag(name)
+            .ok()
+            .filter(|_| self.resolve_tag(name).ok().flatten().is_some());
+        let (manifest, untag) = match is_tag {
+            Some(tag) => {
+                let Some(m) = self.resolve_tag(&tag)? else {
+                    return Ok(None);
+                };
+                (m, vec![tag])
+            }
+            None => {
+                let Some(m) = self.resolve(name)? else {
+                    return Ok(None);
+                };
+                let config = self.image(&m)?.2;
+                let tags: Vec<String> = self
+                    .tags()?
+                    .into_iter()
+                    .filter(|t| self.image(&t.digest).is_ok_and(|(_, _, c)| c == config))
+                    .map(|t| t.name)
+                    .collect();
+                let mut repos: Vec<&str> = tags
+                    .iter()
+                    .map(|t| t.rsplit_once(':').map_or(t.as_str(), |(r, _)| r))
+                    .collect();
+                repos.sort_unstable();
+                repos.dedup();
+                if repos.len() > 1 && !force {
+                    return Err(StoreError::Conflict(format!(
+                        "unable to delete {} (must be forced): the image is referenced in \
+                         multiple repositories ({})",
+                        &config.hex()[..12],
+                        repos.join(", ")
+                    )));
+                }
+                (m, tags)
+            }
+        };
+        let config = self.image(&manifest)?.2;
+        for t in &untag {
+            self.remove_tag(t)?;
+        }
+        let still_tagged = self
+            .tags()?
+            .iter()
+            .any(|t| self.image(&t.digest).is_ok_and(|(_, _, c)| c == config));
+        let deleted = if still_tagged {
+            None
+        } else {
+            self.conn()
+                .execute("DELETE FROM images WHERE config = ?1", [config.to_string()])
+                .map_err(self.db_err())?;
+            Some(config)
+        };
+        Ok(Some(Removed {
+            untagged: untag,
+            deleted,
+        }))
+    }
+
+    /// Records that `manifest` is an image (its config digest is its ID), so its ID names it
+    /// even with no tag (`kiln run $(kiln build -q .)`). A manifest kiln cannot read as an image
+    /// is not recorded.
+    pub fn note_image(&self, manifest: &Digest) -> Result<(), StoreError> {
+        let bytes = match self.read_blob(manifest) {
+            Ok(b) => b,
+            Err(StoreError::MissingBlob(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
+            return Ok(());
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO images (manifest, config, created) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(manifest) DO UPDATE SET created = excluded.created",
+                rusqlite::params![manifest.to_string(), m.config.digest, super::db::now()],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// The manifest of the image whose ID (config digest) is, or starts with, `hex`: the one a
+    /// tag points at when there is one, else the newest recorded whose manifest is still in
+    /// the store. `None` when none; an error when the prefix names several images.
+    fn image_by_id(&self, hex: &str) -> Result<Option<Digest>, StoreError> {
+        let pattern = format!("sha256:{hex}%");
+        let rows: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT config, manifest FROM images WHERE config LIKE ?1
+                     ORDER BY (SELECT COUNT(*) FROM tags WHERE tags.digest = images.manifest) DESC,
+                              created DESC",
+                )
+                .map_err(self.db_err())?;
+            stmt.query_map([&pattern], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.db_err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.db_err())?
+        };
+        let present: Vec<(String, Digest)> = rows
+            .into_iter()
+            .filter_map(|(c, m)| Some((c, Digest::parse(&m).ok()?)))
+            .filter(|(_, m)| self.has_blob(m))
+            .collect();
+        let mut ids: Vec<&str> = present.iter().map(|(c, _)| c.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() > 1 {
+            return Err(StoreError::Ambiguous {
+                prefix: hex.to_string(),
+                count: ids.len(),
+            });
+        }
+        Ok(present.into_iter().next().map(|(_, m)| m))
     }
 
     /// Reads a manifest and its config.

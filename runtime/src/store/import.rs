@@ -214,6 +214,7 @@ impl Store {
             self.check_image(&manifest).map_err(|e| bad(&mf, e))?;
             let w = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
             let digest = self.put_blob(&w.bytes)?;
+            self.note_image(&digest)?;
             let tags: Vec<String> = e["RepoTags"]
                 .as_array()
                 .map(|a| {
@@ -271,6 +272,7 @@ impl Store {
             let Some(manifest) = self.import_descriptor(dir, desc)? else {
                 continue;
             };
+            self.note_image(&manifest)?;
             if let Some(r) = &reference {
                 self.set_tag(r, &manifest)?;
             }

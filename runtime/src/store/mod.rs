@@ -36,7 +36,7 @@ pub use blobs::BlobFile;
 pub use cache::CacheEntry;
 pub use containers::{Container, State as ContainerState};
 pub use export::LayerCompression;
-pub use images::ImageSummary;
+pub use images::{ImageSummary, Removed};
 pub use import::Loaded;
 pub use integrity::MAX_LAYERS;
 pub use layerindex::FileDigests;
@@ -79,6 +79,10 @@ pub enum StoreError {
     BadLayer { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]
     Destination { path: PathBuf, reason: String },
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("image ID prefix {prefix:?} names {count} images: give more of it")]
+    Ambiguous { prefix: String, count: usize },
     #[error("the container name {name:?} is already in use by container {id}")]
     NameInUse { name: String, id: String },
 }

@@ -42,6 +42,7 @@ impl Store {
     /// Points `name` at `digest` (creating or moving the tag).
     pub fn set_tag(&self, name: &str, digest: &Digest) -> Result<String, StoreError> {
         let name = normalize_tag(name)?;
+        self.note_image(digest)?;
         self.conn()
             .execute(
                 "INSERT INTO tags (name, digest, updated) VALUES (?1, ?2, ?3)
