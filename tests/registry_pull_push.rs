@@ -186,6 +186,7 @@ fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
         "FROM {host}/busybox:1\nRUN echo built > /built\nCMD [\"cat\", \"/built\"]\n"
     ));
     let app = format!("{host}/team/app:v1");
+    let meta = root.path().join("meta.json");
     let (code, out, err) = env.kiln(
         root.path(),
         &[
@@ -195,6 +196,8 @@ fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
             "-t",
             &app,
             "--push",
+            "--metadata-file",
+            meta.to_str().unwrap(),
             ctx.path().to_str().unwrap(),
         ],
     );
@@ -203,7 +206,13 @@ fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
     // The base layer came from busybox on the same registry: mounted, not uploaded again.
     assert!(out.contains("Mounted from busybox"), "{out}");
     assert!(out.contains("v1: digest: sha256:"), "{out}");
-    skopeo_digest(&app, &["--tls-verify=false"]);
+    // One digest wherever it is reported: the registry's, the push line's, the metadata
+    // file's and the build's own line.
+    let served = skopeo_digest(&app, &["--tls-verify=false"]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.digest"], served.as_str());
+    assert!(out.contains(&format!("v1: digest: {served}")), "{out}");
+    assert!(err.contains(&format!("manifest {served}")), "{err}");
     // podman (daemonless, a peer) pulls and runs what kiln pushed.
     if common::have("podman", "build_pulls_its_base (podman)") {
         let storage = tempfile::tempdir().unwrap();

@@ -342,14 +342,28 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                     mode == render::progress::Mode::Quiet,
                 )?;
             }
+            // The image's digest as it is distributed (its layers compressed as a push and an
+            // OCI export compress them): the one a registry serves after a push, so the
+            // metadata file, the line below, `-o type=oci` and the registry agree. Computed
+            // when something reports or sends it: compressing costs time a plain build skips.
+            let distributed = if args.metadata_file.is_some()
+                || push_to.is_some()
+                || matches!(&export, Some((k, _)) if k != "tar" && k != "local")
+            {
+                let (_, bytes, digest) = store.distributable(&out.manifest, compression)?;
+                Some((digest, bytes.len() as u64))
+            } else {
+                None
+            };
             if let Some(p) = &args.metadata_file {
+                let (digest, size) = distributed.unwrap_or((out.manifest, out.manifest_size));
                 let meta = serde_json::json!({
-                    "containerimage.digest": out.manifest.to_string(),
+                    "containerimage.digest": digest.to_string(),
                     "containerimage.config.digest": out.config.to_string(),
                     "containerimage.descriptor": {
                         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                        "digest": out.manifest.to_string(),
-                        "size": out.manifest_size,
+                        "digest": digest.to_string(),
+                        "size": size,
                     },
                     "image.name": out.tags.join(","),
                 });
@@ -376,7 +390,9 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 outln!("{}", out.config);
             } else {
                 eprintln!("writing image {} done", out.config);
-                eprintln!("manifest {}", out.manifest);
+                if let Some((digest, _)) = &distributed {
+                    eprintln!("manifest {digest}");
+                }
                 for t in &out.tags {
                     eprintln!("naming to {t} done");
                 }

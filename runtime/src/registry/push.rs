@@ -169,21 +169,7 @@ pub fn push(
             what: source.to_string(),
             message: "no such image in kiln's store".into(),
         })?;
-    // Compress what kiln keeps uncompressed, all layers at once (bounded by the machine).
-    let (m, _, _) = store.image(&local)?;
-    let tars: Vec<Digest> = m
-        .layers
-        .iter()
-        .filter(|l| l.media_type == oci::MEDIA_LAYER_TAR)
-        .filter_map(|l| Digest::parse(&l.digest).ok())
-        .collect();
-    crate::parallel::for_each(&tars, 0, |d| {
-        store
-            .compressed_layer(d, opts.compression)
-            .map(|_| ())
-            .map_err(RegistryError::from)
-    })?;
-    let (m, bytes, digest) = store.export_manifest(&local, opts.compression)?;
+    let (m, bytes, digest) = store.distributable(&local, opts.compression)?;
     let client = Client::connect(&target.registry, &opts.registry)?;
     let mut blobs: Vec<Digest> = Vec::new();
     for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {

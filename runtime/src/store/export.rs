@@ -247,6 +247,26 @@ impl Store {
         Ok((digest, size))
     }
 
+    /// The image `manifest` as it leaves the store (`kiln push`, `-o type=oci`, `kiln save`):
+    /// every layer kiln keeps uncompressed compressed with `c` (all at once, bounded by the
+    /// machine; remembered), and the manifest that names them. Its digest is the one a
+    /// registry serves after a push, the one a build reports.
+    pub fn distributable(
+        &self,
+        manifest: &Digest,
+        c: LayerCompression,
+    ) -> Result<(Manifest, Vec<u8>, Digest), StoreError> {
+        let (m, _, _) = self.image(manifest)?;
+        let tars: Vec<Digest> = m
+            .layers
+            .iter()
+            .filter(|l| l.media_type == oci::MEDIA_LAYER_TAR)
+            .filter_map(|l| Digest::parse(&l.digest).ok())
+            .collect();
+        crate::parallel::for_each(&tars, 0, |d| self.compressed_layer(d, c).map(|_| ()))?;
+        self.export_manifest(manifest, c)
+    }
+
     /// The manifest of `manifest` with every uncompressed layer replaced by its compressed form.
     pub(crate) fn export_manifest(
         &self,
