@@ -438,8 +438,14 @@ fn metadata_file_and_oci_output() {
         .unwrap();
     let index: serde_json::Value = serde_json::from_slice(&index.stdout).unwrap();
     assert_eq!(m["containerimage.digest"], index["manifests"][0]["digest"]);
-    assert_eq!(m["containerimage.descriptor"]["size"], index["manifests"][0]["size"]);
-    assert_ne!(m["containerimage.digest"], manifest_of(r, "app:meta").as_str());
+    assert_eq!(
+        m["containerimage.descriptor"]["size"],
+        index["manifests"][0]["size"]
+    );
+    assert_ne!(
+        m["containerimage.digest"],
+        manifest_of(r, "app:meta").as_str()
+    );
     // The exported archive loads into another store as the same image.
     let other = tempfile::tempdir().unwrap();
     assert_eq!(
@@ -1206,4 +1212,45 @@ fn sources_through_symlinked_directories_are_followed() {
         err.contains("COPY current/bin/x: not found in the build context"),
         "{err}"
     );
+}
+
+#[test]
+fn archives_to_stdout_with_dest_dash() {
+    if !common::can_sandbox("archives_to_stdout_with_dest_dash") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context("FROM kiln.local/busybox\nRUN echo hi > /x\n");
+    for (kind, member) in [
+        ("oci", "index.json"),
+        ("docker", "manifest.json"),
+        ("tar", "x"),
+    ] {
+        let out = common::kiln_cmd(
+            r,
+            &["build", "-q", "-o", &format!("type={kind},dest=-"), "."],
+        )
+        .current_dir(ctx.path())
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // A tar on stdout (nothing else there, not even the -q ID), and no file named `-`.
+        let mut names = Vec::new();
+        for e in tar::Archive::new(out.stdout.as_slice()).entries().unwrap() {
+            names.push(e.unwrap().path().unwrap().display().to_string());
+        }
+        assert!(names.iter().any(|n| n == member), "{kind}: {names:?}");
+        assert!(!ctx.path().join("-").exists(), "{kind}");
+    }
+    let (code, _, err) = kiln(
+        r,
+        &["build", "-o", "type=local,dest=-", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("type=tar,dest=-"), "{err}");
 }

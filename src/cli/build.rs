@@ -309,16 +309,32 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     progress.finish();
     match result {
         Ok(out) => {
+            let name = out
+                .tags
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
             match &export {
+                // `dest=-`: the archive on stdout, as BuildKit writes it (`> image.tar`).
+                Some((k, dest)) if dest.as_os_str() == "-" => {
+                    if std::io::stdout().is_terminal() {
+                        bail!("refusing to write the {k} archive to a terminal: redirect stdout");
+                    }
+                    let mut w = std::io::BufWriter::new(std::io::stdout().lock());
+                    let written = if k == "tar" {
+                        store.export_rootfs_to(&out.manifest, &mut w)
+                    } else {
+                        store
+                            .save_to(&[(name, out.manifest)], &mut w, compression)
+                            .map(drop)
+                    };
+                    written.context("cannot write the archive to stdout")?;
+                    std::io::Write::flush(&mut w).context("cannot write the archive to stdout")?;
+                }
                 Some((k, dest)) if k == "tar" || k == "local" => store
                     .export_rootfs(&out.manifest, dest, k == "local")
                     .with_context(|| format!("cannot export to {}", dest.display()))?,
                 Some((_, dest)) => {
-                    let name = out
-                        .tags
-                        .first()
-                        .cloned()
-                        .unwrap_or_else(|| "kiln.local/unnamed:latest".into());
                     store
                         .save(
                             &[(name, out.manifest)],
@@ -386,8 +402,12 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             if !out.explained.is_empty() {
                 eprint!("{}", render::explain::render(&out.explained));
             }
+            let archive_on_stdout = matches!(&export, Some((_, d)) if d.as_os_str() == "-");
             if mode == render::progress::Mode::Quiet {
-                outln!("{}", out.config);
+                // Not into an archive written to stdout.
+                if !archive_on_stdout {
+                    outln!("{}", out.config);
+                }
             } else {
                 eprintln!("writing image {} done", out.config);
                 if let Some((digest, _)) = &distributed {
@@ -461,6 +481,11 @@ fn output(spec: Option<&str>) -> anyhow::Result<Output> {
             }
             _ => return Err(usage()),
         }
+    }
+    if kind.as_deref() == Some("local") && dest.as_deref() == Some(std::path::Path::new("-")) {
+        bail!(
+            "invalid --output {spec:?}: type=local writes a directory; for a tar on stdout use type=tar,dest=-"
+        );
     }
     let (export, push) = match (kind.as_deref(), dest) {
         (Some(k @ ("oci" | "docker" | "tar" | "local")), Some(d)) => {

@@ -7,7 +7,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::{Read, Write},
+    io::Read,
     path::{Path, PathBuf},
 };
 
@@ -83,19 +83,45 @@ impl Store {
         dest: &Path,
         as_dir: bool,
     ) -> Result<(), StoreError> {
+        self.with_flattened(manifest, |view, files| {
+            if as_dir {
+                write_dir(view, files, dest)
+            } else {
+                let f = std::fs::File::create(dest).map_err(io_err(dest))?;
+                let mut w = std::io::BufWriter::new(f);
+                write_tar(view, files, &mut w, dest)?;
+                std::io::Write::flush(&mut w).map_err(io_err(dest))
+            }
+        })
+    }
+
+    /// [`Store::export_rootfs`] as a tar written to `w` (`-o type=tar,dest=-`).
+    pub fn export_rootfs_to(
+        &self,
+        manifest: &Digest,
+        w: &mut dyn std::io::Write,
+    ) -> Result<(), StoreError> {
+        self.with_flattened(manifest, |view, files| {
+            write_tar(view, files, w, Path::new("-"))?;
+            w.flush().map_err(io_err(Path::new("-")))
+        })
+    }
+
+    /// Runs `write` on the flattened image, its files copied into a directory of `tmp/` that
+    /// goes afterwards.
+    fn with_flattened(
+        &self,
+        manifest: &Digest,
+        write: impl FnOnce(&View, &Files) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let tmp = self
             .root
             .join("tmp")
             .join(format!("rootfs-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        let result = (|| {
-            let (view, files) = self.flatten(manifest, &tmp)?;
-            if as_dir {
-                write_dir(&view, &files, dest)
-            } else {
-                write_tar(&view, &files, dest)
-            }
-        })();
+        let result = self
+            .flatten(manifest, &tmp)
+            .and_then(|(view, files)| write(&view, &files));
         let _ = std::fs::remove_dir_all(&tmp);
         result
     }
@@ -105,9 +131,14 @@ impl Store {
 /// attributes as PAX records (`SCHILY.xattr.NAME`).
 type Files = BTreeMap<String, (PathBuf, Vec<(String, Vec<u8>)>)>;
 
-fn write_tar(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> {
-    let f = std::fs::File::create(dest).map_err(io_err(dest))?;
-    let mut tar = tar::Builder::new(std::io::BufWriter::new(f));
+/// The flattened image as one tar on `w` (`dest` names it in errors).
+fn write_tar(
+    view: &View,
+    files: &Files,
+    w: &mut dyn std::io::Write,
+    dest: &Path,
+) -> Result<(), StoreError> {
+    let mut tar = tar::Builder::new(w);
     for (path, node) in view.iter() {
         let mut h = tar::Header::new_gnu();
         h.set_mode(node.mode);
@@ -160,8 +191,10 @@ fn write_tar(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> 
             NodeKind::Other { .. } => {}
         }
     }
-    let mut w = tar.into_inner().map_err(io_err(dest))?;
-    w.flush().map_err(io_err(dest))
+    tar.into_inner()
+        .map_err(io_err(dest))?
+        .flush()
+        .map_err(io_err(dest))
 }
 
 fn write_dir(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> {
