@@ -1249,7 +1249,12 @@ fn archives_to_stdout_with_dest_dash() {
     }
     let (code, _, err) = kiln(
         r,
-        &["build", "-o", "type=local,dest=-", ctx.path().to_str().unwrap()],
+        &[
+            "build",
+            "-o",
+            "type=local,dest=-",
+            ctx.path().to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 1);
     assert!(err.contains("type=tar,dest=-"), "{err}");

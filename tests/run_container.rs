@@ -107,7 +107,7 @@ fn runs_the_example_with_dockers_rules() {
     let (code, _, err) = run(&["--entrypoint", "/nope", "example"]);
     assert_eq!(code, 127, "docker's code for a missing command");
     assert!(
-        err.contains("exec /nope: No such file or directory"),
+        err.contains("exec: \"/nope\": stat /nope: no such file or directory"),
         "{err}"
     );
     let (code, _, err) = run(&["--entrypoint", "/etc/passwd", "example"]);
@@ -115,7 +115,10 @@ fn runs_the_example_with_dockers_rules() {
         code, 126,
         "docker's code for a command that cannot run: {err}"
     );
-    assert!(err.contains("exec /etc/passwd: Permission denied"), "{err}");
+    assert!(
+        err.contains("exec: \"/etc/passwd\": permission denied"),
+        "{err}"
+    );
     let (code, _, err) = run(&["-u", "nobody-here", "example"]);
     assert_eq!(code, 125);
     assert!(err.contains("unable to find user nobody-here"), "{err}");

@@ -385,7 +385,7 @@ fn exec_joins_the_running_container() {
         "only stdio (and ls's own): {out}"
     );
     assert_eq!(lines[n - 1], "/bin/busybox");
-    // -u, -w, -e; the command's exit code; docker's 127.
+    // -u, -w, -e; the command's exit code; docker's 126.
     let (_, out, _) = sh(&[
         "-u",
         "nobody",
@@ -400,8 +400,19 @@ fn exec_joins_the_running_container() {
     ]);
     assert_eq!(out, "65534\n/tmp\nbaz\n");
     assert_eq!(sh(&["box", "sh", "-c", "exit 7"]).0, 7);
+    // As dockerd: exec of a missing command is 126 (run's is 127), with runc's words.
     let (code, _, err) = sh(&["box", "nosuch"]);
-    assert_eq!(code, 127, "{err}");
+    assert_eq!(code, 126, "{err}");
+    assert!(
+        err.contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{err}"
+    );
+    let (code, _, err) = sh(&["box", "/etc/passwd"]);
+    assert_eq!(code, 126, "{err}");
+    assert!(
+        err.contains("exec: \"/etc/passwd\": permission denied"),
+        "{err}"
+    );
     kiln(r, &["stop", "-t", "0", "box"]);
     let (code, _, err) = sh(&["box", "true"]);
     assert_eq!(code, 1);

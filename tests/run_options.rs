@@ -379,5 +379,8 @@ fn init_reaps_forwards_and_hides_itself() {
         &["run", "--rm", "--init", "kiln.local/busybox", "nosuch"],
     );
     assert_eq!(code, 127);
-    assert!(err.contains("exec nosuch"), "{err}");
+    assert!(
+        err.contains("exec: \"nosuch\": executable file not found in $PATH"),
+        "{err}"
+    );
 }

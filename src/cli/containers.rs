@@ -475,8 +475,9 @@ fn exec_detached(store: &kiln_runtime::store::Store, args: &ExecArgs) -> anyhow:
     Ok(ExitCode::SUCCESS)
 }
 
-/// `kiln exec`: exits with the command's status, or docker's 126 (it cannot run), 127 (no such
-/// command), 1 (no such container, or not running).
+/// `kiln exec`: exits with the command's status, or docker's 126 (the command could not be
+/// run: missing, not executable; dockerd gives 126 for both, unlike `run`'s 127), 1 (no such
+/// container, or not running).
 pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     if args.detach {
@@ -498,7 +499,7 @@ pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
             eprintln!("kiln: error: {e}");
             Ok(ExitCode::from(match e.exit_code() {
                 125 => 1,
-                code => code,
+                _ => 126,
             }))
         }
     }

@@ -100,10 +100,26 @@ pub struct Spec {
 /// Why the sandbox could not run the process; names the step.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("{step}: {errno}")]
+    #[error("{}", setup_message(step, *errno))]
     Setup { step: String, errno: Errno },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// A failed setup step as kiln reports it; the command itself failing to start reads as runc's
+/// (`exec: "app": executable file not found in $PATH`), which docker users search for.
+fn setup_message(step: &str, errno: Errno) -> String {
+    let Some(program) = step.strip_prefix("exec ") else {
+        return format!("{step}: {errno}");
+    };
+    match errno {
+        Errno::NOENT if !program.contains('/') => {
+            format!("exec: {program:?}: executable file not found in $PATH")
+        }
+        Errno::NOENT => format!("exec: {program:?}: stat {program}: no such file or directory"),
+        Errno::ACCESS => format!("exec: {program:?}: permission denied"),
+        e => format!("exec: {program:?}: {e}"),
+    }
 }
 
 /// Runs `spec` with the given stdio and waits for it.
