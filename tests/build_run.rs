@@ -144,7 +144,9 @@ fn a_failing_run_names_the_line_and_shows_its_output() {
     let (code, _, err) = kiln(r, &["build", c.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("RUN [\"/bin/nope\"]: exec /bin/nope: No such file or directory"),
+        err.contains(
+            "RUN [\"/bin/nope\"]: exec: \"/bin/nope\": stat /bin/nope: no such file or directory"
+        ),
         "a setup failure is named, not exit status 127: {err}"
     );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -31,24 +31,22 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     let (m, config, id) = store.image(&manifest)?;
     // Each entry that made a layer takes the next one, bottom first.
     let mut layers = m.layers.iter();
-    let mut rows: Vec<(String, Option<i64>, String, u64, String)> = config
-        .history
-        .iter()
-        .map(|h| {
-            let size = if h.empty_layer {
-                0
-            } else {
-                layers.next().map_or(0, |l| l.size)
-            };
-            (
-                "<missing>".to_string(),
-                h.created.as_deref().and_then(time::parse_rfc3339),
-                h.created_by.clone().unwrap_or_default(),
-                size,
-                h.comment.clone().unwrap_or_default(),
-            )
-        })
-        .collect();
+    let mut rows: Vec<(String, Option<i64>, String, u64, String)> = Vec::new();
+    for h in &config.history {
+        // What the layer holds unpacked, as docker's SIZE.
+        let layer = if h.empty_layer { None } else { layers.next() };
+        let size = match layer {
+            Some(l) => store.layer_content_size(&l.digest)?,
+            None => 0,
+        };
+        rows.push((
+            "<missing>".to_string(),
+            h.created.as_deref().and_then(time::parse_rfc3339),
+            h.created_by.clone().unwrap_or_default(),
+            size,
+            h.comment.clone().unwrap_or_default(),
+        ));
+    }
     rows.reverse();
     let short_id = if args.no_trunc {
         id.to_string()
@@ -85,7 +83,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                         id.clone(),
                         since(*created),
                         by,
-                        table::size(*size),
+                        table::size_precision(*size, 3),
                         comment.clone(),
                     ]
                 })

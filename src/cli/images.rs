@@ -88,7 +88,8 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
                             )
                         },
                     ),
-                table::size(i.size),
+                // docker's 3 significant digits (`1.99MB`).
+                table::size_precision(i.size, 3),
             ]
         })
         .collect();

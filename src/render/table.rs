@@ -28,6 +28,8 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Decimal units, as docker prints sizes (`1.03MB`).
 pub use kiln_parser::instruction::values::format_size as size;
+/// With a given number of significant digits (docker's `images` and `history` use 3).
+pub use kiln_parser::instruction::values::format_size_precision as size_precision;
 
 /// Binary units with four significant digits, as docker prints memory (`1.5MiB`, `23.41GiB`).
 pub fn binary_size(bytes: u64) -> String {

@@ -165,30 +165,65 @@ pub fn parse_ram_size(s: &str) -> Option<u64> {
     (v.is_finite() && v >= 0.0 && v < u64::MAX as f64).then_some(v as u64)
 }
 
-/// A size in decimal units, as docker prints sizes (`1.03MB`, `512B`): the counterpart of
-/// docker's `units.HumanSize`.
+/// A size in decimal units with 4 significant digits, as docker prints most sizes
+/// (`1.986MB`, `121.5MB`, `512B`): docker's `units.HumanSize`.
 pub fn format_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
+    format_size_precision(bytes, 4)
+}
+
+/// [`format_size`] with `precision` significant digits: docker's
+/// `units.HumanSizeWithPrecision` (`docker images` and `docker history` use 3: `1.99MB`,
+/// `121MB`), Go's `%.*g` of the value in the largest unit under 1000.
+pub fn format_size_precision(bytes: u64, precision: usize) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut v = bytes as f64;
     let mut u = 0;
     while v >= 1000.0 && u + 1 < units.len() {
         v /= 1000.0;
         u += 1;
     }
-    if u == 0 {
-        format!("{bytes}B")
+    format!("{}{}", go_g(v, precision.max(1)), units[u])
+}
+
+/// Go's `%.*g`: `p` significant digits, trailing zeros dropped, exponent form when the exponent
+/// is under -4 or at least `p`.
+fn go_g(v: f64, p: usize) -> String {
+    let e = format!("{:.*e}", p - 1, v);
+    let (mantissa, exp) = e.split_once('e').unwrap_or((&e, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let trim = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if exp < -4 || exp >= p as i32 {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", trim(mantissa), exp.abs())
     } else {
-        format!("{v:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + units[u]
+        let decimals = (p as i32 - 1 - exp).max(0) as usize;
+        trim(&format!("{v:.decimals$}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_docker_prints_them() {
+        // docker's units.HumanSize (4 digits) and HumanSizeWithPrecision(3).
+        assert_eq!(format_size(0), "0B");
+        assert_eq!(format_size(512), "512B");
+        assert_eq!(format_size(1_985_581), "1.986MB");
+        assert_eq!(format_size(121_491_000), "121.5MB");
+        assert_eq!(format_size(1_000_000), "1MB");
+        assert_eq!(format_size_precision(1_985_581, 3), "1.99MB");
+        assert_eq!(format_size_precision(121_491_000, 3), "121MB");
+        assert_eq!(format_size_precision(2_048, 3), "2.05kB");
+        assert_eq!(format_size_precision(999_600, 3), "1e+03kB");
+    }
 
     #[test]
     fn durations() {
@@ -208,7 +243,7 @@ mod tests {
         assert_eq!(format_size(2_000), "2kB");
         assert_eq!(format_size(3_072), "3.072kB");
         assert_eq!(format_size(1_030_000), "1.03MB");
-        assert_eq!(format_size(u64::MAX), "18446744.074TB");
+        assert_eq!(format_size(u64::MAX), "18.45EB");
     }
 
     #[test]

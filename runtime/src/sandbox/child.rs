@@ -350,7 +350,7 @@ pub(super) fn child_setup(
         cwd,
         &grant,
         (uid, gid, groups),
-        host.is_none() || !groups.is_empty(),
+        super::identity::needs_set_groups(host.is_some(), gid, groups),
         kiln,
     )?;
     if let Some(title) = init {

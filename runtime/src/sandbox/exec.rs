@@ -177,7 +177,7 @@ pub fn exec(
                     rlimits: &rlimits,
                 },
                 (uid, gid, &groups),
-                !super::userns::rootless() || !groups.is_empty(),
+                super::identity::needs_set_groups(super::userns::rootless(), gid, &groups),
                 kiln_fd,
             )
         };

@@ -16,7 +16,7 @@ pub struct ImageSummary {
     pub config: Digest,
     /// RFC 3339, as written in the config.
     pub created: Option<String>,
-    /// Sum of the layer blob sizes.
+    /// What the layers hold unpacked, as docker counts it ([`Store::content_size`]).
     pub size: u64,
 }
 
@@ -80,6 +80,36 @@ impl Store {
             Some(hex) => self.image_by_id(hex),
             None => Ok(None),
         }
+    }
+
+    /// An image's size as `docker images` shows it: what its layers hold unpacked, counted as
+    /// docker's `directory.Size` counts a layer's directory (every regular file's size once,
+    /// hard links not again, a symlink's target length, directories nothing), summed over the
+    /// layers. The same for every tag of the image, and whatever the compression.
+    pub fn content_size(&self, m: &Manifest) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for l in &m.layers {
+            total += self.layer_content_size(&l.digest)?;
+        }
+        Ok(total)
+    }
+
+    /// One layer's part of [`Store::content_size`] (`docker history`'s SIZE), by its blob
+    /// digest.
+    pub fn layer_content_size(&self, digest: &str) -> Result<u64, StoreError> {
+        // Checked when the image came in; a digest that is not one names nothing to count.
+        let Ok(blob) = Digest::parse(digest) else {
+            return Ok(0);
+        };
+        Ok(self
+            .layer_entries(&blob)?
+            .iter()
+            .map(|e| match e.typeflag {
+                b'0' | b'\0' | b'7' => e.size,
+                b'2' => e.link.as_ref().map_or(0, |t| t.len() as u64),
+                _ => 0,
+            })
+            .sum())
     }
 
     /// `kiln rmi NAME|ID`, as docker: a tag is removed; an ID removes every tag of the image
@@ -284,7 +314,7 @@ impl Store {
                 manifest: t.digest,
                 config,
                 created: c.created,
-                size: m.layers.iter().map(|l| l.size).sum(),
+                size: self.content_size(&m)?,
             });
         }
         Ok(out)
