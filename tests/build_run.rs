@@ -445,3 +445,41 @@ fn supplementary_groups_follow_runc_and_docker() {
         "uid=1000(builder) gid=1000(builder) groups=50(staff),1000(builder)\n"
     );
 }
+
+#[test]
+fn plain_progress_names_steps_as_buildkit_and_marks_the_failure() {
+    if !can_sandbox("plain_progress_names_steps_as_buildkit_and_marks_the_failure") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = common::context(
+        "FROM kiln.local/busybox\nARG V=1\n\
+         RUN echo \"$HOME\" $UNSET ${X:-def} \\$V a\\\\b '$V' $V and a line that goes on past eighty characters\n\
+         COPY --chown=1:1 Dockerfile /x-$V\n\
+         RUN echo fail && exit 3\n",
+    );
+    let (code, _, err) = kiln(
+        r,
+        &["build", "--progress", "plain", ctx.path().to_str().unwrap()],
+    );
+    assert_eq!(code, 1);
+    // The names dockerd 20.10's BuildKit gave these steps: whole, variables expanded, quotes
+    // and unset variables as written.
+    assert!(
+        err.contains(
+            "] RUN echo \"$HOME\" $UNSET ${X:-def} $V a\\b '$V' 1 and a line that goes on past \
+             eighty characters\n"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("] COPY --chown=1:1 Dockerfile /x-1\n"),
+        "{err}"
+    );
+    // BuildKit's line for the failed step.
+    assert!(
+        err.contains("#5 ERROR: RUN echo fail && exit 3: exit status 3\n"),
+        "{err}"
+    );
+}

@@ -74,6 +74,9 @@ impl Progress {
                     Event::Pulling { reference } => {
                         serde_json::json!({"event": "pulling", "image": reference})
                     }
+                    Event::Failed { name, message } => {
+                        serde_json::json!({"event": "error", "step": name, "message": message})
+                    }
                 };
                 let _ = writeln!(std::io::stderr().lock(), "{v}");
             }
@@ -93,6 +96,10 @@ impl Progress {
                     Event::Output { name, line } => writeln!(err, "#{} {line}", self.id(&name)),
                     Event::Warning { message } => writeln!(err, "WARNING: {message}"),
                     Event::Pulling { reference } => writeln!(err, "pulling {reference}"),
+                    // BuildKit's line for a failed step, which CI log readers look for.
+                    Event::Failed { name, message } => {
+                        writeln!(err, "#{} ERROR: {message}", self.id(&name))
+                    }
                 };
             }
             Mode::Tty => {
@@ -131,6 +138,8 @@ impl Progress {
                     Event::Pulling { reference } => {
                         let _ = self.multi.println(format!("pulling {reference}"));
                     }
+                    // `finish` marks the step's line; the error itself is printed after.
+                    Event::Failed { .. } => {}
                 }
             }
         }

@@ -106,6 +106,11 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// A step failed: BuildKit's `#N ERROR: ...` line in the plain log.
+    Failed {
+        name: String,
+        message: String,
+    },
 }
 
 /// The image that was built.
@@ -910,7 +915,7 @@ fn run_stage(
     let steps = stage.steps.clone();
     for (n, &i) in steps.iter().enumerate() {
         let ins = &ctx.instructions[i];
-        let name = format!("[{label} {}/{total}] {}", n + 2, short(&ins.text));
+        let name = format!("[{label} {}/{total}] {}", n + 2, ctx.shown(&st, &ins.text));
         step(ctx, &mut st, &inherited, s, ins, &name, done)?;
     }
     ctx.resolve_times(&mut st)?;
@@ -1045,6 +1050,25 @@ impl Ctx<'_> {
             .map_err(|e| BuildError::Other(e.clone()))
     }
 
+    /// An instruction as the progress shows it: whole, its variables expanded with the
+    /// stage's ARG and ENV values, as BuildKit names a step (`processCmdEnv`): quotes and
+    /// unset variables stay as written, escapes are processed. Its own text if that fails.
+    fn shown(&self, st: &StageState, text: &str) -> String {
+        let lex = Lexer {
+            raw_quotes: true,
+            skip_unset: true,
+            ..self.lex
+        };
+        // Continuation lines as one, as BuildKit prints them.
+        let one_line: String = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        lex.expand_str(&one_line, st.vars()).unwrap_or(one_line)
+    }
+
     fn expand(&self, st: &StageState, word: &str, span: Span) -> Result<String, BuildError> {
         self.lex
             .expand_str(word, st.vars())
@@ -1121,7 +1145,29 @@ pub(crate) fn shell_wrap(st: &StageState, cmd: &Command) -> Vec<String> {
     }
 }
 
+/// Runs one instruction of a stage, telling the progress when it starts, ends, or fails.
 fn step(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    inherited: &BTreeMap<String, Option<String>>,
+    stage: usize,
+    ins: &Instruction,
+    name: &str,
+    done: &BTreeMap<usize, StageState>,
+) -> Result<(), BuildError> {
+    let result = step_body(ctx, st, inherited, stage, ins, name, done);
+    if let Err(e) = &result {
+        let message = e.to_string();
+        (ctx.on_event)(Event::Failed {
+            name: name.to_string(),
+            // The reason's first line; the output's tail follows with the located error.
+            message: message.lines().next().unwrap_or_default().to_string(),
+        });
+    }
+    result
+}
+
+fn step_body(
     ctx: &Ctx<'_>,
     st: &mut StageState,
     inherited: &BTreeMap<String, Option<String>>,
