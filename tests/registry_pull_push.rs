@@ -546,7 +546,12 @@ fn tls_and_basic_auth_with_login_and_logout() {
         "wrong-pw\n",
     );
     assert_eq!(code, 1, "{out}");
-    assert!(err.contains("denied"), "{err}");
+    // As docker says it; not "log in with `kiln login`", the command that just failed.
+    assert!(
+        err.contains("unauthorized: incorrect username or password"),
+        "{err}"
+    );
+    assert!(!err.contains("kiln login"), "{err}");
     assert!(!err.contains("wrong-pw"), "{err}");
     assert!(!env.config_json().exists());
     let (code, out, err) = env.kiln_in(

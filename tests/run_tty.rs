@@ -51,6 +51,15 @@ fn termios(fd: &std::fs::File) -> libc::termios {
 
 impl Session {
     fn start(root: &std::path::Path, args: &[&str]) -> Session {
+        Session::start_with(root, args, &[])
+    }
+
+    /// [`Session::start`] with `env` set for kiln.
+    fn start_with(
+        root: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &std::path::Path)],
+    ) -> Session {
         let (mut m, mut s) = (0, 0);
         // SAFETY: openpty writes two descriptors into the integers given; no name, default
         // settings.
@@ -73,6 +82,7 @@ impl Session {
         cmd.arg("--root")
             .arg(root)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::from(slave.try_clone().unwrap()))
             .stdout(Stdio::from(slave.try_clone().unwrap()))
             .stderr(Stdio::from(slave));
@@ -462,4 +472,69 @@ fn attach_to_a_detached_terminal_then_detach_and_come_back() {
     assert_eq!(code, 1);
     assert!(err.contains("stopped container"), "{err}");
     common::kiln(r, &["rm", "-f", "shell", "reader"]);
+}
+
+#[test]
+fn login_asks_at_the_terminal_and_never_shows_the_password() {
+    if !common::have(
+        "python3",
+        "login_asks_at_the_terminal_and_never_shows_the_password",
+    ) {
+        return;
+    }
+    // A registry that takes any Basic credentials (tests/common/hostile_registry.py).
+    let port = common::registry::free_port();
+    let _registry = common::registry::Reaped::listening(
+        Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/common/hostile_registry.py"
+            ))
+            .args([&port.to_string(), "upload-to", "http://127.0.0.1:1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+        "the registry",
+    );
+    let root = tempfile::tempdir().unwrap();
+    let config = tempfile::tempdir().unwrap();
+    let settings = config.path().join("registries.json");
+    std::fs::write(&settings, "{}").unwrap();
+    let auth_file = config.path().join("no-auth.json");
+    let env = [
+        ("DOCKER_CONFIG", config.path()),
+        ("KILN_REGISTRIES_CONF", settings.as_path()),
+        ("REGISTRY_AUTH_FILE", auth_file.as_path()),
+    ];
+    let host = format!("127.0.0.1:{port}");
+    let mut s = Session::start_with(root.path(), &["login", &host], &env);
+    s.expect("Username: ");
+    s.type_text("alice\n");
+    s.expect("Password: ");
+    s.type_text("s3cret-typed\n");
+    let seen = s.expect("Login Succeeded");
+    assert!(seen.contains("alice"), "the username is echoed: {seen}");
+    assert!(
+        !seen.contains("s3cret-typed"),
+        "the password was echoed: {seen}"
+    );
+    assert!(s.child.wait().unwrap().success());
+    // The terminal's echo is back as it was.
+    assert_eq!(termios(&s.master).c_lflag, s.initial.c_lflag);
+    let stored = std::fs::read_to_string(config.path().join("config.json")).unwrap();
+    // base64("alice:s3cret-typed")
+    assert!(stored.contains("YWxpY2U6czNjcmV0LXR5cGVk"), "{stored}");
+    // Without a terminal, nothing is asked: docker's error.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["login", &host])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot perform an interactive login from a non-TTY device"),
+        "{err}"
+    );
 }

@@ -235,11 +235,42 @@ fn server_host(server: Option<&str>) -> String {
     }
 }
 
+/// Reads one line typed at the terminal after `prompt` (on stderr), without echo when
+/// `secret`.
+fn prompt(prompt: &str, secret: bool) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    let stdin = std::io::stdin();
+    let fd = std::os::fd::AsFd::as_fd(&stdin)
+        .try_clone_to_owned()
+        .context("cannot read the terminal")?;
+    let quiet = secret
+        .then(|| kiln_runtime::container::tty::NoEcho::enter(&fd))
+        .flatten();
+    let mut line = String::new();
+    let read = std::io::BufRead::read_line(&mut stdin.lock(), &mut line);
+    drop(quiet);
+    if secret {
+        eprintln!();
+    }
+    read.context("cannot read the terminal")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+}
+
 pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     let host = server_host(args.server.as_deref());
-    let Some(username) = args.username.clone() else {
-        bail!("kiln login needs -u USERNAME (and --password-stdin or -p)");
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let username = match args.username.clone() {
+        Some(u) => u,
+        // As docker: asked at the terminal, never read from a pipe.
+        None if tty && !args.password_stdin => prompt("Username: ", false)?,
+        None => bail!(
+            "cannot perform an interactive login from a non-TTY device: give -u USERNAME \
+             with --password-stdin"
+        ),
     };
+    if username.is_empty() {
+        bail!("the username is empty");
+    }
     let password = match (&args.password, args.password_stdin) {
         (Some(_), true) => bail!("--password and --password-stdin are mutually exclusive"),
         (Some(p), false) => {
@@ -253,7 +284,11 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
                 .context("cannot read the password from standard input")?;
             s.trim_end_matches(['\n', '\r']).to_string()
         }
-        (None, false) => bail!("kiln login needs --password-stdin or -p PASSWORD"),
+        (None, false) if tty => prompt("Password: ", true)?,
+        (None, false) => bail!(
+            "cannot perform an interactive login from a non-TTY device: give the password \
+             with --password-stdin"
+        ),
     };
     if password.is_empty() {
         bail!("the password is empty");
@@ -266,9 +301,14 @@ pub fn login(args: LoginArgs) -> anyhow::Result<ExitCode> {
     };
     let client = registry::Client::connect_with(&host, &args.registry.options()?, Some(credential))
         .with_context(|| format!("cannot log in to {host}"))?;
-    client
-        .check_login()
-        .with_context(|| format!("cannot log in to {host}"))?;
+    match client.check_login() {
+        Ok(()) => {}
+        // Not "log in with kiln login": that is the command that just failed.
+        Err(registry::RegistryError::Denied { .. }) => {
+            bail!("cannot log in to {host}: unauthorized: incorrect username or password")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot log in to {host}"))),
+    }
     let place = credentials::store(&host, &username, &password)
         .with_context(|| format!("cannot store the credentials for {host}"))?;
     eprintln!("credentials stored in {place}");

@@ -65,6 +65,36 @@ impl Drop for RawMode {
     }
 }
 
+/// The user's terminal without echo until dropped (restored as it was): a password typed at a
+/// prompt is not shown.
+#[derive(Debug)]
+pub struct NoEcho {
+    fd: OwnedFd,
+    saved: rustix::termios::Termios,
+}
+
+impl NoEcho {
+    /// Echo off on `fd`; `None` when it is no terminal.
+    pub fn enter(fd: &OwnedFd) -> Option<NoEcho> {
+        let fd = fd.try_clone().ok()?;
+        let saved = rustix::termios::tcgetattr(&fd).ok()?;
+        let mut quiet = saved.clone();
+        quiet.local_modes -= rustix::termios::LocalModes::ECHO;
+        rustix::termios::tcsetattr(&fd, rustix::termios::OptionalActions::Now, &quiet).ok()?;
+        Some(NoEcho { fd, saved })
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            &self.fd,
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
 /// Copies the size of `from` (the user's terminal) to `to` (the container's).
 fn copy_size(from: &OwnedFd, to: &OwnedFd) {
     if let Ok(size) = rustix::termios::tcgetwinsize(from) {
