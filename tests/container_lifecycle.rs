@@ -828,3 +828,65 @@ fn a_killed_monitor_leaves_no_mount_behind() {
     let out = ok(r, &["store", "verify"]);
     assert!(out.contains(" 0 problems"), "{out}");
 }
+
+#[test]
+fn export_and_import_make_an_image_of_a_filesystem() {
+    if !common::can_sandbox("export_and_import_make_an_image_of_a_filesystem") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "src",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo hi > /new; rm /bin/ls",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    // export: the whole root as a tar, the container's changes in it.
+    let tar = r.join("fs.tar");
+    ok(r, &["export", "-o", tar.to_str().unwrap(), "src"]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&tar).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(names.iter().any(|n| n == "new"), "{names:?}");
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "bin/ls"), "{names:?}");
+    // import, gzipped, with changes: an image of that filesystem.
+    let gz = r.join("fs.tar.gz");
+    std::fs::write(&gz, common::hostile::gzip(&std::fs::read(&tar).unwrap())).unwrap();
+    let id = ok(
+        r,
+        &[
+            "import",
+            "-c",
+            "CMD [\"cat\", \"/new\"]",
+            "-m",
+            "from a tarball",
+            gz.to_str().unwrap(),
+            "imported:1",
+        ],
+    );
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(ok(r, &["run", "--rm", "imported:1"]), "hi\n");
+    let (code, _, _) = kiln(r, &["run", "--rm", "imported:1", "ls", "/bin/ls"]);
+    assert_ne!(code, 0, "the deleted file stays deleted");
+    let history = ok(r, &["history", "--format", "json", "imported:1"]);
+    assert!(history.contains("from a tarball"), "{history}");
+    // Not a tarball: refused, nothing stored.
+    let junk = r.join("junk");
+    std::fs::write(&junk, "not a tar").unwrap();
+    let (code, _, err) = kiln(r, &["import", junk.to_str().unwrap(), "junk:1"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("not a tar archive"), "{err}");
+    assert!(!ok(r, &["images"]).contains("junk"));
+    assert!(ok(r, &["store", "verify"]).contains(" 0 problems"));
+}

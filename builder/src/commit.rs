@@ -149,7 +149,7 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
 }
 
 /// One `--change` instruction applied to `config`.
-fn apply(config: &mut oci::ImageConfig, change: &str) -> Result<(), String> {
+pub(crate) fn apply(config: &mut oci::ImageConfig, change: &str) -> Result<(), String> {
     let df = kiln_parser::parse(&format!("{change}\n")).map_err(|e| e.message)?;
     let parsed = instruction::from_ast(&df).map_err(|e| e.message)?;
     let [ins] = parsed.as_slice() else {

@@ -2,7 +2,8 @@
 //!
 //! [`context`] (the build context, `.dockerignore`, snapshots and digests), [`graph`] (stages
 //! and their dependencies), [`exec`] (the parallel executor, COPY/ADD, RUN), [`cache`] (keys,
-//! explanations) and [`image`] (layer writing).
+//! explanations), [`image`] (layer writing), [`commit`] and [`import`] (images from a
+//! container and from a root filesystem tarball).
 
 pub mod cache;
 pub mod commit;
@@ -10,3 +11,4 @@ pub mod context;
 pub mod exec;
 pub mod graph;
 pub mod image;
+pub mod import;

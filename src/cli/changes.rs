@@ -3,6 +3,8 @@
 
 use std::{path::Path, process::ExitCode};
 
+use anyhow::Context;
+
 use kiln_runtime::container;
 
 #[derive(Debug, clap::Args)]
@@ -105,5 +107,80 @@ pub fn cp(root: Option<&Path>, args: CpArgs) -> anyhow::Result<ExitCode> {
             "must specify at least one container source (CONTAINER:PATH as source or destination)"
         ),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// Write to this file instead of stdout
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+    pub container: String,
+}
+
+/// `kiln export`: the container's root as `docker export` writes it (a tar of `/`, running or
+/// ended; paths resolved inside its root, links kept as links).
+pub fn export(root: Option<&Path>, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    match &args.output {
+        Some(path) => {
+            let f = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut w = std::io::BufWriter::new(f);
+            container::copy::copy_out_tar(&store, &args.container, "/", &mut w)?;
+            std::io::Write::flush(&mut w)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        None => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                anyhow::bail!(
+                    "refusing to write an archive to a terminal: use -o FILE or redirect stdout"
+                );
+            }
+            container::copy::copy_out_tar(&store, &args.container, "/", std::io::stdout().lock())?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// Dockerfile instructions applied to the image's config (CMD, ENV, ...)
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// The history entry's comment (default: `Imported from SOURCE`)
+    #[arg(short, long)]
+    pub message: Option<String>,
+    /// The tarball: a file, an http(s) URL, or - for stdin (plain, gzip, bzip2, xz or zstd)
+    pub source: String,
+    /// `REPOSITORY[:TAG]` for the image
+    pub reference: Option<String>,
+}
+
+/// `kiln import`: prints the new image's ID, as `docker import`.
+pub fn import(root: Option<&Path>, args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    if let Some(r) = &args.reference {
+        kiln_runtime::store::normalize_tag(r)
+            .with_context(|| format!("invalid reference {r:?}"))?;
+    }
+    let opts = kiln_builder::import::ImportOptions {
+        source: args.source.clone(),
+        tag: args.reference.clone(),
+        message: args.message.clone(),
+        changes: args.change.clone(),
+    };
+    let done = if args.source == "-" {
+        kiln_builder::import::import(&store, std::io::stdin().lock(), &opts)
+    } else if args.source.starts_with("http://") || args.source.starts_with("https://") {
+        let resp = kiln_builder::import::fetch(&args.source)
+            .with_context(|| format!("cannot download {}", args.source))?;
+        kiln_builder::import::import(&store, resp, &opts)
+    } else {
+        let f = std::fs::File::open(&args.source)
+            .with_context(|| format!("cannot open {}", args.source))?;
+        kiln_builder::import::import(&store, f, &opts)
+    };
+    outln!("{}", done?.config);
     Ok(ExitCode::SUCCESS)
 }

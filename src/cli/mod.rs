@@ -72,6 +72,10 @@ pub enum Command {
     Commit(changes::CommitArgs),
     /// Copy files between a container and the host (`CONTAINER:PATH` on one side).
     Cp(changes::CpArgs),
+    /// Write a container's whole filesystem as a tar archive.
+    Export(changes::ExportArgs),
+    /// Make an image from a root filesystem tarball (a file, a URL, or - for stdin).
+    Import(changes::ImportArgs),
     /// Show a container's processes (the host's `ps`, only the container's lines).
     Top(stats::TopArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
@@ -147,6 +151,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(a) => lifecycle::attach(cli.root.as_deref(), a),
         Command::Diff(a) => changes::diff(cli.root.as_deref(), a),
         Command::Cp(a) => changes::cp(cli.root.as_deref(), a),
+        Command::Export(a) => changes::export(cli.root.as_deref(), a),
+        Command::Import(a) => changes::import(cli.root.as_deref(), a),
         Command::Top(a) => stats::top(cli.root.as_deref(), a),
         Command::Stats(a) => stats::stats(cli.root.as_deref(), a),
         Command::Commit(a) => changes::commit(cli.root.as_deref(), a),
