@@ -120,7 +120,6 @@ pub fn import(
     let diff_id = Digest::from_sha256(sha);
     let entries = blob
         .reopen()
-        .map_err(std::io::Error::from)
         .and_then(|f| kiln_runtime::layer::view::read_entries(std::io::BufReader::new(f)))
         .map_err(|e| bad(format!("not a tar archive: {e}")))?;
     if entries.is_empty() {
