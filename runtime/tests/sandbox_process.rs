@@ -166,7 +166,7 @@ fn setup_failures_name_the_cause() {
         matches!(&e, SandboxError::Setup { step, .. } if step == "exec /bin/nope"),
         "{e}"
     );
-    assert!(e.to_string().contains("No such file"), "{e}");
+    assert!(e.to_string().contains("no such file or directory"), "{e}");
     let mut spec = Spec::new(&root.mnt(), vec!["true".into()]);
     spec.cwd = "/bin/busybox".into();
     let e = run(&spec, Stdio::null(), Stdio::null(), Stdio::null()).unwrap_err();
