@@ -305,3 +305,72 @@ fn image_ids_name_images_everywhere() {
     let (code, _, err) = kiln(r, &["inspect", short]);
     assert_eq!(code, 1, "{err}");
 }
+
+#[test]
+fn format_templates_print_what_docker_prints() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    assert_eq!(kiln(r, &["load", "-i", BASE]).0, 0);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kiln(r, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    // What dockerd 20.10 printed for the same image (the base loaded into it); CreatedSince
+    // as it is today.
+    let since = ok(&["images", "--format", "{{.CreatedSince}}"]);
+    assert_eq!(
+        ok(&["images", "--format", "{{json .}}"]),
+        "{\"Containers\":\"N/A\",\"CreatedAt\":\"2023-11-14 22:13:20 +0000 UTC\",\
+         \"CreatedSince\":\"3 years ago\",\"Digest\":\"\\u003cnone\\u003e\",\"ID\":\"1696572d56f9\",\
+         \"Repository\":\"kiln.local/busybox\",\"SharedSize\":\"N/A\",\"Size\":\"1.99MB\",\
+         \"Tag\":\"latest\",\"UniqueSize\":\"N/A\",\"VirtualSize\":\"1.986MB\"}\n"
+            .replace("3 years ago", since.trim())
+    );
+    // `\t` as a shell passes it through quotes, and `table` with docker's headers.
+    assert_eq!(
+        ok(&[
+            "images",
+            "--format",
+            r"table {{.ID}}\t{{.Repository}}\t{{.Size}}"
+        ]),
+        "IMAGE ID       REPOSITORY           SIZE\n1696572d56f9   kiln.local/busybox   1.99MB\n"
+    );
+    assert_eq!(
+        ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]),
+        "kiln.local/busybox:latest\n"
+    );
+    assert_eq!(
+        ok(&[
+            "history",
+            "--format",
+            "{{.ID}}|{{.Size}}|{{.CreatedBy}}",
+            "kiln.local/busybox"
+        ]),
+        "1696572d56f9|1.99MB|testdata/base/build-busybox.py (Debian busyb…\n"
+    );
+    assert_eq!(
+        ok(&[
+            "inspect",
+            "--format",
+            "{{.Id}} {{json .Config.Cmd}}",
+            "kiln.local/busybox"
+        ]),
+        "sha256:1696572d56f990c613ff58e176f0e3ef86968dd7bed42300729e7b468d62d311 [\"sh\"]\n"
+    );
+    assert_eq!(
+        ok(&[
+            "inspect",
+            "-f",
+            "{{index .RepoTags 0}} {{len .RootFS.Layers}}",
+            "kiln.local/busybox"
+        ]),
+        "kiln.local/busybox:latest 1\n"
+    );
+    // A template that does not parse, or names no function docker's has: an error.
+    for bad in ["{{.Id", "{{nosuch .Id}}"] {
+        let (code, out, err) = kiln(r, &["inspect", "-f", bad, "kiln.local/busybox"]);
+        assert_eq!((code, out.as_str()), (1, ""), "{bad}");
+        assert!(err.contains("invalid --format template"), "{bad}: {err}");
+    }
+}

@@ -24,7 +24,8 @@ pub struct PsArgs {
     /// repeatable, all must match).
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
-    /// `table` (docker's columns) or `json` (one object per line, docker's field names).
+    /// `table` (docker's columns), `json` (one object per line, docker's field names) or a Go
+    /// template (`{{.Names}}`, `table {{.ID}}\t{{.Status}}`)
     #[arg(long, default_value = "table")]
     pub format: String,
 }
@@ -98,23 +99,51 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         ),
         ContainerState::Dead => "Dead".to_string(),
     };
-    if args.format == "json" {
-        for c in &list {
-            let v = serde_json::json!({
-                "ID": &c.id[..12.min(c.id.len())],
-                "Image": c.image,
-                "Command": format!("\"{}\"", c.command),
-                "CreatedAt": kiln_runtime::timefmt::rfc3339(c.created),
-                "RunningFor": format!("{} ago", human_duration(now - c.created)),
-                "Status": status_of(c),
-                "State": c.state().name(),
-                "Names": c.name,
-            });
-            outln!("{v}");
-        }
+    let format = crate::render::format::Format::parse(&args.format);
+    if format != crate::render::format::Format::Table && !args.quiet {
+        crate::render::format::check(&format)?;
+        // docker's fields for each container (`docker ps --format '{{json .}}'`).
+        let objects: Vec<serde_json::Value> = list
+            .iter()
+            .map(|c| {
+                let labels = container::kept_options(&store, &c.id)
+                    .map(|o| o.labels)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",");
+                serde_json::json!({
+                    "Command": format!("\"{}\"", c.command),
+                    "CreatedAt": crate::render::time::docker_time(c.created),
+                    "ID": &c.id[..12.min(c.id.len())],
+                    "Image": c.image,
+                    "Labels": labels,
+                    "LocalVolumes": "0",
+                    "Mounts": "",
+                    "Names": c.name,
+                    "Networks": "",
+                    "Ports": "",
+                    "RunningFor": format!("{} ago", human_duration(now - c.created)),
+                    "Size": "",
+                    "State": c.state().name(),
+                    "Status": status_of(c),
+                })
+            })
+            .collect();
+        let text = crate::render::format::rows(
+            &format,
+            &objects,
+            &[
+                ("ID", "CONTAINER ID"),
+                ("RunningFor", "CREATED"),
+                ("CreatedAt", "CREATED AT"),
+                ("LocalVolumes", "LOCAL VOLUMES"),
+            ],
+            String::new,
+        )?;
+        out!("{text}");
         return Ok(ExitCode::SUCCESS);
-    } else if args.format != "table" {
-        anyhow::bail!("invalid --format {:?}: table or json", args.format);
     }
     if args.quiet {
         for c in list {

@@ -18,7 +18,7 @@ pub struct Args {
     /// Only show image IDs.
     #[arg(short, long)]
     pub quiet: bool,
-    /// `table` (default) or `json` (one object per line, docker's field names).
+    /// `table` (default), `json` (one object per line, docker's field names) or a Go template
     #[arg(long, default_value = "table")]
     pub format: String,
 }
@@ -69,47 +69,58 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             |t| format!("{} ago", time::human_duration(now - t)),
         )
     };
-    match args.format.as_str() {
-        "table" => {
+    let format = crate::render::format::Format::parse(&args.format);
+    crate::render::format::check(&format)?;
+    let shown_by = |by: &String| {
+        if args.no_trunc || by.chars().count() <= 45 {
+            by.clone()
+        } else {
+            format!("{}…", by.chars().take(44).collect::<String>())
+        }
+    };
+    // docker's fields for each entry (`docker history --format '{{json .}}'`; CreatedBy cut as
+    // in the table unless --no-trunc, as docker's).
+    let objects: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(id, created, by, size, comment)| {
+            serde_json::json!({
+                "Comment": comment,
+                "CreatedAt": created.map(kiln_builder::exec::fsutil::rfc3339),
+                "CreatedBy": shown_by(by),
+                "CreatedSince": since(*created),
+                "ID": id,
+                "Size": table::size_precision(*size, 3),
+            })
+        })
+        .collect();
+    let text = crate::render::format::rows(
+        &format,
+        &objects,
+        &[
+            ("ID", "IMAGE"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+            ("CreatedBy", "CREATED BY"),
+        ],
+        || {
             let lines: Vec<Vec<String>> = rows
                 .iter()
                 .map(|(id, created, by, size, comment)| {
-                    let by = if args.no_trunc || by.chars().count() <= 45 {
-                        by.clone()
-                    } else {
-                        format!("{}…", by.chars().take(44).collect::<String>())
-                    };
                     vec![
                         id.clone(),
                         since(*created),
-                        by,
+                        shown_by(by),
                         table::size_precision(*size, 3),
                         comment.clone(),
                     ]
                 })
                 .collect();
-            out!(
-                "{}",
-                table::render(
-                    &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
-                    &lines
-                )
-            );
-        }
-        "json" => {
-            for (id, created, by, size, comment) in &rows {
-                let v = serde_json::json!({
-                    "Comment": comment,
-                    "CreatedAt": created.map(kiln_builder::exec::fsutil::rfc3339),
-                    "CreatedBy": by,
-                    "CreatedSince": since(*created),
-                    "ID": id,
-                    "Size": table::size(*size),
-                });
-                outln!("{v}");
-            }
-        }
-        other => bail!("--format {other}: expected table or json"),
-    }
+            table::render(
+                &["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"],
+                &lines,
+            )
+        },
+    )?;
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }

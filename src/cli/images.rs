@@ -13,6 +13,9 @@ pub struct ImagesArgs {
     /// Only show image IDs.
     #[arg(short, long)]
     pub quiet: bool,
+    /// `table`, `json`, or a Go template (`{{.Repository}}:{{.Tag}}`, `table {{.ID}}\t{{.Size}}`)
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 /// Whether the image named `name` (`repo:tag`) matches `pattern` as docker's `images
@@ -67,36 +70,64 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list
+    let format = crate::render::format::Format::parse(&args.format);
+    crate::render::format::check(&format)?;
+    // docker's fields for each image (`docker images --format '{{json .}}'`).
+    let objects: Vec<serde_json::Value> = list
         .iter()
         .map(|i| {
             let (repo, tag) = i.name.rsplit_once(':').unwrap_or((&i.name, ""));
-            vec![
-                repo.to_string(),
-                tag.to_string(),
-                i.config.hex()[..12].to_string(),
+            let created = i
+                .created
+                .as_deref()
+                .and_then(crate::render::time::parse_rfc3339);
+            let size = table::size_precision(i.size, 3);
+            serde_json::json!({
+                "Containers": "N/A",
+                "CreatedAt": created.map_or_else(|| "N/A".into(), crate::render::time::docker_time),
                 // As docker: how long ago, by the image config's `created`.
-                i.created
-                    .as_deref()
-                    .and_then(crate::render::time::parse_rfc3339)
-                    .map_or_else(
-                        || "N/A".to_string(),
-                        |t| {
-                            format!(
-                                "{} ago",
-                                crate::render::time::human_duration(crate::render::time::now() - t)
-                            )
-                        },
+                "CreatedSince": created.map_or_else(
+                    || "N/A".to_string(),
+                    |t| format!(
+                        "{} ago",
+                        crate::render::time::human_duration(crate::render::time::now() - t)
                     ),
+                ),
+                "Digest": "<none>",
+                "ID": &i.config.hex()[..12],
+                "Repository": repo,
+                "SharedSize": "N/A",
                 // docker's 3 significant digits (`1.99MB`).
-                table::size_precision(i.size, 3),
-            ]
+                "Size": size,
+                "Tag": tag,
+                "UniqueSize": "N/A",
+                // docker's 4 significant digits here (`1.986MB`).
+                "VirtualSize": table::size(i.size),
+            })
         })
         .collect();
-    out!(
-        "{}",
-        table::render(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
-    );
+    let text = crate::render::format::rows(
+        &format,
+        &objects,
+        &[
+            ("ID", "IMAGE ID"),
+            ("CreatedSince", "CREATED"),
+            ("CreatedAt", "CREATED AT"),
+        ],
+        || {
+            let rows: Vec<Vec<String>> = objects
+                .iter()
+                .map(|o| {
+                    ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                        .iter()
+                        .map(|k| o[*k].as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .collect();
+            table::render(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
+        },
+    )?;
+    out!("{text}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,7 +16,10 @@ pub struct Args {
     /// Only this kind of object.
     #[arg(long = "type", value_enum, value_name = "container|image")]
     pub kind: Option<Kind>,
-    /// Containers (names or ID prefixes) or images (tags or manifest digests).
+    /// A Go template run on each object (`{{.State.Pid}}`, `{{json .Config.Env}}`), or `json`
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// Containers (names or ID prefixes) or images (tags, IDs or manifest digests).
     #[arg(required = true)]
     pub images: Vec<String>,
 }
@@ -41,6 +44,18 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             _ => bail!("no such object: {name}"),
         }
     }
-    outln!("{}", serde_json::to_string_pretty(&out)?);
+    match args
+        .format
+        .as_deref()
+        .map(crate::render::format::Format::parse)
+    {
+        Some(crate::render::format::Format::Template { text, .. }) => {
+            // One line per object, as docker's.
+            for o in &out {
+                outln!("{}", crate::render::format::render(&text, o)?);
+            }
+        }
+        _ => outln!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(ExitCode::SUCCESS)
 }

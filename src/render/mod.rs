@@ -2,6 +2,7 @@
 
 pub mod diagnostic;
 pub mod explain;
+pub mod format;
 pub mod progress;
 pub mod table;
 pub mod time;

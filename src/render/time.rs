@@ -26,6 +26,16 @@ pub fn human_duration(secs: i64) -> String {
 /// Seconds since the epoch of an RFC 3339 time (the builder's parser, which also writes them).
 pub use kiln_builder::exec::fsutil::parse_rfc3339;
 
+/// A time as docker's `CreatedAt` columns print it (Go's `time.Time.String` in UTC):
+/// `2023-11-14 22:13:20 +0000 UTC`.
+pub fn docker_time(secs: i64) -> String {
+    let t = kiln_runtime::timefmt::rfc3339(secs);
+    format!(
+        "{} +0000 UTC",
+        t.trim_end_matches('Z').replacen('T', " ", 1)
+    )
+}
+
 /// Now, in seconds since the epoch.
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -49,6 +59,7 @@ mod tests {
         assert_eq!(human_duration(20 * 86_400), "2 weeks");
         assert_eq!(human_duration(90 * 86_400), "3 months");
         assert_eq!(human_duration(3 * 365 * 86_400), "3 years");
+        assert_eq!(docker_time(1_700_000_000), "2023-11-14 22:13:20 +0000 UTC");
     }
 
     #[test]
