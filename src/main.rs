@@ -53,6 +53,8 @@ fn main() -> ExitCode {
                 | "stats"
                 | "top"
                 | "diff"
+                | "version"
+                | "info"
         )
     ) {
         // SAFETY: restoring the default disposition of one signal, before any thread exists.
@@ -62,7 +64,7 @@ fn main() -> ExitCode {
     }
     if !matches!(
         first.as_deref(),
-        Some("parse" | "check" | "help" | "login" | "logout") | None
+        Some("parse" | "check" | "help" | "login" | "logout" | "version") | None
     ) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");

@@ -374,3 +374,37 @@ fn format_templates_print_what_docker_prints() {
         assert!(err.contains("invalid --format template"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn version_and_info_for_bug_reports() {
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (code, out, _) = kiln(r, &["version", "--format", "{{.Client.Version}}"]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, format!("{}\n", env!("CARGO_PKG_VERSION")).as_str())
+    );
+    let (_, out, _) = kiln(r, &["version"]);
+    assert!(
+        out.contains(" Git commit:") && out.contains(" OS/Arch:     linux/"),
+        "{out}"
+    );
+    assert_eq!(kiln(r, &["load", "-i", BASE]).0, 0);
+    let (code, out, err) = kiln(r, &["info", "--format", "{{json .}}"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Images"], 1);
+    assert_eq!(v["Containers"], 0);
+    assert_eq!(v["KilnRootDir"], r.to_str().unwrap());
+    assert_eq!(v["OSType"], "linux");
+    assert!(v["NCPU"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        ["1", "2", "hybrid"].contains(&v["CgroupVersion"].as_str().unwrap()),
+        "{v}"
+    );
+    let (_, out, _) = kiln(r, &["info"]);
+    assert!(
+        out.contains(" Images: 1\n") && out.contains(" Kernel Version: "),
+        "{out}"
+    );
+}

@@ -15,4 +15,5 @@ pub mod reference;
 pub mod registry;
 pub mod sandbox;
 pub mod store;
+pub mod system;
 pub mod timefmt;

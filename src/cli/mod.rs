@@ -17,6 +17,7 @@ mod run;
 mod save;
 mod stats;
 mod store;
+mod system;
 mod verify;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -114,6 +115,10 @@ pub enum Command {
     /// Store maintenance (`kiln store verify [--repair]`).
     #[command(subcommand)]
     Store(verify::StoreCommand),
+    /// Show kiln's version, commit and platform.
+    Version(system::VersionArgs),
+    /// Show the store, the sandbox's kernel features and the registries configured.
+    Info(system::InfoArgs),
     /// Print the parsed Dockerfile (JSON or a tree).
     Parse(parse::Args),
     /// Run BuildKit's build checks on a Dockerfile.
@@ -130,6 +135,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
+        Command::Version(a) => system::version(a),
+        Command::Info(a) => system::info(cli.root.as_deref(), a),
         Command::Check(a) => check::run(a),
         Command::Load(a) => load::run(cli.root.as_deref(), a),
         Command::Images(a) => images::images(cli.root.as_deref(), a),
