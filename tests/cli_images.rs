@@ -408,3 +408,46 @@ fn version_and_info_for_bug_reports() {
         "{out}"
     );
 }
+
+#[test]
+fn management_forms_and_prunes() {
+    if !common::can_sandbox("management_forms_and_prunes") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kiln(r, args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    };
+    // docker's management forms name the same commands, flags and output.
+    assert_eq!(ok(&["image", "ls", "-q"]), ok(&["images", "-q"]));
+    assert_eq!(
+        ok(&["image", "inspect", "-f", "{{.Id}}", "kiln.local/busybox"]),
+        ok(&["inspect", "-f", "{{.Id}}", "kiln.local/busybox"])
+    );
+    ok(&[
+        "container",
+        "run",
+        "--name",
+        "c1",
+        "kiln.local/busybox",
+        "true",
+    ]);
+    assert!(ok(&["container", "ls", "-a", "--format", "{{.Names}}"]).contains("c1"));
+    // image prune: an untagged build goes (its ID no longer names it), tagged images stay.
+    let ctx = common::context("FROM kiln.local/busybox\nRUN echo x > /x\n");
+    let id = ok(&["build", "-q", ctx.path().to_str().unwrap()]);
+    let id = id.trim();
+    assert_eq!(ok(&["run", "--rm", id, "cat", "/x"]), "x\n");
+    let out = ok(&["image", "prune", "-f"]);
+    assert!(out.contains(&format!("deleted: {id}")), "{out}");
+    assert_eq!(kiln(r, &["inspect", id]).0, 1);
+    assert!(ok(&["images"]).contains("kiln.local/busybox"));
+    // system prune: ended containers and the build cache no image uses.
+    let out = ok(&["system", "prune", "-f"]);
+    assert!(out.contains("Deleted Containers:"), "{out}");
+    assert_eq!(kiln(r, &["inspect", "--type", "container", "c1"]).0, 1);
+    assert!(ok(&["store", "verify"]).contains(" 0 problems"));
+}

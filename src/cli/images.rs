@@ -171,3 +171,73 @@ pub fn rmi(root: Option<&Path>, args: RmiArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     })
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ImageCommand {
+    /// Remove untagged images (`-a`: also every image no container was made from), and the
+    /// blobs nothing needs any more
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (kiln never asks without a terminal; accepted for docker's scripts)
+        #[arg(short, long)]
+        force: bool,
+    },
+}
+
+pub fn image(root: Option<&Path>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    match cmd {
+        ImageCommand::Prune { all, .. } => {
+            let (gone, freed) = store.prune_images(all)?;
+            if !gone.is_empty() {
+                outln!("Deleted Images:");
+                for id in &gone {
+                    outln!("deleted: {id}");
+                }
+                outln!();
+            }
+            outln!("Total reclaimed space: {}", table::size(freed));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln system prune [-a]`: ended containers, untagged images, then the build cache no image
+/// uses (`-a`: every cache entry), as docker's (kiln has no networks or volumes to prune).
+pub fn system_prune(root: Option<&Path>, all: bool) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let containers = kiln_runtime::container::control::prune(&store)?;
+    if !containers.is_empty() {
+        outln!("Deleted Containers:");
+        for id in &containers {
+            outln!("{id}");
+        }
+        outln!();
+    }
+    let (images, image_bytes) = store.prune_images(false)?;
+    if !images.is_empty() {
+        outln!("Deleted Images:");
+        for id in &images {
+            outln!("deleted: {id}");
+        }
+        outln!();
+    }
+    let opts = kiln_runtime::store::PruneOptions {
+        all,
+        ..Default::default()
+    };
+    let (entries, cache_bytes) = store.cache_prune(&opts)?;
+    if !entries.is_empty() {
+        outln!("Deleted build cache objects:");
+        for e in &entries {
+            outln!("{}", e.id());
+        }
+        outln!();
+    }
+    outln!(
+        "Total reclaimed space: {}",
+        table::size(image_bytes + cache_bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}

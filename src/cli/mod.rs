@@ -1,5 +1,6 @@
 //! Command-line definitions (clap) and dispatch to one module per command.
 
+pub mod aliases;
 mod build;
 mod cache;
 mod changes;
@@ -81,9 +82,14 @@ pub enum Command {
     Top(stats::TopArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
     Stats(stats::StatsArgs),
-    /// Containers as a group: `kiln container prune`.
+    /// Containers as a group: `kiln container prune`; `container ls|rm|inspect|logs|...` are
+    /// the commands of those names.
     #[command(subcommand)]
     Container(containers::ContainerCommand),
+    /// Images as a group: `kiln image prune`; `image ls|rm|inspect|history|tag|pull|push|save|
+    /// load|import` are the commands of those names.
+    #[command(subcommand)]
+    Image(images::ImageCommand),
     /// List images.
     Images(images::ImagesArgs),
     /// Download an image from a registry.
@@ -129,6 +135,15 @@ pub enum Command {
 pub enum SystemCommand {
     /// Space used by images, containers and the build cache.
     Df,
+    /// Remove ended containers, untagged images and the build cache no image uses
+    /// (`-a`: every cache entry)
+    Prune {
+        #[arg(short, long)]
+        all: bool,
+        /// Do not ask (kiln never asks without a terminal; accepted for docker's scripts)
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -148,6 +163,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
         Command::Cache(c) => cache::run(cli.root.as_deref(), c),
         Command::System(SystemCommand::Df) => cache::df(cli.root.as_deref()),
+        Command::System(SystemCommand::Prune { all, .. }) => {
+            images::system_prune(cli.root.as_deref(), all)
+        }
+        Command::Image(c) => images::image(cli.root.as_deref(), c),
         Command::Store(c) => verify::run(cli.root.as_deref(), c),
         Command::Ps(a) => containers::ps(cli.root.as_deref(), a),
         Command::Rm(a) => containers::rm(cli.root.as_deref(), a),

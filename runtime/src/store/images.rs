@@ -177,6 +177,68 @@ impl Store {
         }))
     }
 
+    /// `kiln image prune`: forgets untagged images (`all`: also untags every image no
+    /// container was made from), then removes the blobs nothing references any more, as
+    /// `kiln cache prune --filter type=unreferenced` would (build cache entries stay). Returns
+    /// the IDs of the images that went and the bytes freed.
+    pub fn prune_images(&self, all: bool) -> Result<(Vec<Digest>, u64), StoreError> {
+        let tagged: Vec<super::Tag> = self.tags()?;
+        let mut gone = std::collections::BTreeSet::new();
+        if all {
+            let used: std::collections::BTreeSet<Digest> = self
+                .containers()?
+                .iter()
+                .filter_map(|c| self.resolve(&c.image).ok().flatten())
+                .collect();
+            for t in &tagged {
+                if !used.contains(&t.digest) {
+                    self.remove_tag(&t.name)?;
+                    if let Ok((_, _, config)) = self.image(&t.digest) {
+                        gone.insert(config);
+                    }
+                }
+            }
+        }
+        let still: std::collections::BTreeSet<String> = self
+            .tags()?
+            .into_iter()
+            .map(|t| t.digest.to_string())
+            .collect();
+        let dangling: Vec<(String, String)> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare("SELECT manifest, config FROM images")
+                .map_err(self.db_err())?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(self.db_err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.db_err())?
+        };
+        for (manifest, config) in dangling {
+            if still.contains(&manifest) {
+                continue;
+            }
+            self.conn()
+                .execute("DELETE FROM images WHERE manifest = ?1", [&manifest])
+                .map_err(self.db_err())?;
+            if let Ok(d) = Digest::parse(&config) {
+                gone.insert(d);
+            }
+        }
+        // An image a tag still names (through another manifest of the same config) stays.
+        for t in self.tags()? {
+            if let Ok((_, _, config)) = self.image(&t.digest) {
+                gone.remove(&config);
+            }
+        }
+        let opts = super::PruneOptions {
+            kinds: vec![super::usage::Kind::Unreferenced],
+            ..Default::default()
+        };
+        let (_, freed) = self.cache_prune(&opts)?;
+        Ok((gone.into_iter().collect(), freed))
+    }
+
     /// Records that `manifest` is an image (its config digest is its ID), so its ID names it
     /// even with no tag (`kiln run $(kiln build -q .)`). A manifest kiln cannot read as an image
     /// is not recorded.
