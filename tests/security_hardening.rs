@@ -709,6 +709,27 @@ fn run_usage_errors_exit_125_as_docker_run() {
         let (code, _, err) = kiln(r, &args);
         assert_eq!(code, 125, "{args:?}: {err}");
     }
+    // docker's options kiln has not yet: named, with what to use meanwhile, not clap's
+    // "unexpected argument".
+    for (args, says) in [
+        (
+            vec!["run", "-p", "8080:80", "x"],
+            "-p/--publish and -P are not supported yet",
+        ),
+        (
+            vec!["run", "--mount", "type=bind,src=/a,dst=/b", "x"],
+            "use -v HOST:CONTAINER",
+        ),
+        (
+            vec!["run", "--platform", "linux/arm64", "x"],
+            "this machine's platform",
+        ),
+    ] {
+        let (code, _, err) = kiln(r, &args);
+        assert_eq!(code, 125, "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("unexpected argument"), "{args:?}: {err}");
+    }
     // Other commands keep 2 for usage, 1 for failures.
     assert_eq!(kiln(r, &["build", "--bogus"]).0, 2);
     assert_eq!(kiln(r, &["tag", "a", "b"]).0, 1);

@@ -43,6 +43,24 @@ pub struct Args {
     /// `host` (the default: the host's network) or `none` (loopback only).
     #[arg(long, value_name = "MODE", default_value = "host")]
     pub network: String,
+    /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
+    /// (instead of "unexpected argument"), with what to use meanwhile.
+    #[arg(short = 'p', long = "publish", hide = true)]
+    pub publish: Vec<String>,
+    #[arg(short = 'P', long = "publish-all", hide = true)]
+    pub publish_all: bool,
+    #[arg(long = "mount", hide = true)]
+    pub mount: Vec<String>,
+    #[arg(long = "add-host", hide = true)]
+    pub add_host: Vec<String>,
+    #[arg(long = "dns", hide = true)]
+    pub dns: Vec<String>,
+    #[arg(long = "network-alias", hide = true)]
+    pub network_alias: Vec<String>,
+    #[arg(long = "ip", hide = true)]
+    pub ip: Option<String>,
+    #[arg(long = "platform", hide = true)]
+    pub platform: Option<String>,
     /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
@@ -151,7 +169,37 @@ pub struct Args {
     pub registry: super::registry::RegistryFlags,
 }
 
+/// docker's options kiln does not have yet, each refused with what to use meanwhile.
+fn not_yet(args: &Args) -> anyhow::Result<()> {
+    let networking = "kiln's containers use the host's network (--network host, the default) \
+                      or none: a service listens on the host's ports directly";
+    if !args.publish.is_empty() || args.publish_all {
+        bail!("-p/--publish and -P are not supported yet: {networking}");
+    }
+    if !args.add_host.is_empty() || !args.dns.is_empty() || !args.network_alias.is_empty() {
+        bail!("--add-host, --dns and --network-alias are not supported yet: {networking}");
+    }
+    if args.ip.is_some() {
+        bail!("--ip is not supported yet: {networking}");
+    }
+    if !args.mount.is_empty() {
+        bail!(
+            "--mount is not supported yet: use -v HOST:CONTAINER[:ro] for a bind mount or \
+             --tmpfs PATH"
+        );
+    }
+    if let Some(p) = &args.platform {
+        bail!(
+            "--platform {p} is not supported yet: kiln runs images of this machine's platform \
+             ({})",
+            kiln_runtime::oci::host_platform_string()
+        );
+    }
+    Ok(())
+}
+
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    not_yet(&args)?;
     let health_override = health(&args)?;
     let granted = privileges(&args)?;
     let restart = container::restart::Policy::parse(&args.restart).map_err(anyhow::Error::msg)?;
@@ -162,7 +210,10 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     let network = match args.network.as_str() {
         "host" | "default" => Network::Host,
         "none" => Network::None,
-        other => bail!("--network {other}: kiln supports host and none"),
+        other => bail!(
+            "--network {other}: kiln supports host (the default) and none; bridge and user \
+             networks are not supported yet"
+        ),
     };
     let mut env = env_files(&args.env_file)?;
     env.extend(args.env);
