@@ -103,11 +103,7 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
     drop(out);
     store.commit_blob(blob, &info.diff_id)?;
     store.record_layer_entries(&info.diff_id, &info.entries)?;
-    let now = kiln_runtime::timefmt::rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    );
+    let now = now_rfc3339();
     config.rootfs.diff_ids.push(info.diff_id.to_string());
     config.history.push(History {
         created: Some(now.clone()),
@@ -119,16 +115,41 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
     if let Some(a) = &opts.author {
         config.author = Some(a.clone());
     }
-    let config_doc = oci::write_json(&config, oci::MEDIA_CONFIG);
-    let config_digest = store.put_blob(&config_doc.bytes)?;
     let mut layers = base.layers.clone();
-    layers.push(Descriptor {
+    layers.push(tar_layer(&info.diff_id, info.size));
+    Ok(store_image(store, &config, layers, opts.tag.as_deref())?)
+}
+
+/// The descriptor of an uncompressed layer kiln wrote.
+pub(crate) fn tar_layer(diff_id: &Digest, size: u64) -> Descriptor {
+    Descriptor {
         media_type: oci::MEDIA_LAYER_TAR.into(),
-        digest: info.diff_id.to_string(),
-        size: info.size,
+        digest: diff_id.to_string(),
+        size,
         annotations: BTreeMap::new(),
         platform: None,
-    });
+    }
+}
+
+/// Now, as an image config's `created` says it.
+pub(crate) fn now_rfc3339() -> String {
+    kiln_runtime::timefmt::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64),
+    )
+}
+
+/// Writes `config` and the manifest of it over `layers`, records the image (its ID names it)
+/// and tags it `tag`.
+pub(crate) fn store_image(
+    store: &Store,
+    config: &oci::ImageConfig,
+    layers: Vec<Descriptor>,
+    tag: Option<&str>,
+) -> Result<Committed, kiln_runtime::store::StoreError> {
+    let config_doc = oci::write_json(config, oci::MEDIA_CONFIG);
+    let config_digest = store.put_blob(&config_doc.bytes)?;
     let m = Manifest {
         schema_version: 2,
         media_type: oci::MEDIA_MANIFEST.into(),
@@ -139,7 +160,7 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
     let m = oci::write_json(&m, oci::MEDIA_MANIFEST);
     let manifest_digest = store.put_blob(&m.bytes)?;
     store.note_image(&manifest_digest)?;
-    if let Some(t) = &opts.tag {
+    if let Some(t) = tag {
         store.set_tag(t, &manifest_digest)?;
     }
     Ok(Committed {

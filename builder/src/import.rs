@@ -5,11 +5,11 @@
 //! is this machine's platform with `--change` instructions applied (as `kiln commit`'s), and
 //! one history entry: the message, or `Imported from SOURCE`, as docker writes it.
 
-use std::{collections::BTreeMap, io::Read};
+use std::io::Read;
 
 use kiln_runtime::{
     digest::Digest,
-    oci::{self, Descriptor, History, ImageConfig, Manifest},
+    oci::{self, History, ImageConfig},
     store::Store,
 };
 
@@ -127,11 +127,7 @@ pub fn import(
     }
     store.commit_blob(blob, &diff_id)?;
     store.record_layer_entries(&diff_id, &entries)?;
-    let now = kiln_runtime::timefmt::rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64),
-    );
+    let now = crate::commit::now_rfc3339();
     config.rootfs.diff_ids.push(diff_id.to_string());
     config.history.push(History {
         created: Some(now.clone()),
@@ -144,29 +140,11 @@ pub fn import(
         empty_layer: false,
     });
     config.created = Some(now);
-    let config_doc = oci::write_json(&config, oci::MEDIA_CONFIG);
-    let config_digest = store.put_blob(&config_doc.bytes)?;
-    let m = Manifest {
-        schema_version: 2,
-        media_type: oci::MEDIA_MANIFEST.into(),
-        config: config_doc.descriptor,
-        layers: vec![Descriptor {
-            media_type: oci::MEDIA_LAYER_TAR.into(),
-            digest: diff_id.to_string(),
-            size,
-            annotations: BTreeMap::new(),
-            platform: None,
-        }],
-        annotations: BTreeMap::new(),
-    };
-    let m = oci::write_json(&m, oci::MEDIA_MANIFEST);
-    let manifest_digest = store.put_blob(&m.bytes)?;
-    store.note_image(&manifest_digest)?;
-    if let Some(t) = &opts.tag {
-        store.set_tag(t, &manifest_digest)?;
-    }
-    Ok(crate::commit::Committed {
-        manifest: manifest_digest,
-        config: config_digest,
-    })
+    let layers = vec![crate::commit::tar_layer(&diff_id, size)];
+    Ok(crate::commit::store_image(
+        store,
+        &config,
+        layers,
+        opts.tag.as_deref(),
+    )?)
 }
