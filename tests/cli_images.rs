@@ -445,6 +445,32 @@ fn management_forms_and_prunes() {
     assert!(out.contains(&format!("deleted: {id}")), "{out}");
     assert_eq!(kiln(r, &["inspect", id]).0, 1);
     assert!(ok(&["images"]).contains("kiln.local/busybox"));
+    // Untagged images are listed as docker's `<none>` rows, newest first; filters as docker's.
+    let ctx = common::context("FROM kiln.local/busybox\nLABEL tier=web\nRUN echo y > /y\n");
+    ok(&["build", "-q", "-t", "web:1", ctx.path().to_str().unwrap()]);
+    let ctx = common::context("FROM kiln.local/busybox\nRUN echo z > /z\n");
+    let dangling = ok(&["build", "-q", ctx.path().to_str().unwrap()]);
+    let short = &dangling.trim()[7..19];
+    let rows = ok(&["images", "--format", "{{.Repository}}:{{.Tag}}:{{.ID}}"]);
+    assert!(rows.contains(&format!("<none>:<none>:{short}")), "{rows}");
+    assert_eq!(
+        ok(&["images", "-q", "--filter", "dangling=true"]),
+        format!("{short}\n")
+    );
+    assert_eq!(
+        ok(&[
+            "images",
+            "--format",
+            "{{.Repository}}",
+            "--filter",
+            "label=tier=web"
+        ]),
+        "web\n"
+    );
+    assert!(
+        !ok(&["images", "-q", "--filter", "since=web:1"]).contains(&ok(&["images", "-q", "web"]))
+    );
+    assert!(ok(&["images", "-q", "--no-trunc", "web"]).starts_with("sha256:"));
     // system prune: ended containers and the build cache no image uses.
     let out = ok(&["system", "prune", "-f"]);
     assert!(out.contains("Deleted Containers:"), "{out}");

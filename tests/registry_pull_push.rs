@@ -213,6 +213,25 @@ fn build_pulls_its_base_then_pushes_with_a_cross_repository_mount() {
     assert_eq!(m["containerimage.digest"], served.as_str());
     assert!(out.contains(&format!("v1: digest: {served}")), "{out}");
     assert!(err.contains(&format!("manifest {served}")), "{err}");
+    // docker's RepoDigests: what deploy-by-digest scripts read after a push, and after a pull.
+    let repo_digest = format!("{host}/team/app@{served}");
+    let out = env.ok(
+        root.path(),
+        &["inspect", "-f", "{{index .RepoDigests 0}}", &app],
+    );
+    assert_eq!(out.trim(), repo_digest);
+    let out = env.ok(
+        root.path(),
+        &["images", "--digests", "--format", "{{.Digest}}", &app],
+    );
+    assert_eq!(out.trim(), served);
+    let fresh = tempfile::tempdir().unwrap();
+    env.ok(fresh.path(), &["pull", &app]);
+    let out = env.ok(
+        fresh.path(),
+        &["inspect", "-f", "{{json .RepoDigests}}", &app],
+    );
+    assert_eq!(out.trim(), format!("[\"{repo_digest}\"]"));
     // podman (daemonless, a peer) pulls and runs what kiln pushed.
     if common::have("podman", "build_pulls_its_base (podman)") {
         let storage = tempfile::tempdir().unwrap();

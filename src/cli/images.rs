@@ -16,6 +16,56 @@ pub struct ImagesArgs {
     /// `table`, `json`, or a Go template (`{{.Repository}}:{{.Tag}}`, `table {{.ID}}\t{{.Size}}`)
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Every image (kiln keeps no intermediate images: the same as without it)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Show the registry digest each image was pulled or pushed as
+    #[arg(long)]
+    pub digests: bool,
+    /// Full image IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// `dangling=true|false`, `reference=PATTERN`, `label=KEY[=VALUE]`, `before=IMAGE`,
+    /// `since=IMAGE`
+    #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+    pub filter: Vec<String>,
+}
+
+/// Whether image `i` passes docker's `--filter` `f`.
+fn passes(
+    store: &kiln_runtime::store::Store,
+    i: &kiln_runtime::store::ImageSummary,
+    f: &str,
+) -> anyhow::Result<bool> {
+    let created = |m: &kiln_runtime::digest::Digest| -> anyhow::Result<i64> {
+        Ok(store
+            .image(m)?
+            .1
+            .created
+            .as_deref()
+            .and_then(crate::render::time::parse_rfc3339)
+            .unwrap_or(0))
+    };
+    let other = |name: &str| -> anyhow::Result<i64> {
+        let m = store
+            .resolve(name)?
+            .with_context(|| format!("--filter: no such image: {name}"))?;
+        created(&m)
+    };
+    Ok(match f.split_once('=') {
+        Some(("dangling", v)) => (i.name == "<none>:<none>") == (v == "true" || v == "1"),
+        Some(("reference", p)) => i.name != "<none>:<none>" && matches_reference(p, &i.name)?,
+        Some(("label", kv)) => {
+            let labels = store.image(&i.manifest)?.1.config.labels;
+            match kv.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
+                None => labels.contains_key(kv),
+            }
+        }
+        Some(("before", name)) => created(&i.manifest)? < other(name)?,
+        Some(("since", name)) => created(&i.manifest)? > other(name)?,
+        _ => bail!("invalid --filter {f:?}: dangling=, reference=, label=, before= or since="),
+    })
 }
 
 /// Whether the image named `name` (`repo:tag`) matches `pattern` as docker's `images
@@ -55,6 +105,28 @@ pub struct RmiArgs {
 pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let mut list = store.images()?;
+    // Untagged images too, as docker's `<none>` rows; newest first, as docker sorts them.
+    list.extend(store.dangling_images()?);
+    let created = |i: &kiln_runtime::store::ImageSummary| {
+        i.created
+            .as_deref()
+            .and_then(crate::render::time::parse_rfc3339)
+            .unwrap_or(0)
+    };
+    list.sort_by_key(|i| std::cmp::Reverse(created(i)));
+    if !args.filter.is_empty() {
+        let mut kept = Vec::new();
+        for i in list {
+            let mut keep = true;
+            for f in &args.filter {
+                keep &= passes(&store, &i, f)?;
+            }
+            if keep {
+                kept.push(i);
+            }
+        }
+        list = kept;
+    }
     if let Some(pattern) = &args.reference {
         let mut kept = Vec::new();
         for i in list {
@@ -64,9 +136,17 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
         }
         list = kept;
     }
+    let id_of = |i: &kiln_runtime::store::ImageSummary| {
+        if args.no_trunc {
+            i.config.to_string()
+        } else {
+            i.config.hex()[..12].to_string()
+        }
+    };
     if args.quiet {
-        for i in list {
-            outln!("{}", &i.config.hex()[..12]);
+        // One line per row, as docker's `-q` (an image under two tags twice).
+        for i in &list {
+            outln!("{}", id_of(i));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -82,6 +162,17 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
                 .as_deref()
                 .and_then(crate::render::time::parse_rfc3339);
             let size = table::size_precision(i.size, 3);
+            // The registry digest recorded for this repository (pulled or pushed as), docker's
+            // DIGEST column.
+            let digest = store
+                .repo_digests(&i.config)
+                .unwrap_or_default()
+                .into_iter()
+                .find_map(|d| {
+                    let (r, digest) = d.split_once('@')?;
+                    (r == repo).then(|| digest.to_string())
+                })
+                .unwrap_or_else(|| "<none>".into());
             serde_json::json!({
                 "Containers": "N/A",
                 "CreatedAt": created.map_or_else(|| "N/A".into(), crate::render::time::docker_time),
@@ -93,8 +184,8 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
                         crate::render::time::human_duration(crate::render::time::now() - t)
                     ),
                 ),
-                "Digest": "<none>",
-                "ID": &i.config.hex()[..12],
+                "Digest": digest,
+                "ID": id_of(i),
                 "Repository": repo,
                 "SharedSize": "N/A",
                 // docker's 3 significant digits (`1.99MB`).
@@ -115,16 +206,27 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
             ("CreatedAt", "CREATED AT"),
         ],
         || {
+            let (fields, headers): (&[&str], &[&str]) = if args.digests {
+                (
+                    &["Repository", "Tag", "Digest", "ID", "CreatedSince", "Size"],
+                    &["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"],
+                )
+            } else {
+                (
+                    &["Repository", "Tag", "ID", "CreatedSince", "Size"],
+                    &["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"],
+                )
+            };
             let rows: Vec<Vec<String>> = objects
                 .iter()
                 .map(|o| {
-                    ["Repository", "Tag", "ID", "CreatedSince", "Size"]
+                    fields
                         .iter()
                         .map(|k| o[*k].as_str().unwrap_or_default().to_string())
                         .collect()
                 })
                 .collect();
-            table::render(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], &rows)
+            table::render(headers, &rows)
         },
     )?;
     out!("{text}");

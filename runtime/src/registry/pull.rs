@@ -416,6 +416,7 @@ pub fn pull(
     }
     let stored = store.put_blob(&manifest_doc.bytes)?;
     store.note_image(&stored)?;
+    store.record_repo_digest(reference, &resolved, &stored)?;
     // docker tags what was pulled by tag; a reference pinned by digest sets no tag.
     let tag = match target.digest {
         None => Some(store.set_tag(reference, &stored)?),

@@ -228,6 +228,7 @@ pub fn push(
             });
         }
     }
+    store.record_repo_digest(dest, &digest, &local)?;
     let [existed, mounted, uploaded] = counts.map(AtomicUsize::into_inner);
     Ok(Pushed {
         target,

@@ -34,7 +34,24 @@ CREATE TABLE IF NOT EXISTS images (
     created  INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS images_by_config ON images (config);
+CREATE TABLE IF NOT EXISTS repo_digests (
+    repo     TEXT NOT NULL,
+    digest   TEXT NOT NULL,
+    manifest TEXT NOT NULL,
+    PRIMARY KEY (repo, manifest)
+);
 ";
+
+/// The repository part of a reference as docker's RepoDigests name it (`busybox`,
+/// `localhost:5000/app`): the local name without its tag or digest.
+fn repository_of(reference: &str) -> Option<String> {
+    let tagged = super::normalize_tag(reference.split('@').next().unwrap_or(reference)).ok()?;
+    let slash = tagged.rfind('/').map_or(0, |i| i + 1);
+    Some(match tagged[slash..].rfind(':') {
+        Some(i) => tagged[..slash + i].to_string(),
+        None => tagged,
+    })
+}
 
 /// Whether `s` may be an image ID or a prefix of one (`sha256:` optional): lowercase hex.
 fn id_prefix(s: &str) -> Option<&str> {
@@ -239,6 +256,59 @@ impl Store {
         Ok((gone.into_iter().collect(), freed))
     }
 
+    /// Records that the local image `manifest` is served by a registry as `reference`'s
+    /// repository at `digest` (after a pull or a push): docker's `RepoDigests`, which
+    /// deploy-by-digest scripts read.
+    pub fn record_repo_digest(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        manifest: &Digest,
+    ) -> Result<(), StoreError> {
+        let Some(repo) = repository_of(reference) else {
+            return Ok(());
+        };
+        self.conn()
+            .execute(
+                "INSERT INTO repo_digests (repo, digest, manifest) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(repo, manifest) DO UPDATE SET digest = excluded.digest",
+                rusqlite::params![repo, digest.to_string(), manifest.to_string()],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
+    /// `repo@digest` for every registry digest recorded for the image whose ID is `config`.
+    pub fn repo_digests(&self, config: &Digest) -> Result<Vec<String>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT DISTINCT r.repo || '@' || r.digest FROM repo_digests r
+                 JOIN images i ON i.manifest = r.manifest WHERE i.config = ?1 ORDER BY 1",
+            )
+            .map_err(self.db_err())?;
+        stmt.query_map([config.to_string()], |r| r.get(0))
+            .map_err(self.db_err())?
+            .collect::<Result<_, _>>()
+            .map_err(self.db_err())
+    }
+
+    /// Records every tagged image when the `images` table is still empty (a store made before
+    /// it existed), so their IDs name them; once, under the store's open lock.
+    pub(super) fn backfill_images(&self) -> Result<(), StoreError> {
+        let empty: bool = self
+            .conn()
+            .query_row("SELECT NOT EXISTS (SELECT 1 FROM images)", [], |r| r.get(0))
+            .map_err(self.db_err())?;
+        if empty {
+            for t in self.tags()? {
+                // A damaged manifest must not keep the store from opening (verify reports it).
+                let _ = self.note_image(&t.digest);
+            }
+        }
+        Ok(())
+    }
+
     /// Records that `manifest` is an image (its config digest is its ID), so its ID names it
     /// even with no tag (`kiln run $(kiln build -q .)`). A manifest kiln cannot read as an image
     /// is not recorded.
@@ -338,7 +408,8 @@ impl Store {
         ) {
             all.extend(set);
         }
-        let size = m.layers.iter().map(|l| l.size).sum::<u64>();
+        // docker's Size: what the layers hold unpacked.
+        let size = self.content_size(&m)?;
         let comment = c
             .history
             .last()
@@ -347,7 +418,7 @@ impl Store {
         Ok(serde_json::json!({
             "Id": config.to_string(),
             "RepoTags": tags,
-            "RepoDigests": [],
+            "RepoDigests": self.repo_digests(&config)?,
             "Parent": "",
             "Comment": comment,
             "Created": c.created,
@@ -367,6 +438,50 @@ impl Store {
     }
 
     /// Every tagged image, sorted by name.
+    /// Images no tag names (an untagged build, an image whose tag moved on) whose manifest is
+    /// still in the store, one per ID: docker's dangling `<none>:<none>` rows.
+    pub fn dangling_images(&self) -> Result<Vec<ImageSummary>, StoreError> {
+        let tagged: std::collections::BTreeSet<Digest> = self
+            .tags()?
+            .iter()
+            .filter_map(|t| self.image(&t.digest).ok().map(|(_, _, c)| c))
+            .collect();
+        let rows: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached("SELECT manifest FROM images ORDER BY created DESC")
+                .map_err(self.db_err())?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(self.db_err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.db_err())?
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for m in rows {
+            let Ok(manifest) = Digest::parse(&m) else {
+                continue;
+            };
+            if !self.has_blob(&manifest) {
+                continue;
+            }
+            let Ok((doc, c, config)) = self.image(&manifest) else {
+                continue;
+            };
+            if tagged.contains(&config) || !seen.insert(config) {
+                continue;
+            }
+            out.push(ImageSummary {
+                name: "<none>:<none>".into(),
+                manifest,
+                config,
+                created: c.created,
+                size: self.content_size(&doc)?,
+            });
+        }
+        Ok(out)
+    }
+
     pub fn images(&self) -> Result<Vec<ImageSummary>, StoreError> {
         let mut out = Vec::new();
         for t in self.tags()? {

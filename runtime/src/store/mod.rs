@@ -326,6 +326,8 @@ impl Store {
             store.recover()?;
             flock(&store.active, &active_path, Op::LockShared)?;
         }
+        // A store made before images were recorded by ID: its tagged images recorded once.
+        store.backfill_images()?;
         drop(lock);
         Ok(store)
     }

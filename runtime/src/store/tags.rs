@@ -42,7 +42,8 @@ impl Store {
     /// Points `name` at `digest` (creating or moving the tag).
     pub fn set_tag(&self, name: &str, digest: &Digest) -> Result<String, StoreError> {
         let name = normalize_tag(name)?;
-        self.note_image(digest)?;
+        // Its ID names it too; a manifest that cannot be read as an image is only tagged.
+        let _ = self.note_image(digest);
         self.conn()
             .execute(
                 "INSERT INTO tags (name, digest, updated) VALUES (?1, ?2, ?3)
