@@ -436,6 +436,12 @@ fn management_forms_and_prunes() {
         "true",
     ]);
     assert!(ok(&["container", "ls", "-a", "--format", "{{.Names}}"]).contains("c1"));
+    // -l: the latest container, whatever its state; --size as docker computes it (dockerd
+    // printed `0B (virtual 1.99MB)` for a container of this image that wrote nothing).
+    assert_eq!(
+        ok(&["ps", "-l", "--size", "--format", "{{.Names}} {{.Size}}"]),
+        "c1 0B (virtual 1.99MB)\n"
+    );
     // image prune: an untagged build goes (its ID no longer names it), tagged images stay.
     let ctx = common::context("FROM kiln.local/busybox\nRUN echo x > /x\n");
     let id = ok(&["build", "-q", ctx.path().to_str().unwrap()]);

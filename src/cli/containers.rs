@@ -19,6 +19,15 @@ pub struct PsArgs {
     /// Only the N most recently created (all states).
     #[arg(short = 'n', long = "last", value_name = "N")]
     pub last: Option<usize>,
+    /// Only the most recently created container (all states): `-n 1`
+    #[arg(short = 'l', long)]
+    pub latest: bool,
+    /// Also each container's size: what it wrote (and the image's below it)
+    #[arg(short, long)]
+    pub size: bool,
+    /// Show whole IDs and commands
+    #[arg(long)]
+    pub no_trunc: bool,
     /// Only containers that match (`status=running|paused|restarting|exited|dead`, `name=`,
     /// `id=`, `ancestor=`;
     /// repeatable, all must match).
@@ -51,7 +60,8 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         filters.push((k.to_string(), v.to_string()));
     }
     // A status filter chooses among every container, as docker's.
-    let any_state = args.all || args.last.is_some() || filters.iter().any(|(k, _)| k == "status");
+    let last = if args.latest { Some(1) } else { args.last };
+    let any_state = args.all || last.is_some() || filters.iter().any(|(k, _)| k == "status");
     let mut list = Vec::new();
     for c in store.containers()? {
         let mut keep = any_state || c.state().is_live();
@@ -65,9 +75,25 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             list.push(c);
         }
     }
-    if let Some(n) = args.last {
+    if let Some(n) = last {
         list.truncate(n);
     }
+    let id_of = |c: &kiln_runtime::store::Container| {
+        if args.no_trunc {
+            c.id.clone()
+        } else {
+            c.id[..12.min(c.id.len())].to_string()
+        }
+    };
+    // docker's SIZE: what the container wrote (its upper directory), and the image below.
+    let size_of = |c: &kiln_runtime::store::Container| {
+        let (written, image) = container::changes::sizes(&store, &c.id, &c.image);
+        format!(
+            "{} (virtual {})",
+            table::size_precision(written, 3),
+            table::size_precision(written + image, 3)
+        )
+    };
     let status_of = |c: &kiln_runtime::store::Container| match c.state() {
         state @ (ContainerState::Running | ContainerState::Paused) => {
             // docker's suffix for a container with a health check.
@@ -116,7 +142,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "Command": format!("\"{}\"", c.command),
                     "CreatedAt": crate::render::time::docker_time(c.created),
-                    "ID": &c.id[..12.min(c.id.len())],
+                    "ID": id_of(c),
                     "Image": c.image,
                     "Labels": labels,
                     "LocalVolumes": "0",
@@ -125,7 +151,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                     "Networks": "",
                     "Ports": "",
                     "RunningFor": format!("{} ago", human_duration(now - c.created)),
-                    "Size": "",
+                    "Size": if args.size { size_of(c) } else { String::new() },
                     "State": c.state().name(),
                     "Status": status_of(c),
                 })
@@ -146,8 +172,8 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if args.quiet {
-        for c in list {
-            outln!("{}", &c.id[..12.min(c.id.len())]);
+        for c in &list {
+            outln!("{}", id_of(c));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -156,33 +182,35 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         .map(|c| {
             let status = status_of(c);
             let mut command = c.command.clone();
-            if command.chars().count() > 20 {
+            if !args.no_trunc && command.chars().count() > 20 {
                 command = command.chars().take(19).collect::<String>() + "…";
             }
-            vec![
-                c.id[..12.min(c.id.len())].to_string(),
+            let mut row = vec![
+                id_of(c),
                 c.image.clone(),
                 format!("\"{command}\""),
                 format!("{} ago", human_duration(now - c.created)),
                 status,
                 c.name.clone(),
-            ]
+            ];
+            if args.size {
+                row.push(size_of(c));
+            }
+            row
         })
         .collect();
-    out!(
-        "{}",
-        table::render(
-            &[
-                "CONTAINER ID",
-                "IMAGE",
-                "COMMAND",
-                "CREATED",
-                "STATUS",
-                "NAMES"
-            ],
-            &rows
-        )
-    );
+    let mut headers = vec![
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "NAMES",
+    ];
+    if args.size {
+        headers.push("SIZE");
+    }
+    out!("{}", table::render(&headers, &rows));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -30,6 +30,40 @@ pub fn layers_of(
     Ok((upper, super::lower_dirs(store, &m, &config, image)?))
 }
 
+/// A container's sizes as `docker ps --size` shows them: what it wrote (its upper directory,
+/// counted as docker's `directory.Size` counts: every non-directory's size once per inode) and
+/// what its image holds; zeros for what cannot be read.
+pub fn sizes(store: &Store, id: &str, image: &str) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let upper = store.root().join("containers").join(id).join("upper");
+    let mut written = 0;
+    let mut inodes = std::collections::BTreeSet::new();
+    let mut stack = vec![upper];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.len() > 0 && inodes.insert((m.dev(), m.ino())) {
+                written += m.len();
+            }
+        }
+    }
+    let image = store
+        .resolve(image)
+        .ok()
+        .flatten()
+        .and_then(|m| store.image(&m).ok())
+        .and_then(|(m, _, _)| store.content_size(&m).ok())
+        .unwrap_or(0);
+    (written, image)
+}
+
 /// Whether `rel` is in the image below: the topmost layer that has an entry for it decides (a
 /// whiteout there means deleted).
 pub fn in_lower(lower: &[PathBuf], rel: &str) -> bool {
