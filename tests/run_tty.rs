@@ -538,3 +538,32 @@ fn login_asks_at_the_terminal_and_never_shows_the_password() {
         "{err}"
     );
 }
+
+#[test]
+fn prunes_ask_on_a_terminal_unless_forced() {
+    if !common::can_sandbox("prunes_ask_on_a_terminal_unless_forced") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    let (code, _, err) = common::kiln(r, &["run", "--name", "ended", "kiln.local/busybox", "true"]);
+    assert_eq!(code, 0, "{err}");
+    let listed = |r: &std::path::Path| common::kiln(r, &["ps", "-a", "-q"]).1;
+    // Answered no: nothing goes.
+    let mut s = Session::start(r, &["container", "prune"]);
+    s.expect("Are you sure you want to continue? [y/N]");
+    s.type_text("n\n");
+    assert!(s.child.wait().unwrap().success());
+    assert!(!listed(r).is_empty(), "the answer was no");
+    // Answered yes: the ended container goes.
+    let mut s = Session::start(r, &["container", "prune"]);
+    s.expect("Are you sure you want to continue? [y/N]");
+    s.type_text("y\n");
+    s.expect("Total reclaimed containers: 1");
+    assert!(s.child.wait().unwrap().success());
+    assert!(listed(r).is_empty());
+    // Without a terminal nothing is asked (scripts and CI go on).
+    let (code, out, _) = common::kiln(r, &["image", "prune"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+}

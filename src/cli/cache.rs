@@ -263,6 +263,10 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
                     })?,
                 ),
             };
+            if !a.dry_run && !super::confirm("This will remove all dangling build cache.", a.force)?
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
             let (removed, freed) = store.cache_prune(&o)?;
             for u in &removed {
                 outln!(

@@ -444,7 +444,10 @@ pub enum ContainerCommand {
 pub fn container(root: Option<&Path>, cmd: ContainerCommand) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     match cmd {
-        ContainerCommand::Prune { .. } => {
+        ContainerCommand::Prune { force } => {
+            if !super::confirm("This will remove all stopped containers.", force)? {
+                return Ok(ExitCode::SUCCESS);
+            }
             let removed = container::control::prune(&store)?;
             outln!("Deleted Containers:");
             for id in &removed {

@@ -290,7 +290,15 @@ pub enum ImageCommand {
 pub fn image(root: Option<&Path>, cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     match cmd {
-        ImageCommand::Prune { all, .. } => {
+        ImageCommand::Prune { all, force } => {
+            let what = if all {
+                "This will remove all images without at least one container associated to them."
+            } else {
+                "This will remove all dangling images."
+            };
+            if !super::confirm(what, force)? {
+                return Ok(ExitCode::SUCCESS);
+            }
             let (gone, freed) = store.prune_images(all)?;
             if !gone.is_empty() {
                 outln!("Deleted Images:");

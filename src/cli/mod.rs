@@ -163,7 +163,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
         Command::Cache(c) => cache::run(cli.root.as_deref(), c),
         Command::System(SystemCommand::Df) => cache::df(cli.root.as_deref()),
-        Command::System(SystemCommand::Prune { all, .. }) => {
+        Command::System(SystemCommand::Prune { all, force }) => {
+            let what = if all {
+                "This will remove:\n  - all stopped containers\n  - all dangling images\n  - all build cache"
+            } else {
+                "This will remove:\n  - all stopped containers\n  - all dangling images\n  - all build cache no image uses"
+            };
+            if !confirm(what, force)? {
+                return Ok(ExitCode::SUCCESS);
+            }
             images::system_prune(cli.root.as_deref(), all)
         }
         Command::Image(c) => images::image(cli.root.as_deref(), c),
@@ -194,6 +202,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Login(a) => registry::login(a),
         Command::Logout(a) => registry::logout(a),
     }
+}
+
+/// docker's question before a prune, asked only on a terminal and without `-f`: `true` to go
+/// on. Without a terminal kiln never asks (scripts and CI go on), unlike docker, which reads
+/// an answer from whatever stdin is.
+pub fn confirm(warning: &str, force: bool) -> anyhow::Result<bool> {
+    use std::io::{BufRead, IsTerminal};
+    if force || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("WARNING! {warning}\nAre you sure you want to continue? [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
 /// `--memory SIZE` and `--pids-limit N` as cgroup limits.
