@@ -477,6 +477,10 @@ fn management_forms_and_prunes() {
         !ok(&["images", "-q", "--filter", "since=web:1"]).contains(&ok(&["images", "-q", "web"]))
     );
     assert!(ok(&["images", "-q", "--no-trunc", "web"]).starts_with("sha256:"));
+    assert_eq!(
+        ok(&["system", "df", "--format", "{{.Type}}"]),
+        "Images\nContainers\nBuild Cache\n"
+    );
     // system prune: ended containers and the build cache no image uses.
     let out = ok(&["system", "prune", "-f"]);
     assert!(out.contains("Deleted Containers:"), "{out}");

@@ -514,6 +514,14 @@ fn top_and_stats_of_a_running_container() {
     );
     assert_eq!(v["PIDs"], "2");
     assert_eq!(v["NetIO"], "0B / 0B");
+    // A Go template, as docker's.
+    assert_eq!(
+        ok(
+            r,
+            &["stats", "--no-stream", "--format", "{{.Name}}", "busy"]
+        ),
+        "busy\n"
+    );
     let table = ok(r, &["stats", "--no-stream"]);
     assert!(table.starts_with("CONTAINER ID   NAME   CPU %"), "{table}");
     ok(r, &["rm", "-f", "busy"]);

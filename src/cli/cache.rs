@@ -292,9 +292,46 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// `kiln system df`: images, containers and build cache.
-pub fn df(root: Option<&Path>) -> anyhow::Result<ExitCode> {
+pub fn df(root: Option<&Path>, format: &str) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let d = store.system_df()?;
+    let format = crate::render::format::Format::parse(format);
+    if format != crate::render::format::Format::Table {
+        crate::render::format::check(&format)?;
+        // docker's fields (`docker system df --format '{{json .}}'`).
+        let object = |kind: &str, count: usize, size: u64, reclaimable: &str| {
+            serde_json::json!({
+                "Active": count.to_string(),
+                "Reclaimable": reclaimable,
+                "Size": table::size(size),
+                "TotalCount": count.to_string(),
+                "Type": kind,
+            })
+        };
+        let objects = [
+            object("Images", d.images, d.image_bytes, "-"),
+            object(
+                "Containers",
+                d.containers,
+                d.container_bytes,
+                &table::size(d.container_bytes),
+            ),
+            object(
+                "Build Cache",
+                d.cache.entries,
+                d.cache.total,
+                &table::size(d.cache.reclaimable),
+            ),
+        ];
+        let text = crate::render::format::rows(
+            &format,
+            &objects,
+            &[("TotalCount", "TOTAL")],
+            String::new,
+        )?;
+        out!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let rows = vec![
         vec![
             "Images".to_string(),

@@ -134,7 +134,11 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum SystemCommand {
     /// Space used by images, containers and the build cache.
-    Df,
+    Df {
+        /// `table`, `json` or a Go template (`{{.Type}} {{.Size}}`)
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Remove ended containers, untagged images and the build cache no image uses
     /// (`-a`: every cache entry)
     Prune {
@@ -162,7 +166,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(a) => save::run(cli.root.as_deref(), a),
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
         Command::Cache(c) => cache::run(cli.root.as_deref(), c),
-        Command::System(SystemCommand::Df) => cache::df(cli.root.as_deref()),
+        Command::System(SystemCommand::Df { format }) => cache::df(cli.root.as_deref(), &format),
         Command::System(SystemCommand::Prune { all, force }) => {
             let what = if all {
                 "This will remove:\n  - all stopped containers\n  - all dangling images\n  - all build cache"

@@ -21,7 +21,8 @@ pub struct StatsArgs {
     /// One reading, then exit (otherwise a new one each second until interrupted).
     #[arg(long = "no-stream")]
     pub no_stream: bool,
-    /// `table` (docker's columns) or `json` (one object per container per reading).
+    /// `table` (docker's columns), `json` (one object per container per reading) or a Go
+    /// template (`{{.Name}} {{.CPUPerc}}`)
     #[arg(long, default_value = "table")]
     pub format: String,
     /// Containers (names or ID prefixes; default: every running one).
@@ -38,9 +39,7 @@ pub fn top(root: Option<&Path>, args: TopArgs) -> anyhow::Result<ExitCode> {
 
 pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    if !matches!(args.format.as_str(), "table" | "json") {
-        anyhow::bail!("invalid --format {:?}: table or json", args.format);
-    }
+    crate::render::format::check(&crate::render::format::Format::parse(&args.format))?;
     let names: Vec<String> = if args.containers.is_empty() {
         store
             .containers()?
@@ -70,6 +69,7 @@ pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
         }));
         let after = read(&names)?;
         let mut rows = Vec::new();
+        let mut objects = Vec::new();
         for (((c, s), t1), ((_, s0), t0)) in after.iter().zip(&before) {
             let wall = t1.duration_since(*t0).as_nanos().max(1) as f64;
             let cpu = s.cpu_ns.saturating_sub(s0.cpu_ns) as f64 / wall * 100.0;
@@ -78,20 +78,18 @@ pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
             } else {
                 0.0
             };
-            if args.format == "json" {
-                let v = serde_json::json!({
-                    "ID": &c.id[..12],
-                    "Name": c.name,
-                    "CPUPerc": format!("{cpu:.2}%"),
-                    "MemUsage": format!("{} / {}", table::binary_size(s.memory), table::binary_size(s.memory_limit)),
-                    "MemPerc": format!("{mem_pct:.2}%"),
-                    "NetIO": format!("{} / {}", table::size(s.net_rx), table::size(s.net_tx)),
-                    "BlockIO": format!("{} / {}", table::size(s.block_read), table::size(s.block_write)),
-                    "PIDs": s.pids.to_string(),
-                });
-                outln!("{v}");
-                continue;
-            }
+            // docker's fields (`docker stats --format '{{json .}}'`).
+            objects.push(serde_json::json!({
+                "BlockIO": format!("{} / {}", table::size(s.block_read), table::size(s.block_write)),
+                "CPUPerc": format!("{cpu:.2}%"),
+                "Container": &c.id[..12],
+                "ID": &c.id[..12],
+                "MemPerc": format!("{mem_pct:.2}%"),
+                "MemUsage": format!("{} / {}", table::binary_size(s.memory), table::binary_size(s.memory_limit)),
+                "Name": c.name,
+                "NetIO": format!("{} / {}", table::size(s.net_rx), table::size(s.net_tx)),
+                "PIDs": s.pids.to_string(),
+            }));
             rows.push(vec![
                 c.id[..12].to_string(),
                 c.name.clone(),
@@ -111,7 +109,24 @@ pub fn stats(root: Option<&Path>, args: StatsArgs) -> anyhow::Result<ExitCode> {
                 s.pids.to_string(),
             ]);
         }
-        if args.format == "table" {
+        let format = crate::render::format::Format::parse(&args.format);
+        if format != crate::render::format::Format::Table {
+            let text = crate::render::format::rows(
+                &format,
+                &objects,
+                &[
+                    ("ID", "CONTAINER ID"),
+                    ("Container", "CONTAINER"),
+                    ("CPUPerc", "CPU %"),
+                    ("MemUsage", "MEM USAGE / LIMIT"),
+                    ("MemPerc", "MEM %"),
+                    ("NetIO", "NET I/O"),
+                    ("BlockIO", "BLOCK I/O"),
+                ],
+                String::new,
+            )?;
+            out!("{text}");
+        } else {
             let text = table::render(
                 &[
                     "CONTAINER ID",
