@@ -50,7 +50,7 @@ fn entries_read_back_exactly() {
         let mut e = e.unwrap();
         let path = e.path().unwrap().to_string_lossy().to_string();
         let h = e.header().clone();
-        // No user or group names, ever (REFERENCE §6.6).
+        // No user or group names, ever.
         assert_eq!(h.username().unwrap(), Some(""), "{path}");
         assert_eq!(h.groupname().unwrap(), Some(""), "{path}");
         let xattrs: Vec<(String, Vec<u8>)> = e
@@ -123,7 +123,7 @@ fn same_input_same_bytes_and_pinned_digest() {
     let (b, bytes_b) = sample(None);
     assert_eq!(bytes_a, bytes_b);
     assert_eq!(a, b);
-    // Pinned (DESIGN.md convention 6): any change to header layout changes every image digest,
+    // Pinned: any change to header layout changes every image digest,
     // so it must be deliberate. Update this literal only together with a note on why.
     assert_eq!(
         a.diff_id.to_string(),

@@ -1,5 +1,5 @@
 //! Parse throughput on a generated ~10 MB Dockerfile, side by side with `parse-dockerfile`
-//! (taiki-e's Rust parser, REFERENCE §7) on the same input in the same run.
+//! (taiki-e's Rust parser) on the same input in the same run.
 //! Run: `cargo bench -p kiln-parser --bench parse`. Prints MB/s for each and kiln's ratio.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 

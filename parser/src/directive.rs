@@ -1,5 +1,5 @@
 //! Parser directives (`# syntax=`, `# escape=`, `# check=`), recognised only at the top of the
-//! file, before the first comment, blank line or instruction (REFERENCE §1.2).
+//! file, before the first comment, blank line or instruction (BuildKit's parser directives).
 
 use nom::{
     IResult, Parser,

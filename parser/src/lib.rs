@@ -1,6 +1,6 @@
 //! kiln-parser: the whole Dockerfile language as BuildKit's frontend accepts it.
 //!
-//! Three representations, none skipped (DESIGN.md convention 4):
+//! Three representations, none skipped:
 //! 1. [`parse`] → [`ast::Dockerfile`]: the lenient AST (directives, continuation lines,
 //!    comments, heredocs, JSON vs shell form), every node with its source text and spans;
 //! 2. [`instruction::from_ast`] → typed [`instruction::Instruction`]s with validated flags,

@@ -389,7 +389,7 @@ impl Scanner<'_> {
                 }
                 let pattern_op = op == '#' || op == '%';
                 if null_is_unset && pattern_op {
-                    // REFERENCE §1.3: `:` combined with `#`/`%` is an error.
+                    // As BuildKit's current lexer: `:` combined with `#`/`%` is an error.
                     return Err(ShellError::UnsupportedModifier(ops));
                 }
                 let word = match self.process_until(Some('}'), pattern_op) {

@@ -1,4 +1,4 @@
-//! Differential test against `parse-dockerfile` (taiki-e), the oracle REFERENCE §7 names: on
+//! Differential test against `parse-dockerfile` (taiki-e), an independent Rust Dockerfile parser: on
 //! every golden fixture both parsers accept, they must agree on the instruction sequence and on
 //! the line each instruction starts at. The peer is a syntax-level parser (it does not validate
 //! flags or values as BuildKit's typed layer does), so it is compared with kiln's syntax layer;

@@ -1,4 +1,4 @@
-//! Golden tests (DESIGN.md convention 8): every folder under `testdata/parser/` holds a
+//! Golden tests (folders, no Rust code per case): every folder under `testdata/parser/` holds a
 //! `Dockerfile` and either `expected.json` (the `kiln parse` dump) or `expected.err`
 //! (`LINE:COL: message`); every folder under `testdata/check/` a `Dockerfile` and `expected`
 //! (one `LINE:COL Rule: message` per finding, then `error: true|false`).

@@ -1,8 +1,8 @@
-//! OCI image config, manifest and index (REFERENCE §6.1-6.3), with Docker's extensions that
+//! OCI image config, manifest and index, with Docker's extensions that
 //! BuildKit writes (`Healthcheck`, `OnBuild`, `Shell`, `ArgsEscaped`).
 //!
 //! Every map is a `BTreeMap` and optional fields are omitted when unset, so serialising the same
-//! value always gives the same bytes (DESIGN.md convention 7); documents are serialised once and
+//! value always gives the same bytes (canonical JSON: every digest is of the bytes written once); documents are serialised once and
 //! those bytes are what is hashed and stored.
 
 use std::collections::BTreeMap;
@@ -236,7 +236,7 @@ pub fn write_json<T: Serialize>(doc: &T, media_type: &str) -> Written {
     }
 }
 
-/// ChainID (REFERENCE §6.3): ChainID(L0) = DiffID(L0), ChainID(L0..Ln) = sha256(ChainID(..Ln-1)
+/// ChainID: ChainID(L0) = DiffID(L0), ChainID(L0..Ln) = sha256(ChainID(..Ln-1)
 /// + " " + DiffID(Ln)). The key of an unpacked stack of layers.
 pub fn chain_id(diff_ids: &[Digest]) -> Option<Digest> {
     let mut it = diff_ids.iter();

@@ -1,4 +1,5 @@
-//! Cache keys (DESIGN.md convention 6, REFERENCE §3.1 and §8.2).
+//! Cache keys: one pure, documented function over length-prefixed fields, the step's definition
+//! hashed apart from its inputs' content digests (as BuildKit's `CacheMap`).
 //!
 //! `CacheKey::for_step(parent, step, inputs)` is the only way to make a step's key. It is a pure
 //! function: sha256 over a fixed domain tag and length-prefixed fields, so no two different
@@ -113,7 +114,7 @@ mod tests {
 
     #[test]
     fn pinned_digests() {
-        // Literal digests (DESIGN.md convention 6): changing the key function invalidates every
+        // Literal digests: changing the key function invalidates every
         // cache; it must be deliberate, and these literals change with it. Both were recomputed
         // independently from the documented encoding (length-prefixed fields, u64 LE lengths).
         let base = CacheKey::for_base("scratch");

@@ -1,4 +1,4 @@
-//! `.dockerignore` with moby/patternmatcher semantics (REFERENCE §1.8), which differ from
+//! `.dockerignore` with moby/patternmatcher semantics, which differ from
 //! gitignore: Go `filepath.Match` syntax plus `**`, `!` exceptions, the last matching line wins,
 //! and a pattern that matches a directory excludes everything below it.
 //!
@@ -374,7 +374,7 @@ fn match_tokens(toks: &[Tok], s: &[char]) -> bool {
 }
 
 /// The tokens of a Go `filepath.Match` pattern: `*` and `?` never match `/`, `[...]` classes,
-/// `\` escapes. Used for COPY/ADD source wildcards (REFERENCE §1.6 COPY).
+/// `\` escapes. Used for COPY/ADD source wildcards.
 fn filepath_tokens(pattern: &str) -> Result<Vec<Tok>, IgnoreError> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut toks = Vec::new();

@@ -135,7 +135,7 @@ pub fn below_sorted<'i, T>(items: &'i [T], dir: &str, path_of: impl Fn(&T) -> &s
 }
 
 /// Reads the ignore file for a build: `<Dockerfile>.dockerignore` beside the Dockerfile takes
-/// precedence over `<context>/.dockerignore` (REFERENCE §1.8). Missing files mean no patterns.
+/// precedence over `<context>/.dockerignore`. Missing files mean no patterns.
 pub fn load_ignore(context: &Path, dockerfile: Option<&Path>) -> Result<Matcher, ContextError> {
     let mut candidates = Vec::new();
     if let Some(df) = dockerfile {

@@ -837,7 +837,7 @@ fn run_stage(
             let mut p = done.get(p).cloned().ok_or_else(|| {
                 BuildError::Other(format!("stage {p} was not built before {label}"))
             })?;
-            // ARGs do not cross FROM (REFERENCE §1.6 ARG): a stage sees its parent's ARGs only
+            // ARGs do not cross FROM: a stage sees its parent's ARGs only
             // when it redeclares them, like global ones.
             p.cmd_set = false;
             p
@@ -1313,7 +1313,7 @@ fn step_body(
         }
         Kind::Entrypoint(c) => {
             st.config.config.entrypoint = Some(shell_wrap(st, c));
-            // ENTRYPOINT resets a CMD inherited from the base (REFERENCE §1.6).
+            // ENTRYPOINT resets a CMD inherited from the base.
             if !st.cmd_set {
                 st.config.config.cmd = None;
             }
@@ -1405,7 +1405,7 @@ fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError
         .max()
         .or_else(|| Some(ctx.created(&st)));
     if let Some(epoch) = ctx.opts.source_date_epoch {
-        // Clamp inherited history too (REFERENCE §6.6).
+        // Clamp inherited history too.
         let clamp = fsutil::rfc3339(epoch);
         for h in &mut st.config.history {
             if h.created.as_deref().is_some_and(|c| c > clamp.as_str()) {

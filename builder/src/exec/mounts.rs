@@ -1,4 +1,4 @@
-//! `RUN --mount` (REFERENCE §1.6 RUN table, §4): what each mount adds to the step's cache key
+//! `RUN --mount`: what each mount adds to the step's cache key
 //! ([`plan`]) and the mounts themselves ([`prepare`], only when the step runs).
 //!
 //! - bind: a path of the context, a stage, an image or a named context, on an overlay with a

@@ -1,5 +1,5 @@
 //! RUN: the command runs in the sandbox on an overlay of the stage's layers; the overlay's upper
-//! directory becomes the new layer (REFERENCE §1.6 RUN, §6.4).
+//! directory becomes the new layer.
 //!
 //! The cache key chains from the filesystem so far and holds what the command sees: argv,
 //! environment (ENV and in-scope ARGs), user, working directory and network mode.

@@ -2,7 +2,7 @@
 //! from=`), pruned to what `--target` needs, with cycles and unknown targets rejected.
 //!
 //! FROM lines are expanded here with the global ARGs (their defaults, overridden by
-//! `--build-arg`) and the automatic platform ARGs, as BuildKit does (REFERENCE §1.6 ARG).
+//! `--build-arg`) and the automatic platform ARGs, as BuildKit does.
 
 use std::collections::{BTreeMap, BTreeSet};
 

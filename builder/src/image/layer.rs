@@ -1,4 +1,4 @@
-//! Deterministic layer tars (REFERENCE §6.4, §6.6): ustar headers set explicitly, PAX records
+//! Deterministic layer tars: ustar headers set explicitly, PAX records
 //! only where ustar cannot say it (long names, large ids, xattrs), mtime in whole seconds and
 //! clamped to `SOURCE_DATE_EPOCH` when given, no user or group names, directories ending in
 //! `/`, whiteouts with mtime 0. The same calls always give the same bytes, and the `diff_id`
@@ -296,7 +296,7 @@ impl<W: Write> LayerWriter<W> {
         })
     }
 
-    /// Deletes `path` from lower layers (`.wh.<name>`, mtime 0, REFERENCE §6.4).
+    /// Deletes `path` from lower layers (`.wh.<name>`, mtime 0).
     pub fn whiteout(&mut self, path: &str) -> io::Result<()> {
         let p = check_path(path)?;
         let (dir, name) = match p.rsplit_once('/') {

@@ -1,4 +1,4 @@
-//! The changes a RUN step made, read from its overlayfs upper directory (REFERENCE §6.4): the
+//! The changes a RUN step made, read from its overlayfs upper directory: the
 //! upper directory holds exactly what changed, so no walk of the whole filesystem is needed.
 //! Overlay markers become OCI whiteouts: a 0/0 character device is a deleted path
 //! (`.wh.<name>`), a directory with `trusted.overlay.opaque=y` hides every lower child

@@ -1,5 +1,5 @@
 //! Layers: reading layer tars (plain or gzip, detected by content) and the merged view of a
-//! stack of layers, with whiteouts applied (REFERENCE §6.4).
+//! stack of layers, with whiteouts applied.
 
 pub mod diff;
 pub mod unpack;

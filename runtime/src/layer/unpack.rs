@@ -1,7 +1,7 @@
 //! Unpacking a layer into a directory that serves as an overlayfs lower layer (each
 //! layer unpacked once, keyed by ChainID, shared by builds and containers).
 //!
-//! Safety (REFERENCE §5.3, DESIGN.md "Security stance"): every path is resolved inside the
+//! Safety: every path is resolved inside the
 //! target directory with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`, so `..`
 //! components, absolute symlinks and symlinked parents all stay inside it (the directory acts
 //! as `/` for resolution); hard links may only point at paths inside it; an existing entry is

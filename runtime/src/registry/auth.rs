@@ -1,4 +1,4 @@
-//! The registry auth flow (distribution `docs/spec/auth/token.md`, REFERENCE §6.7): a 401's
+//! The registry auth flow (distribution `docs/spec/auth/token.md`): a 401's
 //! `WWW-Authenticate` challenge is `Basic realm=...` (send credentials directly, as ECR asks)
 //! or `Bearer realm=...,service=...,scope=...` (get a token from the realm with the
 //! credentials, or anonymously, then send `Authorization: Bearer`). Tokens are kept per scope

@@ -1,4 +1,4 @@
-//! One blob from a registry into the store, checked as it streams in (REFERENCE §6.7): the
+//! One blob from a registry into the store, checked as it streams in: the
 //! compressed bytes go to a blob file in `tmp/` and through one decompressor, whose output is
 //! hashed (the diff_id) and, for a layer not unpacked yet, piped to a thread that unpacks it into
 //! its ChainID directory and takes its index. Nothing becomes visible before every check passed:

@@ -1,4 +1,4 @@
-//! Registry credentials where docker and podman keep them (REFERENCE §6.7):
+//! Registry credentials where docker and podman keep them:
 //! `$DOCKER_CONFIG/config.json` (default `~/.docker/config.json`), looked up as the docker CLI
 //! does: `credHelpers[host]`, then `credsStore`, then `auths[host]`; then podman's auth file
 //! (`$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`, else

@@ -1,4 +1,4 @@
-//! The OCI distribution protocol (REFERENCE §6.7): pull images from a registry into the store
+//! The OCI distribution protocol: pull images from a registry into the store
 //! and push them out, with docker's reference rules, credentials, TLS and insecure-registry
 //! settings.
 //!

@@ -1,4 +1,4 @@
-//! Which device nodes a sandbox may use: Docker's allow-list (REFERENCE §5.2), enforced by the
+//! Which device nodes a sandbox may use: Docker's allow-list, enforced by the
 //! kernel through the cgroup the sandbox joins. `mknod` of any device is allowed (images and
 //! RUN steps make device nodes, as with docker), but reading or writing one is refused unless
 //! it is null, zero, full, random, urandom, tty, console, ptmx or a pty. Without this a RUN

@@ -10,7 +10,7 @@ pub use rustix::thread::CapabilitySet;
 
 use super::attach::open_creating;
 
-/// Docker's default capability set (moby `oci/caps/defaults.go`, REFERENCE §5).
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
 pub const DEFAULT_CAPS: CapabilitySet = CapabilitySet::CHOWN
     .union(CapabilitySet::DAC_OVERRIDE)
     .union(CapabilitySet::FSETID)

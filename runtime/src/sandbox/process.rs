@@ -1,4 +1,4 @@
-//! One process in fresh namespaces (REFERENCE §5): pid, mount, uts, ipc and, for
+//! One process in fresh namespaces: pid, mount, uts, ipc and, for
 //! `Network::None`, network; `pivot_root` into an already mounted root filesystem; fresh /proc,
 //! a minimal /dev, read-only /sys, Docker's masked and read-only /proc paths, Docker's default
 //! capabilities, hostname, user and working directory; then `execve`.

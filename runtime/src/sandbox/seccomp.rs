@@ -1,5 +1,5 @@
 //! The sandbox's seccomp filter: the system calls Docker's default profile refuses to a
-//! container without extra capabilities (moby `profiles/seccomp/default.json`, REFERENCE §5.2)
+//! container without extra capabilities (moby `profiles/seccomp/default.json`)
 //! fail with EPERM. Most are already useless without the capabilities kiln drops; the filter
 //! closes what capabilities do not: new user namespaces (`unshare`/`clone` with namespace
 //! flags, from which a process would regain CAP_SYS_ADMIN over new mounts), `bpf`,

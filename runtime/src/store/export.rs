@@ -1,5 +1,5 @@
 //! `kiln save`: images out of the store as an OCI image layout (a directory or a tar of one) with
-//! Docker's `manifest.json` beside it, as `docker save` writes since Docker 25 (REFERENCE §6.5).
+//! Docker's `manifest.json` beside it, as `docker save` writes since Docker 25.
 //!
 //! The store keeps layers uncompressed (builds never pay for compression); an image leaving the
 //! store gets gzip layers (or zstd, when asked), each compressed once and remembered
@@ -215,7 +215,7 @@ impl Store {
         };
         let mut hashing = match c {
             // gzip level 6 without a name or mtime in the header: the same layer always
-            // compresses to the same bytes with this build of flate2 (REFERENCE §6.6).
+            // compresses to the same bytes with this build of flate2.
             LayerCompression::Gzip => {
                 let mut gz = flate2::GzBuilder::new()
                     .mtime(0)

@@ -1,5 +1,5 @@
-//! What an image from outside must satisfy before anything in the store is keyed by it
-//! (REFERENCE §6.3-6.4). Unpacked layers are shared by ChainID, which is computed from the
+//! What an image from outside must satisfy before anything in the store is keyed by it.
+//! Unpacked layers are shared by ChainID, which is computed from the
 //! config's `rootfs.diff_ids`: an image whose layer content does not have the diff_id its
 //! config claims could put its own files into the directory every user of that diff_id shares.
 //! So, for every image `kiln load` brings in (and `kiln store verify` rechecks):

@@ -1,4 +1,4 @@
-//! The on-disk store (DESIGN.md "On-disk store"): content-addressed blobs and tags, safe with
+//! The on-disk store (its layout and invariants are in the README's "The store"): content-addressed blobs and tags, safe with
 //! several kiln processes at once and after a `kill -9` at any point.
 //!
 //! Layout under the root:

@@ -1,6 +1,6 @@
 //! Where blobs are known to be on registries (`registry`, `repository`), recorded by pull and
 //! push: `kiln push` to another repository of the same registry mounts a blob from there
-//! instead of uploading it again (REFERENCE §6.7, cross-repository mount).
+//! instead of uploading it again (the distribution spec's cross-repository mount).
 
 use super::{Store, StoreError, db::now};
 use crate::digest::Digest;

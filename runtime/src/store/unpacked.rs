@@ -1,4 +1,4 @@
-//! Unpacked layers, keyed by ChainID (REFERENCE §6.3) and shared by every build and container:
+//! Unpacked layers, keyed by ChainID and shared by every build and container:
 //! `ROOT/layers/<chain-id hex>/` holds one layer in overlayfs lower-layer form. A layer is
 //! unpacked into `tmp/` and renamed into place, so no process ever sees a half-unpacked layer;
 //! when two processes or threads unpack the same one, the first rename wins and the other copy

@@ -4,7 +4,7 @@
 
 use super::*;
 
-/// What a local ADD source is, by content (REFERENCE §1.6 ADD: detected by content, not name).
+/// What a local ADD source is, by content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Archive {
     None,

@@ -1,6 +1,6 @@
 //! COPY/ADD from the build context, and WORKDIR's directory: steps that write a layer.
 //!
-//! Semantics (REFERENCE §1.6 COPY): sources are relative to the context root and cannot leave it;
+//! Semantics: sources are relative to the context root and cannot leave it;
 //! wildcards use Go `filepath.Match`; a directory source copies its contents; a single file goes
 //! to `dest` exactly unless `dest` ends in `/` or is an existing directory; several sources need a
 //! directory destination; missing parents are created (0755, owned by `--chown`); ownership is
@@ -1068,7 +1068,7 @@ pub(crate) fn mkdir_workdir(
         ctx.history(st, format!("WORKDIR {abs}"), true);
         return Ok(false);
     }
-    // BuildKit creates WORKDIR as the current USER (REFERENCE §1.6 WORKDIR).
+    // BuildKit creates WORKDIR as the current USER.
     let user = st.config.config.user.clone();
     let owner = if user.is_empty() {
         (0, 0)
