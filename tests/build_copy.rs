@@ -947,7 +947,7 @@ fn concurrent_builds_share_one_store() {
 
 #[test]
 fn a_directory_copy_creates_its_destination_as_buildkit_does() {
-    // Found comparing with BuildKit on ../shared/bench/workloads/small: the destination of
+    // Found comparing with BuildKit on a small benchmark workload: the destination of
     // `COPY dir/ dest/` is created 0755 (owned by --chown), not with the source dir's mode.
     let root = store_with_base();
     let r = root.path();
