@@ -1259,3 +1259,102 @@ fn archives_to_stdout_with_dest_dash() {
     assert_eq!(code, 1);
     assert!(err.contains("type=tar,dest=-"), "{err}");
 }
+
+/// A tar of `entries`: (path, mode, uid, file content or `None` for a directory).
+fn tar_of(entries: &[(&str, u32, u64, Option<&[u8]>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, mode, uid, content) in entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(*mode);
+        h.set_uid(*uid);
+        h.set_gid(*uid);
+        h.set_mtime(1_600_000_000);
+        match content {
+            Some(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+            None => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, path, std::io::empty()).unwrap();
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn a_layer_without_its_parents_keeps_the_image_directories() {
+    if !common::can_sandbox("a_layer_without_its_parents_keeps_the_image_directories") {
+        return;
+    }
+    // As some tools write layers: the top one names files, not the directories they are in.
+    let base = tar_of(&[
+        ("bin/", 0o755, 0, None),
+        ("tmp/", 0o1777, 0, None),
+        ("srv/", 0o750, 1000, None),
+    ]);
+    let top = tar_of(&[
+        ("tmp/x", 0o644, 0, Some(b"x\n")),
+        ("srv/www/index", 0o644, 0, Some(b"i\n")),
+    ]);
+    let busybox = {
+        // busybox itself, to run stat: the bundled base's layer, uncompressed.
+        let gz =
+            std::fs::File::open(Path::new(BASE).join(
+                "blobs/sha256/9e7a09cf42268f109e8beafe5635290f27ec71b24bd453cd8db01162ac09571a",
+            ))
+            .unwrap();
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(gz), &mut out).unwrap();
+        out
+    };
+    let layout = tempfile::tempdir().unwrap();
+    let tag =
+        common::hostile::write_image_layers(layout.path(), "parents", &[&busybox, &base, &top]);
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path();
+    let (code, _, err) = kiln(r, &["load", "-i", layout.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    // The made-up /tmp and /srv of the top layer take the image's metadata (as containerd's
+    // applier gives them), not 0755 root.
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run", "--rm", &tag, "stat", "-c", "%a %u %n", "/tmp", "/srv", "/srv/www",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1777 0 /tmp\n750 1000 /srv\n755 0 /srv/www\n");
+    // The same image pulled: its layers are unpacked as they stream in, then filled in.
+    if !common::have("docker-registry", "a_layer_without_its_parents (pull)")
+        || !common::have("skopeo", "a_layer_without_its_parents (pull)")
+    {
+        return;
+    }
+    let reg = common::registry::Registry::start(None, common::registry::Auth::None);
+    let name = format!("{}/parents:1", reg.host());
+    let copy = Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{tag}", layout.path().display()))
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let env = common::registry::Env::plain();
+    let fresh = tempfile::tempdir().unwrap();
+    env.ok(fresh.path(), &["pull", &name]);
+    let out = env.ok(
+        fresh.path(),
+        &[
+            "run", "--rm", &name, "stat", "-c", "%a %u %n", "/tmp", "/srv",
+        ],
+    );
+    assert_eq!(out, "1777 0 /tmp\n750 1000 /srv\n");
+}

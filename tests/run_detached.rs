@@ -114,11 +114,21 @@ fn stop_signals_and_kill() {
     let root = store_with_base();
     let r = root.path();
     // A process 1 that handles TERM ends at once, with its own code.
-    let trap = "trap 'exit 3' TERM; while true; do sleep 0.1; done";
+    let trap = "trap 'exit 3' TERM; echo ready; while true; do sleep 0.1; done";
     detached(
         r,
         &["--name", "polite", "kiln.local/busybox", "sh", "-c", trap],
     );
+    // Stopped once the trap is set (a TERM before it would end sh with 143: a loaded machine
+    // showed it).
+    let t0 = std::time::Instant::now();
+    while !kiln(r, &["logs", "polite"]).1.contains("ready") {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "never ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     let (code, _, err) = kiln(r, &["stop", "-t", "30", "polite"]);
     assert_eq!(code, 0, "{err}");
     assert!(ps_line(r, "polite").contains("Exited (3)"));

@@ -152,16 +152,26 @@ pub fn write_layout(dir: &Path, kind: &Hostile) -> String {
 /// An image of one uncompressed layer, `layer` (a tar), as an OCI layout in `dir` tagged
 /// `test/<name>:latest`; returns the tag.
 pub fn write_image(dir: &Path, name: &str, layer: &[u8]) -> String {
+    write_image_layers(dir, name, &[layer])
+}
+
+/// [`write_image`] with several uncompressed layers, bottom first.
+pub fn write_image_layers(dir: &Path, name: &str, tars: &[&[u8]]) -> String {
     let l = Layout { dir };
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let d = l.blob(layer);
-    let layers = vec![(
-        "application/vnd.oci.image.layer.v1.tar".to_string(),
-        d.clone(),
-        layer.len() as u64,
-    )];
-    finish_layout(&l, &format!("test/{name}:latest"), &layers, &[d])
+    let mut layers = Vec::new();
+    let mut diff_ids = Vec::new();
+    for t in tars {
+        let d = l.blob(t);
+        layers.push((
+            "application/vnd.oci.image.layer.v1.tar".to_string(),
+            d.clone(),
+            t.len() as u64,
+        ));
+        diff_ids.push(d);
+    }
+    finish_layout(&l, &format!("test/{name}:latest"), &layers, &diff_ids)
 }
 
 /// The config, manifest and index of a layout whose layer blobs are written.

@@ -365,12 +365,21 @@ pub fn pull(
     }
     let jobs = if opts.jobs == 0 { 3 } else { opts.jobs };
     let verified: Mutex<std::collections::BTreeSet<(String, String)>> = Mutex::default();
+    // The layers this pull unpacked: their made-up parent directories are filled in below.
+    let unpacked_now: Mutex<Vec<usize>> = Mutex::default();
     crate::parallel::for_each(&todo, jobs, |&i| {
         let desc = &manifest.layers[i];
+        let chain = chains[i].filter(|c| !store.is_unpacked(c));
+        if chain.is_some() {
+            unpacked_now
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(i);
+        }
         let plan = LayerPlan {
             compression: compressions[i],
             diff_id: &diff_ids[i],
-            chain: chains[i].filter(|c| !store.is_unpacked(c)),
+            chain,
             trust: if target.digest.is_some() {
                 Trust::VerifyFirst
             } else {
@@ -404,6 +413,17 @@ pub fn pull(
     store
         .check_image_memo(&manifest, &mut good)
         .map_err(|e| refused(&image_what, e))?;
+    let stack: Vec<(Digest, Digest)> = chains
+        .iter()
+        .zip(&manifest.layers)
+        .filter_map(|(c, l)| Some(((*c)?, Digest::parse(&l.digest).ok()?)))
+        .collect();
+    if stack.len() == manifest.layers.len() {
+        store.fill_made_up_parents(
+            &stack,
+            unpacked_now.into_inner().unwrap_or_else(|p| p.into_inner()),
+        )?;
+    }
     for l in manifest
         .layers
         .iter()

@@ -9,7 +9,7 @@
 //! sees a half-removed layer, and under `build.lock` held exclusively, so no build or
 //! container start is choosing its layers meanwhile.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Store, StoreError, db::now, io_err};
 use crate::{
@@ -73,6 +73,9 @@ impl Store {
             Ok::<(), StoreError>(())
         })?;
         let made = made.into_inner().unwrap_or_else(|p| p.into_inner());
+        let chains: Vec<(Digest, Digest)> =
+            stack.iter().map(|(chain, i)| (*chain, blobs[*i])).collect();
+        self.fill_made_up_parents(&chains, made.keys().copied())?;
         let used: Vec<(String, String, Option<u64>)> = stack
             .iter()
             .enumerate()
@@ -90,6 +93,57 @@ impl Store {
             .rev()
             .map(|(chain, _)| self.root.join("layers").join(chain.hex()))
             .collect())
+    }
+
+    /// Gives every directory a freshly unpacked layer holds without its tar naming it (made up
+    /// by the unpacker as a parent of an entry, 0755 root) the metadata the layers below give
+    /// it, as containerd's applier does: overlayfs shows the topmost layer's directory, so a made
+    /// up `/tmp` would hide the image's 1777 one. `stack` is (ChainID, blob) bottom first;
+    /// `fresh` the positions this process just unpacked (no one else uses them yet). Layers from
+    /// docker and BuildKit name every parent; some tools' do not.
+    pub(crate) fn fill_made_up_parents(
+        &self,
+        stack: &[(Digest, Digest)],
+        fresh: impl IntoIterator<Item = usize>,
+    ) -> Result<(), StoreError> {
+        let mut fresh: Vec<usize> = fresh.into_iter().filter(|&k| k > 0).collect();
+        fresh.sort_unstable();
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let mut below = crate::layer::view::View::default();
+        let mut applied = 0;
+        for k in fresh {
+            while applied < k {
+                below.apply_entries(applied, &self.layer_entries(&stack[applied].1)?);
+                applied += 1;
+            }
+            let entries = self.layer_entries(&stack[k].1)?;
+            let named: std::collections::BTreeSet<&str> =
+                entries.iter().map(|e| e.path.as_str()).collect();
+            let mut made_up = std::collections::BTreeSet::new();
+            for e in &entries {
+                let mut p = e.path.as_str();
+                while let Some((parent, _)) = p.rsplit_once('/') {
+                    if !named.contains(parent) {
+                        made_up.insert(parent);
+                    }
+                    p = parent;
+                }
+            }
+            let dir = self.root.join("layers").join(stack[k].0.hex());
+            for p in made_up {
+                if let Some(n) = below
+                    .get(p)
+                    .filter(|n| n.kind == crate::layer::view::NodeKind::Dir)
+                {
+                    // Best effort: a path this layer made something else than a plain
+                    // directory chain (a link on the way) keeps what the unpacker made.
+                    let _ = set_dir_meta(&dir, p, (n.mode, n.uid, n.gid, n.mtime));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Unpacks `blob` as the layer whose ChainID is `chain`; its size when this call made the
@@ -275,4 +329,45 @@ impl Store {
             .map_err(self.db_err())?;
         Ok(())
     }
+}
+
+/// Owner, mode and time of directory `rel` in the unpacked layer `root`, resolved inside it and
+/// never through a link (the layer is an image's: a hostile one may hold links anywhere).
+fn set_dir_meta(
+    root: &Path,
+    rel: &str,
+    (mode, uid, gid, mtime): (u32, u32, u32, i64),
+) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let base = rustix::fs::open(
+        root,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let fd = rustix::fs::openat2(
+        &base,
+        rel,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::IN_ROOT | ResolveFlags::NO_SYMLINKS,
+    )?;
+    rustix::fs::fchown(
+        &fd,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+    )?;
+    // After chown, which clears setuid/setgid bits.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))?;
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    rustix::fs::futimens(
+        &fd,
+        &rustix::fs::Timestamps {
+            last_access: t,
+            last_modification: t,
+        },
+    )?;
+    Ok(())
 }
