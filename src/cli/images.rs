@@ -31,41 +31,82 @@ pub struct ImagesArgs {
     pub filter: Vec<String>,
 }
 
-/// Whether image `i` passes docker's `--filter` `f`.
-fn passes(
-    store: &kiln_runtime::store::Store,
-    i: &kiln_runtime::store::ImageSummary,
-    f: &str,
-) -> anyhow::Result<bool> {
-    let created = |m: &kiln_runtime::digest::Digest| -> anyhow::Result<i64> {
-        Ok(store
-            .image(m)?
-            .1
-            .created
-            .as_deref()
-            .and_then(crate::render::time::parse_rfc3339)
-            .unwrap_or(0))
-    };
-    let other = |name: &str| -> anyhow::Result<i64> {
-        let m = store
-            .resolve(name)?
-            .with_context(|| format!("--filter: no such image: {name}"))?;
-        created(&m)
-    };
-    Ok(match f.split_once('=') {
-        Some(("dangling", v)) => (i.name == "<none>:<none>") == (v == "true" || v == "1"),
-        Some(("reference", p)) => i.name != "<none>:<none>" && matches_reference(p, &i.name)?,
-        Some(("label", kv)) => {
-            let labels = store.image(&i.manifest)?.1.config.labels;
-            match kv.split_once('=') {
-                Some((k, v)) => labels.get(k).is_some_and(|have| have == v),
-                None => labels.contains_key(kv),
+/// One of docker's `images --filter`s, read once (an image a filter names resolved once).
+enum Filter {
+    Dangling(bool),
+    Reference(String),
+    Label(String, Option<String>),
+    Before(i64),
+    Since(i64),
+}
+
+/// When image `i` was created, from its config (0 when it does not say).
+fn created_of(i: &kiln_runtime::store::ImageSummary) -> i64 {
+    i.created
+        .as_deref()
+        .and_then(crate::render::time::parse_rfc3339)
+        .unwrap_or(0)
+}
+
+impl Filter {
+    fn parse(store: &kiln_runtime::store::Store, f: &str) -> anyhow::Result<Filter> {
+        let created = |name: &str| -> anyhow::Result<i64> {
+            let m = store
+                .resolve(name)?
+                .with_context(|| format!("--filter: no such image: {name}"))?;
+            Ok(store
+                .image(&m)?
+                .1
+                .created
+                .as_deref()
+                .and_then(crate::render::time::parse_rfc3339)
+                .unwrap_or(0))
+        };
+        Ok(match f.split_once('=') {
+            Some(("dangling", v)) => Filter::Dangling(v == "true" || v == "1"),
+            Some(("reference", p)) => Filter::Reference(p.to_string()),
+            Some(("label", kv)) => match kv.split_once('=') {
+                Some((k, v)) => Filter::Label(k.to_string(), Some(v.to_string())),
+                None => Filter::Label(kv.to_string(), None),
+            },
+            Some(("before", name)) => Filter::Before(created(name)?),
+            Some(("since", name)) => Filter::Since(created(name)?),
+            _ => bail!("invalid --filter {f:?}: dangling=, reference=, label=, before= or since="),
+        })
+    }
+
+    /// Whether image `i` passes.
+    fn passes(
+        &self,
+        store: &kiln_runtime::store::Store,
+        i: &kiln_runtime::store::ImageSummary,
+    ) -> anyhow::Result<bool> {
+        Ok(match self {
+            Filter::Dangling(want) => (i.name == "<none>:<none>") == *want,
+            Filter::Reference(p) => i.name != "<none>:<none>" && matches_reference(p, &i.name)?,
+            Filter::Label(k, v) => {
+                let labels = store.image(&i.manifest)?.1.config.labels;
+                match v {
+                    Some(v) => labels.get(k) == Some(v),
+                    None => labels.contains_key(k),
+                }
             }
+            Filter::Before(t) => created_of(i) < *t,
+            Filter::Since(t) => created_of(i) > *t,
+        })
+    }
+}
+
+/// `title` and `lines` as docker's prunes list what they removed, when anything was.
+fn list_removed(title: &str, lines: impl IntoIterator<Item = String>) {
+    let lines: Vec<String> = lines.into_iter().collect();
+    if !lines.is_empty() {
+        outln!("{title}");
+        for l in &lines {
+            outln!("{l}");
         }
-        Some(("before", name)) => created(&i.manifest)? < other(name)?,
-        Some(("since", name)) => created(&i.manifest)? > other(name)?,
-        _ => bail!("invalid --filter {f:?}: dangling=, reference=, label=, before= or since="),
-    })
+        outln!();
+    }
 }
 
 /// Whether the image named `name` (`repo:tag`) matches `pattern` as docker's `images
@@ -107,19 +148,18 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
     let mut list = store.images()?;
     // Untagged images too, as docker's `<none>` rows; newest first, as docker sorts them.
     list.extend(store.dangling_images()?);
-    let created = |i: &kiln_runtime::store::ImageSummary| {
-        i.created
-            .as_deref()
-            .and_then(crate::render::time::parse_rfc3339)
-            .unwrap_or(0)
-    };
-    list.sort_by_key(|i| std::cmp::Reverse(created(i)));
+    list.sort_by_key(|i| std::cmp::Reverse(created_of(i)));
     if !args.filter.is_empty() {
+        let filters = args
+            .filter
+            .iter()
+            .map(|f| Filter::parse(&store, f))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let mut kept = Vec::new();
         for i in list {
             let mut keep = true;
-            for f in &args.filter {
-                keep &= passes(&store, &i, f)?;
+            for f in &filters {
+                keep &= f.passes(&store, &i)?;
             }
             if keep {
                 kept.push(i);
@@ -300,13 +340,10 @@ pub fn image(root: Option<&Path>, cmd: ImageCommand) -> anyhow::Result<ExitCode>
                 return Ok(ExitCode::SUCCESS);
             }
             let (gone, freed) = store.prune_images(all)?;
-            if !gone.is_empty() {
-                outln!("Deleted Images:");
-                for id in &gone {
-                    outln!("deleted: {id}");
-                }
-                outln!();
-            }
+            list_removed(
+                "Deleted Images:",
+                gone.iter().map(|id| format!("deleted: {id}")),
+            );
             outln!("Total reclaimed space: {}", table::size(freed));
         }
     }
@@ -318,33 +355,21 @@ pub fn image(root: Option<&Path>, cmd: ImageCommand) -> anyhow::Result<ExitCode>
 pub fn system_prune(root: Option<&Path>, all: bool) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let containers = kiln_runtime::container::control::prune(&store)?;
-    if !containers.is_empty() {
-        outln!("Deleted Containers:");
-        for id in &containers {
-            outln!("{id}");
-        }
-        outln!();
-    }
+    list_removed("Deleted Containers:", containers);
     let (images, image_bytes) = store.prune_images(false)?;
-    if !images.is_empty() {
-        outln!("Deleted Images:");
-        for id in &images {
-            outln!("deleted: {id}");
-        }
-        outln!();
-    }
+    list_removed(
+        "Deleted Images:",
+        images.iter().map(|id| format!("deleted: {id}")),
+    );
     let opts = kiln_runtime::store::PruneOptions {
         all,
         ..Default::default()
     };
     let (entries, cache_bytes) = store.cache_prune(&opts)?;
-    if !entries.is_empty() {
-        outln!("Deleted build cache objects:");
-        for e in &entries {
-            outln!("{}", e.id());
-        }
-        outln!();
-    }
+    list_removed(
+        "Deleted build cache objects:",
+        entries.iter().map(|e| e.id().to_string()),
+    );
     outln!(
         "Total reclaimed space: {}",
         table::size(image_bytes + cache_bytes)

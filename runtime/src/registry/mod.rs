@@ -211,7 +211,7 @@ impl Timeouts {
 pub const EXPANSION_FLOOR: u64 = 64 << 20;
 
 /// The default of [`Options::max_expansion`]: 100×, the bound zip-bomb guards commonly use
-/// (Apache POI's minimum inflate ratio of 0.01); real layers compress 2-10×.
+/// (Apache POI's minimum inflate ratio of 0.01).
 pub const DEFAULT_MAX_EXPANSION: u64 = 100;
 
 /// Registries allowed without verified TLS unless the settings file says otherwise: loopback,
