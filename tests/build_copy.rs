@@ -1358,3 +1358,83 @@ fn a_layer_without_its_parents_keeps_the_image_directories() {
     );
     assert_eq!(out, "1777 0 /tmp\n750 1000 /srv\n");
 }
+
+/// Names that are not UTF-8 (a latin-1 `café`, a stray 0xff byte) travel as bytes through
+/// every path a build has: the context snapshot, COPY, a RUN's layer, `COPY --from` of another
+/// stage, the flattened output, and the cache key (two such names that differ in one byte are
+/// two files, and editing one of them misses the cache), as BuildKit copies them.
+#[test]
+fn names_that_are_not_utf8_are_copied_as_bytes() {
+    use std::{ffi::OsStr, os::unix::ffi::OsStrExt};
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    let name = |b: &[u8]| OsStr::from_bytes(b).to_owned();
+    std::fs::create_dir(c.join(name(b"d\xff"))).unwrap();
+    std::fs::write(c.join(name(b"caf\xe9")), "e9").unwrap();
+    std::fs::write(c.join(name(b"caf\xe8")), "e8").unwrap();
+    std::fs::write(c.join(name(b"d\xff/inner")), "inner").unwrap();
+    std::os::unix::fs::symlink(OsStr::from_bytes(b"caf\xe9"), c.join("link")).unwrap();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox AS build\n\
+         COPY . /x/\n\
+         RUN touch \"/x/run-$(printf '\\377')\" && find /x | od -An -c | tr -d ' \\n' > /listing\n\
+         FROM kiln.local/busybox\n\
+         COPY --from=build /x /y\n\
+         COPY --from=build /listing /listing\n",
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("fs");
+    let cx = c.to_str().unwrap();
+    let build = |dest: &Path| {
+        kiln(
+            r,
+            &[
+                "build",
+                "--progress",
+                "plain",
+                "-o",
+                &format!("type=local,dest={}", dest.display()),
+                cx,
+            ],
+        )
+    };
+    let (code, _, err) = build(&dest);
+    assert_eq!(code, 0, "{err}");
+    let y = dest.join("y");
+    assert_eq!(std::fs::read(y.join(name(b"caf\xe9"))).unwrap(), b"e9");
+    assert_eq!(std::fs::read(y.join(name(b"caf\xe8"))).unwrap(), b"e8");
+    assert_eq!(
+        std::fs::read(y.join(name(b"d\xff/inner"))).unwrap(),
+        b"inner"
+    );
+    assert_eq!(
+        std::fs::read_link(y.join("link")).unwrap().as_os_str(),
+        OsStr::from_bytes(b"caf\xe9")
+    );
+    assert!(y.join(name(b"run-\xff")).is_file(), "the RUN's file");
+    // What the RUN saw: the names as bytes (od prints 0xe9 as 351, 0xff as 377).
+    let listing = std::fs::read_to_string(dest.join("listing")).unwrap();
+    for want in ["caf350", "caf351", "d377", "run-377"] {
+        assert!(listing.contains(want), "{want} in {listing}");
+    }
+    // Unchanged: every step hits the cache. One of the two names edited: the COPY misses.
+    let (code, _, err) = build(&out.path().join("again"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches(" CACHED").count(), 4, "{err}");
+    std::fs::write(c.join(name(b"caf\xe8")), "edited").unwrap();
+    let (code, _, err) = build(&out.path().join("edited"));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches(" CACHED").count(), 0, "{err}");
+    assert_eq!(
+        std::fs::read(out.path().join("edited/y").join(name(b"caf\xe8"))).unwrap(),
+        b"edited"
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("edited/y").join(name(b"caf\xe9"))).unwrap(),
+        b"e9"
+    );
+}

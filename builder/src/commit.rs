@@ -81,8 +81,8 @@ pub fn commit(store: &Store, opts: &CommitOptions) -> Result<Committed, CommitEr
     let mut w = crate::image::layer::LayerWriter::new(std::io::BufWriter::new(file), None);
     kiln_runtime::layer::diff::walk_upper(&upper, &mut |change| {
         let rel = match &change {
-            Change::File(p, ..) => p.as_str(),
-            _ => "",
+            Change::File(p, ..) => p.as_slice(),
+            _ => b"",
         };
         if changes::is_stub(&upper, &lower, rel) {
             return Ok(());

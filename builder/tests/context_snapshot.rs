@@ -1,6 +1,7 @@
 //! The context snapshot on real directory trees.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+use bstr::ByteSlice;
 use std::{fs, path::Path};
 
 use kiln_builder::context::{
@@ -16,7 +17,7 @@ fn write(root: &Path, rel: &str, data: &str) {
 }
 
 fn paths(s: &kiln_builder::context::snapshot::Snapshot) -> Vec<&str> {
-    s.entries.iter().map(|e| e.path.as_str()).collect()
+    s.entries.iter().map(|e| e.path.to_str().unwrap()).collect()
 }
 
 #[test]
@@ -173,12 +174,12 @@ fn entries_come_in_byte_order_of_their_paths() {
     assert_eq!(got.len(), 14);
     // Found again by binary search, every one.
     for p in &got {
-        assert_eq!(snap.find(p).map(|e| e.path.as_str()), Some(*p));
+        assert_eq!(snap.find(p).map(|e| e.path.to_str().unwrap()), Some(*p));
     }
     assert_eq!(
         snap.below("lib")
             .iter()
-            .map(|e| e.path.as_str())
+            .map(|e| e.path.to_str().unwrap())
             .collect::<Vec<_>>(),
         ["lib/x", "lib/z", "lib/z/deep"]
     );

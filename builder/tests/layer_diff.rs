@@ -63,7 +63,7 @@ fn view_listing(v: &View) -> BTreeMap<String, (char, u32)> {
                 NodeKind::Other { .. } => 'p',
                 _ => 'f',
             };
-            (p.clone(), (kind, n.mode))
+            (p.to_string(), (kind, n.mode))
         })
         .collect()
 }
@@ -136,7 +136,7 @@ fn upper_dir_of_a_real_overlay_becomes_the_layer() {
     let got: Vec<(String, char)> = info
         .entries
         .iter()
-        .map(|e| (e.path.clone(), e.typeflag as char))
+        .map(|e| (e.path.to_string(), e.typeflag as char))
         .collect();
     let want: Vec<(String, char)> = [
         ("bin", '5'),
@@ -158,7 +158,10 @@ fn upper_dir_of_a_real_overlay_becomes_the_layer() {
     .collect();
     assert_eq!(got, want, "entries of the diff layer");
     let link = info.entries.iter().find(|e| e.path == "run/b").unwrap();
-    assert_eq!(link.link.as_deref(), Some("run/a"));
+    assert_eq!(
+        link.link.as_ref().map(ToString::to_string).as_deref(),
+        Some("run/a")
+    );
     let new = info.entries.iter().find(|e| e.path == "new.txt").unwrap();
     assert_eq!(new.mode, 0o4750, "setuid bit kept");
     // Contents travel too.

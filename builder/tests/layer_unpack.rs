@@ -302,11 +302,11 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
     assert_eq!(
         made.files,
         vec![
-            ("app/edited".to_string(), sha(b"old")),
-            ("app/same".to_string(), sha(b"same")),
-            ("app/sub/chmod".to_string(), sha(b"x")),
-            ("app/sub/linkme".to_string(), sha(b"z")),
-            ("app/sub/touched".to_string(), sha(b"y")),
+            ("app/edited".into(), sha(b"old")),
+            ("app/same".into(), sha(b"same")),
+            ("app/sub/chmod".into(), sha(b"x")),
+            ("app/sub/linkme".into(), sha(b"z")),
+            ("app/sub/touched".into(), sha(b"y")),
         ]
     );
     // The donor's own hostile shape: a symlink where the new layer has a file, and a
@@ -396,7 +396,7 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
     // A donor path through its own link to the host is resolved inside the donor: the host
     // file is never linked in, though its bytes, metadata and the donor's digests all match.
     let h = tempfile::tempdir().unwrap();
-    let listed = vec![("out/escape".to_string(), sha(b"escape"))];
+    let listed = vec![("out/escape".into(), sha(b"escape"))];
     let u = unpack_with_donor(
         hostile.as_slice(),
         h.path(),
@@ -408,5 +408,97 @@ fn files_equal_to_the_donors_are_linked_and_nothing_else_is() {
     assert_ne!(
         ino(&h.path().join("out/escape")),
         ino(&outside.path().join("escape"))
+    );
+}
+
+/// A layer whose names are not UTF-8, written as docker's Go archive/tar writes them (a PAX
+/// `path` record of raw bytes) and as GNU tar does (raw bytes in the header): unpacked under
+/// those very bytes, a link to such a name made, a whiteout of one applied, and the layer's
+/// index and view name them as bytes (no U+FFFD anywhere).
+#[test]
+fn names_that_are_not_utf8_unpack_as_bytes() {
+    use std::{ffi::OsStr, os::unix::ffi::OsStrExt};
+    let put = |field: &mut [u8], name: &[u8]| field[..name.len()].copy_from_slice(name);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("path", &b"caf\xe9-pax"[..])])
+        .unwrap();
+    raw(
+        &mut b,
+        "cafe-pax-fallback",
+        tar::EntryType::Regular,
+        None,
+        b"pax",
+    );
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, b"d\xff/plain");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(5);
+    h.set_cksum();
+    b.append(&h, &b"plain"[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, b"link");
+    put(&mut h.as_old_mut().linkname, b"caf\xe9-pax");
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, b"hard");
+    put(&mut h.as_old_mut().linkname, b"d\xff/plain");
+    h.set_entry_type(tar::EntryType::Link);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    put(&mut h.as_old_mut().name, b".wh.o\xfed");
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(0);
+    h.set_cksum();
+    b.append(&h, std::io::empty()).unwrap();
+    let bytes = b.into_inner().unwrap();
+
+    let d = tempfile::tempdir().unwrap();
+    let index = kiln_runtime::layer::unpack::unpack_indexed(bytes.as_slice(), d.path()).unwrap();
+    let at = |n: &[u8]| d.path().join(OsStr::from_bytes(n));
+    assert_eq!(std::fs::read(at(b"caf\xe9-pax")).unwrap(), b"pax");
+    assert_eq!(std::fs::read(at(b"d\xff/plain")).unwrap(), b"plain");
+    assert_eq!(
+        std::fs::read_link(at(b"link"))
+            .unwrap()
+            .as_os_str()
+            .as_bytes(),
+        b"caf\xe9-pax"
+    );
+    assert_eq!(
+        std::fs::metadata(at(b"hard")).unwrap().ino(),
+        std::fs::metadata(at(b"d\xff/plain")).unwrap().ino()
+    );
+    let wh = std::fs::symlink_metadata(at(b"o\xfed")).unwrap();
+    assert_eq!(wh.rdev(), 0, "the whiteout, a 0/0 character device");
+    let paths: Vec<&[u8]> = index.iter().map(|e| e.path.as_slice()).collect();
+    assert_eq!(
+        paths,
+        [
+            &b"caf\xe9-pax"[..],
+            b"d\xff/plain",
+            b"link",
+            b"hard",
+            b".wh.o\xfed"
+        ]
+    );
+    let mut view = kiln_runtime::layer::view::View::default();
+    view.apply_entries(0, &index);
+    assert!(view.get(b"d\xff/plain").is_some());
+    assert!(matches!(
+        &view.get("link").unwrap().kind,
+        kiln_runtime::layer::view::NodeKind::Symlink { target } if target.as_slice() == b"caf\xe9-pax"
+    ));
+    // No name was made UTF-8 on the way (U+FFFD is EF BF BD).
+    assert!(
+        index
+            .iter()
+            .all(|e| !e.path.windows(3).any(|w| w == "\u{FFFD}".as_bytes()))
     );
 }

@@ -1,6 +1,7 @@
 //! The merged view of layer stacks written by `LayerWriter`, and of the busybox base image.
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
+use bstr::ByteSlice;
 use std::collections::BTreeMap;
 
 use kiln_builder::image::layer::{EntryMeta, LayerWriter};
@@ -54,13 +55,13 @@ fn whiteouts_opaque_dirs_and_replacements() {
     let mut v = View::default();
     v.apply(0, l0.as_slice(), "l0").unwrap();
     v.apply(1, l1.as_slice(), "l1").unwrap();
-    let paths: Vec<&str> = v.iter().map(|(p, _)| p.as_str()).collect();
+    let paths: Vec<&str> = v.iter().map(|(p, _)| p.to_str().unwrap()).collect();
     assert_eq!(paths, vec!["cache", "cache/new", "etc", "etc/b.conf"]);
     assert_eq!(v.get("etc/b.conf").unwrap().layer, 1);
     assert_eq!(v.get("/cache").unwrap().mode, 0o700);
     assert!(v.is_dir("cache") && v.is_dir("/") && !v.is_dir("etc/b.conf"));
     v.apply(2, l2.as_slice(), "l2").unwrap();
-    let paths: Vec<&str> = v.iter().map(|(p, _)| p.as_str()).collect();
+    let paths: Vec<&str> = v.iter().map(|(p, _)| p.to_str().unwrap()).collect();
     assert_eq!(paths, vec!["cache", "etc", "etc/b.conf"]);
     assert_eq!(v.get("cache").unwrap().kind, NodeKind::File { size: 0 });
 }
@@ -122,7 +123,10 @@ fn layer_index_answers_without_reading_the_tar_again() {
     let blob = store.put_blob(&bytes).unwrap();
     let first = store.layer_entries(&blob).unwrap();
     assert_eq!(
-        first.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(),
+        first
+            .iter()
+            .map(|e| e.path.to_str().unwrap())
+            .collect::<Vec<_>>(),
         ["etc", "etc/x", ".wh.old"]
     );
     // The tar is gone: the entries still come back, from the index.

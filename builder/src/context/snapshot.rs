@@ -12,8 +12,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use bstr::{BString, ByteSlice};
 use kiln_runtime::{
     digest::Digest,
+    layer::view::as_path,
     store::{FileStamp, StatIndex, Store, Xattrs, decode_xattrs},
 };
 use rayon::prelude::*;
@@ -33,11 +35,6 @@ pub enum ContextError {
     Ignore { path: PathBuf, source: IgnoreError },
     #[error(transparent)]
     Store(#[from] kiln_runtime::store::StoreError),
-    #[error(
-        "{path}: the name is not valid UTF-8; kiln copies only UTF-8 names (rename it, or \
-         exclude it in .dockerignore)"
-    )]
-    NotUtf8 { path: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ContextError + '_ {
@@ -56,7 +53,7 @@ pub enum EntryKind {
     },
     Dir,
     Symlink {
-        target: String,
+        target: BString,
     },
     /// Sockets, fifos and devices: recorded, never copied.
     Other,
@@ -65,8 +62,9 @@ pub enum EntryKind {
 /// One path of the context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Relative to the context root, `/`-separated, no leading `./`.
-    pub path: String,
+    /// Relative to the context root, `/`-separated, no leading `./`. Bytes, as the directory
+    /// names it: a name that is not UTF-8 is copied as it is, as BuildKit copies it.
+    pub path: BString,
     pub kind: EntryKind,
     /// Permission and special bits.
     pub mode: u32,
@@ -100,21 +98,21 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// The entry at `path`.
-    pub fn find(&self, path: &str) -> Option<&Entry> {
-        find_sorted(&self.entries, path, |e| &e.path)
+    pub fn find(&self, path: impl AsRef<[u8]>) -> Option<&Entry> {
+        find_sorted(&self.entries, path.as_ref(), |e| &e.path)
     }
 
     /// The entries below directory `dir` (`""`: all of them), in path order.
-    pub fn below(&self, dir: &str) -> &[Entry] {
-        below_sorted(&self.entries, dir, |e| &e.path)
+    pub fn below(&self, dir: impl AsRef<[u8]>) -> &[Entry] {
+        below_sorted(&self.entries, dir.as_ref(), |e| &e.path)
     }
 }
 
-/// The item at `path` among `items` sorted by path, found by binary search.
+/// The item at `path` among `items` sorted by path (bytewise), found by binary search.
 pub fn find_sorted<'i, T>(
     items: &'i [T],
-    path: &str,
-    path_of: impl Fn(&T) -> &str,
+    path: &[u8],
+    path_of: impl Fn(&T) -> &[u8],
 ) -> Option<&'i T> {
     items
         .binary_search_by(|e| path_of(e).cmp(path))
@@ -124,12 +122,13 @@ pub fn find_sorted<'i, T>(
 
 /// The items below directory `dir` (`""`: all) among `items` sorted by path: one contiguous
 /// run, since every path that starts with `dir/` sorts after `dir/` and before `dir0`.
-pub fn below_sorted<'i, T>(items: &'i [T], dir: &str, path_of: impl Fn(&T) -> &str) -> &'i [T] {
+pub fn below_sorted<'i, T>(items: &'i [T], dir: &[u8], path_of: impl Fn(&T) -> &[u8]) -> &'i [T] {
     if dir.is_empty() {
         return items;
     }
-    let prefix = format!("{dir}/");
-    let from = items.partition_point(|e| path_of(e) < prefix.as_str());
+    let mut prefix = dir.to_vec();
+    prefix.push(b'/');
+    let from = items.partition_point(|e| path_of(e) < prefix.as_slice());
     let len = items[from..].partition_point(|e| path_of(e).starts_with(&prefix));
     &items[from..from + len]
 }
@@ -247,10 +246,11 @@ struct Found {
 type Runs = Vec<Vec<Found>>;
 
 /// Whether every path below directory `dir` sorts before `path` (byte order: `dir/` < `path`).
-fn below_sorts_first(dir: &str, path: &str) -> bool {
-    dir.bytes()
+fn below_sorts_first(dir: &[u8], path: &[u8]) -> bool {
+    dir.iter()
+        .copied()
         .chain(std::iter::once(b'/'))
-        .cmp(path.bytes())
+        .cmp(path.iter().copied())
         .is_lt()
 }
 
@@ -260,7 +260,7 @@ fn below_sorts_first(dir: &str, path: &str) -> bool {
 fn walk(
     parent: Option<&rustix::fd::OwnedFd>,
     (dir, name): (&Path, &[u8]),
-    rel: &str,
+    rel: &[u8],
     ignore: &Matcher,
 ) -> Result<Runs, ContextError> {
     let flags = rustix::fs::OFlags::RDONLY
@@ -279,7 +279,7 @@ fn walk(
     .map_err(|e| io_err(dir)(e.into()))?;
     let mut found = Vec::new();
     // Subdirectories to descend into: (path in the context, name as the directory has it).
-    let mut subdirs: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut subdirs: Vec<(BString, Vec<u8>)> = Vec::new();
     for e in rustix::fs::Dir::read_from(&dir_fd).map_err(|e| io_err(dir)(e.into()))? {
         let e = e.map_err(|e| io_err(dir)(e.into()))?;
         let c_name = e.file_name();
@@ -287,18 +287,12 @@ fn walk(
         if raw == b"." || raw == b".." {
             continue;
         }
-        // A name that is not UTF-8 is made lossy here: it is refused by its real path below,
-        // unless .dockerignore leaves it out (then it is never read).
-        let (name, lossy) = match std::str::from_utf8(raw) {
-            Ok(n) => (std::borrow::Cow::Borrowed(n), false),
-            Err(_) => (String::from_utf8_lossy(raw), true),
-        };
-        let mut path = String::with_capacity(rel.len() + 1 + name.len());
+        let mut path = BString::from(Vec::with_capacity(rel.len() + 1 + raw.len()));
         if !rel.is_empty() {
-            path.push_str(rel);
-            path.push('/');
+            path.extend_from_slice(rel);
+            path.push(b'/');
         }
-        path.push_str(&name);
+        path.extend_from_slice(raw);
         // The absolute path, made only where it is needed (an error).
         let abs = || dir.join(std::ffi::OsStr::from_bytes(raw));
         // Each entry is stat-ed relative to its directory's descriptor: one path walk per
@@ -307,14 +301,13 @@ fn walk(
             rustix::fs::statat(&dir_fd, c_name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err(&abs())(e.into()))?,
         );
-        let excluded = ignore.excludes(&path);
+        // Patterns are text: a name that is not UTF-8 is matched with each stray byte as one
+        // U+FFFD, as Go's matcher (BuildKit's) reads it.
+        let excluded = ignore.excludes(&path.to_str_lossy());
         let ft = meta.file_type();
         let is_dir = ft == rustix::fs::FileType::Directory;
         if excluded && !(is_dir && ignore.has_exclusions()) {
             continue;
-        }
-        if lossy && !excluded {
-            return Err(ContextError::NotUtf8 { path: abs() });
         }
         let mut file_stamp = None;
         let kind = if is_dir {
@@ -324,7 +317,7 @@ fn walk(
             let t = rustix::fs::readlinkat(&dir_fd, c_name, Vec::new())
                 .map_err(|e| io_err(&abs())(e.into()))?;
             EntryKind::Symlink {
-                target: String::from_utf8_lossy(t.as_bytes()).into_owned(),
+                target: BString::from(t.into_bytes()),
             }
         } else if ft == rustix::fs::FileType::RegularFile {
             file_stamp = Some(stamp(&meta));
@@ -354,11 +347,7 @@ fn walk(
     }
     found.sort_unstable_by(|a, b| a.entry.path.cmp(&b.entry.path));
     // By where their paths go: `lib-a/` before `lib/` though `lib` sorts before `lib-a`.
-    subdirs.sort_unstable_by(|(a, _), (b, _)| {
-        a.bytes()
-            .chain(std::iter::once(b'/'))
-            .cmp(b.bytes().chain(std::iter::once(b'/')))
-    });
+    subdirs.sort_unstable_by(|(a, _), (b, _)| a.iter().chain(b"/").cmp(b.iter().chain(b"/")));
     let below = subdirs
         .par_iter()
         .map(|(path, raw)| {
@@ -401,7 +390,7 @@ pub fn scan(
     // The walk, and the digests recorded by earlier scans (one row), side by side.
     let root_str = root.to_string_lossy().to_string();
     let (walked, known) = rayon::join(
-        || walk(None, (root, b""), "", ignore),
+        || walk(None, (root, b""), b"", ignore),
         || match store {
             Some(s) => s.context_files(&root_str),
             None => Ok(StatIndex::default()),
@@ -440,12 +429,12 @@ pub fn scan(
     let mut passed = 0usize;
     for (i, (e, stamp)) in entries.iter_mut().zip(&stamps).enumerate() {
         let Some(stamp) = *stamp else { continue };
-        while remembered.next_if(|r| r.path < e.path.as_str()).is_some() {
+        while remembered.next_if(|r| r.path < e.path.as_slice()).is_some() {
             passed += 1;
         }
         let hit = remembered
             .peek()
-            .filter(|r| r.path == e.path && r.stamp == stamp)
+            .filter(|r| r.path == e.path.as_slice() && r.stamp == stamp)
             .and_then(|r| Some((r.digest, decode_xattrs(r.xattrs)?)));
         match hit {
             Some((digest, xattrs)) => {
@@ -461,7 +450,7 @@ pub fn scan(
     let hashed: Vec<(usize, Digest, Xattrs)> = todo
         .par_iter()
         .map(|&i| {
-            let abs = root.join(&entries[i].path);
+            let abs = root.join(as_path(&entries[i].path));
             let size = stamps[i].map_or(0, |s| s.size);
             let d = hash_file(&abs, size)?;
             let x = kiln_runtime::layer::diff::host_xattrs(&abs)
@@ -484,7 +473,7 @@ pub fn scan(
                 StatIndex::encode(entries.iter().zip(&stamps).filter_map(|(e, s)| {
                     match (&e.kind, s) {
                         (EntryKind::File { digest, .. }, Some(stamp)) => {
-                            Some((e.path.as_str(), *stamp, *digest, &e.xattrs))
+                            Some((e.path.as_slice(), *stamp, *digest, &e.xattrs))
                         }
                         _ => None,
                     }
@@ -513,20 +502,20 @@ fn drop_excluded_dirs(
     if !excluded.contains(&true) {
         return;
     }
-    let mut needed: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut needed: std::collections::BTreeSet<&[u8]> = std::collections::BTreeSet::new();
     for (e, _) in entries.iter().zip(excluded).filter(|(_, ex)| !**ex) {
-        let mut p = e.path.as_str();
-        while let Some((parent, _)) = p.rsplit_once('/') {
-            if !needed.insert(parent.to_string()) {
+        let mut p = e.path.as_slice();
+        while let Some(slash) = p.rfind_byte(b'/') {
+            p = &p[..slash];
+            if !needed.insert(p) {
                 break;
             }
-            p = parent;
         }
     }
     let keep: Vec<bool> = entries
         .iter()
         .zip(excluded)
-        .map(|(e, ex)| !ex || needed.contains(e.path.as_str()))
+        .map(|(e, ex)| !ex || needed.contains(e.path.as_slice()))
         .collect();
     let mut k = keep.iter();
     entries.retain(|_| k.next().copied().unwrap_or(true));

@@ -2,6 +2,7 @@
 //! rootfs without ever leaving it, `--chmod` (octal and symbolic), `--chown` resolution against
 //! the image's own `/etc/passwd` and `/etc/group`, and RFC 3339 times.
 
+use bstr::{BString, ByteSlice};
 use kiln_runtime::layer::view::{NodeKind, View, normalize};
 
 /// Joins `path` (absolute, or relative to `workdir`) into a clean absolute path.
@@ -19,25 +20,40 @@ pub fn absolute(workdir: &str, path: &str) -> String {
     }
 }
 
+/// Text for a cache key or a fingerprint that keeps every byte of `b`: UTF-8 as it is, anything
+/// else escaped after a NUL, which no path or link target holds (so no UTF-8 name reads the same).
+pub fn key_text(b: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(format!("\0{}", b.escape_ascii())),
+    }
+}
+
 /// The first directory of `rel` (a path [`resolve_all_in_root`] gave), or `rel` itself when
 /// `whole`, that exists in `view` as something else than a directory: a step that would write
 /// into it fails with "not a directory", as in BuildKit, instead of replacing a file with a
 /// directory and losing it.
-pub fn not_a_directory(view: &View, rel: &str, whole: bool) -> Option<String> {
-    let mut end = 0;
-    let parts: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
+pub fn not_a_directory(view: &View, rel: &[u8], whole: bool) -> Option<BString> {
+    let rel = rel.trim_start_with(|c| c == '/');
+    let parts: Vec<&[u8]> = rel
+        .split(|&b| b == b'/')
+        .filter(|c| !c.is_empty())
+        .collect();
     let upto = if whole {
         parts.len()
     } else {
         parts.len().saturating_sub(1)
     };
+    let mut prefix: Vec<u8> = Vec::with_capacity(rel.len());
     for part in &parts[..upto] {
-        end += part.len() + usize::from(end > 0);
-        let prefix = &rel.trim_start_matches('/')[..end];
-        match view.get(prefix).map(|n| &n.kind) {
+        if !prefix.is_empty() {
+            prefix.push(b'/');
+        }
+        prefix.extend_from_slice(part);
+        match view.get(&prefix).map(|n| &n.kind) {
             None => return None,
             Some(NodeKind::Dir) => {}
-            Some(_) => return Some(prefix.to_string()),
+            Some(_) => return Some(prefix.into()),
         }
     }
     None
@@ -47,21 +63,21 @@ pub fn not_a_directory(view: &View, rel: &str, whole: bool) -> Option<String> {
 /// target restarts at the rootfs root, `..` never climbs above it (the rootfs is a chroot for
 /// this purpose), and loops give up after 40 links. Returns the relative, resolved path. The
 /// last component is not followed (COPY onto a link to a file replaces the link).
-pub fn resolve_in_root(view: &View, path: &str) -> String {
-    resolve(view, path, false)
+pub fn resolve_in_root(view: &View, path: impl AsRef<[u8]>) -> BString {
+    resolve(view, path.as_ref(), false)
 }
 
 /// [`resolve_in_root`], following the last component too: where a directory is meant (a
 /// WORKDIR, a COPY destination that is a directory), a link to one leads into it, as
 /// BuildKit resolves paths in the root (`/bin -> usr/bin` on merged-/usr images).
-pub fn resolve_all_in_root(view: &View, path: &str) -> String {
-    resolve(view, path, true)
+pub fn resolve_all_in_root(view: &View, path: impl AsRef<[u8]>) -> BString {
+    resolve(view, path.as_ref(), true)
 }
 
-fn resolve(view: &View, path: &str, follow_last: bool) -> String {
+fn resolve(view: &View, path: &[u8], follow_last: bool) -> BString {
     resolve_with(
         |p| match view.get(p).map(|n| &n.kind) {
-            Some(NodeKind::Symlink { target }) => Some(target.as_str()),
+            Some(NodeKind::Symlink { target }) => Some(target.as_slice()),
             _ => None,
         },
         path,
@@ -70,54 +86,52 @@ fn resolve(view: &View, path: &str, follow_last: bool) -> String {
 }
 
 /// [`resolve_in_root`] over any tree whose symlinks `link_of` names (a path's target, `None`
-/// for anything else): a build context, another stage's files.
+/// for anything else): a build context, another stage's files. Paths are bytes.
 pub fn resolve_with<'t>(
-    link_of: impl Fn(&str) -> Option<&'t str>,
-    path: &str,
+    link_of: impl Fn(&[u8]) -> Option<&'t [u8]>,
+    path: &[u8],
     follow_last: bool,
-) -> String {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(str::to_string)
-        .collect();
-    todo.reverse();
-    let mut done: Vec<String> = Vec::new();
+) -> BString {
+    let parts = |p: &[u8]| -> Vec<Vec<u8>> {
+        let mut v: Vec<Vec<u8>> = p
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect();
+        v.reverse();
+        v
+    };
+    let mut todo = parts(path);
+    let mut done: Vec<Vec<u8>> = Vec::new();
     let mut hops = 0;
     while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
+        match c.as_slice() {
+            b"." => continue,
+            b".." => {
                 done.pop();
                 continue;
             }
             _ => {}
         }
-        let candidate = if done.is_empty() {
-            c.clone()
-        } else {
-            format!("{}/{c}", done.join("/"))
-        };
+        let mut candidate = bstr::join("/", &done);
+        if !candidate.is_empty() {
+            candidate.push(b'/');
+        }
+        candidate.extend_from_slice(&c);
         // The last component is the entry itself: it is not followed (COPY replaces a link).
         let is_last = todo.is_empty() && !follow_last;
         match link_of(&candidate) {
             Some(target) if !is_last && hops < 40 => {
                 hops += 1;
-                if target.starts_with('/') {
+                if target.starts_with(b"/") {
                     done.clear();
                 }
-                let mut parts: Vec<String> = target
-                    .split('/')
-                    .filter(|p| !p.is_empty())
-                    .map(str::to_string)
-                    .collect();
-                parts.reverse();
-                todo.extend(parts);
+                todo.extend(parts(target));
             }
             _ => done.push(c),
         }
     }
-    normalize(&done.join("/")).unwrap_or_default()
+    normalize(bstr::join("/", &done)).unwrap_or_default()
 }
 
 /// Applies a `--chmod` value to `mode` (`is_dir` matters for `X`). `None` if it is invalid.

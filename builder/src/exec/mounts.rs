@@ -23,6 +23,7 @@ use kiln_parser::instruction::{
 };
 use kiln_runtime::{
     digest::Digest,
+    layer::view::as_path,
     sandbox::{
         agent::AgentRelay,
         mounts::{self, Mount},
@@ -400,15 +401,17 @@ fn context_files(entries: &[copy::SrcEntry], source: &str) -> Result<Vec<copy::S
     let mut out = Vec::new();
     for e in entries {
         let rel = if src.is_empty() {
-            Some(e.path.as_str())
+            Some(e.path.as_slice())
         } else if e.path == src {
-            Some("")
+            Some(&b""[..])
         } else {
-            e.path.strip_prefix(&src).and_then(|r| r.strip_prefix('/'))
+            e.path
+                .strip_prefix(src.as_slice())
+                .and_then(|r| r.strip_prefix(b"/"))
         };
         if let Some(rel) = rel {
             let mut e = e.clone();
-            e.path = rel.to_string();
+            e.path = rel.into();
             out.push(e);
         }
     }
@@ -422,14 +425,14 @@ fn context_files(entries: &[copy::SrcEntry], source: &str) -> Result<Vec<copy::S
 
 /// One digest over the selected paths and what the key sees of each.
 fn content_key(files: &[copy::SrcEntry]) -> Digest {
-    let mut text = String::new();
+    let mut text = Vec::new();
     for f in files {
-        text.push_str(&f.path);
-        text.push('\0');
-        text.push_str(&f.fingerprint);
-        text.push('\n');
+        text.extend_from_slice(&f.path);
+        text.push(0);
+        text.extend_from_slice(f.fingerprint.as_bytes());
+        text.push(b'\n');
     }
-    Digest::of(text.as_bytes())
+    Digest::of(&text)
 }
 
 /// What the prepared mounts need to stay alive while the step runs; dropped afterwards.
@@ -628,7 +631,7 @@ fn mount_from(
     let lower = match from {
         BindFrom::Files(files) => {
             let tree = sub("tree")?;
-            let inner = tree.join(copy::context_path(source));
+            let inner = tree.join(as_path(&copy::context_path(source)));
             materialize(files, &inner).map_err(|e| e.to_string())?;
             vec![tree]
         }
@@ -664,7 +667,7 @@ fn materialize(files: &[copy::SrcEntry], dest: &Path) -> std::io::Result<()> {
         let p = if f.path.is_empty() {
             dest.to_path_buf()
         } else {
-            dest.join(&f.path)
+            dest.join(as_path(&f.path))
         };
         match &f.kind {
             SrcKind::Dir => {
@@ -680,7 +683,7 @@ fn materialize(files: &[copy::SrcEntry], dest: &Path) -> std::io::Result<()> {
                     std::fs::copy(host, &p)?;
                 }
             }
-            SrcKind::Symlink(t) => std::os::unix::fs::symlink(t, &p)?,
+            SrcKind::Symlink(t) => std::os::unix::fs::symlink(as_path(t), &p)?,
             SrcKind::StageFile { .. } => {}
         }
     }

@@ -426,7 +426,8 @@ fn drop_stubs(view: &View, upper: &std::path::Path, targets: &[String]) {
                 break;
             };
             let empty = md.is_dir() && std::fs::read_dir(&p).is_ok_and(|mut d| d.next().is_none());
-            let unchanged = match view.get(&dir.to_string_lossy()) {
+            let unchanged = match view.get(std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()))
+            {
                 None => true,
                 Some(n) => n.mode == md.mode() & 0o7777 && n.uid == md.uid() && n.gid == md.gid(),
             };

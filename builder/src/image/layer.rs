@@ -12,6 +12,7 @@ use std::{
     path::Path,
 };
 
+use bstr::{BString, ByteSlice};
 use kiln_runtime::{
     digest::Digest,
     layer::{
@@ -59,7 +60,7 @@ pub struct LayerInfo {
 pub struct LayerWriter<W: Write> {
     tar: tar::Builder<Hashing<W>>,
     epoch: Option<i64>,
-    written: BTreeSet<String>,
+    written: BTreeSet<BString>,
     entries: Vec<RawEntry>,
     /// Device numbers for the entry being written (`special`).
     device: Option<(u32, u32)>,
@@ -78,14 +79,16 @@ fn invalid(msg: String) -> io::Error {
 }
 
 /// Checks that `path` is relative, clean and not empty; returns it without a trailing `/`.
-fn check_path(path: &str) -> io::Result<&str> {
-    let p = path.trim_end_matches('/');
+/// Paths are bytes: a name that is not UTF-8 is written as it is.
+fn check_path(path: &[u8]) -> io::Result<&[u8]> {
+    let p = path.trim_end_with(|c| c == '/');
     let bad = p.is_empty()
-        || p.starts_with('/')
-        || p.contains('\0')
-        || p.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+        || p.starts_with(b"/")
+        || p.contains(&0)
+        || p.split(|&b| b == b'/')
+            .any(|c| c.is_empty() || c == b"." || c == b"..");
     if bad {
-        return Err(invalid(format!("invalid layer path {path:?}")));
+        return Err(invalid(format!("invalid layer path {:?}", path.as_bstr())));
     }
     Ok(p)
 }
@@ -121,32 +124,33 @@ impl<W: Write> LayerWriter<W> {
     /// Writes the header (with PAX records first when needed) and the data.
     fn entry(
         &mut self,
-        name: &str,
+        name: &[u8],
         kind: tar::EntryType,
         meta: &EntryMeta,
-        link: Option<&str>,
+        link: Option<&[u8]>,
         size: u64,
         data: impl Read,
     ) -> io::Result<()> {
-        if !self.written.insert(name.trim_end_matches('/').to_string()) {
-            return Err(invalid(format!("duplicate layer path {name:?}")));
+        let base = BString::from(name.trim_end_with(|c| c == '/'));
+        if !self.written.insert(base.clone()) {
+            return Err(invalid(format!(
+                "duplicate layer path {:?}",
+                name.as_bstr()
+            )));
         }
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         let mut h = tar::Header::new_ustar();
         if name.len() > 100 {
-            pax.push(("path".into(), name.as_bytes().to_vec()));
-            let mut cut = 100;
-            while !name.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            h.set_path(&name[..cut])
-                .or_else(|_| h.set_path("pax-long-name"))?;
+            // The whole name in a PAX record (its bytes as they are, as Go's archive/tar
+            // writes them); the header's field holds its first 100 bytes for old readers.
+            pax.push(("path".into(), name.to_vec()));
+            h.as_old_mut().name.copy_from_slice(&name[..100]);
         } else {
-            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
         }
         if let Some(link) = link {
             if link.len() > 100 {
-                pax.push(("linkpath".into(), link.as_bytes().to_vec()));
+                pax.push(("linkpath".into(), link.to_vec()));
             } else {
                 h.set_link_name_literal(link)?;
             }
@@ -182,14 +186,14 @@ impl<W: Write> LayerWriter<W> {
         h.set_device_minor(minor).ok();
         h.set_cksum();
         self.entries.push(RawEntry {
-            path: name.trim_end_matches('/').to_string(),
+            path: base,
             typeflag: kind.as_byte(),
             mode: meta.mode & 0o7777,
             uid: meta.uid,
             gid: meta.gid,
             mtime: self.mtime(meta.mtime) as i64,
             size,
-            link: link.map(str::to_string),
+            link: link.map(BString::from),
         });
         if !pax.is_empty() {
             self.tar
@@ -199,20 +203,21 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// A directory.
-    pub fn dir(&mut self, path: &str, meta: &EntryMeta) -> io::Result<()> {
-        let p = format!("{}/", check_path(path)?);
+    pub fn dir(&mut self, path: impl AsRef<[u8]>, meta: &EntryMeta) -> io::Result<()> {
+        let mut p = check_path(path.as_ref())?.to_vec();
+        p.push(b'/');
         self.entry(&p, tar::EntryType::Directory, meta, None, 0, io::empty())
     }
 
     /// A regular file of `size` bytes read from `data` (exactly `size` bytes must come).
     pub fn file(
         &mut self,
-        path: &str,
+        path: impl AsRef<[u8]>,
         meta: &EntryMeta,
         size: u64,
         data: impl Read,
     ) -> io::Result<()> {
-        let p = check_path(path)?.to_string();
+        let p = check_path(path.as_ref())?.to_vec();
         let mut counted = data.take(size);
         // Small files are buffered to check their size; large ones are streamed with a check.
         if size <= 1 << 20 {
@@ -221,7 +226,8 @@ impl<W: Write> LayerWriter<W> {
             counted.read_to_end(&mut buf)?;
             if buf.len() as u64 != size {
                 return Err(invalid(format!(
-                    "{path}: expected {size} bytes, got {}",
+                    "{}: expected {size} bytes, got {}",
+                    p.as_bstr(),
                     buf.len()
                 )));
             }
@@ -245,33 +251,50 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// A symbolic link to `target` (stored as written).
-    pub fn symlink(&mut self, path: &str, target: &str, meta: &EntryMeta) -> io::Result<()> {
-        let p = check_path(path)?.to_string();
+    pub fn symlink(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
+        meta: &EntryMeta,
+    ) -> io::Result<()> {
+        let p = check_path(path.as_ref())?.to_vec();
         self.entry(
             &p,
             tar::EntryType::Symlink,
             meta,
-            Some(target),
+            Some(target.as_ref()),
             0,
             io::empty(),
         )
     }
 
     /// A hard link to `target`, an entry written earlier in this layer.
-    pub fn hardlink(&mut self, path: &str, target: &str, meta: &EntryMeta) -> io::Result<()> {
-        let p = check_path(path)?.to_string();
-        let t = check_path(target)?.to_string();
-        if !self.written.contains(&t) {
+    pub fn hardlink(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        target: impl AsRef<[u8]>,
+        meta: &EntryMeta,
+    ) -> io::Result<()> {
+        let p = check_path(path.as_ref())?.to_vec();
+        let t = check_path(target.as_ref())?.to_vec();
+        if !self.written.contains(t.as_bstr()) {
             return Err(invalid(format!(
-                "hard link {path:?} to {target:?}, which is not in the layer"
+                "hard link {:?} to {:?}, which is not in the layer",
+                p.as_bstr(),
+                t.as_bstr()
             )));
         }
         self.entry(&p, tar::EntryType::Link, meta, Some(&t), 0, io::empty())
     }
 
     /// A fifo or device node.
-    pub fn special(&mut self, path: &str, kind: Special, meta: &EntryMeta) -> io::Result<()> {
-        let p = check_path(path)?.to_string();
+    pub fn special(
+        &mut self,
+        path: impl AsRef<[u8]>,
+        kind: Special,
+        meta: &EntryMeta,
+    ) -> io::Result<()> {
+        let p = check_path(path.as_ref())?.to_vec();
         let (ty, dev) = match kind {
             Special::Fifo => (tar::EntryType::Fifo, None),
             Special::Char { major, minor } => (tar::EntryType::Char, Some((major, minor))),
@@ -297,20 +320,20 @@ impl<W: Write> LayerWriter<W> {
     }
 
     /// Deletes `path` from lower layers (`.wh.<name>`, mtime 0).
-    pub fn whiteout(&mut self, path: &str) -> io::Result<()> {
-        let p = check_path(path)?;
-        let (dir, name) = match p.rsplit_once('/') {
-            Some((d, n)) => (format!("{d}/"), n),
-            None => (String::new(), p),
+    pub fn whiteout(&mut self, path: impl AsRef<[u8]>) -> io::Result<()> {
+        let p = check_path(path.as_ref())?;
+        let (dir, name) = match p.rfind_byte(b'/') {
+            Some(i) => (&p[..=i], &p[i + 1..]),
+            None => (&b""[..], p),
         };
-        let wh = format!("{dir}.wh.{name}");
+        let wh = [dir, b".wh.", name].concat();
         let meta = EntryMeta::default();
         self.entry(&wh, tar::EntryType::Regular, &meta, None, 0, io::empty())
     }
 
     /// Hides every lower-layer child of `dir` (`.wh..wh..opq`).
-    pub fn opaque(&mut self, dir: &str) -> io::Result<()> {
-        let p = format!("{}/.wh..wh..opq", check_path(dir)?);
+    pub fn opaque(&mut self, dir: impl AsRef<[u8]>) -> io::Result<()> {
+        let p = [check_path(dir.as_ref())?, b"/.wh..wh..opq"].concat();
         let meta = EntryMeta::default();
         self.entry(&p, tar::EntryType::Regular, &meta, None, 0, io::empty())
     }

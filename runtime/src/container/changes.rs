@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use super::ContainerError;
-use crate::{layer::diff::Change, store::Store};
+use crate::{
+    layer::{diff::Change, view::as_path},
+    store::Store,
+};
 
 /// One change: `A`, `C` or `D`, and the absolute path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,10 +69,10 @@ pub fn sizes(store: &Store, id: &str, image: &str) -> (u64, u64) {
 
 /// Whether `rel` is in the image below: the topmost layer that has an entry for it decides (a
 /// whiteout there means deleted).
-pub fn in_lower(lower: &[PathBuf], rel: &str) -> bool {
+pub fn in_lower(lower: &[PathBuf], rel: &[u8]) -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     for dir in lower {
-        if let Ok(md) = std::fs::symlink_metadata(dir.join(rel)) {
+        if let Ok(md) = std::fs::symlink_metadata(dir.join(as_path(rel))) {
             return !(md.file_type().is_char_device() && md.rdev() == 0);
         }
     }
@@ -77,10 +80,13 @@ pub fn in_lower(lower: &[PathBuf], rel: &str) -> bool {
 }
 
 /// A stub kiln made to bind a generated file over (the image lacked it): no change.
-pub fn is_stub(upper: &Path, lower: &[PathBuf], rel: &str) -> bool {
-    crate::sandbox::etc::BOUND.contains(&rel)
+pub fn is_stub(upper: &Path, lower: &[PathBuf], rel: &[u8]) -> bool {
+    crate::sandbox::etc::BOUND
+        .iter()
+        .any(|b| b.as_bytes() == rel)
         && !in_lower(lower, rel)
-        && std::fs::symlink_metadata(upper.join(rel)).is_ok_and(|m| m.is_file() && m.len() == 0)
+        && std::fs::symlink_metadata(upper.join(as_path(rel)))
+            .is_ok_and(|m| m.is_file() && m.len() == 0)
 }
 
 /// `kiln diff CONTAINER`: its changes, sorted by path.

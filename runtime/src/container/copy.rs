@@ -126,7 +126,7 @@ pub fn copy_out(
         if is_dir {
             let d = open_in(&root, src, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(src, e))?;
-            walk_open_dir(&d, "", src, &mut to_host(&target, archive))
+            walk_open_dir(&d, b"", src, &mut to_host(&target, archive))
         } else {
             // The entry itself, from its parent (a symlink stays one).
             let (parent, name) = match src.trim_end_matches('/').rsplit_once('/') {
@@ -138,7 +138,7 @@ pub fn copy_out(
             walk_entry(
                 &pdir,
                 OsStr::new(name),
-                "",
+                b"",
                 src,
                 &mut to_host(&target, archive),
             )
@@ -157,12 +157,12 @@ enum Found {
     File(std::fs::File),
 }
 
-type Visit<'v> = dyn FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + 'v;
+type Visit<'v> = dyn FnMut(&[u8], &rustix::fs::Stat, Found) -> Result<(), ContainerError> + 'v;
 
 /// Walks the directory `dir` itself (`rel`, as the visitor names it) and everything below.
 fn walk_open_dir(
     dir: &OwnedFd,
-    rel: &str,
+    rel: &[u8],
     shown: &str,
     visit: &mut Visit<'_>,
 ) -> Result<(), ContainerError> {
@@ -174,11 +174,12 @@ fn walk_open_dir(
         if name == "." || name == ".." {
             continue;
         }
-        let below = if rel.is_empty() {
-            name.to_string_lossy().into_owned()
-        } else {
-            format!("{rel}/{}", name.to_string_lossy())
-        };
+        // Names are bytes: one that is not UTF-8 is copied as it is.
+        let mut below = rel.to_vec();
+        if !below.is_empty() {
+            below.push(b'/');
+        }
+        below.extend_from_slice(name.as_bytes());
         walk_entry(dir, name, &below, shown, visit)?;
     }
     visit(rel, &st, Found::DirEnd)
@@ -190,7 +191,7 @@ fn walk_open_dir(
 fn walk_entry(
     parent: &OwnedFd,
     name: &OsStr,
-    rel: &str,
+    rel: &[u8],
     shown: &str,
     visit: &mut Visit<'_>,
 ) -> Result<(), ContainerError> {
@@ -225,12 +226,12 @@ fn walk_entry(
 fn to_host(
     target: &Path,
     archive: bool,
-) -> impl FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
+) -> impl FnMut(&[u8], &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
     move |rel, st, found| {
         let t = if rel.is_empty() {
             target.to_path_buf()
         } else {
-            target.join(rel)
+            target.join(OsStr::from_bytes(rel))
         };
         let host = |e: std::io::Error| fail(t.display(), e);
         match found {
@@ -425,11 +426,17 @@ pub fn copy_out_tar(
             // The root, or a directory's contents: entries named from inside it.
             let d = open_in(&root, trimmed, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(format!("{what}:{src}"), e))?;
-            walk_open_dir(&d, "", src, &mut to_tar(&mut tar))?;
+            walk_open_dir(&d, b"", src, &mut to_tar(&mut tar))?;
         } else {
             let pdir = open_in(&root, parent, OFlags::RDONLY | OFlags::DIRECTORY)
                 .map_err(|e| fail(format!("{what}:{src}"), e))?;
-            walk_entry(&pdir, OsStr::new(name), name, src, &mut to_tar(&mut tar))?;
+            walk_entry(
+                &pdir,
+                OsStr::new(name),
+                name.as_bytes(),
+                src,
+                &mut to_tar(&mut tar),
+            )?;
         }
         tar.finish().map_err(|e| fail("writing the archive", e))
     })
@@ -439,9 +446,10 @@ pub fn copy_out_tar(
 /// empty, has no entry).
 fn to_tar<W: std::io::Write>(
     tar: &mut tar::Builder<W>,
-) -> impl FnMut(&str, &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
+) -> impl FnMut(&[u8], &rustix::fs::Stat, Found) -> Result<(), ContainerError> + '_ {
     move |rel, st, found| {
         let io = |e: std::io::Error| fail("writing the archive", e);
+        let name = Path::new(OsStr::from_bytes(rel));
         if rel.is_empty() {
             return Ok(());
         }
@@ -454,19 +462,21 @@ fn to_tar<W: std::io::Write>(
         match found {
             Found::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
-                tar.append_data(&mut h, format!("{rel}/"), std::io::empty())
+                let mut dir = rel.to_vec();
+                dir.push(b'/');
+                tar.append_data(&mut h, OsStr::from_bytes(&dir), std::io::empty())
                     .map_err(io)
             }
             Found::DirEnd => Ok(()),
             Found::Symlink(link) => {
                 h.set_entry_type(tar::EntryType::Symlink);
-                tar.append_link(&mut h, rel, OsStr::from_bytes(&link))
+                tar.append_link(&mut h, name, OsStr::from_bytes(&link))
                     .map_err(io)
             }
             Found::File(f) => {
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(st.st_size as u64);
-                tar.append_data(&mut h, rel, f).map_err(io)
+                tar.append_data(&mut h, name, f).map_err(io)
             }
         }
     }

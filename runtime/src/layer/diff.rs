@@ -15,11 +15,15 @@
 //! Upper directories written with `redirect_dir` or `metacopy` hold references into the lower
 //! layers instead of data; kiln mounts with both off and refuses such markers here.
 
+use bstr::{BString, ByteSlice};
 use std::{
     collections::BTreeMap,
     fs::{self, File},
     io,
-    os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
+    os::unix::{
+        ffi::OsStringExt,
+        fs::{FileTypeExt, MetadataExt, OpenOptionsExt},
+    },
     path::Path,
 };
 
@@ -31,12 +35,12 @@ pub struct DiffError {
     pub message: String,
 }
 
-fn err(path: &str, message: impl std::fmt::Display) -> DiffError {
+fn err(path: &[u8], message: impl std::fmt::Display) -> DiffError {
     DiffError {
         path: if path.is_empty() {
             "/".into()
         } else {
-            path.to_string()
+            path.to_str_lossy().into_owned()
         },
         message: message.to_string(),
     }
@@ -63,20 +67,21 @@ pub enum Special {
     Block { major: u32, minor: u32 },
 }
 
-/// One change, with its path relative to the root (no leading `/`).
+/// One change, with its path relative to the root (no leading `/`). Paths and link targets are
+/// bytes: a name that is not UTF-8 goes into the layer as it is.
 #[derive(Debug)]
 pub enum Change {
-    Dir(String, Meta),
+    Dir(BString, Meta),
     /// A regular file; `File` is open on it for reading.
-    File(String, Meta, u64, File),
-    Symlink(String, String, Meta),
+    File(BString, Meta, u64, File),
+    Symlink(BString, BString, Meta),
     /// A second name for a file reported earlier (the second field).
-    Hardlink(String, String, Meta),
-    Special(String, Special, Meta),
+    Hardlink(BString, BString, Meta),
+    Special(BString, Special, Meta),
     /// The path was deleted.
-    Whiteout(String),
+    Whiteout(BString),
     /// Every lower-layer child of this directory is hidden.
-    Opaque(String),
+    Opaque(BString),
 }
 
 const OVERLAY_PREFIX: &str = "trusted.overlay.";
@@ -115,7 +120,7 @@ pub fn host_xattrs(path: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-fn xattrs(path: &Path, rel: &str) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
+fn xattrs(path: &Path, rel: &[u8]) -> Result<BTreeMap<String, Vec<u8>>, DiffError> {
     let mut out = BTreeMap::new();
     let mut names = vec![0u8; 1024];
     let n = loop {
@@ -159,7 +164,7 @@ fn is_opaque(path: &Path) -> bool {
     )
 }
 
-fn meta_of(md: &fs::Metadata, path: &Path, rel: &str) -> Result<Meta, DiffError> {
+fn meta_of(md: &fs::Metadata, path: &Path, rel: &[u8]) -> Result<Meta, DiffError> {
     Ok(Meta {
         mode: md.mode() & 0o7777,
         uid: md.uid(),
@@ -175,24 +180,19 @@ pub fn walk_upper(
     visit: &mut dyn FnMut(Change) -> io::Result<()>,
 ) -> Result<(), DiffError> {
     let mut links = BTreeMap::new();
-    walk_dir(upper, "", visit, &mut links)
+    walk_dir(upper, b"", visit, &mut links)
 }
 
 fn walk_dir(
     dir: &Path,
-    rel: &str,
+    rel: &[u8],
     visit: &mut dyn FnMut(Change) -> io::Result<()>,
-    links: &mut BTreeMap<(u64, u64), String>,
+    links: &mut BTreeMap<(u64, u64), BString>,
 ) -> Result<(), DiffError> {
     let mut names = Vec::new();
     for e in fs::read_dir(dir).map_err(|e| err(rel, format!("read directory: {e}")))? {
         let e = e.map_err(|e| err(rel, format!("read directory: {e}")))?;
-        let name = e.file_name().into_string().map_err(|n| {
-            err(
-                rel,
-                format!("file name {n:?} is not UTF-8 (not supported in layers yet)"),
-            )
-        })?;
+        let name = e.file_name().into_vec();
         let md = e
             .metadata()
             .map_err(|x| err(&join(rel, &name), format!("stat: {x}")))?;
@@ -200,7 +200,7 @@ fn walk_dir(
     }
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let is_whiteout = |md: &fs::Metadata| md.file_type().is_char_device() && md.rdev() == 0;
-    let sent = |r: io::Result<()>, p: &str| r.map_err(|e| err(p, e));
+    let sent = |r: io::Result<()>, p: &[u8]| r.map_err(|e| err(p, e));
     // Whiteouts first, so a reader applying entries in order never deletes a new sibling.
     for (name, _) in names.iter().filter(|(_, md)| is_whiteout(md)) {
         let p = join(rel, name);
@@ -208,7 +208,7 @@ fn walk_dir(
     }
     for (name, md) in names.iter().filter(|(_, md)| !is_whiteout(md)) {
         let p = join(rel, name);
-        let full = dir.join(name);
+        let full = dir.join(crate::layer::view::as_path(name));
         let meta = meta_of(md, &full, &p)?;
         let ft = md.file_type();
         if ft.is_dir() {
@@ -219,10 +219,7 @@ fn walk_dir(
             walk_dir(&full, &p, visit, links)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(&full).map_err(|e| err(&p, format!("readlink: {e}")))?;
-            let target = target
-                .into_os_string()
-                .into_string()
-                .map_err(|t| err(&p, format!("link target {t:?} is not UTF-8")))?;
+            let target = BString::from(target.into_os_string().into_vec());
             sent(visit(Change::Symlink(p.clone(), target, meta)), &p)?;
         } else if ft.is_file() {
             if md.nlink() > 1 {
@@ -260,10 +257,12 @@ fn libc_nofollow() -> i32 {
     rustix::fs::OFlags::NOFOLLOW.bits() as i32
 }
 
-fn join(rel: &str, name: &str) -> String {
-    if rel.is_empty() {
-        name.to_string()
-    } else {
-        format!("{rel}/{name}")
+fn join(rel: &[u8], name: &[u8]) -> BString {
+    let mut p = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        p.extend_from_slice(rel);
+        p.push(b'/');
     }
+    p.extend_from_slice(name);
+    p.into()
 }

@@ -26,6 +26,7 @@ use std::{
     path::Path,
 };
 
+use bstr::{BString, ByteSlice};
 use rustix::{
     fs::{
         AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
@@ -49,44 +50,54 @@ fn err(entry: &str, message: impl std::fmt::Display) -> UnpackError {
 }
 
 /// Lexically cleans an entry path inside the root: `..` stops at the root (as in a chroot).
-fn components(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in path.split('/') {
+/// Names are bytes: one that is not UTF-8 is created as the tar has it.
+fn components(path: &[u8]) -> Vec<BString> {
+    let mut out: Vec<BString> = Vec::new();
+    for c in path.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => {
+            b"" | b"." => {}
+            b".." => {
                 out.pop();
             }
-            c => out.push(c.to_string()),
+            c => out.push(c.into()),
         }
     }
     out
 }
 
+/// `comps` joined by `/`, or `.` for none: a path relative to a directory descriptor.
+fn joined(comps: &[BString]) -> Vec<u8> {
+    if comps.is_empty() {
+        return b".".to_vec();
+    }
+    bstr::join("/", comps)
+}
+
 const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
 /// Opens directory `comps` (relative to `root`, resolved inside it), creating missing ones.
-fn open_dir(root: &OwnedFd, comps: &[String], entry: &str) -> Result<OwnedFd, UnpackError> {
+fn open_dir(root: &OwnedFd, comps: &[BString], entry: &str) -> Result<OwnedFd, UnpackError> {
     let dir_flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
     let mut fd = rustix::fs::openat2(root, ".", dir_flags, Mode::empty(), RESOLVE)
         .map_err(|e| err(entry, e))?;
     for i in 0..comps.len() {
-        let prefix = comps[..=i].join("/");
+        let prefix = joined(&comps[..=i]);
+        let shown = prefix.as_bstr();
         fd = match rustix::fs::openat2(root, &prefix, dir_flags, Mode::empty(), RESOLVE) {
             Ok(next) => next,
             Err(Errno::NOENT) => {
                 // Created in the directory resolved so far, by name: no link is followed.
-                match rustix::fs::mkdirat(&fd, comps[i].as_str(), Mode::from_raw_mode(0o755)) {
+                match rustix::fs::mkdirat(&fd, comps[i].as_slice(), Mode::from_raw_mode(0o755)) {
                     Ok(()) | Err(Errno::EXIST) => {}
-                    Err(e) => return Err(err(entry, format!("creating {prefix}: {e}"))),
+                    Err(e) => return Err(err(entry, format!("creating {shown}: {e}"))),
                 }
                 rustix::fs::openat2(root, &prefix, dir_flags, Mode::empty(), RESOLVE)
-                    .map_err(|e| err(entry, format!("opening {prefix}: {e}")))?
+                    .map_err(|e| err(entry, format!("opening {shown}: {e}")))?
             }
             Err(e) => {
                 return Err(err(
                     entry,
-                    format!("{prefix} is not a usable directory: {e}"),
+                    format!("{shown} is not a usable directory: {e}"),
                 ));
             }
         };
@@ -95,7 +106,7 @@ fn open_dir(root: &OwnedFd, comps: &[String], entry: &str) -> Result<OwnedFd, Un
 }
 
 /// Removes `name` in `dir` unless it is a directory (which a directory entry merges into).
-fn clear(dir: &OwnedFd, name: &str, keep_dir: bool, entry: &str) -> Result<(), UnpackError> {
+fn clear(dir: &OwnedFd, name: &[u8], keep_dir: bool, entry: &str) -> Result<(), UnpackError> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Err(Errno::NOENT) => Ok(()),
         Err(e) => Err(err(entry, e)),
@@ -150,7 +161,7 @@ fn mode_of(h: &tar::Header) -> Mode {
 /// Owner, mode and time of `name` in `dir`, by name (a link is never followed).
 fn set_owner_mode_time(
     dir: &OwnedFd,
-    name: &str,
+    name: &[u8],
     h: &tar::Header,
     symlink: bool,
     entry: &str,
@@ -364,26 +375,21 @@ struct Donor {
     /// The content digest of each of the donor layer's regular files, sorted by path.
     files: crate::store::FileDigests,
     /// (components, the directory there if it exists).
-    parent: Option<(Vec<String>, Option<OwnedFd>)>,
+    parent: Option<(Vec<BString>, Option<OwnedFd>)>,
     linked: usize,
 }
 
 impl Donor {
     /// The donor's directory `comps`, resolved inside the donor (`None`: it has none).
-    fn dir(&mut self, comps: &[String]) -> Option<&OwnedFd> {
+    fn dir(&mut self, comps: &[BString]) -> Option<&OwnedFd> {
         if self
             .parent
             .as_ref()
             .is_none_or(|(c, _)| c.as_slice() != comps)
         {
-            let path = if comps.is_empty() {
-                ".".to_string()
-            } else {
-                comps.join("/")
-            };
             let fd = rustix::fs::openat2(
                 &self.root,
-                path,
+                joined(comps),
                 OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
                 Mode::empty(),
                 RESOLVE,
@@ -398,13 +404,13 @@ impl Donor {
     /// `digest` (as its layer's digests say) and whose size, mode, owner and time are `h`'s.
     fn has_same(
         &mut self,
-        (path, comps, name): (&str, &[String], &str),
+        (path, comps, name): (&[u8], &[BString], &[u8]),
         h: &tar::Header,
         digest: &[u8; 32],
     ) -> bool {
         let known = self
             .files
-            .binary_search_by(|(p, _)| p.as_str().cmp(path))
+            .binary_search_by(|(p, _)| p.as_slice().cmp(path))
             .is_ok_and(|i| self.files[i].1 == *digest);
         if !known {
             return false;
@@ -453,28 +459,26 @@ fn unpack_into(
     let mut size = 0u64;
     let mut ar = tar::Archive::new(reader);
     // Directory times are set last: creating entries inside a directory changes its mtime.
-    let mut dir_times: Vec<(Vec<String>, tar::Header)> = Vec::new();
+    let mut dir_times: Vec<(Vec<BString>, tar::Header)> = Vec::new();
     // The last entry's parent directory, kept open: a layer's entries come grouped by
     // directory, so most entries need no resolution at all. Reusing it is sound because an
     // entry can change what a directory path resolves to (replace it, or an ancestor, by a
     // link) only if it is that path or an ancestor of it, and such an entry has another parent,
     // which replaces the one kept: the next entry under the old path resolves it afresh,
     // inside the root. Entries within the kept directory only add or remove its children.
-    let mut kept_parent: Option<(Vec<String>, OwnedFd)> = None;
+    let mut kept_parent: Option<(Vec<BString>, OwnedFd)> = None;
     for e in ar.entries().map_err(|e| err("layer", e))? {
         let mut e = e.map_err(|e| err("layer", e))?;
         index.extend(crate::layer::view::RawEntry::of(&e).map_err(|x| err("layer", x))?);
-        let raw = e
-            .path()
-            .map_err(|x| err("layer", x))?
-            .to_string_lossy()
-            .to_string();
-        let comps = components(&raw);
+        let comps = components(&e.path_bytes());
+        // The entry as errors name it.
+        let raw = e.path_bytes().to_str_lossy().into_owned();
         let Some((name, parent)) = comps.split_last() else {
             continue;
         };
+        let name = name.as_slice();
         let h = e.header().clone();
-        if !layer && name.starts_with(".wh.") {
+        if !layer && name.starts_with(b".wh.") {
             return Err(err(
                 &raw,
                 "a name starting with .wh. is a whiteout in a layer",
@@ -485,12 +489,12 @@ fn unpack_into(
             _ => (parent.to_vec(), open_dir(root, parent, &raw)?),
         };
         let pdir = &kept_parent.insert(pdir).1;
-        if name == ".wh..wh..opq" {
+        if name == b".wh..wh..opq" {
             rustix::fs::fsetxattr(pdir, "trusted.overlay.opaque", b"y", XattrFlags::empty())
                 .map_err(|x| err(&raw, format!("opaque xattr: {x}")))?;
             continue;
         }
-        if let Some(victim) = name.strip_prefix(".wh.") {
+        if let Some(victim) = name.strip_prefix(b".wh.") {
             clear(pdir, victim, false, &raw)?;
             rustix::fs::mknodat(
                 pdir,
@@ -506,7 +510,7 @@ fn unpack_into(
         match h.entry_type() {
             tar::EntryType::Directory => {
                 clear(pdir, name, true, &raw)?;
-                match rustix::fs::mkdirat(pdir, name.as_str(), mode) {
+                match rustix::fs::mkdirat(pdir, name, mode) {
                     Ok(()) => size += blocks(1),
                     Err(Errno::EXIST) => {}
                     Err(x) => return Err(err(&raw, x)),
@@ -530,7 +534,7 @@ fn unpack_into(
                 // metadata: linked (a file with extended attributes is always written, as they
                 // are not compared). Small files are read whole and hashed first; with digests
                 // wanted, larger ones are hashed as they are written.
-                let path = comps.join("/");
+                let path = BString::from(joined(&comps));
                 let mut read = None;
                 if digests.is_some() || donor.is_some() {
                     let len = h.size().unwrap_or(u64::MAX);
@@ -544,14 +548,8 @@ fn unpack_into(
                         if let Some(d) = donor.as_deref_mut().filter(|_| xattrs.is_empty()) {
                             if d.has_same((&path, parent, name), &h, &digest) {
                                 let linked = d.dir(parent).is_some_and(|from| {
-                                    rustix::fs::linkat(
-                                        from,
-                                        name.as_str(),
-                                        pdir,
-                                        name.as_str(),
-                                        AtFlags::empty(),
-                                    )
-                                    .is_ok()
+                                    rustix::fs::linkat(from, name, pdir, name, AtFlags::empty())
+                                        .is_ok()
                                 });
                                 if linked {
                                     d.linked += 1;
@@ -564,7 +562,7 @@ fn unpack_into(
                 }
                 let fd = rustix::fs::openat(
                     pdir,
-                    name.as_str(),
+                    name,
                     OFlags::WRONLY
                         | OFlags::CREATE
                         | OFlags::EXCL
@@ -601,24 +599,16 @@ fn unpack_into(
             }
             tar::EntryType::Symlink => {
                 clear(pdir, name, false, &raw)?;
-                let target = e
-                    .link_name()
-                    .map_err(|x| err(&raw, x))?
-                    .map(|l| l.to_string_lossy().to_string())
-                    .unwrap_or_default();
+                let target = e.link_name_bytes().unwrap_or_default().into_owned();
                 // Stored as written: an absolute target is resolved inside the rootfs when used.
-                rustix::fs::symlinkat(target.as_str(), pdir, name.as_str())
-                    .map_err(|x| err(&raw, x))?;
+                rustix::fs::symlinkat(target.as_slice(), pdir, name).map_err(|x| err(&raw, x))?;
                 set_owner_mode_time(pdir, name, &h, true, &raw)?;
                 continue;
             }
             tar::EntryType::Link => {
-                let target = e
-                    .link_name()
-                    .map_err(|x| err(&raw, x))?
-                    .map(|l| l.to_string_lossy().to_string())
-                    .unwrap_or_default();
+                let target = e.link_name_bytes().unwrap_or_default().into_owned();
                 let tcomps = components(&target);
+                let target = target.as_bstr();
                 let Some((tname, tparent)) = tcomps.split_last() else {
                     return Err(err(&raw, "hard link with an empty target"));
                 };
@@ -626,18 +616,14 @@ fn unpack_into(
                 // symlink at the target itself, so a link can never reach a host file.
                 let tdir = rustix::fs::openat2(
                     root,
-                    if tparent.is_empty() {
-                        ".".to_string()
-                    } else {
-                        tparent.join("/")
-                    },
+                    joined(tparent),
                     OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
                     Mode::empty(),
                     RESOLVE,
                 )
                 .map_err(|x| err(&raw, format!("hard link target {target}: {x}")))?;
                 clear(pdir, name, false, &raw)?;
-                rustix::fs::linkat(&tdir, tname.as_str(), pdir, name.as_str(), AtFlags::empty())
+                rustix::fs::linkat(&tdir, tname.as_slice(), pdir, name, AtFlags::empty())
                     .map_err(|x| err(&raw, format!("hard link to {target}: {x}")))?;
                 continue;
             }
@@ -652,8 +638,7 @@ fn unpack_into(
                     h.device_major().ok().flatten().unwrap_or(0),
                     h.device_minor().ok().flatten().unwrap_or(0),
                 );
-                rustix::fs::mknodat(pdir, name.as_str(), ft, mode, dev)
-                    .map_err(|x| err(&raw, x))?;
+                rustix::fs::mknodat(pdir, name, ft, mode, dev).map_err(|x| err(&raw, x))?;
             }
             // Sockets and unknown types are not part of a filesystem layer.
             _ => continue,
@@ -664,8 +649,9 @@ fn unpack_into(
         let Some((name, parent)) = comps.split_last() else {
             continue;
         };
-        let pdir = open_dir(root, parent, name)?;
-        set_owner_mode_time(&pdir, name, h, false, name)?;
+        let shown = name.to_str_lossy();
+        let pdir = open_dir(root, parent, &shown)?;
+        set_owner_mode_time(&pdir, name, h, false, &shown)?;
     }
     Ok((index, size))
 }

@@ -6,9 +6,11 @@
 use std::{
     collections::BTreeMap,
     io::{BufReader, Read},
+    os::unix::ffi::OsStrExt,
     path::Path,
 };
 
+use bstr::{BStr, BString, ByteSlice};
 use serde::{Deserialize, Serialize};
 
 /// What a path is.
@@ -19,11 +21,11 @@ pub enum NodeKind {
         size: u64,
     },
     Symlink {
-        target: String,
+        target: BString,
     },
     /// A hard link to another path of the same layer.
     Hardlink {
-        target: String,
+        target: BString,
     },
     /// A fifo or a device node: its tar type flag (`6` fifo, `3` char, `4` block).
     Other {
@@ -77,17 +79,30 @@ pub fn open_layer(path: &Path) -> std::io::Result<Box<dyn Read>> {
 }
 
 /// A path as it appears in a layer, normalised: no leading `./` or `/`, no trailing `/`.
-/// `None` for paths that would leave the root (`..`), which are never applied.
-pub fn normalize(path: &str) -> Option<String> {
-    let mut parts = Vec::new();
-    for c in path.split('/') {
+/// `None` for paths that would leave the root (`..`), which are never applied. Paths are bytes,
+/// as the kernel and tar have them: a name that is not UTF-8 is kept as it is.
+pub fn normalize(path: impl AsRef<[u8]>) -> Option<BString> {
+    let path = path.as_ref();
+    let mut out = BString::from(Vec::with_capacity(path.len()));
+    for c in path.split(|&b| b == b'/') {
         match c {
-            "" | "." => {}
-            ".." => return None,
-            c => parts.push(c),
+            b"" | b"." => {}
+            b".." => return None,
+            c => {
+                if !out.is_empty() {
+                    out.push(b'/');
+                }
+                out.extend_from_slice(c);
+            }
         }
     }
-    Some(parts.join("/"))
+    Some(out)
+}
+
+/// A path of bytes as the host's filesystem calls take it (on Linux every byte string but NUL
+/// is a path).
+pub fn as_path(path: &[u8]) -> &Path {
+    Path::new(std::ffi::OsStr::from_bytes(path))
 }
 
 /// One tar entry without its content: what a layer contributes to the view. A layer's entries
@@ -95,7 +110,7 @@ pub fn normalize(path: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RawEntry {
     /// Normalised path (see [`normalize`]).
-    pub path: String,
+    pub path: BString,
     /// Tar type flag (`0` file, `1` hard link, `2` symlink, `5` directory, ...).
     pub typeflag: u8,
     pub mode: u32,
@@ -104,7 +119,7 @@ pub struct RawEntry {
     pub mtime: i64,
     pub size: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
+    pub link: Option<BString>,
 }
 
 /// Reads a layer tar's entries (contents skipped). Entries that would leave the root are
@@ -121,8 +136,7 @@ pub fn read_entries(reader: impl Read) -> std::io::Result<Vec<RawEntry>> {
 impl RawEntry {
     /// The index entry of a tar entry; `None` for a path that would leave the root.
     pub fn of<R: Read>(e: &tar::Entry<'_, R>) -> std::io::Result<Option<RawEntry>> {
-        let raw = e.path()?.to_string_lossy().to_string();
-        let Some(path) = normalize(&raw) else {
+        let Some(path) = normalize(e.path_bytes()) else {
             return Ok(None);
         };
         let h = e.header();
@@ -134,11 +148,7 @@ impl RawEntry {
             gid: h.gid().unwrap_or(0) as u32,
             mtime: h.mtime().unwrap_or(0) as i64,
             size: h.size().unwrap_or(0),
-            link: e
-                .link_name()
-                .ok()
-                .flatten()
-                .map(|l| l.to_string_lossy().to_string()),
+            link: e.link_name_bytes().map(|l| BString::from(l.into_owned())),
         }))
     }
 }
@@ -146,15 +156,15 @@ impl RawEntry {
 /// The merged view.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct View {
-    nodes: BTreeMap<String, Node>,
+    nodes: BTreeMap<BString, Node>,
 }
 
 impl View {
-    pub fn get(&self, path: &str) -> Option<&Node> {
+    pub fn get(&self, path: impl AsRef<[u8]>) -> Option<&Node> {
         normalize(path).and_then(|p| self.nodes.get(&p))
     }
 
-    pub fn is_dir(&self, path: &str) -> bool {
+    pub fn is_dir(&self, path: impl AsRef<[u8]>) -> bool {
         normalize(path).is_some_and(|p| {
             p.is_empty()
                 || matches!(
@@ -167,7 +177,7 @@ impl View {
         })
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Node)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&BString, &Node)> {
         self.nodes.iter()
     }
 
@@ -180,36 +190,36 @@ impl View {
     }
 
     /// Removes `path` and everything below it.
-    fn remove_tree(&mut self, path: &str) {
-        self.nodes.remove(path);
+    fn remove_tree(&mut self, path: &[u8]) {
+        self.nodes.remove(path.as_bstr());
         self.remove_children(path);
     }
 
-    fn remove_children(&mut self, dir: &str) {
-        self.remove_children_with(&mut String::new(), dir);
+    fn remove_children(&mut self, dir: &[u8]) {
+        self.remove_children_with(&mut BString::default(), dir);
     }
 
     /// [`View::remove_children`] with a buffer of the caller's for the prefix: a layer of
     /// 30,000 files asks once per file, and almost never finds anything.
-    fn remove_children_with(&mut self, prefix: &mut String, dir: &str) {
+    fn remove_children_with(&mut self, prefix: &mut BString, dir: &[u8]) {
         use std::ops::Bound::{Included, Unbounded};
         prefix.clear();
         if !dir.is_empty() {
-            prefix.push_str(dir);
-            prefix.push('/');
+            prefix.extend_from_slice(dir);
+            prefix.push(b'/');
         }
-        let p = prefix.as_str();
+        let p: &BStr = prefix.as_bstr();
         let first = self
             .nodes
-            .range::<str, _>((Included(p), Unbounded))
+            .range::<BStr, _>((Included(p), Unbounded))
             .next()
             .is_some_and(|(k, _)| k.starts_with(p));
         if !first {
             return;
         }
-        let doomed: Vec<String> = self
+        let doomed: Vec<BString> = self
             .nodes
-            .range::<str, _>((Included(p), Unbounded))
+            .range::<BStr, _>((Included(p), Unbounded))
             .take_while(|(k, _)| k.starts_with(p))
             .map(|(k, _)| k.clone())
             .collect();
@@ -232,25 +242,25 @@ impl View {
     pub fn apply_entries(&mut self, index: usize, entries: &[RawEntry]) {
         // Opaque markers apply before the layer's own entries in that directory.
         for e in entries {
-            if let Some(dir) = e.path.strip_suffix(".wh..wh..opq") {
-                self.remove_children(dir.trim_end_matches('/'));
+            if let Some(dir) = e.path.strip_suffix(b".wh..wh..opq") {
+                self.remove_children(dir.trim_end_with(|c| c == '/'));
             }
         }
-        let mut prefix = String::new();
+        let mut prefix = BString::default();
         for e in entries {
-            let (dir, base) = match e.path.rsplit_once('/') {
-                Some((d, b)) => (d, b),
-                None => ("", e.path.as_str()),
+            let (dir, base): (&[u8], &[u8]) = match e.path.rfind_byte(b'/') {
+                Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                None => (b"", &e.path),
             };
-            if base == ".wh..wh..opq" {
+            if base == b".wh..wh..opq" {
                 continue;
             }
-            if let Some(victim) = base.strip_prefix(".wh.") {
-                let target = if dir.is_empty() {
-                    victim.to_string()
-                } else {
-                    format!("{dir}/{victim}")
-                };
+            if let Some(victim) = base.strip_prefix(b".wh.") {
+                let mut target = dir.to_vec();
+                if !dir.is_empty() {
+                    target.push(b'/');
+                }
+                target.extend_from_slice(victim);
                 self.remove_tree(&target);
                 continue;
             }
@@ -263,7 +273,7 @@ impl View {
                     target: e.link.clone().unwrap_or_default(),
                 },
                 tar::EntryType::Link => NodeKind::Hardlink {
-                    target: e.link.as_deref().and_then(normalize).unwrap_or_default(),
+                    target: e.link.as_ref().and_then(normalize).unwrap_or_default(),
                 },
                 t => NodeKind::Other {
                     typeflag: t.as_byte(),
@@ -288,7 +298,7 @@ impl View {
     }
 
     /// Adds what a layer being built creates (a parent directory, a copied file...).
-    pub fn insert(&mut self, path: &str, node: Node) {
+    pub fn insert(&mut self, path: impl AsRef<[u8]>, node: Node) {
         if let Some(p) = normalize(path) {
             if node.kind != NodeKind::Dir {
                 self.remove_children(&p);
@@ -299,15 +309,14 @@ impl View {
 }
 
 /// Reads the content of `path` from the layer tar that holds it (scanning that one layer).
-pub fn read_file(layer: impl Read, path: &str) -> std::io::Result<Option<Vec<u8>>> {
+pub fn read_file(layer: impl Read, path: impl AsRef<[u8]>) -> std::io::Result<Option<Vec<u8>>> {
     let Some(want) = normalize(path) else {
         return Ok(None);
     };
     let mut ar = tar::Archive::new(layer);
     for e in ar.entries()? {
         let mut e = e?;
-        let p = e.path()?.to_string_lossy().to_string();
-        if normalize(&p).as_deref() == Some(want.as_str()) && e.header().entry_type().is_file() {
+        if normalize(e.path_bytes()).as_ref() == Some(&want) && e.header().entry_type().is_file() {
             let mut buf = Vec::new();
             e.read_to_end(&mut buf)?;
             return Ok(Some(buf));

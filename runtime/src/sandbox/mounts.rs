@@ -275,10 +275,10 @@ pub(crate) fn target_steps(target: &str) -> Option<Vec<(CString, CString)>> {
         return None;
     }
     let mut out = Vec::new();
-    let mut prefix = String::new();
-    for part in rel.split('/') {
-        prefix.push('/');
-        prefix.push_str(part);
+    let mut prefix = Vec::new();
+    for part in rel.split(|&b| b == b'/') {
+        prefix.push(b'/');
+        prefix.extend_from_slice(part);
         out.push((CString::new(prefix.clone()).ok()?, CString::new(part).ok()?));
     }
     Some(out)

@@ -148,7 +148,7 @@ mod tests {
             StatIndex::encode(
                 names
                     .iter()
-                    .map(|p| (*p, stamp, Digest::of(p.as_bytes()), &none)),
+                    .map(|p| (p.as_bytes(), stamp, Digest::of(p.as_bytes()), &none)),
             )
         };
         let a = index(&["a", "sub/b"]);
@@ -177,7 +177,7 @@ mod tests {
                 .iter()
                 .map(|r| r.path)
                 .collect::<Vec<_>>(),
-            ["c"]
+            [b"c"]
         );
     }
 }

@@ -6,6 +6,8 @@
 //! each regular file ([`FileDigests`]): what a later layer's unpacker compares its files with
 //! before linking them to this layer's unpacked ones.
 
+use bstr::{BString, ByteSlice};
+
 use super::{Store, StoreError};
 use crate::{
     digest::Digest,
@@ -26,7 +28,7 @@ CREATE TABLE IF NOT EXISTS layer_files (
 ";
 
 /// A layer's regular files and the sha256 of each one's content, sorted by path.
-pub type FileDigests = Vec<(String, [u8; 32])>;
+pub type FileDigests = Vec<(BString, [u8; 32])>;
 
 const FILES_MAGIC: &[u8] = b"KLD1";
 
@@ -51,7 +53,7 @@ impl Store {
         let mut b = FILES_MAGIC.to_vec();
         for (path, d) in files {
             b.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes());
-            b.extend_from_slice(path.as_bytes());
+            b.extend_from_slice(path);
             b.extend_from_slice(d);
         }
         self.conn()
@@ -80,7 +82,7 @@ impl Store {
         while !rest.is_empty() {
             let Some(record) = (|| {
                 let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-                let path = std::str::from_utf8(rest.get(4..4 + len)?).ok()?.to_string();
+                let path = BString::from(rest.get(4..4 + len)?);
                 let d: [u8; 32] = rest.get(4 + len..36 + len)?.try_into().ok()?;
                 rest = &rest[36 + len..];
                 Some((path, d))
@@ -105,9 +107,21 @@ impl Store {
                 None => None,
             }
         };
-        if let Some(entries) = stored.and_then(|b| match b.strip_prefix(MAGIC) {
-            Some(rest) => decode(rest),
-            None => serde_json::from_slice::<Vec<RawEntry>>(&b).ok(),
+        if let Some(entries) = stored.and_then(|b| {
+            if let Some(rest) = b.strip_prefix(MAGIC) {
+                return decode(rest);
+            }
+            // Older kilns read names as UTF-8, replacing what was not: such an index is read
+            // again from the tar, so a name that is not UTF-8 comes back as its bytes.
+            let old = match b.strip_prefix(MAGIC_V1) {
+                Some(rest) => decode(rest)?,
+                None => serde_json::from_slice::<Vec<RawEntry>>(&b).ok()?,
+            };
+            let lossy = |p: &[u8]| p.contains_str("\u{FFFD}");
+            (!old
+                .iter()
+                .any(|e| lossy(&e.path) || e.link.as_deref().is_some_and(|l| lossy(l))))
+            .then_some(old)
         }) {
             return Ok(entries);
         }
@@ -119,8 +133,10 @@ impl Store {
     }
 }
 
-/// What begins the binary form (JSON never does).
-const MAGIC: &[u8] = b"KLI1";
+/// What begins the binary form (JSON never does). Names are bytes.
+const MAGIC: &[u8] = b"KLI2";
+/// The same form as older kilns wrote it, their names made UTF-8.
+const MAGIC_V1: &[u8] = b"KLI1";
 
 /// The binary form: [`MAGIC`], then per entry the path (u32 length, bytes), typeflag (u8),
 /// mode, uid, gid (u32), mtime (i64), size (u64), and the link target (u8 0/1, then u32 length
@@ -128,9 +144,9 @@ const MAGIC: &[u8] = b"KLI1";
 fn encode(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(MAGIC.len() + entries.len() * 64);
     out.extend_from_slice(MAGIC);
-    let text = |out: &mut Vec<u8>, s: &str| {
+    let text = |out: &mut Vec<u8>, s: &[u8]| {
         out.extend_from_slice(&u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
     };
     for e in entries {
         text(&mut out, &e.path);
@@ -158,9 +174,9 @@ fn decode(mut b: &[u8]) -> Option<Vec<RawEntry>> {
         *b = rest;
         Some(head)
     }
-    fn text(b: &mut &[u8]) -> Option<String> {
+    fn text(b: &mut &[u8]) -> Option<BString> {
         let n = u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize;
-        String::from_utf8(take(b, n)?.to_vec()).ok()
+        Some(BString::from(take(b, n)?))
     }
     let u32_of = |b: &mut &[u8]| Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?));
     let mut out = Vec::new();
@@ -233,5 +249,43 @@ mod tests {
             )
             .unwrap();
         assert_eq!(store.layer_entries(&d).unwrap(), entries);
+    }
+
+    /// Older kilns read names as UTF-8, a byte that was not becoming U+FFFD: such an index is
+    /// read again from the layer, so the name comes back as its bytes; one without is kept.
+    #[test]
+    fn an_index_with_names_made_utf8_is_read_again_from_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..4].copy_from_slice(b"caf\xe9");
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let layer = b.into_inner().unwrap();
+        let d = Digest::of(&layer);
+        let path = store.blob_path(&d);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &layer).unwrap();
+        let mut old = read_entries(layer.as_slice()).unwrap();
+        assert_eq!(old[0].path.as_slice(), b"caf\xe9");
+        old[0].path = "caf\u{FFFD}".into();
+        let mut row = MAGIC_V1.to_vec();
+        row.extend_from_slice(&encode(&old)[MAGIC.len()..]);
+        store
+            .conn()
+            .execute(
+                "INSERT OR REPLACE INTO layer_index (blob, entries) VALUES (?1, ?2)",
+                rusqlite::params![d.to_string(), row],
+            )
+            .unwrap();
+        let read = store.layer_entries(&d).unwrap();
+        assert_eq!(read[0].path.as_slice(), b"caf\xe9");
+        // Rewritten in the current form: read from the row from now on.
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(store.layer_entries(&d).unwrap(), read);
     }
 }

@@ -11,10 +11,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use bstr::BString;
+
 use super::{Store, StoreError, io_err};
 use crate::{
     digest::Digest,
-    layer::view::{NodeKind, View, normalize, open_layer},
+    layer::view::{NodeKind, View, as_path, normalize, open_layer},
 };
 
 impl Store {
@@ -36,7 +38,7 @@ impl Store {
         for (i, b) in blobs.iter().enumerate() {
             view.apply_entries(i, &self.layer_entries(b)?);
         }
-        let mut want: BTreeMap<usize, BTreeMap<String, ()>> = BTreeMap::new();
+        let mut want: BTreeMap<usize, BTreeMap<BString, ()>> = BTreeMap::new();
         for (path, node) in view.iter() {
             if matches!(node.kind, NodeKind::File { .. }) {
                 want.entry(node.layer).or_default().insert(path.clone(), ());
@@ -49,8 +51,7 @@ impl Store {
             let mut ar = tar::Archive::new(open_layer(&p).map_err(io_err(&p))?);
             for e in ar.entries().map_err(io_err(&p))? {
                 let mut e = e.map_err(io_err(&p))?;
-                let raw = e.path().map_err(io_err(&p))?.to_string_lossy().to_string();
-                let Some(path) = normalize(&raw) else {
+                let Some(path) = normalize(e.path_bytes()) else {
                     continue;
                 };
                 if paths.contains_key(&path) && e.header().entry_type().is_file() {
@@ -129,7 +130,7 @@ impl Store {
 
 /// Each regular file of a flattened image: a temporary copy of its content, and its extended
 /// attributes as PAX records (`SCHILY.xattr.NAME`).
-type Files = BTreeMap<String, (PathBuf, Vec<(String, Vec<u8>)>)>;
+type Files = BTreeMap<BString, (PathBuf, Vec<(String, Vec<u8>)>)>;
 
 /// The flattened image as one tar on `w` (`dest` names it in errors).
 fn write_tar(
@@ -150,7 +151,9 @@ fn write_tar(
             NodeKind::Dir => {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                let mut dir = path.to_vec();
+                dir.push(b'/');
+                tar.append_data(&mut h, as_path(&dir), std::io::empty())
                     .map_err(io)?;
             }
             NodeKind::File { .. } => {
@@ -167,25 +170,27 @@ fn write_tar(
                 let size = f.metadata().map_err(io_err(src))?.len();
                 h.set_entry_type(tar::EntryType::Regular);
                 h.set_size(size);
-                tar.append_data(&mut h, path, (&mut f).take(size))
+                tar.append_data(&mut h, as_path(path), (&mut f).take(size))
                     .map_err(io)?;
             }
             NodeKind::Symlink { target } => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                tar.append_link(&mut h, path, target).map_err(io)?;
+                tar.append_link(&mut h, as_path(path), as_path(target))
+                    .map_err(io)?;
             }
             NodeKind::Hardlink { target } => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_size(0);
-                tar.append_link(&mut h, path, target).map_err(io)?;
+                tar.append_link(&mut h, as_path(path), as_path(target))
+                    .map_err(io)?;
             }
             // A fifo is written as it is; device nodes (their numbers are not in the index)
             // are left out of an export.
             NodeKind::Other { typeflag: b'6' } => {
                 h.set_entry_type(tar::EntryType::Fifo);
                 h.set_size(0);
-                tar.append_data(&mut h, path, std::io::empty())
+                tar.append_data(&mut h, as_path(path), std::io::empty())
                     .map_err(io)?;
             }
             NodeKind::Other { .. } => {}
@@ -213,7 +218,7 @@ fn write_dir(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> 
     std::fs::create_dir_all(dest).map_err(io_err(dest))?;
     let mut dirs = Vec::new();
     for (path, node) in view.iter() {
-        let target = dest.join(path);
+        let target = dest.join(as_path(path));
         match &node.kind {
             NodeKind::Dir => {
                 std::fs::create_dir_all(&target).map_err(io_err(&target))?;
@@ -228,10 +233,10 @@ fn write_dir(view: &View, files: &Files, dest: &Path) -> Result<(), StoreError> 
                     .map_err(io_err(&target))?;
             }
             NodeKind::Symlink { target: t } => {
-                std::os::unix::fs::symlink(t, &target).map_err(io_err(&target))?;
+                std::os::unix::fs::symlink(as_path(t), &target).map_err(io_err(&target))?;
             }
             NodeKind::Hardlink { target: t } => {
-                std::fs::hard_link(dest.join(t), &target).map_err(io_err(&target))?;
+                std::fs::hard_link(dest.join(as_path(t)), &target).map_err(io_err(&target))?;
             }
             NodeKind::Other { .. } => {}
         }

@@ -57,8 +57,8 @@ const MAGIC: &[u8; 4] = b"KSI1";
 /// What the stat cache remembers of one file (borrowed from its [`StatIndex`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Remembered<'a> {
-    /// Relative to the context's root.
-    pub path: &'a str,
+    /// Relative to the context's root, as the directory names it (bytes).
+    pub path: &'a [u8],
     pub stamp: FileStamp,
     pub digest: Digest,
     /// Its extended attributes as [`encode_xattrs`] wrote them ([`decode_xattrs`] reads them).
@@ -77,12 +77,12 @@ impl StatIndex {
     /// The index of `files`, which must come sorted by path (a reader merges it with a sorted
     /// walk; an unsorted index only costs misses, never a wrong digest).
     pub fn encode<'a>(
-        files: impl Iterator<Item = (&'a str, FileStamp, Digest, &'a Xattrs)>,
+        files: impl Iterator<Item = (&'a [u8], FileStamp, Digest, &'a Xattrs)>,
     ) -> StatIndex {
         let mut data = MAGIC.to_vec();
         for (path, s, d, x) in files {
             data.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes());
-            data.extend_from_slice(path.as_bytes());
+            data.extend_from_slice(path);
             for v in [s.dev, s.ino, s.size, s.mtime_ns as u64, s.ctime_ns as u64] {
                 data.extend_from_slice(&v.to_le_bytes());
             }
@@ -121,7 +121,7 @@ impl StatIndex {
                 u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default())
             };
             let len = u32_at(take(4)?);
-            let path = std::str::from_utf8(take(len)?).ok()?;
+            let path = take(len)?;
             let fixed = take(40 + 32)?;
             let stamp = FileStamp {
                 dev: u64_at(fixed, 0),
@@ -171,23 +171,29 @@ mod tests {
         let x: Xattrs = vec![("user.k".into(), b"v".to_vec())];
         let none: Xattrs = Vec::new();
         let files = [
-            ("a", stamp(1), Digest::of(b"a"), &x),
-            ("dir/b", stamp(2), Digest::of(b"b"), &none),
+            (&b"a"[..], stamp(1), Digest::of(b"a"), &x),
+            (b"dir/b", stamp(2), Digest::of(b"b"), &none),
+            // A name that is not UTF-8 is kept as its bytes.
+            (b"dir/caf\xe9", stamp(3), Digest::of(b"c"), &none),
         ];
         let index = StatIndex::encode(files.iter().map(|(p, s, d, x)| (*p, *s, *d, *x)));
         let read: Vec<_> = index.iter().collect();
-        assert_eq!(read.len(), 2);
+        assert_eq!(read.len(), 3);
         assert_eq!(
             (read[0].path, read[0].stamp, read[0].digest),
-            ("a", stamp(1), Digest::of(b"a"))
+            (&b"a"[..], stamp(1), Digest::of(b"a"))
         );
         assert_eq!(decode_xattrs(read[0].xattrs), Some(x.clone()));
-        assert_eq!((read[1].path, read[1].xattrs), ("dir/b", &[][..]));
+        assert_eq!((read[1].path, read[1].xattrs), (&b"dir/b"[..], &[][..]));
+        assert_eq!(read[2].path, b"dir/caf\xe9");
         // Stored and read back; a truncated blob yields only its whole records.
         let again = StatIndex::from_bytes(index.as_bytes().to_vec());
         assert_eq!(again, index);
         let cut = StatIndex::from_bytes(index.as_bytes()[..index.as_bytes().len() - 1].to_vec());
-        assert_eq!(cut.iter().map(|r| r.path).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            cut.iter().map(|r| r.path).collect::<Vec<_>>(),
+            [&b"a"[..], b"dir/b"]
+        );
         // Bytes of another layout are no index.
         assert_eq!(
             StatIndex::from_bytes(b"[{\"json\": 1}]".to_vec())

@@ -119,12 +119,13 @@ impl Store {
                 applied += 1;
             }
             let entries = self.layer_entries(&stack[k].1)?;
-            let named: std::collections::BTreeSet<&str> =
-                entries.iter().map(|e| e.path.as_str()).collect();
+            let named: std::collections::BTreeSet<&[u8]> =
+                entries.iter().map(|e| e.path.as_slice()).collect();
             let mut made_up = std::collections::BTreeSet::new();
             for e in &entries {
-                let mut p = e.path.as_str();
-                while let Some((parent, _)) = p.rsplit_once('/') {
+                let mut p = e.path.as_slice();
+                while let Some(slash) = p.iter().rposition(|&b| b == b'/') {
+                    let parent = &p[..slash];
                     if !named.contains(parent) {
                         made_up.insert(parent);
                     }
@@ -335,7 +336,7 @@ impl Store {
 /// never through a link (the layer is an image's: a hostile one may hold links anywhere).
 fn set_dir_meta(
     root: &Path,
-    rel: &str,
+    rel: &[u8],
     (mode, uid, gid, mtime): (u32, u32, u32, i64),
 ) -> std::io::Result<()> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};

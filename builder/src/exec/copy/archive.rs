@@ -77,10 +77,10 @@ pub(super) fn sniff_archive(path: &std::path::Path) -> Archive {
 pub(super) fn plan_archive(
     host: &std::path::Path,
     kind: Archive,
-    dest: &str,
+    dest: &[u8],
     dir: &std::path::Path,
     owner: Option<(u32, u32)>,
-    planned: &mut BTreeMap<String, Planned>,
+    planned: &mut BTreeMap<BString, Planned>,
     archive_fp: &str,
     extracted: &mut usize,
 ) -> Result<bool, BuildError> {
@@ -107,21 +107,23 @@ pub(super) fn plan_archive(
     let mut ar = tar::Archive::new(reader);
     // The symlinks this archive made (layer paths): an entry below one would have the layer
     // hold both a link and a directory at one path, which no unpack can apply.
-    let mut links: BTreeSet<String> = BTreeSet::new();
+    let mut links: BTreeSet<BString> = BTreeSet::new();
     for e in ar.entries().map_err(io)? {
         let mut e = e.map_err(io)?;
-        let raw = e.path().map_err(io)?.to_string_lossy().to_string();
-        let Some(rel) = kiln_runtime::layer::view::normalize(&raw) else {
+        let raw = e.path_bytes().into_owned();
+        let raw = raw.as_bstr();
+        let Some(rel) = kiln_runtime::layer::view::normalize(raw) else {
             continue;
         };
         if rel.is_empty() {
             continue;
         }
         let layer_path = join(dest, &rel);
-        if let Some(l) = links
-            .iter()
-            .find(|l| layer_path.starts_with(&format!("{l}/")))
-        {
+        if let Some(l) = links.iter().find(|l| {
+            layer_path.len() > l.len()
+                && layer_path.starts_with(l.as_slice())
+                && layer_path[l.len()] == b'/'
+        }) {
             return Err(BuildError::Other(format!(
                 "{}: entry {raw} goes through the symlink /{l} the archive itself made; \
                  kiln refuses such archives",
@@ -140,12 +142,9 @@ pub(super) fn plan_archive(
         };
         let item = match h.entry_type() {
             tar::EntryType::Directory => Item::Dir,
-            tar::EntryType::Symlink => Item::Symlink(
-                e.link_name()
-                    .map_err(io)?
-                    .map(|l| l.to_string_lossy().to_string())
-                    .unwrap_or_default(),
-            ),
+            tar::EntryType::Symlink => {
+                Item::Symlink(e.link_name_bytes().unwrap_or_default().into_owned().into())
+            }
             t if t.is_file() => {
                 // Unique across every archive of the step (one ADD may unpack several).
                 *extracted += 1;
@@ -158,9 +157,8 @@ pub(super) fn plan_archive(
             // BuildKit unpacks it.
             tar::EntryType::Link => {
                 let target = e
-                    .link_name()
-                    .map_err(io)?
-                    .and_then(|l| kiln_runtime::layer::view::normalize(&l.to_string_lossy()))
+                    .link_name_bytes()
+                    .and_then(kiln_runtime::layer::view::normalize)
                     .filter(|t| !t.is_empty())
                     .map(|t| join(dest, &t));
                 match target {
@@ -210,7 +208,11 @@ pub(super) fn plan_archive(
             Planned {
                 item,
                 meta,
-                fingerprint: format!("archive {archive_fp} {rel} {:o}", h.mode().unwrap_or(0)),
+                fingerprint: format!(
+                    "archive {archive_fp} {} {:o}",
+                    fsutil::key_text(&rel),
+                    h.mode().unwrap_or(0)
+                ),
             },
         );
     }

@@ -20,11 +20,11 @@ fn put(h: &mut Sha256, bytes: &[u8]) {
 }
 
 /// One entry as a copy writes it; `linked`: the earlier name of the same file in this source.
-fn put_entry(h: &mut Sha256, e: &Entry, linked: Option<&str>) {
+fn put_entry(h: &mut Sha256, e: &Entry, linked: Option<&[u8]>) {
     match (&e.kind, linked) {
         (EntryKind::File { .. }, Some(first)) => {
             h.update(b"h");
-            put(h, first.as_bytes());
+            put(h, first);
         }
         (EntryKind::File { digest, .. }, None) => {
             h.update(b"f");
@@ -37,7 +37,7 @@ fn put_entry(h: &mut Sha256, e: &Entry, linked: Option<&str>) {
         }
         (EntryKind::Symlink { target }, _) => {
             h.update(b"l");
-            put(h, target.as_bytes());
+            put(h, target);
         }
         (EntryKind::Other, _) => return,
     }
@@ -50,7 +50,8 @@ fn put_entry(h: &mut Sha256, e: &Entry, linked: Option<&str>) {
 
 /// The digest of the context source at `path` (`""`: the whole context), or `None` when no
 /// such entry exists. A symlink is digested as a link: the caller passes the path it follows.
-pub(crate) fn context_source(snap: &Snapshot, path: &str) -> Option<Digest> {
+pub(crate) fn context_source(snap: &Snapshot, path: impl AsRef<[u8]>) -> Option<Digest> {
+    let path = path.as_ref();
     let mut h = Sha256::new();
     h.update(b"kiln.context-source.v1");
     if !path.is_empty() {
@@ -64,7 +65,7 @@ pub(crate) fn context_source(snap: &Snapshot, path: &str) -> Option<Digest> {
     let strip = if path.is_empty() { 0 } else { path.len() + 1 };
     // Names of one file (same device and inode) stay one file: later names are links to the
     // first, by its name in the source.
-    let mut first_name: BTreeMap<(u64, u64), &str> = BTreeMap::new();
+    let mut first_name: BTreeMap<(u64, u64), &[u8]> = BTreeMap::new();
     // Sockets, fifos and devices are never copied: not even their names count.
     let copied = below.iter().filter(|e| e.kind != EntryKind::Other);
     h.update((copied.clone().count() as u64).to_le_bytes());
@@ -80,7 +81,7 @@ pub(crate) fn context_source(snap: &Snapshot, path: &str) -> Option<Digest> {
             },
             None => None,
         };
-        put(&mut h, rel.as_bytes());
+        put(&mut h, rel);
         put_entry(&mut h, e, linked);
     }
     Some(Digest::from_sha256(h))

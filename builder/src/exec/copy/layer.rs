@@ -5,7 +5,7 @@
 
 use super::*;
 
-/// Writes (or reuses from the cache) the layer holding `planned` plus any missing parents,
+/// Writes (or reuses from the cache) the layer holding `planned` plus its parents,
 /// adds it to the stage, and records history. `files`: the inputs file by file (what the
 /// record keeps); `by_source`: the key's inputs where the copy is keyed by source instead.
 #[allow(clippy::too_many_arguments)]
@@ -14,32 +14,12 @@ pub(super) fn commit_layer(
     st: &mut StageState,
     step: Step,
     (files, by_source): (BTreeMap<String, Digest>, Option<BTreeMap<String, Digest>>),
-    mut planned: BTreeMap<String, Planned>,
+    planned: BTreeMap<BString, Planned>,
     owner: (u32, u32),
     name: &str,
     created_by: &str,
     link: bool,
 ) -> Result<bool, BuildError> {
-    // The directory itself for MKDIR, and missing parents for everything.
-    if step.kind == "MKDIR" {
-        if let Some(path) = step.fields.get("path") {
-            let rel = path.trim_start_matches('/').to_string();
-            planned.insert(
-                rel,
-                Planned {
-                    item: Item::Dir,
-                    meta: EntryMeta {
-                        mode: 0o755,
-                        uid: owner.0,
-                        gid: owner.1,
-                        mtime: ctx.now,
-                        ..Default::default()
-                    },
-                    fingerprint: "dir 755".into(),
-                },
-            );
-        }
-    }
     st.sync_view(ctx.store)?;
     let view = st.view()?;
     // The parents of what is written: missing ones are made (0755, the copy's owner); existing
@@ -47,16 +27,17 @@ pub(super) fn commit_layer(
     // them. Without them the unpacked layer would hold a directory made up on the spot, and
     // overlayfs would show its 0755 root:root over the real one (`COPY f /tmp/` turned /tmp
     // from 1777 into 0755, /root from 0700 into 0755).
-    let mut parents: BTreeMap<String, Option<EntryMeta>> = BTreeMap::new();
+    let mut parents: BTreeMap<BString, Option<EntryMeta>> = BTreeMap::new();
     // Each parent is looked at once: a directory of 30,000 files has a few hundred parents.
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
     for path in planned.keys() {
-        let mut p = path.as_str();
-        while let Some((parent, _)) = p.rsplit_once('/') {
+        let mut p = path.as_slice();
+        while let Some(slash) = p.rfind_byte(b'/') {
+            let parent = &p[..slash];
             if !seen.insert(parent) {
                 break;
             }
-            if !planned.contains_key(parent) {
+            if !planned.contains_key(parent.as_bstr()) {
                 let existing = match view.get(parent) {
                     Some(n) if !link && n.kind == kiln_runtime::layer::view::NodeKind::Dir => {
                         // Its time is the write's, as a directory written into has it
@@ -71,7 +52,7 @@ pub(super) fn commit_layer(
                     }
                     _ => None,
                 };
-                parents.insert(parent.to_string(), existing);
+                parents.insert(parent.into(), existing);
             }
             p = parent;
         }
@@ -91,7 +72,8 @@ pub(super) fn commit_layer(
                 return None;
             };
             let rel = host.to_str()?.strip_prefix(context_root.as_deref()?)?;
-            (rel != p.as_str()).then(|| (p.clone(), rel.to_string()))
+            (rel.as_bytes() != p.as_slice())
+                .then(|| (fsutil::key_text(p).into_owned(), rel.to_string()))
         })
         .collect();
     // A --link layer does not depend on the state below it: its key has no parent.
@@ -124,7 +106,7 @@ pub(super) fn commit_layer(
                 ),
                 ctx.opts.source_date_epoch,
             );
-            let mut all: BTreeMap<String, Planned> = planned.clone();
+            let mut all: BTreeMap<BString, Planned> = planned.clone();
             for (p, existing) in &parents {
                 all.insert(
                     p.clone(),
@@ -143,7 +125,7 @@ pub(super) fn commit_layer(
             }
             // Hard links: the name that comes first in the layer holds the content, the others
             // link to it (a tar link entry must follow the file it names).
-            let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut groups: BTreeMap<BString, Vec<BString>> = BTreeMap::new();
             for (path, p) in &all {
                 if let Item::Hardlink(t) = &p.item {
                     groups.entry(t.clone()).or_default().push(path.clone());

@@ -17,6 +17,8 @@ mod sources;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bstr::{BString, ByteSlice};
+
 use archive::{Archive, plan_archive, sniff_archive};
 pub(crate) use layer::adopt_layer;
 use layer::commit_layer;
@@ -30,7 +32,7 @@ use sources::{
 use kiln_parser::{instruction::Copy, instruction::Instruction, span::Span};
 use kiln_runtime::{
     digest::Digest,
-    layer::view::{Node, NodeKind, open_layer, read_file},
+    layer::view::{Node, NodeKind, as_path, open_layer, read_file},
     oci,
     store::CacheEntry,
 };
@@ -38,10 +40,7 @@ use kiln_runtime::{
 use super::{BuildError, Ctx, LayerRef, Recorded, StageState, fsutil};
 use crate::{
     cache::key::{CacheKey, Step},
-    context::{
-        ignore::{clean, has_wildcard},
-        snapshot::EntryKind,
-    },
+    context::{ignore::has_wildcard, snapshot::EntryKind},
     image::layer::{EntryMeta, LayerWriter},
 };
 
@@ -56,9 +55,9 @@ enum Item {
     },
     /// Inline content (heredoc source).
     Inline(Vec<u8>),
-    Symlink(String),
+    Symlink(BString),
     /// Another name of the file at this layer path (from an archive).
-    Hardlink(String),
+    Hardlink(BString),
     /// A fifo or device node (from an archive).
     Special(kiln_runtime::layer::diff::Special),
 }
@@ -184,31 +183,34 @@ pub(crate) fn dir_as_rootfs(
     Ok(())
 }
 
-/// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`).
-pub(crate) fn context_path(src: &str) -> String {
-    let c = clean(src.trim_start_matches('/'));
-    let mut p = c.as_str();
-    while let Some(rest) = p.strip_prefix("../") {
-        p = rest;
+/// A context source path: relative, cleaned, unable to climb out (`/a`, `../a` → `a`): `..`
+/// stops at the root. Bytes: a link target that is not UTF-8 is followed as it is.
+pub(crate) fn context_path(src: impl AsRef<[u8]>) -> BString {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for c in src.as_ref().split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
     }
-    match p {
-        "." | ".." => String::new(),
-        p => p.to_string(),
-    }
+    bstr::join("/", parts).into()
 }
 
-fn join(dir: &str, name: &str) -> String {
+fn join(dir: &[u8], name: &[u8]) -> BString {
     match (dir.is_empty(), name.is_empty()) {
-        (true, _) => name.to_string(),
-        (_, true) => dir.to_string(),
-        _ => format!("{dir}/{name}"),
+        (true, _) => name.into(),
+        (_, true) => dir.into(),
+        _ => [dir, b"/", name].concat().into(),
     }
 }
 
 /// How the entries of one COPY are written: where, as whom, with which mode.
 #[derive(Clone, Copy)]
 struct Planning<'a> {
-    dest_rel: &'a str,
+    dest_rel: &'a [u8],
     /// The step's scratch directory (archives are extracted there).
     tmpdir: &'a std::path::Path,
     chown: Option<(u32, u32)>,
@@ -223,11 +225,11 @@ struct Planning<'a> {
 /// this copy writes), and for ADD the contents of local archives.
 fn plan_entries(
     c: &Copy,
-    (chosen, order): (&BTreeMap<String, &SrcEntry>, &BTreeMap<String, usize>),
-    hard_links: &BTreeMap<String, String>,
-    fetched: &BTreeMap<String, std::path::PathBuf>,
+    (chosen, order): (&BTreeMap<BString, &SrcEntry>, &BTreeMap<BString, usize>),
+    hard_links: &BTreeMap<BString, BString>,
+    fetched: &BTreeMap<BString, std::path::PathBuf>,
     p: &Planning<'_>,
-) -> Result<BTreeMap<String, Planned>, BuildError> {
+) -> Result<BTreeMap<BString, Planned>, BuildError> {
     let Planning {
         dest_rel,
         tmpdir,
@@ -244,21 +246,21 @@ fn plan_entries(
                 .ok_or_else(|| BuildError::at(span, format!("invalid chmod parameter {spec:?}"))),
         }
     };
-    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut planned: BTreeMap<BString, Planned> = BTreeMap::new();
     let mut extracted = 0usize;
     // Context files' extended attributes, as the snapshot read (or remembered) them.
-    let host_xattrs: BTreeMap<&str, BTreeMap<String, Vec<u8>>> = chosen
+    let host_xattrs: BTreeMap<&[u8], BTreeMap<String, Vec<u8>>> = chosen
         .iter()
         .filter_map(|(t, e)| match &e.kind {
             SrcKind::File { xattrs, .. } if !xattrs.is_empty() => {
-                Some((t.as_str(), xattrs.iter().cloned().collect()))
+                Some((t.as_slice(), xattrs.iter().cloned().collect()))
             }
             _ => None,
         })
         .collect();
     // In the order the sources were named (then by path): ADD unpacks several archives into
     // one destination one after the other, a later one's entries over an earlier one's.
-    let mut listed: Vec<(&String, &&SrcEntry)> = chosen.iter().collect();
+    let mut listed: Vec<(&BString, &&SrcEntry)> = chosen.iter().collect();
     listed.sort_by_key(|(t, _)| (order.get(*t).copied().unwrap_or(usize::MAX), (*t).clone()));
     for (target, e) in listed {
         // ADD extracts local archives into the destination directory (unless --unpack=false).
@@ -319,19 +321,19 @@ fn plan_entries(
         // Another name of a file this copy writes: a hard link to it.
         let linked_to = hard_links.get(target).filter(|first| {
             chosen
-                .get(first.as_str())
+                .get(*first)
                 .is_some_and(|f| matches!(f.kind, SrcKind::File { .. } | SrcKind::StageFile { .. }))
         });
         // A context file's extended attributes go with it (as BuildKit's context transfer
         // carries them), and into the cache key.
         let xattrs = host_xattrs
-            .get(target.as_str())
+            .get(target.as_slice())
             .cloned()
             .unwrap_or_default();
         let (item, mut fingerprint) = match (linked_to, &item) {
             (Some(first), Item::File { .. }) => (
                 Item::Hardlink(first.clone()),
-                format!("{} link {first}", e.fingerprint),
+                format!("{} link {}", e.fingerprint, fsutil::key_text(first)),
             ),
             _ => (item, e.fingerprint.clone()),
         };
@@ -360,25 +362,25 @@ fn plan_entries(
 /// are other names of one file (hard links inside a copied directory), and the directories to
 /// create. A selected symlink is followed (BuildKit's FollowSymlinks).
 fn targets<'e>(
-    picks: &[(String, Option<String>)],
+    picks: &[(BString, Option<BString>)],
     entries: &'e [SrcEntry],
     exclude: &crate::context::ignore::Matcher,
-    (below, dest_rel, dest_is_dir): (&kiln_runtime::layer::view::View, &str, bool),
+    (below, dest_rel, dest_is_dir): (&kiln_runtime::layer::view::View, &[u8], bool),
     (cmd, where_): (&str, &str),
     span: Span,
 ) -> Result<Targets<'e>, BuildError> {
-    let mut chosen: BTreeMap<String, &SrcEntry> = BTreeMap::new();
+    let mut chosen: BTreeMap<BString, &SrcEntry> = BTreeMap::new();
     // Destination → the destination of the first name of the same file (hard links).
-    let mut hard_links: BTreeMap<String, String> = BTreeMap::new();
-    let mut created_dirs: BTreeSet<String> = BTreeSet::new();
-    let mut order: BTreeMap<String, usize> = BTreeMap::new();
+    let mut hard_links: BTreeMap<BString, BString> = BTreeMap::new();
+    let mut created_dirs: BTreeSet<BString> = BTreeSet::new();
+    let mut order: BTreeMap<BString, usize> = BTreeMap::new();
     for (i, (named, kept)) in picks.iter().enumerate() {
         // A source named (or matched) itself that is a symlink is followed, inside its root, as
         // BuildKit's FollowSymlinks: its target's content is copied under the link's name.
         // Links inside a copied directory stay links.
         let pick = &follow_source(
-            |p: &str| match entry_at(entries, p).map(|e| &e.kind) {
-                Some(SrcKind::Symlink(t)) => Some(t.as_str()),
+            |p: &[u8]| match entry_at(entries, p).map(|e| &e.kind) {
+                Some(SrcKind::Symlink(t)) => Some(t.as_slice()),
                 _ => None,
             },
             named,
@@ -395,7 +397,7 @@ fn targets<'e>(
         // kept under the destination.
         let base_dest = match kept {
             Some(k) if is_dir => join(dest_rel, k),
-            _ => dest_rel.to_string(),
+            _ => dest_rel.into(),
         };
         if is_dir {
             // A directory copies its contents into the destination, which is created (0755,
@@ -407,14 +409,14 @@ fn targets<'e>(
             let strip = if pick.is_empty() { 0 } else { pick.len() + 1 };
             // Names of one file within this directory stay one file (BuildKit keeps hard
             // links inside a copied tree; separate sources are copied separately).
-            let mut first_name: BTreeMap<&str, String> = BTreeMap::new();
+            let mut first_name: BTreeMap<&[u8], BString> = BTreeMap::new();
             for e in entries_below(entries, pick) {
                 let rel = &e.path[strip..];
-                if exclude.excludes(rel) {
+                if exclude.excludes(&rel.to_str_lossy()) {
                     continue;
                 }
                 let target = join(&base_dest, rel);
-                if let Some(id) = e.link.as_deref() {
+                if let Some(id) = e.link.as_ref().map(|l| l.as_slice()) {
                     match first_name.get(id) {
                         Some(first) => {
                             hard_links.insert(target.clone(), first.clone());
@@ -428,14 +430,14 @@ fn targets<'e>(
                 chosen.insert(target, e);
             }
         } else if let Some(e) = entry {
-            let base = named.rsplit('/').next().unwrap_or(named);
-            if exclude.excludes(base) || exclude.excludes(named) {
+            let base = named.rsplit(|&b| b == b'/').next().unwrap_or(named);
+            if exclude.excludes(&base.to_str_lossy()) || exclude.excludes(&named.to_str_lossy()) {
                 continue;
             }
             let target = match kept {
                 Some(k) => join(dest_rel, k),
                 None if dest_is_dir => join(dest_rel, base),
-                None => dest_rel.to_string(),
+                None => dest_rel.into(),
             };
             order.insert(target.clone(), i);
             chosen.insert(target, e);
@@ -451,12 +453,12 @@ fn targets<'e>(
 
 /// What [`targets`] planned.
 struct Targets<'e> {
-    chosen: BTreeMap<String, &'e SrcEntry>,
+    chosen: BTreeMap<BString, &'e SrcEntry>,
     /// Destination → the index of the source that chose it.
-    order: BTreeMap<String, usize>,
+    order: BTreeMap<BString, usize>,
     /// Destination → the destination of the first name of the same file.
-    hard_links: BTreeMap<String, String>,
-    created_dirs: BTreeSet<String>,
+    hard_links: BTreeMap<BString, BString>,
+    created_dirs: BTreeSet<BString>,
 }
 
 /// Selects what `sources` name among `paths` (sorted): (path in the source, the part kept under the
@@ -465,12 +467,12 @@ struct Targets<'e> {
 fn select<'t>(
     c: &Copy,
     sources: &[String],
-    paths: &[&str],
-    link_of: &dyn Fn(&str) -> Option<&'t str>,
+    paths: &[&[u8]],
+    link_of: &dyn Fn(&[u8]) -> Option<&'t [u8]>,
     (cmd, where_): (&str, &str),
     span: Span,
 ) -> Result<SelectedSources, BuildError> {
-    let mut picks: Vec<(String, Option<String>)> = Vec::new();
+    let mut picks: SelectedSources = Vec::new();
     for s in sources {
         // `./` inside a --parents source marks where the kept structure starts.
         let marker = if c.parents {
@@ -479,31 +481,33 @@ fn select<'t>(
             None
         };
         let p = context_path(s);
-        let kept = |path: &str| -> Option<String> {
+        let kept = |path: &[u8]| -> Option<BString> {
             if !c.parents {
                 return None;
             }
             Some(match marker {
-                Some(0) | None => path.to_string(),
+                Some(0) | None => path.into(),
                 Some(n) => path
                     .get(n..)
-                    .unwrap_or("")
-                    .trim_start_matches('/')
-                    .to_string(),
+                    .unwrap_or_default()
+                    .trim_start_with(|c| c == '/')
+                    .into(),
             })
         };
-        if has_wildcard(&p) {
+        if has_wildcard(&p.to_str_lossy()) {
             // A pattern that matches nothing copies nothing, and is no error, as BuildKit's
             // `AllowEmptyWildcard` (a plain path that is missing still is).
             // Compiled once, tried against every path.
-            let pattern = crate::context::ignore::FilepathPattern::new(&p)
+            let pattern = crate::context::ignore::FilepathPattern::new(&p.to_str_lossy())
                 .map_err(|e| BuildError::at(span, e.to_string()))?;
+            // Patterns are text: a name that is not UTF-8 is matched with its stray bytes as
+            // U+FFFD, as Go's filepath.Match reads such a name.
             for path in paths {
-                if pattern.matches(path) {
-                    picks.push((path.to_string(), kept(path)));
+                if pattern.matches(&path.to_str_lossy()) {
+                    picks.push(((*path).into(), kept(path)));
                 }
             }
-        } else if p.is_empty() || paths.binary_search(&p.as_str()).is_ok() {
+        } else if p.is_empty() || paths.binary_search(&p.as_slice()).is_ok() {
             let k = kept(&p);
             picks.push((p, k));
         } else if let Some(real) = through_links(&p, paths, link_of) {
@@ -530,16 +534,16 @@ fn select<'t>(
 /// `path` with the symlinks among its directories followed inside the origin (`paths`, sorted,
 /// whose links `link_of` names), when that names something there.
 fn through_links<'t>(
-    path: &str,
-    paths: &[&str],
-    link_of: &dyn Fn(&str) -> Option<&'t str>,
-) -> Option<String> {
+    path: &[u8],
+    paths: &[&[u8]],
+    link_of: &dyn Fn(&[u8]) -> Option<&'t [u8]>,
+) -> Option<BString> {
     let real = fsutil::resolve_with(link_of, path, false);
-    (real != path && paths.binary_search(&real.as_str()).is_ok()).then_some(real)
+    (real != path && paths.binary_search(&real.as_slice()).is_ok()).then_some(real)
 }
 
 /// What [`select`] chose: each path, and where it goes under the destination with `--parents`.
-type SelectedSources = Vec<(String, Option<String>)>;
+type SelectedSources = Vec<(BString, Option<BString>)>;
 
 /// Runs one COPY/ADD. Returns whether the layer came from the cache.
 pub(crate) fn copy(
@@ -610,6 +614,7 @@ pub(crate) fn copy(
         ));
     }
     let step = copy_step(c, &dest_rel, (uid, gid), chmod.as_deref(), &origin.key);
+    let dest_rel = dest_rel.as_slice();
     let history = history_line(c, &sources_text, &dest_raw, chmod.as_deref());
     // A copy of plain context sources is keyed by each source's content digest, known from
     // the snapshot: on a hit, the layer is taken without planning it file by file.
@@ -617,7 +622,7 @@ pub(crate) fn copy(
         None
     } else {
         match (&origin.snapshot, c.from.is_none(), c.exclude.is_empty()) {
-            (Some(snap), true, true) => source_inputs(snap, &picks, (&dest_rel, dest_is_dir)),
+            (Some(snap), true, true) => source_inputs(snap, &picks, (dest_rel, dest_is_dir)),
             _ => None,
         }
     };
@@ -647,7 +652,7 @@ pub(crate) fn copy(
         &picks,
         &entries,
         &exclude,
-        (below, &dest_rel, dest_is_dir),
+        (below, dest_rel, dest_is_dir),
         (cmd, where_),
         span,
     )?;
@@ -661,7 +666,7 @@ pub(crate) fn copy(
         &urls,
         checksum.as_deref(),
         &tmpdir,
-        (&dest_rel, dest_is_dir),
+        (dest_rel, dest_is_dir),
         span,
     )
     .inspect_err(|_| {
@@ -682,7 +687,7 @@ pub(crate) fn copy(
         &hard_links,
         &fetched,
         &Planning {
-            dest_rel: &dest_rel,
+            dest_rel,
             tmpdir: &tmpdir,
             chown,
             owner: (uid, gid),
@@ -697,7 +702,7 @@ pub(crate) fn copy(
         st,
         c,
         &mut planned,
-        (&dest_rel, dest_is_dir),
+        (dest_rel, dest_is_dir),
         (uid, gid, chmod.as_deref()),
         span,
     )?;
@@ -731,18 +736,18 @@ fn destination(
     c: &Copy,
     below: &kiln_runtime::layer::view::View,
     span: Span,
-) -> Result<(String, String, bool), BuildError> {
+) -> Result<(String, BString, bool), BuildError> {
     let raw = ctx.expand(st, &c.dest, span)?;
     let slash = raw.ends_with('/') || raw == "." || raw.ends_with("/.");
-    let rel = fsutil::resolve_all_in_root(below, &fsutil::absolute(&st.workdir(), &raw));
+    let rel = fsutil::resolve_all_in_root(below, fsutil::absolute(&st.workdir(), &raw));
     Ok((raw, rel, slash))
 }
 
 /// Created destination directories: 0755, owned by --chown, as BuildKit's MkdirAll (a path
 /// the copy writes itself keeps its own entry).
 fn add_created_dirs(
-    planned: &mut BTreeMap<String, Planned>,
-    dirs: BTreeSet<String>,
+    planned: &mut BTreeMap<BString, Planned>,
+    dirs: BTreeSet<BString>,
     (uid, gid): (u32, u32),
     now: i64,
 ) {
@@ -785,10 +790,10 @@ fn expand_opt(
 fn fetch_stage_files(
     ctx: &Ctx<'_>,
     src: &StageState,
-    chosen: &BTreeMap<String, &SrcEntry>,
+    chosen: &BTreeMap<BString, &SrcEntry>,
     tmpdir: &std::path::Path,
-) -> Result<BTreeMap<String, std::path::PathBuf>, BuildError> {
-    let wanted: BTreeSet<String> = chosen
+) -> Result<BTreeMap<BString, std::path::PathBuf>, BuildError> {
+    let wanted: BTreeSet<BString> = chosen
         .values()
         .filter(|e| matches!(e.kind, SrcKind::StageFile { .. }))
         .map(|e| e.path.clone())
@@ -814,15 +819,15 @@ struct Origin<'s> {
 
 impl Origin<'_> {
     /// Every path a source may name, sorted.
-    fn paths(&self) -> Vec<&str> {
+    fn paths(&self) -> Vec<&[u8]> {
         match &self.snapshot {
-            Some(snap) => snap.entries.iter().map(|e| e.path.as_str()).collect(),
-            None => self.stage.iter().map(|e| e.path.as_str()).collect(),
+            Some(snap) => snap.entries.iter().map(|e| e.path.as_slice()).collect(),
+            None => self.stage.iter().map(|e| e.path.as_slice()).collect(),
         }
     }
 
     /// The target of the symlink at `path`, if it is one.
-    fn link_of(&self, path: &str) -> Option<&str> {
+    fn link_of(&self, path: &[u8]) -> Option<&[u8]> {
         match &self.snapshot {
             Some(snap) => match &snap.find(path)?.kind {
                 crate::context::snapshot::EntryKind::Symlink { target } => Some(target),
@@ -831,7 +836,7 @@ impl Origin<'_> {
             None => {
                 let i = self
                     .stage
-                    .binary_search_by(|e| e.path.as_str().cmp(path))
+                    .binary_search_by(|e| e.path.as_slice().cmp(path))
                     .ok()?;
                 match &self.stage[i].kind {
                     SrcKind::Symlink(target) => Some(target),
@@ -842,7 +847,7 @@ impl Origin<'_> {
     }
 
     /// The entries a copy of `picks` reads, sorted by path.
-    fn entries_for(&mut self, picks: &[(String, Option<String>)]) -> Vec<SrcEntry> {
+    fn entries_for(&mut self, picks: &[(BString, Option<BString>)]) -> Vec<SrcEntry> {
         match &self.snapshot {
             Some(snap) => context_entries_for(snap, picks),
             None => std::mem::take(&mut self.stage),
@@ -934,8 +939,8 @@ fn add_heredocs(
     ctx: &Ctx<'_>,
     st: &StageState,
     c: &Copy,
-    planned: &mut BTreeMap<String, Planned>,
-    (dest_rel, dest_is_dir): (&str, bool),
+    planned: &mut BTreeMap<BString, Planned>,
+    (dest_rel, dest_is_dir): (&[u8], bool),
     (uid, gid, chmod): (u32, u32, Option<&str>),
     span: Span,
 ) -> Result<(), BuildError> {
@@ -952,9 +957,9 @@ fn add_heredocs(
             body
         };
         let target = if dest_is_dir {
-            join(dest_rel, &h.name)
+            join(dest_rel, h.name.as_bytes())
         } else {
-            dest_rel.to_string()
+            dest_rel.into()
         };
         let digest = Digest::of(content.as_bytes());
         planned.insert(
@@ -978,13 +983,13 @@ fn add_heredocs(
 /// The cache step of a COPY/ADD: what it writes where, as whom, from which origin.
 fn copy_step(
     c: &Copy,
-    dest_rel: &str,
+    dest_rel: &[u8],
     (uid, gid): (u32, u32),
     chmod: Option<&str>,
     origin_key: &str,
 ) -> Step {
     let step = Step::new(if c.is_add { "ADD" } else { "COPY" })
-        .field("dest", format!("/{dest_rel}"))
+        .field("dest", format!("/{}", fsutil::key_text(dest_rel)))
         .field("owner", format!("{uid}:{gid}"))
         .field("chmod", chmod.unwrap_or_default().to_string())
         .field("from", origin_key);
@@ -996,12 +1001,17 @@ fn copy_step(
 }
 
 /// Each planned path's fingerprint digest: a copy's inputs file by file.
-fn file_inputs(planned: &BTreeMap<String, Planned>) -> BTreeMap<String, Digest> {
+fn file_inputs(planned: &BTreeMap<BString, Planned>) -> BTreeMap<String, Digest> {
     // Hashed on every core; the pairs come sorted, which a map is built from in one pass.
     use rayon::prelude::*;
     let inputs: Vec<(String, Digest)> = planned
         .par_iter()
-        .map(|(p, e)| (p.clone(), Digest::of(e.fingerprint.as_bytes())))
+        .map(|(p, e)| {
+            (
+                fsutil::key_text(p).into_owned(),
+                Digest::of(e.fingerprint.as_bytes()),
+            )
+        })
         .collect();
     inputs.into_iter().collect()
 }
@@ -1011,20 +1021,27 @@ fn file_inputs(planned: &BTreeMap<String, Planned>) -> BTreeMap<String, Digest> 
 /// missing (the per-file planning then says so).
 fn source_inputs(
     snap: &crate::context::snapshot::Snapshot,
-    picks: &[(String, Option<String>)],
-    (dest_rel, dest_is_dir): (&str, bool),
+    picks: &[(BString, Option<BString>)],
+    (dest_rel, dest_is_dir): (&[u8], bool),
 ) -> Option<BTreeMap<String, Digest>> {
     let mut out = BTreeMap::new();
     for (i, (named, _)) in picks.iter().enumerate() {
-        let resolved = follow_source(|p: &str| context_link(snap, p), named);
+        let resolved = follow_source(|p: &[u8]| context_link(snap, p), named);
         let digest = checksum::context_source(snap, &resolved)?;
         let is_dir = resolved.is_empty() || snap.find(&resolved)?.kind == EntryKind::Dir;
-        let base = named.rsplit('/').next().unwrap_or(named);
+        let base = named.rsplit(|&b| b == b'/').next().unwrap_or(named);
         let target = match (is_dir, dest_is_dir) {
-            (true, _) | (false, false) => dest_rel.to_string(),
+            (true, _) | (false, false) => dest_rel.into(),
             (false, true) => join(dest_rel, base),
         };
-        out.insert(format!("source {i} {named} -> /{target}"), digest);
+        out.insert(
+            format!(
+                "source {i} {} -> /{}",
+                fsutil::key_text(named),
+                fsutil::key_text(&target)
+            ),
+            digest,
+        );
     }
     Some(out)
 }
@@ -1076,14 +1093,25 @@ pub(crate) fn mkdir_workdir(
         resolve_chown(ctx, st, &user, span)?
     };
     let step = Step::new("MKDIR")
-        .field("path", format!("/{rel}"))
+        .field("path", format!("/{}", fsutil::key_text(&rel)))
         .field("owner", format!("{}:{}", owner.0, owner.1));
+    let dir = Planned {
+        item: Item::Dir,
+        meta: EntryMeta {
+            mode: 0o755,
+            uid: owner.0,
+            gid: owner.1,
+            mtime: ctx.now,
+            ..Default::default()
+        },
+        fingerprint: "dir 755".into(),
+    };
     commit_layer(
         ctx,
         st,
         step,
         (BTreeMap::new(), None),
-        BTreeMap::new(),
+        BTreeMap::from([(rel, dir)]),
         owner,
         name,
         // BuildKit's WORKDIR history line has no `# buildkit` mark (it passes no state).

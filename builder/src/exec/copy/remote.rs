@@ -74,7 +74,7 @@ pub(super) fn download(
         .to_string();
     // Mode 0600 and the server's Last-Modified, as BuildKit writes downloads.
     let entry = SrcEntry {
-        path: name.clone(),
+        path: name.clone().into(),
         kind: SrcKind::File {
             size,
             host,
@@ -95,9 +95,9 @@ pub(super) fn download_all(
     urls: &[String],
     checksum: Option<&str>,
     tmpdir: &std::path::Path,
-    (dest_rel, dest_is_dir): (&str, bool),
+    (dest_rel, dest_is_dir): (&[u8], bool),
     span: Span,
-) -> Result<Vec<(String, SrcEntry)>, BuildError> {
+) -> Result<Vec<(BString, SrcEntry)>, BuildError> {
     let mut downloaded = Vec::new();
     for (n, url) in urls.iter().enumerate() {
         std::fs::create_dir_all(tmpdir)
@@ -112,9 +112,9 @@ pub(super) fn download_all(
                     ),
                 ));
             }
-            join(dest_rel, &name)
+            join(dest_rel, name.as_bytes())
         } else {
-            dest_rel.to_string()
+            dest_rel.into()
         };
         downloaded.push((target, entry));
     }

@@ -7,7 +7,7 @@ use super::*;
 /// One path a COPY may select, from the context or from another stage.
 #[derive(Debug, Clone)]
 pub(crate) struct SrcEntry {
-    pub path: String,
+    pub path: BString,
     pub kind: SrcKind,
     pub mode: u32,
     pub mtime: i64,
@@ -16,7 +16,7 @@ pub(crate) struct SrcEntry {
     pub owner: Option<(u32, u32)>,
     /// Files with the same link identity are one file under several names (a context file's
     /// device and inode, a stage file's first name); a directory copy keeps them linked.
-    pub link: Option<String>,
+    pub link: Option<BString>,
     /// What the cache key sees (kind, mode, owner and content digest or size).
     pub fingerprint: String,
 }
@@ -34,7 +34,7 @@ pub(crate) enum SrcKind {
     StageFile {
         size: u64,
     },
-    Symlink(String),
+    Symlink(BString),
 }
 
 pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<SrcEntry> {
@@ -49,21 +49,21 @@ pub(crate) fn context_entries(snap: &crate::context::snapshot::Snapshot) -> Vec<
 /// context converts one entry, not all of them.
 pub(super) fn context_entries_for(
     snap: &crate::context::snapshot::Snapshot,
-    picks: &[(String, Option<String>)],
+    picks: &[(BString, Option<BString>)],
 ) -> Vec<SrcEntry> {
     if picks.iter().any(|(p, _)| p.is_empty()) {
         return context_entries(snap);
     }
-    let index_of = |p: &str| {
+    let index_of = |p: &[u8]| {
         snap.entries
-            .binary_search_by(|e| e.path.as_str().cmp(p))
+            .binary_search_by(|e| e.path.as_slice().cmp(p))
             .ok()
     };
     let mut wanted: Vec<usize> = Vec::new();
     for (named, _) in picks {
         let visited = std::cell::RefCell::new(Vec::new());
         let resolved = follow_source(
-            |p: &str| {
+            |p: &[u8]| {
                 visited.borrow_mut().extend(index_of(p));
                 context_link(snap, p)
             },
@@ -87,8 +87,8 @@ pub(super) fn context_entries_for(
 /// The target of the context's symlink at `path`, if that is one.
 pub(super) fn context_link<'s>(
     snap: &'s crate::context::snapshot::Snapshot,
-    path: &str,
-) -> Option<&'s str> {
+    path: &[u8],
+) -> Option<&'s [u8]> {
     match &snap.find(path)?.kind {
         EntryKind::Symlink { target } => Some(target),
         _ => None,
@@ -106,14 +106,15 @@ fn context_entry(
         EntryKind::File { size, digest } => (
             SrcKind::File {
                 size: *size,
-                host: snap.root.join(&e.path),
+                host: snap.root.join(as_path(&e.path)),
                 xattrs: e.xattrs.clone(),
             },
             format!("file {:o} {digest}", e.mode),
         ),
-        EntryKind::Symlink { target } => {
-            (SrcKind::Symlink(target.clone()), format!("link {target}"))
-        }
+        EntryKind::Symlink { target } => (
+            SrcKind::Symlink(target.clone()),
+            format!("link {}", fsutil::key_text(target)),
+        ),
         EntryKind::Other => return None,
     };
     Some(SrcEntry {
@@ -122,7 +123,7 @@ fn context_entry(
         mode: e.mode,
         mtime: e.mtime,
         owner: None,
-        link: e.inode.map(|(dev, ino)| format!("{dev}:{ino}")),
+        link: e.inode.map(|(dev, ino)| format!("{dev}:{ino}").into()),
         fingerprint,
     })
 }
@@ -130,10 +131,10 @@ fn context_entry(
 pub(super) fn stage_entries(src: &StageState) -> Result<Vec<SrcEntry>, BuildError> {
     let view = src.view()?;
     // Files other names link to.
-    let hard_linked: BTreeSet<&str> = view
+    let hard_linked: BTreeSet<&[u8]> = view
         .iter()
         .filter_map(|(_, n)| match &n.kind {
-            NodeKind::Hardlink { target } => Some(target.as_str()),
+            NodeKind::Hardlink { target } => Some(target.as_slice()),
             _ => None,
         })
         .collect();
@@ -153,9 +154,10 @@ pub(super) fn stage_entries(src: &StageState) -> Result<Vec<SrcEntry>, BuildErro
                     ),
                     _ => return None,
                 },
-                NodeKind::Symlink { target } => {
-                    (SrcKind::Symlink(target.clone()), format!("link {target}"))
-                }
+                NodeKind::Symlink { target } => (
+                    SrcKind::Symlink(target.clone()),
+                    format!("link {}", fsutil::key_text(target)),
+                ),
                 NodeKind::Other { .. } => return None,
             };
             Some(SrcEntry {
@@ -167,7 +169,7 @@ pub(super) fn stage_entries(src: &StageState) -> Result<Vec<SrcEntry>, BuildErro
                 link: match &n.kind {
                     NodeKind::Hardlink { target } => Some(target.clone()),
                     NodeKind::File { .. } => {
-                        hard_linked.contains(path.as_str()).then(|| path.clone())
+                        hard_linked.contains(path.as_slice()).then(|| path.clone())
                     }
                     _ => None,
                 },
@@ -180,18 +182,21 @@ pub(super) fn stage_entries(src: &StageState) -> Result<Vec<SrcEntry>, BuildErro
 /// The path `path` names once symlinks are followed (each relative to its directory, an
 /// absolute one from the root, `..` never above it; at most 40): itself when it is no link.
 /// `link_at` gives the target of the symlink at a path, `None` where there is none.
-pub(super) fn follow_source<'a>(link_at: impl Fn(&str) -> Option<&'a str>, path: &str) -> String {
-    let mut p = path.to_string();
+pub(super) fn follow_source<'a>(
+    link_at: impl Fn(&[u8]) -> Option<&'a [u8]>,
+    path: &[u8],
+) -> BString {
+    let mut p = BString::from(path);
     for _ in 0..40 {
-        let Some(t) = link_at(p.as_str()) else {
+        let Some(t) = link_at(&p) else {
             return p;
         };
-        let joined = if t.starts_with('/') {
-            t.to_string()
+        let joined = if t.starts_with(b"/") {
+            t.to_vec()
         } else {
-            match p.rsplit_once('/') {
-                Some((dir, _)) => format!("{dir}/{t}"),
-                None => t.to_string(),
+            match p.rfind_byte(b'/') {
+                Some(i) => [&p[..=i], t].concat(),
+                None => t.to_vec(),
             }
         };
         // Cleaned and kept inside the root, as any context source path.
@@ -201,12 +206,12 @@ pub(super) fn follow_source<'a>(link_at: impl Fn(&str) -> Option<&'a str>, path:
 }
 
 /// The entry at `path` among `entries` sorted by path.
-pub(super) fn entry_at<'e>(entries: &'e [SrcEntry], path: &str) -> Option<&'e SrcEntry> {
+pub(super) fn entry_at<'e>(entries: &'e [SrcEntry], path: &[u8]) -> Option<&'e SrcEntry> {
     crate::context::snapshot::find_sorted(entries, path, |e| &e.path)
 }
 
 /// The entries below directory `dir` (`""`: all) among `entries` sorted by path.
-pub(super) fn entries_below<'e>(entries: &'e [SrcEntry], dir: &str) -> &'e [SrcEntry] {
+pub(super) fn entries_below<'e>(entries: &'e [SrcEntry], dir: &[u8]) -> &'e [SrcEntry] {
     crate::context::snapshot::below_sorted(entries, dir, |e| &e.path)
 }
 
@@ -214,12 +219,12 @@ pub(super) fn entries_below<'e>(entries: &'e [SrcEntry], dir: &str) -> &'e [SrcE
 pub(super) fn extract_stage_files(
     ctx: &Ctx<'_>,
     src: &StageState,
-    paths: &BTreeSet<String>,
+    paths: &BTreeSet<BString>,
     dir: &std::path::Path,
-) -> Result<BTreeMap<String, std::path::PathBuf>, BuildError> {
+) -> Result<BTreeMap<BString, std::path::PathBuf>, BuildError> {
     // Per layer: the path holding the content → every wanted name of it (a file and its hard
     // links are one content).
-    let mut by_layer: BTreeMap<usize, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut by_layer: BTreeMap<usize, BTreeMap<BString, Vec<BString>>> = BTreeMap::new();
     for p in paths {
         // A hard link's content is its target's.
         let (real, layer) = match src.view()?.get(p) {
@@ -252,8 +257,7 @@ pub(super) fn extract_stage_files(
         };
         for e in ar.entries().map_err(io)? {
             let mut e = e.map_err(io)?;
-            let raw = e.path().map_err(io)?.to_string_lossy().to_string();
-            let Some(norm) = kiln_runtime::layer::view::normalize(&raw) else {
+            let Some(norm) = kiln_runtime::layer::view::normalize(e.path_bytes()) else {
                 continue;
             };
             if let Some(names) = wanted.get(&norm) {
