@@ -8,6 +8,7 @@ pub mod bounded;
 pub mod container;
 pub mod digest;
 pub mod layer;
+pub mod network;
 pub mod oci;
 pub mod parallel;
 pub mod procid;

@@ -85,6 +85,25 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             c.id[..12.min(c.id.len())].to_string()
         }
     };
+    // docker's PORTS: what a running container publishes (`0.0.0.0:8080->80/tcp`).
+    let ports_of = |c: &kiln_runtime::store::Container| {
+        container::control::published(&store, &c.id)
+            .iter()
+            .map(kiln_runtime::network::ports::describe)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    // docker's Networks field: the network a container is (or would be) on.
+    let networks_of = |c: &kiln_runtime::store::Container| {
+        use kiln_runtime::network::Mode;
+        match container::kept_options(&store, &c.id).and_then(|o| o.network) {
+            Some(Mode::Host) => "host",
+            Some(Mode::None) => "none",
+            Some(Mode::Bridge) => "bridge",
+            None if kiln_runtime::network::netavark::binary().is_some() => "bridge",
+            None => "host",
+        }
+    };
     // docker's SIZE: what the container wrote (its upper directory), and the image below.
     let size_of = |c: &kiln_runtime::store::Container| {
         let (written, image) = container::changes::sizes(&store, &c.id, &c.image);
@@ -148,8 +167,8 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                     "LocalVolumes": "0",
                     "Mounts": "",
                     "Names": c.name,
-                    "Networks": "",
-                    "Ports": "",
+                    "Networks": networks_of(c),
+                    "Ports": ports_of(c),
                     "RunningFor": format!("{} ago", human_duration(now - c.created)),
                     "Size": if args.size { size_of(c) } else { String::new() },
                     "State": c.state().name(),
@@ -191,6 +210,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
                 format!("\"{command}\""),
                 format!("{} ago", human_duration(now - c.created)),
                 status,
+                ports_of(c),
                 c.name.clone(),
             ];
             if args.size {
@@ -205,12 +225,53 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
         "COMMAND",
         "CREATED",
         "STATUS",
+        "PORTS",
         "NAMES",
     ];
     if args.size {
         headers.push("SIZE");
     }
     out!("{}", table::render(&headers, &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PortArgs {
+    /// The container (name or ID prefix).
+    pub container: String,
+    /// Only this port of the container (`80` or `80/tcp`).
+    #[arg(value_name = "PRIVATE_PORT[/PROTO]")]
+    pub port: Option<String>,
+}
+
+/// `kiln port`: docker's lines, `80/tcp -> 0.0.0.0:8080`; with a port, only where it goes.
+pub fn port(root: Option<&Path>, args: PortArgs) -> anyhow::Result<ExitCode> {
+    let store = super::store::open(root)?;
+    let c = store
+        .find_container(&args.container)?
+        .ok_or_else(|| anyhow::anyhow!("no such container: {}", args.container))?;
+    let want = args.port.as_deref().map(|p| match p.split_once('/') {
+        Some((n, proto)) => (n.to_string(), proto.to_ascii_lowercase()),
+        None => (p.to_string(), "tcp".to_string()),
+    });
+    let mut found = false;
+    for p in container::control::published(&store, &c.id) {
+        for k in 0..p.range {
+            let private = p.container_port.saturating_add(k);
+            let public = format!("{}:{}", p.host_ip, p.host_port.saturating_add(k));
+            match &want {
+                Some((n, proto)) if *n == private.to_string() && *proto == p.protocol => {
+                    outln!("{public}");
+                    found = true;
+                }
+                Some(_) => {}
+                None => outln!("{private}/{} -> {public}", p.protocol),
+            }
+        }
+    }
+    if let (Some(p), false) = (&args.port, found) {
+        anyhow::bail!("no public port '{p}' published for {}", c.name);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -80,6 +80,8 @@ pub enum Command {
     Import(changes::ImportArgs),
     /// Show a container's processes (the host's `ps`, only the container's lines).
     Top(stats::TopArgs),
+    /// List a container's published ports (or where one private port is published).
+    Port(containers::PortArgs),
     /// Show containers' use of CPU, memory, pids, network and block I/O.
     Stats(stats::StatsArgs),
     /// Containers as a group: `kiln container prune`; `container ls|rm|inspect|logs|...` are
@@ -192,6 +194,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export(a) => changes::export(cli.root.as_deref(), a),
         Command::Import(a) => changes::import(cli.root.as_deref(), a),
         Command::Top(a) => stats::top(cli.root.as_deref(), a),
+        Command::Port(a) => containers::port(cli.root.as_deref(), a),
         Command::Stats(a) => stats::stats(cli.root.as_deref(), a),
         Command::Commit(a) => changes::commit(cli.root.as_deref(), a),
         Command::Unpause(a) => lifecycle::unpause(cli.root.as_deref(), a),

@@ -12,7 +12,7 @@ use std::process::{ExitCode, Stdio};
 use anyhow::{Context, bail};
 use kiln_runtime::{
     container::{self, RunOptions},
-    sandbox::process::Network,
+    network::Mode as Network,
 };
 
 #[derive(Debug, clap::Args)]
@@ -40,15 +40,20 @@ pub struct Args {
     /// Override the image's ENTRYPOINT (`""` clears it).
     #[arg(long, value_name = "CMD")]
     pub entrypoint: Option<String>,
-    /// `host` (the default: the host's network) or `none` (loopback only).
-    #[arg(long, value_name = "MODE", default_value = "host")]
-    pub network: String,
+    /// `bridge` (the default where netavark is installed: a network namespace of its own on
+    /// the kiln0 bridge, outbound traffic NATed), `host` (the host's network) or `none`
+    /// (loopback only).
+    #[arg(long = "network", alias = "net", value_name = "MODE")]
+    pub network: Option<String>,
+    /// Publish a container's port(s) on the host: `[IP:][HOSTPORT:]CONTAINERPORT[/PROTO]`,
+    /// ranges too (`8000-8001:80-81`); no HOSTPORT: one the kernel chooses.
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    pub publish: Vec<String>,
+    /// Publish every EXPOSEd port of the image on a port the kernel chooses.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
     /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
     /// (instead of "unexpected argument"), with what to use meanwhile.
-    #[arg(short = 'p', long = "publish", hide = true)]
-    pub publish: Vec<String>,
-    #[arg(short = 'P', long = "publish-all", hide = true)]
-    pub publish_all: bool,
     #[arg(long = "mount", hide = true)]
     pub mount: Vec<String>,
     #[arg(long = "add-host", hide = true)]
@@ -171,11 +176,8 @@ pub struct Args {
 
 /// docker's options kiln does not have yet, each refused with what to use meanwhile.
 fn not_yet(args: &Args) -> anyhow::Result<()> {
-    let networking = "kiln's containers use the host's network (--network host, the default) \
-                      or none: a service listens on the host's ports directly";
-    if !args.publish.is_empty() || args.publish_all {
-        bail!("-p/--publish and -P are not supported yet: {networking}");
-    }
+    let networking = "kiln's containers are on the default bridge network (published with -p), \
+                      the host's (--network host) or none";
     if !args.add_host.is_empty() || !args.dns.is_empty() || !args.network_alias.is_empty() {
         bail!("--add-host, --dns and --network-alias are not supported yet: {networking}");
     }
@@ -207,14 +209,20 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         bail!("conflicting options: --restart and --rm");
     }
     let store = super::store::open(root)?;
-    let network = match args.network.as_str() {
-        "host" | "default" => Network::Host,
-        "none" => Network::None,
-        other => bail!(
-            "--network {other}: kiln supports host (the default) and none; bridge and user \
+    let network = match args.network.as_deref() {
+        None => None,
+        Some("bridge" | "default") => Some(Network::Bridge),
+        Some("host") => Some(Network::Host),
+        Some("none") => Some(Network::None),
+        Some(other) => bail!(
+            "--network {other}: kiln supports bridge (the default), host and none; user \
              networks are not supported yet"
         ),
     };
+    let mut publish = Vec::new();
+    for p in &args.publish {
+        publish.extend(kiln_runtime::network::ports::parse(p).map_err(anyhow::Error::msg)?);
+    }
     let mut env = env_files(&args.env_file)?;
     env.extend(args.env);
     let volumes = args
@@ -232,7 +240,9 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         env,
         workdir: args.workdir,
         user: args.user,
-        network: Some(network),
+        network,
+        publish,
+        publish_all: args.publish_all,
         hostname: args.hostname,
         volumes,
         read_only: args.read_only,

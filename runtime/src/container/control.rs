@@ -312,6 +312,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         "LogPath": super::logs::path(store.root(), &c.id),
         "Config": config_json(c, opts.as_ref(), cmd),
         "HostConfig": host_config_json(opts.as_ref()),
+        "NetworkSettings": network_settings_json(store, c, opts.as_ref()),
         "Mounts": opts.as_ref().map_or_else(Vec::new, |o| {
             o.volumes
                 .iter()
@@ -353,14 +354,109 @@ fn config_json(
     })
 }
 
+/// The ports container `id` publishes now (none while it is not running).
+pub fn published(store: &Store, id: &str) -> Vec<crate::network::ports::Published> {
+    crate::network::attached(&store.root().join("containers").join(id))
+        .map(|a| a.ports)
+        .unwrap_or_default()
+}
+
+/// docker's `NetworkSettings`: the address, gateway and published ports a running container
+/// holds on the bridge (empty values otherwise, as docker shows a stopped container's).
+fn network_settings_json(
+    store: &Store,
+    c: &Container,
+    opts: Option<&super::RunOptions>,
+) -> serde_json::Value {
+    let dir = store.root().join("containers").join(&c.id);
+    let a = crate::network::attached(&dir);
+    let mut ports: std::collections::BTreeMap<String, serde_json::Value> =
+        std::collections::BTreeMap::new();
+    if let Some(a) = &a {
+        for p in &a.ports {
+            for k in 0..p.range {
+                let key = format!("{}/{}", p.container_port.saturating_add(k), p.protocol);
+                let binding = serde_json::json!({
+                    "HostIp": p.host_ip.to_string(),
+                    "HostPort": p.host_port.saturating_add(k).to_string(),
+                });
+                if let serde_json::Value::Array(v) =
+                    ports.entry(key).or_insert_with(|| serde_json::json!([]))
+                {
+                    v.push(binding);
+                }
+            }
+        }
+    }
+    let bridged = a.is_some()
+        || opts.is_some_and(|o| {
+            o.network.is_none() || o.network == Some(crate::network::Mode::Bridge)
+        });
+    let ip = a.as_ref().map(|a| a.ip.to_string()).unwrap_or_default();
+    let gateway = a
+        .as_ref()
+        .map(|a| a.gateway.to_string())
+        .unwrap_or_default();
+    let prefix = a.as_ref().map_or(0, |a| a.prefix);
+    let mac = a.as_ref().map(|a| a.mac.clone()).unwrap_or_default();
+    let mut networks = serde_json::Map::new();
+    if bridged {
+        networks.insert(
+            crate::network::BRIDGE.into(),
+            serde_json::json!({
+                "IPAMConfig": null,
+                "Links": null,
+                "Aliases": null,
+                "NetworkID": crate::network::bridge_id(),
+                "EndpointID": if a.is_some() { c.id.clone() } else { String::new() },
+                "Gateway": gateway,
+                "IPAddress": ip,
+                "IPPrefixLen": prefix,
+                "IPv6Gateway": "",
+                "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0,
+                "MacAddress": mac,
+                "DriverOpts": null,
+            }),
+        );
+    }
+    serde_json::json!({
+        "Bridge": "",
+        "SandboxID": if a.is_some() { c.id.clone() } else { String::new() },
+        "SandboxKey": a.as_ref().map(|a| a.netns.display().to_string()).unwrap_or_default(),
+        "Ports": ports,
+        "Gateway": gateway,
+        "IPAddress": ip,
+        "IPPrefixLen": prefix,
+        "MacAddress": mac,
+        "Networks": networks,
+    })
+}
+
 /// docker's `HostConfig`: limits, binds, network mode, restart policy, read-only root.
 fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
     let empty = super::RunOptions::default();
     let o = opts.unwrap_or(&empty);
+    use crate::network::Mode;
     let network = match o.network {
-        Some(crate::sandbox::process::Network::None) => "none",
-        _ => "host",
+        Some(Mode::None) => "none",
+        Some(Mode::Host) => "host",
+        Some(Mode::Bridge) => "bridge",
+        None => "default",
     };
+    let mut bindings: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for p in &o.publish {
+        for k in 0..p.range {
+            bindings
+                .entry(format!("{}/{}", p.container_port.saturating_add(k), p.protocol))
+                .or_default()
+                .push(serde_json::json!({
+                    "HostIp": if p.host_ip.is_unspecified() { String::new() } else { p.host_ip.to_string() },
+                    "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.saturating_add(k).to_string() },
+                }));
+        }
+    }
     use crate::sandbox::identity;
     let caps = identity::CapabilitySet::from_bits_retain(
         o.privileges.caps.unwrap_or(identity::DEFAULT_CAPS.bits()),
@@ -377,6 +473,8 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
             format!("{}:{}{}", v.host.display(), v.target, if v.read_only { ":ro" } else { "" })
         }).collect::<Vec<_>>(),
         "NetworkMode": network,
+        "PortBindings": bindings,
+        "PublishAllPorts": o.publish_all,
         "RestartPolicy": o.restart.to_json(),
         "AutoRemove": o.remove,
         "ReadonlyRootfs": o.read_only,

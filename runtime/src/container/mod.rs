@@ -54,6 +54,8 @@ pub enum ContainerError {
     Sandbox(#[from] process::SandboxError),
     #[error(transparent)]
     User(#[from] user::UserError),
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
 
 impl ContainerError {
@@ -88,7 +90,15 @@ pub struct RunOptions {
     pub env: Vec<String>,
     pub workdir: Option<String>,
     pub user: Option<String>,
-    pub network: Option<Network>,
+    /// `--network`; `None`: the default, docker's `bridge` where netavark is installed (and
+    /// kiln is root), else the host's network.
+    pub network: Option<crate::network::Mode>,
+    /// `-p`: host ports forwarded to the container's (host ports 0 are chosen at each start).
+    #[serde(default)]
+    pub publish: Vec<crate::network::ports::Published>,
+    /// `-P`: every EXPOSEd port of the image too, on ports the kernel chooses.
+    #[serde(default)]
+    pub publish_all: bool,
     pub hostname: Option<String>,
     /// `-v HOST:CTR[:ro]`, in order.
     pub volumes: Vec<Volume>,
@@ -406,6 +416,7 @@ pub fn run(
         )));
     }
     let argv = command(&config, opts)?;
+    let mode = network_mode(opts)?;
     let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
     let id = opts.id.clone().unwrap_or_else(new_id);
     let existing = match &opts.id {
@@ -462,6 +473,29 @@ pub fn run(
             work: &work,
         };
         overlay::mount(ov, &rootfs)?;
+        let attached = match mode {
+            crate::network::Mode::Bridge => {
+                let name = store
+                    .find_container(&id)?
+                    .map_or_else(|| id.clone(), |c| c.name);
+                let mut ports = opts.publish.clone();
+                if opts.publish_all {
+                    let exposed: Vec<String> =
+                        config.config.exposed_ports.keys().cloned().collect();
+                    ports.extend(
+                        crate::network::ports::exposed(&exposed).map_err(ContainerError::Config)?,
+                    );
+                }
+                match crate::network::attach(&dir, (&id, &name), &ports) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        let _ = overlay::unmount(&rootfs);
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
         let ran = (|| {
             let user_spec = opts
                 .user
@@ -486,7 +520,13 @@ pub fn run(
             }
             spec.privileges = opts.privileges.clone();
             spec.shm_size = opts.shm_size;
-            spec.mounts = crate::sandbox::etc::write_files(&dir, &hostname, false)?;
+            spec.mounts = match &attached {
+                Some(a) => crate::sandbox::etc::write_files_bridged(
+                    &dir,
+                    &crate::network::hosts_file(&hostname, Some(a.ip)),
+                )?,
+                None => crate::sandbox::etc::write_files(&dir, &hostname, false)?,
+            };
             for v in &opts.volumes {
                 spec.mounts.push(v.prepare()?);
             }
@@ -510,7 +550,11 @@ pub fn run(
                 .filter(|w| !w.is_empty())
                 .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
                 .unwrap_or_else(|| "/".into());
-            spec.network = opts.network.unwrap_or(Network::Host);
+            spec.network = match (&attached, mode) {
+                (Some(a), _) => Network::Join(a.netns.clone()),
+                (None, crate::network::Mode::None) => Network::None,
+                (None, _) => Network::Host,
+            };
             let tty::Split {
                 stdio: (i, o, e),
                 child_end,
@@ -550,6 +594,9 @@ pub fn run(
             })?;
             Ok::<_, ContainerError>(process::exit_code(status))
         })();
+        if attached.is_some() {
+            crate::network::detach(&dir);
+        }
         let unmounted = overlay::unmount(&rootfs);
         let code = ran?;
         unmounted?;
@@ -645,10 +692,34 @@ fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<()
     Ok(())
 }
 
+/// The network a container gets: as asked, else docker's default `bridge` where it can be
+/// had (netavark installed, kiln root), else the host's. Ports need the bridge.
+fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerError> {
+    use crate::network::Mode;
+    let can_bridge =
+        crate::network::netavark::binary().is_some() && !crate::sandbox::userns::rootless();
+    let mode = match opts.network {
+        Some(m) => m,
+        None if can_bridge => Mode::Bridge,
+        None if opts.publish.is_empty() && !opts.publish_all => Mode::Host,
+        None => Mode::Bridge,
+    };
+    if mode != Mode::Bridge && (!opts.publish.is_empty() || opts.publish_all) {
+        return Err(ContainerError::Config(
+            "published ports (-p, -P) need the bridge network; drop --network or use \
+             --network bridge"
+                .into(),
+        ));
+    }
+    Ok(mode)
+}
+
 /// What a dead monitor of the container in `dir` left: processes in the cgroups of dead
-/// makers (killed, the cgroups removed) and every overlay stacked on its root.
+/// makers (killed, the cgroups removed), its network (namespace, rules, address, ports) and
+/// every overlay stacked on its root.
 fn reclaim(dir: &std::path::Path) {
     crate::sandbox::cgroup::sweep();
+    crate::network::detach(dir);
     overlay::unmount_all(&dir.join("rootfs"));
 }
 
@@ -703,8 +774,9 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
         crate::sandbox::cgroup::sweep();
     }
     let dir = store.root().join("containers").join(&c.id);
-    // A `kiln run` killed outright leaves its root mounted (maybe twice, if it was started
-    // again before kiln reclaimed it).
+    // A `kiln run` killed outright leaves its network set up, and its root mounted (maybe
+    // twice, if it was started again before kiln reclaimed it).
+    crate::network::detach(&dir);
     overlay::unmount_all(&dir.join("rootfs"));
     remove_dir(&dir);
     store.remove_container(&c.id)?;

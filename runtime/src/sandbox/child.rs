@@ -38,7 +38,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-pub(super) const STEPS: [&str; 20] = [
+pub(super) const STEPS: [&str; 21] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -59,6 +59,7 @@ pub(super) const STEPS: [&str; 20] = [
     "die with kiln",
     "open the terminal",
     "start the init",
+    "join the network namespace",
 ];
 
 /// A file for /dev/pipes: its path there and its content.
@@ -89,6 +90,8 @@ pub(super) struct Extra<'a> {
     pub(super) tty: i32,
     /// `--init`: fork once more, the command below a small init, shown as this.
     pub(super) init: Option<&'a super::init::Title>,
+    /// A network namespace to join (set up before the fork), or -1.
+    pub(super) netns: i32,
 }
 
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
@@ -116,6 +119,7 @@ pub(super) fn child_setup(
         host,
         tty,
         init,
+        netns,
     } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(17);
@@ -138,6 +142,16 @@ pub(super) fn child_setup(
         let procs = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
         // "0" is the writing process itself, so everything it starts is counted.
         rustix::io::write(procs, b"0")?;
+    }
+    if netns >= 0 {
+        step(20);
+        // SAFETY: a descriptor opened before the fork, kept open by the caller during the
+        // spawn. setns(2) with CLONE_NEWNET checked: a descriptor of another kind is refused.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(netns) };
+        rustix::thread::move_into_link_name_space(
+            fd,
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )?;
     }
     step(0);
     // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln

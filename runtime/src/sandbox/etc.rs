@@ -12,6 +12,52 @@ use super::mounts::{self, Mount, MountError};
 /// there, instead of writing into a file that is thrown away); a container's are writable, as
 /// docker's.
 pub fn write_files(dir: &Path, hostname: &str, read_only: bool) -> Result<Vec<Mount>, MountError> {
+    let hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
+    let resolv = std::fs::read("/etc/resolv.conf").ok();
+    write_given(dir, &hosts, resolv.as_deref(), read_only)
+}
+
+/// [`write_files`] for a container in a network namespace of its own on a bridge: `hosts` as
+/// given, and the host's resolv.conf without its loopback name servers (which the container
+/// cannot reach; with none left, docker's public defaults).
+pub fn write_files_bridged(dir: &Path, hosts: &str) -> Result<Vec<Mount>, MountError> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    write_given(dir, hosts, Some(bridged_resolv(&host).as_bytes()), false)
+}
+
+/// The host's resolv.conf as a bridged container gets it (docker's rule).
+pub fn bridged_resolv(host: &str) -> String {
+    let loopback = |l: &str| {
+        l.split_whitespace().next() == Some("nameserver")
+            && l.split_whitespace()
+                .nth(1)
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .is_some_and(|a| a.is_loopback())
+    };
+    let mut kept: Vec<&str> = host.lines().filter(|l| !loopback(l)).collect();
+    let servers = kept
+        .iter()
+        .filter(|l| l.split_whitespace().next() == Some("nameserver"))
+        .count();
+    let mut out = String::new();
+    for l in kept.drain(..) {
+        out.push_str(l);
+        out.push('\n');
+    }
+    if servers == 0 {
+        out.push_str("nameserver 8.8.8.8\nnameserver 8.8.4.4\n");
+    }
+    out
+}
+
+fn write_given(
+    dir: &Path,
+    hosts_text: &str,
+    resolv: Option<&[u8]>,
+    read_only: bool,
+) -> Result<Vec<Mount>, MountError> {
     let io = |p: &Path| {
         let path = p.display().to_string();
         move |e: io::Error| MountError {
@@ -21,15 +67,9 @@ pub fn write_files(dir: &Path, hostname: &str, read_only: bool) -> Result<Vec<Mo
         }
     };
     let hosts = dir.join("hosts");
-    std::fs::write(
-        &hosts,
-        format!(
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-        ),
-    )
-    .map_err(io(&hosts))?;
+    std::fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
     let mut files = vec![("/etc/hosts", hosts)];
-    if let Ok(text) = std::fs::read("/etc/resolv.conf") {
+    if let Some(text) = resolv {
         let resolv = dir.join("resolv.conf");
         std::fs::write(&resolv, text).map_err(io(&resolv))?;
         files.push(("/etc/resolv.conf", resolv));

@@ -40,12 +40,14 @@ pub use super::identity::DEFAULT_CAPS;
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Network namespace choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Network {
     /// A fresh network namespace: loopback only.
     None,
     /// The host's network namespace.
     Host,
+    /// The network namespace kept at this path ([`crate::network::netns`]), set up before.
+    Join(PathBuf),
 }
 
 /// What to run.
@@ -246,6 +248,22 @@ pub fn run(
     if spec.network == Network::None {
         ns |= UnshareFlags::NEWNET;
     }
+    // Opened before the fork (close-on-exec): the child joins it first.
+    let netns = match &spec.network {
+        Network::Join(path) => Some(
+            rustix::fs::open(
+                path,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|errno| SandboxError::Setup {
+                step: format!("open the network namespace {}", path.display()),
+                errno,
+            })?,
+        ),
+        _ => None,
+    };
+    let netns_fd = netns.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
     let mut cmd = Command::new(program);
     cmd.args(&spec.args[1..])
         .env_clear()
@@ -302,6 +320,7 @@ pub fn run(
             host: host.as_ref().map(|h| (h.devs.as_slice(), &h.sys)),
             tty,
             init: title.as_ref(),
+            netns: netns_fd,
         };
         child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
             .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))

@@ -6,7 +6,8 @@
 //! unmounted and removed before the store is used. Committed data never lives in `tmp/`: blobs
 //! are renamed into `blobs/`, unpacked layers into `layers/`, and metadata is in SQLite, whose
 //! own journal recovers an interrupted transaction. The cgroups a killed kiln made for its
-//! sandboxes are removed too ([`crate::sandbox::cgroup::sweep`]).
+//! sandboxes are removed too ([`crate::sandbox::cgroup::sweep`]), and the networks of its
+//! containers torn down ([`crate::network::detach`]).
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +57,17 @@ impl Store {
     /// store open (the caller holds `active.lock` exclusively).
     pub(super) fn recover(&self) -> Result<Recovered, StoreError> {
         let mut done = Recovered::default();
+        // Networks of killed containers first (their namespace files are mounts below): rules,
+        // veth, addresses and ports go with netavark's teardown, not just the namespace.
+        if let Ok(entries) = std::fs::read_dir(self.root.join("containers")) {
+            for e in entries.flatten() {
+                let netns = e.path().join("netns");
+                if netns.exists() {
+                    crate::network::detach(&e.path());
+                    done.removed.push(netns);
+                }
+            }
+        }
         for base in [self.root.join("tmp"), self.root.join("containers")] {
             for m in mounts_under(&base) {
                 // Lazily: a process still inside would keep it alive, though none can be

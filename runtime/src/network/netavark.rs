@@ -1,0 +1,205 @@
+//! netavark, podman's network backend (Debian's `netavark` package), driven through its JSON
+//! interface: `netavark setup NETNS` creates the bridge when it is missing, a veth pair into
+//! the namespace with the address kiln chose, the NAT (masquerade) rules and the port
+//! forwarding (iptables DNAT, loopback included); `teardown` undoes exactly that, and removes
+//! the bridge with its last container. kiln chooses addresses and ports itself, as podman does.
+
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{NetworkError, ports::Published};
+
+/// Where netavark is looked for: `$KILN_NETAVARK`, podman's places, then `PATH`.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("KILN_NETAVARK").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let known = [
+        "/usr/lib/podman/netavark",
+        "/usr/libexec/podman/netavark",
+        "/usr/local/libexec/podman/netavark",
+        "/usr/local/lib/podman/netavark",
+    ];
+    known
+        .iter()
+        .map(PathBuf::from)
+        .chain(
+            std::env::var_os("PATH")
+                .map(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join("netavark"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        )
+        .find(|p| p.is_file())
+}
+
+/// A network as netavark takes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    pub name: String,
+    pub id: String,
+    pub driver: String,
+    pub network_interface: String,
+    pub subnets: Vec<Subnet>,
+    pub ipv6_enabled: bool,
+    pub internal: bool,
+    pub dns_enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subnet {
+    pub subnet: String,
+    pub gateway: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PerNetwork {
+    static_ips: Vec<String>,
+    interface_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    aliases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PortMapping {
+    host_ip: String,
+    container_port: u16,
+    host_port: u16,
+    range: u16,
+    protocol: String,
+}
+
+/// What `setup` and `teardown` read: one container on one network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    container_id: String,
+    container_name: String,
+    port_mappings: Vec<PortMapping>,
+    networks: BTreeMap<String, PerNetwork>,
+    network_info: BTreeMap<String, NetworkInfo>,
+}
+
+impl Request {
+    pub fn new(
+        (id, name): (&str, &str),
+        network: &NetworkInfo,
+        ip: std::net::Ipv4Addr,
+        ports: &[Published],
+    ) -> Request {
+        Request {
+            container_id: id.to_string(),
+            container_name: name.to_string(),
+            port_mappings: ports
+                .iter()
+                .map(|p| PortMapping {
+                    // netavark's "every address" is the empty string.
+                    host_ip: if p.host_ip.is_unspecified() {
+                        String::new()
+                    } else {
+                        p.host_ip.to_string()
+                    },
+                    container_port: p.container_port,
+                    host_port: p.host_port,
+                    range: p.range,
+                    protocol: p.protocol.clone(),
+                })
+                .collect(),
+            networks: BTreeMap::from([(
+                network.name.clone(),
+                PerNetwork {
+                    static_ips: vec![ip.to_string()],
+                    interface_name: "eth0".into(),
+                    aliases: Vec::new(),
+                },
+            )]),
+            network_info: BTreeMap::from([(network.name.clone(), network.clone())]),
+        }
+    }
+}
+
+/// What `setup` reports of the container's interface on a network.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Interface {
+    pub mac_address: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct Status {
+    #[serde(default)]
+    interfaces: BTreeMap<String, Interface>,
+}
+
+fn call(
+    verb: &str,
+    netns: &Path,
+    config: &Path,
+    request: &Request,
+) -> Result<Vec<u8>, NetworkError> {
+    let bin = binary().ok_or(NetworkError::NoNetavark)?;
+    let input = serde_json::to_vec(request).map_err(|e| NetworkError::Backend {
+        verb: verb.into(),
+        message: e.to_string(),
+    })?;
+    let mut child = Command::new(&bin)
+        .arg("--config")
+        .arg(config)
+        .arg(verb)
+        .arg(netns)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError::Backend {
+            verb: verb.into(),
+            message: format!("{}: {e}", bin.display()),
+        })?;
+    if let Some(mut i) = child.stdin.take() {
+        let _ = i.write_all(&input);
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError::Backend {
+            verb: verb.into(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        // netavark reports as {"error": "..."} on stdout or as text on stderr.
+        let said = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        return Err(NetworkError::Backend {
+            verb: verb.into(),
+            message: said,
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Sets the container's network up in `netns`; its interface's MAC address.
+pub fn setup(netns: &Path, config: &Path, request: &Request) -> Result<Interface, NetworkError> {
+    let out = call("setup", netns, config, request)?;
+    let status: BTreeMap<String, Status> =
+        serde_json::from_slice(&out).map_err(|e| NetworkError::Backend {
+            verb: "setup".into(),
+            message: format!("unreadable answer: {e}"),
+        })?;
+    Ok(status
+        .into_values()
+        .next()
+        .and_then(|s| s.interfaces.into_values().next())
+        .unwrap_or_default())
+}
+
+/// Undoes [`setup`] (rules, veth, the bridge with its last container).
+pub fn teardown(netns: &Path, config: &Path, request: &Request) -> Result<(), NetworkError> {
+    call("teardown", netns, config, request).map(drop)
+}

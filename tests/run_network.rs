@@ -1,0 +1,357 @@
+//! `kiln run` on docker's default bridge network, for real on this machine (netavark's bridge,
+//! veth pairs and iptables rules): published ports reachable from the host's loopback and the
+//! container's address, conflicts refused before the container starts, traffic from the
+//! container to the host's side of the bridge, and nothing left behind after `kiln rm` or after
+//! every kiln process was killed. Only loopback and the bridge's private subnet are contacted.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{kiln, store_with_base};
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+/// Whether netavark (Debian's `netavark`, which `.ci/run` installs) is there: loudly skipped
+/// on a developer machine without it, a failure under CI.
+fn have_netavark(test: &str) -> bool {
+    let found = ["/usr/lib/podman/netavark", "/usr/libexec/podman/netavark"]
+        .iter()
+        .any(|p| Path::new(p).is_file());
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test}: netavark is not installed, and CI must run this test"
+        );
+        eprintln!("skipped: {test}: netavark is not installed");
+    }
+    found && common::can_sandbox(test)
+}
+
+/// Removes every container of the store when the test ends, passed or not: a container left
+/// running would keep its rules and its namespace after the store's directory is gone.
+struct Cleanup<'a>(&'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let (_, ids, _) = kiln(self.0, &["ps", "-aq"]);
+        for id in ids.lines() {
+            let _ = kiln(self.0, &["rm", "-f", id]);
+        }
+    }
+}
+
+fn ok(root: &Path, args: &[&str]) -> String {
+    let (code, out, err) = kiln(root, args);
+    assert_eq!(code, 0, "kiln {args:?}: {err}");
+    out
+}
+
+/// One HTTP GET of `/` at `addr`, retried while the server starts; the body.
+fn get(addr: &str) -> String {
+    for _ in 0..100 {
+        if let Ok(mut s) =
+            TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2))
+        {
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut reply = String::new();
+            if s.read_to_string(&mut reply).is_ok() && reply.starts_with("HTTP/1.") {
+                return reply
+                    .split("\r\n\r\n")
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing answered at {addr}");
+}
+
+/// The iptables NAT rules and the host's interfaces now: what a container must not leave.
+fn plumbing() -> (String, String) {
+    let nat = Command::new("iptables")
+        .args(["-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let links = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    (
+        String::from_utf8_lossy(&nat.stdout).into_owned(),
+        String::from_utf8_lossy(&links.stdout).into_owned(),
+    )
+}
+
+const SERVE: &str =
+    "mkdir -p /www && echo hello-$HOSTNAME > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn published_ports_reach_the_container_and_go_with_it() {
+    if !have_netavark("published_ports_reach_the_container_and_go_with_it") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    let id = ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "--hostname",
+            "web",
+            "-p",
+            "127.0.0.1::80",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            SERVE,
+        ],
+    );
+    let id = id.trim();
+    // docker's `port` lines and PORTS column.
+    let port = ok(r, &["port", "web", "80/tcp"]);
+    let public = port.trim().to_string();
+    assert!(public.starts_with("127.0.0.1:"), "{port}");
+    assert_eq!(
+        ok(r, &["port", "web"]).trim(),
+        format!("80/tcp -> {public}")
+    );
+    assert!(ok(r, &["ps"]).contains(&format!("{public}->80/tcp")));
+    // Reachable through the host's loopback, and at the container's own address.
+    assert_eq!(get(&public), "hello-web\n");
+    let ip = ok(
+        r,
+        &["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"],
+    );
+    let ip = ip.trim();
+    assert!(ip.starts_with("10.90."), "{ip}");
+    assert_eq!(get(&format!("{ip}:80")), "hello-web\n");
+    let ports = ok(
+        r,
+        &["inspect", "-f", "{{json .NetworkSettings.Ports}}", "web"],
+    );
+    assert!(
+        ports.contains(&public.rsplit(':').next().unwrap().to_string()),
+        "{ports}"
+    );
+    // Its own namespace: eth0 with that address, the host's interfaces not there.
+    let addrs = ok(r, &["exec", "web", "ip", "-o", "-4", "addr"]);
+    assert!(addrs.contains(&format!("eth0    inet {ip}/16")), "{addrs}");
+    assert!(ok(r, &["exec", "web", "cat", "/etc/hosts"]).contains(&format!("{ip}\tweb")));
+
+    // The same host port again, and one a host process listens on: refused before starting.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-p",
+            &format!("{public}:80"),
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = listener.local_addr().unwrap();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-p",
+            &format!("{busy}:80"),
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    drop(listener);
+
+    // From the container to a server on the host's side of the bridge (its gateway).
+    let host = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = host.local_addr().unwrap().port();
+    let served = std::thread::spawn(move || {
+        let (mut s, peer) = host.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = s.read(&mut buf);
+        s.write_all(b"HTTP/1.0 200 OK\r\n\r\nfrom-host\n").unwrap();
+        peer.ip().to_string()
+    });
+    let got = ok(
+        r,
+        &[
+            "exec",
+            "web",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://10.90.0.1:{host_port}/"),
+        ],
+    );
+    assert_eq!(got, "from-host\n");
+    assert_eq!(served.join().unwrap(), ip, "the container's own address");
+
+    // Stopped: nothing published; started again: published again.
+    ok(r, &["stop", "-t", "1", "web"]);
+    assert_eq!(ok(r, &["port", "web"]), "");
+    let (nat, _) = plumbing();
+    assert!(!nat.contains(id), "rules of a stopped container:\n{nat}");
+    ok(r, &["start", "web"]);
+    let public = ok(r, &["port", "web", "80"]).trim().to_string();
+    assert_eq!(get(&public), "hello-web\n");
+
+    // Removed: no rule names it, its veth's host end is gone, its namespace file is gone.
+    let dir = r.join("containers").join(id);
+    assert!(dir.join("netns").exists());
+    // The host end of the container's eth0, by interface index.
+    let peer = ok(r, &["exec", "web", "cat", "/sys/class/net/eth0/iflink"]);
+    let peer = format!("{}: ", peer.trim());
+    let (_, links) = plumbing();
+    assert!(
+        links.lines().any(|l| l.starts_with(&peer)),
+        "{peer}\n{links}"
+    );
+    ok(r, &["rm", "-f", "web"]);
+    let (nat, links) = plumbing();
+    assert!(!nat.contains(id), "rules left after rm:\n{nat}");
+    assert!(!dir.join("netns").exists());
+    assert!(
+        !links.lines().any(|l| l.starts_with(&peer)),
+        "its veth is left: {peer}\n{links}"
+    );
+}
+
+#[test]
+fn a_killed_containers_network_is_torn_down_by_the_next_command() {
+    if !have_netavark("a_killed_containers_network_is_torn_down_by_the_next_command") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    let id = ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "-p",
+            "127.0.0.1::80",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            SERVE,
+        ],
+    );
+    let id = id.trim().to_string();
+    let dir = r.join("containers").join(&id);
+    let public = ok(r, &["port", &id, "80"]).trim().to_string();
+    let port = public.rsplit(':').next().unwrap().to_string();
+    assert!(get(&public).starts_with("hello-"));
+    let (nat, _) = plumbing();
+    assert!(nat.contains(&id), "{nat}");
+    // Every kiln process of this store, and the container, killed outright.
+    let store = r.display().to_string();
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", &format!("kiln --root {store} ")])
+        .status();
+    for _ in 0..100 {
+        if TcpStream::connect_timeout(&public.parse().unwrap(), Duration::from_millis(200)).is_err()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Any next command of the store tears down what was left: rules, namespace, port.
+    ok(r, &["ps", "-a"]);
+    let (nat, _) = plumbing();
+    assert!(!nat.contains(&id), "rules left:\n{nat}");
+    assert!(
+        !nat.contains(&format!("--dport {port} ")),
+        "rules left:\n{nat}"
+    );
+    assert!(!dir.join("netns").exists());
+    // The port is free again for another container.
+    let again = ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "-p",
+            &format!("{public}:80"),
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            SERVE,
+        ],
+    );
+    assert!(get(&public).starts_with("hello-"));
+    ok(r, &["rm", "-f", again.trim()]);
+}
+
+#[test]
+fn host_and_none_networks_are_as_docker_has_them() {
+    if !have_netavark("host_and_none_networks_are_as_docker_has_them") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    let none = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "kiln.local/busybox",
+            "ls",
+            "/sys/class/net",
+        ],
+    );
+    assert_eq!(none, "lo\n");
+    let bridged = ok(
+        r,
+        &["run", "--rm", "kiln.local/busybox", "ls", "/sys/class/net"],
+    );
+    assert_eq!(bridged, "eth0\nlo\n");
+    let host = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "kiln.local/busybox",
+            "ls",
+            "/sys/class/net",
+        ],
+    );
+    assert!(host.lines().count() >= 2 && host.contains("lo"), "{host}");
+    // Ports need the bridge.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-p",
+            "80",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("need the bridge network"), "{err}");
+}
