@@ -295,13 +295,15 @@ pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
 pub fn df(root: Option<&Path>, format: &str) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let d = store.system_df()?;
+    let (volumes, active_volumes, volume_bytes, unused_volume_bytes) =
+        kiln_runtime::container::volume_usage(&store)?;
     let format = crate::render::format::Format::parse(format);
     if format != crate::render::format::Format::Table {
         crate::render::format::check(&format)?;
         // docker's fields (`docker system df --format '{{json .}}'`).
-        let object = |kind: &str, count: usize, size: u64, reclaimable: &str| {
+        let object = |kind: &str, (count, active): (usize, usize), size: u64, reclaimable: &str| {
             serde_json::json!({
-                "Active": count.to_string(),
+                "Active": active.to_string(),
                 "Reclaimable": reclaimable,
                 "Size": table::size(size),
                 "TotalCount": count.to_string(),
@@ -309,16 +311,22 @@ pub fn df(root: Option<&Path>, format: &str) -> anyhow::Result<ExitCode> {
             })
         };
         let objects = [
-            object("Images", d.images, d.image_bytes, "-"),
+            object("Images", (d.images, d.images), d.image_bytes, "-"),
             object(
                 "Containers",
-                d.containers,
+                (d.containers, d.containers),
                 d.container_bytes,
                 &table::size(d.container_bytes),
             ),
             object(
+                "Local Volumes",
+                (volumes, active_volumes),
+                volume_bytes,
+                &table::size(unused_volume_bytes),
+            ),
+            object(
                 "Build Cache",
-                d.cache.entries,
+                (d.cache.entries, d.cache.entries),
                 d.cache.total,
                 &table::size(d.cache.reclaimable),
             ),
@@ -344,6 +352,12 @@ pub fn df(root: Option<&Path>, format: &str) -> anyhow::Result<ExitCode> {
             d.containers.to_string(),
             table::size(d.container_bytes),
             table::size(d.container_bytes),
+        ],
+        vec![
+            "Local Volumes".into(),
+            volumes.to_string(),
+            table::size(volume_bytes),
+            table::size(unused_volume_bytes),
         ],
         vec![
             "Build Cache".into(),

@@ -44,6 +44,9 @@ pub struct RmArgs {
     /// Kill a running container's `kiln run` first.
     #[arg(short, long)]
     pub force: bool,
+    /// Remove the container's anonymous volumes too.
+    #[arg(short, long)]
+    pub volumes: bool,
     /// Containers (names or ID prefixes).
     #[arg(required = true)]
     pub containers: Vec<String>,
@@ -319,7 +322,7 @@ pub fn rm(root: Option<&Path>, args: RmArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let mut failed = false;
     for what in &args.containers {
-        match container::remove(&store, what, args.force) {
+        match container::remove(&store, what, args.force, args.volumes) {
             Ok(_) => outln!("{what}"),
             Err(e) => {
                 eprintln!("kiln: error: {e}");

@@ -352,10 +352,16 @@ pub fn image(root: Option<&Path>, cmd: ImageCommand) -> anyhow::Result<ExitCode>
 
 /// `kiln system prune [-a]`: ended containers, untagged images, then the build cache no image
 /// uses (`-a`: every cache entry), as docker's (kiln has no networks or volumes to prune).
-pub fn system_prune(root: Option<&Path>, all: bool) -> anyhow::Result<ExitCode> {
+pub fn system_prune(root: Option<&Path>, all: bool, volumes: bool) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let containers = kiln_runtime::container::control::prune(&store)?;
     list_removed("Deleted Containers:", containers);
+    let mut volume_bytes = 0;
+    if volumes {
+        let (gone, freed) = kiln_runtime::container::prune_volumes(&store, false)?;
+        list_removed("Deleted Volumes:", gone);
+        volume_bytes = freed;
+    }
     let (images, image_bytes) = store.prune_images(false)?;
     list_removed(
         "Deleted Images:",
@@ -372,7 +378,7 @@ pub fn system_prune(root: Option<&Path>, all: bool) -> anyhow::Result<ExitCode> 
     );
     outln!(
         "Total reclaimed space: {}",
-        table::size(image_bytes + cache_bytes)
+        table::size(image_bytes + cache_bytes + volume_bytes)
     );
     Ok(ExitCode::SUCCESS)
 }

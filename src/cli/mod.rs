@@ -20,6 +20,7 @@ mod stats;
 mod store;
 mod system;
 mod verify;
+mod volumes;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -114,6 +115,9 @@ pub enum Command {
     Save(save::Args),
     /// Load images from an OCI layout directory or archive.
     Load(load::Args),
+    /// Volumes: `create`, `ls`, `inspect`, `rm`, `prune`.
+    #[command(subcommand)]
+    Volume(volumes::VolumeCommand),
     /// The build cache: `ls`, `du`, `prune`, `inspect`, `explain`.
     #[command(subcommand)]
     Cache(cache::CacheCommand),
@@ -149,6 +153,9 @@ pub enum SystemCommand {
         /// Do not ask (kiln never asks without a terminal; accepted for docker's scripts)
         #[arg(short, long)]
         force: bool,
+        /// Anonymous volumes no container uses too
+        #[arg(long)]
+        volumes: bool,
     },
 }
 
@@ -168,17 +175,30 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Save(a) => save::run(cli.root.as_deref(), a),
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
         Command::Cache(c) => cache::run(cli.root.as_deref(), c),
+        Command::Volume(c) => volumes::run(cli.root.as_deref(), c),
         Command::System(SystemCommand::Df { format }) => cache::df(cli.root.as_deref(), &format),
-        Command::System(SystemCommand::Prune { all, force }) => {
-            let what = if all {
-                "This will remove:\n  - all stopped containers\n  - all dangling images\n  - all build cache"
-            } else {
-                "This will remove:\n  - all stopped containers\n  - all dangling images\n  - all build cache no image uses"
-            };
-            if !confirm(what, force)? {
+        Command::System(SystemCommand::Prune {
+            all,
+            force,
+            volumes,
+        }) => {
+            let what = format!(
+                "This will remove:\n  - all stopped containers\n{}  - all dangling images\n  - {}",
+                if volumes {
+                    "  - all anonymous volumes not used by at least one container\n"
+                } else {
+                    ""
+                },
+                if all {
+                    "all build cache"
+                } else {
+                    "all build cache no image uses"
+                }
+            );
+            if !confirm(&what, force)? {
                 return Ok(ExitCode::SUCCESS);
             }
-            images::system_prune(cli.root.as_deref(), all)
+            images::system_prune(cli.root.as_deref(), all, volumes)
         }
         Command::Image(c) => images::image(cli.root.as_deref(), c),
         Command::Store(c) => verify::run(cli.root.as_deref(), c),

@@ -54,8 +54,12 @@ pub struct Args {
     pub publish_all: bool,
     /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
     /// (instead of "unexpected argument"), with what to use meanwhile.
-    #[arg(long = "mount", hide = true)]
+    /// A mount: `type=bind|volume|tmpfs,source=,target=[,readonly]` (docker's `--mount`).
+    #[arg(long = "mount", value_name = "SPEC")]
     pub mount: Vec<String>,
+    /// Mount every volume and bind of another container, at the same paths (`:ro`/`:rw`).
+    #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|rw]")]
+    pub volumes_from: Vec<String>,
     #[arg(long = "add-host", hide = true)]
     pub add_host: Vec<String>,
     #[arg(long = "dns", hide = true)]
@@ -69,9 +73,10 @@ pub struct Args {
     /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
-    /// Bind a host path into the container (`HOST:CONTAINER[:ro]`; a missing host directory is
-    /// created).
-    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    /// Bind a host path (`/HOST:/CTR[:ro]`; a missing host directory is created), mount a
+    /// volume (`NAME:/CTR[:ro]`, made when missing, seeded with the image's content there), or
+    /// an anonymous volume (`/CTR`).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:CTR[:ro]")]
     pub volume: Vec<String>,
     /// Memory limit (`64m`, `1g`; a cgroup, where the kernel allows it).
     #[arg(short = 'm', long = "memory", value_name = "SIZE")]
@@ -184,12 +189,6 @@ fn not_yet(args: &Args) -> anyhow::Result<()> {
     if args.ip.is_some() {
         bail!("--ip is not supported yet: {networking}");
     }
-    if !args.mount.is_empty() {
-        bail!(
-            "--mount is not supported yet: use -v HOST:CONTAINER[:ro] for a bind mount or \
-             --tmpfs PATH"
-        );
-    }
     if let Some(p) = &args.platform {
         bail!(
             "--platform {p} is not supported yet: kiln runs images of this machine's platform \
@@ -225,12 +224,42 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     }
     let mut env = env_files(&args.env_file)?;
     env.extend(args.env);
-    let volumes = args
+    let mut volumes = args
         .volume
         .iter()
         .map(|v| container::Volume::parse(v))
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
+    let mut tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| container::Tmpfs::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    for m in &args.mount {
+        match container::Volume::parse_mount(m) {
+            Ok(v) => volumes.push(v),
+            Err(Some(e)) => bail!("{e}"),
+            // type=tmpfs: docker's fields as a --tmpfs.
+            Err(None) => {
+                let mut target = String::new();
+                let mut opts = Vec::new();
+                for f in m.split(',') {
+                    match f.split_once('=') {
+                        Some(("target" | "destination" | "dst", t)) => target = t.to_string(),
+                        Some(("tmpfs-size", s)) => opts.push(format!("size={s}")),
+                        Some(("tmpfs-mode", s)) => opts.push(format!("mode={s}")),
+                        Some(("type", _)) => {}
+                        _ => bail!("--mount {m}: unsupported option {f:?} for a tmpfs"),
+                    }
+                }
+                tmpfs.push(
+                    container::Tmpfs::parse(&format!("{target}:{}", opts.join(",")))
+                        .map_err(|e| anyhow::anyhow!("--mount {m}: {e}"))?,
+                );
+            }
+        }
+    }
     let monitor = container::detach::is_monitor();
     let detach_now = args.detach && !monitor;
     let mut opts = RunOptions {
@@ -245,6 +274,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         publish_all: args.publish_all,
         hostname: args.hostname,
         volumes,
+        volumes_from: args.volumes_from.clone(),
         read_only: args.read_only,
         limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
         name: args.name,
@@ -262,12 +292,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             .as_deref()
             .map(|s| size("shm-size", s))
             .transpose()?,
-        tmpfs: args
-            .tmpfs
-            .iter()
-            .map(|t| container::Tmpfs::parse(t))
-            .collect::<Result<_, _>>()
-            .map_err(anyhow::Error::msg)?,
+        tmpfs,
         group_add: args.group_add.clone(),
         init: args.init,
         labels: args

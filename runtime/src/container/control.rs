@@ -316,15 +316,25 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         "Mounts": opts.as_ref().map_or_else(Vec::new, |o| {
             o.volumes
                 .iter()
-                .map(|v| {
-                    serde_json::json!({
+                .map(|v| match &v.volume {
+                    Some(name) => serde_json::json!({
+                        "Type": "volume",
+                        "Name": name,
+                        "Source": v.source(store),
+                        "Destination": v.target,
+                        "Driver": "local",
+                        "Mode": if v.read_only { "ro" } else { "z" },
+                        "RW": !v.read_only,
+                        "Propagation": "",
+                    }),
+                    None => serde_json::json!({
                         "Type": "bind",
                         "Source": v.host,
                         "Destination": v.target,
                         "Mode": if v.read_only { "ro" } else { "" },
                         "RW": !v.read_only,
                         "Propagation": "rprivate",
-                    })
+                    }),
                 })
                 .collect()
         }),
@@ -469,9 +479,15 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
         security.push("seccomp=unconfined");
     }
     serde_json::json!({
-        "Binds": o.volumes.iter().map(|v| {
-            format!("{}:{}{}", v.host.display(), v.target, if v.read_only { ":ro" } else { "" })
+        // docker lists `-v` mounts here, a volume by its name (anonymous ones are not listed).
+        "Binds": o.volumes.iter().filter(|v| !v.anonymous).map(|v| {
+            let source = match &v.volume {
+                Some(name) => name.clone(),
+                None => v.host.display().to_string(),
+            };
+            format!("{source}:{}{}", v.target, if v.read_only { ":ro" } else { "" })
         }).collect::<Vec<_>>(),
+        "VolumesFrom": o.volumes_from,
         "NetworkMode": network,
         "PortBindings": bindings,
         "PublishAllPorts": o.publish_all,
@@ -555,7 +571,7 @@ pub fn prune(store: &Store) -> Result<Vec<String>, ContainerError> {
     let mut removed = Vec::new();
     for c in store.containers()? {
         if !c.state().is_live() {
-            super::remove(store, &c.id, false)?;
+            super::remove(store, &c.id, false, false)?;
             removed.push(c.id);
         }
     }

@@ -277,6 +277,17 @@ fn set_meta(target: &Path, st: &rustix::fs::Stat, archive: bool) -> Result<(), C
         .map_err(|e| fail(target.display(), e))
 }
 
+/// Seeds the empty directory `dest` (a new volume) with what the root filesystem `rootfs` has
+/// at `target` (resolved inside it): the directory's owner and mode, and its contents with
+/// their owners and modes, as docker's copy-up. Nothing there, or no directory: nothing done.
+pub(crate) fn seed(rootfs: &Path, target: &str, dest: &Path) -> Result<(), ContainerError> {
+    let root = open_root(rootfs)?;
+    let Ok(dir) = open_in(&root, target, OFlags::RDONLY | OFlags::DIRECTORY) else {
+        return Ok(());
+    };
+    walk_open_dir(&dir, b"", target, &mut to_host(dest, true))
+}
+
 /// `kiln cp SRC CONTAINER:DEST`.
 pub fn copy_in(store: &Store, what: &str, src: &Path, dest: &str) -> Result<(), ContainerError> {
     let md = std::fs::symlink_metadata(src).map_err(|e| fail(src.display(), e))?;

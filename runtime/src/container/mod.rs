@@ -100,8 +100,12 @@ pub struct RunOptions {
     #[serde(default)]
     pub publish_all: bool,
     pub hostname: Option<String>,
-    /// `-v HOST:CTR[:ro]`, in order.
+    /// `-v`, `--mount` (bind, volume), in order; for a created container, with its
+    /// `--volumes-from` mounts and anonymous volumes resolved.
     pub volumes: Vec<Volume>,
+    /// `--volumes-from CONTAINER[:ro|rw]`.
+    #[serde(default)]
+    pub volumes_from: Vec<String>,
     /// `--read-only`: the root filesystem is mounted read-only.
     pub read_only: bool,
     /// `--memory`, `--pids-limit`.
@@ -240,70 +244,309 @@ fn generated_name(id: &str) -> String {
     format!("{}_{}", ADJ[n % 16], WHO[(n / 16) % 16])
 }
 
-/// One `-v HOST:CONTAINER[:ro|rw]` bind.
+/// One mount of `-v`/`--mount`/`--volumes-from`: a host path bound (`-v /host:/ctr`), or a
+/// volume of the store (`-v NAME:/ctr`, and anonymous ones: `-v /ctr`, an image's VOLUME).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Volume {
+    /// The host path of a bind; empty for a volume.
     pub host: PathBuf,
     pub target: String,
     pub read_only: bool,
+    /// The volume's name; `Some("")` until an anonymous one is made for a new container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// Made for this container (removed with it by `rm -v` and `--rm`).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// `nocopy`: a new volume is not seeded with the image's content at the target.
+    #[serde(default)]
+    pub nocopy: bool,
+}
+
+/// A container path as a mount target: absolute, below `/`, no `..`.
+fn check_target(spec: &str, target: &str) -> Result<(), String> {
+    if !target.starts_with('/') || target.split('/').any(|p| p == "..") || target == "/" {
+        return Err(format!(
+            "{spec}: the container path must be absolute, below / and without .."
+        ));
+    }
+    Ok(())
 }
 
 impl Volume {
-    /// Parses docker's `-v` syntax for a bind: an absolute host path, an absolute container
-    /// path, and optionally `ro`/`rw` (other options such as `z` or propagation are refused).
-    /// A name instead of a host path would be a named volume, which kiln does not have.
+    /// Parses docker's `-v`: `/host:/ctr[:OPTS]` binds a host path, `NAME:/ctr[:OPTS]` mounts
+    /// volume NAME (made when missing), `/ctr` an anonymous volume; OPTS `ro`, `rw`, `nocopy`
+    /// (and SELinux's `z`/`Z`, which mean nothing here and are accepted, as docker does without
+    /// SELinux).
     pub fn parse(spec: &str) -> Result<Volume, String> {
+        let shown = format!("-v {spec}");
         let parts: Vec<&str> = spec.split(':').collect();
-        let (host, target, opts) = match parts.as_slice() {
+        let (source, target, opts) = match parts.as_slice() {
+            [t] => ("", *t, ""),
             [h, t] => (*h, *t, ""),
             [h, t, o] => (*h, *t, *o),
-            _ => return Err(format!("-v {spec}: expected HOST:CONTAINER[:ro|rw]")),
+            _ => return Err(format!("{shown}: expected [SOURCE:]CONTAINER[:OPTIONS]")),
         };
-        if !host.starts_with('/') {
+        check_target(&shown, target)?;
+        let mut v = Volume {
+            host: PathBuf::new(),
+            target: target.to_string(),
+            read_only: false,
+            volume: None,
+            anonymous: false,
+            nocopy: false,
+        };
+        if source.is_empty() {
+            v.volume = Some(String::new());
+            v.anonymous = true;
+        } else if source.starts_with('/') {
+            v.host = PathBuf::from(source);
+        } else if crate::store::valid_volume_name(source) {
+            v.volume = Some(source.to_string());
+        } else {
             return Err(format!(
-                "-v {spec}: {host:?} is not an absolute host path (named volumes are not supported)"
+                "{shown}: {source:?} includes invalid characters for a local volume name, only \
+                 \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed; a host path must be absolute"
             ));
         }
-        if !target.starts_with('/') || target.split('/').any(|p| p == "..") || target == "/" {
-            return Err(format!(
-                "-v {spec}: the container path must be absolute, below / and without .."
-            ));
-        }
-        let mut read_only = false;
         for o in opts.split(',').filter(|o| !o.is_empty()) {
             match o {
-                "ro" => read_only = true,
-                "rw" => read_only = false,
-                other => return Err(format!("-v {spec}: unsupported option {other:?}")),
+                "ro" => v.read_only = true,
+                "rw" => v.read_only = false,
+                "nocopy" if v.volume.is_some() => v.nocopy = true,
+                "z" | "Z" => {}
+                other => return Err(format!("{shown}: unsupported option {other:?}")),
             }
         }
-        Ok(Volume {
-            host: PathBuf::from(host),
-            target: target.to_string(),
-            read_only,
-        })
+        Ok(v)
     }
 
-    /// The detached bind of the host path; a missing host path is created as a directory, as
-    /// docker's `-v` does.
-    fn prepare(&self) -> Result<crate::sandbox::mounts::Mount, ContainerError> {
-        let spec = format!("{}:{}", self.host.display(), self.target);
-        if std::fs::symlink_metadata(&self.host).is_err() {
-            std::fs::create_dir_all(&self.host).map_err(|source| ContainerError::Io {
-                path: self.host.clone(),
-                source,
+    /// docker's `--mount type=bind|volume,source=,target=[,readonly][,volume-nocopy]`
+    /// (`type=tmpfs` is a [`Tmpfs`]: `Err(None)` says so to the caller).
+    pub fn parse_mount(spec: &str) -> Result<Volume, Option<String>> {
+        let shown = format!("--mount {spec}");
+        let (mut kind, mut source, mut target) = ("volume", String::new(), String::new());
+        let mut v = Volume {
+            host: PathBuf::new(),
+            target: String::new(),
+            read_only: false,
+            volume: None,
+            anonymous: false,
+            nocopy: false,
+        };
+        for field in spec.split(',').filter(|f| !f.is_empty()) {
+            let (k, val) = field.split_once('=').unwrap_or((field, "true"));
+            let yes = |val: &str| matches!(val, "true" | "1");
+            match k {
+                "type" => {
+                    kind = match val {
+                        "bind" => "bind",
+                        "volume" => "volume",
+                        "tmpfs" => return Err(None),
+                        other => return Err(Some(format!("{shown}: unsupported type {other:?}"))),
+                    }
+                }
+                "source" | "src" => source = val.to_string(),
+                "target" | "destination" | "dst" => target = val.to_string(),
+                "readonly" | "ro" => v.read_only = yes(val),
+                "volume-nocopy" => v.nocopy = yes(val),
+                // What kiln does anyway: private propagation, the local driver.
+                "bind-propagation" if val == "rprivate" => {}
+                "volume-driver" if val == "local" => {}
+                "consistency" => {}
+                other => return Err(Some(format!("{shown}: unsupported option {other:?}"))),
+            }
+        }
+        check_target(&shown, &target).map_err(Some)?;
+        v.target = target;
+        match kind {
+            "bind" => {
+                if !source.starts_with('/') {
+                    return Err(Some(format!(
+                        "{shown}: a bind's source must be an absolute host path"
+                    )));
+                }
+                v.host = PathBuf::from(source);
+            }
+            _ if source.is_empty() => {
+                v.volume = Some(String::new());
+                v.anonymous = true;
+            }
+            _ if crate::store::valid_volume_name(&source) => v.volume = Some(source),
+            _ => return Err(Some(format!("{shown}: invalid volume name {source:?}"))),
+        }
+        Ok(v)
+    }
+
+    /// The host directory mounted: the bind's path, or the volume's data in `store`.
+    pub fn source(&self, store: &Store) -> PathBuf {
+        match &self.volume {
+            Some(name) => store.volume_path(name),
+            None => self.host.clone(),
+        }
+    }
+
+    /// The detached bind of the source. A missing host path is created as a directory, as
+    /// docker's `-v` does; a missing volume is made; a volume still empty is first seeded with
+    /// what the image has at the target (`rootfs`), owner and mode of the directory too, as
+    /// docker's copy-up does.
+    fn prepare(
+        &self,
+        store: &Store,
+        rootfs: &std::path::Path,
+    ) -> Result<crate::sandbox::mounts::Mount, ContainerError> {
+        let source = self.source(store);
+        let spec = format!("{}:{}", source.display(), self.target);
+        if let Some(name) = &self.volume {
+            if store.volume(name)?.is_none() {
+                store.create_volume(Some(name), &std::collections::BTreeMap::new())?;
+            }
+            let empty = std::fs::read_dir(&source).is_ok_and(|mut d| d.next().is_none());
+            if empty && !self.nocopy {
+                copy::seed(rootfs, &self.target, &source)?;
+            }
+        } else if std::fs::symlink_metadata(&source).is_err() {
+            std::fs::create_dir_all(&source).map_err(|e| ContainerError::Io {
+                path: source.clone(),
+                source: e,
             })?;
         }
         let wrap = |source| ContainerError::Volume {
             spec: spec.clone(),
             source,
         };
-        let mut d = crate::sandbox::mounts::bind(&self.host).map_err(wrap)?;
+        let mut d = crate::sandbox::mounts::bind(&source).map_err(wrap)?;
         if self.read_only {
             d = d.read_only().map_err(wrap)?;
         }
         Ok(d.at(&self.target))
     }
+}
+
+/// The mounts of a new container: `--volumes-from`'s, then its own (one for a target), then
+/// an anonymous volume for each VOLUME of the image no mount or tmpfs covers. Anonymous
+/// volumes are made here, so the container keeps them across starts.
+fn resolve_volumes(
+    store: &Store,
+    opts: &RunOptions,
+    config: &ImageConfig,
+) -> Result<Vec<Volume>, ContainerError> {
+    let mut out: Vec<Volume> = Vec::new();
+    for from in &opts.volumes_from {
+        let (what, mode) = match from.rsplit_once(':') {
+            Some((w, m @ ("ro" | "rw"))) => (w, Some(m)),
+            _ => (from.as_str(), None),
+        };
+        let c = store.find_container(what)?.ok_or_else(|| {
+            ContainerError::Config(format!("--volumes-from {from}: no such container"))
+        })?;
+        let kept = kept_options(store, &c.id).unwrap_or_default();
+        for mut v in kept.volumes {
+            match mode {
+                Some("ro") => v.read_only = true,
+                Some(_) => v.read_only = false,
+                None => {}
+            }
+            // Not this container's to remove.
+            v.anonymous = false;
+            out.retain(|o| o.target != v.target);
+            out.push(v);
+        }
+    }
+    let fresh = |store: &Store| -> Result<String, ContainerError> {
+        Ok(store
+            .create_volume(None, &std::collections::BTreeMap::new())?
+            .name)
+    };
+    for v in &opts.volumes {
+        let mut v = v.clone();
+        if v.volume.as_deref() == Some("") {
+            v.volume = Some(fresh(store)?);
+            v.anonymous = true;
+        }
+        out.retain(|o| o.target != v.target);
+        out.push(v);
+    }
+    for path in config.config.volumes.keys() {
+        let clean = format!("/{}", path.trim_matches('/'));
+        if clean == "/"
+            || out.iter().any(|v| v.target.trim_end_matches('/') == clean)
+            || opts
+                .tmpfs
+                .iter()
+                .any(|t| t.target.trim_end_matches('/') == clean)
+        {
+            continue;
+        }
+        out.push(Volume {
+            host: PathBuf::new(),
+            target: clean,
+            read_only: false,
+            volume: Some(fresh(store)?),
+            anonymous: true,
+            nocopy: false,
+        });
+    }
+    Ok(out)
+}
+
+/// Removes the anonymous volumes among `volumes` (`rm -v`, `--rm`) no other container uses.
+pub fn remove_anonymous_volumes(store: &Store, volumes: &[Volume], except: &str) {
+    for v in volumes.iter().filter(|v| v.anonymous) {
+        if let Some(name) = &v.volume {
+            if volume_users(store, name).iter().all(|c| c == except) {
+                let _ = store.remove_volume(name);
+            }
+        }
+    }
+}
+
+/// `volume prune`: removes the anonymous volumes no container uses (`all`: named ones too);
+/// their names and the bytes freed.
+pub fn prune_volumes(store: &Store, all: bool) -> Result<(Vec<String>, u64), ContainerError> {
+    let mut gone = Vec::new();
+    let mut freed = 0u64;
+    for v in store.volumes()? {
+        if (v.anonymous || all) && volume_users(store, &v.name).is_empty() {
+            let size = crate::store::dir_size(&v.mountpoint);
+            if store.remove_volume(&v.name)? {
+                freed += size;
+                gone.push(v.name);
+            }
+        }
+    }
+    Ok((gone, freed))
+}
+
+/// `system df`'s volumes: how many, how many a container uses, their bytes, and the bytes of
+/// those none uses.
+pub fn volume_usage(store: &Store) -> Result<(usize, usize, u64, u64), ContainerError> {
+    let (mut count, mut active, mut size, mut unused) = (0, 0, 0, 0);
+    for v in store.volumes()? {
+        let bytes = crate::store::dir_size(&v.mountpoint);
+        count += 1;
+        size += bytes;
+        if volume_users(store, &v.name).is_empty() {
+            unused += bytes;
+        } else {
+            active += 1;
+        }
+    }
+    Ok((count, active, size, unused))
+}
+
+/// The containers (ids) that mount volume `name`, running or not.
+pub fn volume_users(store: &Store, name: &str) -> Vec<String> {
+    store
+        .containers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| {
+            kept_options(store, &c.id)
+                .is_some_and(|o| o.volumes.iter().any(|v| v.volume.as_deref() == Some(name)))
+        })
+        .map(|c| c.id)
+        .collect()
 }
 
 /// The argv docker would run: entrypoint + (args or cmd), with `--entrypoint` rules.
@@ -443,12 +686,22 @@ pub fn run(
         std::fs::create_dir_all(&p).map_err(io(&p))?;
         Ok(p)
     };
+    // A new container's mounts, anonymous volumes made (an existing one kept its own).
+    let mut made: Vec<Volume> = Vec::new();
     let result: Result<i32, ContainerError> = (|| {
         noted?;
+        let volumes = if existing.is_none() {
+            made = resolve_volumes(store, opts, &config)?;
+            made.clone()
+        } else {
+            opts.volumes.clone()
+        };
         if existing.is_none() && !opts.remove {
             let kept = RunOptions {
                 id: Some(id.clone()),
                 started: None,
+                volumes: volumes.clone(),
+                volumes_from: Vec::new(),
                 ..opts.clone()
             };
             // Written whole, then renamed: `kiln start` never reads half a file.
@@ -527,8 +780,8 @@ pub fn run(
                 )?,
                 None => crate::sandbox::etc::write_files(&dir, &hostname, false)?,
             };
-            for v in &opts.volumes {
-                spec.mounts.push(v.prepare()?);
+            for v in &volumes {
+                spec.mounts.push(v.prepare(store, &rootfs)?);
             }
             for t in &opts.tmpfs {
                 let fs = crate::sandbox::mounts::tmpfs(t.size, Some(t.mode.unwrap_or(0o1777)))?;
@@ -611,6 +864,8 @@ pub fn run(
     if opts.remove {
         remove_dir(&dir);
         store.remove_container(&id)?;
+        // docker's `--rm` takes the container's anonymous volumes along.
+        remove_anonymous_volumes(store, &made, &id);
     } else if again {
         store.set_container_restarting(&id, code)?;
     } else {
@@ -735,7 +990,13 @@ fn remove_dir(dir: &std::path::Path) {
 
 /// `kiln rm`: forgets a container that has ended and removes its directory. A running one is
 /// refused unless `force`, which kills its `kiln run` (the sandbox dies with it).
-pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, ContainerError> {
+/// With `volumes`, its anonymous volumes go too (`rm -v`).
+pub fn remove(
+    store: &Store,
+    what: &str,
+    force: bool,
+    volumes: bool,
+) -> Result<String, ContainerError> {
     let c = store
         .find_container(what)?
         .ok_or_else(|| ContainerError::Config(format!("no such container: {what}")))?;
@@ -778,7 +1039,11 @@ pub fn remove(store: &Store, what: &str, force: bool) -> Result<String, Containe
     // twice, if it was started again before kiln reclaimed it).
     crate::network::detach(&dir);
     overlay::unmount_all(&dir.join("rootfs"));
+    let kept = kept_options(store, &c.id);
     remove_dir(&dir);
     store.remove_container(&c.id)?;
+    if let (true, Some(k)) = (volumes, kept) {
+        remove_anonymous_volumes(store, &k.volumes, &c.id);
+    }
     Ok(c.name)
 }

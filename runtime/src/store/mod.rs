@@ -29,6 +29,7 @@ mod tags;
 mod unpacked;
 mod usage;
 mod verify;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 
@@ -44,9 +45,11 @@ pub use recover::Recovered;
 pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs, encode_xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{
-    Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, duration,
+    Df, Kind as CacheKind, PruneOptions, Totals as CacheTotals, Usage as CacheUsage, dir_size,
+    duration,
 };
 pub use verify::Report as VerifyReport;
+pub use volumes::{Volume as VolumeInfo, valid_volume_name};
 
 /// Store failures, each naming the path or value involved.
 #[derive(Debug, thiserror::Error)]

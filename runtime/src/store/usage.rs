@@ -185,7 +185,7 @@ pub struct Df {
 }
 
 /// Bytes on disk under `p` (allocated blocks, not followed through symlinks).
-pub(crate) fn dir_size(p: &Path) -> u64 {
+pub fn dir_size(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     let mut total = 0;
     let mut stack = vec![p.to_path_buf()];
