@@ -479,7 +479,7 @@ fn management_forms_and_prunes() {
     assert!(ok(&["images", "-q", "--no-trunc", "web"]).starts_with("sha256:"));
     assert_eq!(
         ok(&["system", "df", "--format", "{{.Type}}"]),
-        "Images\nContainers\nBuild Cache\n"
+        "Images\nContainers\nLocal Volumes\nBuild Cache\n"
     );
     // system prune: ended containers and the build cache no image uses.
     let out = ok(&["system", "prune", "-f"]);

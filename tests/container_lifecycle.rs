@@ -898,3 +898,55 @@ fn export_and_import_make_an_image_of_a_filesystem() {
     assert!(!ok(r, &["images"]).contains("junk"));
     assert!(ok(r, &["store", "verify"]).contains(" 0 problems"));
 }
+
+#[test]
+fn create_makes_a_container_that_start_runs() {
+    if !common::can_sandbox("create_makes_a_container_that_start_runs") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let cid = r.join("cid");
+    let id = ok(
+        r,
+        &[
+            "create",
+            "--name",
+            "made",
+            "--cidfile",
+            cid.to_str().unwrap(),
+            "-e",
+            "GREETING=hi",
+            "-v",
+            "/data",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo $GREETING > /data/x; cat /data/x",
+        ],
+    );
+    let id = id.trim();
+    assert_eq!(id.len(), 64);
+    assert_eq!(std::fs::read_to_string(&cid).unwrap(), id);
+    // Made, not started: docker's `Created`; its anonymous volume made with it.
+    assert_eq!(
+        ok(r, &["ps", "-a", "--format", "{{.Names}} {{.Status}}"]),
+        "made Created\n"
+    );
+    assert_eq!(
+        ok(r, &["inspect", "-f", "{{.State.Status}}", "made"]),
+        "created\n"
+    );
+    assert_eq!(ok(r, &["volume", "ls", "-q"]).lines().count(), 1);
+    // `start -a` runs it with what `create` was given.
+    assert_eq!(ok(r, &["start", "-a", "made"]), "hi\n");
+    assert_eq!(
+        ok(r, &["inspect", "-f", "{{.State.Status}}", "made"]),
+        "exited\n"
+    );
+    ok(r, &["rm", "-v", "made"]);
+    assert_eq!(ok(r, &["volume", "ls", "-q"]), "");
+    // `-d` is for `run`; a missing image is named.
+    let (code, _, _) = kiln(r, &["create", "-d", "kiln.local/busybox"]);
+    assert_ne!(code, 0);
+}

@@ -194,9 +194,10 @@ fn volumes_read_only_root_and_a_created_workdir() {
 
     // Bad -v specs are named, before anything runs.
     for (spec, msg) in [
-        ("named:/x", "named volumes are not supported"),
+        ("a/b:/x", "invalid characters for a local volume name"),
         ("/tmp:relative", "must be absolute"),
-        ("/tmp:/x:z", "unsupported option \"z\""),
+        ("/tmp:/x:shared", "unsupported option \"shared\""),
+        ("/tmp:/x:nocopy", "unsupported option \"nocopy\""),
     ] {
         let (code, _, err) = kiln(
             r,

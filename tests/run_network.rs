@@ -355,3 +355,239 @@ fn host_and_none_networks_are_as_docker_has_them() {
     assert_eq!(code, 125);
     assert!(err.contains("need the bridge network"), "{err}");
 }
+
+#[test]
+fn containers_on_a_user_network_find_each_other_by_name() {
+    if !have_netavark("containers_on_a_user_network_find_each_other_by_name") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    // A name unique to this run: networks of parallel tests never meet.
+    let net = format!("app{}", std::process::id());
+    let id = ok(r, &["network", "create", "--label", "k=v", &net]);
+    assert_eq!(id.trim().len(), 64);
+    assert!(ok(r, &["network", "ls"]).contains(&net));
+    let subnet = ok(
+        r,
+        &[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Subnet}}",
+            &net,
+        ],
+    );
+    assert!(subnet.starts_with("10.91."), "{subnet}");
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            &net,
+            "--network-alias",
+            "database",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "mkdir -p /w && echo db-here > /w/index.html && exec httpd -f -p 80 -h /w",
+        ],
+    );
+    // By its name and by its alias, from another container on the network.
+    let got = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - http://db/ && break; sleep 0.2; done; \
+             wget -q -O - http://database/",
+        ],
+    );
+    assert_eq!(got, "db-here\ndb-here\n");
+    let members = ok(
+        r,
+        &["network", "inspect", "-f", "{{json .Containers}}", &net],
+    );
+    assert!(members.contains("\"Name\":\"db\""), "{members}");
+    // The default bridge has no names, as docker's.
+    let (code, _, _) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "wget",
+            "-q",
+            "-T",
+            "2",
+            "-O",
+            "-",
+            "http://db/",
+        ],
+    );
+    assert_ne!(code, 0);
+    // In use: not removed; once its container is gone, removed.
+    let (code, _, err) = kiln(r, &["network", "rm", &net]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has active endpoints"), "{err}");
+    ok(r, &["rm", "-f", "db"]);
+    ok(r, &["network", "rm", &net]);
+    assert!(!ok(r, &["network", "ls"]).contains(&net));
+    // Mistakes say so.
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "nope",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("network nope not found"), "{err}");
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network-alias",
+            "x",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("needs a user network"), "{err}");
+    let (code, _, err) = kiln(
+        r,
+        &["network", "create", "--subnet", "10.90.0.0/24", "clash"],
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("overlaps"), "{err}");
+}
+
+#[test]
+fn address_mac_hosts_and_name_servers_are_as_asked() {
+    if !have_netavark("address_mac_hosts_and_name_servers_are_as_asked") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    let net = format!("fixed{}", std::process::id());
+    // A /24 of its own, chosen from the pid so parallel runs differ.
+    let third = 100 + std::process::id() % 100;
+    let subnet = format!("10.91.{third}.0/24");
+    let (code, _, err) = kiln(r, &["network", "create", "--subnet", &subnet, &net]);
+    if code != 0 && err.contains("overlaps") {
+        eprintln!("skipped: address_mac_hosts_and_name_servers_are_as_asked: {subnet} is taken");
+        return;
+    }
+    assert_eq!(code, 0, "{err}");
+    let ip = format!("10.91.{third}.50");
+    let out = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            "--mac-address",
+            "02:42:ac:11:00:99",
+            "--add-host",
+            "foo:1.2.3.4",
+            "--add-host",
+            "gw:host-gateway",
+            "--dns",
+            "9.9.9.9",
+            "--dns-search",
+            "example.test",
+            "--dns-option",
+            "ndots:2",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "ip -o -4 addr show eth0; cat /sys/class/net/eth0/address /etc/hosts /etc/resolv.conf",
+        ],
+    );
+    assert!(out.contains(&format!("inet {ip}/24")), "{out}");
+    assert!(out.contains("02:42:ac:11:00:99"), "{out}");
+    assert!(out.contains("1.2.3.4\tfoo\n"), "{out}");
+    assert!(out.contains(&format!("10.91.{third}.1\tgw\n")), "{out}");
+    assert!(
+        out.contains("nameserver 9.9.9.9\nsearch example.test\noptions ndots:2\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(&format!("nameserver 10.91.{third}.1")),
+        "--dns replaces the network's: {out}"
+    );
+    // The address is taken while a container holds it; outside the subnet it is refused.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "holder",
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            "kiln.local/busybox",
+            "sleep",
+            "100",
+        ],
+    );
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "--ip",
+            &ip,
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("Address already in use"), "{err}");
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "--ip",
+            "10.1.2.3",
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("no configured subnet"), "{err}");
+    let (code, _, err) = kiln(
+        r,
+        &["run", "--rm", "--ip", &ip, "kiln.local/busybox", "true"],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("user defined networks only"), "{err}");
+    ok(r, &["rm", "-f", "holder"]);
+    ok(r, &["network", "rm", &net]);
+}

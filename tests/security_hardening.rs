@@ -702,12 +702,16 @@ fn run_usage_errors_exit_125_as_docker_run() {
         let (code, _, err) = kiln(r, &args);
         assert_eq!(code, 125, "{args:?}: {err}");
     }
-    // docker's options kiln has not yet: named, with what to use meanwhile, not clap's
-    // "unexpected argument".
+    // Bad mounts and docker's options kiln has not yet: named (with what to use meanwhile),
+    // not clap's "unexpected argument".
     for (args, says) in [
         (
-            vec!["run", "--mount", "type=bind,src=/a,dst=/b", "x"],
-            "use -v HOST:CONTAINER",
+            vec!["run", "--mount", "type=bind,src=a,dst=/b", "x"],
+            "must be an absolute host path",
+        ),
+        (
+            vec!["run", "--mount", "type=npipe,dst=/b", "x"],
+            "unsupported type",
         ),
         (
             vec!["run", "--platform", "linux/arm64", "x"],

@@ -100,11 +100,12 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
     let networks_of = |c: &kiln_runtime::store::Container| {
         use kiln_runtime::network::Mode;
         match container::kept_options(&store, &c.id).and_then(|o| o.network) {
-            Some(Mode::Host) => "host",
-            Some(Mode::None) => "none",
-            Some(Mode::Bridge) => "bridge",
-            None if kiln_runtime::network::netavark::binary().is_some() => "bridge",
-            None => "host",
+            Some(Mode::Host) => "host".to_string(),
+            Some(Mode::None) => "none".to_string(),
+            Some(Mode::Bridge) => "bridge".to_string(),
+            Some(Mode::User(n)) => n,
+            None if kiln_runtime::network::netavark::binary().is_some() => "bridge".to_string(),
+            None => "host".to_string(),
         }
     };
     // docker's SIZE: what the container wrote (its upper directory), and the image below.
@@ -146,6 +147,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             human_duration(now - c.finished.unwrap_or(c.created))
         ),
         ContainerState::Dead => "Dead".to_string(),
+        ContainerState::Created => "Created".to_string(),
     };
     let format = crate::render::format::Format::parse(&args.format);
     if format != crate::render::format::Format::Table && !args.quiet {

@@ -356,6 +356,7 @@ pub fn system_prune(root: Option<&Path>, all: bool, volumes: bool) -> anyhow::Re
     let store = super::store::open(root)?;
     let containers = kiln_runtime::container::control::prune(&store)?;
     list_removed("Deleted Containers:", containers);
+    list_removed("Deleted Networks:", kiln_runtime::network::prune(&store)?);
     let mut volume_bytes = 0;
     if volumes {
         let (gone, freed) = kiln_runtime::container::prune_volumes(&store, false)?;

@@ -12,6 +12,7 @@ mod images;
 mod inspect;
 mod lifecycle;
 mod load;
+mod networks;
 mod parse;
 mod registry;
 mod run;
@@ -43,6 +44,8 @@ pub enum Command {
     Build(Box<build::Args>),
     /// Run an image in kiln's sandbox (`-d`: in the background).
     Run(Box<run::Args>),
+    /// Create a container as `run` would, without starting it (`kiln start` runs it).
+    Create(Box<run::Args>),
     /// List containers (`-a`: also those that ended).
     Ps(containers::PsArgs),
     /// Run a command in a running container.
@@ -115,6 +118,9 @@ pub enum Command {
     Save(save::Args),
     /// Load images from an OCI layout directory or archive.
     Load(load::Args),
+    /// Networks: `create`, `ls`, `inspect`, `rm`, `prune`.
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
     /// Volumes: `create`, `ls`, `inspect`, `rm`, `prune`.
     #[command(subcommand)]
     Volume(volumes::VolumeCommand),
@@ -162,6 +168,7 @@ pub enum SystemCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Build(a) => build::run(cli.root.as_deref(), *a),
+        Command::Create(a) => run::create(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
         Command::Version(a) => system::version(a),
         Command::Info(a) => system::info(cli.root.as_deref(), a),
@@ -176,6 +183,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::run(cli.root.as_deref(), *a),
         Command::Cache(c) => cache::run(cli.root.as_deref(), c),
         Command::Volume(c) => volumes::run(cli.root.as_deref(), c),
+        Command::Network(c) => networks::run(cli.root.as_deref(), c),
         Command::System(SystemCommand::Df { format }) => cache::df(cli.root.as_deref(), &format),
         Command::System(SystemCommand::Prune {
             all,
@@ -183,7 +191,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             volumes,
         }) => {
             let what = format!(
-                "This will remove:\n  - all stopped containers\n{}  - all dangling images\n  - {}",
+                "This will remove:\n  - all stopped containers\n  - all networks not used by at least one container\n{}  - all dangling images\n  - {}",
                 if volumes {
                     "  - all anonymous volumes not used by at least one container\n"
                 } else {

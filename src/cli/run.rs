@@ -52,22 +52,35 @@ pub struct Args {
     /// Publish every EXPOSEd port of the image on a port the kernel chooses.
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
-    /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
-    /// (instead of "unexpected argument"), with what to use meanwhile.
     /// A mount: `type=bind|volume|tmpfs,source=,target=[,readonly]` (docker's `--mount`).
     #[arg(long = "mount", value_name = "SPEC")]
     pub mount: Vec<String>,
     /// Mount every volume and bind of another container, at the same paths (`:ro`/`:rw`).
     #[arg(long = "volumes-from", value_name = "CONTAINER[:ro|rw]")]
     pub volumes_from: Vec<String>,
-    #[arg(long = "add-host", hide = true)]
+    /// A line of /etc/hosts: `NAME:IP` (`host-gateway`: the host, as the network's gateway).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
     pub add_host: Vec<String>,
-    #[arg(long = "dns", hide = true)]
+    /// A name server for the container's resolv.conf (replacing the host's).
+    #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<String>,
-    #[arg(long = "network-alias", hide = true)]
+    /// A search domain for the container's resolv.conf.
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// An option line for the container's resolv.conf (`ndots:2`).
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// The container's MAC address on its network.
+    #[arg(long = "mac-address", value_name = "MAC")]
+    pub mac_address: Option<String>,
+    /// Another name the container answers to on a user network.
+    #[arg(long = "network-alias", alias = "net-alias", value_name = "NAME")]
     pub network_alias: Vec<String>,
-    #[arg(long = "ip", hide = true)]
+    /// The container's address on a user network.
+    #[arg(long = "ip", value_name = "IPv4")]
     pub ip: Option<String>,
+    /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
+    /// (instead of "unexpected argument"), with what to use meanwhile.
     #[arg(long = "platform", hide = true)]
     pub platform: Option<String>,
     /// The container's hostname (default: the first 12 digits of its id).
@@ -181,14 +194,6 @@ pub struct Args {
 
 /// docker's options kiln does not have yet, each refused with what to use meanwhile.
 fn not_yet(args: &Args) -> anyhow::Result<()> {
-    let networking = "kiln's containers are on the default bridge network (published with -p), \
-                      the host's (--network host) or none";
-    if !args.add_host.is_empty() || !args.dns.is_empty() || !args.network_alias.is_empty() {
-        bail!("--add-host, --dns and --network-alias are not supported yet: {networking}");
-    }
-    if args.ip.is_some() {
-        bail!("--ip is not supported yet: {networking}");
-    }
     if let Some(p) = &args.platform {
         bail!(
             "--platform {p} is not supported yet: kiln runs images of this machine's platform \
@@ -200,7 +205,25 @@ fn not_yet(args: &Args) -> anyhow::Result<()> {
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, false)
+}
+
+/// `kiln create`: `kiln run`'s options, the container made and kept, not started; its id.
+pub fn create(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
+    run_or_create(root, args, true)
+}
+
+fn run_or_create(
+    root: Option<&std::path::Path>,
+    args: Args,
+    create_only: bool,
+) -> anyhow::Result<ExitCode> {
     not_yet(&args)?;
+    if create_only && args.detach {
+        bail!(
+            "conflicting options: -d/--detach is for kiln run (kiln start runs a created container)"
+        );
+    }
     let health_override = health(&args)?;
     let granted = privileges(&args)?;
     let restart = container::restart::Policy::parse(&args.restart).map_err(anyhow::Error::msg)?;
@@ -213,11 +236,57 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         Some("bridge" | "default") => Some(Network::Bridge),
         Some("host") => Some(Network::Host),
         Some("none") => Some(Network::None),
-        Some(other) => bail!(
-            "--network {other}: kiln supports bridge (the default), host and none; user \
-             networks are not supported yet"
-        ),
+        Some(other) if other.starts_with("container:") => {
+            bail!("--network {other}: sharing another container's network is not supported yet")
+        }
+        Some(other) => {
+            if store.find_network(other)?.is_none() {
+                bail!("network {other} not found");
+            }
+            Some(Network::User(other.to_string()))
+        }
     };
+    let ip = match &args.ip {
+        Some(ip) if !matches!(network, Some(Network::User(_))) => {
+            bail!("--ip {ip}: user specified IP address is supported on user defined networks only")
+        }
+        Some(ip) => Some(
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| anyhow::anyhow!("--ip {ip}: not an IPv4 address"))?,
+        ),
+        None => None,
+    };
+    for h in &args.add_host {
+        let ok = h
+            .split_once(':')
+            .or_else(|| h.split_once('='))
+            .is_some_and(|(n, ip)| {
+                !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+            });
+        if !ok {
+            bail!("--add-host {h}: expected NAME:IP or NAME:host-gateway");
+        }
+    }
+    for d in &args.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            bail!("--dns {d}: not an IP address");
+        }
+    }
+    if let Some(m) = &args.mac_address {
+        let parts: Vec<&str> = m.split(':').collect();
+        if parts.len() != 6
+            || parts
+                .iter()
+                .any(|p| u8::from_str_radix(p, 16).is_err() || p.len() != 2)
+        {
+            bail!("--mac-address {m}: expected six hex pairs (02:42:ac:11:00:02)");
+        }
+    }
+    if !args.network_alias.is_empty() && !matches!(network, Some(Network::User(_))) {
+        bail!(
+            "--network-alias needs a user network (--network NAME): the default bridge has no names"
+        );
+    }
     let mut publish = Vec::new();
     for p in &args.publish {
         publish.extend(kiln_runtime::network::ports::parse(p).map_err(anyhow::Error::msg)?);
@@ -272,6 +341,15 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         network,
         publish,
         publish_all: args.publish_all,
+        network_aliases: args.network_alias.clone(),
+        add_hosts: args.add_host.clone(),
+        dns: container::Dns {
+            servers: args.dns.clone(),
+            search: args.dns_search.clone(),
+            options: args.dns_option.clone(),
+        },
+        ip,
+        mac: args.mac_address.clone(),
         hostname: args.hostname,
         volumes,
         volumes_from: args.volumes_from.clone(),
@@ -345,6 +423,14 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     // Every option is checked (above) before anything is pulled or started.
     if !monitor {
         super::registry::pull_for_run(&store, &opts.image, args.pull, &args.registry)?;
+    }
+    if create_only {
+        let id = container::create(&store, &opts)?;
+        if let Some(f) = &cidfile {
+            std::fs::write(f, &id).with_context(|| format!("--cidfile {}", f.display()))?;
+        }
+        outln!("{id}");
+        return Ok(ExitCode::SUCCESS);
     }
     if detach_now {
         return detach(cidfile.as_deref());

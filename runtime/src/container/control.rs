@@ -247,7 +247,7 @@ pub fn inspect(store: &Store, c: &Container) -> Result<serde_json::Value, Contai
         _ => None,
     };
     let code = match state {
-        ContainerState::Running | ContainerState::Paused => 0,
+        ContainerState::Running | ContainerState::Paused | ContainerState::Created => 0,
         ContainerState::Exited(code) | ContainerState::Restarting(code) => code,
         ContainerState::Dead => -1,
     };
@@ -398,10 +398,23 @@ fn network_settings_json(
             }
         }
     }
-    let bridged = a.is_some()
-        || opts.is_some_and(|o| {
-            o.network.is_none() || o.network == Some(crate::network::Mode::Bridge)
-        });
+    // The network it is on (or would be when started): name and id.
+    let joined: Option<(String, String)> = match (&a, opts.map(|o| &o.network)) {
+        (Some(a), _) => Some((a.network.clone(), a.def.id.clone())),
+        (None, Some(Some(crate::network::Mode::User(n)))) => Some((
+            n.clone(),
+            store
+                .find_network(n)
+                .ok()
+                .flatten()
+                .map(|n| n.id)
+                .unwrap_or_default(),
+        )),
+        (None, Some(None | Some(crate::network::Mode::Bridge))) => {
+            Some((crate::network::BRIDGE.into(), crate::network::bridge_id()))
+        }
+        _ => None,
+    };
     let ip = a.as_ref().map(|a| a.ip.to_string()).unwrap_or_default();
     let gateway = a
         .as_ref()
@@ -410,14 +423,17 @@ fn network_settings_json(
     let prefix = a.as_ref().map_or(0, |a| a.prefix);
     let mac = a.as_ref().map(|a| a.mac.clone()).unwrap_or_default();
     let mut networks = serde_json::Map::new();
-    if bridged {
+    if let Some((name, network_id)) = joined {
+        let aliases = opts
+            .map(|o| o.network_aliases.clone())
+            .filter(|v| !v.is_empty());
         networks.insert(
-            crate::network::BRIDGE.into(),
+            name,
             serde_json::json!({
                 "IPAMConfig": null,
                 "Links": null,
-                "Aliases": null,
-                "NetworkID": crate::network::bridge_id(),
+                "Aliases": aliases,
+                "NetworkID": network_id,
                 "EndpointID": if a.is_some() { c.id.clone() } else { String::new() },
                 "Gateway": gateway,
                 "IPAddress": ip,
@@ -448,10 +464,11 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
     let empty = super::RunOptions::default();
     let o = opts.unwrap_or(&empty);
     use crate::network::Mode;
-    let network = match o.network {
+    let network = match &o.network {
         Some(Mode::None) => "none",
         Some(Mode::Host) => "host",
         Some(Mode::Bridge) => "bridge",
+        Some(Mode::User(n)) => n.as_str(),
         None => "default",
     };
     let mut bindings: std::collections::BTreeMap<String, Vec<serde_json::Value>> =

@@ -99,6 +99,21 @@ pub struct RunOptions {
     /// `-P`: every EXPOSEd port of the image too, on ports the kernel chooses.
     #[serde(default)]
     pub publish_all: bool,
+    /// `--network-alias`: more names the container answers to on a user network.
+    #[serde(default)]
+    pub network_aliases: Vec<String>,
+    /// `--add-host NAME:IP` (`host-gateway` for the host).
+    #[serde(default)]
+    pub add_hosts: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`.
+    #[serde(default)]
+    pub dns: Dns,
+    /// `--ip`: the address on a user network.
+    #[serde(default)]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `--mac-address`.
+    #[serde(default)]
+    pub mac: Option<String>,
     pub hostname: Option<String>,
     /// `-v`, `--mount` (bind, volume), in order; for a created container, with its
     /// `--volumes-from` mounts and anonymous volumes resolved.
@@ -153,6 +168,43 @@ pub struct RunOptions {
     /// `--init`: a small init as process 1 ([`crate::sandbox::init`]).
     #[serde(default)]
     pub init: bool,
+}
+
+/// The container's resolv.conf as asked: name servers, search domains, options (each empty:
+/// the host's, or the network's resolver).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Dns {
+    pub servers: Vec<String>,
+    pub search: Vec<String>,
+    pub options: Vec<String>,
+}
+
+impl Dns {
+    /// `base` (a resolv.conf) with what was asked put in place of its lines of each kind.
+    pub fn apply(&self, base: &str) -> String {
+        let mut out = String::new();
+        let kind = |l: &str| l.split_whitespace().next().unwrap_or("").to_string();
+        for l in base.lines() {
+            let k = kind(l);
+            let replaced = (k == "nameserver" && !self.servers.is_empty())
+                || (k == "search" && !self.search.is_empty())
+                || (k == "options" && !self.options.is_empty());
+            if !replaced {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        for s in &self.servers {
+            out.push_str(&format!("nameserver {s}\n"));
+        }
+        if !self.search.is_empty() {
+            out.push_str(&format!("search {}\n", self.search.join(" ")));
+        }
+        if !self.options.is_empty() {
+            out.push_str(&format!("options {}\n", self.options.join(" ")));
+        }
+        out
+    }
 }
 
 /// One `--tmpfs`: a fresh tmpfs at `target`.
@@ -697,24 +749,7 @@ pub fn run(
             opts.volumes.clone()
         };
         if existing.is_none() && !opts.remove {
-            let kept = RunOptions {
-                id: Some(id.clone()),
-                started: None,
-                volumes: volumes.clone(),
-                volumes_from: Vec::new(),
-                ..opts.clone()
-            };
-            // Written whole, then renamed: `kiln start` never reads half a file.
-            let path = dir.join(OPTIONS);
-            let tmp = dir.join(format!("{OPTIONS}.tmp"));
-            serde_json::to_vec_pretty(&kept)
-                .map_err(std::io::Error::other)
-                .and_then(|text| {
-                    std::fs::create_dir_all(&dir)?;
-                    std::fs::write(&tmp, text)?;
-                    std::fs::rename(&tmp, &path)
-                })
-                .map_err(io(&path))?;
+            keep_options(&dir, opts, &id, &volumes)?;
         }
         let (upper, work, rootfs) = (sub("upper")?, sub("work")?, sub("rootfs")?);
         if lower.is_empty() {
@@ -726,8 +761,26 @@ pub fn run(
             work: &work,
         };
         overlay::mount(ov, &rootfs)?;
-        let attached = match mode {
-            crate::network::Mode::Bridge => {
+        let def = match &mode {
+            crate::network::Mode::Bridge => Some(crate::network::Def::bridge()),
+            crate::network::Mode::User(n) => {
+                let found = store.find_network(n)?;
+                match found.map(|f| crate::network::Def::user(&f)).transpose() {
+                    Ok(Some(d)) => Some(d),
+                    Ok(None) => {
+                        let _ = overlay::unmount(&rootfs);
+                        return Err(ContainerError::Config(format!("network {n} not found")));
+                    }
+                    Err(e) => {
+                        let _ = overlay::unmount(&rootfs);
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => None,
+        };
+        let attached = match &def {
+            Some(def) => {
                 let name = store
                     .find_container(&id)?
                     .map_or_else(|| id.clone(), |c| c.name);
@@ -739,7 +792,17 @@ pub fn run(
                         crate::network::ports::exposed(&exposed).map_err(ContainerError::Config)?,
                     );
                 }
-                match crate::network::attach(&dir, (&id, &name), &ports) {
+                // Resolved by its name on a user network, and by its aliases and short id, as
+                // docker's embedded DNS resolves them.
+                let mut aliases = opts.network_aliases.clone();
+                aliases.push(id[..12].to_string());
+                match crate::network::attach(
+                    &dir,
+                    (&id, &name),
+                    def,
+                    &ports,
+                    (&aliases, opts.ip, opts.mac.as_deref()),
+                ) {
                     Ok(a) => Some(a),
                     Err(e) => {
                         let _ = overlay::unmount(&rootfs);
@@ -747,7 +810,7 @@ pub fn run(
                     }
                 }
             }
-            _ => None,
+            None => None,
         };
         let ran = (|| {
             let user_spec = opts
@@ -773,13 +836,7 @@ pub fn run(
             }
             spec.privileges = opts.privileges.clone();
             spec.shm_size = opts.shm_size;
-            spec.mounts = match &attached {
-                Some(a) => crate::sandbox::etc::write_files_bridged(
-                    &dir,
-                    &crate::network::hosts_file(&hostname, Some(a.ip)),
-                )?,
-                None => crate::sandbox::etc::write_files(&dir, &hostname, false)?,
-            };
+            spec.mounts = etc_files(&dir, opts, &hostname, attached.as_ref())?;
             for v in &volumes {
                 spec.mounts.push(v.prepare(store, &rootfs)?);
             }
@@ -803,7 +860,7 @@ pub fn run(
                 .filter(|w| !w.is_empty())
                 .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
                 .unwrap_or_else(|| "/".into());
-            spec.network = match (&attached, mode) {
+            spec.network = match (&attached, &mode) {
                 (Some(a), _) => Network::Join(a.netns.clone()),
                 (None, crate::network::Mode::None) => Network::None,
                 (None, _) => Network::Host,
@@ -908,6 +965,56 @@ pub fn lower_dirs(
 /// Where a kept container's options are, in its directory.
 pub const OPTIONS: &str = "options.json";
 
+/// Writes a container's options (`options.json`), its mounts resolved, for `kiln start`.
+fn keep_options(
+    dir: &std::path::Path,
+    opts: &RunOptions,
+    id: &str,
+    volumes: &[Volume],
+) -> Result<(), ContainerError> {
+    let kept = RunOptions {
+        id: Some(id.to_string()),
+        started: None,
+        volumes: volumes.to_vec(),
+        volumes_from: Vec::new(),
+        ..opts.clone()
+    };
+    // Written whole, then renamed: `kiln start` never reads half a file.
+    let path = dir.join(OPTIONS);
+    let tmp = dir.join(format!("{OPTIONS}.tmp"));
+    serde_json::to_vec_pretty(&kept)
+        .map_err(std::io::Error::other)
+        .and_then(|text| {
+            std::fs::create_dir_all(dir)?;
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &path)
+        })
+        .map_err(|source| ContainerError::Io { path, source })
+}
+
+/// `kiln create`: a container made and kept as `kiln run` would make it (its name, its options,
+/// its anonymous volumes), not started: `kiln start` runs it. Its id.
+pub fn create(store: &Store, opts: &RunOptions) -> Result<String, ContainerError> {
+    let manifest = store
+        .resolve(&opts.image)?
+        .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
+    let (_, config, _) = store.image(&manifest)?;
+    let argv = command(&config, opts)?;
+    network_mode(opts)?;
+    let id = new_id();
+    add(store, opts, &id, &argv)?;
+    store.set_container_created_only(&id)?;
+    let dir = store.root().join("containers").join(&id);
+    let kept = resolve_volumes(store, opts, &config)
+        .and_then(|volumes| keep_options(&dir, opts, &id, &volumes));
+    if let Err(e) = kept {
+        let _ = store.remove_container(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(e);
+    }
+    Ok(id)
+}
+
 /// Names and records a new container (the row first: it reserves the name, unique in the
 /// database, before anything runs).
 fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<(), ContainerError> {
@@ -947,19 +1054,56 @@ fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<()
     Ok(())
 }
 
+/// The container's /etc/hosts and /etc/resolv.conf (written in its directory, bound over the
+/// image's): docker's lines, its address on a network, `--add-host`, and the name servers of
+/// its network or `--dns`.
+fn etc_files(
+    dir: &std::path::Path,
+    opts: &RunOptions,
+    hostname: &str,
+    attached: Option<&crate::network::Attached>,
+) -> Result<Vec<crate::sandbox::mounts::Mount>, ContainerError> {
+    let mut hosts = crate::network::hosts_file(hostname, attached.map(|a| a.ip));
+    for h in &opts.add_hosts {
+        let (name, ip) = h
+            .split_once(':')
+            .or_else(|| h.split_once('='))
+            .unwrap_or((h, ""));
+        // The host, as the container reaches it: its network's gateway (on the host's own
+        // network, its loopback).
+        let ip = match (ip, attached) {
+            ("host-gateway", Some(a)) => a.gateway.to_string(),
+            ("host-gateway", None) => "127.0.0.1".to_string(),
+            (ip, _) => ip.to_string(),
+        };
+        hosts.push_str(&format!("{ip}\t{name}\n"));
+    }
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let resolv = crate::sandbox::etc::resolv_text(
+        &host,
+        attached.is_some(),
+        attached.and_then(|a| a.def.dns.then_some(a.gateway)),
+    );
+    Ok(crate::sandbox::etc::write_container_files(
+        dir,
+        &hosts,
+        &opts.dns.apply(&resolv),
+    )?)
+}
+
 /// The network a container gets: as asked, else docker's default `bridge` where it can be
 /// had (netavark installed, kiln root), else the host's. Ports need the bridge.
 fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerError> {
     use crate::network::Mode;
     let can_bridge =
         crate::network::netavark::binary().is_some() && !crate::sandbox::userns::rootless();
-    let mode = match opts.network {
+    let mode = match opts.network.clone() {
         Some(m) => m,
         None if can_bridge => Mode::Bridge,
         None if opts.publish.is_empty() && !opts.publish_all => Mode::Host,
         None => Mode::Bridge,
     };
-    if mode != Mode::Bridge && (!opts.publish.is_empty() || opts.publish_all) {
+    if matches!(mode, Mode::None | Mode::Host) && (!opts.publish.is_empty() || opts.publish_all) {
         return Err(ContainerError::Config(
             "published ports (-p, -P) need the bridge network; drop --network or use \
              --network bridge"

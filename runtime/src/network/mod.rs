@@ -21,7 +21,7 @@ use std::{
 use ports::Published;
 
 /// A container's network, as `--network` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Mode {
     /// A namespace of its own with loopback only.
     None,
@@ -29,6 +29,72 @@ pub enum Mode {
     Host,
     /// docker's default: the `bridge` network.
     Bridge,
+    /// A user network (`kiln network create`), by name.
+    User(String),
+}
+
+/// A network a container joins: the default bridge or a user network.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Def {
+    /// docker's name (`bridge`, or the user network's).
+    pub name: String,
+    pub id: String,
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Ipv4Addr,
+    /// The bridge interface on the host.
+    pub interface: String,
+    /// No route out (`--internal`).
+    pub internal: bool,
+    /// Containers resolve each other by name (user networks, through aardvark-dns).
+    pub dns: bool,
+}
+
+impl Def {
+    /// docker's default `bridge` network (no name resolution, as docker's).
+    pub fn bridge() -> Def {
+        Def {
+            name: BRIDGE.into(),
+            id: bridge_id(),
+            subnet: SUBNET.0,
+            prefix: SUBNET.1,
+            gateway: GATEWAY,
+            interface: INTERFACE.into(),
+            internal: false,
+            dns: false,
+        }
+    }
+
+    /// A user network as the store keeps it.
+    pub fn user(n: &crate::store::NetworkInfo) -> Result<Def, NetworkError> {
+        let bad =
+            || NetworkError::Invalid(format!("network {}: bad subnet {:?}", n.name, n.subnet));
+        let (addr, prefix) = n.subnet.split_once('/').ok_or_else(bad)?;
+        Ok(Def {
+            name: n.name.clone(),
+            id: n.id.clone(),
+            subnet: addr.parse().map_err(|_| bad())?,
+            prefix: prefix
+                .parse()
+                .ok()
+                .filter(|p| (8..=30).contains(p))
+                .ok_or_else(bad)?,
+            gateway: n.gateway.parse().map_err(|_| bad())?,
+            interface: format!("kiln-{}", &n.id[..10.min(n.id.len())]),
+            internal: n.internal,
+            dns: true,
+        })
+    }
+
+    /// The addresses containers get: the subnet's, but its first (the network), the gateway
+    /// and the broadcast address.
+    fn hosts(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
+        let base = u32::from(self.subnet) & (u32::MAX << (32 - self.prefix));
+        let count = (1u32 << (32 - self.prefix)) - 1;
+        (1..count)
+            .map(move |k| Ipv4Addr::from(base + k))
+            .filter(move |ip| *ip != self.gateway)
+    }
 }
 
 /// Why a container's network could not be set up.
@@ -45,6 +111,8 @@ pub enum NetworkError {
     Backend { verb: String, message: String },
     #[error("{0}")]
     Ports(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("no free address left in {0}")]
     Exhausted(String),
     #[error("{path}: {source}")]
@@ -69,28 +137,33 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 90, 0, 1);
 /// The bridge interface on the host.
 pub const INTERFACE: &str = "kiln0";
 
-/// The default network as netavark takes it.
-fn bridge_info() -> netavark::NetworkInfo {
+/// A network as netavark takes it. Its netavark name is unique per network (its id), so two
+/// stores' networks of one name never share aardvark-dns's records.
+fn netavark_info(def: &Def) -> netavark::NetworkInfo {
     netavark::NetworkInfo {
-        name: "kiln".into(),
-        id: crate::digest::Digest::of(b"kiln bridge network")
-            .hex()
-            .to_string(),
+        name: if def.name == BRIDGE {
+            "kiln".into()
+        } else {
+            format!("kiln-{}", &def.id[..12.min(def.id.len())])
+        },
+        id: def.id.clone(),
         driver: "bridge".into(),
-        network_interface: INTERFACE.into(),
+        network_interface: def.interface.clone(),
         subnets: vec![netavark::Subnet {
-            subnet: format!("{}/{}", SUBNET.0, SUBNET.1),
-            gateway: GATEWAY.to_string(),
+            subnet: format!("{}/{}", def.subnet, def.prefix),
+            gateway: def.gateway.to_string(),
         }],
         ipv6_enabled: false,
-        internal: false,
-        dns_enabled: false,
+        internal: def.internal,
+        dns_enabled: def.dns,
     }
 }
 
 /// The id docker shows for the default network (`NetworkID`).
 pub fn bridge_id() -> String {
-    bridge_info().id
+    crate::digest::Digest::of(b"kiln bridge network")
+        .hex()
+        .to_string()
 }
 
 /// Where kiln records, machine-wide, the addresses and ports its containers hold.
@@ -105,6 +178,9 @@ fn registry() -> PathBuf {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Attached {
     pub network: String,
+    /// The network's definition as it was joined.
+    #[serde(default = "Def::bridge")]
+    pub def: Def,
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
@@ -156,7 +232,9 @@ fn port_entry(dir: &Path, ip: IpAddr, port: u16, proto: &str) -> PathBuf {
 pub fn attach(
     dir: &Path,
     (id, name): (&str, &str),
+    def: &Def,
     ports: &[Published],
+    (aliases, wanted_ip, mac): (&[String], Option<Ipv4Addr>, Option<&str>),
 ) -> Result<Attached, NetworkError> {
     if crate::sandbox::userns::rootless() {
         return Err(NetworkError::Rootless);
@@ -190,12 +268,23 @@ pub fn attach(
                 || (ip.is_unspecified() && any_port_held(&reg, port, proto))
         };
         ports::choose_ports(&mut chosen, &taken).map_err(NetworkError::Ports)?;
-        let hosts = (1u32 << (32 - SUBNET.1)) - 2;
-        let base = u32::from(SUBNET.0);
-        let ip = (2..=hosts)
-            .map(|k| Ipv4Addr::from(base + k))
-            .find(|ip| !held(&reg.join(format!("ip-{ip}"))))
-            .ok_or_else(|| NetworkError::Exhausted(format!("{}/{}", SUBNET.0, SUBNET.1)))?;
+        let ip = match wanted_ip {
+            Some(ip) if !def.hosts().any(|h| h == ip) => {
+                return Err(NetworkError::Invalid(format!(
+                    "no configured subnet or ip-range contain the IP address {ip}"
+                )));
+            }
+            Some(ip) if held(&reg.join(format!("ip-{ip}"))) => {
+                return Err(NetworkError::Invalid(format!(
+                    "Address already in use: {ip}"
+                )));
+            }
+            Some(ip) => ip,
+            None => def
+                .hosts()
+                .find(|ip| !held(&reg.join(format!("ip-{ip}"))))
+                .ok_or_else(|| NetworkError::Exhausted(format!("{}/{}", def.subnet, def.prefix)))?,
+        };
         let mut entries = vec![reg.join(format!("ip-{ip}"))];
         for p in &chosen {
             for k in 0..p.range {
@@ -217,16 +306,18 @@ pub fn attach(
         }
         (ip, entries)
     };
-    let info = bridge_info();
-    let request = netavark::Request::new((id, name), &info, ip, &chosen);
+    let info = netavark_info(def);
+    let request = netavark::Request::new((id, name), &info, (ip, mac), &chosen, aliases);
     let config = reg.join("netavark");
+    std::fs::create_dir_all(&config).map_err(io_err(&config))?;
     match netavark::setup(&netns_path, &config, &request) {
         Ok(iface) => {
             let a = Attached {
-                network: BRIDGE.into(),
+                network: def.name.clone(),
+                def: def.clone(),
                 ip,
-                prefix: SUBNET.1,
-                gateway: GATEWAY,
+                prefix: def.prefix,
+                gateway: def.gateway,
                 mac: iface.mac_address,
                 ports: chosen,
                 netns: netns_path,
@@ -323,4 +414,144 @@ pub fn hosts_file(hostname: &str, ip: Option<Ipv4Addr>) -> String {
         None => s.push_str(&format!("127.0.1.1\t{hostname}\n")),
     }
     s
+}
+
+/// docker's network names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`; `bridge`, `host` and `none` are
+/// docker's own.
+pub fn valid_name(name: &str) -> bool {
+    let mut b = name.bytes();
+    b.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && b.all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c))
+}
+
+/// The host's IPv4 routes (destination, prefix length), from `/proc/net/route`.
+fn host_routes() -> Vec<(u32, u8)> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let dest = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
+            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
+            (mask != 0).then_some((dest, mask.count_ones() as u8))
+        })
+        .collect()
+}
+
+fn overlaps((a, pa): (u32, u8), (b, pb): (u32, u8)) -> bool {
+    let p = pa.min(pb);
+    let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+    a & mask == b & mask
+}
+
+/// `kiln network create`: a user network, on `subnet` (`10.91.3.0/24`) or the first /24 of
+/// 10.91.0.0/16 that no other network of the store and no route of the host uses; its gateway
+/// the subnet's first address unless given.
+pub fn create(
+    store: &crate::store::Store,
+    name: &str,
+    (subnet, gateway): (Option<&str>, Option<&str>),
+    internal: bool,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::store::NetworkInfo, NetworkError> {
+    let invalid = NetworkError::Invalid;
+    if !valid_name(name) {
+        return Err(invalid(format!(
+            "invalid network name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
+    }
+    if matches!(name, "bridge" | "host" | "none") {
+        return Err(invalid(format!("network with name {name} already exists")));
+    }
+    let existing: Vec<(u32, u8)> = store
+        .networks()
+        .map_err(|e| invalid(e.to_string()))?
+        .iter()
+        .filter_map(|n| Def::user(n).ok())
+        .map(|d| (u32::from(d.subnet), d.prefix))
+        .chain(std::iter::once((u32::from(SUBNET.0), SUBNET.1)))
+        .collect();
+    let (net, prefix) = match subnet {
+        Some(s) => {
+            let (a, p) = s
+                .split_once('/')
+                .ok_or_else(|| invalid(format!("invalid subnet {s:?}: expected ADDRESS/PREFIX")))?;
+            let a: Ipv4Addr = a
+                .parse()
+                .map_err(|_| invalid(format!("invalid subnet {s:?}: IPv4 only")))?;
+            let p: u8 = p
+                .parse()
+                .ok()
+                .filter(|p| (8..=30).contains(p))
+                .ok_or_else(|| invalid(format!("invalid subnet {s:?}: prefix 8 to 30")))?;
+            let net = u32::from(a) & (u32::MAX << (32 - p));
+            if existing.iter().any(|e| overlaps(*e, (net, p))) {
+                return Err(invalid(format!("subnet {s} overlaps another network's")));
+            }
+            (net, p)
+        }
+        None => {
+            let routes = host_routes();
+            (0u32..256)
+                .map(|k| (u32::from(Ipv4Addr::new(10, 91, k as u8, 0)), 24u8))
+                .find(|c| {
+                    !existing.iter().any(|e| overlaps(*e, *c))
+                        && !routes.iter().any(|r| r.1 > 0 && overlaps(*r, *c))
+                })
+                .ok_or_else(|| {
+                    invalid("no free subnet left in 10.91.0.0/16: give --subnet".into())
+                })?
+        }
+    };
+    let gateway: Ipv4Addr = match gateway {
+        Some(g) => g
+            .parse()
+            .map_err(|_| invalid(format!("invalid gateway {g:?}")))?,
+        None => Ipv4Addr::from(net + 1),
+    };
+    if !overlaps((u32::from(gateway), 32), (net, prefix)) {
+        return Err(invalid(format!(
+            "gateway {gateway} is not in subnet {}/{prefix}",
+            Ipv4Addr::from(net)
+        )));
+    }
+    let n = crate::store::NetworkInfo {
+        name: name.to_string(),
+        id: crate::container::new_id(),
+        subnet: format!("{}/{prefix}", Ipv4Addr::from(net)),
+        gateway: gateway.to_string(),
+        internal,
+        labels: labels.clone(),
+        created: 0,
+    };
+    store.add_network(&n).map_err(|e| invalid(e.to_string()))?;
+    store
+        .find_network(name)
+        .ok()
+        .flatten()
+        .ok_or_else(|| invalid(format!("network {name} vanished")))
+}
+
+/// The running containers (id, what they hold) on the network with id `network_id`.
+pub fn endpoints(store: &crate::store::Store, network_id: &str) -> Vec<(String, Attached)> {
+    store
+        .containers()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|c| {
+            let a = attached(&store.root().join("containers").join(&c.id))?;
+            (a.def.id == network_id).then_some((c.id, a))
+        })
+        .collect()
+}
+
+/// `network prune`: forgets every user network no running container is on; their names.
+pub fn prune(store: &crate::store::Store) -> Result<Vec<String>, crate::store::StoreError> {
+    let mut gone = Vec::new();
+    for n in store.networks()? {
+        if endpoints(store, &n.id).is_empty() && store.remove_network(&n.name)? {
+            gone.push(n.name);
+        }
+    }
+    Ok(gone)
 }

@@ -66,6 +66,8 @@ struct PerNetwork {
     interface_name: String,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     aliases: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    static_mac: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,8 +93,9 @@ impl Request {
     pub fn new(
         (id, name): (&str, &str),
         network: &NetworkInfo,
-        ip: std::net::Ipv4Addr,
+        (ip, mac): (std::net::Ipv4Addr, Option<&str>),
         ports: &[Published],
+        aliases: &[String],
     ) -> Request {
         Request {
             container_id: id.to_string(),
@@ -117,7 +120,8 @@ impl Request {
                 PerNetwork {
                     static_ips: vec![ip.to_string()],
                     interface_name: "eth0".into(),
-                    aliases: Vec::new(),
+                    aliases: aliases.to_vec(),
+                    static_mac: mac.map(str::to_string),
                 },
             )]),
             network_info: BTreeMap::from([(network.name.clone(), network.clone())]),

@@ -19,12 +19,36 @@ pub fn write_files(dir: &Path, hostname: &str, read_only: bool) -> Result<Vec<Mo
     write_given(dir, &hosts, resolv.as_deref(), read_only)
 }
 
-/// [`write_files`] for a container in a network namespace of its own on a bridge: `hosts` as
-/// given, and the host's resolv.conf without its loopback name servers (which the container
-/// cannot reach; with none left, docker's public defaults).
-pub fn write_files_bridged(dir: &Path, hosts: &str) -> Result<Vec<Mount>, MountError> {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    write_given(dir, hosts, Some(bridged_resolv(&host).as_bytes()), false)
+/// A container's /etc/hosts and /etc/resolv.conf as given ([`resolv_text`] makes the second),
+/// writable, as docker's.
+pub fn write_container_files(
+    dir: &Path,
+    hosts: &str,
+    resolv: &str,
+) -> Result<Vec<Mount>, MountError> {
+    write_given(dir, hosts, Some(resolv.as_bytes()), false)
+}
+
+/// A container's resolv.conf from the host's (`host`): as it is on the host's network; on a
+/// bridge without its loopback name servers (which the container cannot reach; with none left,
+/// docker's public defaults); with `resolver` (a user network's, on its gateway) that is the one
+/// name server: it answers containers' names and forwards the rest to the host's.
+pub fn resolv_text(host: &str, bridged: bool, resolver: Option<std::net::Ipv4Addr>) -> String {
+    match (bridged, resolver) {
+        (_, Some(server)) => {
+            let mut out = format!("nameserver {server}\n");
+            for l in host.lines().filter(|l| {
+                let w = l.split_whitespace().next();
+                w == Some("search") || w == Some("options")
+            }) {
+                out.push_str(l);
+                out.push('\n');
+            }
+            out
+        }
+        (true, None) => bridged_resolv(host),
+        (false, None) => host.to_string(),
+    }
 }
 
 /// The host's resolv.conf as a bridged container gets it (docker's rule).

@@ -19,7 +19,7 @@ CREATE TABLE IF NOT EXISTS containers (
 ";
 
 /// Columns added since the table was first made (an error that one exists is expected).
-pub(super) const ADDED_COLUMNS: [&str; 10] = [
+pub(super) const ADDED_COLUMNS: [&str; 11] = [
     "ALTER TABLE containers ADD COLUMN pid_start INTEGER",
     "ALTER TABLE containers ADD COLUMN init_pid INTEGER",
     "ALTER TABLE containers ADD COLUMN init_start INTEGER",
@@ -30,6 +30,7 @@ pub(super) const ADDED_COLUMNS: [&str; 10] = [
     "ALTER TABLE containers ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE containers ADD COLUMN paused INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE containers ADD COLUMN never_started INTEGER NOT NULL DEFAULT 0",
 ];
 
 /// One container.
@@ -56,6 +57,8 @@ pub struct Container {
     pub paused: bool,
     /// Its last run was ended by the kernel's OOM killer.
     pub oom_killed: bool,
+    /// Made by `kiln create` and never started.
+    pub never_started: bool,
 }
 
 /// What a container is doing now.
@@ -69,6 +72,8 @@ pub enum State {
     Exited(i32),
     /// Its `kiln run` died without recording an end (killed with SIGKILL, machine reset).
     Dead,
+    /// Made by `kiln create`, not started yet.
+    Created,
 }
 
 impl State {
@@ -87,6 +92,7 @@ impl State {
             State::Restarting(_) => "restarting",
             State::Exited(_) => "exited",
             State::Dead => "dead",
+            State::Created => "created",
         }
     }
 }
@@ -99,12 +105,25 @@ impl Container {
             Some(c) => State::Exited(c),
             None if alive && self.paused => State::Paused,
             None if alive => State::Running,
+            None if self.never_started => State::Created,
             None => State::Dead,
         }
     }
 }
 
 impl Store {
+    /// Marks container `id` as made by `kiln create`, never started.
+    pub fn set_container_created_only(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "UPDATE containers SET never_started = 1, pid = NULL, pid_start = NULL, \
+                 started = NULL WHERE id = ?1",
+                [id],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
     /// Records a new container; fails with [`StoreError::NameInUse`] when the name is taken.
     pub fn add_container(&self, c: &Container) -> Result<(), StoreError> {
         let r = self.conn().execute(
@@ -160,7 +179,7 @@ impl Store {
             .execute(
                 "UPDATE containers SET pid = ?2, pid_start = ?3, started = ?4, finished = NULL,
                  exit_code = NULL, restarting = 0, init_pid = NULL, init_start = NULL,
-                 health = NULL, paused = 0, oom_killed = 0 WHERE id = ?1",
+                 health = NULL, paused = 0, oom_killed = 0, never_started = 0 WHERE id = ?1",
                 rusqlite::params![
                     id,
                     monitor.map(|p| p.pid),
@@ -334,7 +353,7 @@ impl Store {
         let mut stmt = conn
             .prepare_cached(
                 "SELECT id, name, image, command, created, pid, finished, exit_code, pid_start,
-                 started, restarting, restart_count, paused, oom_killed
+                 started, restarting, restart_count, paused, oom_killed, never_started
                  FROM containers ORDER BY created DESC, id",
             )
             .map_err(self.db_err())?;
@@ -361,6 +380,7 @@ impl Store {
                     restart_count: r.get(11)?,
                     paused: r.get::<_, i64>(12)? != 0,
                     oom_killed: r.get::<_, i64>(13)? != 0,
+                    never_started: r.get::<_, i64>(14)? != 0,
                 })
             })
             .map_err(self.db_err())?;

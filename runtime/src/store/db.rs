@@ -42,6 +42,7 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::remote::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::steptimes::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::volumes::SCHEMA).map_err(db_err)?;
+    db.execute_batch(super::networks::SCHEMA).map_err(db_err)?;
     Ok(db)
 }
 
