@@ -143,3 +143,59 @@ fn an_unprivileged_user_builds_and_runs() {
     let (code, out, err) = kiln_as_nobody(&root, &["store", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn an_unprivileged_user_runs_detached_containers() {
+    if !can_sandbox("an_unprivileged_user_runs_detached_containers") || !have("setpriv", "rootless")
+    {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (root, base) = (w.join("store"), w.join("base"));
+    std::fs::create_dir_all(&root).unwrap();
+    copy_dir(Path::new(BASE), &base);
+    chown_tree(w);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kiln_as_nobody(&root, args);
+        assert_eq!(code, 0, "kiln {args:?}: {err}");
+        out
+    };
+    ok(&["load", "-i", base.to_str().unwrap()]);
+    // The monitor runs inside the user's namespace and knows it is not root on the host: it
+    // used to end at once ("the monitor ended before the container started").
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        "echo up; exec sleep 100",
+    ]);
+    let mut logs = String::new();
+    for _ in 0..100 {
+        logs = ok(&["logs", "bg"]);
+        if !logs.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(logs, "up\n");
+    assert!(ok(&["ps"]).contains(" Up "), "running");
+    ok(&["stop", "-t", "1", "bg"]);
+    assert!(ok(&["ps", "-a"]).contains("Exited (137)"));
+    ok(&["start", "bg"]);
+    assert!(ok(&["ps"]).contains(" Up "), "started again");
+    ok(&["rm", "-f", "bg"]);
+    assert_eq!(ok(&["ps", "-aq"]), "");
+    // Ports need the bridge, which needs root: said so.
+    let (code, _, err) = kiln_as_nobody(
+        &root,
+        &["run", "--rm", "-p", "8080:80", "kiln.local/busybox", "true"],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("needs root"), "{err}");
+    assert!(host_mounts_under(w).is_empty());
+}

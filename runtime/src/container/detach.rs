@@ -48,9 +48,14 @@ pub fn start(
     args: impl IntoIterator<Item = OsString>,
 ) -> Result<Started, ContainerError> {
     let mut cmd = Command::new(exe);
-    cmd.args(args)
-        .env(MONITOR, "1")
-        .stdin(Stdio::null())
+    cmd.args(args).env(MONITOR, "1");
+    // Rootless: the monitor runs inside this kiln's user namespace (root there) and must know
+    // it is not root on the host.
+    match crate::sandbox::userns::to_inherit() {
+        Some(v) => cmd.env(crate::sandbox::userns::INHERITED, v),
+        None => cmd.env_remove(crate::sandbox::userns::INHERITED),
+    };
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     // SAFETY: setsid(2) is a plain system call on no shared data (async-signal-safe, as

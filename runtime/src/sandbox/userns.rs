@@ -80,11 +80,39 @@ fn user_name(uid: u32) -> Option<String> {
     })
 }
 
-/// Enters a new user and mount namespace when kiln is not root; does nothing as root.
+/// What a rootless kiln tells the processes it starts inside its namespace (a detached
+/// container's monitor): `HOST_UID:IDS`.
+pub const INHERITED: &str = "KILN_ROOTLESS";
+
+/// The value of [`INHERITED`] for a process this rootless kiln starts (`None` as root).
+pub fn to_inherit() -> Option<String> {
+    rootless().then(|| format!("{}:{}", host_uid(), IDS.load(Ordering::SeqCst)))
+}
+
+/// Whether this process is in a user namespace other than the host's (its uid map is not the
+/// identity of every id).
+fn in_child_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
+}
+
+/// Enters a new user and mount namespace when kiln is not root; does nothing as root. A process
+/// a rootless kiln started inside its namespace (root there) takes its rootless state over from
+/// [`INHERITED`] instead: it is as unprivileged on the host as that kiln (checked by its uid
+/// map, so the variable cannot make a real root believe otherwise).
 pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
     if uid == 0 {
+        let inherited = std::env::var(INHERITED).ok().and_then(|v| {
+            let (u, n) = v.split_once(':')?;
+            Some((u.parse::<u32>().ok()?, n.parse::<u32>().ok()?))
+        });
+        if let Some((host, ids)) = inherited.filter(|_| in_child_namespace()) {
+            HOST_UID.store(host, Ordering::SeqCst);
+            IDS.store(ids, Ordering::SeqCst);
+            ROOTLESS.store(true, Ordering::SeqCst);
+        }
         return Ok(());
     }
     let name = user_name(uid);
