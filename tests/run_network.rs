@@ -202,6 +202,24 @@ fn published_ports_reach_the_container_and_go_with_it() {
     assert_eq!(got, "from-host\n");
     assert_eq!(served.join().unwrap(), ip, "the container's own address");
 
+    // Another container in its network namespace (`container:web`): its loopback is web's.
+    let got = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "container:web",
+            "kiln.local/busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            "http://127.0.0.1/",
+        ],
+    );
+    assert_eq!(got, "hello-web\n");
+
     // Stopped: nothing published; started again: published again.
     ok(r, &["stop", "-t", "1", "web"]);
     assert_eq!(ok(r, &["port", "web"]), "");

@@ -104,6 +104,7 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             Some(Mode::None) => "none".to_string(),
             Some(Mode::Bridge) => "bridge".to_string(),
             Some(Mode::User(n)) => n,
+            Some(Mode::Container(n)) => format!("container:{n}"),
             None if kiln_runtime::network::netavark::binary().is_some() => "bridge".to_string(),
             None => "host".to_string(),
         }

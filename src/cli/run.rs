@@ -237,7 +237,7 @@ fn run_or_create(
         Some("host") => Some(Network::Host),
         Some("none") => Some(Network::None),
         Some(other) if other.starts_with("container:") => {
-            bail!("--network {other}: sharing another container's network is not supported yet")
+            Some(Network::Container(other["container:".len()..].to_string()))
         }
         Some(other) => {
             if store.find_network(other)?.is_none() {

@@ -465,11 +465,12 @@ fn host_config_json(opts: Option<&super::RunOptions>) -> serde_json::Value {
     let o = opts.unwrap_or(&empty);
     use crate::network::Mode;
     let network = match &o.network {
-        Some(Mode::None) => "none",
-        Some(Mode::Host) => "host",
-        Some(Mode::Bridge) => "bridge",
-        Some(Mode::User(n)) => n.as_str(),
-        None => "default",
+        Some(Mode::None) => "none".to_string(),
+        Some(Mode::Host) => "host".to_string(),
+        Some(Mode::Bridge) => "bridge".to_string(),
+        Some(Mode::User(n)) => n.clone(),
+        Some(Mode::Container(n)) => format!("container:{n}"),
+        None => "default".to_string(),
     };
     let mut bindings: std::collections::BTreeMap<String, Vec<serde_json::Value>> =
         std::collections::BTreeMap::new();

@@ -761,6 +761,36 @@ pub fn run(
             work: &work,
         };
         overlay::mount(ov, &rootfs)?;
+        // `container:NAME`: that running container's namespace (by its process 1) and directory.
+        let shared = match &mode {
+            crate::network::Mode::Container(n) => {
+                let joined = (|| {
+                    let c = store
+                        .find_container(n)?
+                        .ok_or_else(|| ContainerError::Config(format!("no such container: {n}")))?;
+                    let init = store
+                        .container_init(&c.id)?
+                        .filter(|_| c.state().is_live())
+                        .ok_or_else(|| {
+                            ContainerError::Config(format!(
+                                "cannot join network of a non running container: {n}"
+                            ))
+                        })?;
+                    Ok::<_, ContainerError>((
+                        PathBuf::from(format!("/proc/{}/ns/net", init.pid)),
+                        store.root().join("containers").join(&c.id),
+                    ))
+                })();
+                match joined {
+                    Ok(j) => Some(j),
+                    Err(e) => {
+                        let _ = overlay::unmount(&rootfs);
+                        return Err(e);
+                    }
+                }
+            }
+            _ => None,
+        };
         let def = match &mode {
             crate::network::Mode::Bridge => Some(crate::network::Def::bridge()),
             crate::network::Mode::User(n) => {
@@ -836,7 +866,14 @@ pub fn run(
             }
             spec.privileges = opts.privileges.clone();
             spec.shm_size = opts.shm_size;
-            spec.mounts = etc_files(&dir, opts, &hostname, attached.as_ref())?;
+            spec.mounts = match &shared {
+                Some((_, other)) => crate::sandbox::etc::write_container_files(
+                    &dir,
+                    &std::fs::read_to_string(other.join("hosts")).unwrap_or_default(),
+                    &std::fs::read_to_string(other.join("resolv.conf")).unwrap_or_default(),
+                )?,
+                None => etc_files(&dir, opts, &hostname, attached.as_ref())?,
+            };
             for v in &volumes {
                 spec.mounts.push(v.prepare(store, &rootfs)?);
             }
@@ -863,6 +900,10 @@ pub fn run(
             spec.network = match (&attached, &mode) {
                 (Some(a), _) => Network::Join(a.netns.clone()),
                 (None, crate::network::Mode::None) => Network::None,
+                (None, crate::network::Mode::Container(_)) => match &shared {
+                    Some((netns, _)) => Network::Join(netns.clone()),
+                    None => Network::Host,
+                },
                 (None, _) => Network::Host,
             };
             let tty::Split {
@@ -1103,7 +1144,9 @@ fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerErro
         None if opts.publish.is_empty() && !opts.publish_all => Mode::Host,
         None => Mode::Bridge,
     };
-    if matches!(mode, Mode::None | Mode::Host) && (!opts.publish.is_empty() || opts.publish_all) {
+    if matches!(mode, Mode::None | Mode::Host | Mode::Container(_))
+        && (!opts.publish.is_empty() || opts.publish_all)
+    {
         return Err(ContainerError::Config(
             "published ports (-p, -P) need the bridge network; drop --network or use \
              --network bridge"

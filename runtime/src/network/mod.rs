@@ -31,6 +31,9 @@ pub enum Mode {
     Bridge,
     /// A user network (`kiln network create`), by name.
     User(String),
+    /// Another running container's network namespace (`container:NAME`), its /etc/hosts and
+    /// resolv.conf too, as docker shares them.
+    Container(String),
 }
 
 /// A network a container joins: the default bridge or a user network.
