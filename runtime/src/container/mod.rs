@@ -220,11 +220,7 @@ impl Tmpfs {
     /// mode are accepted and not applied: kiln's tmpfs are always nosuid and nodev).
     pub fn parse(text: &str) -> Result<Tmpfs, String> {
         let (target, opts) = text.split_once(':').unwrap_or((text, ""));
-        if !target.starts_with('/') || target == "/" || target.split('/').any(|p| p == "..") {
-            return Err(format!(
-                "--tmpfs {text}: the container path must be absolute, below / and without .."
-            ));
-        }
+        check_target(&format!("--tmpfs {text}"), target)?;
         let mut t = Tmpfs {
             target: target.to_string(),
             size: None,
@@ -315,14 +311,27 @@ pub struct Volume {
     pub nocopy: bool,
 }
 
-/// A container path as a mount target: absolute, below `/`, no `..`.
+/// A container path as a mount target: absolute, below `/`, no `..`, and not /proc or below
+/// (what is there must be the container's procfs, as runc requires since CVE-2019-19921: a
+/// volume over it would hide the procfs the runtime and the kernel's checks rely on).
 fn check_target(spec: &str, target: &str) -> Result<(), String> {
     if !target.starts_with('/') || target.split('/').any(|p| p == "..") || target == "/" {
         return Err(format!(
             "{spec}: the container path must be absolute, below / and without .."
         ));
     }
+    if over_proc(target) {
+        return Err(format!(
+            "{spec}: {target} cannot be mounted because it is not of type proc"
+        ));
+    }
     Ok(())
+}
+
+/// Whether `target` is /proc or below it.
+fn over_proc(target: &str) -> bool {
+    let mut parts = target.split('/').filter(|p| !p.is_empty() && *p != ".");
+    parts.next() == Some("proc")
 }
 
 impl Volume {
@@ -520,9 +529,16 @@ fn resolve_volumes(
         out.push(v);
     }
     for path in config.config.volumes.keys() {
-        let clean = format!("/{}", path.trim_matches('/'));
-        if clean == "/"
-            || out.iter().any(|v| v.target.trim_end_matches('/') == clean)
+        // An image's path as docker cleans it: `..` stops at the root.
+        let Some(clean) = clean_volume_path(path) else {
+            continue;
+        };
+        if over_proc(&clean) {
+            return Err(ContainerError::Config(format!(
+                "the image's VOLUME {path}: {clean} cannot be mounted because it is not of type proc"
+            )));
+        }
+        if out.iter().any(|v| v.target.trim_end_matches('/') == clean)
             || opts
                 .tmpfs
                 .iter()
@@ -540,6 +556,22 @@ fn resolve_volumes(
         });
     }
     Ok(out)
+}
+
+/// An image's VOLUME path cleaned as docker's `filepath.Clean` of an absolute path (`..` stops
+/// at the root, `.` and empty parts go); `None` for the root itself.
+fn clean_volume_path(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in path.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    (!parts.is_empty()).then(|| format!("/{}", parts.join("/")))
 }
 
 /// Removes the anonymous volumes among `volumes` (`rm -v`, `--rm`) no other container uses.
@@ -1233,4 +1265,55 @@ pub fn remove(
         remove_anonymous_volumes(store, &k.volumes, &c.id);
     }
     Ok(c.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_volume_paths_are_cleaned_inside_the_root() {
+        assert_eq!(clean_volume_path("/data/"), Some("/data".into()));
+        assert_eq!(clean_volume_path("/../../etc"), Some("/etc".into()));
+        assert_eq!(clean_volume_path("/a/./b/../c"), Some("/a/c".into()));
+        assert_eq!(clean_volume_path("relative"), Some("/relative".into()));
+        assert_eq!(clean_volume_path("/"), None);
+        assert_eq!(clean_volume_path("/.."), None);
+    }
+
+    #[test]
+    fn volume_specs_parse_as_docker_reads_them() {
+        let v = Volume::parse("data:/srv:ro").unwrap();
+        assert_eq!(
+            (v.volume.as_deref(), v.read_only, v.anonymous),
+            (Some("data"), true, false)
+        );
+        let v = Volume::parse("/srv").unwrap();
+        assert_eq!((v.volume.as_deref(), v.anonymous), (Some(""), true));
+        let v = Volume::parse("/host:/srv:z").unwrap();
+        assert_eq!(
+            (v.host.as_path(), v.volume.is_none()),
+            (std::path::Path::new("/host"), true)
+        );
+        assert!(Volume::parse("../x:/srv").is_err());
+        for over in ["data:/proc", "/proc/sys", "/h:/proc/./x", "data:/./proc"] {
+            let e = Volume::parse(over).unwrap_err();
+            assert!(e.contains("not of type proc"), "{over}: {e}");
+        }
+        assert!(Volume::parse("data:/process").is_ok());
+        assert!(
+            Volume::parse("/host:/srv:nocopy").is_err(),
+            "nocopy is for volumes"
+        );
+        let m = Volume::parse_mount("type=volume,src=db,dst=/d,volume-nocopy").unwrap();
+        assert_eq!((m.volume.as_deref(), m.nocopy), (Some("db"), true));
+        assert!(matches!(
+            Volume::parse_mount("type=tmpfs,dst=/t"),
+            Err(None)
+        ));
+        assert!(matches!(
+            Volume::parse_mount("type=bind,src=rel,dst=/t"),
+            Err(Some(_))
+        ));
+    }
 }
