@@ -66,9 +66,10 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
+    // `exec` joins the user namespace of the container it enters, later, instead.
     if !matches!(
         first.as_deref(),
-        Some("parse" | "check" | "help" | "login" | "logout" | "version") | None
+        Some("parse" | "check" | "help" | "login" | "logout" | "version" | "exec") | None
     ) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");

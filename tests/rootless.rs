@@ -184,6 +184,18 @@ fn an_unprivileged_user_runs_detached_containers() {
     }
     assert_eq!(logs, "up\n");
     assert!(ok(&["ps"]).contains(" Up "), "running");
+    // exec joins the container's user namespace (a new one of its own could not enter the
+    // container's pid namespace: EPERM).
+    assert_eq!(
+        ok(&["exec", "bg", "sh", "-c", "id -u; cat /proc/1/cmdline"]),
+        "0\nsleep\u{0}100\u{0}"
+    );
+    let (code, _, err) = kiln_as_nobody(&root, &["exec", "-u", "1", "bg", "true"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("does not exist in rootless kiln's user namespace"),
+        "{err}"
+    );
     ok(&["stop", "-t", "1", "bg"]);
     assert!(ok(&["ps", "-a"]).contains("Exited (137)"));
     ok(&["start", "bg"]);

@@ -610,6 +610,8 @@ pub fn exec(root: Option<&Path>, args: ExecArgs) -> anyhow::Result<ExitCode> {
     if args.detach {
         return exec_detached(&store, &args);
     }
+    // Rootless, kiln did not make a user namespace for exec: it joins the container's.
+    container::exec::join_user_namespace(&store, &args.container)?;
     let mut env = super::run::env_files(&args.env_file)?;
     env.extend(args.env);
     let opts = container::exec::ExecOptions {

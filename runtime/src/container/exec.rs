@@ -57,6 +57,22 @@ fn ids(pid: i32) -> Option<(u32, u32, Vec<u32>)> {
 
 /// Runs `opts.args` in the running container `what` with the given stdio (or a terminal of
 /// its own, joined to `Io::Terminal`'s); its exit code.
+/// Rootless: enters the user namespace container `what` runs in (see
+/// [`crate::sandbox::userns::join_of`]); as root, or when it is not running, nothing.
+pub fn join_user_namespace(store: &Store, what: &str) -> Result<(), ContainerError> {
+    if rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let Some(c) = store.find_container(what)? else {
+        return Ok(());
+    };
+    if let Some(init) = store.container_init(&c.id)? {
+        crate::sandbox::userns::join_of(init.pid)
+            .map_err(|e| ContainerError::Config(e.to_string()))?;
+    }
+    Ok(())
+}
+
 pub fn exec(
     store: &Store,
     what: &str,
@@ -92,6 +108,16 @@ pub fn exec(
             (uid, gid, groups, None)
         }
     };
+    if let Some(id) = [uid, gid]
+        .into_iter()
+        .chain(groups.iter().copied())
+        .find(|id| !crate::sandbox::userns::mapped(*id))
+    {
+        return Err(ContainerError::Config(format!(
+            "id {id} does not exist in rootless kiln's user namespace: only root is mapped \
+             without a range for this user in /etc/subuid and /etc/subgid"
+        )));
+    }
     let mut env = environ(init.pid);
     let mut set = |k: &str, v: &str| {
         env.retain(|kv| kv.split_once('=').map_or(kv.as_str(), |(key, _)| key) != k);

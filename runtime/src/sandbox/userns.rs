@@ -179,6 +179,36 @@ pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
     Ok(())
 }
 
+/// Rootless `kiln exec`: joins the user namespace of the container's process `pid` (the one
+/// the `kiln run` that started it made) instead of making a new one, since only from there can
+/// its pid and mount namespaces be entered. Must be called while the process is single-threaded
+/// (setns(2) of a user namespace refuses otherwise), and only as the user who started that
+/// `kiln run`: the kernel lets the owner of a user namespace join it, nobody else.
+pub fn join_of(pid: i32) -> Result<(), UsernsError> {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 || rootless() {
+        return Ok(());
+    }
+    let path = format!("/proc/{pid}/ns/user");
+    let f = std::fs::File::open(&path).map_err(fail("open the container's user namespace"))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::User),
+    )
+    .map_err(|e| fail("join the container's user namespace")(e.into()))?;
+    // The ids that exist there: what its uid map gives (the map is the container's, read now
+    // from inside).
+    let ids: u32 = std::fs::read_to_string("/proc/self/uid_map")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
+        .sum();
+    HOST_UID.store(uid, Ordering::SeqCst);
+    IDS.store(ids.max(1), Ordering::SeqCst);
+    ROOTLESS.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
 fn which(tool: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
