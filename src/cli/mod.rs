@@ -253,6 +253,17 @@ pub fn confirm(warning: &str, force: bool) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
 }
 
+/// `--label K=V` values as docker reads them (`K` alone: an empty value).
+pub fn labels(values: &[String]) -> std::collections::BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
 /// `--memory SIZE` and `--pids-limit N` as cgroup limits.
 pub fn limits(
     memory: Option<&str>,

@@ -1,6 +1,6 @@
 //! `kiln network create|ls|inspect|rm|prune`: docker's network commands, same flags and output.
 
-use std::{collections::BTreeMap, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use anyhow::bail;
 use kiln_runtime::network;
@@ -180,14 +180,7 @@ pub fn run(root: Option<&Path>, cmd: NetworkCommand) -> anyhow::Result<ExitCode>
                     a.driver
                 );
             }
-            let labels: BTreeMap<String, String> = a
-                .label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels = super::labels(&a.label);
             let n = network::create(
                 &store,
                 &a.name,

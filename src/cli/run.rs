@@ -373,14 +373,7 @@ fn run_or_create(
         tmpfs,
         group_add: args.group_add.clone(),
         init: args.init,
-        labels: args
-            .label
-            .iter()
-            .map(|l| {
-                let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
+        labels: super::labels(&args.label),
     };
     opts.limits.cpu_shares = args.cpu_shares;
     if let Some(c) = &args.cpus {

@@ -1,6 +1,6 @@
 //! `kiln volume create|ls|inspect|rm|prune`: docker's volume commands, same flags and output.
 
-use std::{collections::BTreeMap, path::Path, process::ExitCode};
+use std::{path::Path, process::ExitCode};
 
 use anyhow::bail;
 use kiln_runtime::{container, store::VolumeInfo};
@@ -86,14 +86,7 @@ pub fn run(root: Option<&Path>, cmd: VolumeCommand) -> anyhow::Result<ExitCode> 
                     a.driver
                 );
             }
-            let labels: BTreeMap<String, String> = a
-                .label
-                .iter()
-                .map(|l| {
-                    let (k, v) = l.split_once('=').unwrap_or((l, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect();
+            let labels = super::labels(&a.label);
             let v = store.create_volume(a.name.as_deref(), &labels)?;
             outln!("{}", v.name);
         }

@@ -400,7 +400,7 @@ fn network_settings_json(
     }
     // The network it is on (or would be when started): name and id.
     let joined: Option<(String, String)> = match (&a, opts.map(|o| &o.network)) {
-        (Some(a), _) => Some((a.network.clone(), a.def.id.clone())),
+        (Some(a), _) => Some((a.def.name.clone(), a.def.id.clone())),
         (None, Some(Some(crate::network::Mode::User(n)))) => Some((
             n.clone(),
             store

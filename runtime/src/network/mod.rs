@@ -180,9 +180,7 @@ fn registry() -> PathBuf {
 /// (what `inspect`, `ps` and `port` show, and what tears it down).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Attached {
-    pub network: String,
-    /// The network's definition as it was joined.
-    #[serde(default = "Def::bridge")]
+    /// The network, as it was joined.
     pub def: Def,
     pub ip: Ipv4Addr,
     pub prefix: u8,
@@ -316,7 +314,6 @@ pub fn attach(
     match netavark::setup(&netns_path, &config, &request) {
         Ok(iface) => {
             let a = Attached {
-                network: def.name.clone(),
                 def: def.clone(),
                 ip,
                 prefix: def.prefix,
