@@ -68,3 +68,31 @@ fn the_docker_table_says_what_kiln_has() {
     }
     assert!(rows >= 35, "the table has {rows} commands");
 }
+
+/// `kiln completion SHELL`: a script the shell itself accepts, naming kiln's commands and flags.
+#[test]
+fn completion_scripts_are_valid_and_complete() {
+    let run = |shell: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{shell}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run("bash");
+    for word in ["build", "network", "volume", "--publish", "--volumes-from"] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("kiln.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n refuses the script");
+    assert!(run("zsh").starts_with("#compdef kiln"));
+    assert!(run("fish").contains("complete -c kiln"));
+}

@@ -135,6 +135,12 @@ pub enum Command {
     Store(verify::StoreCommand),
     /// Show kiln's version, commit and platform.
     Version(system::VersionArgs),
+    /// Print a completion script for a shell: `kiln completion bash > /etc/bash_completion.d/kiln`
+    /// (zsh, fish, elvish and powershell too).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Show the store, the sandbox's kernel features and the registries configured.
     Info(system::InfoArgs),
     /// Print the parsed Dockerfile (JSON or a tree).
@@ -171,6 +177,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(a) => run::create(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
         Command::Version(a) => system::version(a),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kiln", &mut out);
+            out!("{}", String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Info(a) => system::info(cli.root.as_deref(), a),
         Command::Check(a) => check::run(a),
         Command::Load(a) => load::run(cli.root.as_deref(), a),
