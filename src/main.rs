@@ -82,8 +82,17 @@ fn main() -> ExitCode {
     // `exec` joins the user namespace of the container it enters, later, instead.
     if !matches!(
         first.as_deref(),
-        Some("parse" | "check" | "help" | "login" | "logout" | "version" | "exec" | "completion")
-            | None
+        Some(
+            "parse"
+                | "check"
+                | "help"
+                | "login"
+                | "logout"
+                | "version"
+                | "exec"
+                | "completion"
+                | "manpages"
+        ) | None
     ) {
         if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");

@@ -96,3 +96,33 @@ fn completion_scripts_are_valid_and_complete() {
     assert!(run("zsh").starts_with("#compdef kiln"));
     assert!(run("fish").contains("complete -c kiln"));
 }
+
+/// `kiln manpages DIR`: one page per command, from the same definitions as `--help`.
+#[test]
+fn man_pages_cover_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("manpages")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for page in [
+        "kiln.1",
+        "kiln-run.1",
+        "kiln-network-create.1",
+        "kiln-volume-prune.1",
+    ] {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        assert!(text.contains(".TH "), "{page}");
+    }
+    let run = std::fs::read_to_string(dir.path().join("kiln-run.1")).unwrap();
+    assert!(
+        run.contains("publish") && run.contains("volumes\\-from"),
+        "the run page"
+    );
+}

@@ -141,6 +141,12 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+    /// Write man pages, one per command (`kiln.1`, `kiln-run.1`, ...), into a directory:
+    /// `kiln manpages /usr/local/share/man/man1`.
+    Manpages {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Show the store, the sandbox's kernel features and the registries configured.
     Info(system::InfoArgs),
     /// Print the parsed Dockerfile (JSON or a tree).
@@ -177,6 +183,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Create(a) => run::create(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
         Command::Version(a) => system::version(a),
+        Command::Manpages { dir } => {
+            use clap::CommandFactory;
+            std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            let written = manpages(&Cli::command(), "kiln", &dir)?;
+            outln!("{written} man pages in {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -265,6 +278,24 @@ pub fn confirm(warning: &str, force: bool) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "Yes"))
+}
+
+/// Writes `cmd`'s man page as `NAME.1` in `dir`, then each subcommand's as `NAME-SUB.1`;
+/// how many were written.
+fn manpages(cmd: &clap::Command, name: &str, dir: &std::path::Path) -> anyhow::Result<usize> {
+    let page = cmd
+        .clone()
+        .display_name(name.to_string())
+        .bin_name(name.replace('-', " "));
+    let path = dir.join(format!("{name}.1"));
+    let mut out = Vec::new();
+    clap_mangen::Man::new(page).render(&mut out)?;
+    std::fs::write(&path, out).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut n = 1;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        n += manpages(sub, &format!("{name}-{}", sub.get_name()), dir)?;
+    }
+    Ok(n)
 }
 
 /// `--label K=V` values as docker reads them (`K` alone: an empty value).
