@@ -163,7 +163,7 @@ fn containers_json(store: &kiln_runtime::store::Store, id: &str) -> serde_json::
             cid.clone(),
             serde_json::json!({
                 "Name": name, "EndpointID": cid, "MacAddress": a.mac,
-                "IPv4Address": format!("{}/{}", a.ip, a.prefix), "IPv6Address": "",
+                "IPv4Address": format!("{}/{}", a.ip, a.def.prefix), "IPv6Address": "",
             }),
         );
     }

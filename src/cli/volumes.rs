@@ -111,7 +111,9 @@ pub fn run(root: Option<&Path>, cmd: VolumeCommand) -> anyhow::Result<ExitCode> 
         VolumeCommand::Rm(a) => {
             let mut failed = false;
             for n in &a.names {
-                let users = container::volume_users(&store, n);
+                let users = container::volumes_in_use(&store)
+                    .remove(n)
+                    .unwrap_or_default();
                 if !users.is_empty() {
                     let short: Vec<String> = users.iter().map(|u| u[..12].to_string()).collect();
                     eprintln!(
@@ -175,7 +177,8 @@ fn ls(store: &kiln_runtime::store::Store, a: &LsArgs) -> anyhow::Result<()> {
         match k {
             "dangling" => {
                 let want = matches!(val, "true" | "1");
-                list.retain(|v| container::volume_users(store, &v.name).is_empty() == want);
+                let in_use = container::volumes_in_use(store);
+                list.retain(|v| in_use.contains_key(&v.name) != want);
             }
             "name" => list.retain(|v| v.name.contains(val)),
             "driver" => list.retain(|_| val == "local"),

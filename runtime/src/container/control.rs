@@ -418,9 +418,9 @@ fn network_settings_json(
     let ip = a.as_ref().map(|a| a.ip.to_string()).unwrap_or_default();
     let gateway = a
         .as_ref()
-        .map(|a| a.gateway.to_string())
+        .map(|a| a.def.gateway.to_string())
         .unwrap_or_default();
-    let prefix = a.as_ref().map_or(0, |a| a.prefix);
+    let prefix = a.as_ref().map_or(0, |a| a.def.prefix);
     let mac = a.as_ref().map(|a| a.mac.clone()).unwrap_or_default();
     let mut networks = serde_json::Map::new();
     if let Some((name, network_id)) = joined {

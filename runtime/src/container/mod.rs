@@ -576,9 +576,13 @@ fn clean_volume_path(path: &str) -> Option<String> {
 
 /// Removes the anonymous volumes among `volumes` (`rm -v`, `--rm`) no other container uses.
 pub fn remove_anonymous_volumes(store: &Store, volumes: &[Volume], except: &str) {
+    let in_use = volumes_in_use(store);
     for v in volumes.iter().filter(|v| v.anonymous) {
         if let Some(name) = &v.volume {
-            if volume_users(store, name).iter().all(|c| c == except) {
+            if in_use
+                .get(name)
+                .is_none_or(|ids| ids.iter().all(|c| c == except))
+            {
                 let _ = store.remove_volume(name);
             }
         }
@@ -590,8 +594,9 @@ pub fn remove_anonymous_volumes(store: &Store, volumes: &[Volume], except: &str)
 pub fn prune_volumes(store: &Store, all: bool) -> Result<(Vec<String>, u64), ContainerError> {
     let mut gone = Vec::new();
     let mut freed = 0u64;
+    let in_use = volumes_in_use(store);
     for v in store.volumes()? {
-        if (v.anonymous || all) && volume_users(store, &v.name).is_empty() {
+        if (v.anonymous || all) && !in_use.contains_key(&v.name) {
             let size = crate::store::dir_size(&v.mountpoint);
             if store.remove_volume(&v.name)? {
                 freed += size;
@@ -606,11 +611,12 @@ pub fn prune_volumes(store: &Store, all: bool) -> Result<(Vec<String>, u64), Con
 /// those none uses.
 pub fn volume_usage(store: &Store) -> Result<(usize, usize, u64, u64), ContainerError> {
     let (mut count, mut active, mut size, mut unused) = (0, 0, 0, 0);
+    let in_use = volumes_in_use(store);
     for v in store.volumes()? {
         let bytes = crate::store::dir_size(&v.mountpoint);
         count += 1;
         size += bytes;
-        if volume_users(store, &v.name).is_empty() {
+        if !in_use.contains_key(&v.name) {
             unused += bytes;
         } else {
             active += 1;
@@ -619,18 +625,21 @@ pub fn volume_usage(store: &Store) -> Result<(usize, usize, u64, u64), Container
     Ok((count, active, size, unused))
 }
 
-/// The containers (ids) that mount volume `name`, running or not.
-pub fn volume_users(store: &Store, name: &str) -> Vec<String> {
-    store
-        .containers()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| {
-            kept_options(store, &c.id)
-                .is_some_and(|o| o.volumes.iter().any(|v| v.volume.as_deref() == Some(name)))
-        })
-        .map(|c| c.id)
-        .collect()
+/// Each volume a container mounts (running or not), and the ids of the containers that do:
+/// every container's options read once, whatever the number of volumes asked about.
+pub fn volumes_in_use(store: &Store) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for c in store.containers().unwrap_or_default() {
+        for v in kept_options(store, &c.id)
+            .map(|o| o.volumes)
+            .unwrap_or_default()
+        {
+            if let Some(name) = v.volume {
+                out.entry(name).or_default().push(c.id.clone());
+            }
+        }
+    }
+    out
 }
 
 /// The argv docker would run: entrypoint + (args or cmd), with `--entrypoint` rules.
@@ -1145,7 +1154,7 @@ fn etc_files(
         // The host, as the container reaches it: its network's gateway (on the host's own
         // network, its loopback).
         let ip = match (ip, attached) {
-            ("host-gateway", Some(a)) => a.gateway.to_string(),
+            ("host-gateway", Some(a)) => a.def.gateway.to_string(),
             ("host-gateway", None) => "127.0.0.1".to_string(),
             (ip, _) => ip.to_string(),
         };
@@ -1155,7 +1164,7 @@ fn etc_files(
     let resolv = crate::sandbox::etc::resolv_text(
         &host,
         attached.is_some(),
-        attached.and_then(|a| a.def.dns.then_some(a.gateway)),
+        attached.and_then(|a| a.def.dns.then_some(a.def.gateway)),
     );
     Ok(crate::sandbox::etc::write_container_files(
         dir,

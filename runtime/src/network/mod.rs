@@ -183,8 +183,6 @@ pub struct Attached {
     /// The network, as it was joined.
     pub def: Def,
     pub ip: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Ipv4Addr,
     pub mac: String,
     pub ports: Vec<Published>,
     /// The namespace's file.
@@ -316,8 +314,6 @@ pub fn attach(
             let a = Attached {
                 def: def.clone(),
                 ip,
-                prefix: def.prefix,
-                gateway: def.gateway,
                 mac: iface.mac_address,
                 ports: chosen,
                 netns: netns_path,
