@@ -607,3 +607,153 @@ fn address_mac_hosts_and_name_servers_are_as_asked() {
     ok(r, &["rm", "-f", "holder"]);
     ok(r, &["network", "rm", &net]);
 }
+
+/// The IPv4 interfaces and addresses of running container `name` (`eth0 10.90.0.2/16`).
+fn addresses(root: &Path, name: &str) -> Vec<String> {
+    ok(root, &["exec", name, "ip", "-o", "-4", "addr"])
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some(format!("{} {}", f.get(1)?, f.get(3)?))
+        })
+        .filter(|l| !l.starts_with("lo "))
+        .collect()
+}
+
+#[test]
+fn a_running_container_is_connected_to_networks_and_disconnected() {
+    if !have_netavark("a_running_container_is_connected_to_networks_and_disconnected") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let _cleanup = Cleanup(r);
+    let net = format!("more{}", std::process::id());
+    ok(r, &["network", "create", &net]);
+    let bridge_of = |net: &str| {
+        let id = ok(r, &["network", "inspect", "-f", "{{.Id}}", net]);
+        format!("kiln-{}", &id.trim()[..10])
+    };
+    let iface = bridge_of(&net);
+    let serve = "mkdir -p /w && echo db-here > /w/index.html && exec httpd -f -p 80 -h /w";
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "db",
+            "--network",
+            &net,
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            serve,
+        ],
+    );
+    // On the default bridge, running: connected at once, on a second interface.
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "web",
+            "kiln.local/busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert_eq!(addresses(r, "web").len(), 1);
+    ok(r, &["network", "connect", "--alias", "www", &net, "web"]);
+    let now = addresses(r, "web");
+    assert_eq!(now.len(), 2, "{now:?}");
+    assert!(now[0].starts_with("eth0 10.90."), "{now:?}");
+    assert!(now[1].starts_with("eth1 10.91."), "{now:?}");
+    // It finds the network's containers by name now, and they find it by its alias.
+    assert_eq!(
+        ok(r, &["exec", "web", "wget", "-q", "-O", "-", "http://db/"]),
+        "db-here\n"
+    );
+    let seen = ok(r, &["exec", "db", "sh", "-c", "nslookup www 2>&1"]);
+    let web_ip = now[1].split([' ', '/']).nth(1).unwrap().to_string();
+    assert!(seen.contains(&web_ip), "{seen}");
+    // docker's views of it.
+    let networks = ok(
+        r,
+        &["ps", "--filter", "name=web", "--format", "{{.Networks}}"],
+    );
+    assert_eq!(networks.trim(), format!("bridge,{net}"));
+    let inspected = ok(
+        r,
+        &["inspect", "-f", "{{json .NetworkSettings.Networks}}", "web"],
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspected).unwrap();
+    assert_eq!(v[&net]["IPAddress"], web_ip.as_str(), "{v}");
+    assert_eq!(v[&net]["Aliases"], serde_json::json!(["www"]), "{v}");
+    assert!(
+        v["bridge"]["IPAddress"]
+            .as_str()
+            .unwrap()
+            .starts_with("10.90.")
+    );
+    let members = ok(
+        r,
+        &["network", "inspect", "-f", "{{json .Containers}}", &net],
+    );
+    assert!(members.contains("\"Name\":\"web\""), "{members}");
+    // docker's refusals.
+    let (code, _, err) = kiln(r, &["network", "connect", &net, "web"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("endpoint with name web already exists"),
+        "{err}"
+    );
+    let (code, _, err) = kiln(r, &["network", "connect", "none", "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("connected to host network"), "{err}");
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "hosted",
+            "--network",
+            "host",
+            "kiln.local/busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    let (code, _, err) = kiln(r, &["network", "connect", &net, "hosted"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("sharing network namespace"), "{err}");
+    // Kept across a restart: both networks again.
+    ok(r, &["restart", "-t", "1", "web"]);
+    let again = addresses(r, "web");
+    assert_eq!(again.len(), 2, "{again:?}");
+    // Disconnected: the interface goes at once, the rest stays.
+    ok(r, &["network", "disconnect", &net, "web"]);
+    let left = addresses(r, "web");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].starts_with("eth0 10.90."), "{left:?}");
+    let (code, _, err) = kiln(r, &["network", "disconnect", &net, "web"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not connected to network"), "{err}");
+    // Off every network, it keeps loopback (up, as docker's) and can be connected again live.
+    ok(r, &["network", "disconnect", "bridge", "web"]);
+    ok(r, &["restart", "-t", "1", "web"]);
+    assert!(addresses(r, "web").is_empty());
+    let lo = ok(r, &["exec", "web", "ip", "-o", "-4", "addr", "show", "lo"]);
+    assert!(lo.contains("127.0.0.1/8"), "{lo}");
+    ok(r, &["network", "connect", &net, "web"]);
+    let back = addresses(r, "web");
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(back[0].starts_with("eth0 10.91."), "{back:?}");
+    // Gone with its containers: no veth, and the network's bridge with its last container.
+    ok(r, &["rm", "-f", "web", "db", "hosted"]);
+    let (_, links) = plumbing();
+    assert!(!links.contains(&format!("{iface}:")), "{links}");
+    ok(r, &["network", "rm", &net]);
+}

@@ -196,3 +196,151 @@ fn volumes_keep_data_seed_from_the_image_and_go_when_asked() {
     );
     assert_eq!(code, 125);
 }
+
+/// Whether anything is mounted below `dir` (the store's volume directory of one volume).
+fn mounted_below(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| {
+            l.split(' ')
+                .nth(4)
+                .unwrap()
+                .starts_with(dir.to_str().unwrap())
+        })
+}
+
+#[test]
+fn volumes_with_driver_options_mount_a_tmpfs_or_a_host_directory() {
+    if !common::can_sandbox("volumes_with_driver_options_mount_a_tmpfs_or_a_host_directory") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let tv = r.join("volumes/scratch");
+    // A tmpfs volume: its size limit holds, containers using it at once share it, and its
+    // content goes with the last of them, as docker's.
+    ok(
+        r,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=tmpfs",
+            "-o",
+            "device=tmpfs",
+            "-o",
+            "o=size=1m,mode=0700",
+            "scratch",
+        ],
+    );
+    let opts = ok(
+        r,
+        &["volume", "inspect", "-f", "{{json .Options}}", "scratch"],
+    );
+    assert_eq!(
+        opts.trim(),
+        r#"{"device":"tmpfs","o":"size=1m,mode=0700","type":"tmpfs"}"#
+    );
+    ok(
+        r,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "holder",
+            "-v",
+            "scratch:/s",
+            "kiln.local/busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    assert!(mounted_below(&tv));
+    let out = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "scratch:/s",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "stat -c %a /s; df -k /s | tail -n 1 | awk '{print $2}'; echo hi > /s/f; \
+             dd if=/dev/zero of=/s/big bs=1k count=2048 2>/dev/null || echo full",
+        ],
+    );
+    assert_eq!(out, "700\n1024\nfull\n");
+    // Still mounted for the container that runs: it sees what the other wrote.
+    assert_eq!(ok(r, &["exec", "holder", "cat", "/s/f"]), "hi\n");
+    ok(r, &["rm", "-f", "holder"]);
+    assert!(!mounted_below(&tv), "unmounted with its last container");
+    let again = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "scratch:/s",
+            "kiln.local/busybox",
+            "ls",
+            "/s",
+        ],
+    );
+    assert_eq!(again, "", "a new tmpfs each time it is first used");
+    ok(r, &["volume", "rm", "scratch"]);
+
+    // A volume bound to a host directory: the container reads and writes the directory, and
+    // removing the volume leaves the directory and its files alone.
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("h"), "from-host\n").unwrap();
+    let device = format!("device={}", host.path().display());
+    ok(
+        r,
+        &[
+            "volume",
+            "create",
+            "-o",
+            "type=none",
+            "-o",
+            "o=bind",
+            "-o",
+            &device,
+            "hostdir",
+        ],
+    );
+    let out = ok(
+        r,
+        &[
+            "run",
+            "--rm",
+            "-v",
+            "hostdir:/d",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "cat /d/h; echo c > /d/c",
+        ],
+    );
+    assert_eq!(out, "from-host\n");
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("c")).unwrap(),
+        "c\n"
+    );
+    ok(r, &["volume", "rm", "hostdir"]);
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("h")).unwrap(),
+        "from-host\n"
+    );
+    assert!(host.path().join("c").exists());
+
+    // docker's refusals.
+    let (code, _, err) = kiln(r, &["volume", "create", "-o", "size=1m", "bad"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("invalid option key: \"size\""), "{err}");
+    let (code, _, err) = kiln(r, &["volume", "create", "-o", "type=tmpfs", "bad"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("\"device\""), "{err}");
+    assert!(!volumes(r).contains(&"bad".to_string()));
+}

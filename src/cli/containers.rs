@@ -96,18 +96,9 @@ pub fn ps(root: Option<&Path>, args: PsArgs) -> anyhow::Result<ExitCode> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    // docker's Networks field: the network a container is (or would be) on.
+    // docker's Networks field: the networks a container is (or would be) on.
     let networks_of = |c: &kiln_runtime::store::Container| {
-        use kiln_runtime::network::Mode;
-        match container::kept_options(&store, &c.id).and_then(|o| o.network) {
-            Some(Mode::Host) => "host".to_string(),
-            Some(Mode::None) => "none".to_string(),
-            Some(Mode::Bridge) => "bridge".to_string(),
-            Some(Mode::User(n)) => n,
-            Some(Mode::Container(n)) => format!("container:{n}"),
-            None if kiln_runtime::network::netavark::binary().is_some() => "bridge".to_string(),
-            None => "host".to_string(),
-        }
+        container::networks::shown(&container::kept_options(&store, &c.id).unwrap_or_default())
     };
     // docker's SIZE: what the container wrote (its upper directory), and the image below.
     let size_of = |c: &kiln_runtime::store::Container| {

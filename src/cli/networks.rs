@@ -1,9 +1,10 @@
-//! `kiln network create|ls|inspect|rm|prune`: docker's network commands, same flags and output.
+//! `kiln network create|ls|inspect|rm|prune|connect|disconnect`: docker's network commands,
+//! same flags and output.
 
 use std::{path::Path, process::ExitCode};
 
 use anyhow::bail;
-use kiln_runtime::network;
+use kiln_runtime::{container, network};
 
 use crate::render::{format::Format, table};
 
@@ -21,6 +22,31 @@ pub enum NetworkCommand {
     Rm(RmArgs),
     /// Remove every user network no running container is on.
     Prune(PruneArgs),
+    /// Connect a container to a network (at once if it runs, and at each start).
+    Connect(ConnectArgs),
+    /// Disconnect a container from a network.
+    Disconnect(DisconnectArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ConnectArgs {
+    /// Another name the container answers to on the network.
+    #[arg(long, value_name = "NAME")]
+    pub alias: Vec<String>,
+    /// The container's IPv4 address on the network.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub network: String,
+    pub container: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisconnectArgs {
+    /// Accepted for docker's scripts: kiln's disconnect needs no forcing.
+    #[arg(short, long)]
+    pub force: bool,
+    pub network: String,
+    pub container: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -270,6 +296,16 @@ pub fn run(root: Option<&Path>, cmd: NetworkCommand) -> anyhow::Result<ExitCode>
             if failed {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        NetworkCommand::Connect(a) => {
+            let asked = container::networks::ConnectOptions {
+                aliases: a.alias,
+                ip: a.ip,
+            };
+            container::networks::connect(&store, &a.network, &a.container, &asked)?;
+        }
+        NetworkCommand::Disconnect(a) => {
+            container::networks::disconnect(&store, &a.network, &a.container)?;
         }
         NetworkCommand::Prune(a) => {
             if !super::confirm(

@@ -342,6 +342,7 @@ fn run_or_create(
         publish,
         publish_all: args.publish_all,
         network_aliases: args.network_alias.clone(),
+        networks: None,
         add_hosts: args.add_host.clone(),
         dns: container::Dns {
             servers: args.dns.clone(),

@@ -31,6 +31,10 @@ pub struct CreateArgs {
     /// A label `K=V`.
     #[arg(long, value_name = "K=V")]
     pub label: Vec<String>,
+    /// A driver option `K=V`: `type`, `device` and `o`, as mount(8) takes them
+    /// (`-o type=tmpfs -o device=tmpfs -o o=size=64m`; `-o type=none -o o=bind -o device=/srv`).
+    #[arg(short = 'o', long = "opt", value_name = "K=V")]
+    pub opt: Vec<String>,
     /// The volume's name.
     pub name: Option<String>,
 }
@@ -87,7 +91,9 @@ pub fn run(root: Option<&Path>, cmd: VolumeCommand) -> anyhow::Result<ExitCode> 
                 );
             }
             let labels = super::labels(&a.label);
-            let v = store.create_volume(a.name.as_deref(), &labels)?;
+            let options = super::labels(&a.opt);
+            container::volume_mount::validate(&options).map_err(anyhow::Error::msg)?;
+            let v = store.create_volume(a.name.as_deref(), (&labels, &options))?;
             outln!("{}", v.name);
         }
         VolumeCommand::Ls(a) => ls(&store, &a)?,
@@ -163,7 +169,7 @@ fn inspect_json(v: &VolumeInfo) -> serde_json::Value {
         "Labels": if v.labels.is_empty() { serde_json::Value::Null } else { serde_json::json!(v.labels) },
         "Mountpoint": v.mountpoint,
         "Name": v.name,
-        "Options": serde_json::Value::Null,
+        "Options": if v.options.is_empty() { serde_json::Value::Null } else { serde_json::json!(v.options) },
         "Scope": "local",
     })
 }

@@ -398,22 +398,41 @@ fn network_settings_json(
             }
         }
     }
-    // The network it is on (or would be when started): name and id.
-    let joined: Option<(String, String)> = match (&a, opts.map(|o| &o.network)) {
-        (Some(a), _) => Some((a.def.name.clone(), a.def.id.clone())),
-        (None, Some(Some(crate::network::Mode::User(n)))) => Some((
-            n.clone(),
-            store
-                .find_network(n)
-                .ok()
-                .flatten()
-                .map(|n| n.id)
-                .unwrap_or_default(),
-        )),
-        (None, Some(None | Some(crate::network::Mode::Bridge))) => {
-            Some((crate::network::BRIDGE.into(), crate::network::bridge_id()))
+    let all = crate::network::attachments(&dir);
+    // The networks it is on, or would be on when started: name, id and what it holds there.
+    let joined: Vec<(
+        String,
+        String,
+        Option<&crate::network::Attached>,
+        Vec<String>,
+    )> = if all.is_empty() {
+        let mode = opts.and_then(|o| super::network_mode(o).ok());
+        match (opts, mode) {
+            (Some(o), Some(m)) => super::networks::joined(o, &m)
+                .into_iter()
+                .map(|j| {
+                    let id = super::network_def(store, &j.network)
+                        .map(|d| d.id)
+                        .unwrap_or_default();
+                    (j.network, id, None, j.aliases)
+                })
+                .collect(),
+            _ => Vec::new(),
         }
-        _ => None,
+    } else {
+        // Its aliases there: those it asked for, without the short id kiln adds.
+        all.iter()
+            .map(|a| {
+                let aliases = a
+                    .request
+                    .aliases()
+                    .iter()
+                    .filter(|x| !c.id.starts_with(x.as_str()))
+                    .cloned()
+                    .collect();
+                (a.def.name.clone(), a.def.id.clone(), Some(a), aliases)
+            })
+            .collect()
     };
     let ip = a.as_ref().map(|a| a.ip.to_string()).unwrap_or_default();
     let gateway = a
@@ -423,10 +442,8 @@ fn network_settings_json(
     let prefix = a.as_ref().map_or(0, |a| a.def.prefix);
     let mac = a.as_ref().map(|a| a.mac.clone()).unwrap_or_default();
     let mut networks = serde_json::Map::new();
-    if let Some((name, network_id)) = joined {
-        let aliases = opts
-            .map(|o| o.network_aliases.clone())
-            .filter(|v| !v.is_empty());
+    for (name, network_id, on, aliases) in joined {
+        let aliases = Some(aliases).filter(|v| !v.is_empty());
         networks.insert(
             name,
             serde_json::json!({
@@ -434,14 +451,14 @@ fn network_settings_json(
                 "Links": null,
                 "Aliases": aliases,
                 "NetworkID": network_id,
-                "EndpointID": if a.is_some() { c.id.clone() } else { String::new() },
-                "Gateway": gateway,
-                "IPAddress": ip,
-                "IPPrefixLen": prefix,
+                "EndpointID": if on.is_some() { c.id.clone() } else { String::new() },
+                "Gateway": on.map(|a| a.def.gateway.to_string()).unwrap_or_default(),
+                "IPAddress": on.map(|a| a.ip.to_string()).unwrap_or_default(),
+                "IPPrefixLen": on.map_or(0, |a| a.def.prefix),
                 "IPv6Gateway": "",
                 "GlobalIPv6Address": "",
                 "GlobalIPv6PrefixLen": 0,
-                "MacAddress": mac,
+                "MacAddress": on.map(|a| a.mac.clone()).unwrap_or_default(),
                 "DriverOpts": null,
             }),
         );

@@ -10,10 +10,12 @@ pub mod detach;
 pub mod exec;
 pub mod health;
 pub mod logs;
+pub mod networks;
 pub mod restart;
 pub mod stats;
 pub mod tty;
 pub mod user;
+pub mod volume_mount;
 
 use std::{path::PathBuf, process::Stdio};
 
@@ -168,6 +170,23 @@ pub struct RunOptions {
     /// `--init`: a small init as process 1 ([`crate::sandbox::init`]).
     #[serde(default)]
     pub init: bool,
+    /// The networks the container joins at each start, in order, once `kiln network connect`
+    /// or `disconnect` changed them; `None`: the one `network` names (`network_aliases` and
+    /// `ip` its options there). `network` stays what `--network` said, as docker's
+    /// `HostConfig.NetworkMode` does.
+    #[serde(default)]
+    pub networks: Option<Vec<Connected>>,
+}
+
+/// A network a container is on, with its options there (`--network-alias`/`--alias`, `--ip`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Connected {
+    /// The network's name (`bridge` or a user network's).
+    pub network: String,
+    /// `--alias`.
+    pub aliases: Vec<String>,
+    /// `--ip`.
+    pub ip: Option<std::net::Ipv4Addr>,
 }
 
 /// The container's resolv.conf as asked: name servers, search domains, options (each empty:
@@ -251,6 +270,38 @@ impl Tmpfs {
         }
         Ok(t)
     }
+}
+
+/// The network named `name` (`bridge` or a user network's), as containers join it.
+pub(crate) fn network_def(
+    store: &Store,
+    name: &str,
+) -> Result<crate::network::Def, ContainerError> {
+    if name == crate::network::BRIDGE {
+        return Ok(crate::network::Def::bridge());
+    }
+    let found = store
+        .find_network(name)?
+        .ok_or_else(|| ContainerError::Config(format!("network {name} not found")))?;
+    Ok(crate::network::Def::user(&found)?)
+}
+
+/// Puts a container whose namespace is set up on network `more` too.
+pub(crate) fn join_connected(
+    store: &Store,
+    dir: &std::path::Path,
+    (id, name): (&str, &str),
+    more: &Connected,
+) -> Result<crate::network::Attached, ContainerError> {
+    let def = network_def(store, &more.network)?;
+    let mut aliases = more.aliases.clone();
+    aliases.push(id[..12.min(id.len())].to_string());
+    let endpoint = crate::network::Endpoint {
+        aliases: &aliases,
+        ip: more.ip,
+        mac: None,
+    };
+    Ok(crate::network::connect(dir, (id, name), &def, endpoint)?)
 }
 
 /// The options container `id` was created with (`options.json` in its directory).
@@ -459,9 +510,15 @@ impl Volume {
         let source = self.source(store);
         let spec = format!("{}:{}", source.display(), self.target);
         if let Some(name) = &self.volume {
-            if store.volume(name)?.is_none() {
-                store.create_volume(Some(name), &std::collections::BTreeMap::new())?;
-            }
+            let v = match store.volume(name)? {
+                Some(v) => v,
+                None => {
+                    let none = std::collections::BTreeMap::new();
+                    store.create_volume(Some(name), (&none, &none))?
+                }
+            };
+            // A volume with the driver's options: its filesystem mounted first, then seeded.
+            volume_mount::mount(&v)?;
             let empty = std::fs::read_dir(&source).is_ok_and(|mut d| d.next().is_none());
             if empty && !self.nocopy {
                 copy::seed(rootfs, &self.target, &source)?;
@@ -516,7 +573,13 @@ fn resolve_volumes(
     }
     let fresh = |store: &Store| -> Result<String, ContainerError> {
         Ok(store
-            .create_volume(None, &std::collections::BTreeMap::new())?
+            .create_volume(
+                None,
+                (
+                    &std::collections::BTreeMap::new(),
+                    &std::collections::BTreeMap::new(),
+                ),
+            )?
             .name)
     };
     for v in &opts.volumes {
@@ -832,26 +895,24 @@ pub fn run(
             }
             _ => None,
         };
-        let def = match &mode {
-            crate::network::Mode::Bridge => Some(crate::network::Def::bridge()),
-            crate::network::Mode::User(n) => {
-                let found = store.find_network(n)?;
-                match found.map(|f| crate::network::Def::user(&f)).transpose() {
-                    Ok(Some(d)) => Some(d),
-                    Ok(None) => {
-                        let _ = overlay::unmount(&rootfs);
-                        return Err(ContainerError::Config(format!("network {n} not found")));
-                    }
-                    Err(e) => {
-                        let _ = overlay::unmount(&rootfs);
-                        return Err(e.into());
-                    }
-                }
+        let joins = match &mode {
+            crate::network::Mode::Bridge | crate::network::Mode::User(_) => {
+                networks::joined(opts, &mode)
             }
-            _ => None,
+            _ => Vec::new(),
         };
-        let attached = match &def {
-            Some(def) => {
+        let def = match joins.first() {
+            Some(first) => match network_def(store, &first.network) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let _ = overlay::unmount(&rootfs);
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        let attached = match (&def, joins.first()) {
+            (Some(def), Some(first)) => {
                 let name = store
                     .find_container(&id)?
                     .map_or_else(|| id.clone(), |c| c.name);
@@ -865,23 +926,46 @@ pub fn run(
                 }
                 // Resolved by its name on a user network, and by its aliases and short id, as
                 // docker's embedded DNS resolves them.
-                let mut aliases = opts.network_aliases.clone();
+                let mut aliases = first.aliases.clone();
                 aliases.push(id[..12].to_string());
-                match crate::network::attach(
-                    &dir,
-                    (&id, &name),
-                    def,
-                    &ports,
-                    (&aliases, opts.ip, opts.mac.as_deref()),
-                ) {
+                let endpoint = crate::network::Endpoint {
+                    aliases: &aliases,
+                    ip: first.ip,
+                    mac: opts.mac.as_deref(),
+                };
+                let joined = crate::network::attach(&dir, (&id, &name), def, &ports, endpoint)
+                    .map_err(ContainerError::from)
+                    .and_then(|a| {
+                        // Then the networks `network connect` added, each on its interface.
+                        for more in &joins[1..] {
+                            join_connected(store, &dir, (&id, &name), more)?;
+                        }
+                        Ok(a)
+                    });
+                match joined {
                     Ok(a) => Some(a),
                     Err(e) => {
+                        crate::network::detach(&dir);
                         let _ = overlay::unmount(&rootfs);
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
             }
-            None => None,
+            _ => None,
+        };
+        // On no network (each one disconnected): a namespace of its own all the same, kept by
+        // its file, that `network connect` adds networks to while it runs.
+        let own_netns = match (&attached, &mode) {
+            (None, crate::network::Mode::Bridge | crate::network::Mode::User(_)) => {
+                let path = dir.join("netns");
+                crate::network::detach(&dir);
+                if let Err(source) = crate::network::netns::create(&path) {
+                    let _ = overlay::unmount(&rootfs);
+                    return Err(ContainerError::Io { path, source });
+                }
+                Some(path)
+            }
+            _ => None,
         };
         let ran = (|| {
             let user_spec = opts
@@ -940,7 +1024,11 @@ pub fn run(
                 .unwrap_or_else(|| "/".into());
             spec.network = match (&attached, &mode) {
                 (Some(a), _) => Network::Join(a.netns.clone()),
+                // `--network none`: loopback only.
                 (None, crate::network::Mode::None) => Network::None,
+                (None, crate::network::Mode::Bridge | crate::network::Mode::User(_)) => {
+                    own_netns.clone().map_or(Network::None, Network::Join)
+                }
                 (None, crate::network::Mode::Container(_)) => match &shared {
                     Some((netns, _)) => Network::Join(netns.clone()),
                     None => Network::Host,
@@ -986,8 +1074,14 @@ pub fn run(
             })?;
             Ok::<_, ContainerError>(process::exit_code(status))
         })();
-        if attached.is_some() {
+        if attached.is_some() || own_netns.is_some() {
             crate::network::detach(&dir);
+        }
+        // Volumes with their own filesystem: unmounted once no other container uses them.
+        for v in volumes.iter().filter_map(|v| v.volume.as_deref()) {
+            if let Ok(Some(info)) = store.volume(v) {
+                volume_mount::release(store, &info, Some(&id));
+            }
         }
         let unmounted = overlay::unmount(&rootfs);
         let code = ran?;
@@ -1048,7 +1142,7 @@ pub fn lower_dirs(
 pub const OPTIONS: &str = "options.json";
 
 /// Writes a container's options (`options.json`), its mounts resolved, for `kiln start`.
-fn keep_options(
+pub(crate) fn keep_options(
     dir: &std::path::Path,
     opts: &RunOptions,
     id: &str,
@@ -1161,11 +1255,13 @@ fn etc_files(
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
     let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = crate::sandbox::etc::resolv_text(
-        &host,
-        attached.is_some(),
-        attached.and_then(|a| a.def.dns.then_some(a.def.gateway)),
-    );
+    // The name servers of every network it is on that resolves names.
+    let resolvers: Vec<std::net::Ipv4Addr> = crate::network::attachments(dir)
+        .iter()
+        .filter(|a| a.def.dns)
+        .map(|a| a.def.gateway)
+        .collect();
+    let resolv = crate::sandbox::etc::resolv_text(&host, attached.is_some(), &resolvers);
     Ok(crate::sandbox::etc::write_container_files(
         dir,
         &hosts,
@@ -1175,7 +1271,7 @@ fn etc_files(
 
 /// The network a container gets: as asked, else docker's default `bridge` where it can be
 /// had (netavark installed, kiln root), else the host's. Ports need the bridge.
-fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerError> {
+pub(crate) fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerError> {
     use crate::network::Mode;
     let can_bridge =
         crate::network::netavark::binary().is_some() && !crate::sandbox::userns::rootless();
@@ -1270,6 +1366,14 @@ pub fn remove(
     let kept = kept_options(store, &c.id);
     remove_dir(&dir);
     store.remove_container(&c.id)?;
+    if let Some(k) = &kept {
+        // A killed monitor could not unmount its volumes' own filesystems.
+        for v in k.volumes.iter().filter_map(|v| v.volume.as_deref()) {
+            if let Ok(Some(info)) = store.volume(v) {
+                volume_mount::release(store, &info, Some(&c.id));
+            }
+        }
+    }
     if let (true, Some(k)) = (volumes, kept) {
         remove_anonymous_volumes(store, &k.volumes, &c.id);
     }

@@ -176,8 +176,9 @@ fn registry() -> PathBuf {
         .map_or_else(|| PathBuf::from("/run/kiln/net"), PathBuf::from)
 }
 
-/// What a running container holds on the network: kept as `network.json` in its directory
-/// (what `inspect`, `ps` and `port` show, and what tears it down).
+/// What a running container holds on one network. A container's networks are kept as a list
+/// in `network.json` in its directory (what `inspect`, `ps` and `port` show, and what tears
+/// them down), the one it started on first.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Attached {
     /// The network, as it was joined.
@@ -191,14 +192,50 @@ pub struct Attached {
     pub request: netavark::Request,
 }
 
+/// The registry entries an attachment holds: its address and its host ports.
+fn entries(reg: &Path, ip: Ipv4Addr, ports: &[Published]) -> Vec<PathBuf> {
+    let mut entries = vec![reg.join(format!("ip-{ip}"))];
+    for p in ports {
+        for k in 0..p.range {
+            entries.push(port_entry(
+                reg,
+                p.host_ip,
+                p.host_port.saturating_add(k),
+                &p.protocol,
+            ));
+        }
+    }
+    entries
+}
+
 /// The file in a container's directory that says what it holds.
 const STATE: &str = "network.json";
 
-/// What container directory `dir` holds on the network now, if anything.
+/// Every network container directory `dir` is on now, the first it joined first.
+pub fn attachments(dir: &Path) -> Vec<Attached> {
+    let Ok(bytes) = std::fs::read(dir.join(STATE)) else {
+        return Vec::new();
+    };
+    // A store written before containers could join several networks kept one object.
+    serde_json::from_slice::<Vec<Attached>>(&bytes)
+        .or_else(|_| serde_json::from_slice::<Attached>(&bytes).map(|a| vec![a]))
+        .unwrap_or_default()
+}
+
+/// The network container directory `dir` started on (the one its ports are published on).
 pub fn attached(dir: &Path) -> Option<Attached> {
-    std::fs::read(dir.join(STATE))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+    attachments(dir).into_iter().next()
+}
+
+/// Writes the list whole, then renames it over the old one: a reader never sees half.
+fn save(dir: &Path, list: &[Attached]) -> Result<(), NetworkError> {
+    let path = dir.join(STATE);
+    let tmp = dir.join(format!("{STATE}.tmp"));
+    serde_json::to_vec_pretty(list)
+        .map_err(std::io::Error::other)
+        .and_then(|t| std::fs::write(&tmp, t))
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(io_err(&path))
 }
 
 /// The registry lock: choosing an address or a port and recording it is one step.
@@ -226,26 +263,83 @@ fn port_entry(dir: &Path, ip: IpAddr, port: u16, proto: &str) -> PathBuf {
     dir.join(format!("port-{proto}-{ip}-{port}"))
 }
 
-/// Sets up `ports` and an address on the default bridge for container `id` (its directory
-/// `dir`), in a new namespace the container's process then joins ([`Attached::netns`]).
-pub fn attach(
-    dir: &Path,
-    (id, name): (&str, &str),
-    def: &Def,
-    ports: &[Published],
-    (aliases, wanted_ip, mac): (&[String], Option<Ipv4Addr>, Option<&str>),
-) -> Result<Attached, NetworkError> {
+/// What a container asks of one network: its names there (aliases), an address and a MAC
+/// address of its choosing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Endpoint<'a> {
+    pub aliases: &'a [String],
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<&'a str>,
+}
+
+fn check_backend() -> Result<(), NetworkError> {
     if crate::sandbox::userns::rootless() {
         return Err(NetworkError::Rootless);
     }
     if netavark::binary().is_none() {
         return Err(NetworkError::NoNetavark);
     }
+    Ok(())
+}
+
+/// Sets up `ports` and an address on network `def` for container `id` (its directory `dir`),
+/// in a new namespace the container's process then joins ([`Attached::netns`]).
+pub fn attach(
+    dir: &Path,
+    ids: (&str, &str),
+    def: &Def,
+    ports: &[Published],
+    endpoint: Endpoint<'_>,
+) -> Result<Attached, NetworkError> {
+    check_backend()?;
     // What a killed monitor left first.
     detach(dir);
+    join(dir, ids, def, ports, endpoint, "eth0")
+}
+
+/// `network connect`: puts a running container (its directory `dir`, its namespace made by
+/// [`attach`]) on one more network, on the next free interface (`eth1`, ...).
+pub fn connect(
+    dir: &Path,
+    ids: (&str, &str),
+    def: &Def,
+    endpoint: Endpoint<'_>,
+) -> Result<Attached, NetworkError> {
+    check_backend()?;
+    let list = attachments(dir);
+    if !netns::exists(&dir.join("netns")) {
+        return Err(NetworkError::Invalid(format!(
+            "container {} has no network namespace of its own",
+            ids.1
+        )));
+    }
+    if list.iter().any(|a| a.def.id == def.id) {
+        return Err(NetworkError::Invalid(format!(
+            "endpoint with name {} already exists in network {}",
+            ids.1, def.name
+        )));
+    }
+    let interface = (0..)
+        .map(|k| format!("eth{k}"))
+        .find(|n| !list.iter().any(|a| a.request.interface() == n))
+        .unwrap_or_default();
+    join(dir, ids, def, &[], endpoint, &interface)
+}
+
+/// Joins network `def` on `interface`: the address and ports chosen and recorded, the
+/// namespace made if this is the first, netavark's setup, the state file extended.
+fn join(
+    dir: &Path,
+    (id, name): (&str, &str),
+    def: &Def,
+    ports: &[Published],
+    endpoint: Endpoint<'_>,
+    interface: &str,
+) -> Result<Attached, NetworkError> {
     let reg = registry();
     let netns_path = dir.join("netns");
     let owner = netns_path.as_os_str().as_bytes().to_vec();
+    let first = !netns::exists(&netns_path);
     let mut chosen = ports.to_vec();
     // Held through netavark's setup too: netavark 1.4 takes no lock of its own, and a teardown
     // of the network's last container removes the chains a concurrent setup appends to.
@@ -267,7 +361,7 @@ pub fn attach(
                 || (ip.is_unspecified() && any_port_held(&reg, port, proto))
         };
         ports::choose_ports(&mut chosen, &taken).map_err(NetworkError::Ports)?;
-        let ip = match wanted_ip {
+        let ip = match endpoint.ip {
             Some(ip) if !def.hosts().any(|h| h == ip) => {
                 return Err(NetworkError::Invalid(format!(
                     "no configured subnet or ip-range contain the IP address {ip}"
@@ -284,31 +378,37 @@ pub fn attach(
                 .find(|ip| !held(&reg.join(format!("ip-{ip}"))))
                 .ok_or_else(|| NetworkError::Exhausted(format!("{}/{}", def.subnet, def.prefix)))?,
         };
-        let mut entries = vec![reg.join(format!("ip-{ip}"))];
-        for p in &chosen {
-            for k in 0..p.range {
-                entries.push(port_entry(
-                    &reg,
-                    p.host_ip,
-                    p.host_port.saturating_add(k),
-                    &p.protocol,
-                ));
-            }
-        }
+        let entries = entries(&reg, ip, &chosen);
         for e in &entries {
             std::fs::write(e, &owner).map_err(io_err(e))?;
         }
         // Held from here on: the namespace exists before the lock goes.
-        if let Err(e) = netns::create(&netns_path) {
-            release(&entries, &owner);
-            return Err(io_err(&netns_path)(e));
+        if first {
+            if let Err(e) = netns::create(&netns_path) {
+                release(&entries, &owner);
+                return Err(io_err(&netns_path)(e));
+            }
         }
         (ip, entries)
     };
     let info = netavark_info(def);
-    let request = netavark::Request::new((id, name), &info, (ip, mac), &chosen, aliases);
+    let request = netavark::Request::new(
+        (id, name),
+        &info,
+        (ip, endpoint.mac),
+        &chosen,
+        (endpoint.aliases, interface),
+    );
     let config = reg.join("netavark");
     std::fs::create_dir_all(&config).map_err(io_err(&config))?;
+    let undo = |request: &netavark::Request| {
+        // A half-done setup is undone as far as it went.
+        let _ = netavark::teardown(&netns_path, &config, request);
+        if first {
+            netns::remove(&netns_path);
+        }
+        release(&entries, &owner);
+    };
     match netavark::setup(&netns_path, &config, &request) {
         Ok(iface) => {
             let a = Attached {
@@ -316,25 +416,20 @@ pub fn attach(
                 ip,
                 mac: iface.mac_address,
                 ports: chosen,
-                netns: netns_path,
+                netns: netns_path.clone(),
                 request,
             };
-            let path = dir.join(STATE);
-            let saved = serde_json::to_vec_pretty(&a)
-                .map_err(std::io::Error::other)
-                .and_then(|t| std::fs::write(&path, t));
-            if let Err(e) = saved {
+            let mut list = if first { Vec::new() } else { attachments(dir) };
+            list.push(a.clone());
+            if let Err(e) = save(dir, &list) {
+                undo(&a.request);
                 drop(guard);
-                detach_with(&a, &entries);
-                return Err(io_err(&path)(e));
+                return Err(e);
             }
             Ok(a)
         }
         Err(e) => {
-            // A half-done setup is undone as far as it went.
-            let _ = netavark::teardown(&netns_path, &config, &request);
-            netns::remove(&netns_path);
-            release(&entries, &owner);
+            undo(&request);
             Err(e)
         }
     }
@@ -362,39 +457,48 @@ fn release(entries: &[PathBuf], owner: &[u8]) {
     }
 }
 
-fn detach_with(a: &Attached, entries: &[PathBuf]) {
-    let config = registry().join("netavark");
-    // One netavark call at a time machine-wide (see [`attach`]).
-    let _lock = lock(&registry());
+/// netavark's teardown of one attachment and its registry entries released (the caller holds
+/// the registry lock).
+fn teardown_one(a: &Attached, reg: &Path) {
     if netns::exists(&a.netns) {
-        let _ = netavark::teardown(&a.netns, &config, &a.request);
+        let _ = netavark::teardown(&a.netns, &reg.join("netavark"), &a.request);
     }
-    netns::remove(&a.netns);
-    release(entries, a.netns.as_os_str().as_bytes());
+    release(
+        &entries(reg, a.ip, &a.ports),
+        a.netns.as_os_str().as_bytes(),
+    );
 }
 
-/// Tears down what container directory `dir` holds on the network (rules, veth, namespace,
-/// address and ports), whether its monitor ended normally or was killed. Nothing held:
+/// `network disconnect`: takes a running container (its directory `dir`) off the network with
+/// id `network_id`; whether it was on it. Its namespace stays, with its other networks.
+pub fn disconnect(dir: &Path, network_id: &str) -> Result<bool, NetworkError> {
+    let reg = registry();
+    let _lock = lock(&reg)?;
+    let mut list = attachments(dir);
+    let Some(k) = list.iter().position(|a| a.def.id == network_id) else {
+        return Ok(false);
+    };
+    let gone = list.remove(k);
+    save(dir, &list)?;
+    teardown_one(&gone, &reg);
+    Ok(true)
+}
+
+/// Tears down what container directory `dir` holds on its networks (rules, veths, namespace,
+/// addresses and ports), whether its monitor ended normally or was killed. Nothing held:
 /// nothing to do.
 pub fn detach(dir: &Path) {
     let netns_path = dir.join("netns");
-    if let Some(a) = attached(dir) {
+    let list = attachments(dir);
+    if !list.is_empty() {
         let reg = registry();
-        let mut entries = vec![reg.join(format!("ip-{}", a.ip))];
-        for p in &a.ports {
-            for k in 0..p.range {
-                entries.push(port_entry(
-                    &reg,
-                    p.host_ip,
-                    p.host_port.saturating_add(k),
-                    &p.protocol,
-                ));
-            }
+        // One netavark call at a time machine-wide (see [`join`]).
+        let _lock = lock(&reg);
+        for a in list.iter().rev() {
+            teardown_one(a, &reg);
         }
-        detach_with(&a, &entries);
-    } else {
-        netns::remove(&netns_path);
     }
+    netns::remove(&netns_path);
     let _ = std::fs::remove_file(dir.join(STATE));
 }
 
@@ -535,8 +639,10 @@ pub fn endpoints(store: &crate::store::Store, network_id: &str) -> Vec<(String, 
         .unwrap_or_default()
         .into_iter()
         .filter_map(|c| {
-            let a = attached(&store.root().join("containers").join(&c.id))?;
-            (a.def.id == network_id).then_some((c.id, a))
+            let a = attachments(&store.root().join("containers").join(&c.id))
+                .into_iter()
+                .find(|a| a.def.id == network_id)?;
+            Some((c.id, a))
         })
         .collect()
 }

@@ -79,7 +79,8 @@ struct PortMapping {
     protocol: String,
 }
 
-/// What `setup` and `teardown` read: one container on one network.
+/// What `setup` and `teardown` read: one container on one network (a container on several
+/// networks is set up one network at a time, each on an interface of its own).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     container_id: String,
@@ -95,7 +96,7 @@ impl Request {
         network: &NetworkInfo,
         (ip, mac): (std::net::Ipv4Addr, Option<&str>),
         ports: &[Published],
-        aliases: &[String],
+        (aliases, interface): (&[String], &str),
     ) -> Request {
         Request {
             container_id: id.to_string(),
@@ -119,13 +120,28 @@ impl Request {
                 network.name.clone(),
                 PerNetwork {
                     static_ips: vec![ip.to_string()],
-                    interface_name: "eth0".into(),
+                    interface_name: interface.into(),
                     aliases: aliases.to_vec(),
                     static_mac: mac.map(str::to_string),
                 },
             )]),
             network_info: BTreeMap::from([(network.name.clone(), network.clone())]),
         }
+    }
+}
+
+impl Request {
+    /// The container's interface this request sets up (`eth0`, `eth1`, ...).
+    pub fn interface(&self) -> &str {
+        self.networks
+            .values()
+            .next()
+            .map_or("", |n| n.interface_name.as_str())
+    }
+
+    /// The names the container answers to on the network (its aliases).
+    pub fn aliases(&self) -> &[String] {
+        self.networks.values().next().map_or(&[], |n| &n.aliases)
     }
 }
 

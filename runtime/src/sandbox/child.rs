@@ -38,7 +38,7 @@ const READ_ONLY: [&std::ffi::CStr; 5] = [
 ];
 
 /// The steps, in order; the child reports each by its index.
-pub(super) const STEPS: [&str; 21] = [
+pub(super) const STEPS: [&str; 22] = [
     "unshare namespaces",
     "make mounts private",
     "pivot_root",
@@ -60,6 +60,7 @@ pub(super) const STEPS: [&str; 21] = [
     "open the terminal",
     "start the init",
     "join the network namespace",
+    "bring up loopback",
 ];
 
 /// A file for /dev/pipes: its path there and its content.
@@ -92,6 +93,41 @@ pub(super) struct Extra<'a> {
     pub(super) init: Option<&'a super::init::Title>,
     /// A network namespace to join (set up before the fork), or -1.
     pub(super) netns: i32,
+}
+
+/// Sets `lo` up in the network namespace just made: a namespace of its own has loopback only,
+/// and up, as runc makes it for docker's `--network none` and BuildKit's `RUN --network=none`
+/// (a server listening on 127.0.0.1 there works). Raw system calls on the stack only.
+fn loopback_up() -> Result<(), Errno> {
+    // SAFETY: socket(2) with constant arguments; the descriptor is closed below on every path.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(Errno::from_raw_os_error(
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+        ));
+    }
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value of it.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS then SIOCSIFFLAGS read and write `req`, an ifreq this frame owns,
+    // whose name is NUL-terminated; the flags member is the one these requests use.
+    let r = unsafe {
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) < 0 {
+            -1
+        } else {
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            libc::ioctl(fd, libc::SIOCSIFFLAGS, &req)
+        }
+    };
+    let err = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: `fd` is the socket made above, closed once.
+    unsafe { libc::close(fd) };
+    if r < 0 {
+        return Err(Errno::from_raw_os_error(err));
+    }
+    Ok(())
 }
 
 /// Everything between fork and exec, in the child. Async-signal-safe: raw system calls only.
@@ -152,6 +188,10 @@ pub(super) fn child_setup(
             fd,
             Some(rustix::thread::LinkNameSpaceType::Network),
         )?;
+        // netavark brings loopback up; a namespace kept for a container on no network yet
+        // (every one disconnected) has it down until here.
+        step(21);
+        loopback_up()?;
     }
     step(0);
     // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln
@@ -159,6 +199,10 @@ pub(super) fn child_setup(
     rustix::process::setsid()?;
     // SAFETY: no CLONE_FILES; this process is single-threaded after fork.
     unsafe { rustix::thread::unshare_unsafe(ns) }?;
+    if ns.contains(UnshareFlags::NEWNET) {
+        step(21);
+        loopback_up()?;
+    }
     step(1);
     // Private propagation first, so nothing mounted below reaches the host's mount table.
     mount_change(

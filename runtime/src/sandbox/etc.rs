@@ -31,12 +31,15 @@ pub fn write_container_files(
 
 /// A container's resolv.conf from the host's (`host`): as it is on the host's network; on a
 /// bridge without its loopback name servers (which the container cannot reach; with none left,
-/// docker's public defaults); with `resolver` (a user network's, on its gateway) that is the one
-/// name server: it answers containers' names and forwards the rest to the host's.
-pub fn resolv_text(host: &str, bridged: bool, resolver: Option<std::net::Ipv4Addr>) -> String {
-    match (bridged, resolver) {
-        (_, Some(server)) => {
-            let mut out = format!("nameserver {server}\n");
+/// docker's public defaults); with `resolvers` (the user networks', each on its gateway) those
+/// are the name servers: they answer containers' names and forward the rest to the host's.
+pub fn resolv_text(host: &str, bridged: bool, resolvers: &[std::net::Ipv4Addr]) -> String {
+    match (bridged, resolvers) {
+        (_, [_, ..]) => {
+            let mut out: String = resolvers
+                .iter()
+                .map(|r| format!("nameserver {r}\n"))
+                .collect();
             for l in host.lines().filter(|l| {
                 let w = l.split_whitespace().next();
                 w == Some("search") || w == Some("options")
@@ -46,8 +49,8 @@ pub fn resolv_text(host: &str, bridged: bool, resolver: Option<std::net::Ipv4Add
             }
             out
         }
-        (true, None) => bridged_resolv(host),
-        (false, None) => host.to_string(),
+        (true, []) => bridged_resolv(host),
+        (false, []) => host.to_string(),
     }
 }
 

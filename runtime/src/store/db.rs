@@ -30,7 +30,11 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::containers::SCHEMA)
         .map_err(db_err)?;
     db.execute_batch(super::contexts::SCHEMA).map_err(db_err)?;
-    for add in super::containers::ADDED_COLUMNS.iter() {
+    db.execute_batch(super::volumes::SCHEMA).map_err(db_err)?;
+    for add in super::containers::ADDED_COLUMNS
+        .iter()
+        .chain(super::volumes::ADDED_COLUMNS.iter())
+    {
         match db.execute_batch(add) {
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}
             r => r.map_err(db_err)?,
@@ -41,7 +45,6 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     db.execute_batch(super::bases::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::remote::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::steptimes::SCHEMA).map_err(db_err)?;
-    db.execute_batch(super::volumes::SCHEMA).map_err(db_err)?;
     db.execute_batch(super::networks::SCHEMA).map_err(db_err)?;
     Ok(db)
 }

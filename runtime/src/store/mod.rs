@@ -44,6 +44,7 @@ pub use integrity::MAX_LAYERS;
 pub use layerindex::FileDigests;
 pub use networks::Network as NetworkInfo;
 pub use recover::Recovered;
+pub(crate) use recover::mounts_under;
 pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs, encode_xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{

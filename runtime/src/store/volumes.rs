@@ -17,6 +17,10 @@ CREATE TABLE IF NOT EXISTS volumes (
 );
 ";
 
+/// Columns added since the table was first made (applied once; an existing one is kept).
+pub(super) const ADDED_COLUMNS: [&str; 1] =
+    ["ALTER TABLE volumes ADD COLUMN options TEXT NOT NULL DEFAULT '{}'"];
+
 /// One volume.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Volume {
@@ -26,6 +30,10 @@ pub struct Volume {
     pub anonymous: bool,
     /// Where its data is (`Mountpoint`).
     pub mountpoint: PathBuf,
+    /// The local driver's `-o` options (`type`, `device`, `o`): what is mounted at the
+    /// mountpoint while containers use it ([`crate::container::volume_mount`]); empty: a
+    /// plain directory.
+    pub options: BTreeMap<String, String>,
 }
 
 /// docker's volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
@@ -42,12 +50,13 @@ impl Store {
         self.root.join("volumes").join(name).join("_data")
     }
 
-    /// Creates volume `name` (a new anonymous one with `None`); an existing volume of that name
-    /// is returned as it is, as docker's `volume create` does.
+    /// Creates volume `name` (a new anonymous one with `None`) with `labels` and driver
+    /// `options`; an existing volume of that name is returned as it is, as docker's `volume
+    /// create` does.
     pub fn create_volume(
         &self,
         name: Option<&str>,
-        labels: &BTreeMap<String, String>,
+        (labels, options): (&BTreeMap<String, String>, &BTreeMap<String, String>),
     ) -> Result<Volume, StoreError> {
         let (name, anonymous) = match name {
             Some(n) if !valid_volume_name(n) => {
@@ -65,11 +74,12 @@ impl Store {
         let data = self.volume_path(&name);
         std::fs::create_dir_all(&data).map_err(io_err(&data))?;
         let labels_json = serde_json::to_string(labels).unwrap_or_else(|_| "{}".into());
+        let options_json = serde_json::to_string(options).unwrap_or_else(|_| "{}".into());
         self.conn()
             .execute(
-                "INSERT OR IGNORE INTO volumes (name, labels, created, anonymous) \
-                 VALUES (?1, ?2, ?3, ?4)",
-                rusqlite::params![name, labels_json, now(), anonymous],
+                "INSERT OR IGNORE INTO volumes (name, labels, created, anonymous, options) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![name, labels_json, now(), anonymous, options_json],
             )
             .map_err(self.db_err())?;
         self.volume(&name)?
@@ -85,7 +95,9 @@ impl Store {
     pub fn volumes(&self) -> Result<Vec<Volume>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare_cached("SELECT name, labels, created, anonymous FROM volumes ORDER BY name")
+            .prepare_cached(
+                "SELECT name, labels, created, anonymous, options FROM volumes ORDER BY name",
+            )
             .map_err(self.db_err())?;
         let rows = stmt
             .query_map([], |r| {
@@ -94,15 +106,17 @@ impl Store {
                     r.get::<_, String>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, bool>(3)?,
+                    r.get::<_, String>(4)?,
                 ))
             })
             .map_err(self.db_err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (name, labels, created, anonymous) = row.map_err(self.db_err())?;
+            let (name, labels, created, anonymous, options) = row.map_err(self.db_err())?;
             out.push(Volume {
                 mountpoint: self.volume_path(&name),
                 labels: serde_json::from_str(&labels).unwrap_or_default(),
+                options: serde_json::from_str(&options).unwrap_or_default(),
                 name,
                 created,
                 anonymous,
@@ -121,6 +135,17 @@ impl Store {
             .execute("DELETE FROM volumes WHERE name = ?1", [name])
             .map_err(self.db_err())?;
         let dir = self.root.join("volumes").join(name);
+        // What a volume's options mounted there (a tmpfs, a bound host directory) comes off
+        // first: removing the tree with it still mounted would delete what it is bound to.
+        for m in super::mounts_under(&dir) {
+            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+        }
+        if !super::mounts_under(&dir).is_empty() {
+            return Err(StoreError::Conflict(format!(
+                "volume {name}: its filesystem is still mounted at {}",
+                dir.display()
+            )));
+        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -145,21 +170,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let labels = BTreeMap::from([("k".to_string(), "v".to_string())]);
-        let v = store.create_volume(Some("data"), &labels).unwrap();
+        let none = BTreeMap::new();
+        let v = store.create_volume(Some("data"), (&labels, &none)).unwrap();
         assert!(v.mountpoint.is_dir() && !v.anonymous);
         assert_eq!(v.mountpoint, dir.path().join("volumes/data/_data"));
         std::fs::write(v.mountpoint.join("kept"), "x").unwrap();
         // Again: the same volume, its data kept.
-        let again = store.create_volume(Some("data"), &BTreeMap::new()).unwrap();
+        let again = store.create_volume(Some("data"), (&none, &none)).unwrap();
         assert_eq!(again.labels, labels);
         assert!(again.mountpoint.join("kept").exists());
-        let anon = store.create_volume(None, &BTreeMap::new()).unwrap();
+        let anon = store.create_volume(None, (&none, &none)).unwrap();
         assert!(anon.anonymous && anon.name.len() == 64);
-        assert!(
-            store
-                .create_volume(Some("../etc"), &BTreeMap::new())
-                .is_err()
-        );
+        assert!(store.create_volume(Some("../etc"), (&none, &none)).is_err());
         assert_eq!(store.volumes().unwrap().len(), 2);
         assert!(store.remove_volume("data").unwrap());
         assert!(!dir.path().join("volumes/data").exists());
