@@ -202,12 +202,137 @@ fn an_unprivileged_user_runs_detached_containers() {
     assert!(ok(&["ps"]).contains(" Up "), "started again");
     ok(&["rm", "-f", "bg"]);
     assert_eq!(ok(&["ps", "-aq"]), "");
-    // Ports need the bridge, which needs root: said so.
+    // User networks need root: said so.
     let (code, _, err) = kiln_as_nobody(
         &root,
-        &["run", "--rm", "-p", "8080:80", "kiln.local/busybox", "true"],
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "mine",
+            "kiln.local/busybox",
+            "true",
+        ],
     );
     assert_eq!(code, 125);
-    assert!(err.contains("needs root"), "{err}");
+    assert!(err.contains("network mine not found"), "{err}");
+    assert!(host_mounts_under(w).is_empty());
+}
+
+/// slirp4netns processes (not yet reaped ones) whose command line names `dir`.
+fn slirps_for(dir: &Path) -> usize {
+    let want = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let p = e.path();
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            let cmd = std::fs::read(p.join("cmdline")).unwrap_or_default();
+            stat.contains("(slirp4netns)")
+                && !stat.contains(") Z ")
+                && String::from_utf8_lossy(&cmd).contains(&want)
+        })
+        .count()
+}
+
+#[test]
+fn an_unprivileged_user_publishes_ports() {
+    if !can_sandbox("an_unprivileged_user_publishes_ports")
+        || !have("setpriv", "rootless")
+        || !have("slirp4netns", "rootless networking")
+    {
+        return;
+    }
+    // Opened as the user: 0666, as udev makes it (and .ci/run where udev is missing).
+    let tun = std::fs::metadata("/dev/net/tun").map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o666 == 0o666
+    });
+    if !matches!(tun, Ok(true)) {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/dev/net/tun is not open to users, and CI must run this test"
+        );
+        eprintln!("skipped: an_unprivileged_user_publishes_ports: /dev/net/tun is not 0666");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (root, base) = (w.join("store"), w.join("base"));
+    std::fs::create_dir_all(&root).unwrap();
+    copy_dir(Path::new(BASE), &base);
+    chown_tree(w);
+    let ok = |args: &[&str]| {
+        let (code, out, err) = kiln_as_nobody(&root, args);
+        assert_eq!(code, 0, "kiln {args:?}: {err}");
+        out
+    };
+    ok(&["load", "-i", base.to_str().unwrap()]);
+    // A namespace of its own, networked by slirp4netns, its name server slirp4netns's.
+    let seen = ok(&[
+        "run",
+        "--rm",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        "ip -o link | cut -d: -f2 | tr -d ' '; grep nameserver /etc/resolv.conf",
+    ]);
+    assert_eq!(seen, "lo\ntap0\nnameserver 10.0.2.3\n");
+    // A free port of the host's loopback, published: the test (root, outside) reaches it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        &publish,
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        "mkdir -p /w && echo rootless-web > /w/index.html && exec httpd -f -p 80 -h /w",
+    ]);
+    let mut body = String::new();
+    for _ in 0..100 {
+        use std::io::{Read, Write};
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            let mut reply = String::new();
+            if s.read_to_string(&mut reply).is_ok() && reply.contains("\r\n\r\n") {
+                body = reply.split("\r\n\r\n").nth(1).unwrap().to_string();
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(body, "rootless-web\n");
+    assert_eq!(
+        ok(&["port", "web"]),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    assert_eq!(slirps_for(&root), 1);
+    // Taken: docker's words, before the container starts.
+    let (code, _, err) = kiln_as_nobody(
+        &root,
+        &["run", "--rm", "-p", &publish, "kiln.local/busybox", "true"],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("port is already allocated"), "{err}");
+    // Gone with the container: no slirp4netns left for it.
+    ok(&["rm", "-f", "web"]);
+    for _ in 0..100 {
+        if slirps_for(&root) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(slirps_for(&root), 0);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
     assert!(host_mounts_under(w).is_empty());
 }

@@ -1258,8 +1258,7 @@ fn etc_files(
     // The name servers of every network it is on that resolves names.
     let resolvers: Vec<std::net::Ipv4Addr> = crate::network::attachments(dir)
         .iter()
-        .filter(|a| a.def.dns)
-        .map(|a| a.def.gateway)
+        .filter_map(crate::network::Attached::name_server)
         .collect();
     let resolv = crate::sandbox::etc::resolv_text(&host, attached.is_some(), &resolvers);
     Ok(crate::sandbox::etc::write_container_files(
@@ -1270,11 +1269,15 @@ fn etc_files(
 }
 
 /// The network a container gets: as asked, else docker's default `bridge` where it can be
-/// had (netavark installed, kiln root), else the host's. Ports need the bridge.
+/// had (netavark installed as root, slirp4netns rootless), else the host's. Ports need the
+/// bridge.
 pub(crate) fn network_mode(opts: &RunOptions) -> Result<crate::network::Mode, ContainerError> {
     use crate::network::Mode;
-    let can_bridge =
-        crate::network::netavark::binary().is_some() && !crate::sandbox::userns::rootless();
+    let can_bridge = if crate::sandbox::userns::rootless() {
+        crate::network::slirp::usable()
+    } else {
+        crate::network::netavark::binary().is_some()
+    };
     let mode = match opts.network.clone() {
         Some(m) => m,
         None if can_bridge => Mode::Bridge,

@@ -12,6 +12,7 @@
 pub mod netavark;
 pub mod netns;
 pub mod ports;
+pub mod slirp;
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -68,6 +69,20 @@ impl Def {
         }
     }
 
+    /// The default network of rootless kiln: slirp4netns's, in the container's own namespace.
+    pub fn user_mode() -> Def {
+        Def {
+            name: BRIDGE.into(),
+            id: bridge_id(),
+            subnet: Ipv4Addr::new(10, 0, 2, 0),
+            prefix: slirp::PREFIX,
+            gateway: slirp::GATEWAY,
+            interface: "tap0".into(),
+            internal: false,
+            dns: false,
+        }
+    }
+
     /// A user network as the store keeps it.
     pub fn user(n: &crate::store::NetworkInfo) -> Result<Def, NetworkError> {
         let bad =
@@ -108,8 +123,13 @@ pub enum NetworkError {
          install it, or run with --network host"
     )]
     NoNetavark,
-    #[error("bridge networking needs root: run with --network host or none")]
+    #[error("user networks need root: rootless kiln has the default network only")]
     Rootless,
+    #[error(
+        "rootless networking needs slirp4netns (Debian's slirp4netns package) and /dev/net/tun \
+         open to this user (mode 0666, as udev makes it); install it, or run with --network host"
+    )]
+    NoSlirp,
     #[error("netavark {verb}: {message}")]
     Backend { verb: String, message: String },
     #[error("{0}")]
@@ -188,8 +208,27 @@ pub struct Attached {
     pub ports: Vec<Published>,
     /// The namespace's file.
     pub netns: PathBuf,
-    /// What netavark was given (teardown gives it the same).
+    /// What netavark was given (teardown gives it the same); empty for slirp4netns.
     pub request: netavark::Request,
+    /// Rootless: the slirp4netns carrying the network (pid and start time).
+    #[serde(default)]
+    pub slirp: Option<(i32, u64)>,
+    /// Rootless: slirp4netns itself, held by the process that started it; it ends when the
+    /// last clone of this goes.
+    #[serde(skip)]
+    pub user_mode: Option<std::sync::Arc<slirp::Slirp>>,
+}
+
+impl Attached {
+    /// The name server this network gives the container: a user network's resolver on its
+    /// gateway, or slirp4netns's forwarder.
+    pub fn name_server(&self) -> Option<Ipv4Addr> {
+        if self.slirp.is_some() {
+            Some(slirp::NAMESERVER)
+        } else {
+            self.def.dns.then_some(self.def.gateway)
+        }
+    }
 }
 
 /// The registry entries an attachment holds: its address and its host ports.
@@ -291,10 +330,59 @@ pub fn attach(
     ports: &[Published],
     endpoint: Endpoint<'_>,
 ) -> Result<Attached, NetworkError> {
+    if crate::sandbox::userns::rootless() && def.name == BRIDGE {
+        return attach_user_mode(dir, ids.0, ports);
+    }
     check_backend()?;
     // What a killed monitor left first.
     detach(dir);
     join(dir, ids, def, ports, endpoint, "eth0")
+}
+
+/// Rootless: a namespace of the container's own, networked by a slirp4netns that this
+/// process holds, its ports forwarded by slirp4netns's sockets on the host.
+fn attach_user_mode(dir: &Path, id: &str, ports: &[Published]) -> Result<Attached, NetworkError> {
+    if !slirp::usable() {
+        return Err(NetworkError::NoSlirp);
+    }
+    detach(dir);
+    let netns_path = dir.join("netns");
+    netns::create(&netns_path).map_err(io_err(&netns_path))?;
+    let made = (|| {
+        let mut chosen = ports.to_vec();
+        // The kernel says at bind time whether a port is free: no registry to consult.
+        ports::choose_ports(&mut chosen, &|_, _, _| false).map_err(NetworkError::Ports)?;
+        // A socket's path has at most 107 bytes: the container's directory when it is short
+        // enough, else the temporary directory.
+        let mut api = dir.join("slirp.sock");
+        if api.as_os_str().len() > 100 {
+            api = std::env::temp_dir().join(format!(
+                "kiln-slirp-{}-{}.sock",
+                rustix::process::getuid().as_raw(),
+                &id[..12.min(id.len())]
+            ));
+        }
+        let s = slirp::start(&netns_path, &api, &dir.join("slirp.log"))?;
+        for p in &chosen {
+            slirp::forward(s.api(), p)?;
+        }
+        let a = Attached {
+            def: Def::user_mode(),
+            ip: slirp::ADDRESS,
+            mac: String::new(),
+            ports: chosen,
+            netns: netns_path.clone(),
+            request: netavark::Request::default(),
+            slirp: Some(s.id),
+            user_mode: Some(std::sync::Arc::new(s)),
+        };
+        save(dir, std::slice::from_ref(&a))?;
+        Ok(a)
+    })();
+    if made.is_err() {
+        netns::remove(&netns_path);
+    }
+    made
 }
 
 /// `network connect`: puts a running container (its directory `dir`, its namespace made by
@@ -418,6 +506,8 @@ fn join(
                 ports: chosen,
                 netns: netns_path.clone(),
                 request,
+                slirp: None,
+                user_mode: None,
             };
             let mut list = if first { Vec::new() } else { attachments(dir) };
             list.push(a.clone());
@@ -460,6 +550,10 @@ fn release(entries: &[PathBuf], owner: &[u8]) {
 /// netavark's teardown of one attachment and its registry entries released (the caller holds
 /// the registry lock).
 fn teardown_one(a: &Attached, reg: &Path) {
+    if let Some(id) = a.slirp {
+        slirp::stop(id);
+        return;
+    }
     if netns::exists(&a.netns) {
         let _ = netavark::teardown(&a.netns, &reg.join("netavark"), &a.request);
     }

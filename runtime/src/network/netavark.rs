@@ -80,8 +80,9 @@ struct PortMapping {
 }
 
 /// What `setup` and `teardown` read: one container on one network (a container on several
-/// networks is set up one network at a time, each on an interface of its own).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// networks is set up one network at a time, each on an interface of its own). Empty for a
+/// network netavark does not make (rootless, [`super::slirp`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Request {
     container_id: String,
     container_name: String,
