@@ -8,7 +8,7 @@
 #   cold  empty cache (kiln: a fresh store holding only the base; BuildKit: pruned);
 # then kiln's peak memory (max RSS, GNU time) on a warm build.
 #
-#   bash bench/big-context.sh          # as root, after the peers' setup script (SHARED=DIR README)
+#   bash bench/big-context.sh          # as root, after the peers' setup script (SHARED=DIR: docs/benchmarks.md)
 #   RUNS=5 MODES="warm touch" bash bench/big-context.sh
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)

@@ -4,7 +4,7 @@
 # `stop` of a container whose process 1 exits on SIGTERM, and the log path (a container writing
 # 100 MB to stdout, then `logs` of all of it). Then the monitor's memory (RSS, PSS, USS).
 #
-#   bash bench/containers.sh     # as root, after the peers' setup script (SHARED=DIR README)
+#   bash bench/containers.sh     # as root, after the peers' setup script (SHARED=DIR: docs/benchmarks.md)
 #   RUNS=10 PEERS="docker" bash bench/containers.sh
 # (docker's commands go to dockerd 20.10's client, /usr/bin/docker)
 set -euo pipefail

@@ -5,7 +5,7 @@
 # against `docker build` (BuildKit). Every tool starts each timed run from nothing: its own
 # store emptied of the image, and for pushes a registry with empty storage.
 #
-#   bash bench/registry.sh      # as root, after the peers' setup script (SHARED=DIR README)
+#   bash bench/registry.sh      # as root, after the peers' setup script (SHARED=DIR: docs/benchmarks.md)
 #   RUNS=5 PEERS="docker podman" bash bench/registry.sh
 #
 # The image: busybox plus four layers of 50 MB each, two of AES-CTR keystream (incompressible,

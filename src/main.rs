@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 // kiln allocates many small objects (AST nodes, file lists of large contexts); mimalloc is
-// markedly faster than glibc malloc at that (README, "Dependencies").
+// markedly faster than glibc malloc at that (docs/architecture.md, "Dependencies").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,5 +1,5 @@
 //! The stable JSON form of a parsed Dockerfile, printed by `kiln parse --format json` and used by
-//! the golden tests. Field order is fixed by these structs; the README documents every field.
+//! the golden tests. Field order is fixed by these structs; docs/building.md documents every field.
 
 use serde::Serialize;
 

@@ -1,7 +1,7 @@
 //! Build checks (BuildKit `frontend/dockerfile/docs/rules/`) that can be judged from the file
 //! alone, and the `# check=skip=...;error=true` directive.
 //!
-//! Deviation, documented in the README: BuildKit knows the base image's ENV when it checks
+//! Deviation, documented in docs/building.md: BuildKit knows the base image's ENV when it checks
 //! `UndefinedVar`; a pure parser does not, so for stages built on an external image the
 //! variables every image defines (`PATH`, `HOME`, `HOSTNAME`, `TERM`) are taken as defined.
 
@@ -14,7 +14,7 @@ use crate::{
     suggest::closest,
 };
 
-/// Every rule this module knows, in the order the README lists them.
+/// Every rule this module knows, in the order docs/building.md lists them.
 pub const RULES: [&str; 19] = [
     "ConsistentInstructionCasing",
     "DuplicateStageName",

@@ -1,5 +1,6 @@
-//! The on-disk store (its layout and invariants are in the README's "The store"): content-addressed blobs and tags, safe with
-//! several kiln processes at once and after a `kill -9` at any point.
+//! The on-disk store: content-addressed blobs and tags, safe with several kiln processes at
+//! once and after a `kill -9` at any point (its layout is also in docs/cache-and-store.md, its
+//! invariants in docs/architecture.md).
 //!
 //! Layout under the root:
 //! - `blobs/sha256/<hex>`: immutable blobs, written to `tmp/` first, fsynced, renamed into place
