@@ -9,7 +9,7 @@ use super::*;
 /// adds it to the stage, and records history. `files`: the inputs file by file (what the
 /// record keeps); `by_source`: the key's inputs where the copy is keyed by source instead.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn commit_layer(
+pub(in crate::exec) fn commit_layer(
     ctx: &Ctx<'_>,
     st: &mut StageState,
     step: Step,
