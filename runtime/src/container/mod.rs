@@ -10,6 +10,7 @@ pub mod detach;
 pub mod exec;
 pub mod health;
 pub mod logs;
+mod netsetup;
 pub mod networks;
 pub mod restart;
 pub mod stats;
@@ -24,7 +25,7 @@ use crate::{
     oci::ImageConfig,
     sandbox::{
         overlay::{self, Overlay},
-        process::{self, Network, Spec},
+        process::{self, Spec},
     },
     store::{Store, StoreError},
 };
@@ -865,176 +866,18 @@ pub fn run(
             work: &work,
         };
         overlay::mount(ov, &rootfs)?;
-        // `container:NAME`: that running container's namespace (by its process 1) and directory.
-        let shared = match &mode {
-            crate::network::Mode::Container(n) => {
-                let joined = (|| {
-                    let c = store
-                        .find_container(n)?
-                        .ok_or_else(|| ContainerError::Config(format!("no such container: {n}")))?;
-                    let init = store
-                        .container_init(&c.id)?
-                        .filter(|_| c.state().is_live())
-                        .ok_or_else(|| {
-                            ContainerError::Config(format!(
-                                "cannot join network of a non running container: {n}"
-                            ))
-                        })?;
-                    Ok::<_, ContainerError>((
-                        PathBuf::from(format!("/proc/{}/ns/net", init.pid)),
-                        store.root().join("containers").join(&c.id),
-                    ))
-                })();
-                match joined {
-                    Ok(j) => Some(j),
-                    Err(e) => {
-                        let _ = overlay::unmount(&rootfs);
-                        return Err(e);
-                    }
-                }
+        let net = match netsetup::Net::set_up(store, opts, &config, (&dir, &id), &mode) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = overlay::unmount(&rootfs);
+                return Err(e);
             }
-            _ => None,
-        };
-        let joins = match &mode {
-            crate::network::Mode::Bridge | crate::network::Mode::User(_) => {
-                networks::joined(opts, &mode)
-            }
-            _ => Vec::new(),
-        };
-        let def = match joins.first() {
-            Some(first) => match network_def(store, &first.network) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    let _ = overlay::unmount(&rootfs);
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
-        let attached = match (&def, joins.first()) {
-            (Some(def), Some(first)) => {
-                let name = store
-                    .find_container(&id)?
-                    .map_or_else(|| id.clone(), |c| c.name);
-                let mut ports = opts.publish.clone();
-                if opts.publish_all {
-                    let exposed: Vec<String> =
-                        config.config.exposed_ports.keys().cloned().collect();
-                    ports.extend(
-                        crate::network::ports::exposed(&exposed).map_err(ContainerError::Config)?,
-                    );
-                }
-                // Resolved by its name on a user network, and by its aliases and short id, as
-                // docker's embedded DNS resolves them.
-                let mut aliases = first.aliases.clone();
-                aliases.push(id[..12].to_string());
-                let endpoint = crate::network::Endpoint {
-                    aliases: &aliases,
-                    ip: first.ip,
-                    mac: opts.mac.as_deref(),
-                };
-                let joined = crate::network::attach(&dir, (&id, &name), def, &ports, endpoint)
-                    .map_err(ContainerError::from)
-                    .and_then(|a| {
-                        // Then the networks `network connect` added, each on its interface.
-                        for more in &joins[1..] {
-                            join_connected(store, &dir, (&id, &name), more)?;
-                        }
-                        Ok(a)
-                    });
-                match joined {
-                    Ok(a) => Some(a),
-                    Err(e) => {
-                        crate::network::detach(&dir);
-                        let _ = overlay::unmount(&rootfs);
-                        return Err(e);
-                    }
-                }
-            }
-            _ => None,
-        };
-        // On no network (each one disconnected): a namespace of its own all the same, kept by
-        // its file, that `network connect` adds networks to while it runs.
-        let own_netns = match (&attached, &mode) {
-            (None, crate::network::Mode::Bridge | crate::network::Mode::User(_)) => {
-                let path = dir.join("netns");
-                crate::network::detach(&dir);
-                if let Err(source) = crate::network::netns::create(&path) {
-                    let _ = overlay::unmount(&rootfs);
-                    return Err(ContainerError::Io { path, source });
-                }
-                Some(path)
-            }
-            _ => None,
         };
         let ran = (|| {
-            let user_spec = opts
-                .user
-                .clone()
-                .unwrap_or_else(|| config.config.user.clone());
-            let who = user::resolve(&rootfs, &user_spec)?;
-            let hostname = opts
-                .hostname
-                .clone()
-                .unwrap_or_else(|| id[..12].to_string());
-            let mut spec = Spec::new(&rootfs, argv);
-            spec.init = opts.init;
-            spec.env = environment(&config, opts, &who.home, &hostname);
-            spec.uid = who.uid;
-            spec.gid = who.gid;
-            spec.groups = who.container_groups();
-            for g in &opts.group_add {
-                let gid = user::group_id(&rootfs, g)?;
-                if !spec.groups.contains(&gid) {
-                    spec.groups.push(gid);
-                }
-            }
-            spec.privileges = opts.privileges.clone();
-            spec.shm_size = opts.shm_size;
-            spec.mounts = match &shared {
-                Some((_, other)) => crate::sandbox::etc::write_container_files(
-                    &dir,
-                    &std::fs::read_to_string(other.join("hosts")).unwrap_or_default(),
-                    &std::fs::read_to_string(other.join("resolv.conf")).unwrap_or_default(),
-                )?,
-                None => etc_files(&dir, opts, &hostname, attached.as_ref())?,
-            };
-            for v in &volumes {
-                spec.mounts.push(v.prepare(store, &rootfs)?);
-            }
-            for t in &opts.tmpfs {
-                let fs = crate::sandbox::mounts::tmpfs(t.size, Some(t.mode.unwrap_or(0o1777)))?;
-                spec.mounts.push(fs.at(&t.target));
-            }
-            spec.read_only = opts.read_only;
-            spec.forward_signals = true;
-            // Always a cgroup: it carries the device allow-list besides any limits.
-            let (join, unapplied) =
-                crate::sandbox::cgroup::Cgroup::create_accounted(&id[..12], &opts.limits);
-            for w in unapplied {
-                warn(&w);
-            }
-            spec.cgroup = join;
-            spec.hostname = hostname;
-            spec.cwd = opts
-                .workdir
-                .clone()
-                .filter(|w| !w.is_empty())
-                .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
-                .unwrap_or_else(|| "/".into());
-            spec.network = match (&attached, &mode) {
-                (Some(a), _) => Network::Join(a.netns.clone()),
-                // `--network none`: loopback only.
-                (None, crate::network::Mode::None) => Network::None,
-                (None, crate::network::Mode::Bridge | crate::network::Mode::User(_)) => {
-                    own_netns.clone().map_or(Network::None, Network::Join)
-                }
-                (None, crate::network::Mode::Container(_)) => match &shared {
-                    Some((netns, _)) => Network::Join(netns.clone()),
-                    None => Network::Host,
-                },
-                (None, _) => Network::Host,
-            };
+            let mut spec = spec(store, opts, (&config, argv), (&id, &rootfs), &volumes, warn)?;
+            spec.mounts
+                .splice(0..0, net.etc_mounts(&dir, opts, &spec.hostname)?);
+            spec.network = net.sandbox_network(&mode);
             let tty::Split {
                 stdio: (i, o, e),
                 child_end,
@@ -1074,9 +917,7 @@ pub fn run(
             })?;
             Ok::<_, ContainerError>(process::exit_code(status))
         })();
-        if attached.is_some() || own_netns.is_some() {
-            crate::network::detach(&dir);
-        }
+        net.tear_down(&dir);
         // Volumes with their own filesystem: unmounted once no other container uses them.
         for v in volumes.iter().filter_map(|v| v.volume.as_deref()) {
             if let Ok(Some(info)) = store.volume(v) {
@@ -1105,6 +946,65 @@ pub fn run(
         store.finish_container(&id, code)?;
     }
     result
+}
+
+/// The sandbox's spec for a container: its user and groups, environment, hostname, working
+/// directory, volumes and tmpfs mounts, limits (a cgroup always: it carries the device
+/// allow-list), privileges. Its network and /etc files are the caller's.
+fn spec(
+    store: &Store,
+    opts: &RunOptions,
+    (config, argv): (&ImageConfig, Vec<String>),
+    (id, rootfs): (&str, &std::path::Path),
+    volumes: &[Volume],
+    warn: &dyn Fn(&str),
+) -> Result<Spec, ContainerError> {
+    let user_spec = opts
+        .user
+        .clone()
+        .unwrap_or_else(|| config.config.user.clone());
+    let who = user::resolve(rootfs, &user_spec)?;
+    let hostname = opts
+        .hostname
+        .clone()
+        .unwrap_or_else(|| id[..12].to_string());
+    let mut spec = Spec::new(rootfs, argv);
+    spec.init = opts.init;
+    spec.env = environment(config, opts, &who.home, &hostname);
+    spec.uid = who.uid;
+    spec.gid = who.gid;
+    spec.groups = who.container_groups();
+    for g in &opts.group_add {
+        let gid = user::group_id(rootfs, g)?;
+        if !spec.groups.contains(&gid) {
+            spec.groups.push(gid);
+        }
+    }
+    spec.privileges = opts.privileges.clone();
+    spec.shm_size = opts.shm_size;
+    for v in volumes {
+        spec.mounts.push(v.prepare(store, rootfs)?);
+    }
+    for t in &opts.tmpfs {
+        let fs = crate::sandbox::mounts::tmpfs(t.size, Some(t.mode.unwrap_or(0o1777)))?;
+        spec.mounts.push(fs.at(&t.target));
+    }
+    spec.read_only = opts.read_only;
+    spec.forward_signals = true;
+    let (join, unapplied) =
+        crate::sandbox::cgroup::Cgroup::create_accounted(&id[..12], &opts.limits);
+    for w in unapplied {
+        warn(&w);
+    }
+    spec.cgroup = join;
+    spec.hostname = hostname;
+    spec.cwd = opts
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| Some(config.config.working_dir.clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
+    Ok(spec)
 }
 
 /// The image's layers unpacked (once per ChainID), top first: a container's lower
@@ -1228,44 +1128,6 @@ fn add(store: &Store, opts: &RunOptions, id: &str, argv: &[String]) -> Result<()
         ..Default::default()
     })?;
     Ok(())
-}
-
-/// The container's /etc/hosts and /etc/resolv.conf (written in its directory, bound over the
-/// image's): docker's lines, its address on a network, `--add-host`, and the name servers of
-/// its network or `--dns`.
-fn etc_files(
-    dir: &std::path::Path,
-    opts: &RunOptions,
-    hostname: &str,
-    attached: Option<&crate::network::Attached>,
-) -> Result<Vec<crate::sandbox::mounts::Mount>, ContainerError> {
-    let mut hosts = crate::network::hosts_file(hostname, attached.map(|a| a.ip));
-    for h in &opts.add_hosts {
-        let (name, ip) = h
-            .split_once(':')
-            .or_else(|| h.split_once('='))
-            .unwrap_or((h, ""));
-        // The host, as the container reaches it: its network's gateway (on the host's own
-        // network, its loopback).
-        let ip = match (ip, attached) {
-            ("host-gateway", Some(a)) => a.def.gateway.to_string(),
-            ("host-gateway", None) => "127.0.0.1".to_string(),
-            (ip, _) => ip.to_string(),
-        };
-        hosts.push_str(&format!("{ip}\t{name}\n"));
-    }
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    // The name servers of every network it is on that resolves names.
-    let resolvers: Vec<std::net::Ipv4Addr> = crate::network::attachments(dir)
-        .iter()
-        .filter_map(crate::network::Attached::name_server)
-        .collect();
-    let resolv = crate::sandbox::etc::resolv_text(&host, attached.is_some(), &resolvers);
-    Ok(crate::sandbox::etc::write_container_files(
-        dir,
-        &hosts,
-        &opts.dns.apply(&resolv),
-    )?)
 }
 
 /// The network a container gets: as asked, else docker's default `bridge` where it can be
