@@ -231,104 +231,16 @@ fn run_or_create(
         bail!("conflicting options: --restart and --rm");
     }
     let store = super::store::open(root)?;
-    let network = match args.network.as_deref() {
-        None => None,
-        Some("bridge" | "default") => Some(Network::Bridge),
-        Some("host") => Some(Network::Host),
-        Some("none") => Some(Network::None),
-        Some(other) if other.starts_with("container:") => {
-            Some(Network::Container(other["container:".len()..].to_string()))
-        }
-        Some(other) => {
-            if store.find_network(other)?.is_none() {
-                bail!("network {other} not found");
-            }
-            Some(Network::User(other.to_string()))
-        }
-    };
-    let ip = match &args.ip {
-        Some(ip) if !matches!(network, Some(Network::User(_))) => {
-            bail!("--ip {ip}: user specified IP address is supported on user defined networks only")
-        }
-        Some(ip) => Some(
-            ip.parse::<std::net::Ipv4Addr>()
-                .map_err(|_| anyhow::anyhow!("--ip {ip}: not an IPv4 address"))?,
-        ),
-        None => None,
-    };
-    for h in &args.add_host {
-        let ok = h
-            .split_once(':')
-            .or_else(|| h.split_once('='))
-            .is_some_and(|(n, ip)| {
-                !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
-            });
-        if !ok {
-            bail!("--add-host {h}: expected NAME:IP or NAME:host-gateway");
-        }
-    }
-    for d in &args.dns {
-        if d.parse::<std::net::IpAddr>().is_err() {
-            bail!("--dns {d}: not an IP address");
-        }
-    }
-    if let Some(m) = &args.mac_address {
-        let parts: Vec<&str> = m.split(':').collect();
-        if parts.len() != 6
-            || parts
-                .iter()
-                .any(|p| u8::from_str_radix(p, 16).is_err() || p.len() != 2)
-        {
-            bail!("--mac-address {m}: expected six hex pairs (02:42:ac:11:00:02)");
-        }
-    }
-    if !args.network_alias.is_empty() && !matches!(network, Some(Network::User(_))) {
-        bail!(
-            "--network-alias needs a user network (--network NAME): the default bridge has no names"
-        );
-    }
+    let (network, ip) = network_options(&store, &args)?;
     let mut publish = Vec::new();
     for p in &args.publish {
         publish.extend(kiln_runtime::network::ports::parse(p).map_err(anyhow::Error::msg)?);
     }
     let mut env = env_files(&args.env_file)?;
-    env.extend(args.env);
-    let mut volumes = args
-        .volume
-        .iter()
-        .map(|v| container::Volume::parse(v))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    let mut tmpfs = args
-        .tmpfs
-        .iter()
-        .map(|t| container::Tmpfs::parse(t))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
-    for m in &args.mount {
-        match container::Volume::parse_mount(m) {
-            Ok(v) => volumes.push(v),
-            Err(Some(e)) => bail!("{e}"),
-            // type=tmpfs: docker's fields as a --tmpfs.
-            Err(None) => {
-                let mut target = String::new();
-                let mut opts = Vec::new();
-                for f in m.split(',') {
-                    match f.split_once('=') {
-                        Some(("target" | "destination" | "dst", t)) => target = t.to_string(),
-                        Some(("tmpfs-size", s)) => opts.push(format!("size={s}")),
-                        Some(("tmpfs-mode", s)) => opts.push(format!("mode={s}")),
-                        Some(("type", _)) => {}
-                        _ => bail!("--mount {m}: unsupported option {f:?} for a tmpfs"),
-                    }
-                }
-                tmpfs.push(
-                    container::Tmpfs::parse(&format!("{target}:{}", opts.join(",")))
-                        .map_err(|e| anyhow::anyhow!("--mount {m}: {e}"))?,
-                );
-            }
-        }
-    }
+    env.extend(args.env.iter().cloned());
+    let (volumes, tmpfs) = mounts(&args)?;
+    let mut limits = super::limits(args.memory.as_deref(), args.pids_limit)?;
+    cpu_and_swap(&args, &mut limits)?;
     let monitor = container::detach::is_monitor();
     let detach_now = args.detach && !monitor;
     let mut opts = RunOptions {
@@ -355,7 +267,7 @@ fn run_or_create(
         volumes,
         volumes_from: args.volumes_from.clone(),
         read_only: args.read_only,
-        limits: super::limits(args.memory.as_deref(), args.pids_limit)?,
+        limits,
         name: args.name,
         remove: args.rm,
         id: None,
@@ -376,33 +288,6 @@ fn run_or_create(
         init: args.init,
         labels: super::labels(&args.label),
     };
-    opts.limits.cpu_shares = args.cpu_shares;
-    if let Some(c) = &args.cpus {
-        let n: f64 = c
-            .parse()
-            .ok()
-            .filter(|n: &f64| *n > 0.0 && n.is_finite())
-            .ok_or_else(|| anyhow::anyhow!("--cpus {c}: expected a number of CPUs such as 1.5"))?;
-        let quota = (n * kiln_runtime::sandbox::cgroup::CPU_PERIOD as f64) as u64;
-        if quota < 1000 {
-            bail!("--cpus {c}: the minimum is 0.01");
-        }
-        opts.limits.cpu_quota = Some(quota);
-    }
-    if let Some(s) = &args.memory_swap {
-        let total = if s == "-1" {
-            u64::MAX
-        } else {
-            size("memory-swap", s)?
-        };
-        match opts.limits.memory {
-            None => bail!("--memory-swap {s}: needs --memory (-m) as well"),
-            Some(m) if total < m => {
-                bail!("--memory-swap {s}: must be at least the memory limit (-m)")
-            }
-            Some(_) => opts.limits.memory_swap = Some(total),
-        }
-    }
     // docker's --cidfile: refused when the file exists, written once the container runs.
     let cidfile = args.cidfile.clone().filter(|_| !monitor);
     if let Some(f) = &cidfile {
@@ -465,6 +350,148 @@ fn run_or_create(
             Ok(ExitCode::from(e.exit_code()))
         }
     }
+}
+
+/// `--network` and the options that go with it, checked as docker checks them: the network
+/// mode, and `--ip`'s address.
+fn network_options(
+    store: &kiln_runtime::store::Store,
+    args: &Args,
+) -> anyhow::Result<(Option<Network>, Option<std::net::Ipv4Addr>)> {
+    let network = match args.network.as_deref() {
+        None => None,
+        Some("bridge" | "default") => Some(Network::Bridge),
+        Some("host") => Some(Network::Host),
+        Some("none") => Some(Network::None),
+        Some(other) if other.starts_with("container:") => {
+            Some(Network::Container(other["container:".len()..].to_string()))
+        }
+        Some(other) => {
+            if store.find_network(other)?.is_none() {
+                bail!("network {other} not found");
+            }
+            Some(Network::User(other.to_string()))
+        }
+    };
+    let ip = match &args.ip {
+        Some(ip) if !matches!(network, Some(Network::User(_))) => {
+            bail!("--ip {ip}: user specified IP address is supported on user defined networks only")
+        }
+        Some(ip) => Some(
+            ip.parse::<std::net::Ipv4Addr>()
+                .map_err(|_| anyhow::anyhow!("--ip {ip}: not an IPv4 address"))?,
+        ),
+        None => None,
+    };
+    for h in &args.add_host {
+        let ok = h
+            .split_once(':')
+            .or_else(|| h.split_once('='))
+            .is_some_and(|(n, ip)| {
+                !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+            });
+        if !ok {
+            bail!("--add-host {h}: expected NAME:IP or NAME:host-gateway");
+        }
+    }
+    for d in &args.dns {
+        if d.parse::<std::net::IpAddr>().is_err() {
+            bail!("--dns {d}: not an IP address");
+        }
+    }
+    if let Some(m) = &args.mac_address {
+        let parts: Vec<&str> = m.split(':').collect();
+        if parts.len() != 6
+            || parts
+                .iter()
+                .any(|p| u8::from_str_radix(p, 16).is_err() || p.len() != 2)
+        {
+            bail!("--mac-address {m}: expected six hex pairs (02:42:ac:11:00:02)");
+        }
+    }
+    if !args.network_alias.is_empty() && !matches!(network, Some(Network::User(_))) {
+        bail!(
+            "--network-alias needs a user network (--network NAME): the default bridge has no names"
+        );
+    }
+    Ok((network, ip))
+}
+
+/// `-v`, `--tmpfs` and `--mount` (a `type=tmpfs` mount becomes a `--tmpfs`, docker's fields
+/// mapped).
+fn mounts(args: &Args) -> anyhow::Result<(Vec<container::Volume>, Vec<container::Tmpfs>)> {
+    let mut volumes = args
+        .volume
+        .iter()
+        .map(|v| container::Volume::parse(v))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let mut tmpfs = args
+        .tmpfs
+        .iter()
+        .map(|t| container::Tmpfs::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    for m in &args.mount {
+        match container::Volume::parse_mount(m) {
+            Ok(v) => volumes.push(v),
+            Err(Some(e)) => bail!("{e}"),
+            // type=tmpfs: docker's fields as a --tmpfs.
+            Err(None) => {
+                let mut target = String::new();
+                let mut opts = Vec::new();
+                for f in m.split(',') {
+                    match f.split_once('=') {
+                        Some(("target" | "destination" | "dst", t)) => target = t.to_string(),
+                        Some(("tmpfs-size", s)) => opts.push(format!("size={s}")),
+                        Some(("tmpfs-mode", s)) => opts.push(format!("mode={s}")),
+                        Some(("type", _)) => {}
+                        _ => bail!("--mount {m}: unsupported option {f:?} for a tmpfs"),
+                    }
+                }
+                tmpfs.push(
+                    container::Tmpfs::parse(&format!("{target}:{}", opts.join(",")))
+                        .map_err(|e| anyhow::anyhow!("--mount {m}: {e}"))?,
+                );
+            }
+        }
+    }
+    Ok((volumes, tmpfs))
+}
+
+/// `--cpu-shares`, `--cpus` (a CFS quota) and `--memory-swap` (at least `-m`) on `limits`.
+fn cpu_and_swap(
+    args: &Args,
+    limits: &mut kiln_runtime::sandbox::cgroup::Limits,
+) -> anyhow::Result<()> {
+    limits.cpu_shares = args.cpu_shares;
+    if let Some(c) = &args.cpus {
+        let n: f64 = c
+            .parse()
+            .ok()
+            .filter(|n: &f64| *n > 0.0 && n.is_finite())
+            .ok_or_else(|| anyhow::anyhow!("--cpus {c}: expected a number of CPUs such as 1.5"))?;
+        let quota = (n * kiln_runtime::sandbox::cgroup::CPU_PERIOD as f64) as u64;
+        if quota < 1000 {
+            bail!("--cpus {c}: the minimum is 0.01");
+        }
+        limits.cpu_quota = Some(quota);
+    }
+    if let Some(s) = &args.memory_swap {
+        let total = if s == "-1" {
+            u64::MAX
+        } else {
+            size("memory-swap", s)?
+        };
+        match limits.memory {
+            None => bail!("--memory-swap {s}: needs --memory (-m) as well"),
+            Some(m) if total < m => {
+                bail!("--memory-swap {s}: must be at least the memory limit (-m)")
+            }
+            Some(_) => limits.memory_swap = Some(total),
+        }
+    }
+    Ok(())
 }
 
 /// `kiln run -d`: this same command again, as the container's monitor; the id once it runs.
