@@ -167,198 +167,264 @@ pub(super) fn plan(
     r: &Run,
     done: &BTreeMap<usize, StageState>,
 ) -> Result<(Vec<Plan>, Vec<String>), BuildError> {
-    let span = ins.span;
-    let at = |m: String| BuildError::at(span, format!("{}: {m}", short(&ins.text)));
+    let mut p = Planner {
+        ctx,
+        stage,
+        ins,
+        done,
+        nth_from: 0,
+        ssh_n: 0,
+        cache_ns: ctx
+            .opts
+            .build_args
+            .get("BUILDKIT_CACHE_MOUNT_NS")
+            .cloned()
+            .unwrap_or_default(),
+    };
     let mut plans = Vec::new();
     let mut keys = Vec::new();
-    let mut nth_from = 0;
-    let mut ssh_n = 0;
-    let cache_ns = ctx
-        .opts
-        .build_args
-        .get("BUILDKIT_CACHE_MOUNT_NS")
-        .cloned()
-        .unwrap_or_default();
     for raw in &r.mount_specs {
-        let expanded = ctx.expand(st, raw, span)?;
-        let m = Spec::parse(&expanded).map_err(|e| at(format!("--mount={expanded}: {e}")))?;
+        let expanded = ctx.expand(st, raw, ins.span)?;
+        let m = Spec::parse(&expanded)
+            .map_err(|e| error_at(ins, format!("--mount={expanded}: {e}")))?;
         let target = |default: &str| {
             let t = m.target.clone().unwrap_or_else(|| default.to_string());
             let abs = super::fsutil::absolute(&st.workdir(), &t);
             if abs == "/" {
-                return Err(at(format!("--mount={expanded}: the target cannot be /")));
+                return Err(error_at(
+                    ins,
+                    format!("--mount={expanded}: the target cannot be /"),
+                ));
             }
             Ok(abs)
         };
         let (plan, key) = match m.kind {
             MountType::Bind => {
                 let target = target("")?;
-                let source = m.source.clone().unwrap_or_default();
-                let (from, origin) = match &m.from {
-                    Some(f) => {
-                        nth_from += 1;
-                        resolve_from(ctx, (stage, ins, nth_from - 1), f, &source, done, &at)?
-                    }
-                    None => {
-                        let files = context_files(&copy::context_entries(ctx.snapshot()?), &source)
-                            .map_err(&at)?;
-                        let key = content_key(&files);
-                        (BindFrom::Files(files), format!("context {key}"))
-                    }
-                };
-                let rw = !m.readonly;
-                let key = format!("bind target={target} source={source} rw={rw} from={origin}");
-                (
-                    Plan::Bind {
-                        target,
-                        source,
-                        from,
-                        rw,
-                    },
-                    key,
-                )
+                p.bind(&m, target)?
             }
-            MountType::Cache => {
-                // `from` (and `source` in it) seeds a cache directory when it is first made.
-                let seed = match &m.from {
-                    Some(f) => {
-                        nth_from += 1;
-                        let source = m.source.clone().unwrap_or_default();
-                        let (from, origin) =
-                            resolve_from(ctx, (stage, ins, nth_from - 1), f, &source, done, &at)?;
-                        Some((from, source, origin))
-                    }
-                    None => None,
-                };
-                let target = target("")?;
-                // Without an id, the target as written, cleaned (BuildKit's `path.Clean`): a
-                // relative target names the same cache in every working directory.
-                let id = m.id.clone().unwrap_or_else(|| {
-                    crate::context::ignore::clean(m.target.as_deref().unwrap_or(""))
-                });
-                let id = if cache_ns.is_empty() {
-                    id
-                } else {
-                    format!("{cache_ns}/{id}")
-                };
-                let (mode, uid, gid) = (
-                    m.mode.unwrap_or(0o755),
-                    m.uid.unwrap_or(0),
-                    m.gid.unwrap_or(0),
-                );
-                // BuildKit leaves the id and the sharing mode out of the key.
-                let key = format!(
-                    "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid} from={:?}",
-                    m.readonly,
-                    seed.as_ref()
-                        .map(|(_, source, origin)| format!("{origin} {source}"))
-                );
-                (
-                    Plan::Cache {
-                        target,
-                        seed: seed.map(|(from, source, _)| (from, source)),
-                        id,
-                        sharing: m.sharing.unwrap_or(Sharing::Shared),
-                        readonly: m.readonly,
-                        mode,
-                        uid,
-                        gid,
-                    },
-                    key,
-                )
-            }
+            MountType::Cache => p.cache(&m, &target)?,
             MountType::Tmpfs => {
                 let target = target("")?;
                 let key = format!("tmpfs target={target} size={:?}", m.size);
                 (
-                    Plan::Tmpfs {
+                    Some(Plan::Tmpfs {
                         target,
                         size: m.size,
-                    },
+                    }),
                     key,
                 )
             }
-            MountType::Secret => {
-                let id = match (&m.id, &m.target) {
-                    (Some(id), _) => id.clone(),
-                    (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
-                    (None, None) => m.env.clone().unwrap_or_default(),
-                };
-                // A file unless only `env=` was asked for.
-                let target = if m.target.is_some() || m.env.is_none() {
-                    Some(target(&format!("/run/secrets/{id}"))?)
-                } else {
-                    None
-                };
-                let (mode, uid, gid) = (
-                    m.mode.unwrap_or(0o400),
-                    m.uid.unwrap_or(0),
-                    m.gid.unwrap_or(0),
-                );
-                let key = format!(
-                    "secret id={id} target={target:?} env={:?} required={} mode={mode:o} uid={uid} gid={gid}",
-                    m.env, m.required
-                );
-                if !ctx.opts.secrets.contains_key(&id) {
-                    if m.required {
-                        return Err(at(format!(
-                            "secret {id:?} is required: pass it with --secret id={id},src=FILE \
-                             (or env=VAR)"
-                        )));
-                    }
-                    // BuildKit skips a missing optional secret.
-                    keys.push(format!("{key} (absent)"));
-                    continue;
-                }
-                (
-                    Plan::Secret {
-                        id,
-                        target,
-                        env: m.env.clone(),
-                        mode,
-                        uid,
-                        gid,
-                    },
-                    key,
-                )
-            }
+            MountType::Secret => p.secret(&m, &target)?,
             MountType::Ssh => {
-                let id = m.id.clone().unwrap_or_else(|| "default".into());
-                let target = target(&format!("/run/buildkit/ssh_agent.{ssh_n}"))?;
-                ssh_n += 1;
-                let (mode, uid, gid) = (
-                    m.mode.unwrap_or(0o600),
-                    m.uid.unwrap_or(0),
-                    m.gid.unwrap_or(0),
-                );
-                let key = format!("ssh id={id} target={target} mode={mode:o} uid={uid} gid={gid}");
-                if !ctx.opts.ssh.contains_key(&id) {
-                    if m.required {
-                        return Err(at(format!(
-                            "ssh agent {id:?} is required: pass it with --ssh {id}[=SOCKET]"
-                        )));
-                    }
-                    keys.push(format!("{key} (absent)"));
-                    continue;
-                }
                 let first = !plans.iter().any(|p| matches!(p, Plan::Ssh { .. }));
-                (
-                    Plan::Ssh {
-                        id,
-                        target,
-                        mode,
-                        uid,
-                        gid,
-                        first,
-                    },
-                    key,
-                )
+                p.ssh(&m, &target, first)?
             }
         };
-        plans.push(plan);
-        keys.push(key);
+        match plan {
+            Some(plan) => {
+                plans.push(plan);
+                keys.push(key);
+            }
+            // An optional secret or agent that was not given: skipped, as BuildKit skips it.
+            None => keys.push(format!("{key} (absent)")),
+        }
     }
     Ok((plans, keys))
+}
+
+/// An error at the RUN's location, naming it.
+fn error_at(ins: &Instruction, m: String) -> BuildError {
+    BuildError::at(ins.span, format!("{}: {m}", short(&ins.text)))
+}
+
+/// What planning one RUN's mounts carries from one mount to the next.
+struct Planner<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    stage: usize,
+    ins: &'a Instruction,
+    done: &'a BTreeMap<usize, StageState>,
+    /// The `from=` mounts seen so far: the graph numbers them in order.
+    nth_from: usize,
+    /// The ssh mounts seen so far: each gets a default target of its own.
+    ssh_n: usize,
+    /// `BUILDKIT_CACHE_MOUNT_NS`: the cache ids' namespace.
+    cache_ns: String,
+}
+
+/// A mount's target: as given (or `default`), absolute in the step's working directory.
+type Target<'t> = dyn Fn(&str) -> Result<String, BuildError> + 't;
+
+impl Planner<'_, '_> {
+    fn at(&self, m: String) -> BuildError {
+        error_at(self.ins, m)
+    }
+
+    /// The next `from=`: what it shows and what the key sees of it.
+    fn from(&mut self, f: &str, source: &str) -> Result<(BindFrom, String), BuildError> {
+        self.nth_from += 1;
+        let at = |m: String| self.at(m);
+        resolve_from(
+            self.ctx,
+            (self.stage, self.ins, self.nth_from - 1),
+            f,
+            source,
+            self.done,
+            &at,
+        )
+    }
+
+    /// `type=bind`: a path of the context, or of a stage, image or named context (`from=`).
+    fn bind(&mut self, m: &Spec, target: String) -> Result<(Option<Plan>, String), BuildError> {
+        let source = m.source.clone().unwrap_or_default();
+        let (from, origin) = match &m.from {
+            Some(f) => self.from(f, &source)?,
+            None => {
+                let files = context_files(&copy::context_entries(self.ctx.snapshot()?), &source)
+                    .map_err(|e| self.at(e))?;
+                let key = content_key(&files);
+                (BindFrom::Files(files), format!("context {key}"))
+            }
+        };
+        let rw = !m.readonly;
+        let key = format!("bind target={target} source={source} rw={rw} from={origin}");
+        let plan = Plan::Bind {
+            target,
+            source,
+            from,
+            rw,
+        };
+        Ok((Some(plan), key))
+    }
+
+    /// `type=cache`: a directory of the store by id; `from` (and `source` in it) seeds it when
+    /// it is first made. BuildKit leaves the id and the sharing mode out of the key.
+    fn cache(
+        &mut self,
+        m: &Spec,
+        target: &Target<'_>,
+    ) -> Result<(Option<Plan>, String), BuildError> {
+        let seed = match &m.from {
+            Some(f) => {
+                let source = m.source.clone().unwrap_or_default();
+                let (from, origin) = self.from(f, &source)?;
+                Some((from, source, origin))
+            }
+            None => None,
+        };
+        let target = target("")?;
+        // Without an id, the target as written, cleaned (BuildKit's `path.Clean`): a relative
+        // target names the same cache in every working directory.
+        let id = m
+            .id
+            .clone()
+            .unwrap_or_else(|| crate::context::ignore::clean(m.target.as_deref().unwrap_or("")));
+        let id = if self.cache_ns.is_empty() {
+            id
+        } else {
+            format!("{}/{id}", self.cache_ns)
+        };
+        let (mode, uid, gid) = (
+            m.mode.unwrap_or(0o755),
+            m.uid.unwrap_or(0),
+            m.gid.unwrap_or(0),
+        );
+        let key = format!(
+            "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid} from={:?}",
+            m.readonly,
+            seed.as_ref()
+                .map(|(_, source, origin)| format!("{origin} {source}"))
+        );
+        let plan = Plan::Cache {
+            target,
+            seed: seed.map(|(from, source, _)| (from, source)),
+            id,
+            sharing: m.sharing.unwrap_or(Sharing::Shared),
+            readonly: m.readonly,
+            mode,
+            uid,
+            gid,
+        };
+        Ok((Some(plan), key))
+    }
+
+    /// `type=secret`: `--secret`'s value as a file (unless only `env=` is asked for) or an
+    /// environment variable; `None` when an optional one was not given.
+    fn secret(&self, m: &Spec, target: &Target<'_>) -> Result<(Option<Plan>, String), BuildError> {
+        let id = match (&m.id, &m.target) {
+            (Some(id), _) => id.clone(),
+            (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
+            (None, None) => m.env.clone().unwrap_or_default(),
+        };
+        let target = if m.target.is_some() || m.env.is_none() {
+            Some(target(&format!("/run/secrets/{id}"))?)
+        } else {
+            None
+        };
+        let (mode, uid, gid) = (
+            m.mode.unwrap_or(0o400),
+            m.uid.unwrap_or(0),
+            m.gid.unwrap_or(0),
+        );
+        let key = format!(
+            "secret id={id} target={target:?} env={:?} required={} mode={mode:o} uid={uid} gid={gid}",
+            m.env, m.required
+        );
+        if !self.ctx.opts.secrets.contains_key(&id) {
+            if m.required {
+                return Err(self.at(format!(
+                    "secret {id:?} is required: pass it with --secret id={id},src=FILE \
+                     (or env=VAR)"
+                )));
+            }
+            return Ok((None, key));
+        }
+        let plan = Plan::Secret {
+            id,
+            target,
+            env: m.env.clone(),
+            mode,
+            uid,
+            gid,
+        };
+        Ok((Some(plan), key))
+    }
+
+    /// `type=ssh`: `--ssh`'s agent, relayed; `first` sets `SSH_AUTH_SOCK`. `None` when an
+    /// optional one was not given.
+    fn ssh(
+        &mut self,
+        m: &Spec,
+        target: &Target<'_>,
+        first: bool,
+    ) -> Result<(Option<Plan>, String), BuildError> {
+        let id = m.id.clone().unwrap_or_else(|| "default".into());
+        let target = target(&format!("/run/buildkit/ssh_agent.{}", self.ssh_n))?;
+        self.ssh_n += 1;
+        let (mode, uid, gid) = (
+            m.mode.unwrap_or(0o600),
+            m.uid.unwrap_or(0),
+            m.gid.unwrap_or(0),
+        );
+        let key = format!("ssh id={id} target={target} mode={mode:o} uid={uid} gid={gid}");
+        if !self.ctx.opts.ssh.contains_key(&id) {
+            if m.required {
+                return Err(self.at(format!(
+                    "ssh agent {id:?} is required: pass it with --ssh {id}[=SOCKET]"
+                )));
+            }
+            return Ok((None, key));
+        }
+        let plan = Plan::Ssh {
+            id,
+            target,
+            mode,
+            uid,
+            gid,
+            first,
+        };
+        Ok((Some(plan), key))
+    }
 }
 
 /// A `from=` of a mount: a stage or image (its layers), or a named directory context (its
