@@ -124,170 +124,187 @@ fn json(u: &CacheUsage) -> serde_json::Value {
 pub fn run(root: Option<&Path>, cmd: CacheCommand) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     match cmd {
-        CacheCommand::Ls(a) => {
-            let o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
-            let list: Vec<CacheUsage> = store
-                .cache_usage()?
-                .into_iter()
-                .filter(|u| o.selects(u, now()))
-                .collect();
-            if a.format == Format::Json {
-                let v: Vec<_> = list.iter().map(json).collect();
-                outln!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            let rows: Vec<Vec<String>> = list
-                .iter()
-                .map(|u| {
-                    let d = if a.verbose {
-                        u.description.clone()
-                    } else {
-                        shorten(&u.description, 60)
-                    };
-                    vec![
-                        if a.verbose { u.key.clone() } else { u.id() },
-                        u.kind.as_str().to_string(),
-                        table::size(u.size),
-                        if u.shared {
-                            table::size(u.shared_size)
-                        } else {
-                            "-".into()
-                        },
-                        ago(u.created),
-                        ago(u.last_used),
-                        u.uses.map_or_else(|| "-".into(), |n| n.to_string()),
-                        if u.in_use { "yes" } else { "no" }.into(),
-                        d,
-                    ]
-                })
-                .collect();
-            out!(
-                "{}",
-                table::render(
-                    &[
-                        "ID",
-                        "TYPE",
-                        "SIZE",
-                        "SHARED",
-                        "CREATED",
-                        "LAST USED",
-                        "USES",
-                        "IN USE",
-                        "DESCRIPTION"
-                    ],
-                    &rows
-                )
-            );
-        }
-        CacheCommand::Du(a) => {
-            let t = store.cache_totals()?;
-            if a.format == Format::Json {
-                outln!(
-                    "{}",
-                    serde_json::json!({"entries": t.entries, "shared": t.shared, "private": t.private,
-                        "reclaimable": t.reclaimable, "total": t.total})
-                );
+        CacheCommand::Ls(a) => ls(&store, &a),
+        CacheCommand::Du(a) => du(&store, &a),
+        CacheCommand::Prune(a) => prune(&store, &a),
+        CacheCommand::Inspect(a) => inspect(&store, &a),
+        CacheCommand::Explain(a) => explain(&store, &a),
+    }
+}
+
+/// `kiln cache ls`: one row per entry.
+fn ls(store: &kiln_runtime::store::Store, a: &LsArgs) -> anyhow::Result<ExitCode> {
+    let o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
+    let list: Vec<CacheUsage> = store
+        .cache_usage()?
+        .into_iter()
+        .filter(|u| o.selects(u, now()))
+        .collect();
+    if a.format == Format::Json {
+        let v: Vec<_> = list.iter().map(json).collect();
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|u| {
+            let d = if a.verbose {
+                u.description.clone()
             } else {
-                outln!("Entries:\t{}", t.entries);
-                outln!("Shared:\t\t{}", table::size(t.shared));
-                outln!("Private:\t{}", table::size(t.private));
-                outln!("Reclaimable:\t{}", table::size(t.reclaimable));
-                outln!("Total:\t\t{}", table::size(t.total));
-            }
-        }
-        CacheCommand::Inspect(a) => {
-            let Some(r) = kiln_builder::cache::history::find(&store, &a.id)? else {
-                let other = store
-                    .cache_usage()?
-                    .into_iter()
-                    .find(|u| !a.id.is_empty() && u.id().starts_with(&a.id));
-                if let Some(u) = other {
-                    anyhow::bail!(
-                        "{} is a {} entry ({}): only cached layers have a key to inspect",
-                        a.id,
-                        u.kind.as_str(),
-                        u.description
-                    );
-                }
-                anyhow::bail!(
-                    "no recorded cache entry {}: entries made before kiln recorded builds, or \
-                     whose build was not kept, cannot be inspected",
-                    a.id
-                );
+                shorten(&u.description, 60)
             };
-            if a.format == Format::Json {
-                outln!("{}", serde_json::to_string_pretty(&r)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            outln!("Key:\t\t{}", r.key);
-            outln!("Step:\t\t{}", r.name);
-            outln!(
-                "Parent:\t\t{}",
-                r.parent
-                    .as_deref()
-                    .unwrap_or("(none: independent of the layers below)")
-            );
-            outln!("Instruction:\t{}", r.kind);
-            for (k, v) in &r.fields {
-                let v = v.replace('\n', "\n\t\t  ");
-                outln!("  {k}:\t{v}");
-            }
-            outln!("Inputs:\t\t{} files", r.inputs.len());
-            let limit = if a.verbose { usize::MAX } else { 20 };
-            for (p, d) in r.inputs.iter().take(limit) {
-                outln!("  {d}  {p}");
-            }
-            if r.inputs.len() > limit {
-                outln!("  ... {} more (-v shows all)", r.inputs.len() - limit);
-            }
-        }
-        CacheCommand::Explain(a) => {
-            let (opts, name, text) = super::build::options(&store, &a)?;
-            match kiln_builder::exec::explain(&store, &opts, &|_| {}) {
-                Ok(lines) => out!("{}", crate::render::explain::render(&lines)),
-                Err(e) => {
-                    super::build::report(&name, &text, &e);
-                    return Ok(ExitCode::from(1));
-                }
-            }
-        }
-        CacheCommand::Prune(a) => {
-            let mut o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
-            o.all = a.all;
-            o.dry_run = a.dry_run;
-            o.keep_storage = match &a.keep_storage {
-                None => None,
-                Some(s) => Some(
-                    kiln_parser::instruction::values::parse_ram_size(s).with_context(|| {
-                        format!("--keep-storage {s}: expected a size such as 10g")
-                    })?,
-                ),
-            };
-            if !a.dry_run && !super::confirm("This will remove all dangling build cache.", a.force)?
-            {
-                return Ok(ExitCode::SUCCESS);
-            }
-            let (removed, freed) = store.cache_prune(&o)?;
-            for u in &removed {
-                outln!(
-                    "{} {}\t{}\t{}",
-                    if a.dry_run { "would remove" } else { "removed" },
-                    u.id(),
-                    u.kind.as_str(),
-                    u.description
-                );
-            }
-            outln!(
-                "Total{}: {}",
-                if a.dry_run {
-                    " reclaimable"
+            vec![
+                if a.verbose { u.key.clone() } else { u.id() },
+                u.kind.as_str().to_string(),
+                table::size(u.size),
+                if u.shared {
+                    table::size(u.shared_size)
                 } else {
-                    " reclaimed space"
+                    "-".into()
                 },
-                table::size(freed)
+                ago(u.created),
+                ago(u.last_used),
+                u.uses.map_or_else(|| "-".into(), |n| n.to_string()),
+                if u.in_use { "yes" } else { "no" }.into(),
+                d,
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        table::render(
+            &[
+                "ID",
+                "TYPE",
+                "SIZE",
+                "SHARED",
+                "CREATED",
+                "LAST USED",
+                "USES",
+                "IN USE",
+                "DESCRIPTION"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln cache du`: the totals.
+fn du(store: &kiln_runtime::store::Store, a: &DuArgs) -> anyhow::Result<ExitCode> {
+    let t = store.cache_totals()?;
+    if a.format == Format::Json {
+        outln!(
+            "{}",
+            serde_json::json!({"entries": t.entries, "shared": t.shared, "private": t.private,
+                "reclaimable": t.reclaimable, "total": t.total})
+        );
+    } else {
+        outln!("Entries:\t{}", t.entries);
+        outln!("Shared:\t\t{}", table::size(t.shared));
+        outln!("Private:\t{}", table::size(t.private));
+        outln!("Reclaimable:\t{}", table::size(t.reclaimable));
+        outln!("Total:\t\t{}", table::size(t.total));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln cache inspect ID`: what went into an entry's key.
+fn inspect(store: &kiln_runtime::store::Store, a: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let Some(r) = kiln_builder::cache::history::find(store, &a.id)? else {
+        let other = store
+            .cache_usage()?
+            .into_iter()
+            .find(|u| !a.id.is_empty() && u.id().starts_with(&a.id));
+        if let Some(u) = other {
+            anyhow::bail!(
+                "{} is a {} entry ({}): only cached layers have a key to inspect",
+                a.id,
+                u.kind.as_str(),
+                u.description
             );
+        }
+        anyhow::bail!(
+            "no recorded cache entry {}: entries made before kiln recorded builds, or \
+             whose build was not kept, cannot be inspected",
+            a.id
+        );
+    };
+    if a.format == Format::Json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("Key:\t\t{}", r.key);
+    outln!("Step:\t\t{}", r.name);
+    outln!(
+        "Parent:\t\t{}",
+        r.parent
+            .as_deref()
+            .unwrap_or("(none: independent of the layers below)")
+    );
+    outln!("Instruction:\t{}", r.kind);
+    for (k, v) in &r.fields {
+        let v = v.replace('\n', "\n\t\t  ");
+        outln!("  {k}:\t{v}");
+    }
+    outln!("Inputs:\t\t{} files", r.inputs.len());
+    let limit = if a.verbose { usize::MAX } else { 20 };
+    for (p, d) in r.inputs.iter().take(limit) {
+        outln!("  {d}  {p}");
+    }
+    if r.inputs.len() > limit {
+        outln!("  ... {} more (-v shows all)", r.inputs.len() - limit);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln cache explain`: which steps would hit and why the first miss misses.
+fn explain(store: &kiln_runtime::store::Store, a: &super::build::Args) -> anyhow::Result<ExitCode> {
+    let (opts, name, text) = super::build::options(store, a)?;
+    match kiln_builder::exec::explain(store, &opts, &|_| {}) {
+        Ok(lines) => out!("{}", crate::render::explain::render(&lines)),
+        Err(e) => {
+            super::build::report(&name, &text, &e);
+            return Ok(ExitCode::from(1));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln cache prune`.
+fn prune(store: &kiln_runtime::store::Store, a: &PruneArgs) -> anyhow::Result<ExitCode> {
+    let mut o = PruneOptions::from_filters(&a.filters).map_err(anyhow::Error::msg)?;
+    o.all = a.all;
+    o.dry_run = a.dry_run;
+    o.keep_storage = match &a.keep_storage {
+        None => None,
+        Some(s) => Some(
+            kiln_parser::instruction::values::parse_ram_size(s)
+                .with_context(|| format!("--keep-storage {s}: expected a size such as 10g"))?,
+        ),
+    };
+    if !a.dry_run && !super::confirm("This will remove all dangling build cache.", a.force)? {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (removed, freed) = store.cache_prune(&o)?;
+    for u in &removed {
+        outln!(
+            "{} {}\t{}\t{}",
+            if a.dry_run { "would remove" } else { "removed" },
+            u.id(),
+            u.kind.as_str(),
+            u.description
+        );
+    }
+    outln!(
+        "Total{}: {}",
+        if a.dry_run {
+            " reclaimable"
+        } else {
+            " reclaimed space"
+        },
+        table::size(freed)
+    );
     Ok(ExitCode::SUCCESS)
 }
 
