@@ -218,39 +218,7 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
                 again.set(restart);
                 restart
             };
-            // With `-t`, the terminal's one stream is the log's stdout, as docker's.
-            let io = if opts.tty {
-                // No stderr of its own: its copy must not keep that capture waiting.
-                drop(err_w);
-                let hub = hub.clone();
-                super::Io::Terminal(super::tty::Terminal {
-                    input: None,
-                    output: Box::new(out_w),
-                    user: None,
-                    size: None,
-                    // Attached clients type into the terminal and set its size.
-                    share: Some(Box::new(move |master: &std::os::fd::OwnedFd| {
-                        if let Some(hub) = hub {
-                            let input = master.try_clone().ok().map(std::fs::File::from);
-                            hub.set_input(input, master.try_clone().ok());
-                        }
-                    })),
-                })
-            } else {
-                // `-i`: stdin is a pipe attached clients write to; otherwise nothing.
-                let stdin = match (&hub, opts.interactive) {
-                    (Some(hub), true) => match std::io::pipe() {
-                        Ok((r, w)) => {
-                            let w = std::fs::File::from(std::os::fd::OwnedFd::from(w));
-                            hub.set_input(Some(w), None);
-                            Stdio::from(r)
-                        }
-                        Err(_) => Stdio::null(),
-                    },
-                    _ => Stdio::null(),
-                };
-                super::Io::Pipes(stdin, Stdio::from(out_w), Stdio::from(err_w))
-            };
+            let io = container_io(opts, hub.clone(), out_w, err_w);
             let result = super::run(store, opts, io, &|_| {}, &ended);
             // The last sender: the reporter ends, told or not.
             opts.started = None;
@@ -263,16 +231,7 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         // Between two runs: `kiln stop` ends the wait and leaves the container exited.
         let d = super::restart::delay(delay, t0.elapsed());
         delay = Some(d);
-        let waited = std::time::Instant::now();
-        let mut stopped = false;
-        while waited.elapsed() < d {
-            if store.container_stop_requested(&id).unwrap_or(true) {
-                stopped = true;
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20).min(d));
-        }
-        if stopped {
+        if stopped_while_waiting(store, &id, d) {
             finish_log();
             let code = result
                 .as_ref()
@@ -296,4 +255,58 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         Ok(code) => u8::try_from(code).unwrap_or(255),
         Err(e) => e.exit_code(),
     }
+}
+
+/// The container's stdio for one run: with `-t`, a terminal whose one stream is the log's
+/// stdout (as docker's), its input and size set by attached clients; else pipes into the log,
+/// and with `-i` a stdin that attached clients write to.
+fn container_io(
+    opts: &RunOptions,
+    hub: Option<std::sync::Arc<super::attach::Hub>>,
+    out_w: std::io::PipeWriter,
+    err_w: std::io::PipeWriter,
+) -> super::Io {
+    if opts.tty {
+        // No stderr of its own: its copy must not keep that capture waiting.
+        drop(err_w);
+        super::Io::Terminal(super::tty::Terminal {
+            input: None,
+            output: Box::new(out_w),
+            user: None,
+            size: None,
+            // Attached clients type into the terminal and set its size.
+            share: Some(Box::new(move |master: &std::os::fd::OwnedFd| {
+                if let Some(hub) = hub {
+                    let input = master.try_clone().ok().map(std::fs::File::from);
+                    hub.set_input(input, master.try_clone().ok());
+                }
+            })),
+        })
+    } else {
+        // `-i`: stdin is a pipe attached clients write to; otherwise nothing.
+        let stdin = match (&hub, opts.interactive) {
+            (Some(hub), true) => match std::io::pipe() {
+                Ok((r, w)) => {
+                    let w = std::fs::File::from(std::os::fd::OwnedFd::from(w));
+                    hub.set_input(Some(w), None);
+                    Stdio::from(r)
+                }
+                Err(_) => Stdio::null(),
+            },
+            _ => Stdio::null(),
+        };
+        super::Io::Pipes(stdin, Stdio::from(out_w), Stdio::from(err_w))
+    }
+}
+
+/// Waits `d` before a restart; whether `kiln stop` asked for the container to stay stopped.
+fn stopped_while_waiting(store: &Store, id: &str, d: std::time::Duration) -> bool {
+    let waited = std::time::Instant::now();
+    while waited.elapsed() < d {
+        if store.container_stop_requested(id).unwrap_or(true) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20).min(d));
+    }
+    false
 }
