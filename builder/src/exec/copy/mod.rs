@@ -137,25 +137,9 @@ pub(crate) fn copy(
         (cmd, where_),
         span,
     )?;
-    // Several files only when several are really named or matched: a wildcard that matches
-    // one file may go to a destination without `/` (`COPY target/*.jar app.jar`), as in
-    // BuildKit and the classic builder.
-    let multiple = picks.len() + urls.len() + c.heredoc_sources.len() > 1 || c.parents;
-    let dest_is_dir = dest_slash || multiple || below.is_dir(&dest_rel);
-    if let Some(file) = fsutil::not_a_directory(below, &dest_rel, dest_is_dir) {
-        return Err(BuildError::at(
-            span,
-            format!("{cmd} {dest_raw}: /{file} is not a directory"),
-        ));
-    }
-    if multiple && !dest_slash && !below.is_dir(&dest_rel) {
-        return Err(BuildError::at(
-            span,
-            format!(
-                "when using {cmd} with more than one source file, the destination must be a directory and end with a /"
-            ),
-        ));
-    }
+    let count = picks.len() + urls.len() + c.heredoc_sources.len();
+    let dest_is_dir =
+        destination_is_dir(c, below, (&dest_raw, &dest_rel, dest_slash), count, span)?;
     let step = copy_step(c, &dest_rel, (uid, gid), chmod.as_deref(), &origin.key);
     let dest_rel = dest_rel.as_slice();
     let history = history_line(c, &sources_text, &dest_raw, chmod.as_deref());
@@ -171,16 +155,9 @@ pub(crate) fn copy(
     };
     if let Some(inputs) = &by_source {
         let parent = if c.link { None } else { Some(&st.key) };
-        let key = CacheKey::for_step(parent, &step, inputs);
-        if !ctx.opts.no_cache
-            && ctx.store.cache_get(&key.to_string())?.is_some()
-            && !ctx.needs_record(&key)?
-        {
-            let (key, cached) = ctx.lookup(name, parent, &step, inputs, Recorded::Skipped)?;
-            if let Some(entry) = cached {
-                adopt_layer(st, &entry, key, &history)?;
-                return Ok(true);
-            }
+        if let Some((key, entry)) = hit_by_source(ctx, parent, (&step, inputs), name)? {
+            adopt_layer(st, &entry, key, &history)?;
+            return Ok(true);
         }
     }
     let entries = origin.entries_for(&picks);
@@ -268,6 +245,57 @@ pub(crate) fn copy(
     );
     let _ = std::fs::remove_dir_all(&tmpdir);
     result
+}
+
+/// Whether a COPY/ADD's destination is a directory: it ends in `/`, several files go there
+/// (`count` sources; a wildcard that matches one file may name the destination file, `COPY
+/// target/*.jar app.jar`, as in BuildKit and the classic builder), or it is one in `below`.
+/// Several files to a destination that is none are refused, as the Dockerfile reference says.
+fn destination_is_dir(
+    c: &Copy,
+    below: &kiln_runtime::layer::view::View,
+    (dest_raw, dest_rel, dest_slash): (&str, &[u8], bool),
+    count: usize,
+    span: Span,
+) -> Result<bool, BuildError> {
+    let cmd = if c.is_add { "ADD" } else { "COPY" };
+    let multiple = count > 1 || c.parents;
+    let dest_is_dir = dest_slash || multiple || below.is_dir(dest_rel);
+    if let Some(file) = fsutil::not_a_directory(below, dest_rel, dest_is_dir) {
+        return Err(BuildError::at(
+            span,
+            format!("{cmd} {dest_raw}: /{file} is not a directory"),
+        ));
+    }
+    if multiple && !dest_slash && !below.is_dir(dest_rel) {
+        return Err(BuildError::at(
+            span,
+            format!(
+                "when using {cmd} with more than one source file, the destination must be a directory and end with a /"
+            ),
+        ));
+    }
+    Ok(dest_is_dir)
+}
+
+/// A copy of plain context sources keyed by each source's content digest: a hit (whose
+/// record the store already has) is taken without planning the copy file by file. The key
+/// and the entry when it is one.
+fn hit_by_source(
+    ctx: &Ctx<'_>,
+    parent: Option<&CacheKey>,
+    (step, inputs): (&Step, &BTreeMap<String, Digest>),
+    name: &str,
+) -> Result<Option<(CacheKey, CacheEntry)>, BuildError> {
+    let key = CacheKey::for_step(parent, step, inputs);
+    if ctx.opts.no_cache
+        || ctx.store.cache_get(&key.to_string())?.is_none()
+        || ctx.needs_record(&key)?
+    {
+        return Ok(None);
+    }
+    let (key, cached) = ctx.lookup(name, parent, step, inputs, Recorded::Skipped)?;
+    Ok(cached.map(|entry| (key, entry)))
 }
 
 /// The destination of a COPY/ADD: as written (expanded), resolved in `below` (a link leads to
