@@ -12,29 +12,9 @@ use super::{
     workdir,
 };
 
-/// Runs one instruction of a stage, telling the progress when it starts, ends, or fails.
+/// Runs one instruction of a stage, telling the progress when it starts, ends (cached or
+/// done), or fails.
 pub(super) fn step(
-    ctx: &Ctx<'_>,
-    st: &mut StageState,
-    inherited: &BTreeMap<String, Option<String>>,
-    stage: usize,
-    ins: &Instruction,
-    name: &str,
-    done: &BTreeMap<usize, StageState>,
-) -> Result<(), BuildError> {
-    let result = step_body(ctx, st, inherited, stage, ins, name, done);
-    if let Err(e) = &result {
-        let message = e.to_string();
-        (ctx.on_event)(Event::Failed {
-            name: name.to_string(),
-            // The reason's first line; the output's tail follows with the located error.
-            message: message.lines().next().unwrap_or_default().to_string(),
-        });
-    }
-    result
-}
-
-fn step_body(
     ctx: &Ctx<'_>,
     st: &mut StageState,
     inherited: &BTreeMap<String, Option<String>>,
@@ -47,11 +27,58 @@ fn step_body(
     (ctx.on_event)(Event::Started {
         name: name.to_string(),
     });
+    st.line = ins.span.start.line();
+    let at = At {
+        inherited,
+        stage,
+        name,
+        done,
+    };
+    match dispatch(ctx, st, ins, &at) {
+        Ok(true) => (ctx.on_event)(Event::Cached {
+            name: name.to_string(),
+        }),
+        Ok(false) => (ctx.on_event)(Event::Done {
+            name: name.to_string(),
+            millis: t0.elapsed().as_millis(),
+        }),
+        Err(e) => {
+            (ctx.on_event)(Event::Failed {
+                name: name.to_string(),
+                // The reason's first line; the output's tail follows with the located error.
+                message: e.to_string().lines().next().unwrap_or_default().to_string(),
+            });
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Where a step is: its stage, its name in the progress, the ARG values the stage inherited,
+/// and the stages built before it.
+struct At<'a> {
+    inherited: &'a BTreeMap<String, Option<String>>,
+    stage: usize,
+    name: &'a str,
+    done: &'a BTreeMap<usize, StageState>,
+}
+
+/// One handler per instruction, each given what it needs; whether the cache answered it (the
+/// layer steps; the others never ask it).
+fn dispatch(
+    ctx: &Ctx<'_>,
+    st: &mut StageState,
+    ins: &Instruction,
+    at: &At<'_>,
+) -> Result<bool, BuildError> {
+    let At {
+        inherited,
+        stage,
+        name,
+        done,
+    } = *at;
     let span = ins.span;
-    st.line = span.start.line();
     let m = ctx.meta();
-    // One handler per instruction, each given what it needs; the layer steps say whether the
-    // cache answered them.
     let cached = match &ins.kind {
         Kind::From(_) => false,
         Kind::Arg(decls) => {
@@ -100,15 +127,5 @@ fn step_body(
             run::run(ctx, st, (stage, &label), ins, r, name, done)?
         }
     };
-    (ctx.on_event)(if cached {
-        Event::Cached {
-            name: name.to_string(),
-        }
-    } else {
-        Event::Done {
-            name: name.to_string(),
-            millis: t0.elapsed().as_millis(),
-        }
-    });
-    Ok(())
+    Ok(cached)
 }
