@@ -4,6 +4,7 @@ use std::{collections::BTreeMap, io::IsTerminal, path::PathBuf, process::ExitCod
 
 use anyhow::{Context, bail};
 use clap::ValueEnum;
+use kiln_builder::cache::transfer;
 use kiln_builder::exec::{self, BuildError, BuildOptions, Event, NamedContext, Sandbox};
 use kiln_runtime::store::LayerCompression;
 
@@ -94,6 +95,16 @@ pub struct Args {
     /// type=registry`).
     #[arg(long)]
     pub push: bool,
+    /// Import a build cache before building: `type=registry,ref=REPO:TAG`,
+    /// `type=local,src=DIR`, or `REPO:TAG` (repeatable, tried in order). One that cannot be
+    /// read is a warning; the build goes on without it.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache after building: `type=registry,ref=REPO:TAG` or
+    /// `type=local,dest=DIR`, with `mode=min|max`, `compression=gzip|zstd`,
+    /// `ignore-error=true` (repeatable).
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     #[command(flatten)]
     pub registry: super::registry::RegistryFlags,
 }
@@ -269,6 +280,22 @@ pub fn options(
     Ok((opts, name, text))
 }
 
+/// `--cache-from`/`--cache-to` values, each checked before the build starts.
+fn parse_cache_specs(values: &[String], to: bool) -> anyhow::Result<Vec<transfer::Spec>> {
+    values
+        .iter()
+        .map(|v| transfer::parse_spec(v, to).map_err(anyhow::Error::msg))
+        .collect()
+}
+
+/// Where a cache goes or comes from, as a message names it.
+fn shown(spec: &transfer::Spec) -> String {
+    match &spec.location {
+        transfer::Location::Local(dir) => dir.display().to_string(),
+        transfer::Location::Registry(r) => r.clone(),
+    }
+}
+
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     let (opts, name, text) = options(&store, &args)?;
@@ -305,8 +332,32 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
             kiln_runtime::registry::Target::parse(n).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
     }
+    let cache_from = parse_cache_specs(&args.cache_from, false)?;
+    let cache_to = parse_cache_specs(&args.cache_to, true)?;
+    if !cache_from.is_empty() || !cache_to.is_empty() {
+        // Checked before anything is imported or built.
+        args.registry.options()?;
+    }
+    for spec in &cache_from {
+        match transfer::import_from(&store, spec, &args.registry.options()?) {
+            Ok(n) => eprintln!("kiln: imported {n} cache entries from {}", shown(spec)),
+            // docker's rule: a cache that cannot be read never fails the build.
+            Err(e) => eprintln!("kiln: warning: cache from {} not used: {e}", shown(spec)),
+        }
+    }
     let result = exec::build(&store, &opts, &Sandbox, &on_event);
     progress.finish();
+    if let Ok(out) = &result {
+        for spec in &cache_to {
+            match transfer::export_to(&store, &out.cache, spec, &args.registry.options()?) {
+                Ok((_, n)) => eprintln!("kiln: exported {n} cache entries to {}", shown(spec)),
+                Err(e) if spec.ignore_error => {
+                    eprintln!("kiln: warning: cache to {} not written: {e}", shown(spec))
+                }
+                Err(e) => bail!("cannot export the build cache to {}: {e}", shown(spec)),
+            }
+        }
+    }
     match result {
         Ok(out) => {
             let name = out

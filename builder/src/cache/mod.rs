@@ -5,3 +5,4 @@
 pub mod explain;
 pub mod history;
 pub mod key;
+pub mod transfer;

@@ -30,6 +30,8 @@ pub(super) struct Ctx<'a> {
     pub(super) limits_warned: std::sync::atomic::AtomicBool,
     /// What went into each keyed step (for `--explain-cache` and the next build's).
     pub(super) records: std::sync::Mutex<Vec<crate::cache::explain::Record>>,
+    /// The metadata steps' times as they were resolved (key, time): a cache export carries them.
+    pub(super) times: std::sync::Mutex<Vec<(String, i64)>>,
     /// The last build of this Dockerfile and target: each step's key (read on first use).
     pub(super) previous: std::sync::OnceLock<Vec<crate::cache::explain::Record>>,
 }
@@ -224,10 +226,12 @@ impl Ctx<'_> {
             let keys: Vec<String> = pending.iter().map(|(_, k)| k.clone()).collect();
             self.store.step_times(&keys, self.now)?
         };
-        for ((i, _), t) in pending.iter().zip(times) {
+        let mut kept = self.times.lock().unwrap_or_else(|p| p.into_inner());
+        for ((i, key), t) in pending.iter().zip(times) {
             if let Some(h) = st.config.history.get_mut(*i) {
                 h.created = Some(fsutil::rfc3339(t));
             }
+            kept.push((key.clone(), t));
         }
         Ok(())
     }

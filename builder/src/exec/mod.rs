@@ -132,6 +132,8 @@ pub struct BuildOutput {
     pub manifest_size: u64,
     /// With `explain_cache`: HIT/MISS per keyed step and the first miss's cause.
     pub explained: Vec<crate::cache::explain::Explained>,
+    /// What a `--cache-to` export of this build takes.
+    pub cache: crate::cache::transfer::Made,
 }
 
 /// Why a build failed. `At` errors point into the Dockerfile.
@@ -353,6 +355,7 @@ pub fn build(
         now,
         limits_warned: std::sync::atomic::AtomicBool::new(false),
         records: std::sync::Mutex::new(Vec::new()),
+        times: std::sync::Mutex::new(Vec::new()),
         previous: std::sync::OnceLock::new(),
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -385,6 +388,14 @@ pub fn build(
     if opts.explain_cache {
         out.explained = explained()?;
     }
+    // What a cache export takes: every keyed step, the metadata steps' times, and which layers
+    // the image has (`mode=min` exports only theirs).
+    let (_, config, _) = store.image(&out.manifest)?;
+    out.cache = crate::cache::transfer::Made {
+        keys: records.iter().map(|r| r.key.clone()).collect(),
+        times: std::mem::take(&mut *ctx.times.lock().unwrap_or_else(|p| p.into_inner())),
+        image_layers: config.rootfs.diff_ids.into_iter().collect(),
+    };
     crate::cache::history::save(ctx.store, &identity, &records)?;
     Ok(out)
 }
@@ -484,5 +495,6 @@ fn assemble(ctx: &Ctx<'_>, mut st: StageState) -> Result<BuildOutput, BuildError
         tags,
         manifest_size: m.bytes.len() as u64,
         explained: Vec::new(),
+        cache: Default::default(),
     })
 }

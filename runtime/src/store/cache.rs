@@ -33,6 +33,15 @@ CREATE TABLE IF NOT EXISTS cache (
 impl Store {
     /// The entry for `key` whose layer is still in the store (counted as a use).
     pub fn cache_get(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.cache_entry(key, true)
+    }
+
+    /// [`Store::cache_get`] without counting a use (an export reads entries, no build uses them).
+    pub fn cache_peek(&self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.cache_entry(key, false)
+    }
+
+    fn cache_entry(&self, key: &str, used: bool) -> Result<Option<CacheEntry>, StoreError> {
         let conn = self.conn();
         let row = {
             let mut stmt = conn
@@ -60,11 +69,13 @@ impl Store {
         if !self.has_blob(&layer) {
             return Ok(None);
         }
-        conn.execute(
-            "UPDATE cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
-            rusqlite::params![key, now()],
-        )
-        .map_err(self.db_err())?;
+        if used {
+            conn.execute(
+                "UPDATE cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
+                rusqlite::params![key, now()],
+            )
+            .map_err(self.db_err())?;
+        }
         Ok(Some(CacheEntry {
             key: key.to_string(),
             layer,

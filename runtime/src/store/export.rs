@@ -179,6 +179,54 @@ impl Store {
         Ok(())
     }
 
+    /// Keeps the uncompressed form of a layer that came in compressed (blob `compressed`,
+    /// already in the store and checked against `diff_id`: an imported build cache), and
+    /// remembers the compressed blob as its form, so the layer leaves the store again as the
+    /// same bytes. A blob that is not compressed is its own uncompressed form.
+    pub fn expand_layer(&self, diff_id: &Digest, compressed: &Digest) -> Result<(), StoreError> {
+        if diff_id == compressed {
+            return Ok(());
+        }
+        let src = self.blob_path(compressed);
+        let mut magic = [0u8; 4];
+        {
+            use std::io::Read;
+            let mut f = std::fs::File::open(&src).map_err(io_err(&src))?;
+            let _ = f.read(&mut magic).map_err(io_err(&src))?;
+        }
+        let c = if magic[..2] == [0x1f, 0x8b] {
+            LayerCompression::Gzip
+        } else if magic == crate::layer::view::ZSTD_MAGIC {
+            LayerCompression::Zstd
+        } else {
+            return Err(StoreError::BadLayout {
+                path: src,
+                reason: format!("layer {compressed} is neither gzip nor zstd nor {diff_id}"),
+            });
+        };
+        if !self.has_blob(diff_id) {
+            let input = crate::layer::view::open_layer(&src).map_err(io_err(&src))?;
+            let (got, _) = self.put_blob_from(input)?;
+            if got != *diff_id {
+                return Err(StoreError::BadLayout {
+                    path: src,
+                    reason: format!("layer {compressed} holds {got}, not {diff_id}"),
+                });
+            }
+        }
+        let size = std::fs::metadata(&src).map_err(io_err(&src))?.len();
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT OR REPLACE INTO {} (diff_id, digest, size) VALUES (?1, ?2, ?3)",
+                    c.table()
+                ),
+                rusqlite::params![diff_id.to_string(), compressed.to_string(), size as i64],
+            )
+            .map_err(self.db_err())?;
+        Ok(())
+    }
+
     /// The compressed form of an uncompressed layer blob, made once.
     pub(crate) fn compressed_layer(
         &self,

@@ -468,6 +468,10 @@ impl Store {
             let Ok((doc, c, config)) = self.image(&manifest) else {
                 continue;
             };
+            // A build cache imported (`--cache-from`) is no image.
+            if doc.config.media_type == crate::oci::MEDIA_KILN_CACHE_CONFIG {
+                continue;
+            }
             if tagged.contains(&config) || !seen.insert(config) {
                 continue;
             }

@@ -24,9 +24,11 @@ use crate::{
 pub const MAX_LAYERS: usize = 127;
 
 /// Config media types kiln reads.
-const CONFIG_TYPES: [&str; 2] = [
+const CONFIG_TYPES: [&str; 3] = [
     oci::MEDIA_CONFIG,
     "application/vnd.docker.container.image.v1+json",
+    // kiln's build cache: an image's layers with the cache's entries in its config.
+    oci::MEDIA_KILN_CACHE_CONFIG,
 ];
 
 /// How a layer blob is stored.

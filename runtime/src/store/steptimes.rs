@@ -50,3 +50,25 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Records the times of steps another store ran (an imported build cache), unless this
+    /// store has its own for a key already.
+    pub fn seed_step_times(&self, times: &[(String, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.db_err())?;
+        {
+            let mut insert = tx
+                .prepare_cached("INSERT OR IGNORE INTO step_times (key, time) VALUES (?1, ?2)")
+                .map_err(self.db_err())?;
+            for (key, time) in times {
+                insert
+                    .execute(rusqlite::params![key, time])
+                    .map_err(self.db_err())?;
+            }
+        }
+        tx.commit().map_err(self.db_err())
+    }
+}

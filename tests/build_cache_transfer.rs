@@ -1,0 +1,308 @@
+//! A build cache shared between stores as separate CI runners would share it: runner A builds
+//! and exports (`--cache-to type=local|registry`), a fresh runner B imports (`--cache-from`)
+//! and its steps hit instead of running, giving the same image; a changed file misses where it
+//! should; a corrupt or missing cache is a warning and a normal build. The registry is Debian's
+//! `docker-registry`, started on 127.0.0.1 by the test.
+#![allow(clippy::unwrap_used)] // a test fails by panicking
+
+mod common;
+use common::{context, kiln, store_with_base};
+
+use std::path::Path;
+
+fn ok(root: &Path, args: &[&str]) -> (String, String) {
+    let (code, out, err) = kiln(root, args);
+    assert_eq!(code, 0, "kiln {args:?}: {err}");
+    (out, err)
+}
+
+/// The image ID of `name`.
+fn id(root: &Path, name: &str) -> String {
+    ok(root, &["inspect", "-f", "{{.Id}}", name])
+        .0
+        .trim()
+        .to_string()
+}
+
+/// How many steps the plain progress says were CACHED, and how many RUN steps ran (`DONE`).
+fn cached_and_ran(progress: &str) -> (usize, usize) {
+    let step = |l: &str| l.split_whitespace().next().unwrap_or("").to_string();
+    let runs: Vec<String> = progress
+        .lines()
+        .filter(|l| l.contains("] RUN "))
+        .map(step)
+        .collect();
+    let cached = progress.lines().filter(|l| l.ends_with(" CACHED")).count();
+    let ran = progress
+        .lines()
+        .filter(|l| l.contains(" DONE ") && runs.contains(&step(l)))
+        .count();
+    (cached, ran)
+}
+
+/// A two-stage project: a builder stage whose output the final stage copies, a RUN that takes
+/// time (its output differs each time it runs), ENV and LABEL steps.
+const DOCKERFILE: &str = "FROM kiln.local/busybox AS builder\n\
+     COPY src /src\n\
+     RUN cat /src/a > /built && date +%s%N >> /built\n\
+     FROM kiln.local/busybox\n\
+     ENV APP=demo\n\
+     COPY --from=builder /built /app/built\n\
+     COPY conf /conf\n\
+     RUN date +%s%N > /stamp\n\
+     LABEL stage=final\n";
+
+fn project() -> tempfile::TempDir {
+    let ctx = context(DOCKERFILE);
+    std::fs::create_dir_all(ctx.path().join("src")).unwrap();
+    std::fs::write(ctx.path().join("src/a"), "source\n").unwrap();
+    std::fs::write(ctx.path().join("conf"), "conf\n").unwrap();
+    ctx
+}
+
+#[test]
+fn a_fresh_runner_builds_from_a_local_cache() {
+    if !common::can_sandbox("a_fresh_runner_builds_from_a_local_cache") {
+        return;
+    }
+    let ctx = project();
+    let c = ctx.path().to_str().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let (min_dir, max_dir) = (shared.path().join("min"), shared.path().join("max"));
+    let to_min = format!("type=local,dest={}", min_dir.display());
+    let to_max = format!("type=local,dest={},mode=max", max_dir.display());
+    // Runner A: builds, exports both ways.
+    let a = store_with_base();
+    let (_, err) = ok(
+        a.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "app",
+            "--cache-to",
+            &to_min,
+            "--cache-to",
+            &to_max,
+            c,
+        ],
+    );
+    assert!(err.contains("exported"), "{err}");
+    assert!(min_dir.join("index.json").is_file() && max_dir.join("oci-layout").is_file());
+    let a_id = id(a.path(), "app");
+
+    // Runner B (empty store) with the max cache: every step hits, none runs, same image.
+    let b = store_with_base();
+    let from_max = format!("type=local,src={}", max_dir.display());
+    let (_, progress) = ok(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from_max,
+            c,
+        ],
+    );
+    let (cached, ran) = cached_and_ran(&progress);
+    assert_eq!(ran, 0, "no RUN executes:\n{progress}");
+    assert_eq!(cached, 5, "COPY, RUN, COPY --from, COPY, RUN:\n{progress}");
+    assert_eq!(
+        id(b.path(), "app"),
+        a_id,
+        "the same image, digest for digest"
+    );
+    // The cache is no image of the store.
+    let images = ok(b.path(), &["images", "-a", "--format", "{{.Repository}}"]).0;
+    assert!(!images.contains("<none>"), "{images}");
+
+    // Runner C with the min cache: the final image's steps hit; the builder stage's RUN (its
+    // layer is not in the image) runs, and makes a different file, so the final COPY --from
+    // misses from there on.
+    let cr = store_with_base();
+    let from_min = format!("type=local,src={}", min_dir.display());
+    let (_, progress) = ok(
+        cr.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from_min,
+            c,
+        ],
+    );
+    let (_, ran) = cached_and_ran(&progress);
+    assert!(ran >= 1, "the builder's RUN runs:\n{progress}");
+
+    // A changed file misses exactly where it should: COPY conf and what follows.
+    std::fs::write(ctx.path().join("conf"), "changed\n").unwrap();
+    let d = store_with_base();
+    let (_, progress) = ok(
+        d.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from_max,
+            c,
+        ],
+    );
+    let (cached, ran) = cached_and_ran(&progress);
+    assert_eq!((cached, ran), (3, 1), "{progress}");
+    assert_ne!(id(d.path(), "app"), a_id);
+}
+
+#[test]
+fn a_corrupt_or_missing_cache_is_a_warning_and_a_normal_build() {
+    if !common::can_sandbox("a_corrupt_or_missing_cache_is_a_warning_and_a_normal_build") {
+        return;
+    }
+    let ctx = project();
+    let c = ctx.path().to_str().unwrap();
+    let shared = tempfile::tempdir().unwrap();
+    let dir = shared.path().join("cache");
+    let a = store_with_base();
+    ok(
+        a.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "app",
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+            c,
+        ],
+    );
+    // One layer blob altered: the loader refuses the whole cache before any entry is used.
+    let blobs = dir.join("blobs/sha256");
+    let mut altered = false;
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        let bytes = std::fs::read(&p).unwrap();
+        if bytes.starts_with(&[0x1f, 0x8b]) {
+            let mut b = bytes.clone();
+            let n = b.len();
+            b[n / 2] ^= 0xff;
+            std::fs::write(&p, b).unwrap();
+            altered = true;
+            break;
+        }
+    }
+    assert!(altered);
+    let b = store_with_base();
+    let from = format!("type=local,src={}", dir.display());
+    let (_, progress) = ok(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from,
+            c,
+        ],
+    );
+    assert!(progress.contains("kiln: warning: cache from"), "{progress}");
+    assert_eq!(
+        cached_and_ran(&progress).1,
+        2,
+        "both RUN steps ran:\n{progress}"
+    );
+    let (code, out, _) = kiln(b.path(), &["store", "verify"]);
+    assert_eq!(code, 0, "{out}");
+    // Missing: the same.
+    let gone = format!("type=local,src={}", shared.path().join("nothing").display());
+    let (_, progress) = ok(b.path(), &["build", "-q", "--cache-from", &gone, c]);
+    assert!(progress.contains("kiln: warning: cache from"), "{progress}");
+    // Mistakes in the flag itself are errors, before anything is built.
+    for bad in [
+        "type=inline",
+        "type=s3,ref=x",
+        "type=local",
+        "type=registry,ref=r,mode=all",
+    ] {
+        let (code, _, err) = kiln(b.path(), &["build", "-q", "--cache-to", bad, c]);
+        assert_eq!(code, 1, "{bad}: {err}");
+        assert!(err.contains("--cache-to"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_fresh_runner_builds_from_a_registry_cache() {
+    if !common::can_sandbox("a_fresh_runner_builds_from_a_registry_cache")
+        || !common::have(
+            "docker-registry",
+            "a_fresh_runner_builds_from_a_registry_cache",
+        )
+        || !common::have("skopeo", "a_fresh_runner_builds_from_a_registry_cache")
+    {
+        return;
+    }
+    let reg = common::registry::Registry::start(None, common::registry::Auth::None);
+    let cache_ref = format!("{}/team/app:buildcache", reg.host());
+    let ctx = project();
+    let c = ctx.path().to_str().unwrap();
+    let a = store_with_base();
+    let to = format!("type=registry,ref={cache_ref},mode=max");
+    ok(
+        a.path(),
+        &["build", "-q", "-t", "app", "--cache-to", &to, c],
+    );
+    let a_id = id(a.path(), "app");
+    // An OCI image manifest with kiln's cache config: what ECR and any registry store.
+    let raw = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{cache_ref}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.kiln.cache.config.v1+json"
+    );
+    assert_eq!(m["layers"].as_array().unwrap().len(), 5, "{m}");
+
+    // Runner B: docker's short form of --cache-from names the cache's reference.
+    let b = store_with_base();
+    let (_, progress) = ok(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &cache_ref,
+            c,
+        ],
+    );
+    assert_eq!(cached_and_ran(&progress), (5, 0), "{progress}");
+    assert_eq!(id(b.path(), "app"), a_id);
+    // An unreachable registry: a warning, and the build goes on.
+    let gone = format!(
+        "type=registry,ref=127.0.0.1:{}/x:y",
+        common::registry::free_port()
+    );
+    let d = store_with_base();
+    let (_, progress) = ok(d.path(), &["build", "-q", "--cache-from", &gone, c]);
+    assert!(progress.contains("kiln: warning: cache from"), "{progress}");
+}
