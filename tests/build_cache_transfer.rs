@@ -306,3 +306,67 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
     let (_, progress) = ok(d.path(), &["build", "-q", "--cache-from", &gone, c]);
     assert!(progress.contains("kiln: warning: cache from"), "{progress}");
 }
+
+#[test]
+fn cache_mount_contents_travel_with_mounts_true() {
+    if !common::can_sandbox("cache_mount_contents_travel_with_mounts_true") {
+        return;
+    }
+    // Runner A fills a cache mount (as a package manager would) in a RUN.
+    let fill = context(
+        "FROM kiln.local/busybox\n\
+         RUN --mount=type=cache,target=/root/.cache,id=pkgs \
+         echo fetched-by-a > /root/.cache/pkg && head -c 200000 /dev/zero > /root/.cache/big\n",
+    );
+    // Runner B's RUN reads it.
+    let read = context(
+        "FROM kiln.local/busybox\n\
+         RUN --mount=type=cache,target=/root/.cache,id=pkgs \
+         cat /root/.cache/pkg > /seen 2>&1 || echo empty > /seen\n",
+    );
+    let shared = tempfile::tempdir().unwrap();
+    let a = store_with_base();
+    let export = |dest: &str, extra: &str| {
+        let to = format!(
+            "type=local,dest={},mode=max{extra}",
+            shared.path().join(dest).display()
+        );
+        ok(
+            a.path(),
+            &[
+                "build",
+                "-q",
+                "-t",
+                "fill",
+                "--cache-to",
+                &to,
+                fill.path().to_str().unwrap(),
+            ],
+        )
+        .1
+    };
+    export("with", ",mounts=true");
+    export("without", "");
+    let err = export("small", ",mounts=true,mounts-max-size=100k");
+    assert!(err.contains("cache mount pkgs left out"), "{err}");
+    let seen = |dir: &str| {
+        let b = store_with_base();
+        let from = format!("type=local,src={}", shared.path().join(dir).display());
+        ok(
+            b.path(),
+            &[
+                "build",
+                "-q",
+                "-t",
+                "read",
+                "--cache-from",
+                &from,
+                read.path().to_str().unwrap(),
+            ],
+        );
+        ok(b.path(), &["run", "--rm", "read", "cat", "/seen"]).0
+    };
+    assert_eq!(seen("with"), "fetched-by-a\n");
+    assert_eq!(seen("without"), "empty\n");
+    assert_eq!(seen("small"), "empty\n");
+}

@@ -350,7 +350,12 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     if let Ok(out) = &result {
         for spec in &cache_to {
             match transfer::export_to(&store, &out.cache, spec, &args.registry.options()?) {
-                Ok((_, n)) => eprintln!("kiln: exported {n} cache entries to {}", shown(spec)),
+                Ok((_, n, warnings)) => {
+                    for w in warnings {
+                        eprintln!("kiln: warning: {w}");
+                    }
+                    eprintln!("kiln: exported {n} cache entries to {}", shown(spec))
+                }
                 Err(e) if spec.ignore_error => {
                     eprintln!("kiln: warning: cache to {} not written: {e}", shown(spec))
                 }

@@ -14,14 +14,17 @@
 //!     "entries": [ { "key": "sha256:...", "layer": "sha256:<diff_id>", "size": 1024,
 //!                    "description": "[stage-0 2/3] COPY . /app (Dockerfile:3)",
 //!                    "created": 1733500000 } ],
-//!     "times": [ { "key": "sha256:...", "time": 1733500000 } ] } }
+//!     "times": [ { "key": "sha256:...", "time": 1733500000 } ],
+//!     "mounts": [ { "id": "pkgs", "layer": "sha256:<diff_id>" } ] } }
 //! ```
 //!
 //! `rootfs.diff_ids` lists the layers in the manifest's order, so the store's own loader checks
 //! each layer's content against its diff_id on the way in, as it checks any image. An entry is
 //! a cache key (see [`super::key`]) and the layer its step made; `times` are the times of the
 //! metadata steps (ENV, LABEL...), so the importing build writes the same history times, and an
-//! image whose every step hit is the same image, digest for digest.
+//! image whose every step hit is the same image, digest for digest; `mounts` (exported with
+//! `mounts=true`) are `RUN --mount=type=cache` directories, each as a layer, that seed a store
+//! which lacks them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -63,10 +66,21 @@ pub struct Time {
     pub time: i64,
 }
 
+/// A cache mount's contents (`RUN --mount=type=cache`), carried as a layer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountContents {
+    /// The cache mount's id (with `BUILDKIT_CACHE_MOUNT_NS`, as the build named it).
+    pub id: String,
+    /// The layer holding its files (diff_id).
+    pub layer: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Contents {
     pub entries: Vec<Entry>,
     pub times: Vec<Time>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<MountContents>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -92,7 +106,25 @@ pub struct Made {
     pub keys: Vec<String>,
     pub times: Vec<(String, i64)>,
     pub image_layers: BTreeSet<String>,
+    /// The ids of the cache mounts its RUN steps used.
+    pub mounts: Vec<String>,
 }
+
+/// Which cache mounts an export carries: none, or those used whose contents are at most
+/// `max_size` bytes (a larger one is left out with a warning, so a 5 GB cache never rides
+/// along by accident), but the ids in `exclude`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MountsPolicy {
+    pub export: bool,
+    pub max_size: u64,
+    pub exclude: Vec<String>,
+}
+
+/// What an export left out, said as warnings.
+pub type Warnings = Vec<String>;
+
+/// The default `mounts-max-size`: 1 GiB.
+pub const MOUNTS_MAX_SIZE: u64 = 1 << 30;
 
 /// Why a cache could not be made or read.
 #[derive(Debug, thiserror::Error)]
@@ -104,8 +136,14 @@ pub enum TransferError {
 }
 
 /// Writes the cache artifact of what `made` says into the store (config and manifest blobs; the
-/// layers are the store's own); its manifest's digest, and how many entries it holds.
-pub fn make(store: &Store, made: &Made, mode: Mode) -> Result<(Digest, usize), TransferError> {
+/// layers are the store's own, and a layer for each cache mount `mounts` takes); its manifest's
+/// digest, how many entries it holds, and warnings (cache mounts left out).
+pub fn make(
+    store: &Store,
+    made: &Made,
+    mode: Mode,
+    mounts: &MountsPolicy,
+) -> Result<(Digest, usize, Vec<String>), TransferError> {
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
     for key in &made.keys {
@@ -134,6 +172,16 @@ pub fn make(store: &Store, made: &Made, mode: Mode) -> Result<(Digest, usize), T
             layers.push((e.layer.clone(), e.size));
         }
     }
+    let (mount_contents, warnings) = if mounts.export {
+        mount_layers(store, &made.mounts, mounts)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    for (m, size) in &mount_contents {
+        if !layers.iter().any(|(l, _)| *l == m.layer) {
+            layers.push((m.layer.clone(), *size));
+        }
+    }
     let host = oci::host_platform();
     let config = Config {
         architecture: host.architecture,
@@ -152,6 +200,7 @@ pub fn make(store: &Store, made: &Made, mode: Mode) -> Result<(Digest, usize), T
                 })
                 .collect(),
             entries,
+            mounts: mount_contents.into_iter().map(|(m, _)| m).collect(),
         },
     };
     let count = config.cache.entries.len();
@@ -181,7 +230,70 @@ pub fn make(store: &Store, made: &Made, mode: Mode) -> Result<(Digest, usize), T
         )]),
     };
     let written = oci::write_json(&manifest, oci::MEDIA_MANIFEST);
-    Ok((store.put_blob(&written.bytes)?, count))
+    Ok((store.put_blob(&written.bytes)?, count, warnings))
+}
+
+/// The cache mounts `ids` as layers (each directory's files, written as a layer of the store
+/// while a shared lock keeps steps that lock it out), those `policy` takes.
+fn mount_layers(
+    store: &Store,
+    ids: &[String],
+    policy: &MountsPolicy,
+) -> Result<(Vec<(MountContents, u64)>, Warnings), TransferError> {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    let base = store.root().join("cache-mounts");
+    for id in ids {
+        if policy.exclude.contains(id) {
+            continue;
+        }
+        let name = crate::exec::mounts::cache_mount_name(id);
+        let dir = base.join(&name);
+        if !dir.is_dir() {
+            continue;
+        }
+        let io = |e: std::io::Error| {
+            TransferError::Store(StoreError::Io {
+                path: dir.clone(),
+                source: e,
+            })
+        };
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(base.join(format!("{name}.lock")))
+            .map_err(io)?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockShared)
+            .map_err(|e| io(e.into()))?;
+        let size = kiln_runtime::store::dir_size(&dir);
+        if size > policy.max_size {
+            warnings.push(format!(
+                "cache mount {id} left out: {size} bytes, more than mounts-max-size ({})",
+                policy.max_size
+            ));
+            continue;
+        }
+        let blob = store.new_blob_file()?;
+        let mut w = crate::image::layer::LayerWriter::new(
+            std::io::BufWriter::new(blob.file.try_clone().map_err(io)?),
+            None,
+        );
+        w.append_upper(&dir)
+            .map_err(|e| io(std::io::Error::other(format!("cache mount {id}: {e}"))))?;
+        let (info, mut file) = w.finish().map_err(io)?;
+        std::io::Write::flush(&mut file).map_err(io)?;
+        drop(file);
+        store.commit_blob(blob, &info.diff_id)?;
+        out.push((
+            MountContents {
+                id: id.clone(),
+                layer: info.diff_id.to_string(),
+            },
+            info.size,
+        ));
+    }
+    Ok((out, warnings))
 }
 
 /// Reads the cache artifact whose manifest is `manifest` (loaded or pulled into the store, its
@@ -242,6 +354,16 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             added += 1;
         }
     }
+    for m in &config.cache.mounts {
+        if !config.rootfs.diff_ids.contains(&m.layer) {
+            return Err(not_a_cache(format!(
+                "cache mount {} names layer {}, which the cache does not carry",
+                m.id, m.layer
+            )));
+        }
+        let layer = Digest::parse(&m.layer).map_err(|err| not_a_cache(err.to_string()))?;
+        seed_mount(store, &m.id, &layer)?;
+    }
     let times: Vec<(String, i64)> = config
         .cache
         .times
@@ -250,6 +372,47 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
         .collect();
     store.seed_step_times(&times)?;
     Ok(added)
+}
+
+/// Seeds cache mount `id` with the files of `layer`, unless the store has that cache mount
+/// already (its own contents win). Unpacked as any layer is, every path inside the directory,
+/// under a temporary name renamed into place without replacing.
+fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferError> {
+    let base = store.root().join("cache-mounts");
+    let name = crate::exec::mounts::cache_mount_name(id);
+    let dir = base.join(&name);
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |e: std::io::Error| TransferError::Store(StoreError::Io { path, source: e })
+    };
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&base).map_err(io(&base))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(&base)
+        .map_err(io(&base))?;
+    let reader =
+        std::fs::File::open(store.blob_path(layer)).map_err(io(&store.blob_path(layer)))?;
+    kiln_runtime::layer::unpack::unpack_for_overlay(std::io::BufReader::new(reader), tmp.path())
+        .map_err(|e| io(tmp.path())(std::io::Error::other(e.to_string())))?;
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp.path(),
+        rustix::fs::CWD,
+        &dir,
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            std::fs::write(base.join(format!("{name}.id")), id).map_err(io(&base))?;
+        }
+        // Made meanwhile by a build: its contents win.
+        Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(io(&dir)(e.into())),
+    }
+    Ok(())
 }
 
 /// Where a cache goes to or comes from.
@@ -269,6 +432,8 @@ pub struct Spec {
     pub compression: kiln_runtime::store::LayerCompression,
     /// `ignore-error=true`: a failed export is a warning (it always is for an import).
     pub ignore_error: bool,
+    /// `mounts=true[,mounts-max-size=SIZE][,mounts-exclude=ID:ID]`: cache mounts ride along.
+    pub mounts: MountsPolicy,
 }
 
 /// Parses `--cache-to` (`to`) or `--cache-from`: BuildKit's `type=...,key=value` forms, and for
@@ -331,27 +496,60 @@ pub fn parse_spec(text: &str, to: bool) -> Result<Spec, String> {
         Some("true") => true,
         Some(v) => return Err(format!("{flag} {text}: ignore-error={v}: true or false")),
     };
-    for k in fields.keys() {
-        if ![
-            "type",
-            "dest",
-            "src",
-            "ref",
-            "mode",
-            "compression",
-            "ignore-error",
-        ]
-        .contains(&k.as_str())
-        {
-            return Err(format!("{flag} {text}: unknown option {k:?}"));
-        }
+    let mounts = MountsPolicy {
+        export: match get("mounts") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => return Err(format!("{flag} {text}: mounts={v}: true or false")),
+        },
+        max_size: match get("mounts-max-size") {
+            None => MOUNTS_MAX_SIZE,
+            Some(v) => parse_size(v)
+                .ok_or_else(|| format!("{flag} {text}: mounts-max-size={v}: a size (512m, 2g)"))?,
+        },
+        exclude: get("mounts-exclude")
+            .map(|v| {
+                v.split(':')
+                    .filter(|i| !i.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    const KNOWN: [&str; 10] = [
+        "type",
+        "dest",
+        "src",
+        "ref",
+        "mode",
+        "compression",
+        "ignore-error",
+        "mounts",
+        "mounts-max-size",
+        "mounts-exclude",
+    ];
+    if let Some(k) = fields.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return Err(format!("{flag} {text}: unknown option {k:?}"));
     }
     Ok(Spec {
         location,
         mode,
         compression,
         ignore_error,
+        mounts,
     })
+}
+
+/// `512m`, `2g`, `1024k` or bytes.
+fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim().to_ascii_lowercase();
+    let (num, mult) = match v.strip_suffix('b').unwrap_or(&v) {
+        s if s.ends_with('k') => (&s[..s.len() - 1], 1u64 << 10),
+        s if s.ends_with('m') => (&s[..s.len() - 1], 1 << 20),
+        s if s.ends_with('g') => (&s[..s.len() - 1], 1 << 30),
+        s => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// Why a cache could not be moved.
@@ -412,15 +610,15 @@ pub fn import_from(
     }
 }
 
-/// Exports the cache of a build (`made`) to `spec`; the artifact's digest in the store and how
-/// many entries it holds.
+/// Exports the cache of a build (`made`) to `spec`; the artifact's digest in the store, how
+/// many entries it holds, and warnings (cache mounts left out).
 pub fn export_to(
     store: &Store,
     made: &Made,
     spec: &Spec,
     registry: &kiln_runtime::registry::Options,
-) -> Result<(Digest, usize), MoveError> {
-    let (manifest, count) = make(store, made, spec.mode)?;
+) -> Result<(Digest, usize, Vec<String>), MoveError> {
+    let (manifest, count, warnings) = make(store, made, spec.mode, &spec.mounts)?;
     match &spec.location {
         Location::Local(dest) => {
             // Written beside, then swapped in: a reader sees the old layout or the new one,
@@ -465,5 +663,5 @@ pub fn export_to(
             kiln_runtime::registry::push(store, &manifest.to_string(), reference, &opts, &|_| {})?;
         }
     }
-    Ok((manifest, count))
+    Ok((manifest, count, warnings))
 }

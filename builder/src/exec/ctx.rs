@@ -30,6 +30,8 @@ pub(super) struct Ctx<'a> {
     pub(super) limits_warned: std::sync::atomic::AtomicBool,
     /// What went into each keyed step (for `--explain-cache` and the next build's).
     pub(super) records: std::sync::Mutex<Vec<crate::cache::explain::Record>>,
+    /// The ids of the cache mounts the build's RUN steps used: a cache export may carry them.
+    pub(super) cache_mounts: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The metadata steps' times as they were resolved (key, time): a cache export carries them.
     pub(super) times: std::sync::Mutex<Vec<(String, i64)>>,
     /// The last build of this Dockerfile and target: each step's key (read on first use).

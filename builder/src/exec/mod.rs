@@ -356,6 +356,7 @@ pub fn build(
         limits_warned: std::sync::atomic::AtomicBool::new(false),
         records: std::sync::Mutex::new(Vec::new()),
         times: std::sync::Mutex::new(Vec::new()),
+        cache_mounts: std::sync::Mutex::new(std::collections::BTreeSet::new()),
         previous: std::sync::OnceLock::new(),
     };
     let pool = rayon::ThreadPoolBuilder::new()
@@ -395,6 +396,9 @@ pub fn build(
         keys: records.iter().map(|r| r.key.clone()).collect(),
         times: std::mem::take(&mut *ctx.times.lock().unwrap_or_else(|p| p.into_inner())),
         image_layers: config.rootfs.diff_ids.into_iter().collect(),
+        mounts: std::mem::take(&mut *ctx.cache_mounts.lock().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .collect(),
     };
     crate::cache::history::save(ctx.store, &identity, &records)?;
     Ok(out)

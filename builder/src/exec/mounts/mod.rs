@@ -14,6 +14,7 @@
 
 mod prepare;
 
+pub(crate) use prepare::cache_mount_name;
 pub(super) use prepare::prepare;
 
 use std::{collections::BTreeMap, path::PathBuf};
@@ -324,6 +325,12 @@ impl Planner<'_, '_> {
         } else {
             format!("{}/{id}", self.cache_ns)
         };
+        // Named whether the step runs or hits: a cache export with `mounts=true` carries it.
+        self.ctx
+            .cache_mounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
         let (mode, uid, gid) = (
             m.mode.unwrap_or(0o755),
             m.uid.unwrap_or(0),

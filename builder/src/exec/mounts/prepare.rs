@@ -285,6 +285,12 @@ pub(super) fn materialize(files: &[copy::SrcEntry], dest: &Path) -> std::io::Res
 /// others wait), private (the first instance nobody holds, else a new one). The lock also tells
 /// a prune that the directory is in use. Created with `mode`, `uid` and `gid` on first use,
 /// filled by `fill` (a cache mount's `from=`).
+/// The name of the first instance of cache mount `id` in the store's `cache-mounts/` (others
+/// of a `sharing=private` mount add `-N`).
+pub(crate) fn cache_mount_name(id: &str) -> String {
+    Digest::of(id.as_bytes()).hex()[..32].to_string()
+}
+
 pub(super) fn cache_dir(
     ctx: &Ctx<'_>,
     id: &str,
@@ -295,7 +301,7 @@ pub(super) fn cache_dir(
     use rustix::fs::FlockOperation as Op;
     let base = ctx.store.root().join("cache-mounts");
     std::fs::create_dir_all(&base)?;
-    let name = Digest::of(id.as_bytes()).hex()[..32].to_string();
+    let name = cache_mount_name(id);
     let mut instance = 0usize;
     loop {
         let inst = if instance == 0 {
