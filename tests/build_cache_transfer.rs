@@ -370,3 +370,105 @@ fn cache_mount_contents_travel_with_mounts_true() {
     assert_eq!(seen("without"), "empty\n");
     assert_eq!(seen("small"), "empty\n");
 }
+
+#[test]
+fn runners_exporting_at_once_leave_a_whole_cache() {
+    if !common::can_sandbox("runners_exporting_at_once_leave_a_whole_cache")
+        || !common::have(
+            "docker-registry",
+            "runners_exporting_at_once_leave_a_whole_cache",
+        )
+    {
+        return;
+    }
+    let reg = common::registry::Registry::start(None, common::registry::Auth::None);
+    let shared = tempfile::tempdir().unwrap();
+    let dir = shared.path().join("cache");
+    let cache_ref = format!("{}/team/app:buildcache", reg.host());
+    // Two runners build different versions and export to the same places at the same time,
+    // several times over.
+    let projects: Vec<tempfile::TempDir> = (0..2)
+        .map(|k| {
+            let p = project();
+            std::fs::write(p.path().join("conf"), format!("runner {k}\n")).unwrap();
+            p
+        })
+        .collect();
+    let stores: Vec<tempfile::TempDir> = (0..2).map(|_| store_with_base()).collect();
+    let to_local = format!("type=local,dest={},mode=max", dir.display());
+    let to_reg = format!("type=registry,ref={cache_ref},mode=max");
+    for round in 0..3 {
+        let children: Vec<std::process::Child> = (0..2)
+            .map(|k| {
+                common::kiln_cmd(
+                    stores[k].path(),
+                    &[
+                        "build",
+                        "-q",
+                        "--no-cache",
+                        "-t",
+                        "app",
+                        "--cache-to",
+                        &to_local,
+                        "--cache-to",
+                        &to_reg,
+                        projects[k].path().to_str().unwrap(),
+                    ],
+                )
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    // Whichever runner wrote last, the cache is whole: a fresh runner building that runner's
+    // version hits every step, from the directory and from the registry.
+    for from in [
+        format!("type=local,src={}", dir.display()),
+        cache_ref.clone(),
+    ] {
+        let hits: Vec<usize> = projects
+            .iter()
+            .map(|p| {
+                let b = store_with_base();
+                let (_, progress) = ok(
+                    b.path(),
+                    &[
+                        "build",
+                        "--progress",
+                        "plain",
+                        "-t",
+                        "app",
+                        "--cache-from",
+                        &from,
+                        p.path().to_str().unwrap(),
+                    ],
+                );
+                assert!(!progress.contains("warning"), "{from}: {progress}");
+                cached_and_ran(&progress).0
+            })
+            .collect();
+        assert!(
+            hits.contains(&5),
+            "{from}: one runner's version hits whole: {hits:?}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(shared.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "no temporary layout left: {leftovers:?}"
+    );
+}

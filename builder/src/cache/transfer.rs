@@ -610,6 +610,29 @@ pub fn import_from(
     }
 }
 
+/// Puts the directory `new` at `dest` in one step: exchanged with the one there (renameat2's
+/// RENAME_EXCHANGE, so `dest` never goes missing), the old one then removed; or renamed into
+/// place when there is none. Another writer doing the same at once makes it try again.
+fn swap_in(new: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    for _ in 0..100 {
+        match renameat_with(CWD, new, CWD, dest, RenameFlags::EXCHANGE) {
+            Ok(()) => {
+                // `new` now holds what was at `dest`.
+                return std::fs::remove_dir_all(new);
+            }
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match renameat_with(CWD, new, CWD, dest, RenameFlags::NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(std::io::Error::other("another export kept replacing it"))
+}
+
 /// Exports the cache of a build (`made`) to `spec`; the artifact's digest in the store, how
 /// many entries it holds, and warnings (cache mounts left out).
 pub fn export_to(
@@ -622,7 +645,7 @@ pub fn export_to(
     match &spec.location {
         Location::Local(dest) => {
             // Written beside, then swapped in: a reader sees the old layout or the new one,
-            // never half of one; of two writers at once, the last one's stays.
+            // never half of one, and never none; of two writers at once, the last one's stays.
             let parent = dest
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
@@ -637,7 +660,6 @@ pub fn export_to(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "cache".into());
             let tmp = parent.join(format!(".{base}.new-{}", std::process::id()));
-            let old = parent.join(format!(".{base}.old-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&tmp);
             store.save(
                 &[("kiln-cache".into(), manifest)],
@@ -645,14 +667,7 @@ pub fn export_to(
                 true,
                 spec.compression,
             )?;
-            let had = dest.exists();
-            if had {
-                std::fs::rename(dest, &old).map_err(io(dest))?;
-            }
-            std::fs::rename(&tmp, dest).map_err(io(dest))?;
-            if had {
-                let _ = std::fs::remove_dir_all(&old);
-            }
+            swap_in(&tmp, dest).map_err(io(dest))?;
         }
         Location::Registry(reference) => {
             let opts = kiln_runtime::registry::PushOptions {
