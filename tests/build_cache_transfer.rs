@@ -118,6 +118,18 @@ fn a_fresh_runner_builds_from_a_local_cache() {
     // The cache is no image of the store.
     let images = ok(b.path(), &["images", "-a", "--format", "{{.Repository}}"]).0;
     assert!(!images.contains("<none>"), "{images}");
+    // Where each entry came from: `cache ls` and `cache explain` say so.
+    let listed = ok(b.path(), &["cache", "ls", "--format", "json"]).0;
+    assert!(
+        listed.contains(&format!("(imported from {})", max_dir.display())),
+        "{listed}"
+    );
+    let explained = ok(b.path(), &["cache", "explain", c]).0;
+    let from_shared = explained
+        .lines()
+        .filter(|l| l.starts_with("HIT") && l.contains("(from the shared cache"))
+        .count();
+    assert_eq!(from_shared, 5, "{explained}");
 
     // Runner C with the min cache: the final image's steps hit; the builder stage's RUN (its
     // layer is not in the image) runs, and makes a different file, so the final COPY --from

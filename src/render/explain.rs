@@ -8,6 +8,9 @@ pub fn render(lines: &[Explained]) -> String {
     for l in lines {
         out.push_str(if l.hit { "HIT  " } else { "MISS " });
         out.push_str(&l.name);
+        if let Some(from) = &l.from {
+            out.push_str(&format!("  (from the shared cache {from})"));
+        }
         out.push('\n');
         if let Some(r) = &l.reason {
             out.push_str("     because: ");

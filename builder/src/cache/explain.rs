@@ -34,6 +34,9 @@ pub struct Record {
     pub sources: BTreeMap<String, String>,
     pub key: String,
     pub hit: bool,
+    /// A hit of an entry imported from a shared cache: where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// One line of the explanation.
@@ -41,6 +44,9 @@ pub struct Record {
 pub struct Explained {
     pub name: String,
     pub hit: bool,
+    /// A hit of an entry imported from a shared cache (`--cache-from`): which.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
     /// For the first miss of a stage: why.
     pub reason: Option<String>,
 }
@@ -207,6 +213,7 @@ pub fn explain(current: &[Record], previous: Option<&[Record]>) -> Vec<Explained
         out.push(Explained {
             name: r.name.clone(),
             hit: r.hit,
+            from: r.from.clone(),
             reason,
         });
     }
@@ -229,6 +236,7 @@ mod tests {
             sources: BTreeMap::new(),
             key: key.into(),
             hit,
+            from: None,
         }
     }
 

@@ -62,6 +62,7 @@ pub fn save(store: &Store, identity: &str, records: &[Record]) -> Result<(), Sto
             parent: r.parent.clone(),
             key: r.key.clone(),
             hit: r.hit,
+            from: r.from.clone(),
         })
         .collect();
     match serde_json::to_string(&compact) {

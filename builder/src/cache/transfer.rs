@@ -350,6 +350,7 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
                 size: e.size,
                 description: e.description.clone(),
                 created: e.created,
+                origin: Some(what.to_string()),
             })?;
             added += 1;
         }

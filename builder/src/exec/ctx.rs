@@ -67,7 +67,10 @@ impl Ctx<'_> {
             step,
             (inputs, sources),
             &key,
-            cached.is_some(),
+            (
+                cached.is_some(),
+                cached.as_ref().and_then(|e| e.origin.clone()),
+            ),
         )?;
         Ok((key, cached))
     }
@@ -122,7 +125,7 @@ impl Ctx<'_> {
         step: &crate::cache::key::Step,
         (inputs, sources): (&BTreeMap<String, Digest>, BTreeMap<String, String>),
         key: &CacheKey,
-        hit: bool,
+        (hit, from): (bool, Option<String>),
     ) -> Result<(), BuildError> {
         let (stage, index) = crate::cache::explain::position(name);
         let r = crate::cache::explain::Record {
@@ -139,6 +142,7 @@ impl Ctx<'_> {
             sources,
             key: key.to_string(),
             hit,
+            from,
         };
         self.records
             .lock()

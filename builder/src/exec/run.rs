@@ -172,6 +172,7 @@ pub(crate) fn run(
                 layer: layer.0,
                 description: ctx.description(name, st),
                 created: ctx.now,
+                origin: None,
             };
             ctx.store.cache_put(&e)?;
             (e, false)

@@ -163,7 +163,7 @@ pub(super) fn run_stage(
         &from,
         (&BTreeMap::new(), BTreeMap::new()),
         &st.key,
-        true,
+        (true, None),
     )?;
     // A stage keeps its parent's ARG values available for redeclaration, not in scope.
     let inherited: BTreeMap<String, Option<String>> = std::mem::take(&mut st.args);

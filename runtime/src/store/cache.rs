@@ -16,6 +16,9 @@ pub struct CacheEntry {
     /// When the step first ran (seconds since the epoch): reused on every hit so a cached
     /// rebuild gives the same image.
     pub created: i64,
+    /// Where an imported entry came from (`--cache-from`'s reference or directory); `None` for
+    /// a step this store ran.
+    pub origin: Option<String>,
 }
 
 pub(super) const SCHEMA: &str = "
@@ -29,6 +32,9 @@ CREATE TABLE IF NOT EXISTS cache (
     uses        INTEGER NOT NULL DEFAULT 0
 );
 ";
+
+/// Columns added since the table was first made (applied once; an existing one is kept).
+pub(super) const ADDED_COLUMNS: [&str; 1] = ["ALTER TABLE cache ADD COLUMN origin TEXT"];
 
 impl Store {
     /// The entry for `key` whose layer is still in the store (counted as a use).
@@ -46,7 +52,7 @@ impl Store {
         let row = {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT layer, size, description, created FROM cache WHERE key = ?1",
+                    "SELECT layer, size, description, created, origin FROM cache WHERE key = ?1",
                 )
                 .map_err(self.db_err())?;
             let mut rows = stmt.query([key]).map_err(self.db_err())?;
@@ -57,10 +63,11 @@ impl Store {
                     r.get::<_, i64>(1).map_err(self.db_err())?,
                     r.get::<_, String>(2).map_err(self.db_err())?,
                     r.get::<_, i64>(3).map_err(self.db_err())?,
+                    r.get::<_, Option<String>>(4).map_err(self.db_err())?,
                 )),
             }
         };
-        let Some((layer, size, description, created)) = row else {
+        let Some((layer, size, description, created, origin)) = row else {
             return Ok(None);
         };
         let Ok(layer) = Digest::parse(&layer) else {
@@ -82,6 +89,7 @@ impl Store {
             size: size as u64,
             description,
             created,
+            origin,
         }))
     }
 
@@ -90,18 +98,19 @@ impl Store {
         let t = now();
         self.conn()
             .execute(
-                "INSERT INTO cache (key, layer, size, description, created, last_used, uses)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+                "INSERT INTO cache (key, layer, size, description, created, last_used, uses, origin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7)
                  ON CONFLICT(key) DO UPDATE SET layer = excluded.layer, size = excluded.size,
                    description = excluded.description, created = excluded.created,
-                   last_used = excluded.last_used",
+                   last_used = excluded.last_used, origin = excluded.origin",
                 rusqlite::params![
                     entry.key,
                     entry.layer.to_string(),
                     entry.size as i64,
                     entry.description,
                     entry.created,
-                    t
+                    t,
+                    entry.origin
                 ],
             )
             .map_err(self.db_err())?;

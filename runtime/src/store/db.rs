@@ -34,6 +34,7 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     for add in super::containers::ADDED_COLUMNS
         .iter()
         .chain(super::volumes::ADDED_COLUMNS.iter())
+        .chain(super::cache::ADDED_COLUMNS.iter())
     {
         match db.execute_batch(add) {
             Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("duplicate column") => {}

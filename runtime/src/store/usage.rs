@@ -338,7 +338,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
-                "SELECT key, layer, size, description, created, last_used, uses FROM cache",
+                "SELECT key, layer, size, description, created, last_used, uses, origin FROM cache",
             )
             .map_err(self.db_err())?;
         let rows = stmt
@@ -356,7 +356,11 @@ impl Store {
                     created: r.get(4)?,
                     last_used: r.get(5)?,
                     uses: Some(n64(r.get(6)?)),
-                    description: r.get(3)?,
+                    // An imported entry says where it came from.
+                    description: match r.get::<_, Option<String>>(7)? {
+                        Some(o) => format!("{} (imported from {o})", r.get::<_, String>(3)?),
+                        None => r.get(3)?,
+                    },
                     pinned: false,
                     blobs,
                 })

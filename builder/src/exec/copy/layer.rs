@@ -180,6 +180,7 @@ pub(in crate::exec) fn commit_layer(
                 size: info.size,
                 description,
                 created,
+                origin: None,
             };
             ctx.store.cache_put(&e)?;
             (e, false)
