@@ -757,3 +757,68 @@ fn a_running_container_is_connected_to_networks_and_disconnected() {
     assert!(!links.contains(&format!("{iface}:")), "{links}");
     ok(r, &["network", "rm", &net]);
 }
+
+#[test]
+fn two_stores_networks_on_one_subnet_are_refused_while_both_would_run() {
+    if !have_netavark("two_stores_networks_on_one_subnet_are_refused_while_both_would_run") {
+        return;
+    }
+    let (one, two) = (store_with_base(), store_with_base());
+    let (r1, r2) = (one.path(), two.path());
+    let (_c1, _c2) = (Cleanup(r1), Cleanup(r2));
+    // A /24 of its own (not the range other tests choose from), from the pid.
+    let subnet = format!("10.91.{}.0/24", 200 + std::process::id() % 50);
+    let net = format!("same{}", std::process::id());
+    for r in [r1, r2] {
+        let (code, _, err) = kiln(r, &["network", "create", "--subnet", &subnet, &net]);
+        if code != 0 && err.contains("overlaps") {
+            eprintln!("skipped: two_stores_networks_on_one_subnet: {subnet} is taken");
+            return;
+        }
+        assert_eq!(code, 0, "{err}");
+    }
+    ok(
+        r1,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "first",
+            "--network",
+            &net,
+            "kiln.local/busybox",
+            "sleep",
+            "600",
+        ],
+    );
+    // The second store's network would route the same subnet through a second bridge.
+    let (code, _, err) = kiln(
+        r2,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    assert_eq!(code, 125);
+    assert!(err.contains("is already routed through kiln-"), "{err}");
+    // Once the first is gone, the second runs.
+    ok(r1, &["rm", "-f", "first"]);
+    ok(
+        r2,
+        &[
+            "run",
+            "--rm",
+            "--network",
+            &net,
+            "kiln.local/busybox",
+            "true",
+        ],
+    );
+    for r in [r1, r2] {
+        ok(r, &["network", "rm", &net]);
+    }
+}

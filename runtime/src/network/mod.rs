@@ -428,6 +428,7 @@ fn join(
     let netns_path = dir.join("netns");
     let owner = netns_path.as_os_str().as_bytes().to_vec();
     let first = !netns::exists(&netns_path);
+    check_subnet_free(def)?;
     let mut chosen = ports.to_vec();
     // Held through netavark's setup too: netavark 1.4 takes no lock of its own, and a teardown
     // of the network's last container removes the chains a concurrent setup appends to.
@@ -620,16 +621,49 @@ pub fn valid_name(name: &str) -> bool {
 
 /// The host's IPv4 routes (destination, prefix length), from `/proc/net/route`.
 fn host_routes() -> Vec<(u32, u8)> {
-    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    routes_of(&std::fs::read_to_string("/proc/net/route").unwrap_or_default())
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// The routes of a `/proc/net/route` text: (interface, (destination, prefix length)), the
+/// default route left out.
+fn routes_of(text: &str) -> Vec<(String, (u32, u8))> {
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?.swap_bytes();
             let mask = u32::from_str_radix(f.get(7)?, 16).ok()?.swap_bytes();
-            (mask != 0).then_some((dest, mask.count_ones() as u8))
+            (mask != 0).then_some((f[0].to_string(), (dest, mask.count_ones() as u8)))
         })
         .collect()
+}
+
+/// Refuses to set up network `def` while its subnet is routed on the host through another
+/// interface than its bridge: another store's network (kiln or podman) took the same subnet,
+/// and traffic would go to one of them at random.
+fn check_subnet_free(def: &Def) -> Result<(), NetworkError> {
+    let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let ours = (u32::from(def.subnet), def.prefix);
+    match routes_of(&text)
+        .into_iter()
+        // A broader route (a 10.0.0.0/8 of the host's) loses to the bridge's own, more
+        // specific one: only one as specific or more takes the subnet's traffic.
+        .find(|(iface, r)| *iface != def.interface && r.1 >= ours.1 && overlaps(*r, ours))
+    {
+        Some((iface, (dest, prefix))) => Err(NetworkError::Invalid(format!(
+            "network {}: its subnet {}/{} is already routed through {iface} ({}/{prefix}), \
+             another network on this machine (another store's?); remove one, or give one \
+             another --subnet",
+            def.name,
+            def.subnet,
+            def.prefix,
+            Ipv4Addr::from(dest)
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn overlaps((a, pa): (u32, u8), (b, pb): (u32, u8)) -> bool {
@@ -750,4 +784,20 @@ pub fn prune(store: &crate::store::Store) -> Result<Vec<String>, crate::store::S
         }
     }
     Ok(gone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_are_read_with_their_interfaces() {
+        let text = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+                    eth0\t00000000\t0100A8C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\
+                    kiln-abc\t00005B0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let routes = routes_of(text);
+        assert_eq!(routes.len(), 1, "the default route is left out");
+        assert_eq!(routes[0].0, "kiln-abc");
+        assert_eq!(routes[0].1, (u32::from(Ipv4Addr::new(10, 91, 0, 0)), 24));
+    }
 }
