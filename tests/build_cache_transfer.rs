@@ -484,3 +484,115 @@ fn runners_exporting_at_once_leave_a_whole_cache() {
         "no temporary layout left: {leftovers:?}"
     );
 }
+
+/// sha256 of `bytes`, as `sha256:<hex>`.
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// Writes `bytes` as a blob of the OCI layout `dir`; its digest.
+fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+    let d = sha256(bytes);
+    std::fs::write(dir.join("blobs/sha256").join(&d[7..]), bytes).unwrap();
+    d
+}
+
+fn read_blob(dir: &Path, digest: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("blobs/sha256").join(&digest[7..])).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn a_shared_cache_mount_with_a_device_node_is_refused() {
+    if !common::can_sandbox("a_shared_cache_mount_with_a_device_node_is_refused") {
+        return;
+    }
+    let fill = context(
+        "FROM kiln.local/busybox\n\
+         RUN --mount=type=cache,target=/c,id=pkgs echo fetched > /c/pkg\n",
+    );
+    let read = context(
+        "FROM kiln.local/busybox\n\
+         RUN --mount=type=cache,target=/c,id=pkgs ls /c > /seen\n",
+    );
+    let shared = tempfile::tempdir().unwrap();
+    let dir = shared.path().join("cache");
+    let a = store_with_base();
+    let to = format!("type=local,dest={},mode=max,mounts=true", dir.display());
+    ok(
+        a.path(),
+        &[
+            "build",
+            "-q",
+            "--cache-to",
+            &to,
+            fill.path().to_str().unwrap(),
+        ],
+    );
+    // Someone with write access to the cache swaps the mount's layer for one with a device.
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let manifest_digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut manifest = read_blob(&dir, &manifest_digest);
+    let config_digest = manifest["config"]["digest"].as_str().unwrap().to_string();
+    let mut config = read_blob(&dir, &config_digest);
+    let old = config["kiln.cache.v1"]["mounts"][0]["layer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = config["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|d| d == &serde_json::json!(old))
+        .unwrap();
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(tar::EntryType::Char);
+    h.set_device_major(1).unwrap();
+    h.set_device_minor(3).unwrap();
+    h.set_mode(0o666);
+    h.set_size(0);
+    h.set_path("null").unwrap();
+    h.set_cksum();
+    layer.append(&h, std::io::empty()).unwrap();
+    let plain = layer.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    let gz = gz.finish().unwrap();
+    let diff_id = sha256(&plain);
+    let blob = put_blob(&dir, &gz);
+    config["rootfs"]["diff_ids"][at] = serde_json::json!(diff_id);
+    config["kiln.cache.v1"]["mounts"][0]["layer"] = serde_json::json!(diff_id);
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = serde_json::json!(put_blob(&dir, &config_bytes));
+    manifest["config"]["size"] = serde_json::json!(config_bytes.len());
+    manifest["layers"][at]["digest"] = serde_json::json!(blob);
+    manifest["layers"][at]["size"] = serde_json::json!(gz.len());
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = serde_json::json!(put_blob(&dir, &manifest_bytes));
+    index["manifests"][0]["size"] = serde_json::json!(manifest_bytes.len());
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+
+    let b = store_with_base();
+    let from = format!("type=local,src={}", dir.display());
+    let (_, err) = ok(
+        b.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            "read",
+            "--cache-from",
+            &from,
+            read.path().to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("device node"), "{err}");
+    assert_eq!(ok(b.path(), &["run", "--rm", "read", "cat", "/seen"]).0, "");
+}

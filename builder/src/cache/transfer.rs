@@ -389,6 +389,25 @@ fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferErr
     if std::fs::symlink_metadata(&dir).is_ok() {
         return Ok(());
     }
+    // A cache mount holds files a build made: a device node in one from a shared cache is
+    // refused, so no cache can hand a build a device (the sandbox's device list would deny
+    // its use anyway; this keeps it out of the store).
+    let blob = store.blob_path(layer);
+    let file = std::fs::File::open(&blob).map_err(io(&blob))?;
+    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    for entry in archive.entries().map_err(io(&blob))? {
+        let entry = entry.map_err(io(&blob))?;
+        let kind = entry.header().entry_type();
+        if kind.is_block_special() || kind.is_character_special() {
+            return Err(TransferError::NotACache {
+                what: format!("cache mount {id}"),
+                reason: format!(
+                    "it holds a device node ({})",
+                    String::from_utf8_lossy(&entry.path_bytes())
+                ),
+            });
+        }
+    }
     std::fs::create_dir_all(&base).map_err(io(&base))?;
     let tmp = tempfile::Builder::new()
         .prefix(".new-")
