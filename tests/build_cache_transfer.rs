@@ -240,15 +240,18 @@ fn a_corrupt_or_missing_cache_is_a_warning_and_a_normal_build() {
     assert!(progress.contains("kiln: warning: cache from"), "{progress}");
     // Mistakes in the flag itself are errors, before anything is built.
     for bad in [
-        "type=inline",
         "type=s3,ref=x",
         "type=local",
         "type=registry,ref=r,mode=all",
+        "type=local,dest=x,mounts=yes",
     ] {
         let (code, _, err) = kiln(b.path(), &["build", "-q", "--cache-to", bad, c]);
         assert_eq!(code, 1, "{bad}: {err}");
         assert!(err.contains("--cache-to"), "{bad}: {err}");
     }
+    let (code, _, err) = kiln(b.path(), &["build", "-q", "--cache-from", "type=inline", c]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--cache-from IMAGE"), "{err}");
 }
 
 #[test]
@@ -309,6 +312,44 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
     );
     assert_eq!(cached_and_ran(&progress), (5, 0), "{progress}");
     assert_eq!(id(b.path(), "app"), a_id);
+    // An inline cache: the image pushed carries it (its own steps: `mode=min`, as BuildKit's),
+    // and `--cache-from IMAGE` reads it.
+    let single = context("FROM kiln.local/busybox\nCOPY Dockerfile /d\nRUN date +%s%N > /stamp\n");
+    let s = single.path().to_str().unwrap();
+    let image = format!("{}/team/app:1", reg.host());
+    ok(
+        a.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            &image,
+            "--cache-to",
+            "type=inline",
+            "--push",
+            s,
+        ],
+    );
+    let e = store_with_base();
+    let (_, progress) = ok(
+        e.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &image,
+            s,
+        ],
+    );
+    assert_eq!(cached_and_ran(&progress), (2, 0), "{progress}");
+    // An image without one: a warning.
+    let plain = format!("{}/team/plain:1", reg.host());
+    ok(a.path(), &["build", "-q", "-t", &plain, "--push", c]);
+    let (_, progress) = ok(e.path(), &["build", "-q", "--cache-from", &plain, c]);
+    assert!(progress.contains("without an inline cache"), "{progress}");
     // An unreachable registry: a warning, and the build goes on.
     let gone = format!(
         "type=registry,ref=127.0.0.1:{}/x:y",

@@ -153,6 +153,14 @@ pub struct ImageConfig {
         deserialize_with = "null_default"
     )]
     pub history: Vec<History>,
+    /// kiln's inline build cache (`kiln build --cache-to type=inline`): the steps that made
+    /// this image, by cache key, so a build elsewhere can start from it (`--cache-from IMAGE`).
+    #[serde(
+        rename = "kiln.cache.v1",
+        skip_serializing_if = "Option::is_none",
+        default
+    )]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 /// A content descriptor.

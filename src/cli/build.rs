@@ -276,6 +276,7 @@ pub fn options(
             jobs: 0,
         }),
         pull_always: args.pull,
+        inline_cache: false,
     };
     Ok((opts, name, text))
 }
@@ -293,12 +294,13 @@ fn shown(spec: &transfer::Spec) -> String {
     match &spec.location {
         transfer::Location::Local(dir) => dir.display().to_string(),
         transfer::Location::Registry(r) => r.clone(),
+        transfer::Location::Inline => "the image (inline)".into(),
     }
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    let (opts, name, text) = options(&store, &args)?;
+    let (mut opts, name, text) = options(&store, &args)?;
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,
         (_, Progress::Plain) => render::progress::Mode::Plain,
@@ -334,6 +336,9 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     }
     let cache_from = parse_cache_specs(&args.cache_from, false)?;
     let cache_to = parse_cache_specs(&args.cache_to, true)?;
+    opts.inline_cache = cache_to
+        .iter()
+        .any(|s| s.location == transfer::Location::Inline);
     if !cache_from.is_empty() || !cache_to.is_empty() {
         // Checked before anything is imported or built.
         args.registry.options()?;
@@ -350,7 +355,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     if let Ok(out) = &result {
         for spec in &cache_to {
             match transfer::export_to(&store, &out.cache, spec, &args.registry.options()?) {
-                Ok((_, n, warnings)) => {
+                Ok((n, warnings)) => {
                     for w in warnings {
                         eprintln!("kiln: warning: {w}");
                     }

@@ -135,15 +135,13 @@ pub enum TransferError {
     NotACache { what: String, reason: String },
 }
 
-/// Writes the cache artifact of what `made` says into the store (config and manifest blobs; the
-/// layers are the store's own, and a layer for each cache mount `mounts` takes); its manifest's
-/// digest, how many entries it holds, and warnings (cache mounts left out).
-pub fn make(
+/// The entries (`mode=min`: those of the image's layers) and times of `made`, and the layers
+/// they name (diff_id, size), each once.
+fn contents_of(
     store: &Store,
     made: &Made,
     mode: Mode,
-    mounts: &MountsPolicy,
-) -> Result<(Digest, usize, Vec<String>), TransferError> {
+) -> Result<(Contents, Vec<(String, u64)>), TransferError> {
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
     for key in &made.keys {
@@ -165,13 +163,50 @@ pub fn make(
             created: e.created,
         });
     }
-    // Each layer once, in the order the entries first name it.
     let mut layers: Vec<(String, u64)> = Vec::new();
     for e in &entries {
         if !layers.iter().any(|(l, _)| *l == e.layer) {
             layers.push((e.layer.clone(), e.size));
         }
     }
+    let times = made
+        .times
+        .iter()
+        .map(|(key, time)| Time {
+            key: key.clone(),
+            time: *time,
+        })
+        .collect();
+    Ok((
+        Contents {
+            entries,
+            times,
+            mounts: Vec::new(),
+        },
+        layers,
+    ))
+}
+
+/// The inline cache of an image (`--cache-to type=inline`): its steps' entries (whose layers
+/// are the image's own) and times, as its config's `kiln.cache.v1`.
+pub fn inline(store: &Store, made: &Made) -> Result<serde_json::Value, TransferError> {
+    let (contents, _) = contents_of(store, made, Mode::Min)?;
+    serde_json::to_value(&contents).map_err(|e| TransferError::NotACache {
+        what: "the inline cache".into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Writes the cache artifact of what `made` says into the store (config and manifest blobs; the
+/// layers are the store's own, and a layer for each cache mount `mounts` takes); its manifest's
+/// digest, how many entries it holds, and warnings (cache mounts left out).
+pub fn make(
+    store: &Store,
+    made: &Made,
+    mode: Mode,
+    mounts: &MountsPolicy,
+) -> Result<(Digest, usize, Vec<String>), TransferError> {
+    let (Contents { entries, times, .. }, mut layers) = contents_of(store, made, mode)?;
     let (mount_contents, warnings) = if mounts.export {
         mount_layers(store, &made.mounts, mounts)?
     } else {
@@ -191,14 +226,7 @@ pub fn make(
             diff_ids: layers.iter().map(|(l, _)| l.clone()).collect(),
         },
         cache: Contents {
-            times: made
-                .times
-                .iter()
-                .map(|(key, time)| Time {
-                    key: key.clone(),
-                    time: *time,
-                })
-                .collect(),
+            times,
             entries,
             mounts: mount_contents.into_iter().map(|(m, _)| m).collect(),
         },
@@ -306,16 +334,29 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
     };
     let m: Manifest = serde_json::from_slice(&store.read_blob(manifest)?)
         .map_err(|e| not_a_cache(format!("manifest: {e}")))?;
-    if m.config.media_type != CONFIG_MEDIA_TYPE {
-        return Err(not_a_cache(format!(
-            "its config is {:?}, not {CONFIG_MEDIA_TYPE:?}",
-            m.config.media_type
-        )));
-    }
     let config_digest =
         Digest::parse(&m.config.digest).map_err(|e| not_a_cache(format!("config: {e}")))?;
-    let config: Config = serde_json::from_slice(&store.read_blob(&config_digest)?)
-        .map_err(|e| not_a_cache(format!("config: {e}")))?;
+    let config_bytes = store.read_blob(&config_digest)?;
+    let config: Config = if m.config.media_type == CONFIG_MEDIA_TYPE {
+        serde_json::from_slice(&config_bytes).map_err(|e| not_a_cache(format!("config: {e}")))?
+    } else {
+        // An image: its inline cache (`--cache-to type=inline`), over its own layers.
+        let image: oci::ImageConfig = serde_json::from_slice(&config_bytes)
+            .map_err(|e| not_a_cache(format!("config: {e}")))?;
+        let inline = image.inline_cache.ok_or_else(|| {
+            not_a_cache("an image without an inline cache (--cache-to type=inline)".into())
+        })?;
+        Config {
+            architecture: image.architecture,
+            os: image.os,
+            rootfs: RootFs {
+                kind: image.rootfs.kind,
+                diff_ids: image.rootfs.diff_ids,
+            },
+            cache: serde_json::from_value(inline)
+                .map_err(|e| not_a_cache(format!("inline cache: {e}")))?,
+        }
+    };
     if m.layers.len() != config.rootfs.diff_ids.len() {
         return Err(not_a_cache(format!(
             "the manifest lists {} layers, the config {} diff_ids",
@@ -442,6 +483,8 @@ pub enum Location {
     Local(std::path::PathBuf),
     /// A registry reference (`type=registry,ref=REPO:TAG`, or `--cache-from REPO:TAG`).
     Registry(String),
+    /// `--cache-to type=inline`: in the image's own config, read back by `--cache-from IMAGE`.
+    Inline,
 }
 
 /// A `--cache-to` or `--cache-from` as given.
@@ -489,10 +532,10 @@ pub fn parse_spec(text: &str, to: bool) -> Result<Spec, String> {
                 .ok_or_else(|| format!("{flag} {text}: type=registry needs ref=REPOSITORY:TAG"))?
                 .to_string(),
         ),
+        "inline" if to => Location::Inline,
         "inline" => {
             return Err(format!(
-                "{flag} {text}: type=inline is not supported yet; use type=registry,ref=REPO:TAG \
-                 (a cache of its own beside the image)"
+                "{flag} {text}: an inline cache is read from its image: --cache-from IMAGE"
             ));
         }
         other => {
@@ -615,7 +658,12 @@ pub fn import_from(
                 jobs: 0,
             };
             let pulled = kiln_runtime::registry::pull(store, reference, &opts, &|_| {})?;
-            if let Some(t) = &pulled.tag {
+            // A cache artifact is no image: it leaves no name behind (an image with an inline
+            // cache is an image, and keeps the name it was pulled by, as a pull does).
+            let artifact = store
+                .image(&pulled.manifest)
+                .is_ok_and(|(m, _, _)| m.config.media_type == CONFIG_MEDIA_TYPE);
+            if let (Some(t), true) = (&pulled.tag, artifact) {
                 match had {
                     Some(d) => {
                         store.set_tag(t, &d)?;
@@ -627,6 +675,7 @@ pub fn import_from(
             }
             Ok(import(store, &pulled.manifest, reference)?)
         }
+        Location::Inline => Ok(0),
     }
 }
 
@@ -653,14 +702,22 @@ fn swap_in(new: &std::path::Path, dest: &std::path::Path) -> std::io::Result<()>
     Err(std::io::Error::other("another export kept replacing it"))
 }
 
-/// Exports the cache of a build (`made`) to `spec`; the artifact's digest in the store, how
-/// many entries it holds, and warnings (cache mounts left out).
+/// Exports the cache of a build (`made`) to `spec`; how many entries it holds, and warnings
+/// (cache mounts left out).
 pub fn export_to(
     store: &Store,
     made: &Made,
     spec: &Spec,
     registry: &kiln_runtime::registry::Options,
-) -> Result<(Digest, usize, Vec<String>), MoveError> {
+) -> Result<(usize, Warnings), MoveError> {
+    if spec.location == Location::Inline {
+        // Already in the image's config (the build wrote it there); it goes where the image
+        // goes.
+        return Ok((
+            contents_of(store, made, Mode::Min)?.0.entries.len(),
+            Vec::new(),
+        ));
+    }
     let (manifest, count, warnings) = make(store, made, spec.mode, &spec.mounts)?;
     match &spec.location {
         Location::Local(dest) => {
@@ -697,6 +754,7 @@ pub fn export_to(
             };
             kiln_runtime::registry::push(store, &manifest.to_string(), reference, &opts, &|_| {})?;
         }
+        Location::Inline => {}
     }
-    Ok((manifest, count, warnings))
+    Ok((count, warnings))
 }

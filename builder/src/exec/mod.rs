@@ -54,6 +54,8 @@ pub struct BuildOptions {
     pub dockerfile_text: String,
     pub target: Option<String>,
     pub build_args: BTreeMap<String, String>,
+    /// `--cache-to type=inline`: the image's config carries the cache of its steps.
+    pub inline_cache: bool,
     pub labels: BTreeMap<String, String>,
     pub tags: Vec<String>,
     pub no_cache: bool,
@@ -385,21 +387,28 @@ pub fn build(
     let state = done
         .remove(&graph.target)
         .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
-    let mut out = assemble(&ctx, state)?;
-    if opts.explain_cache {
-        out.explained = explained()?;
-    }
     // What a cache export takes: every keyed step, the metadata steps' times, and which layers
     // the image has (`mode=min` exports only theirs).
-    let (_, config, _) = store.image(&out.manifest)?;
-    out.cache = crate::cache::transfer::Made {
+    let made = crate::cache::transfer::Made {
         keys: records.iter().map(|r| r.key.clone()).collect(),
         times: std::mem::take(&mut *ctx.times.lock().unwrap_or_else(|p| p.into_inner())),
-        image_layers: config.rootfs.diff_ids.into_iter().collect(),
+        image_layers: state.config.rootfs.diff_ids.iter().cloned().collect(),
         mounts: std::mem::take(&mut *ctx.cache_mounts.lock().unwrap_or_else(|p| p.into_inner()))
             .into_iter()
             .collect(),
     };
+    let mut state = state;
+    if opts.inline_cache {
+        state.config.inline_cache = Some(
+            crate::cache::transfer::inline(store, &made)
+                .map_err(|e| BuildError::Other(format!("the inline cache: {e}")))?,
+        );
+    }
+    let mut out = assemble(&ctx, state)?;
+    if opts.explain_cache {
+        out.explained = explained()?;
+    }
+    out.cache = made;
     crate::cache::history::save(ctx.store, &identity, &records)?;
     Ok(out)
 }

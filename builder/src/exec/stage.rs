@@ -92,6 +92,8 @@ pub(super) fn load_image(
             kind: "layers".into(),
             diff_ids: config.rootfs.diff_ids.clone(),
         },
+        // A base image's inline cache is its own, never the new image's.
+        inline_cache: None,
         ..config
     };
     st.reindex_env();
