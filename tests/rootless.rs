@@ -55,6 +55,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A directory nobody owns with a store in it holding the base image: (the directory, the
+/// store's root).
+fn nobodys_store() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (root, base) = (w.join("store"), w.join("base"));
+    std::fs::create_dir_all(&root).unwrap();
+    copy_dir(Path::new(BASE), &base);
+    chown_tree(w);
+    let (code, _, err) = kiln_as_nobody(&root, &["load", "-i", base.to_str().unwrap()]);
+    assert_eq!(code, 0, "kiln load: {err}");
+    (work, root)
+}
+
 fn host_mounts_under(p: &Path) -> Vec<String> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
@@ -150,18 +164,13 @@ fn an_unprivileged_user_runs_detached_containers() {
     {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
+    let (work, root) = nobodys_store();
     let w = work.path();
-    let (root, base) = (w.join("store"), w.join("base"));
-    std::fs::create_dir_all(&root).unwrap();
-    copy_dir(Path::new(BASE), &base);
-    chown_tree(w);
     let ok = |args: &[&str]| {
         let (code, out, err) = kiln_as_nobody(&root, args);
         assert_eq!(code, 0, "kiln {args:?}: {err}");
         out
     };
-    ok(&["load", "-i", base.to_str().unwrap()]);
     // The monitor runs inside the user's namespace and knows it is not root on the host: it
     // used to end at once ("the monitor ended before the container started").
     ok(&[
@@ -257,18 +266,13 @@ fn an_unprivileged_user_publishes_ports() {
         eprintln!("skipped: an_unprivileged_user_publishes_ports: /dev/net/tun is not 0666");
         return;
     }
-    let work = tempfile::tempdir().unwrap();
+    let (work, root) = nobodys_store();
     let w = work.path();
-    let (root, base) = (w.join("store"), w.join("base"));
-    std::fs::create_dir_all(&root).unwrap();
-    copy_dir(Path::new(BASE), &base);
-    chown_tree(w);
     let ok = |args: &[&str]| {
         let (code, out, err) = kiln_as_nobody(&root, args);
         assert_eq!(code, 0, "kiln {args:?}: {err}");
         out
     };
-    ok(&["load", "-i", base.to_str().unwrap()]);
     // A namespace of its own, networked by slirp4netns, its name server slirp4netns's.
     let seen = ok(&[
         "run",

@@ -418,7 +418,7 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
 
 /// Seeds cache mount `id` with the files of `layer`, unless the store has that cache mount
 /// already (its own contents win). Unpacked as any layer is, every path inside the directory,
-/// under a temporary name renamed into place without replacing.
+/// and placed as a build places a new cache mount ([`crate::exec::mounts::make_cache_mount`]).
 fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferError> {
     let base = store.root().join("cache-mounts");
     let name = crate::exec::mounts::cache_mount_name(id);
@@ -450,29 +450,12 @@ fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferErr
         }
     }
     std::fs::create_dir_all(&base).map_err(io(&base))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".new-")
-        .tempdir_in(&base)
-        .map_err(io(&base))?;
-    let reader =
-        std::fs::File::open(store.blob_path(layer)).map_err(io(&store.blob_path(layer)))?;
-    kiln_runtime::layer::unpack::unpack_for_overlay(std::io::BufReader::new(reader), tmp.path())
-        .map_err(|e| io(tmp.path())(std::io::Error::other(e.to_string())))?;
-    match rustix::fs::renameat_with(
-        rustix::fs::CWD,
-        tmp.path(),
-        rustix::fs::CWD,
-        &dir,
-        rustix::fs::RenameFlags::NOREPLACE,
-    ) {
-        Ok(()) => {
-            let _ = tmp.keep();
-            std::fs::write(base.join(format!("{name}.id")), id).map_err(io(&base))?;
-        }
-        // Made meanwhile by a build: its contents win.
-        Err(rustix::io::Errno::EXIST) => {}
-        Err(e) => return Err(io(&dir)(e.into())),
-    }
+    crate::exec::mounts::make_cache_mount(&base, &name, id, &|tmp| {
+        let reader = std::fs::File::open(&blob)?;
+        kiln_runtime::layer::unpack::unpack_for_overlay(std::io::BufReader::new(reader), tmp)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(io(&dir))?;
     Ok(())
 }
 

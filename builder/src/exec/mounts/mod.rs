@@ -14,8 +14,8 @@
 
 mod prepare;
 
-pub(crate) use prepare::cache_mount_name;
 pub(super) use prepare::prepare;
+pub(crate) use prepare::{cache_mount_name, make_cache_mount};
 
 use std::{collections::BTreeMap, path::PathBuf};
 

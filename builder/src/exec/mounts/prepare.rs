@@ -291,6 +291,34 @@ pub(crate) fn cache_mount_name(id: &str) -> String {
     Digest::of(id.as_bytes()).hex()[..32].to_string()
 }
 
+/// Makes cache mount directory `base/inst` (for mount `id`) filled by `fill`: under a
+/// temporary name, renamed without replacing, so no step sees it before it is whole, and two
+/// first makers agree on one directory (the other's is dropped: the first one's contents win).
+pub(crate) fn make_cache_mount(
+    base: &Path,
+    inst: &str,
+    id: &str,
+    fill: &dyn Fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(base)?;
+    fill(tmp.path())?;
+    match rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        tmp.path(),
+        rustix::fs::CWD,
+        base.join(inst),
+        rustix::fs::RenameFlags::NOREPLACE,
+    ) {
+        Ok(()) => {
+            std::fs::write(base.join(format!("{inst}.id")), id)?;
+            let _ = tmp.keep();
+            Ok(())
+        }
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(super) fn cache_dir(
     ctx: &Ctx<'_>,
     id: &str,
@@ -331,29 +359,14 @@ pub(super) fn cache_dir(
         let _ = lock.set_modified(std::time::SystemTime::now());
         let dir = base.join(&inst);
         if std::fs::symlink_metadata(&dir).is_err() {
-            // Made under a temporary name and renamed without replacing, so no step sees it
-            // before its owner and mode are set, and two first users agree on one directory.
-            let tmp = tempfile::Builder::new().prefix(".new-").tempdir_in(&base)?;
-            fill(tmp.path())?;
-            std::os::unix::fs::chown(tmp.path(), Some(uid), Some(gid))?;
-            std::fs::set_permissions(
-                tmp.path(),
-                std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
-            )?;
-            match rustix::fs::renameat_with(
-                rustix::fs::CWD,
-                tmp.path(),
-                rustix::fs::CWD,
-                &dir,
-                rustix::fs::RenameFlags::NOREPLACE,
-            ) {
-                Ok(()) => {
-                    std::fs::write(base.join(format!("{inst}.id")), id)?;
-                    let _ = tmp.keep();
-                }
-                Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(e.into()),
-            }
+            make_cache_mount(&base, &inst, id, &|tmp| {
+                fill(tmp)?;
+                std::os::unix::fs::chown(tmp, Some(uid), Some(gid))?;
+                std::fs::set_permissions(
+                    tmp,
+                    std::os::unix::fs::PermissionsExt::from_mode(mode & 0o7777),
+                )
+            })?;
         }
         return Ok((dir, lock));
     }
