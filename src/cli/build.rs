@@ -339,12 +339,15 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     opts.inline_cache = cache_to
         .iter()
         .any(|s| s.location == transfer::Location::Inline);
-    if !cache_from.is_empty() || !cache_to.is_empty() {
-        // Checked before anything is imported or built.
-        args.registry.options()?;
-    }
+    // Read (and checked) before anything is imported or built.
+    let registry = if cache_from.is_empty() && cache_to.is_empty() {
+        None
+    } else {
+        Some(args.registry.options()?)
+    };
     for spec in &cache_from {
-        match transfer::import_from(&store, spec, &args.registry.options()?) {
+        let Some(registry) = &registry else { break };
+        match transfer::import_from(&store, spec, registry) {
             Ok(n) => eprintln!("kiln: imported {n} cache entries from {}", shown(spec)),
             // docker's rule: a cache that cannot be read never fails the build.
             Err(e) => eprintln!("kiln: warning: cache from {} not used: {e}", shown(spec)),
@@ -354,7 +357,8 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     progress.finish();
     if let Ok(out) = &result {
         for spec in &cache_to {
-            match transfer::export_to(&store, &out.cache, spec, &args.registry.options()?) {
+            let Some(registry) = &registry else { break };
+            match transfer::export_to(&store, &out.cache, spec, registry) {
                 Ok((n, warnings)) => {
                     for w in warnings {
                         eprintln!("kiln: warning: {w}");
