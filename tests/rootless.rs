@@ -338,5 +338,23 @@ fn an_unprivileged_user_publishes_ports() {
     }
     assert_eq!(slirps_for(&root), 0);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // A slirp4netns that cannot run: on the default network, the host's, said so; with a port
+    // published, an error naming it.
+    let broken = |args: &[&str]| {
+        let out = nobody_cmd(&root, args)
+            .env("KILN_SLIRP4NETNS", "/bin/false")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = broken(&["run", "--rm", "kiln.local/busybox", "true"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("the container uses the host's"), "{err}");
+    let (code, err) = broken(&["run", "--rm", "-p", &publish, "kiln.local/busybox", "true"]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("slirp4netns"), "{err}");
     assert!(host_mounts_under(w).is_empty());
 }

@@ -866,7 +866,7 @@ pub fn run(
             work: &work,
         };
         overlay::mount(ov, &rootfs)?;
-        let net = match netsetup::Net::set_up(store, opts, &config, (&dir, &id), &mode) {
+        let net = match netsetup::Net::set_up(store, opts, &config, (&dir, &id), &mode, warn) {
             Ok(n) => n,
             Err(e) => {
                 let _ = overlay::unmount(&rootfs);

@@ -22,6 +22,9 @@ pub(super) struct Net {
     /// On no network (each one disconnected): a namespace of its own all the same, kept by its
     /// file, that `network connect` adds networks to while it runs.
     own_netns: Option<PathBuf>,
+    /// Rootless, on the default network that could not be had: the host's, as before
+    /// rootless networking existed.
+    host_instead: bool,
 }
 
 impl Net {
@@ -33,11 +36,13 @@ impl Net {
         config: &ImageConfig,
         (dir, id): (&Path, &str),
         mode: &Mode,
+        warn: &dyn Fn(&str),
     ) -> Result<Net, ContainerError> {
         let mut net = Net {
             shared: None,
             attached: None,
             own_netns: None,
+            host_instead: false,
         };
         match mode {
             Mode::Container(n) => net.shared = Some(shared_with(store, n)?),
@@ -71,6 +76,20 @@ impl Net {
                             });
                         match joined {
                             Ok(a) => net.attached = Some(a),
+                            // Rootless on the default network, nothing published: a machine
+                            // whose slirp4netns cannot run still runs containers, on the
+                            // host's network, and says so.
+                            Err(e)
+                                if crate::sandbox::userns::rootless()
+                                    && opts.network.is_none()
+                                    && ports.is_empty() =>
+                            {
+                                network::detach(dir);
+                                warn(&format!(
+                                    "no network of its own ({e}): the container uses the host's"
+                                ));
+                                net.host_instead = true;
+                            }
                             Err(e) => {
                                 network::detach(dir);
                                 return Err(e);
@@ -95,6 +114,9 @@ impl Net {
 
     /// The sandbox's network for it.
     pub(super) fn sandbox_network(&self, mode: &Mode) -> Network {
+        if self.host_instead {
+            return Network::Host;
+        }
         match (&self.attached, &self.own_netns, &self.shared, mode) {
             (Some(a), ..) => Network::Join(a.netns.clone()),
             (None, Some(own), ..) => Network::Join(own.clone()),
@@ -125,6 +147,7 @@ impl Net {
 
     /// Tears down what it set up (nothing for the host's network or another container's).
     pub(super) fn tear_down(&self, dir: &Path) {
+        // (Nothing was set up for `host_instead`.)
         if self.attached.is_some() || self.own_netns.is_some() {
             network::detach(dir);
         }
