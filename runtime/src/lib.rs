@@ -4,6 +4,7 @@
 //! (image config, manifest and index documents), [`layer`], [`sandbox`] and [`container`]. It
 //! never depends on Dockerfile concepts: `runtime` knows nothing of parsers.
 
+pub mod binfmt;
 pub mod bounded;
 pub mod container;
 pub mod digest;

@@ -34,6 +34,9 @@ pub struct Info {
     pub mem_total: u64,
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: Vec<String>,
+    /// The emulators registered with the kernel (`linux/arm64 (qemu-aarch64, fix-binary)`):
+    /// the platforms other than this machine's that RUN steps and containers can run.
+    pub emulators: Vec<String>,
 }
 
 /// The cgroup layout: its version and the controllers kiln can use.
@@ -128,5 +131,14 @@ pub fn info(store: &Store, registries: &crate::registry::Options) -> Result<Info
         mem_total: mem_total(),
         insecure_registries: registries.insecure.clone(),
         registry_mirrors: registries.mirrors.clone(),
+        emulators: crate::binfmt::list()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|h| h.enabled)
+            .filter_map(|h| {
+                let fix = if h.fix_binary() { ", fix-binary" } else { "" };
+                Some(format!("{} ({}{fix})", h.platform.clone()?, h.name))
+            })
+            .collect(),
     })
 }

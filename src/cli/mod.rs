@@ -175,6 +175,9 @@ pub enum SystemCommand {
         #[arg(long)]
         volumes: bool,
     },
+    /// The emulators the kernel runs other platforms' binaries with (binfmt_misc); `--install`
+    /// registers those installed (Debian's qemu-user-static), with the fix-binary flag
+    Binfmt(system::BinfmtArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -212,6 +215,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Volume(c) => volumes::run(cli.root.as_deref(), c),
         Command::Network(c) => networks::run(cli.root.as_deref(), c),
         Command::System(SystemCommand::Df { format }) => cache::df(cli.root.as_deref(), &format),
+        Command::System(SystemCommand::Binfmt(a)) => system::binfmt(a),
         Command::System(SystemCommand::Prune {
             all,
             force,

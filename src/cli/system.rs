@@ -92,6 +92,7 @@ pub fn info(root: Option<&Path>, args: InfoArgs) -> anyhow::Result<ExitCode> {
             outln!(" Operating System: {}", i.operating_system);
             outln!(" OSType: {}", i.os_type);
             outln!(" Architecture: {}", i.architecture);
+            outln!(" Emulators: {}", list(&i.emulators));
             outln!(" CPUs: {}", i.ncpu);
             outln!(
                 " Total Memory: {}",
@@ -102,5 +103,65 @@ pub fn info(root: Option<&Path>, args: InfoArgs) -> anyhow::Result<ExitCode> {
             outln!(" Registry Mirrors: {}", list(&i.registry_mirrors));
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BinfmtArgs {
+    /// Register the QEMU emulators installed (`/usr/lib/binfmt.d`) that are not registered.
+    #[arg(long)]
+    pub install: bool,
+    /// Remove the handler of this name (`qemu-aarch64`).
+    #[arg(long, value_name = "NAME")]
+    pub uninstall: Vec<String>,
+}
+
+/// `kiln system binfmt`: the kernel's emulators for other platforms, and registering them.
+pub fn binfmt(args: BinfmtArgs) -> anyhow::Result<ExitCode> {
+    use kiln_runtime::binfmt;
+    for name in &args.uninstall {
+        if binfmt::unregister(name)? {
+            outln!("removed {name}");
+        } else {
+            anyhow::bail!("no binfmt_misc handler {name}");
+        }
+    }
+    if args.install {
+        let defs = binfmt::installed(&binfmt::conf_dir())?;
+        if defs.is_empty() {
+            anyhow::bail!(
+                "no emulator is installed in {}: install Debian's qemu-user-static",
+                binfmt::conf_dir().display()
+            );
+        }
+        for name in binfmt::register(&defs)? {
+            outln!(
+                "registered {name} ({})",
+                binfmt::platform_of(&name).unwrap_or("?")
+            );
+        }
+    }
+    if !args.uninstall.is_empty() || args.install {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = binfmt::list()?
+        .into_iter()
+        .map(|h| {
+            vec![
+                h.name.clone(),
+                h.platform.clone().unwrap_or_else(|| "-".into()),
+                if h.enabled { "yes" } else { "no" }.into(),
+                if h.fix_binary() { "yes" } else { "no" }.into(),
+                h.interpreter,
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        crate::render::table::render(
+            &["NAME", "PLATFORM", "ENABLED", "FIX-BINARY", "INTERPRETER"],
+            &rows
+        )
+    );
     Ok(ExitCode::SUCCESS)
 }
