@@ -98,8 +98,7 @@ pub fn start(netns: &Path, api: &Path, log: &Path) -> Result<Slirp, NetworkError
         backend("rootless networking needs slirp4netns (Debian's slirp4netns package)")
     })?;
     let _ = std::fs::remove_file(api);
-    // Both pipes are close-on-exec on kiln's side; the child's ends are dup2'd to 3 and 4,
-    // which the spawn leaves open (a dup2'd descriptor has no close-on-exec flag).
+    // Both pipes are close-on-exec on kiln's side; the child gets its ends at 3 and 4.
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| backend(format!("pipe: {e}")))?;
     let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -121,14 +120,22 @@ pub fn start(netns: &Path, api: &Path, log: &Path) -> Result<Slirp, NetworkError
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).map_err(|e| backend(format!("{}: {e}", log.display())))?);
     let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-    // SAFETY: between fork and exec only dup2(2) runs, which is async-signal-safe; the
-    // descriptors are open in the parent (owned above) and so in the child.
+    // SAFETY: between fork and exec only fcntl(2), dup2(2) and close(2) run, which are
+    // async-signal-safe; the descriptors are open in the parent (owned above) and so in the
+    // child. Each is first copied above 9, so that putting one at 3 never overwrites the other
+    // when it is 3 or 4 already, and the copies at 3 and 4 carry no close-on-exec flag.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            for (from, to) in [(ready_raw, 3), (exit_raw, 4)] {
-                if libc::dup2(from, to) < 0 {
+            // Both copied up before either is placed: placing one must not overwrite the other.
+            let high = [
+                libc::fcntl(ready_raw, libc::F_DUPFD, 10),
+                libc::fcntl(exit_raw, libc::F_DUPFD, 10),
+            ];
+            for (fd, to) in high.into_iter().zip([3, 4]) {
+                if fd < 0 || libc::dup2(fd, to) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                libc::close(fd);
             }
             Ok(())
         });
