@@ -289,6 +289,62 @@ fn parse_cache_specs(values: &[String], to: bool) -> anyhow::Result<Vec<transfer
         .collect()
 }
 
+/// The names `--push` pushes to: `-o type=registry,name=`'s, else every `-t`; each checked.
+fn push_names(names: &mut Vec<String>, tags: &[String]) -> anyhow::Result<()> {
+    if names.is_empty() {
+        names.extend_from_slice(tags);
+    }
+    if names.is_empty() {
+        bail!(
+            "--push needs a name to push to: -t REGISTRY/NAME[:TAG] (or -o type=registry,name=...)"
+        );
+    }
+    for n in names.iter() {
+        kiln_runtime::registry::Target::parse(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// `--cache-from`: each cache imported in order; one that cannot be read is a warning, never
+/// a failed build (docker's rule).
+fn import_caches(
+    store: &kiln_runtime::store::Store,
+    specs: &[transfer::Spec],
+    registry: &kiln_runtime::registry::Options,
+) {
+    for spec in specs {
+        match transfer::import_from(store, spec, registry) {
+            Ok(n) => eprintln!("kiln: imported {n} cache entries from {}", shown(spec)),
+            Err(e) => eprintln!("kiln: warning: cache from {} not used: {e}", shown(spec)),
+        }
+    }
+}
+
+/// `--cache-to`: each export of the build's cache; a failed one fails the build unless
+/// `ignore-error=true`.
+fn export_caches(
+    store: &kiln_runtime::store::Store,
+    made: &transfer::Made,
+    specs: &[transfer::Spec],
+    registry: &kiln_runtime::registry::Options,
+) -> anyhow::Result<()> {
+    for spec in specs {
+        match transfer::export_to(store, made, spec, registry) {
+            Ok((n, warnings)) => {
+                for w in warnings {
+                    eprintln!("kiln: warning: {w}");
+                }
+                eprintln!("kiln: exported {n} cache entries to {}", shown(spec))
+            }
+            Err(e) if spec.ignore_error => {
+                eprintln!("kiln: warning: cache to {} not written: {e}", shown(spec))
+            }
+            Err(e) => bail!("cannot export the build cache to {}: {e}", shown(spec)),
+        }
+    }
+    Ok(())
+}
+
 /// Where a cache goes or comes from, as a message names it.
 fn shown(spec: &transfer::Spec) -> String {
     match &spec.location {
@@ -322,17 +378,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
         push_to.get_or_insert_with(Vec::new);
     }
     if let Some(names) = &mut push_to {
-        if names.is_empty() {
-            names.clone_from(&args.tags);
-        }
-        if names.is_empty() {
-            bail!(
-                "--push needs a name to push to: -t REGISTRY/NAME[:TAG] (or -o type=registry,name=...)"
-            );
-        }
-        for n in names.iter() {
-            kiln_runtime::registry::Target::parse(n).map_err(|e| anyhow::anyhow!("{e}"))?;
-        }
+        push_names(names, &args.tags)?;
     }
     let cache_from = parse_cache_specs(&args.cache_from, false)?;
     let cache_to = parse_cache_specs(&args.cache_to, true)?;
@@ -345,32 +391,13 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
     } else {
         Some(args.registry.options()?)
     };
-    for spec in &cache_from {
-        let Some(registry) = &registry else { break };
-        match transfer::import_from(&store, spec, registry) {
-            Ok(n) => eprintln!("kiln: imported {n} cache entries from {}", shown(spec)),
-            // docker's rule: a cache that cannot be read never fails the build.
-            Err(e) => eprintln!("kiln: warning: cache from {} not used: {e}", shown(spec)),
-        }
+    if let Some(registry) = &registry {
+        import_caches(&store, &cache_from, registry);
     }
     let result = exec::build(&store, &opts, &Sandbox, &on_event);
     progress.finish();
-    if let Ok(out) = &result {
-        for spec in &cache_to {
-            let Some(registry) = &registry else { break };
-            match transfer::export_to(&store, &out.cache, spec, registry) {
-                Ok((n, warnings)) => {
-                    for w in warnings {
-                        eprintln!("kiln: warning: {w}");
-                    }
-                    eprintln!("kiln: exported {n} cache entries to {}", shown(spec))
-                }
-                Err(e) if spec.ignore_error => {
-                    eprintln!("kiln: warning: cache to {} not written: {e}", shown(spec))
-                }
-                Err(e) => bail!("cannot export the build cache to {}: {e}", shown(spec)),
-            }
-        }
+    if let (Ok(out), Some(registry)) = (&result, &registry) {
+        export_caches(&store, &out.cache, &cache_to, registry)?;
     }
     match result {
         Ok(out) => {
