@@ -132,6 +132,13 @@ fn cgroups_of_a_killed_kiln_are_removed_by_the_next_one() {
         Vec::<std::path::PathBuf>::new(),
         "removed on the next open"
     );
+    // The killed run's container is kept (as docker keeps a dead one) with its root and its
+    // network namespace: removed, so nothing of it outlives the test's store.
+    let (_, ids, _) = kiln(r, &["ps", "-aq"]);
+    for id in ids.lines() {
+        let (code, _, err) = kiln(r, &["rm", "-f", id]);
+        assert_eq!(code, 0, "{err}");
+    }
 }
 
 /// Runs `cmd` as the user nobody (uid and gid 65534, no groups, no capabilities): (success,
