@@ -40,6 +40,24 @@ fn cached_and_ran(progress: &str) -> (usize, usize) {
     (cached, ran)
 }
 
+/// `kiln build --progress plain -t app --cache-from FROM CONTEXT` on a store: (stdout,
+/// stderr), the progress in the second.
+fn build_from(root: &Path, from: &str, ctx: &str) -> (String, String) {
+    ok(
+        root,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            from,
+            ctx,
+        ],
+    )
+}
+
 /// A two-stage project: a builder stage whose output the final stage copies, a RUN that takes
 /// time (its output differs each time it runs), ENV and LABEL steps.
 const DOCKERFILE: &str = "FROM kiln.local/busybox AS builder\n\
@@ -94,19 +112,7 @@ fn a_fresh_runner_builds_from_a_local_cache() {
     // Runner B (empty store) with the max cache: every step hits, none runs, same image.
     let b = store_with_base();
     let from_max = format!("type=local,src={}", max_dir.display());
-    let (_, progress) = ok(
-        b.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &from_max,
-            c,
-        ],
-    );
+    let (_, progress) = build_from(b.path(), &from_max, c);
     let (cached, ran) = cached_and_ran(&progress);
     assert_eq!(ran, 0, "no RUN executes:\n{progress}");
     assert_eq!(cached, 5, "COPY, RUN, COPY --from, COPY, RUN:\n{progress}");
@@ -136,38 +142,14 @@ fn a_fresh_runner_builds_from_a_local_cache() {
     // misses from there on.
     let cr = store_with_base();
     let from_min = format!("type=local,src={}", min_dir.display());
-    let (_, progress) = ok(
-        cr.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &from_min,
-            c,
-        ],
-    );
+    let (_, progress) = build_from(cr.path(), &from_min, c);
     let (_, ran) = cached_and_ran(&progress);
     assert!(ran >= 1, "the builder's RUN runs:\n{progress}");
 
     // A changed file misses exactly where it should: COPY conf and what follows.
     std::fs::write(ctx.path().join("conf"), "changed\n").unwrap();
     let d = store_with_base();
-    let (_, progress) = ok(
-        d.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &from_max,
-            c,
-        ],
-    );
+    let (_, progress) = build_from(d.path(), &from_max, c);
     let (cached, ran) = cached_and_ran(&progress);
     assert_eq!((cached, ran), (3, 1), "{progress}");
     assert_ne!(id(d.path(), "app"), a_id);
@@ -213,19 +195,7 @@ fn a_corrupt_or_missing_cache_is_a_warning_and_a_normal_build() {
     assert!(altered);
     let b = store_with_base();
     let from = format!("type=local,src={}", dir.display());
-    let (_, progress) = ok(
-        b.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &from,
-            c,
-        ],
-    );
+    let (_, progress) = build_from(b.path(), &from, c);
     assert!(progress.contains("kiln: warning: cache from"), "{progress}");
     assert_eq!(
         cached_and_ran(&progress).1,
@@ -297,19 +267,7 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
 
     // Runner B: docker's short form of --cache-from names the cache's reference.
     let b = store_with_base();
-    let (_, progress) = ok(
-        b.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &cache_ref,
-            c,
-        ],
-    );
+    let (_, progress) = build_from(b.path(), &cache_ref, c);
     assert_eq!(cached_and_ran(&progress), (5, 0), "{progress}");
     assert_eq!(id(b.path(), "app"), a_id);
     // An inline cache: the image pushed carries it (its own steps: `mode=min`, as BuildKit's),
@@ -331,19 +289,7 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
         ],
     );
     let e = store_with_base();
-    let (_, progress) = ok(
-        e.path(),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-t",
-            "app",
-            "--cache-from",
-            &image,
-            s,
-        ],
-    );
+    let (_, progress) = build_from(e.path(), &image, s);
     assert_eq!(cached_and_ran(&progress), (2, 0), "{progress}");
     // An image without one: a warning.
     let plain = format!("{}/team/plain:1", reg.host());
@@ -493,19 +439,7 @@ fn runners_exporting_at_once_leave_a_whole_cache() {
             .iter()
             .map(|p| {
                 let b = store_with_base();
-                let (_, progress) = ok(
-                    b.path(),
-                    &[
-                        "build",
-                        "--progress",
-                        "plain",
-                        "-t",
-                        "app",
-                        "--cache-from",
-                        &from,
-                        p.path().to_str().unwrap(),
-                    ],
-                );
+                let (_, progress) = build_from(b.path(), &from, p.path().to_str().unwrap());
                 assert!(!progress.contains("warning"), "{from}: {progress}");
                 cached_and_ran(&progress).0
             })

@@ -55,6 +55,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Runs kiln as nobody and expects success: its stdout.
+fn ok_as_nobody(root: &Path, args: &[&str]) -> String {
+    let (code, out, err) = kiln_as_nobody(root, args);
+    assert_eq!(code, 0, "kiln {args:?}: {err}");
+    out
+}
+
 /// A directory nobody owns with a store in it holding the base image: (the directory, the
 /// store's root).
 fn nobodys_store() -> (tempfile::TempDir, std::path::PathBuf) {
@@ -166,11 +173,7 @@ fn an_unprivileged_user_runs_detached_containers() {
     }
     let (work, root) = nobodys_store();
     let w = work.path();
-    let ok = |args: &[&str]| {
-        let (code, out, err) = kiln_as_nobody(&root, args);
-        assert_eq!(code, 0, "kiln {args:?}: {err}");
-        out
-    };
+    let ok = |args: &[&str]| ok_as_nobody(&root, args);
     // The monitor runs inside the user's namespace and knows it is not root on the host: it
     // used to end at once ("the monitor ended before the container started").
     ok(&[
@@ -268,11 +271,7 @@ fn an_unprivileged_user_publishes_ports() {
     }
     let (work, root) = nobodys_store();
     let w = work.path();
-    let ok = |args: &[&str]| {
-        let (code, out, err) = kiln_as_nobody(&root, args);
-        assert_eq!(code, 0, "kiln {args:?}: {err}");
-        out
-    };
+    let ok = |args: &[&str]| ok_as_nobody(&root, args);
     // A namespace of its own, networked by slirp4netns, its name server slirp4netns's.
     let seen = ok(&[
         "run",

@@ -234,6 +234,15 @@ pub(super) fn plan(
     Ok((plans, keys))
 }
 
+/// A mount's `mode`, `uid` and `gid`, `mode` defaulting to `default_mode` and the owner to root.
+fn ownership(m: &Spec, default_mode: u32) -> (u32, u32, u32) {
+    (
+        m.mode.unwrap_or(default_mode),
+        m.uid.unwrap_or(0),
+        m.gid.unwrap_or(0),
+    )
+}
+
 /// An error at the RUN's location, naming it.
 fn error_at(ins: &Instruction, m: String) -> BuildError {
     BuildError::at(ins.span, format!("{}: {m}", short(&ins.text)))
@@ -331,11 +340,7 @@ impl Planner<'_, '_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone());
-        let (mode, uid, gid) = (
-            m.mode.unwrap_or(0o755),
-            m.uid.unwrap_or(0),
-            m.gid.unwrap_or(0),
-        );
+        let (mode, uid, gid) = ownership(m, 0o755);
         let key = format!(
             "cache target={target} ro={} mode={mode:o} uid={uid} gid={gid} from={:?}",
             m.readonly,
@@ -368,11 +373,7 @@ impl Planner<'_, '_> {
         } else {
             None
         };
-        let (mode, uid, gid) = (
-            m.mode.unwrap_or(0o400),
-            m.uid.unwrap_or(0),
-            m.gid.unwrap_or(0),
-        );
+        let (mode, uid, gid) = ownership(m, 0o400);
         let key = format!(
             "secret id={id} target={target:?} env={:?} required={} mode={mode:o} uid={uid} gid={gid}",
             m.env, m.required
@@ -408,11 +409,7 @@ impl Planner<'_, '_> {
         let id = m.id.clone().unwrap_or_else(|| "default".into());
         let target = target(&format!("/run/buildkit/ssh_agent.{}", self.ssh_n))?;
         self.ssh_n += 1;
-        let (mode, uid, gid) = (
-            m.mode.unwrap_or(0o600),
-            m.uid.unwrap_or(0),
-            m.gid.unwrap_or(0),
-        );
+        let (mode, uid, gid) = ownership(m, 0o600);
         let key = format!("ssh id={id} target={target} mode={mode:o} uid={uid} gid={gid}");
         if !self.ctx.opts.ssh.contains_key(&id) {
             if m.required {
