@@ -26,6 +26,56 @@ fn script_reproduces_the_committed_layout() {
         );
         return;
     }
+    reproduces(&[], layout());
+}
+
+/// The arm64 layout, from Debian's arm64 package: `.ci/run` downloads it (`apt-get download
+/// busybox-static:arm64`) into `target/fixtures/`.
+#[test]
+fn script_reproduces_the_committed_arm64_layout() {
+    let debs = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/target/fixtures"));
+    let deb = std::fs::read_dir(debs).ok().and_then(|d| {
+        d.flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with("_arm64.deb"))
+    });
+    let Some(deb) = deb.filter(|_| Path::new("/bin/busybox").exists()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the arm64 busybox-static package is not in target/fixtures, and CI must run this test"
+        );
+        eprintln!(
+            "skipped: script_reproduces_the_committed_arm64_layout: no busybox-static arm64 package in target/fixtures (see .ci/run)"
+        );
+        return;
+    };
+    let x = tempfile::tempdir().unwrap();
+    let st = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(x.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let busybox = x.path().join("bin/busybox");
+    reproduces(
+        &[
+            "--arch",
+            "arm64",
+            "--busybox",
+            busybox.to_str().unwrap(),
+            "--applets-from",
+            "/bin/busybox",
+        ],
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/testdata/base/busybox-arm64-oci"
+        )),
+    );
+}
+
+/// The script run with `args` writes exactly the committed `committed` layout.
+fn reproduces(args: &[&str], committed: &Path) {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("oci");
     let st = Command::new("python3")
@@ -33,6 +83,7 @@ fn script_reproduces_the_committed_layout() {
             env!("CARGO_MANIFEST_DIR"),
             "/testdata/base/build-busybox.py"
         ))
+        .args(args)
         .arg("--out")
         .arg(&dir)
         .status()
@@ -41,15 +92,16 @@ fn script_reproduces_the_committed_layout() {
     for f in ["index.json", "oci-layout"] {
         assert_eq!(
             std::fs::read(dir.join(f)).unwrap(),
-            std::fs::read(layout().join(f)).unwrap(),
-            "{f} differs: rebuild with `python3 testdata/base/build-busybox.py` and commit"
+            std::fs::read(committed.join(f)).unwrap(),
+            "{f} differs: rebuild with `python3 testdata/base/build-busybox.py {}` and commit",
+            args.join(" ")
         );
     }
     let mut built: Vec<_> = std::fs::read_dir(dir.join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let mut committed: Vec<_> = std::fs::read_dir(layout().join("blobs/sha256"))
+    let mut committed: Vec<_> = std::fs::read_dir(committed.join("blobs/sha256"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();

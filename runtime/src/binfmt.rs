@@ -209,6 +209,110 @@ pub fn register(defs: &[Definition]) -> Result<Vec<String>, BinfmtError> {
     Ok(done)
 }
 
+/// What running programs for a platform takes, given the handlers registered, the emulators
+/// installed and whether kiln may register one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Emulation {
+    /// The machine runs them as they are (this platform, or `386` on `amd64`).
+    Native,
+    /// A registered handler that works in the sandbox.
+    Ready,
+    /// Register these first.
+    Register(Vec<Definition>),
+    /// Cannot: why, and what to do.
+    Refused(String),
+}
+
+/// Whether an emulator for `platform` is `name` (a QEMU handler's name).
+fn serves(name: &str, platform: &crate::oci::Platform) -> bool {
+    platform_of(name)
+        .and_then(|p| crate::oci::Platform::parse(p).ok())
+        .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
+}
+
+fn emulation(
+    platform: &crate::oci::Platform,
+    registered: &[Handler],
+    installed: &[Definition],
+    root: bool,
+) -> Emulation {
+    let host = crate::oci::host_platform().normalized();
+    if platform.is_host()
+        || (host.architecture == "amd64"
+            && platform.architecture == "386"
+            && platform.os == host.os)
+    {
+        return Emulation::Native;
+    }
+    match registered.iter().find(|h| serves(&h.name, platform)) {
+        Some(h) if !h.enabled => Emulation::Refused(format!(
+            "the binfmt_misc handler {} for {platform} is disabled: enable it with `echo 1 > \
+             {DIR}/{}`",
+            h.name, h.name
+        )),
+        Some(h) if !h.fix_binary() => Emulation::Refused(format!(
+            "the binfmt_misc handler {} for {platform} has no fix-binary flag (F), so its \
+             emulator {} would have to be inside the image: re-register it with `kiln system \
+             binfmt --uninstall {} && kiln system binfmt --install`",
+            h.name, h.interpreter, h.name
+        )),
+        Some(_) => Emulation::Ready,
+        None => {
+            let defs: Vec<Definition> = installed
+                .iter()
+                .filter(|d| serves(&d.name, platform))
+                .cloned()
+                .collect();
+            if defs.is_empty() {
+                Emulation::Refused(format!(
+                    "running programs for {platform} needs an emulator: install QEMU's \
+                     user-mode emulators (Debian and Ubuntu: apt-get install \
+                     qemu-user-static); kiln registers them"
+                ))
+            } else if !root {
+                Emulation::Refused(format!(
+                    "running programs for {platform} needs its emulator registered with the \
+                     kernel: run `kiln system binfmt --install` as root once"
+                ))
+            } else {
+                Emulation::Register(defs)
+            }
+        }
+    }
+}
+
+/// Makes sure programs for `platform` can run: natively, or through a QEMU handler for its
+/// architecture that is registered, enabled and has the fix-binary flag; when none is
+/// registered and the emulator is installed, registers it (as root: binfmt_misc is the
+/// machine's). The error says what to install or do.
+pub fn ensure_emulator(platform: &crate::oci::Platform) -> Result<(), String> {
+    // Platforms built side by side may both find the handler missing: one registers it.
+    static REGISTERING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = REGISTERING.lock().unwrap_or_else(|p| p.into_inner());
+    let registered = list().map_err(|e| e.to_string())?;
+    let installed: Vec<Definition> = installed(&conf_dir())
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|d| Path::new(&d.interpreter).is_file())
+        .collect();
+    let root = rustix::process::geteuid().is_root();
+    match emulation(platform, &registered, &installed, root) {
+        Emulation::Native | Emulation::Ready => Ok(()),
+        Emulation::Refused(why) => Err(why),
+        Emulation::Register(defs) => {
+            register(&defs).map_err(|e| format!("registering the emulator for {platform}: {e}"))?;
+            let now = list().map_err(|e| e.to_string())?;
+            match emulation(platform, &now, &[], root) {
+                Emulation::Ready => Ok(()),
+                Emulation::Refused(why) => Err(why),
+                _ => Err(format!(
+                    "the emulator for {platform} did not register with binfmt_misc"
+                )),
+            }
+        }
+    }
+}
+
 /// Removes handler `name`; whether it was registered.
 pub fn unregister(name: &str) -> Result<bool, BinfmtError> {
     if name.contains('/') || name == "register" || name == "status" || name.is_empty() {
@@ -225,6 +329,60 @@ pub fn unregister(name: &str) -> Result<bool, BinfmtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn emulation_needs_a_working_handler_or_an_installed_emulator() {
+        let arm64 = crate::oci::Platform::parse("linux/arm64").unwrap();
+        let handler = |flags: &str, enabled: bool| Handler {
+            name: "qemu-aarch64".into(),
+            enabled,
+            interpreter: "/usr/libexec/qemu-binfmt/aarch64-binfmt-P".into(),
+            flags: flags.into(),
+            platform: Some("linux/arm64".into()),
+        };
+        let def = Definition {
+            name: "qemu-aarch64".into(),
+            interpreter: "/usr/libexec/qemu-binfmt/aarch64-binfmt-P".into(),
+            flags: "OCF".into(),
+            line: ":qemu-aarch64:M::x:y:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OCF".into(),
+        };
+        let host = crate::oci::host_platform().normalized();
+        assert_eq!(emulation(&host, &[], &[], false), Emulation::Native);
+        if host.architecture == "arm64" {
+            return;
+        }
+        assert_eq!(
+            emulation(&arm64, &[handler("POF", true)], &[], false),
+            Emulation::Ready
+        );
+        let why = |e: Emulation| match e {
+            Emulation::Refused(w) => w,
+            other => panic!("{other:?}"),
+        };
+        assert!(why(emulation(&arm64, &[handler("OF", false)], &[], true)).contains("disabled"));
+        assert!(
+            why(emulation(&arm64, &[handler("P", true)], &[], true)).contains("fix-binary flag")
+        );
+        let none = why(emulation(&arm64, &[], &[], true));
+        assert!(
+            none.contains("linux/arm64") && none.contains("qemu-user-static"),
+            "{none}"
+        );
+        assert!(
+            why(emulation(&arm64, &[], std::slice::from_ref(&def), false))
+                .contains("kiln system binfmt --install")
+        );
+        assert_eq!(
+            emulation(&arm64, &[], std::slice::from_ref(&def), true),
+            Emulation::Register(vec![def.clone()])
+        );
+        // An emulator for another architecture is none for this one.
+        let riscv = crate::oci::Platform::parse("linux/riscv64").unwrap();
+        assert!(
+            why(emulation(&riscv, &[handler("POF", true)], &[def], true))
+                .contains("needs an emulator")
+        );
+    }
 
     #[test]
     fn debians_qemu_lines_are_read() {

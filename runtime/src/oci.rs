@@ -180,12 +180,98 @@ pub struct Descriptor {
     pub platform: Option<Platform>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub variant: Option<String>,
+}
+
+impl Platform {
+    /// Reads `os/arch[/variant]` as `--platform` and `FROM --platform` take it, normalized as
+    /// containerd normalizes it: architecture aliases (`x86_64`, `aarch64`, `armhf`...) to
+    /// OCI's names, `arm` without a variant is `arm/v7`, and the default variants (`amd64/v1`,
+    /// `arm64/v8`) are dropped, so `linux/arm64/v8` and `linux/arm64` name one platform.
+    pub fn parse(spec: &str) -> Result<Platform, String> {
+        let spec = spec.trim();
+        let parts: Vec<&str> = spec.split('/').collect();
+        let bad = || {
+            format!("invalid platform {spec:?}: expected os/arch[/variant], such as linux/arm64")
+        };
+        let (os, arch, variant) = match parts.as_slice() {
+            [os, arch] => (*os, *arch, None),
+            [os, arch, v] if !v.is_empty() => (*os, *arch, Some(*v)),
+            _ => return Err(bad()),
+        };
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        };
+        if !name_ok(os) || !name_ok(arch) || !variant.is_none_or(name_ok) {
+            return Err(bad());
+        }
+        let os = os.to_ascii_lowercase();
+        let variant = variant.map(str::to_ascii_lowercase);
+        let (arch, variant) = match (arch.to_ascii_lowercase().as_str(), variant.as_deref()) {
+            ("x86_64" | "x86-64" | "amd64", Some("v1") | None) => ("amd64", None),
+            ("x86_64" | "x86-64" | "amd64", Some(v)) => ("amd64", Some(v.to_string())),
+            ("aarch64" | "arm64", Some("8" | "v8" | "v8.0") | None) => ("arm64", None),
+            ("aarch64" | "arm64", Some(v)) => ("arm64", Some(v.to_string())),
+            ("armhf", _) => ("arm", Some("v7".to_string())),
+            ("armel", _) => ("arm", Some("v6".to_string())),
+            ("arm", None) => ("arm", Some("v7".to_string())),
+            ("arm", Some(v)) => (
+                "arm",
+                Some(if v.starts_with('v') {
+                    v.to_string()
+                } else {
+                    format!("v{v}")
+                }),
+            ),
+            ("i386" | "i686" | "x86" | "386", _) => ("386", None),
+            (a, v) => {
+                return Ok(Platform {
+                    architecture: a.to_string(),
+                    os,
+                    variant: v.map(str::to_string),
+                });
+            }
+        };
+        Ok(Platform {
+            architecture: arch.to_string(),
+            os,
+            variant,
+        })
+    }
+
+    /// This platform with containerd's normalization applied ([`Platform::parse`]'s rules),
+    /// for one read from an image or index, which may spell it `arm64/v8`.
+    pub fn normalized(&self) -> Platform {
+        Platform::parse(&self.to_string()).unwrap_or_else(|_| self.clone())
+    }
+
+    /// Whether an image for `self` serves a request for `want`: same OS and architecture, and
+    /// the same variant once both are normalized (`arm64/v8` is `arm64`; `arm` is `arm/v7`).
+    pub fn matches(&self, want: &Platform) -> bool {
+        let (a, b) = (self.normalized(), want.normalized());
+        a.os == b.os && a.architecture == b.architecture && a.variant == b.variant
+    }
+
+    /// Whether this is the machine's own platform: what runs without an emulator.
+    pub fn is_host(&self) -> bool {
+        self.matches(&host_platform())
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.variant {
+            Some(v) => write!(f, "{}/{}/{v}", self.os, self.architecture),
+            None => write!(f, "{}/{}", self.os, self.architecture),
+        }
+    }
 }
 
 /// An image manifest.
@@ -277,21 +363,7 @@ pub fn host_platform() -> Platform {
 /// Whether `spec` (`os/arch[/variant]`, as `--platform` takes it) names this machine's
 /// platform; architecture aliases (`x86_64`, `aarch64`) are accepted.
 pub fn is_host_platform(spec: &str) -> bool {
-    let host = host_platform();
-    let mut parts = spec.trim().split('/');
-    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
-    if parts.next().is_some() {
-        return false;
-    }
-    let arch = match arch {
-        Some("x86_64" | "x86-64") => "amd64",
-        Some("aarch64") => "arm64",
-        Some(a) => a,
-        None => return false,
-    };
-    os == Some(host.os.as_str())
-        && arch == host.architecture
-        && variant.is_none_or(|v| host.variant.as_deref() == Some(v))
+    Platform::parse(spec).is_ok_and(|p| p.is_host())
 }
 
 /// This machine's platform as `--platform` writes it.
@@ -306,6 +378,39 @@ pub fn host_platform_string() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platforms_parse_and_normalize_as_containerd() {
+        let p = |s: &str| Platform::parse(s).unwrap().to_string();
+        assert_eq!(p("linux/amd64"), "linux/amd64");
+        assert_eq!(p("linux/x86_64"), "linux/amd64");
+        assert_eq!(p("linux/amd64/v1"), "linux/amd64");
+        assert_eq!(p("linux/amd64/v3"), "linux/amd64/v3");
+        assert_eq!(p("linux/aarch64"), "linux/arm64");
+        assert_eq!(p("linux/arm64/v8"), "linux/arm64");
+        assert_eq!(p("linux/arm"), "linux/arm/v7");
+        assert_eq!(p("linux/arm/6"), "linux/arm/v6");
+        assert_eq!(p("Linux/riscv64"), "linux/riscv64");
+        for bad in [
+            "",
+            "linux",
+            "linux/",
+            "/amd64",
+            "linux/amd64/",
+            "a/b/c/d",
+            "linux/am d64",
+        ] {
+            assert!(Platform::parse(bad).is_err(), "{bad:?}");
+        }
+        let arm64v8 = Platform {
+            os: "linux".into(),
+            architecture: "arm64".into(),
+            variant: Some("v8".into()),
+        };
+        assert!(arm64v8.matches(&Platform::parse("linux/arm64").unwrap()));
+        assert!(!arm64v8.matches(&Platform::parse("linux/arm/v7").unwrap()));
+        assert!(Platform::parse(&host_platform_string()).unwrap().is_host());
+    }
 
     #[test]
     fn go_nulls_read_as_empty() {

@@ -38,9 +38,15 @@ pub struct Args {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// The platform to build for: this machine's only, for now (`linux/amd64` here).
-    #[arg(long, value_name = "PLATFORM")]
-    pub platform: Option<String>,
+    /// The platforms to build for, comma-separated (`linux/amd64,linux/arm64`); default:
+    /// this machine's. Several make one image each, joined in an index under the tags;
+    /// another platform's RUN steps run under QEMU (see `kiln system binfmt`).
+    #[arg(
+        long,
+        value_name = "PLATFORM[,PLATFORM...]",
+        env = "DOCKER_DEFAULT_PLATFORM"
+    )]
+    pub platform: Vec<String>,
     /// Named contexts for `FROM NAME` / `COPY --from=NAME`: `NAME=DIR`,
     /// `NAME=oci-layout://PATH[:TAG]`, `NAME=docker-image://IMAGE` (an image in kiln's store).
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
@@ -229,12 +235,12 @@ pub fn options(
         };
         build_contexts.insert(name, ctx);
     }
+    let mut platforms: Vec<kiln_runtime::oci::Platform> = Vec::new();
     for p in args.platform.iter().flat_map(|p| p.split(',')) {
-        if !kiln_runtime::oci::is_host_platform(p) {
-            bail!(
-                "--platform {p}: kiln builds for this machine's platform ({}) only",
-                kiln_runtime::oci::host_platform_string()
-            );
+        let p = kiln_runtime::oci::Platform::parse(p)
+            .map_err(|e| anyhow::anyhow!("--platform: {e}"))?;
+        if !platforms.contains(&p) {
+            platforms.push(p);
         }
     }
     // Names are checked before anything is built: a bad `-t` must not cost a whole build.
@@ -274,9 +280,12 @@ pub fn options(
             registry: args.registry.options()?,
             platform: None,
             jobs: 0,
+            no_tag: false,
+            all_platforms: false,
         }),
         pull_always: args.pull,
         inline_cache: false,
+        platforms,
     };
     Ok((opts, name, text))
 }
@@ -458,7 +467,7 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                 || push_to.is_some()
                 || matches!(&export, Some((k, _)) if k != "tar" && k != "local")
             {
-                let (_, bytes, digest) = store.distributable(&out.manifest, compression)?;
+                let (bytes, digest) = store.distributable_any(&out.manifest, compression)?;
                 Some((digest, bytes.len() as u64))
             } else {
                 None
@@ -469,7 +478,11 @@ pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCod
                     "containerimage.digest": digest.to_string(),
                     "containerimage.config.digest": out.config.to_string(),
                     "containerimage.descriptor": {
-                        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        "mediaType": if store.read_index(&out.manifest)?.is_some() {
+                            kiln_runtime::oci::MEDIA_INDEX
+                        } else {
+                            kiln_runtime::oci::MEDIA_MANIFEST
+                        },
                         "digest": digest.to_string(),
                         "size": size,
                     },

@@ -12,6 +12,7 @@ mod images;
 mod inspect;
 mod lifecycle;
 mod load;
+mod manifest;
 mod networks;
 mod parse;
 mod registry;
@@ -110,6 +111,10 @@ pub enum Command {
     Tag(images::TagArgs),
     /// Remove image tags.
     Rmi(images::RmiArgs),
+    /// Multi-platform images: `create` (join images, without pulling layers), `inspect`,
+    /// `push`, `rm`.
+    #[command(subcommand)]
+    Manifest(manifest::ManifestCommand),
     /// Show an image's or a container's configuration as JSON.
     Inspect(inspect::Args),
     /// Show an image's history (its steps, newest first).
@@ -185,6 +190,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Build(a) => build::run(cli.root.as_deref(), *a),
         Command::Create(a) => run::create(cli.root.as_deref(), *a),
         Command::Parse(a) => parse::run(a),
+        Command::Manifest(c) => manifest::run(cli.root.as_deref(), c),
         Command::Version(a) => system::version(a),
         Command::Manpages { dir } => {
             use clap::CommandFactory;

@@ -30,18 +30,8 @@ impl RegistryFlags {
 }
 
 /// `--platform os/arch[/variant]`.
-fn platform(s: &str) -> anyhow::Result<kiln_runtime::oci::Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => {
-            Ok(kiln_runtime::oci::Platform {
-                os: os.to_string(),
-                architecture: arch.to_string(),
-                variant: parts.get(2).map(|v| v.to_string()),
-            })
-        }
-        _ => bail!("invalid --platform {s:?}: expected os/arch[/variant], such as linux/arm64"),
-    }
+pub(super) fn platform(s: &str) -> anyhow::Result<kiln_runtime::oci::Platform> {
+    kiln_runtime::oci::Platform::parse(s).map_err(|e| anyhow::anyhow!("--platform: {e}"))
 }
 
 fn short(d: &kiln_runtime::digest::Digest) -> &str {
@@ -53,8 +43,16 @@ pub struct PullArgs {
     /// The image: `NAME[:TAG|@DIGEST]` (`alpine` is `docker.io/library/alpine:latest`).
     pub image: String,
     /// From a multi-platform image, the one for this platform (default: this machine's).
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    #[arg(
+        long,
+        value_name = "OS/ARCH[/VARIANT]",
+        env = "DOCKER_DEFAULT_PLATFORM"
+    )]
     pub platform: Option<String>,
+    /// Every platform of a multi-platform image: the name then holds them all, as built by
+    /// `kiln build --platform a,b` (and `kiln push` pushes them all).
+    #[arg(long, conflicts_with = "platform")]
+    pub all_platforms: bool,
     /// Print only the image name.
     #[arg(short, long)]
     pub quiet: bool,
@@ -69,6 +67,8 @@ pub fn pull(root: Option<&std::path::Path>, args: PullArgs) -> anyhow::Result<Ex
         registry: args.registry.options()?,
         platform: args.platform.as_deref().map(platform).transpose()?,
         jobs: 0,
+        no_tag: false,
+        all_platforms: args.all_platforms,
     };
     if !args.quiet {
         if kiln_runtime::reference::parse(&args.image)?.tag.is_none() && target.digest.is_none() {
@@ -347,10 +347,14 @@ pub enum PullPolicy {
 pub fn pull_for_run(
     store: &kiln_runtime::store::Store,
     image: &str,
+    platform: Option<&kiln_runtime::oci::Platform>,
     policy: PullPolicy,
     flags: &RegistryFlags,
 ) -> anyhow::Result<()> {
-    let present = store.resolve(image)?.is_some();
+    // With `--platform`, an image for another platform under the name is no image.
+    let present = store
+        .resolve(image)?
+        .is_some_and(|d| store.has_runnable(&d, platform));
     match policy {
         PullPolicy::Never => return Ok(()),
         PullPolicy::Missing if present => return Ok(()),
@@ -359,8 +363,10 @@ pub fn pull_for_run(
     }
     let opts = PullOptions {
         registry: flags.options()?,
-        platform: None,
+        platform: platform.cloned(),
         jobs: 0,
+        no_tag: false,
+        all_platforms: false,
     };
     let pulled = registry::pull(store, image, &opts, &|_| {})
         .with_context(|| format!("cannot pull {image}"))?;

@@ -79,9 +79,13 @@ pub struct Args {
     /// The container's address on a user network.
     #[arg(long = "ip", value_name = "IPv4")]
     pub ip: Option<String>,
-    /// docker's options kiln does not have yet: accepted by the parser only to say so clearly
-    /// (instead of "unexpected argument"), with what to use meanwhile.
-    #[arg(long = "platform", hide = true)]
+    /// The platform of the image to run (`linux/arm64`): picks it from a multi-platform name
+    /// (pulling it when missing); another platform's programs run under QEMU.
+    #[arg(
+        long = "platform",
+        value_name = "PLATFORM",
+        env = "DOCKER_DEFAULT_PLATFORM"
+    )]
     pub platform: Option<String>,
     /// The container's hostname (default: the first 12 digits of its id).
     #[arg(long, value_name = "NAME")]
@@ -192,18 +196,6 @@ pub struct Args {
     pub registry: super::registry::RegistryFlags,
 }
 
-/// docker's options kiln does not have yet, each refused with what to use meanwhile.
-fn not_yet(args: &Args) -> anyhow::Result<()> {
-    if let Some(p) = &args.platform {
-        bail!(
-            "--platform {p} is not supported yet: kiln runs images of this machine's platform \
-             ({})",
-            kiln_runtime::oci::host_platform_string()
-        );
-    }
-    Ok(())
-}
-
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     run_or_create(root, args, false)
 }
@@ -218,7 +210,6 @@ fn run_or_create(
     args: Args,
     create_only: bool,
 ) -> anyhow::Result<ExitCode> {
-    not_yet(&args)?;
     if create_only && args.detach {
         bail!(
             "conflicting options: -d/--detach is for kiln run (kiln start runs a created container)"
@@ -243,8 +234,14 @@ fn run_or_create(
     cpu_and_swap(&args, &mut limits)?;
     let monitor = container::detach::is_monitor();
     let detach_now = args.detach && !monitor;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(super::registry::platform)
+        .transpose()?;
     let mut opts = RunOptions {
         image: args.command[0].clone(),
+        platform,
         args: args.command[1..].to_vec(),
         entrypoint: args.entrypoint,
         env,
@@ -301,7 +298,13 @@ fn run_or_create(
     }
     // Every option is checked (above) before anything is pulled or started.
     if !monitor {
-        super::registry::pull_for_run(&store, &opts.image, args.pull, &args.registry)?;
+        super::registry::pull_for_run(
+            &store,
+            &opts.image,
+            opts.platform.as_ref(),
+            args.pull,
+            &args.registry,
+        )?;
     }
     if create_only {
         let id = container::create(&store, &opts)?;

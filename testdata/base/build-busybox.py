@@ -6,7 +6,12 @@ deterministic: fixed timestamps, sorted PAX tar entries, uid/gid 0, gzip without
 JSON with sorted keys, so rerunning the script on the same package reproduces the same digests.
 
 Usage: python3 testdata/base/build-busybox.py [--busybox /bin/busybox] [--out DIR]
-(`apt-get install busybox-static` provides /bin/busybox.)
+       python3 testdata/base/build-busybox.py --arch arm64 --busybox BUSYBOX_ARM64 \
+           --out testdata/base/busybox-arm64-oci
+(`apt-get install busybox-static` provides /bin/busybox; the arm64 one comes from Debian's
+arm64 package: `dpkg --add-architecture arm64 && apt-get update && apt-get download
+busybox-static:arm64 && dpkg-deb -x busybox-static_*_arm64.deb x`, then x/bin/busybox. Its
+applet list is read from the host's busybox of the same version, which need not run arm64.)
 """
 import argparse, gzip, hashlib, io, json, os, shutil, subprocess, tarfile
 
@@ -24,8 +29,9 @@ def entry(name, kind, mode, data=b"", link=""):
     return ti, data
 
 
-def layer(busybox):
-    applets = subprocess.run([busybox, "--list-full"], check=True, capture_output=True, text=True)
+def layer(busybox, applets_from):
+    applets = subprocess.run([applets_from, "--list-full"], check=True, capture_output=True,
+                             text=True)
     binary = open(busybox, "rb").read()
     items = []
     for d, mode in [("bin", 0o755), ("dev", 0o755), ("etc", 0o755), ("home", 0o755),
@@ -68,19 +74,22 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--busybox", default="/bin/busybox")
     ap.add_argument("--out", default=OUT)
+    ap.add_argument("--arch", default="amd64", choices=["amd64", "arm64"])
+    ap.add_argument("--applets-from", default="/bin/busybox")
     args = ap.parse_args()
     busybox = args.busybox
     globals()["OUT"] = args.out
     shutil.rmtree(OUT, ignore_errors=True)
     os.makedirs(os.path.join(OUT, "blobs", "sha256"))
-    tar = layer(busybox)
+    tar = layer(busybox, args.applets_from)
+    ref = REF if args.arch == "amd64" else "kiln.local/busybox-arm64:latest"
     gz = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=gz, mtime=0, compresslevel=9) as z:
         z.write(tar)
     layer_desc = blob(gz.getvalue())
     created = "2023-11-14T22:13:20Z"
     config = {
-        "architecture": "amd64",
+        "architecture": args.arch,
         "os": "linux",
         "created": created,
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
@@ -101,14 +110,14 @@ def main():
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": [dict(mediaType="application/vnd.oci.image.manifest.v1+json",
-                           annotations={"org.opencontainers.image.ref.name": REF},
-                           platform={"architecture": "amd64", "os": "linux"}, **manifest_desc)],
+                           annotations={"org.opencontainers.image.ref.name": ref},
+                           platform={"architecture": args.arch, "os": "linux"}, **manifest_desc)],
     }
     with open(os.path.join(OUT, "index.json"), "wb") as f:
         f.write(canonical(index))
     with open(os.path.join(OUT, "oci-layout"), "wb") as f:
         f.write(canonical({"imageLayoutVersion": "1.0.0"}))
-    print(f"{REF} {manifest_desc['digest']} ({layer_desc['size']} bytes compressed)")
+    print(f"{ref} {manifest_desc['digest']} ({layer_desc['size']} bytes compressed)")
 
 
 if __name__ == "__main__":

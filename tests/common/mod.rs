@@ -2,6 +2,7 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a subset; a test fails by panicking
 
 pub mod hostile;
+pub mod podman;
 pub mod registry;
 
 use std::{path::Path, process::Command};

@@ -136,10 +136,20 @@ pub struct Registry {
 
 impl Registry {
     pub fn start(tls: Option<&Tls>, auth: Auth) -> Registry {
+        Self::start_with(tls, auth, false)
+    }
+
+    /// A plain registry that logs every request it serves ([`Registry::requests`]).
+    pub fn start_logged() -> Registry {
+        Self::start_with(None, Auth::None, true)
+    }
+
+    fn start_with(tls: Option<&Tls>, auth: Auth, logged: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: {}\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            !logged,
             dir.path().join("data").display()
         );
         if let Some(t) = tls {
@@ -179,15 +189,34 @@ impl Registry {
     }
 
     fn spawn(config: &Path, port: u16) -> Child {
+        // The access log (when on) goes to stdout, kept beside the config.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(config.with_file_name("access.log"))
+            .unwrap();
         let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(config)
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         wait_listening(port, &mut child, "docker-registry");
         child
+    }
+
+    /// The requests served so far (`GET /v2/app/blobs/sha256:...`), from the access log of a
+    /// registry started with [`Registry::start_logged`].
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                let start = l.find('"')? + 1;
+                let end = start + l[start..].find(" HTTP/")?;
+                Some(l[start..end].to_string())
+            })
+            .collect()
     }
 
     /// `127.0.0.1:PORT`.

@@ -110,6 +110,20 @@ pub struct Made {
     pub mounts: Vec<String>,
 }
 
+impl Made {
+    /// Adds what another build made (one platform's of a multi-platform build).
+    pub fn merge(&mut self, other: Made) {
+        self.keys.extend(other.keys);
+        self.times.extend(other.times);
+        self.image_layers.extend(other.image_layers);
+        for m in other.mounts {
+            if !self.mounts.contains(&m) {
+                self.mounts.push(m);
+            }
+        }
+    }
+}
+
 /// Which cache mounts an export carries: none, or those used whose contents are at most
 /// `max_size` bytes (a larger one is left out with a warning, so a 5 GB cache never rides
 /// along by accident), but the ids in `exclude`.
@@ -639,6 +653,8 @@ pub fn import_from(
                 registry: registry.clone(),
                 platform: None,
                 jobs: 0,
+                no_tag: false,
+                all_platforms: false,
             };
             let pulled = kiln_runtime::registry::pull(store, reference, &opts, &|_| {})?;
             // A cache artifact is no image: it leaves no name behind (an image with an inline

@@ -20,7 +20,10 @@ pub(super) struct Ctx<'a> {
     pub(super) lex: Lexer,
     /// The build context, read on first use (a COPY, or an ONBUILD trigger of a base image) and
     /// then shared read-only by every stage; the error is kept as text to be reported by each.
-    pub(super) snapshot: std::sync::OnceLock<Result<Snapshot, String>>,
+    pub(super) snapshot: &'a super::SharedSnapshot,
+    /// The platform being built (`TARGETPLATFORM`); a stage's own is
+    /// [`Ctx::stage_platform`].
+    pub(super) platform: kiln_runtime::oci::Platform,
     pub(super) graph: &'a BuildGraph,
     pub(super) instructions: &'a [Instruction],
     pub(super) on_event: &'a (dyn Fn(Event) + Sync),
@@ -81,7 +84,7 @@ impl Ctx<'_> {
     pub(super) fn previous_layer(&self, name: &str) -> Option<Digest> {
         let previous = self.previous.get_or_init(|| {
             self.store
-                .build_record(&build_identity(self.opts))
+                .build_record(&build_identity(self.opts, &self.platform))
                 .ok()
                 .flatten()
                 .and_then(|t| serde_json::from_str(&t).ok())
@@ -155,6 +158,19 @@ impl Ctx<'_> {
     }
 
     /// The main build context (read once, on first use).
+    /// The platform stage `s` runs on: its `FROM --platform` (expanded), else the target's.
+    pub(super) fn stage_platform(
+        &self,
+        s: usize,
+    ) -> Result<kiln_runtime::oci::Platform, BuildError> {
+        let stage = &self.graph.stages[s];
+        match stage.platform.as_deref() {
+            Some(p) => kiln_runtime::oci::Platform::parse(p)
+                .map_err(|e| BuildError::at(stage.span, format!("FROM --platform: {e}"))),
+            None => Ok(self.platform.clone()),
+        }
+    }
+
     pub(super) fn snapshot(&self) -> Result<&Snapshot, BuildError> {
         self.snapshot
             .get_or_init(|| {

@@ -80,6 +80,9 @@ pub struct BuildOptions {
     pub registry: Option<kiln_runtime::registry::PullOptions>,
     /// `--pull`: pull base images named by tag even when the store has them.
     pub pull_always: bool,
+    /// `--platform`: the platforms to build for; none: this machine's. One gives an image for
+    /// it, several an index of one image each.
+    pub platforms: Vec<oci::Platform>,
 }
 
 /// A named build context (BuildKit `--build-context`).
@@ -161,11 +164,54 @@ pub enum BuildError {
     Explained(Vec<crate::cache::explain::Explained>),
 }
 
+impl Event {
+    /// The event of one platform's build among several: its step names start with the
+    /// platform, as BuildKit's `[linux/arm64 build 2/5] RUN ...`.
+    fn for_platform(self, p: &oci::Platform) -> Event {
+        let named = |name: String| match name.strip_prefix('[') {
+            Some(rest) => format!("[{p} {rest}"),
+            None => format!("[{p}] {name}"),
+        };
+        match self {
+            Event::Started { name } => Event::Started { name: named(name) },
+            Event::Cached { name } => Event::Cached { name: named(name) },
+            Event::Done { name, millis } => Event::Done {
+                name: named(name),
+                millis,
+            },
+            Event::Output { name, line } => Event::Output {
+                name: named(name),
+                line,
+            },
+            Event::Failed { name, message } => Event::Failed {
+                name: named(name),
+                message,
+            },
+            Event::Warning { message } => Event::Warning {
+                message: format!("{p}: {message}"),
+            },
+            e @ Event::Pulling { .. } => e,
+        }
+    }
+}
+
 impl BuildError {
     pub fn at(span: Span, message: impl Into<String>) -> Self {
         BuildError::At {
             span,
             message: message.into(),
+        }
+    }
+
+    /// The error of one platform's build among several, which names the platform.
+    fn for_platform(self, p: &oci::Platform) -> BuildError {
+        match self {
+            BuildError::At { span, message } => BuildError::At {
+                span,
+                message: format!("{p}: {message}"),
+            },
+            BuildError::Other(m) => BuildError::Other(format!("{p}: {m}")),
+            e => e,
         }
     }
 
@@ -280,65 +326,139 @@ pub(crate) enum Recorded<'a> {
     Skipped,
 }
 
-/// Builds the image `opts` describes.
+/// The automatic platform ARGs, as BuildKit defines them: `BUILD*` for this machine,
+/// `TARGET*` for the platform being built.
+fn platform_args(target: &oci::Platform) -> BTreeMap<String, String> {
+    let build = oci::host_platform().normalized();
+    let mut out = BTreeMap::new();
+    for (prefix, p) in [("TARGET", target), ("BUILD", &build)] {
+        out.insert(format!("{prefix}PLATFORM"), p.to_string());
+        out.insert(format!("{prefix}OS"), p.os.clone());
+        out.insert(format!("{prefix}ARCH"), p.architecture.clone());
+        out.insert(
+            format!("{prefix}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
+    }
+    out
+}
+
+/// Builds the image `opts` describes: for this machine's platform, for the one platform
+/// asked for, or, for several, one image each (side by side, sharing the context's snapshot)
+/// joined in an index that the tags name.
 pub fn build(
     store: &Store,
     opts: &BuildOptions,
     runner: &dyn StepRunner,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<BuildOutput, BuildError> {
+    let snapshot = std::sync::OnceLock::new();
+    match opts.platforms.as_slice() {
+        [] => build_one(
+            store,
+            opts,
+            &oci::host_platform(),
+            runner,
+            on_event,
+            &snapshot,
+        ),
+        [p] => build_one(store, opts, p, runner, on_event, &snapshot),
+        several => build_index(store, opts, several, runner, on_event, &snapshot),
+    }
+}
+
+/// Several platforms: each built on a thread of its own (its progress names it, as
+/// BuildKit's `[linux/arm64 build 2/5]`), then an index of the images, tagged.
+fn build_index(
+    store: &Store,
+    opts: &BuildOptions,
+    platforms: &[oci::Platform],
+    runner: &dyn StepRunner,
+    on_event: &(dyn Fn(Event) + Sync),
+    snapshot: &SharedSnapshot,
+) -> Result<BuildOutput, BuildError> {
+    let _guard = store.build_guard()?;
+    let each = BuildOptions {
+        tags: Vec::new(),
+        ..opts.clone()
+    };
+    let results: Vec<Result<BuildOutput, BuildError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = platforms
+            .iter()
+            .map(|p| {
+                let each = &each;
+                scope.spawn(move || {
+                    let named = |e: Event| on_event(e.for_platform(p));
+                    build_one(store, each, p, runner, &named, snapshot)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(BuildError::Other(
+                        "a platform's build thread panicked".into(),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut outs = Vec::new();
+    for (p, r) in platforms.iter().zip(results) {
+        outs.push(r.map_err(|e| e.for_platform(p))?);
+    }
+    let manifests: Vec<Digest> = outs.iter().map(|o| o.manifest).collect();
+    let index = store.put_index(&manifests)?;
+    store.note_image(&index)?;
+    let mut tags = Vec::new();
+    for t in &opts.tags {
+        tags.push(store.set_tag(t, &index)?);
+    }
+    let mut cache = crate::cache::transfer::Made::default();
+    let mut explained = Vec::new();
+    for o in &mut outs {
+        cache.merge(std::mem::take(&mut o.cache));
+        explained.append(&mut o.explained);
+    }
+    Ok(BuildOutput {
+        manifest: index,
+        config: index,
+        tags,
+        manifest_size: store.read_blob(&index)?.len() as u64,
+        explained,
+        cache,
+    })
+}
+
+/// The build context's snapshot, read once and shared by every platform's build.
+pub(crate) type SharedSnapshot =
+    std::sync::OnceLock<Result<crate::context::snapshot::Snapshot, String>>;
+
+/// Builds the image for `platform`.
+fn build_one(
+    store: &Store,
+    opts: &BuildOptions,
+    platform: &oci::Platform,
+    runner: &dyn StepRunner,
+    on_event: &(dyn Fn(Event) + Sync),
+    snapshot: &SharedSnapshot,
+) -> Result<BuildOutput, BuildError> {
     // Held for the whole build: `kiln cache prune` waits for it, so no entry this build hits
     // disappears before the image that uses it is tagged.
     let _guard = store.build_guard()?;
     let df = kiln_parser::parse(&opts.dockerfile_text)?;
     let instructions = instruction::from_ast(&df)?;
-    let host = oci::host_platform();
-    let platform_args: BTreeMap<String, String> = [
-        (
-            "TARGETPLATFORM",
-            format!("{}/{}", host.os, host.architecture),
-        ),
-        ("TARGETOS", host.os.clone()),
-        ("TARGETARCH", host.architecture.clone()),
-        ("TARGETVARIANT", host.variant.clone().unwrap_or_default()),
-        (
-            "BUILDPLATFORM",
-            format!("{}/{}", host.os, host.architecture),
-        ),
-        ("BUILDOS", host.os.clone()),
-        ("BUILDARCH", host.architecture.clone()),
-        ("BUILDVARIANT", host.variant.clone().unwrap_or_default()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let platform = platform.normalized();
     let graph = BuildGraph::new(
         &instructions,
         &GraphOptions {
             target: opts.target.clone(),
             build_args: opts.build_args.clone(),
-            platform_args,
+            platform_args: platform_args(&platform),
             named_contexts: opts.build_contexts.keys().cloned().collect(),
         },
     )?;
-    // One platform, this machine's, until multi-platform builds exist: a stage for another is
-    // refused at its FROM rather than silently built for this one.
-    for &s in &graph.order {
-        let stage = &graph.stages[s];
-        if let Some(p) = stage
-            .platform
-            .as_deref()
-            .filter(|p| !oci::is_host_platform(p))
-        {
-            return Err(BuildError::at(
-                stage.span,
-                format!(
-                    "FROM --platform={p}: kiln builds for this machine's platform ({}) only",
-                    oci::host_platform_string()
-                ),
-            ));
-        }
-    }
     let now = opts.source_date_epoch.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -349,7 +469,8 @@ pub fn build(
         store,
         opts,
         lex: Lexer::new(df.escape),
-        snapshot: std::sync::OnceLock::new(),
+        snapshot,
+        platform: platform.clone(),
         graph: &graph,
         instructions: &instructions,
         on_event,
@@ -369,7 +490,7 @@ pub fn build(
     let mut records = std::mem::take(&mut *ctx.records.lock().unwrap_or_else(|p| p.into_inner()));
     // Stages ran side by side: order the records as the Dockerfile does.
     records.sort_by(|a, b| (&a.stage, a.index).cmp(&(&b.stage, b.index)));
-    let identity = build_identity(opts);
+    let identity = build_identity(opts, &platform);
     let explained = || -> Result<Vec<crate::cache::explain::Explained>, BuildError> {
         let previous = crate::cache::history::load(ctx.store, &identity)?;
         Ok(crate::cache::explain::explain(
@@ -387,6 +508,28 @@ pub fn build(
     let state = done
         .remove(&graph.target)
         .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
+    // Never a silent wrong-platform image: a last stage pinned to another platform
+    // (`FROM --platform=$BUILDPLATFORM`) makes an image that does not run where it is sent.
+    let made_for = oci::Platform {
+        architecture: state.config.architecture.clone(),
+        os: state.config.os.clone(),
+        variant: state.config.variant.clone(),
+    };
+    if !opts.platforms.is_empty() && !made_for.matches(&platform) {
+        let message = format!(
+            "the image built for {platform} is a {} image: the last stage runs on another \
+             platform (FROM --platform); build it for the target platform and COPY --from the \
+             cross-compiling stage",
+            made_for.normalized()
+        );
+        // One platform asked for: the image is what the Dockerfile says (BuildKit's too),
+        // said aloud; in an index it would be a wrong entry, so that is refused.
+        if opts.platforms.len() == 1 {
+            on_event(Event::Warning { message });
+        } else {
+            return Err(BuildError::at(graph.stages[graph.target].span, message));
+        }
+    }
     // What a cache export takes: every keyed step, the metadata steps' times, and which layers
     // the image has (`mode=min` exports only theirs).
     let made = crate::cache::transfer::Made {
@@ -433,15 +576,20 @@ pub fn explain(
 }
 
 /// Which earlier build a build compares with: the same context, Dockerfile and target.
-fn build_identity(opts: &BuildOptions) -> String {
+fn build_identity(opts: &BuildOptions, platform: &oci::Platform) -> String {
     let canon = |p: &std::path::Path| {
         std::fs::canonicalize(p)
             .unwrap_or_else(|_| p.to_path_buf())
             .display()
             .to_string()
     };
+    let platform = if platform.is_host() {
+        String::new()
+    } else {
+        format!("\n{platform}")
+    };
     format!(
-        "{}\n{}\n{}",
+        "{}\n{}\n{}{platform}",
         canon(&opts.context),
         opts.dockerfile_path.as_deref().map_or("-".into(), canon),
         opts.target.as_deref().unwrap_or("")

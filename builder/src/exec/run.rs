@@ -116,7 +116,10 @@ pub(crate) fn run(
         .field("env", keyed.join("\n"))
         .field("user", format!("{uid}:{gid}:{:?}", who.groups))
         .field("workdir", workdir.clone())
-        .field("network", format!("{network:?}"));
+        .field("network", format!("{network:?}"))
+        // The same command gives another layer on another platform (BuildKit keys an exec
+        // by its platform too).
+        .field("platform", st.platform().to_string());
     for (i, k) in mount_keys.iter().enumerate() {
         step = step.field(&format!("mount {i}"), k.clone());
     }
@@ -137,19 +140,12 @@ pub(crate) fn run(
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {
-            // An image pulled for another platform is kept, but its programs cannot run here.
-            let (os, arch) = (&st.config.os, &st.config.architecture);
-            let host = kiln_runtime::oci::host_platform();
-            if !arch.is_empty() && (*arch != host.architecture || *os != host.os) {
-                return Err(BuildError::at(
-                    ins.span,
-                    format!(
-                        "{}: the image is for {os}/{arch}, this machine runs {}; kiln does not \
-                         emulate other platforms",
-                        short(&ins.text),
-                        kiln_runtime::oci::host_platform_string()
-                    ),
-                ));
+            // Another platform's programs run through the kernel's binfmt_misc handler for
+            // it (QEMU, registered with the fix-binary flag so the image needs no emulator).
+            let platform = st.platform();
+            if !platform.is_host() {
+                kiln_runtime::binfmt::ensure_emulator(&platform)
+                    .map_err(|e| BuildError::at(ins.span, format!("{}: {e}", short(&ins.text))))?;
             }
             let mut spec = Spec::new(std::path::Path::new(""), argv);
             spec.env = env;

@@ -9,7 +9,8 @@ use kiln_parser::{
 };
 use kiln_runtime::{
     digest::Digest,
-    oci::{ImageConfig, RootFs},
+    oci::{ImageConfig, Platform, RootFs},
+    store::StoreError,
 };
 
 use super::{
@@ -18,14 +19,24 @@ use super::{
 };
 use crate::{cache::key::CacheKey, graph::Base};
 
-/// The manifest `reference` names: from the store, pulled when it is missing (or, with
-/// `--pull`, whenever it is named by tag), unless pulling is off.
+/// The image manifest `reference` names for `platform`: from the store (a tag's image, or an
+/// index's entry for the platform, or a base an earlier build pulled for it), pulled when it
+/// is missing (or, with `--pull`, whenever it is named by tag), unless pulling is off.
 pub(super) fn resolve_image(
     ctx: &Ctx<'_>,
     reference: &str,
     span: Span,
+    platform: &Platform,
 ) -> Result<Digest, BuildError> {
-    let local = ctx.store.resolve(reference)?;
+    let named = ctx.store.resolve(reference)?;
+    let local = match named {
+        Some(d) => match ctx.store.platform_manifest(&d, Some(platform)) {
+            Ok(m) => Some(m),
+            Err(StoreError::NoPlatform { .. }) => ctx.store.base_for(reference, platform)?,
+            Err(e) => return Err(e.into()),
+        },
+        None => ctx.store.base_for(reference, platform)?,
+    };
     let pinned = kiln_runtime::reference::parse(reference).is_ok_and(|r| r.digest.is_some());
     let wanted = local.is_none() || (ctx.opts.pull_always && !pinned);
     let Some(opts) = ctx
@@ -35,21 +46,57 @@ pub(super) fn resolve_image(
         .filter(|_| wanted && !ctx.opts.dry_run)
     else {
         return local.ok_or_else(|| {
-            BuildError::at(
-                span,
-                format!(
+            let message = match named {
+                Some(d) => {
+                    let have: Vec<String> = ctx
+                        .store
+                        .platforms_of(&d)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(p, _)| p.to_string())
+                        .collect();
+                    format!(
+                        "base image {reference:?} in kiln's store has no image for {platform} \
+                         (it has {}) and pulling is off; pull it with `kiln pull --platform \
+                         {platform} {reference}`",
+                        have.join(", ")
+                    )
+                }
+                None => format!(
                     "base image {reference:?} is not in kiln's store (pulling is off); load it \
                      with `kiln load -i <oci-layout-or-archive>`, pull it with `kiln pull`, or \
                      build it and tag it with `kiln build -t {reference}`"
                 ),
-            )
+            };
+            BuildError::at(span, message)
         });
     };
     (ctx.on_event)(Event::Pulling {
         reference: reference.to_string(),
     });
-    let pulled = kiln_runtime::registry::pull(ctx.store, reference, opts, &|_| {})
-        .map_err(|e| BuildError::at(span, format!("pulling {reference}: {e}")))?;
+    // The tag keeps naming this machine's image: a base pulled for another platform is kept
+    // as a base (the cache's), found again by [`Store::base_for`].
+    let opts = kiln_runtime::registry::PullOptions {
+        platform: Some(platform.clone()),
+        no_tag: !platform.is_host(),
+        all_platforms: false,
+        ..opts.clone()
+    };
+    let pulled =
+        kiln_runtime::registry::pull(ctx.store, reference, &opts, &|_| {}).map_err(|e| {
+            let have = named
+                .and_then(|d| ctx.store.platforms_of(&d).ok())
+                .filter(|_| local.is_none())
+                .map(|have| {
+                    let have: Vec<String> = have.iter().map(|(p, _)| p.to_string()).collect();
+                    format!(
+                        " (kiln's store has no image for {platform} under that name, only {})",
+                        have.join(", ")
+                    )
+                })
+                .unwrap_or_default();
+            BuildError::at(span, format!("pulling {reference}{have}: {e}"))
+        })?;
     Ok(pulled.manifest)
 }
 
@@ -57,13 +104,14 @@ pub(super) fn load_image(
     ctx: &Ctx<'_>,
     reference: &str,
     span: Span,
+    platform: &Platform,
 ) -> Result<StageState, BuildError> {
-    let manifest = resolve_image(ctx, reference, span)?;
+    let manifest = resolve_image(ctx, reference, span, platform)?;
     let (m, config, _) = ctx.store.image(&manifest)?;
     if !ctx.opts.dry_run {
         ctx.store.record_base(reference, &manifest)?;
     }
-    let mut st = StageState::nothing();
+    let mut st = StageState::nothing(platform);
     st.key = CacheKey::for_base(&manifest.to_string());
     let diff_ids: Vec<Digest> = config
         .rootfs
@@ -123,8 +171,9 @@ pub(super) fn run_stage(
         name: from_name.clone(),
     });
     let t0 = Instant::now();
+    let platform = ctx.stage_platform(s)?;
     let mut st = match &stage.base {
-        Base::Scratch => StageState::scratch(),
+        Base::Scratch => StageState::scratch(&platform),
         Base::Stage(p) => {
             let mut p = done.get(p).cloned().ok_or_else(|| {
                 BuildError::Other(format!("stage {p} was not built before {label}"))
@@ -134,11 +183,11 @@ pub(super) fn run_stage(
             p.cmd_set = false;
             p
         }
-        Base::Image(r) => load_image(ctx, r, stage.span)?,
+        Base::Image(r) => load_image(ctx, r, stage.span, &platform)?,
         Base::Context(n) => match ctx.opts.build_contexts.get(n) {
-            Some(NamedContext::Image(r)) => load_image(ctx, r, stage.span)?,
+            Some(NamedContext::Image(r)) => load_image(ctx, r, stage.span, &platform)?,
             Some(NamedContext::Dir(dir)) => {
-                let mut st = StageState::scratch();
+                let mut st = StageState::scratch(&platform);
                 st.line = stage.span.start.line();
                 copy::dir_as_rootfs(ctx, &mut st, dir, n, stage.span)?;
                 st

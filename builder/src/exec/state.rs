@@ -62,18 +62,18 @@ pub(crate) struct StageState {
 }
 
 impl StageState {
-    /// An empty stage, as BuildKit's `emptyImage`: the working directory `/` and the default
-    /// PATH in its config.
-    pub(super) fn scratch() -> StageState {
-        let mut st = StageState::nothing();
+    /// An empty stage for `platform`, as BuildKit's `emptyImage`: the working directory `/`
+    /// and the default PATH in its config.
+    pub(super) fn scratch(platform: &oci::Platform) -> StageState {
+        let mut st = StageState::nothing(platform);
         st.config.config.working_dir = "/".into();
         st.set_env("PATH", kiln_runtime::sandbox::process::DEFAULT_PATH);
         st
     }
 
-    /// A stage with an empty config (filled from a base image by the caller).
-    pub(super) fn nothing() -> StageState {
-        let p = oci::host_platform();
+    /// A stage for `platform` with an empty config (filled from a base image by the caller).
+    pub(super) fn nothing(platform: &oci::Platform) -> StageState {
+        let p = platform.clone();
         StageState {
             layers: Vec::new(),
             view: View::default(),
@@ -99,6 +99,16 @@ impl StageState {
             arg_order: Vec::new(),
             pending_times: Vec::new(),
         }
+    }
+
+    /// The platform the stage's image is for, as its config says (normalized).
+    pub(super) fn platform(&self) -> oci::Platform {
+        oci::Platform {
+            architecture: self.config.architecture.clone(),
+            os: self.config.os.clone(),
+            variant: self.config.variant.clone(),
+        }
+        .normalized()
     }
 
     /// Applies the layers added since the view was last brought up to date, from the store's

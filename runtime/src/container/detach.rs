@@ -135,12 +135,9 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         .and_then(|()| super::attach::Hub::listen(&dir))
         .ok();
     // The image's HEALTHCHECK, run by this monitor while the container runs.
-    let image_check = store
-        .resolve(&opts.image)
+    let image_check = super::image_to_run(store, opts, &|_| {})
         .ok()
-        .flatten()
-        .and_then(|m| store.image(&m).ok())
-        .and_then(|(_, config, _)| config.config.healthcheck);
+        .and_then(|(_, config)| config.config.healthcheck);
     let check = super::health::merged(image_check, opts.health.clone())
         .and_then(|h| super::health::check_of(&h));
     let told = AtomicBool::new(false);

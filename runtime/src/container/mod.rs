@@ -85,6 +85,10 @@ impl ContainerError {
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunOptions {
     pub image: String,
+    /// `--platform`: which image of a multi-platform name to run (and check a single one
+    /// against); `None`: this machine's, else the only one there is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<crate::oci::Platform>,
     /// Arguments after the image: they replace the image's CMD.
     pub args: Vec<String>,
     /// `--entrypoint`: replaces ENTRYPOINT and clears CMD; `Some("")` clears both.
@@ -780,6 +784,49 @@ pub fn new_id() -> String {
     hex::encode(sha2::Sha256::digest(seed.as_bytes()))
 }
 
+/// The image `opts` runs: the name's image for `--platform` (or this machine's, else the
+/// only one there is), with its emulator ready when it is for another platform. Running
+/// another platform's image unasked is allowed, with docker's warning.
+pub(crate) fn image_to_run(
+    store: &Store,
+    opts: &RunOptions,
+    warn: &dyn Fn(&str),
+) -> Result<(crate::oci::Manifest, crate::oci::ImageConfig), ContainerError> {
+    let named = store
+        .resolve(&opts.image)?
+        .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
+    let manifest = match &opts.platform {
+        Some(p) => store.platform_manifest(&named, Some(p)).map_err(|e| match e {
+            crate::store::StoreError::NoPlatform { have, .. } => ContainerError::Config(format!(
+                "image with reference {} was found but does not match the specified platform: \
+                 wanted {p}, actual: {have}",
+                opts.image
+            )),
+            e => e.into(),
+        })?,
+        None => store.platform_manifest(&named, None)?,
+    };
+    let (m, config, _) = store.image(&manifest)?;
+    let platform = crate::oci::Platform {
+        architecture: config.architecture.clone(),
+        os: config.os.clone(),
+        variant: config.variant.clone(),
+    }
+    .normalized();
+    if !config.architecture.is_empty() && !platform.is_host() {
+        if opts.platform.is_none() {
+            warn(&format!(
+                "The requested image's platform ({platform}) does not match the detected host \
+                 platform ({}) and no specific platform was requested",
+                crate::oci::host_platform().normalized()
+            ));
+        }
+        crate::binfmt::ensure_emulator(&platform)
+            .map_err(|e| ContainerError::Config(format!("{}: {e}", opts.image)))?;
+    }
+    Ok((m, config))
+}
+
 /// Runs `opts.image` in the foreground with the given stdio; returns the exit code (a signal
 /// as 128 + its number). With `opts.id` naming a container that exists, that container starts
 /// again, its changes kept (`kiln start`, a restart). `warn` hears what could not be applied
@@ -798,23 +845,7 @@ pub fn run(
     // `kiln cache prune` (exclusive) then either ran before, and they are unpacked again here,
     // or sees them.
     let guard = store.build_guard()?;
-    let manifest = store
-        .resolve(&opts.image)?
-        .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
-    let (m, config, _) = store.image(&manifest)?;
-    let host = crate::oci::host_platform();
-    if !config.architecture.is_empty()
-        && (config.architecture != host.architecture || config.os != host.os)
-    {
-        return Err(ContainerError::Config(format!(
-            "{}: the image is for {}/{}, this machine runs {}; kiln does not emulate other \
-             platforms",
-            opts.image,
-            config.os,
-            config.architecture,
-            crate::oci::host_platform_string()
-        )));
-    }
+    let (m, config) = image_to_run(store, opts, warn)?;
     let argv = command(&config, opts)?;
     let mode = network_mode(opts)?;
     let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
@@ -1071,10 +1102,7 @@ pub(crate) fn keep_options(
 /// `kiln create`: a container made and kept as `kiln run` would make it (its name, its options,
 /// its anonymous volumes), not started: `kiln start` runs it. Its id.
 pub fn create(store: &Store, opts: &RunOptions) -> Result<String, ContainerError> {
-    let manifest = store
-        .resolve(&opts.image)?
-        .ok_or_else(|| ContainerError::NoImage(opts.image.clone()))?;
-    let (_, config, _) = store.image(&manifest)?;
+    let (_, config) = image_to_run(store, opts, &|_| {})?;
     let argv = command(&config, opts)?;
     network_mode(opts)?;
     let id = new_id();

@@ -22,7 +22,7 @@ pub mod push;
 use std::path::PathBuf;
 
 pub use client::Client;
-pub use pull::{PullEvent, PullOptions, Pulled, pull};
+pub use pull::{PullEvent, PullOptions, Pulled, fetch_images, fetch_raw, pull};
 pub use push::{PushOptions, Pushed, push};
 
 use crate::{reference::ReferenceError, store::StoreError};

@@ -44,6 +44,11 @@ pub struct PullOptions {
     pub platform: Option<Platform>,
     /// Layers fetched at once (0: docker's default of 3).
     pub jobs: usize,
+    /// Set no tag: a build's base for another platform, which must not move the tag off this
+    /// machine's image.
+    pub no_tag: bool,
+    /// `--all-platforms`: every image of an index, and the tag names the index.
+    pub all_platforms: bool,
 }
 
 /// What happens during a pull, for the CLI to show.
@@ -174,7 +179,7 @@ fn pick<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
         m.platform.as_ref().is_some_and(|p| {
             p.os == want.os
                 && p.architecture == want.architecture
-                && (want.variant.is_none() || p.variant == want.variant)
+                && (want.variant.is_none() || p.matches(want))
         })
     })
 }
@@ -242,18 +247,7 @@ fn image_manifest(
                     ),
                 )
             })?;
-            let child = fetch_manifest(client, target, &desc.digest)?;
-            if child.bytes.len() as u64 != desc.size {
-                return Err(refused(
-                    format!("manifest {}", desc.digest),
-                    format!(
-                        "it has {} bytes, the index says {}",
-                        child.bytes.len(),
-                        desc.size
-                    ),
-                ));
-            }
-            child
+            child_manifest(client, target, desc)?
         }
         oci::MEDIA_MANIFEST | DOCKER_MANIFEST => top,
         other => {
@@ -285,7 +279,9 @@ fn expansion_limit(size: u64, ratio: u64) -> Option<u64> {
 }
 
 /// Pulls `reference` into `store`, tagging it with the reference's name (unless it is pinned
-/// by digest only). Holds off `kiln cache prune` until the image is tagged.
+/// by digest only, or `no_tag`). For an index, the image for `opts.platform` (this machine's by
+/// default); with `all_platforms`, every image of it, and the index itself is what the tag
+/// names. Holds off `kiln cache prune` until the image is tagged.
 pub fn pull(
     store: &Store,
     reference: &str,
@@ -297,8 +293,117 @@ pub fn pull(
     let (client, top) = resolve(&target, &opts.registry)?;
     events(PullEvent::Resolved { digest: top.digest });
     let resolved = top.digest;
-    let want = opts.platform.clone().unwrap_or_else(oci::host_platform);
-    let manifest_doc = image_manifest(&client, &target, top, &want)?;
+    let is_index = matches!(top.media_type.as_str(), oci::MEDIA_INDEX | DOCKER_LIST);
+    let (stored, downloaded, present) = if is_index && opts.all_platforms {
+        let index: Index = serde_json::from_slice(&top.bytes)
+            .map_err(|e| refused(format!("index {target}"), e.to_string()))?;
+        let (mut downloaded, mut present) = (0, 0);
+        for entry in &index.manifests {
+            if crate::store::entry_platform(entry).is_none() {
+                continue;
+            }
+            let child = child_manifest(&client, &target, entry)?;
+            let got = pull_image(store, &client, &target, child, opts, events, true)?;
+            downloaded += got.1;
+            present += got.2;
+        }
+        // The index last, as the registry served it: its digest is the reference's.
+        let stored = store.put_blob(&top.bytes)?;
+        (stored, downloaded, present)
+    } else {
+        let want = opts.platform.clone().unwrap_or_else(oci::host_platform);
+        let manifest_doc = image_manifest(&client, &target, top, &want)?;
+        pull_image(store, &client, &target, manifest_doc, opts, events, true)?
+    };
+    store.note_image(&stored)?;
+    store.record_repo_digest(reference, &resolved, &stored)?;
+    // docker tags what was pulled by tag; a reference pinned by digest sets no tag.
+    let tag = match target.digest {
+        None if !opts.no_tag => Some(store.set_tag(reference, &stored)?),
+        _ => None,
+    };
+    Ok(Pulled {
+        target,
+        manifest: stored,
+        resolved,
+        tag,
+        downloaded,
+        present,
+    })
+}
+
+/// The images `reference` names, without their layers: each image manifest (every platform's,
+/// for an index) and config stored, the layers recorded as being in the registry (so a push
+/// to that registry mounts them). What `kiln manifest create` joins; returns the manifests'
+/// digests.
+pub fn fetch_images(
+    store: &Store,
+    reference: &str,
+    opts: &PullOptions,
+) -> Result<Vec<Digest>, RegistryError> {
+    let target = Target::parse(reference)?;
+    let _guard = store.build_guard()?;
+    let (client, top) = resolve(&target, &opts.registry)?;
+    let mut out = Vec::new();
+    if matches!(top.media_type.as_str(), oci::MEDIA_INDEX | DOCKER_LIST) {
+        let index: Index = serde_json::from_slice(&top.bytes)
+            .map_err(|e| refused(format!("index {target}"), e.to_string()))?;
+        for entry in &index.manifests {
+            if crate::store::entry_platform(entry).is_none() {
+                continue;
+            }
+            let child = child_manifest(&client, &target, entry)?;
+            out.push(pull_image(store, &client, &target, child, opts, &|_| {}, false)?.0);
+        }
+    } else {
+        out.push(pull_image(store, &client, &target, top, opts, &|_| {}, false)?.0);
+    }
+    Ok(out)
+}
+
+/// The manifest or index `reference` names, as the registry serves it (its digest checked):
+/// `kiln manifest inspect`. Returns its bytes, media type and digest.
+pub fn fetch_raw(
+    reference: &str,
+    opts: &Options,
+) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+    let target = Target::parse(reference)?;
+    let (_, top) = resolve(&target, opts)?;
+    Ok((top.bytes, top.media_type, top.digest))
+}
+
+/// An index entry's manifest, fetched by digest and checked against the entry's size.
+fn child_manifest(
+    client: &Client,
+    target: &Target,
+    entry: &Descriptor,
+) -> Result<Fetched, RegistryError> {
+    let child = fetch_manifest(client, target, &entry.digest)?;
+    if child.bytes.len() as u64 != entry.size {
+        return Err(refused(
+            format!("manifest {}", entry.digest),
+            format!(
+                "it has {} bytes, the index says {}",
+                child.bytes.len(),
+                entry.size
+            ),
+        ));
+    }
+    Ok(child)
+}
+
+/// One image manifest's config and (with `layers`) its layers fetched, checked and stored,
+/// then the manifest itself; returns its digest, and how many layers were fetched and how
+/// many the store had. Without `layers`, only where each layer is is recorded.
+fn pull_image(
+    store: &Store,
+    client: &Client,
+    target: &Target,
+    manifest_doc: Fetched,
+    opts: &PullOptions,
+    events: &(dyn Fn(PullEvent) + Sync),
+    layers: bool,
+) -> Result<(Digest, usize, usize), RegistryError> {
     let manifest: Manifest = serde_json::from_slice(&manifest_doc.bytes)
         .map_err(|e| refused(format!("manifest {}", manifest_doc.digest), e.to_string()))?;
     let image_what = format!("image {target} ({})", manifest_doc.digest);
@@ -327,7 +432,7 @@ pub fn pull(
         return Err(refused(&image_what, "the config is larger than 16 MiB"));
     }
     if !store.has_blob(&config_digest) {
-        download(store, &client, &target, &manifest.config, None)?;
+        download(store, client, target, &manifest.config, None)?;
     }
     let config: ImageConfig = serde_json::from_slice(&store.read_blob(&config_digest)?)
         .map_err(|e| refused(&image_what, format!("config {config_digest}: {e}")))?;
@@ -351,7 +456,7 @@ pub fn pull(
     // Layers: those missing, `jobs` at a time.
     let mut todo = Vec::new();
     let mut present = 0;
-    for (i, l) in manifest.layers.iter().enumerate() {
+    for (i, l) in manifest.layers.iter().enumerate().filter(|_| layers) {
         let d = Digest::parse(&l.digest).map_err(|e| refused(&image_what, e.to_string()))?;
         if store.has_blob(&d) {
             present += 1;
@@ -386,7 +491,7 @@ pub fn pull(
                 Trust::Bounded(expansion_limit(desc.size, opts.registry.max_expansion))
             },
         };
-        let d = download(store, &client, &target, desc, Some(plan)).map_err(|e| match e {
+        let d = download(store, client, target, desc, Some(plan)).map_err(|e| match e {
             RegistryError::Refused { what, reason } => RegistryError::Refused {
                 what: format!(
                     "{image_what}: layer {} of {} ({what})",
@@ -410,15 +515,17 @@ pub fn pull(
     // The whole image, as `kiln load` checks it; layers verified while they streamed in are
     // not read again.
     let mut good = verified.into_inner().unwrap_or_else(|p| p.into_inner());
-    store
-        .check_image_memo(&manifest, &mut good)
-        .map_err(|e| refused(&image_what, e))?;
+    if layers {
+        store
+            .check_image_memo(&manifest, &mut good)
+            .map_err(|e| refused(&image_what, e))?;
+    }
     let stack: Vec<(Digest, Digest)> = chains
         .iter()
         .zip(&manifest.layers)
         .filter_map(|(c, l)| Some(((*c)?, Digest::parse(&l.digest).ok()?)))
         .collect();
-    if stack.len() == manifest.layers.len() {
+    if layers && stack.len() == manifest.layers.len() {
         store.fill_made_up_parents(
             &stack,
             unpacked_now.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -435,21 +542,7 @@ pub fn pull(
         }
     }
     let stored = store.put_blob(&manifest_doc.bytes)?;
-    store.note_image(&stored)?;
-    store.record_repo_digest(reference, &resolved, &stored)?;
-    // docker tags what was pulled by tag; a reference pinned by digest sets no tag.
-    let tag = match target.digest {
-        None => Some(store.set_tag(reference, &stored)?),
-        Some(_) => None,
-    };
-    Ok(Pulled {
-        target,
-        manifest: stored,
-        resolved,
-        tag,
-        downloaded: todo.len(),
-        present,
-    })
+    Ok((stored, todo.len(), present))
 }
 
 #[cfg(test)]

@@ -112,6 +112,15 @@ fn send_blob(
             _ => {}
         }
     }
+    if !store.has_blob(digest) {
+        return Err(RegistryError::Refused {
+            what,
+            reason: format!(
+                "neither kiln's store nor {} has it: pull the image it belongs to first",
+                target.repo
+            ),
+        });
+    }
     let location = match location {
         Some(l) => l,
         None => {
@@ -147,7 +156,8 @@ fn send_blob(
     Ok(Sent::Uploaded)
 }
 
-/// Pushes the store's image `source` (a tag or manifest digest) as `dest`.
+/// Pushes the store's image `source` (a tag or manifest digest) as `dest`: an image, or an
+/// index with each of its images (pushed by digest) before it.
 pub fn push(
     store: &Store,
     source: &str,
@@ -169,26 +179,74 @@ pub fn push(
             what: source.to_string(),
             message: "no such image in kiln's store".into(),
         })?;
-    let (m, bytes, digest) = store.distributable(&local, opts.compression)?;
     let client = Client::connect(&target.registry, &opts.registry)?;
+    let counts = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
+    let tag = target.tag.clone().unwrap_or_else(|| "latest".into());
+    let (bytes, digest) = if store.read_index(&local)?.is_some() {
+        let (bytes, digest, children) = store.distributable_index(&local, opts.compression)?;
+        for (stored, leaving) in &children {
+            match leaving {
+                Some((m, d)) => {
+                    send_blobs(store, &client, &target, m, opts, events, &counts)?;
+                    put_manifest(&client, &target, &d.to_string(), m, d)?;
+                    store.record_repo_digest(dest, d, stored)?;
+                }
+                // Not in the store: the registry must have it already (an index joined from
+                // images pushed by other runners).
+                None => require_manifest(&client, &target, stored)?,
+            }
+        }
+        (bytes, digest)
+    } else {
+        let (_, bytes, digest) = store.distributable(&local, opts.compression)?;
+        send_blobs(store, &client, &target, &bytes, opts, events, &counts)?;
+        (bytes, digest)
+    };
+    put_manifest(&client, &target, &tag, &bytes, &digest)?;
+    store.record_repo_digest(dest, &digest, &local)?;
+    let [existed, mounted, uploaded] = counts.map(AtomicUsize::into_inner);
+    Ok(Pushed {
+        target,
+        digest,
+        size: bytes.len() as u64,
+        uploaded,
+        mounted,
+        existed,
+    })
+}
+
+/// Sends every blob of the image manifest `bytes` names (its layers and config) that the
+/// registry lacks, `opts.jobs` at once; `counts`: existed, mounted, uploaded.
+fn send_blobs(
+    store: &Store,
+    client: &Client,
+    target: &Target,
+    bytes: &[u8],
+    opts: &PushOptions,
+    events: &(dyn Fn(PushEvent) + Sync),
+    counts: &[AtomicUsize; 3],
+) -> Result<(), RegistryError> {
+    let m: oci::Manifest = serde_json::from_slice(bytes).map_err(|e| RegistryError::Refused {
+        what: format!("manifest {}", Digest::of(bytes)),
+        reason: e.to_string(),
+    })?;
     let mut blobs: Vec<Digest> = Vec::new();
     for d in m.layers.iter().map(|l| &l.digest).chain([&m.config.digest]) {
         let d = Digest::parse(d).map_err(|e| RegistryError::Refused {
-            what: source.to_string(),
+            what: format!("manifest {}", Digest::of(bytes)),
             reason: e.to_string(),
         })?;
         if !blobs.contains(&d) {
             blobs.push(d);
         }
     }
-    let counts = [
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-        AtomicUsize::new(0),
-    ];
     let jobs = if opts.jobs == 0 { 5 } else { opts.jobs };
     crate::parallel::for_each(&blobs, jobs, |d| {
-        let sent = send_blob(store, &client, &target, d)?;
+        let sent = send_blob(store, client, target, d)?;
         let (i, ev) = match sent {
             Sent::Exists => (0, PushEvent::Exists { digest: *d }),
             Sent::Mounted(from) => (1, PushEvent::Mounted { digest: *d, from }),
@@ -203,10 +261,20 @@ pub fn push(
         events(ev);
         store.record_blob_source(d, &client.registry, &target.repo)?;
         Ok::<(), RegistryError>(())
-    })?;
-    let tag = target.tag.as_deref().unwrap_or("latest");
-    let url = client.url(&target.repo, &format!("manifests/{tag}"));
-    let media_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+    })
+}
+
+/// `PUT`s a manifest or index under `reference` (a tag, or its own digest), checking the
+/// digest the registry says it stored.
+fn put_manifest(
+    client: &Client,
+    target: &Target,
+    reference: &str,
+    bytes: &[u8],
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    let url = client.url(&target.repo, &format!("manifests/{reference}"));
+    let media_type = serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_string))
         .unwrap_or_else(|| oci::MEDIA_MANIFEST.to_string());
@@ -215,7 +283,7 @@ pub fn push(
         &url,
         &[target.scope(true)],
         &[("content-type", &media_type)],
-        Payload::Bytes(&bytes),
+        Payload::Bytes(bytes),
     )?;
     if resp.status().as_u16() != 201 {
         return Err(client.failure(resp, &url, &format!("manifest {target}")));
@@ -228,14 +296,41 @@ pub fn push(
             });
         }
     }
-    store.record_repo_digest(dest, &digest, &local)?;
-    let [existed, mounted, uploaded] = counts.map(AtomicUsize::into_inner);
-    Ok(Pushed {
-        target,
-        digest,
-        size: bytes.len() as u64,
-        uploaded,
-        mounted,
-        existed,
-    })
+    Ok(())
+}
+
+/// Checks that the registry has manifest `digest` in `target`'s repository (an index's entry
+/// kiln's store lacks).
+fn require_manifest(
+    client: &Client,
+    target: &Target,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    let url = client.url(&target.repo, &format!("manifests/{digest}"));
+    let accept = [
+        oci::MEDIA_MANIFEST,
+        oci::MEDIA_INDEX,
+        "application/vnd.docker.distribution.manifest.v2+json",
+        crate::store::MEDIA_DOCKER_LIST,
+    ]
+    .join(", ");
+    let resp = client.call(
+        Method::HEAD,
+        &url,
+        &[target.scope(true)],
+        &[("accept", &accept)],
+        Payload::None,
+    )?;
+    match resp.status().as_u16() {
+        200 => Ok(()),
+        404 => Err(RegistryError::Refused {
+            what: format!("manifest {digest}"),
+            reason: format!(
+                "the index names it, but neither kiln's store nor {} has it: pull or push that \
+                 image first",
+                target.repo
+            ),
+        }),
+        _ => Err(client.failure(resp, &url, &format!("manifest {digest}"))),
+    }
 }

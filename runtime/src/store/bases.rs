@@ -41,6 +41,34 @@ impl Store {
         Ok(())
     }
 
+    /// The newest base image recorded for `reference` that is for `platform` and still in
+    /// the store: what a build for another platform pulled (its tag names this machine's).
+    pub fn base_for(
+        &self,
+        reference: &str,
+        platform: &crate::oci::Platform,
+    ) -> Result<Option<Digest>, StoreError> {
+        let rows: Vec<String> = {
+            let conn = self.conn();
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT manifest FROM bases WHERE reference = ?1 ORDER BY last_used DESC",
+                )
+                .map_err(self.db_err())?;
+            stmt.query_map([reference], |r| r.get(0))
+                .map_err(self.db_err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.db_err())?
+        };
+        for m in rows {
+            let Ok(d) = Digest::parse(&m) else { continue };
+            if self.has_blob(&d) && self.platform_manifest(&d, Some(platform)).is_ok() {
+                return Ok(Some(d));
+            }
+        }
+        Ok(None)
+    }
+
     /// Every recorded base image whose manifest is still in the store.
     pub(super) fn bases(&self) -> Result<Vec<Base>, StoreError> {
         let rows: Vec<(String, String, i64, i64, i64)> = {

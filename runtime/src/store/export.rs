@@ -368,6 +368,71 @@ impl Store {
         self.save_as(images, Dest::Stream(w), c)
     }
 
+    /// Adds a multi-platform image to an export: the index (named `name` in `index.json`),
+    /// every image of it, and their blobs. Returns its digest as exported, and the
+    /// `manifest.json` entry of the image for this machine (what docker's classic store loads).
+    fn save_index(
+        &self,
+        manifest: &Digest,
+        name: &str,
+        c: LayerCompression,
+        blobs: &mut BTreeSet<Digest>,
+        index: &mut Index,
+    ) -> Result<(Digest, serde_json::Value), StoreError> {
+        let (bytes, d, children) = self.distributable_index(manifest, c)?;
+        blobs.insert(d);
+        let host = self.platform_manifest(manifest, None)?;
+        let mut host_entry = serde_json::Value::Null;
+        for (stored, leaving) in &children {
+            let Some((m_bytes, m_digest)) = leaving else {
+                return Err(StoreError::BadLayout {
+                    path: self.blob_path(manifest),
+                    reason: format!(
+                        "its image {stored} is not in kiln's store (pull it with \
+                         --all-platforms before saving)"
+                    ),
+                });
+            };
+            blobs.insert(*m_digest);
+            let m: Manifest =
+                serde_json::from_slice(m_bytes).map_err(|e| StoreError::BadLayout {
+                    path: self.blob_path(stored),
+                    reason: e.to_string(),
+                })?;
+            for desc in std::iter::once(&m.config).chain(&m.layers) {
+                blobs.insert(
+                    Digest::parse(&desc.digest).map_err(|e| StoreError::BadLayout {
+                        path: self.blob_path(stored),
+                        reason: e.to_string(),
+                    })?,
+                );
+            }
+            if *stored == host {
+                let path_of =
+                    |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));
+                host_entry = serde_json::json!({
+                    "Config": path_of(&m.config.digest),
+                    "RepoTags": [name],
+                    "Layers": m.layers.iter().map(|l| path_of(&l.digest)).collect::<Vec<_>>(),
+                });
+            }
+        }
+        index.manifests.push(Descriptor {
+            media_type: oci::MEDIA_INDEX.into(),
+            digest: d.to_string(),
+            size: bytes.len() as u64,
+            annotations: BTreeMap::from([
+                ("io.containerd.image.name".to_string(), name.to_string()),
+                (
+                    "org.opencontainers.image.ref.name".to_string(),
+                    name.to_string(),
+                ),
+            ]),
+            platform: None,
+        });
+        Ok((d, host_entry))
+    }
+
     fn save_as(
         &self,
         images: &[(String, Digest)],
@@ -386,6 +451,12 @@ impl Store {
         let mut docker: Vec<serde_json::Value> = Vec::new();
         let mut out = Vec::new();
         for (name, manifest) in images {
+            if self.read_index(manifest)?.is_some() {
+                let (d, host_image) = self.save_index(manifest, name, c, &mut blobs, &mut index)?;
+                docker.push(host_image);
+                out.push(d);
+                continue;
+            }
             let (m, bytes, d) = self.export_manifest(manifest, c)?;
             blobs.insert(d);
             for desc in std::iter::once(&m.config).chain(&m.layers) {

@@ -18,6 +18,19 @@ pub struct ImageSummary {
     pub created: Option<String>,
     /// What the layers hold unpacked, as docker counts it ([`Store::content_size`]).
     pub size: u64,
+    /// The platforms it holds (`linux/amd64`): one, or each image of an index.
+    pub platforms: Vec<String>,
+}
+
+/// An image config's platform, as `--platform` writes it.
+pub fn platform_of(c: &ImageConfig) -> String {
+    crate::oci::Platform {
+        architecture: c.architecture.clone(),
+        os: c.os.clone(),
+        variant: c.variant.clone(),
+    }
+    .normalized()
+    .to_string()
 }
 
 /// What `kiln rmi` removed: tags, and the image ID once nothing names it.
@@ -118,8 +131,13 @@ impl Store {
         let Ok(blob) = Digest::parse(digest) else {
             return Ok(0);
         };
-        Ok(self
-            .layer_entries(&blob)?
+        let entries = match self.layer_entries(&blob) {
+            Ok(e) => e,
+            // A layer only a registry has (an image joined by `kiln manifest create`).
+            Err(_) if !self.has_blob(&blob) => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        Ok(entries
             .iter()
             .map(|e| match e.typeflag {
                 b'0' | b'\0' | b'7' => e.size,
@@ -218,8 +236,9 @@ impl Store {
         }
         let still: std::collections::BTreeSet<String> = self
             .tags()?
-            .into_iter()
-            .map(|t| t.digest.to_string())
+            .iter()
+            .flat_map(|t| self.manifests_of(&t.digest))
+            .map(|d| d.to_string())
             .collect();
         let dangling: Vec<(String, String)> = {
             let conn = self.conn();
@@ -318,6 +337,20 @@ impl Store {
             Err(StoreError::MissingBlob(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if super::is_index(&bytes) {
+            // Each image of an index names itself by its own ID; the index's ID is its digest.
+            for child in self.manifests_of(manifest).into_iter().skip(1) {
+                self.note_image(&child)?;
+            }
+            self.conn()
+                .execute(
+                    "INSERT INTO images (manifest, config, created) VALUES (?1, ?1, ?2)
+                     ON CONFLICT(manifest) DO UPDATE SET created = excluded.created",
+                    rusqlite::params![manifest.to_string(), super::db::now()],
+                )
+                .map_err(self.db_err())?;
+            return Ok(());
+        }
         let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
             return Ok(());
         };
@@ -367,8 +400,29 @@ impl Store {
         Ok(present.into_iter().next().map(|(_, m)| m))
     }
 
+    /// Reads an image's manifest and config: `digest`'s own, or for an index, the image for
+    /// this machine's platform (else its first; [`Store::platform_manifest`]).
+    pub fn image(&self, digest: &Digest) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
+        self.image_of_manifest(&self.platform_manifest(digest, None)?)
+    }
+
+    /// Reads the image for `want` that `digest` names (an index's entry for it, or a manifest
+    /// for it); returns the manifest's digest too.
+    pub fn image_for(
+        &self,
+        digest: &Digest,
+        want: &crate::oci::Platform,
+    ) -> Result<(Digest, Manifest, ImageConfig, Digest), StoreError> {
+        let manifest = self.platform_manifest(digest, Some(want))?;
+        let (m, c, config) = self.image_of_manifest(&manifest)?;
+        Ok((manifest, m, c, config))
+    }
+
     /// Reads a manifest and its config.
-    pub fn image(&self, manifest: &Digest) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
+    pub(super) fn image_of_manifest(
+        &self,
+        manifest: &Digest,
+    ) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
         let bad = |what: &str, e: serde_json::Error| StoreError::BadLayout {
             path: self.blob_path(manifest),
             reason: format!("{what}: {e}"),
@@ -387,6 +441,18 @@ impl Store {
     /// `docker inspect`-shaped JSON for an image.
     pub fn inspect(&self, manifest: &Digest) -> Result<serde_json::Value, StoreError> {
         let (m, c, config) = self.image(manifest)?;
+        let platforms: Vec<String> = self
+            .platforms_of(manifest)?
+            .iter()
+            .map(|(p, _)| p.to_string())
+            .collect();
+        // A multi-platform image's ID is its index's digest (docker's containerd store); the
+        // rest describes the image this machine would run.
+        let id = if self.read_index(manifest)?.is_some() {
+            *manifest
+        } else {
+            config
+        };
         let tags: Vec<String> = self
             .tags()?
             .into_iter()
@@ -416,7 +482,7 @@ impl Store {
             .and_then(|h| h.comment.clone())
             .unwrap_or_default();
         Ok(serde_json::json!({
-            "Id": config.to_string(),
+            "Id": id.to_string(),
             "RepoTags": tags,
             "RepoDigests": self.repo_digests(&config)?,
             "Parent": "",
@@ -433,6 +499,7 @@ impl Store {
             "VirtualSize": size,
             "RootFS": {"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids},
             "Manifest": manifest.to_string(),
+            "Platforms": platforms,
             "History": c.history,
         }))
     }
@@ -444,7 +511,8 @@ impl Store {
         let tagged: std::collections::BTreeSet<Digest> = self
             .tags()?
             .iter()
-            .filter_map(|t| self.image(&t.digest).ok().map(|(_, _, c)| c))
+            .flat_map(|t| self.manifests_of(&t.digest))
+            .filter_map(|d| self.image_of_manifest(&d).ok().map(|(_, _, c)| c))
             .collect();
         let rows: Vec<String> = {
             let conn = self.conn();
@@ -465,6 +533,10 @@ impl Store {
             if !self.has_blob(&manifest) {
                 continue;
             }
+            // An index is listed through its images.
+            if self.read_index(&manifest).ok().flatten().is_some() {
+                continue;
+            }
             let Ok((doc, c, config)) = self.image(&manifest) else {
                 continue;
             };
@@ -475,12 +547,14 @@ impl Store {
             if tagged.contains(&config) || !seen.insert(config) {
                 continue;
             }
+            let platforms = vec![platform_of(&c)];
             out.push(ImageSummary {
                 name: "<none>:<none>".into(),
                 manifest,
                 config,
                 created: c.created,
                 size: self.content_size(&doc)?,
+                platforms,
             });
         }
         Ok(out)
@@ -490,12 +564,21 @@ impl Store {
         let mut out = Vec::new();
         for t in self.tags()? {
             let (m, c, config) = self.image(&t.digest)?;
+            let platforms: Vec<String> = self
+                .platforms_of(&t.digest)?
+                .iter()
+                .map(|(p, _)| p.to_string())
+                .collect();
+            // A multi-platform image's ID is its index's digest, as docker's containerd store
+            // shows it; its size, the image this machine would run.
+            let is_index = self.read_index(&t.digest)?.is_some();
             out.push(ImageSummary {
                 name: t.name,
                 manifest: t.digest,
-                config,
+                config: if is_index { t.digest } else { config },
                 created: c.created,
                 size: self.content_size(&m)?,
+                platforms,
             });
         }
         Ok(out)

@@ -1,8 +1,8 @@
 //! `kiln load`: images from an OCI image layout (a directory, or a tar of one, optionally
 //! gzipped) into the store. Every blob is copied with its digest and size checked, and every
 //! image is checked whole ([`super::integrity`]: media types, sizes, layer count, each layer's
-//! diff_id) before its manifest is stored; a nested index (multi-platform image) contributes
-//! the manifest for this machine's platform.
+//! diff_id) before its manifest is stored; a nested index (multi-platform image) comes in
+//! whole, with every image of it the layout holds.
 
 use std::{
     collections::BTreeMap,
@@ -315,7 +315,7 @@ impl Store {
         Ok(digest)
     }
 
-    /// Imports a manifest (or the host platform's manifest of a nested index).
+    /// Imports a manifest, or a nested index with each of its images the layout holds.
     fn import_descriptor(
         &self,
         dir: &Path,
@@ -327,16 +327,21 @@ impl Store {
             oci::MEDIA_INDEX | "application/vnd.docker.distribution.manifest.list.v2+json" => {
                 let nested: Index =
                     serde_json::from_slice(&bytes).map_err(|e| bad(&path, e.to_string()))?;
-                let host = oci::host_platform();
-                let pick = nested.manifests.iter().find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == host.os && p.architecture == host.architecture)
-                });
-                match pick {
-                    Some(m) => self.import_descriptor(dir, m),
-                    None => Ok(None),
+                // Every image the layout holds (a layout may hold some platforms only, and
+                // attestations are no image); the index is kept whole, naming them all.
+                let mut any = false;
+                for m in &nested.manifests {
+                    if super::entry_platform(m).is_none() || !self.blob_in(dir, m)?.1.is_file() {
+                        continue;
+                    }
+                    if self.import_descriptor(dir, m)?.is_some() {
+                        any = true;
+                    }
                 }
+                if !any {
+                    return Ok(None);
+                }
+                self.copy_blob(dir, desc).map(Some)
             }
             oci::MEDIA_MANIFEST | "application/vnd.docker.distribution.manifest.v2+json" => {
                 let manifest: Manifest =

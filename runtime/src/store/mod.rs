@@ -19,6 +19,7 @@ mod db;
 mod export;
 mod images;
 mod import;
+mod indexes;
 pub(crate) mod integrity;
 mod layerindex;
 mod networks;
@@ -41,6 +42,7 @@ pub use containers::{Container, State as ContainerState};
 pub use export::LayerCompression;
 pub use images::{ImageSummary, Removed};
 pub use import::Loaded;
+pub use indexes::{MEDIA_DOCKER_LIST, entry_platform, is_index};
 pub use integrity::MAX_LAYERS;
 pub use layerindex::FileDigests;
 pub use networks::Network as NetworkInfo;
@@ -90,6 +92,12 @@ pub enum StoreError {
     Conflict(String),
     #[error("image ID prefix {prefix:?} names {count} images: give more of it")]
     Ambiguous { prefix: String, count: usize },
+    #[error("image {image} has no image for {wanted} (it has {have})")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        have: String,
+    },
     #[error("the container name {name:?} is already in use by container {id}")]
     NameInUse { name: String, id: String },
 }

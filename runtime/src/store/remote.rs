@@ -34,6 +34,18 @@ impl Store {
     }
 
     /// The repositories of `registry` known to have `digest`, most recently seen first.
+    /// Whether a registry is known to hold blob `digest` (a layer of an image joined from a
+    /// registry, which kiln's store need not have).
+    pub fn is_remote_blob(&self, digest: &Digest) -> Result<bool, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM blob_sources WHERE digest = ?1)",
+                [digest.to_string()],
+                |r| r.get(0),
+            )
+            .map_err(self.db_err())
+    }
+
     pub fn blob_sources(&self, digest: &Digest, registry: &str) -> Result<Vec<String>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn

@@ -225,9 +225,15 @@ fn n64(v: i64) -> u64 {
 impl Store {
     fn image_needs(&self) -> Result<ImageNeeds, StoreError> {
         let mut needs = ImageNeeds::default();
-        for t in self.tags()? {
-            needs.blobs.insert(t.digest.to_string());
-            if let Ok((m, config, c)) = self.image(&t.digest) {
+        // A tag's image, or every image of a tagged index.
+        let tagged: Vec<Digest> = self
+            .tags()?
+            .iter()
+            .flat_map(|t| self.manifests_of(&t.digest))
+            .collect();
+        for digest in tagged {
+            needs.blobs.insert(digest.to_string());
+            if let Ok((m, config, c)) = self.image_of_manifest(&digest) {
                 needs.blobs.insert(c.to_string());
                 needs
                     .blobs

@@ -85,28 +85,41 @@ impl Store {
             if !have(&t.digest) {
                 missing.push(format!("manifest {}", t.digest));
             } else {
-                reachable.insert(t.digest.hex().to_string());
-                match self.image(&t.digest) {
-                    Ok((m, _, config)) => {
-                        let mut refs = vec![("config", config.to_string())];
-                        refs.extend(m.layers.iter().map(|l| ("layer", l.digest.clone())));
-                        for (what, d) in refs {
-                            match Digest::parse(&d) {
-                                Ok(d) if have(&d) => {
-                                    reachable.insert(d.hex().to_string());
-                                }
-                                _ => missing.push(format!("{what} {d}")),
-                            }
-                        }
-                        // Sizes, media types and each layer's diff_id, as `kiln load` checks.
-                        if missing.is_empty() {
-                            if let Err(e) = self.check_image_memo(&m, &mut checked) {
-                                r.problems.push(format!("tag {}: {e}", t.name));
-                                broken_tags.push(t.name.clone());
-                            }
-                        }
+                // A multi-platform image: the index and each of its images the store holds.
+                for manifest in self.manifests_of(&t.digest) {
+                    reachable.insert(manifest.hex().to_string());
+                    if self.read_index(&manifest).ok().flatten().is_some() {
+                        continue;
                     }
-                    Err(e) => missing.push(format!("manifest {}: {e}", t.digest)),
+                    match self.image_of_manifest(&manifest) {
+                        Ok((m, _, config)) => {
+                            let mut refs = vec![("config", config.to_string())];
+                            refs.extend(m.layers.iter().map(|l| ("layer", l.digest.clone())));
+                            let mut layers_here = true;
+                            for (what, d) in refs {
+                                match Digest::parse(&d) {
+                                    Ok(d) if have(&d) => {
+                                        reachable.insert(d.hex().to_string());
+                                    }
+                                    // Joined by `kiln manifest create` from a registry, which
+                                    // keeps its layers.
+                                    Ok(d) if what == "layer" && self.is_remote_blob(&d)? => {
+                                        layers_here = false;
+                                    }
+                                    _ => missing.push(format!("{what} {d}")),
+                                }
+                            }
+                            // Sizes, media types and each layer's diff_id, as `kiln load`
+                            // checks.
+                            if missing.is_empty() && layers_here {
+                                if let Err(e) = self.check_image_memo(&m, &mut checked) {
+                                    r.problems.push(format!("tag {}: {e}", t.name));
+                                    broken_tags.push(t.name.clone());
+                                }
+                            }
+                        }
+                        Err(e) => missing.push(format!("manifest {manifest}: {e}")),
+                    }
                 }
             }
             if !missing.is_empty() {

@@ -176,11 +176,14 @@ pub(crate) fn copy(
         (cmd, where_),
         span,
     )?;
-    // URLs are downloaded into the step's temporary directory.
-    let tmpdir = ctx
-        .store
-        .root()
-        .join(format!("tmp/copy-{}-{stage}", std::process::id()));
+    // URLs are downloaded into the step's temporary directory: one of its own, also when
+    // builds for several platforms run in this process at once.
+    static STEP: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmpdir = ctx.store.root().join(format!(
+        "tmp/copy-{}-{stage}-{}",
+        std::process::id(),
+        STEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let checksum = expand_opt(ctx, st, c.checksum.as_ref(), span)?;
     let downloaded = remote::download_all(
         &urls,

@@ -55,9 +55,9 @@ pub(crate) fn from_source(
         }
         Some(crate::graph::Source::Context(n)) => match ctx.opts.build_contexts.get(&n) {
             Some(crate::exec::NamedContext::Dir(dir)) => From::Dir(snapshot_dir(ctx, dir)?),
-            Some(crate::exec::NamedContext::Image(r)) => {
-                From::State(Box::new(crate::exec::load_image(ctx, r, span)?))
-            }
+            Some(crate::exec::NamedContext::Image(r)) => From::State(Box::new(
+                crate::exec::load_image(ctx, r, span, &ctx.stage_platform(stage)?)?,
+            )),
             None => {
                 return Err(BuildError::at(
                     span,
@@ -65,7 +65,12 @@ pub(crate) fn from_source(
                 ));
             }
         },
-        _ => From::State(Box::new(crate::exec::load_image(ctx, f, span)?)),
+        _ => From::State(Box::new(crate::exec::load_image(
+            ctx,
+            f,
+            span,
+            &ctx.stage_platform(stage)?,
+        )?)),
     })
 }
 
