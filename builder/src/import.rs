@@ -2,7 +2,7 @@
 //! usual way to turn a `debootstrap` tree or a VM's disk into a base image). The tarball may be
 //! plain or compressed (gzip, bzip2, xz, zstd: found by its first bytes); its tar becomes the
 //! image's one layer as it is, after the layer reader has read every entry of it. The config
-//! is this machine's platform with `--change` instructions applied (as `kiln commit`'s), and
+//! is this machine's platform (or `--platform`'s) with `--change` instructions applied (as `kiln commit`'s), and
 //! one history entry: the message, or `Imported from SOURCE`, as docker writes it.
 
 use std::io::Read;
@@ -24,6 +24,8 @@ pub struct ImportOptions {
     pub message: Option<String>,
     /// `-c`: Dockerfile instructions applied to the config.
     pub changes: Vec<String>,
+    /// `--platform`: the platform the config says (default: this machine's).
+    pub platform: Option<oci::Platform>,
 }
 
 /// Why an import failed, naming the source or the change.
@@ -84,10 +86,11 @@ pub fn import(
         source_name: opts.source.clone(),
         why,
     };
+    let platform = opts.platform.clone().unwrap_or_else(oci::host_platform);
     let mut config = ImageConfig {
-        architecture: oci::host_platform().architecture,
-        os: oci::host_platform().os,
-        variant: oci::host_platform().variant,
+        architecture: platform.architecture,
+        os: platform.os,
+        variant: platform.variant,
         rootfs: oci::RootFs {
             kind: "layers".into(),
             diff_ids: Vec::new(),

@@ -209,6 +209,51 @@ pub fn register(defs: &[Definition]) -> Result<Vec<String>, BinfmtError> {
     Ok(done)
 }
 
+/// The ELF machine (`e_machine`) of a program's first bytes; `None` when they are not an ELF
+/// header (a script, a short file).
+pub fn elf_machine(header: &[u8]) -> Option<u16> {
+    if header.len() < 20 || &header[..4] != b"\x7fELF" {
+        return None;
+    }
+    let bytes = [header[18], header[19]];
+    Some(match header[5] {
+        2 => u16::from_be_bytes(bytes),
+        _ => u16::from_le_bytes(bytes),
+    })
+}
+
+/// The ELF machines an architecture's programs have (OCI's names).
+pub fn machines_of(architecture: &str) -> &'static [u16] {
+    match architecture {
+        "amd64" => &[62],
+        "386" => &[3],
+        "arm64" => &[183],
+        "arm" => &[40],
+        "riscv64" => &[243],
+        "ppc64le" | "ppc64" => &[21],
+        "s390x" => &[22],
+        "mips64le" | "mips64" | "mipsle" | "mips" => &[8],
+        "loong64" => &[258],
+        _ => &[],
+    }
+}
+
+/// The OCI architecture an ELF machine is, for messages.
+pub fn architecture_of(machine: u16) -> Option<&'static str> {
+    Some(match machine {
+        62 => "amd64",
+        3 => "386",
+        183 => "arm64",
+        40 => "arm",
+        243 => "riscv64",
+        21 => "ppc64le",
+        22 => "s390x",
+        8 => "mips64le",
+        258 => "loong64",
+        _ => return None,
+    })
+}
+
 /// What running programs for a platform takes, given the handlers registered, the emulators
 /// installed and whether kiln may register one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,6 +427,26 @@ mod tests {
             why(emulation(&riscv, &[handler("POF", true)], &[def], true))
                 .contains("needs an emulator")
         );
+    }
+
+    #[test]
+    fn elf_machines_are_read_from_headers() {
+        let mut h = [0u8; 20];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[5] = 1;
+        h[18..20].copy_from_slice(&183u16.to_le_bytes());
+        assert_eq!(elf_machine(&h), Some(183));
+        assert_eq!(architecture_of(183), Some("arm64"));
+        h[5] = 2;
+        h[18..20].copy_from_slice(&22u16.to_be_bytes());
+        assert_eq!(elf_machine(&h), Some(22));
+        assert_eq!(elf_machine(b"#!/bin/sh\necho hi\n"), None);
+        assert_eq!(elf_machine(&h[..10]), None);
+        assert!(machines_of("amd64").contains(&62) && machines_of("plan9").is_empty());
+        // This test's own program is this machine's.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        let arch = crate::oci::host_platform().architecture;
+        assert!(machines_of(&arch).contains(&elf_machine(&me[..20]).unwrap()));
     }
 
     #[test]

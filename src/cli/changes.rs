@@ -151,6 +151,9 @@ pub struct ImportArgs {
     /// The history entry's comment (default: `Imported from SOURCE`)
     #[arg(short, long)]
     pub message: Option<String>,
+    /// The platform the files are for (`linux/arm64`; default: this machine's)
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     /// The tarball: a file, an http(s) URL, or - for stdin (plain, gzip, bzip2, xz or zstd)
     pub source: String,
     /// `REPOSITORY[:TAG]` for the image
@@ -169,6 +172,11 @@ pub fn import(root: Option<&Path>, args: ImportArgs) -> anyhow::Result<ExitCode>
         tag: args.reference.clone(),
         message: args.message.clone(),
         changes: args.change.clone(),
+        platform: args
+            .platform
+            .as_deref()
+            .map(super::registry::platform)
+            .transpose()?,
     };
     let done = if args.source == "-" {
         kiln_builder::import::import(&store, std::io::stdin().lock(), &opts)

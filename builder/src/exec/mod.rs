@@ -11,6 +11,7 @@
 mod copy;
 mod ctx;
 mod dispatch;
+mod elfcheck;
 pub mod fsutil;
 mod gofmt;
 mod metadata;

@@ -140,13 +140,6 @@ pub(crate) fn run(
     let (entry, hit) = match cached {
         Some(e) => (e, true),
         None => {
-            // Another platform's programs run through the kernel's binfmt_misc handler for
-            // it (QEMU, registered with the fix-binary flag so the image needs no emulator).
-            let platform = st.platform();
-            if !platform.is_host() {
-                kiln_runtime::binfmt::ensure_emulator(&platform)
-                    .map_err(|e| BuildError::at(ins.span, format!("{}: {e}", short(&ins.text))))?;
-            }
             let mut spec = Spec::new(std::path::Path::new(""), argv);
             spec.env = env;
             // As runc does for BuildKit: HOME from the user's passwd entry when the
@@ -267,6 +260,22 @@ fn run_in_sandbox(
     let other =
         |what: &str, e: &dyn std::fmt::Display| BuildError::Other(format!("{name}: {what}: {e}"));
     let mut lower = lower_dirs(ctx, st)?;
+    let path = spec
+        .env
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    if let Some(argv0) = spec.args.first() {
+        super::elfcheck::check(st, argv0, path, &spec.cwd, &lower)
+            .map_err(|e| BuildError::at(ins.span, format!("{}: {e}", short(&ins.text))))?;
+    }
+    // Another platform's programs run through the kernel's binfmt_misc handler for it (QEMU,
+    // registered with the fix-binary flag so the image needs no emulator).
+    let platform = st.platform();
+    if !platform.is_host() {
+        kiln_runtime::binfmt::ensure_emulator(&platform)
+            .map_err(|e| BuildError::at(ins.span, format!("{}: {e}", short(&ins.text))))?;
+    }
     let dir = tempfile::Builder::new()
         .prefix("run-")
         .tempdir_in(ctx.store.root().join("tmp"))
