@@ -58,7 +58,7 @@ pub(super) fn check(
             return Ok(());
         }
         let is = binfmt::architecture_of(machine)
-            .map_or_else(|| format!("ELF machine {machine}"), |a| format!("{a}"));
+            .map_or_else(|| format!("ELF machine {machine}"), |a| a.to_string());
         return Err(format!(
             "{c} is a program for {is}, but the stage is for {platform}: its base image's \
              config names another platform than its files are for; use a base image built for \
