@@ -124,7 +124,7 @@ time_it() { # name command
 printf '%-10s %10s %10s %8s\n' workload kiln buildah ratio
 for w in cross emulated shell; do
   k=$(time_it "kiln-$w" "$KILN build -q --no-cache --platform linux/amd64,linux/arm64 -t bench/$w:multi -f $WORK/ctx/$w.Dockerfile $WORK/ctx")
-  b=$(time_it "buildah-$w" "$BUILDAH build -q --no-cache --layers=false --tls-verify=false --platform linux/amd64,linux/arm64 --manifest bench-$w-\$RANDOM -f $WORK/ctx/$w.Dockerfile $WORK/ctx")
+  b=$(time_it "buildah-$w" "$BUILDAH build -q --no-cache --layers=false --tls-verify=false --platform linux/amd64,linux/arm64 --manifest bench-$w-\$(date +%s%N) -f $WORK/ctx/$w.Dockerfile $WORK/ctx")
   ratio=$(python3 -c "print(f'{$k/$b:.2f}x')" 2>/dev/null || echo "-")
   printf '%-10s %9ss %9ss %8s\n' "$w" "$k" "$b" "$ratio"
 done

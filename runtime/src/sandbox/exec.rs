@@ -151,6 +151,7 @@ pub fn exec(
             // /proc entries (exe, fd) stay root's and closed to the container.
             rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+            super::child::restore_transparent_huge_pages();
             for fd in &cgroup_fds {
                 // SAFETY: descriptors opened before the fork and kept open by `cgroups`, which
                 // outlives the spawn.

@@ -331,6 +331,8 @@ impl Store {
                 // attestations are no image); the index is kept whole, naming them all.
                 let mut any = false;
                 for m in &nested.manifests {
+                    // Images only ([`super::entry_platform`]): an index nested deeper is left
+                    // out, so a hostile layout cannot nest indexes without end.
                     if super::entry_platform(m).is_none() || !self.blob_in(dir, m)?.1.is_file() {
                         continue;
                     }

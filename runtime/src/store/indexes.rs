@@ -33,9 +33,17 @@ pub fn is_index(bytes: &[u8]) -> bool {
     }
 }
 
-/// The platform an index entry is for; `None` for entries that are no image (attestations:
-/// BuildKit's `unknown/unknown`).
+/// The platform an index entry is for; `None` for entries that are no image: attestations
+/// (BuildKit's `unknown/unknown`), and indexes nested in the index (OCI allows them, no tool
+/// writes them, and following them would let a hostile index nest without end).
 pub fn entry_platform(d: &Descriptor) -> Option<Platform> {
+    let image = matches!(
+        d.media_type.as_str(),
+        oci::MEDIA_MANIFEST | "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    if !image {
+        return None;
+    }
     let p = d.platform.as_ref()?;
     (p.os != "unknown" && p.architecture != "unknown").then(|| p.normalized())
 }
@@ -296,6 +304,7 @@ mod tests {
     #[test]
     fn attestation_entries_are_no_platform() {
         let d = |os: &str, arch: &str| Descriptor {
+            media_type: oci::MEDIA_MANIFEST.into(),
             platform: Some(Platform {
                 os: os.into(),
                 architecture: arch.into(),
@@ -308,5 +317,10 @@ mod tests {
             entry_platform(&d("linux", "aarch64")).unwrap().to_string(),
             "linux/arm64"
         );
+        let nested = Descriptor {
+            media_type: oci::MEDIA_INDEX.into(),
+            ..d("linux", "amd64")
+        };
+        assert_eq!(entry_platform(&nested), None);
     }
 }
