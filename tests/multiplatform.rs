@@ -140,6 +140,25 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         env.ok(r, &["run", "--rm", &name]),
         expected("x86_64", "amd64")
     );
+    // The files of each platform, as BuildKit's local exporter writes them (from the cache).
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    env.ok(
+        r,
+        &[
+            "build",
+            "-q",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            &dest,
+            ctx.path().to_str().unwrap(),
+        ],
+    );
+    for (dir, arch) in [("linux_amd64", "x86_64\n"), ("linux_arm64", "aarch64\n")] {
+        let got = std::fs::read_to_string(out.path().join(dir).join("arch")).unwrap();
+        assert_eq!(got, arch, "{dir}");
+    }
 
     // The registry serves an OCI index of the two.
     let raw = Command::new("skopeo")

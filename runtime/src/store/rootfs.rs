@@ -84,6 +84,9 @@ impl Store {
         dest: &Path,
         as_dir: bool,
     ) -> Result<(), StoreError> {
+        if self.read_index(manifest)?.is_some() {
+            return self.export_platforms(manifest, dest, as_dir);
+        }
         self.with_flattened(manifest, |view, files| {
             if as_dir {
                 write_dir(view, files, dest)
@@ -96,12 +99,41 @@ impl Store {
         })
     }
 
+    /// A multi-platform image's files, as BuildKit's local exporter writes them: one directory
+    /// per platform under `dest`, named for it with `_` for `/` (`linux_arm64`). A tar of
+    /// several platforms is refused, naming what to use.
+    fn export_platforms(
+        &self,
+        index: &Digest,
+        dest: &Path,
+        as_dir: bool,
+    ) -> Result<(), StoreError> {
+        if !as_dir {
+            return Err(StoreError::Destination {
+                path: dest.to_path_buf(),
+                reason: "a multi-platform image's files go to a directory (-o type=local, one \
+                         subdirectory per platform) or its images to an OCI archive (-o \
+                         type=oci)"
+                    .into(),
+            });
+        }
+        for (platform, manifest) in self.platforms_of(index)? {
+            let sub = dest.join(platform.to_string().replace('/', "_"));
+            std::fs::create_dir_all(&sub).map_err(io_err(&sub))?;
+            self.export_rootfs(&manifest, &sub, true)?;
+        }
+        Ok(())
+    }
+
     /// [`Store::export_rootfs`] as a tar written to `w` (`-o type=tar,dest=-`).
     pub fn export_rootfs_to(
         &self,
         manifest: &Digest,
         w: &mut dyn std::io::Write,
     ) -> Result<(), StoreError> {
+        if self.read_index(manifest)?.is_some() {
+            return self.export_platforms(manifest, Path::new("-"), false);
+        }
         self.with_flattened(manifest, |view, files| {
             write_tar(view, files, w, Path::new("-"))?;
             w.flush().map_err(io_err(Path::new("-")))
