@@ -126,6 +126,13 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         platforms(&env, r, &name),
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // `images --tree` lists the platforms under the name.
+    let tree = env.ok(r, &["images", "--tree", &name]);
+    let lines: Vec<&str> = tree.lines().collect();
+    assert_eq!(lines.len(), 4, "{tree}");
+    assert!(lines[1].starts_with(&name), "{tree}");
+    assert!(lines[2].starts_with("├─ linux/amd64"), "{tree}");
+    assert!(lines[3].starts_with("└─ linux/arm64"), "{tree}");
     // Each image ran its RUN on its own platform (natively, and under QEMU), and got the
     // cross stage built for it on the build platform.
     for (platform, arch, goarch) in [

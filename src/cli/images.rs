@@ -29,6 +29,9 @@ pub struct ImagesArgs {
     /// `since=IMAGE`
     #[arg(short, long = "filter", value_name = "KEY=VALUE")]
     pub filter: Vec<String>,
+    /// Each image with the platforms it holds below it (docker's `image ls --tree`)
+    #[arg(long, conflicts_with_all = ["quiet", "digests"])]
+    pub tree: bool,
 }
 
 /// One of docker's `images --filter`s, read once (an image a filter names resolved once).
@@ -183,6 +186,10 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
             i.config.hex()[..12].to_string()
         }
     };
+    if args.tree {
+        out!("{}", tree(&store, &list, &id_of)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.quiet {
         // One line per row, as docker's `-q` (an image under two tags twice).
         for i in &list {
@@ -271,6 +278,38 @@ pub fn images(root: Option<&Path>, args: ImagesArgs) -> anyhow::Result<ExitCode>
     )?;
     out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kiln images --tree`: each image's row, then one row per platform it holds (its own
+/// manifest's digest as the ID, and the size of that platform's image).
+fn tree(
+    store: &kiln_runtime::store::Store,
+    list: &[kiln_runtime::store::ImageSummary],
+    id_of: &dyn Fn(&kiln_runtime::store::ImageSummary) -> String,
+) -> anyhow::Result<String> {
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for i in list {
+        rows.push(vec![
+            i.name.clone(),
+            id_of(i),
+            table::size_precision(i.size, 3),
+        ]);
+        let platforms = store.platforms_of(&i.manifest)?;
+        let n = platforms.len();
+        for (k, (platform, manifest)) in platforms.into_iter().enumerate() {
+            let size = store
+                .image(&manifest)
+                .and_then(|(m, _, _)| store.content_size(&m))
+                .map_or_else(|_| "-".to_string(), |n| table::size_precision(n, 3));
+            let branch = if k + 1 == n { "└─" } else { "├─" };
+            rows.push(vec![
+                format!("{branch} {platform}"),
+                manifest.hex()[..12].to_string(),
+                size,
+            ]);
+        }
+    }
+    Ok(table::render(&["IMAGE", "ID", "SIZE"], &rows))
 }
 
 pub fn tag(root: Option<&Path>, args: TagArgs) -> anyhow::Result<ExitCode> {
