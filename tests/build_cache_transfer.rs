@@ -571,3 +571,103 @@ fn a_shared_cache_mount_with_a_device_node_is_refused() {
     assert!(err.contains("device node"), "{err}");
     assert_eq!(ok(b.path(), &["run", "--rm", "read", "cat", "/seen"]).0, "");
 }
+
+/// A remote hit is lazy: fresh runner B, whose every step hits A's registry cache, downloads
+/// no layer (the registry's log says which blobs it served), pushes the same image as A to the
+/// same registry by mounting A's blobs, and fetches a layer only when something needs its
+/// files (`kiln run`).
+#[test]
+fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
+    const TEST: &str = "a_remote_hit_downloads_no_layer_and_its_push_mounts_them";
+    if !common::can_sandbox(TEST) || !common::have("docker-registry", TEST) {
+        return;
+    }
+    let reg = common::registry::Registry::start_logged();
+    let ctx = context(
+        "FROM kiln.local/busybox\n\
+         COPY src /src\n\
+         RUN cat /src/a > /built && date +%s%N >> /built\n\
+         ENV APP=demo\n\
+         RUN echo ready > /ready\n\
+         CMD [\"cat\", \"/built\", \"/ready\"]\n",
+    );
+    std::fs::create_dir_all(ctx.path().join("src")).unwrap();
+    std::fs::write(ctx.path().join("src/a"), "source\n").unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let cache = format!("{}/team/app:buildcache", reg.host());
+    let to = format!("type=registry,ref={cache},mode=max");
+    let a = store_with_base();
+    let a_image = format!("{}/team/app:a", reg.host());
+    let (a_out, _) = ok(
+        a.path(),
+        &[
+            "build",
+            "-q",
+            "-t",
+            &a_image,
+            "--push",
+            "--cache-to",
+            &to,
+            c,
+        ],
+    );
+    let a_digest = common::registry::Env::plain().ok(a.path(), &["push", "-q", &a_image]);
+
+    let b = store_with_base();
+    let before = reg.requests().len();
+    // Another repository of the registry: its blobs are mounted from the cache's.
+    let b_image = format!("{}/other/app:b", reg.host());
+    let from = format!("type=registry,ref={cache}");
+    let (b_out, progress) = ok(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            &b_image,
+            "--cache-from",
+            &from,
+            "--push",
+            c,
+        ],
+    );
+    assert_eq!(cached_and_ran(&progress), (3, 0), "{progress}");
+    let served: Vec<String> = reg.requests()[before..].to_vec();
+    let layer_gets: Vec<&String> = served
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .collect();
+    // The cache's config is the one blob fetched: no layer was downloaded.
+    assert_eq!(layer_gets.len(), 1, "{served:#?}");
+    assert!(
+        served
+            .iter()
+            .any(|r| r.starts_with("POST ") && r.contains("mount=")),
+        "{served:#?}"
+    );
+    // The same image as A's: its ID, and the digest the registry serves.
+    assert_eq!(a_out.trim().len(), 71, "{a_out}");
+    assert!(b_out.is_empty() || !b_out.contains("error"), "{b_out}");
+    assert_eq!(id(b.path(), &b_image), id(a.path(), &a_image));
+    let b_digest = common::registry::Env::plain().ok(b.path(), &["push", "-q", &b_image]);
+    assert_eq!(b_digest.trim(), a_digest.trim());
+    // The store is consistent while only the registry has those layers.
+    let (out, _) = ok(b.path(), &["store", "verify"]);
+    assert!(out.contains(" 0 problems"), "{out}");
+    // Running it needs its files: fetched now, checked, and run.
+    let before = reg.requests().len();
+    let (out, _) = ok(b.path(), &["run", "--rm", &b_image]);
+    assert!(
+        out.starts_with("source\n") && out.ends_with("ready\n"),
+        "{out}"
+    );
+    let fetched = reg.requests()[before..]
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        fetched, 3,
+        "the COPY's layer and the two RUN layers: {fetched}"
+    );
+}

@@ -365,6 +365,7 @@ fn shown(spec: &transfer::Spec) -> String {
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
+    super::registry::fetch_layers_with(&store, &args.registry)?;
     let (mut opts, name, text) = options(&store, &args)?;
     let mode = match (args.quiet, args.progress) {
         (true, _) | (_, Progress::Quiet) => render::progress::Mode::Quiet,

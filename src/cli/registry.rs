@@ -191,6 +191,7 @@ pub fn push_image(
 
 pub fn push(root: Option<&std::path::Path>, args: PushArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
+    fetch_layers_with(&store, &args.registry)?;
     let pushed = push_image(
         &store,
         &args.image,
@@ -335,6 +336,16 @@ pub fn logout(args: LogoutArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Lets the store fetch the layers it knows a registry has (a remote cache hit's, an image
+/// joined by `kiln manifest create`) when a command needs their files.
+pub fn fetch_layers_with(
+    store: &kiln_runtime::store::Store,
+    flags: &RegistryFlags,
+) -> anyhow::Result<()> {
+    registry::install_fetcher(store, &flags.options()?);
+    Ok(())
+}
+
 /// `--pull` of `kiln run`, as docker's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum PullPolicy {
@@ -352,9 +363,15 @@ pub fn pull_for_run(
     flags: &RegistryFlags,
 ) -> anyhow::Result<()> {
     // With `--platform`, an image for another platform under the name is no image.
-    let present = store
-        .resolve(image)?
-        .is_some_and(|d| store.has_runnable(&d, platform));
+    let named = store.resolve(image)?;
+    let present = named.is_some_and(|d| store.has_runnable(&d, platform));
+    if let (Some(d), true) = (named, present) {
+        // Layers only a registry has come in now, before anything starts.
+        fetch_layers_with(store, flags)?;
+        store
+            .fetch_missing_layers(&d, platform)
+            .with_context(|| format!("cannot fetch the layers of {image}"))?;
+    }
     match policy {
         PullPolicy::Never => return Ok(()),
         PullPolicy::Missing if present => return Ok(()),

@@ -22,6 +22,7 @@ pub struct Args {
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
+    super::registry::fetch_layers_with(&store, &Default::default())?;
     let mut list = Vec::new();
     for name in &args.images {
         let Some(d) = store.resolve(name)? else {

@@ -378,12 +378,19 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             config.rootfs.diff_ids.len()
         )));
     }
-    // Layers came in as they were sent (compressed): the cache's entries name them by their
-    // uncompressed form, which the store keeps.
+    // The cache's entries name layers by their uncompressed form (diff_id). A layer that came
+    // in (a local cache) is kept in that form, as the store keeps its own; a layer only the
+    // registry has (a registry cache, read without its layers) is recorded as being there,
+    // and fetched when a build first needs its files: a hit alone costs no download, and a
+    // push to that registry mounts it.
     for (l, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
         let blob = Digest::parse(&l.digest).map_err(|e| not_a_cache(e.to_string()))?;
         let diff_id = Digest::parse(diff_id).map_err(|e| not_a_cache(e.to_string()))?;
-        store.expand_layer(&diff_id, &blob)?;
+        if store.has_blob(&blob) {
+            store.expand_layer(&diff_id, &blob)?;
+        } else {
+            store.record_remote_layer(l, &diff_id)?;
+        }
     }
     let mut added = 0;
     for e in &config.cache.entries {
@@ -395,7 +402,7 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             )));
         }
         let layer = Digest::parse(&e.layer).map_err(|err| not_a_cache(err.to_string()))?;
-        if !store.has_blob(&layer) {
+        if !store.has_blob(&layer) && store.remote_layer_of(&layer)?.is_none() {
             continue;
         }
         if store.cache_peek(&e.key)?.is_none() {
@@ -406,6 +413,7 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
                 description: e.description.clone(),
                 created: e.created,
                 origin: Some(what.to_string()),
+                remote: None,
             })?;
             added += 1;
         }
@@ -418,6 +426,13 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             )));
         }
         let layer = Digest::parse(&m.layer).map_err(|err| not_a_cache(err.to_string()))?;
+        // A cache mount's files are read now: fetched when only the registry has them.
+        if let (false, Some(r)) = (store.has_blob(&layer), store.remote_layer_of(&layer)?) {
+            let blob =
+                Digest::parse(&r.descriptor.digest).map_err(|e| not_a_cache(e.to_string()))?;
+            store.ensure_blob(&blob)?;
+            store.expand_layer(&layer, &blob)?;
+        }
         seed_mount(store, &m.id, &layer)?;
     }
     let times: Vec<(String, i64)> = config
@@ -648,31 +663,17 @@ pub fn import_from(
             Ok(added)
         }
         Location::Registry(reference) => {
-            let had = store.resolve_tag(reference).ok().flatten();
+            // Its manifest and config only: the layers stay in the registry until a build
+            // needs their files (a hit needs none). Nothing is named by it.
             let opts = kiln_runtime::registry::PullOptions {
                 registry: registry.clone(),
-                platform: None,
-                jobs: 0,
-                no_tag: false,
-                all_platforms: false,
+                ..Default::default()
             };
-            let pulled = kiln_runtime::registry::pull(store, reference, &opts, &|_| {})?;
-            // A cache artifact is no image: it leaves no name behind (an image with an inline
-            // cache is an image, and keeps the name it was pulled by, as a pull does).
-            let artifact = store
-                .image(&pulled.manifest)
-                .is_ok_and(|(m, _, _)| m.config.media_type == CONFIG_MEDIA_TYPE);
-            if let (Some(t), true) = (&pulled.tag, artifact) {
-                match had {
-                    Some(d) => {
-                        store.set_tag(t, &d)?;
-                    }
-                    None => {
-                        let _ = store.remove_tag(t);
-                    }
-                }
+            let mut added = 0;
+            for manifest in kiln_runtime::registry::fetch_images(store, reference, &opts)? {
+                added += import(store, &manifest, reference)?;
             }
-            Ok(import(store, &pulled.manifest, reference)?)
+            Ok(added)
         }
         Location::Inline => Ok(0),
     }

@@ -162,12 +162,19 @@ pub(crate) fn run(
                 description: ctx.description(name, st),
                 created: ctx.now,
                 origin: None,
+                remote: None,
             };
             ctx.store.cache_put(&e)?;
             (e, false)
         }
     };
-    if ctx.store.layer_entries(&entry.layer)?.is_empty() {
+    // A remote hit's files are not read for this: a tar of at most its end marker (1024 bytes)
+    // holds no entry, and any entry takes a 512-byte header more.
+    let empty = match &entry.remote {
+        Some(_) => entry.size <= 1024,
+        None => ctx.store.layer_entries(&entry.layer)?.is_empty(),
+    };
+    if empty {
         // Nothing changed: no layer, an empty_layer history entry (as BuildKit's exporter).
         st.key = key;
         ctx.history(st, created_by, true);

@@ -16,12 +16,14 @@ mod auth;
 mod blob;
 pub mod client;
 pub mod credentials;
+pub mod fetch;
 pub mod pull;
 pub mod push;
 
 use std::path::PathBuf;
 
 pub use client::Client;
+pub use fetch::install_fetcher;
 pub use pull::{PullEvent, PullOptions, Pulled, fetch_images, fetch_raw, pull};
 pub use push::{PushOptions, Pushed, push};
 

@@ -450,6 +450,12 @@ fn pull_image(
     for d in &config.rootfs.diff_ids {
         diff_ids.push(Digest::parse(d).map_err(|e| refused(&image_what, format!("diff_id: {e}")))?);
     }
+    if !layers {
+        // Each layer is known to be this registry's, as what it is: fetched when needed.
+        for (l, diff_id) in manifest.layers.iter().zip(&diff_ids) {
+            store.record_remote_layer(l, diff_id)?;
+        }
+    }
     let chains: Vec<Option<Digest>> = (0..diff_ids.len())
         .map(|i| crate::oci::chain_id(&diff_ids[..=i]))
         .collect();

@@ -19,6 +19,10 @@ pub struct CacheEntry {
     /// Where an imported entry came from (`--cache-from`'s reference or directory); `None` for
     /// a step this store ran.
     pub origin: Option<String>,
+    /// For an entry whose layer only a registry has (a remote cache hit): the layer as that
+    /// registry has it (compressed), which a build uses as it is and fetches only when it
+    /// needs the files ([`Store::ensure_blob`]).
+    pub remote: Option<crate::oci::Descriptor>,
 }
 
 pub(super) const SCHEMA: &str = "
@@ -67,21 +71,29 @@ impl Store {
                 )),
             }
         };
+        // The connection's lock is not held across the lookups below, which take it again.
+        drop(conn);
         let Some((layer, size, description, created, origin)) = row else {
             return Ok(None);
         };
         let Ok(layer) = Digest::parse(&layer) else {
             return Ok(None);
         };
-        if !self.has_blob(&layer) {
-            return Ok(None);
-        }
+        let remote = if self.has_blob(&layer) {
+            None
+        } else {
+            match self.remote_layer_of(&layer)? {
+                Some(r) => Some(r.descriptor),
+                None => return Ok(None),
+            }
+        };
         if used {
-            conn.execute(
-                "UPDATE cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
-                rusqlite::params![key, now()],
-            )
-            .map_err(self.db_err())?;
+            self.conn()
+                .execute(
+                    "UPDATE cache SET last_used = ?2, uses = uses + 1 WHERE key = ?1",
+                    rusqlite::params![key, now()],
+                )
+                .map_err(self.db_err())?;
         }
         Ok(Some(CacheEntry {
             key: key.to_string(),
@@ -90,6 +102,7 @@ impl Store {
             description,
             created,
             origin,
+            remote,
         }))
     }
 

@@ -187,6 +187,7 @@ impl Store {
         if diff_id == compressed {
             return Ok(());
         }
+        self.ensure_blob(compressed)?;
         let src = self.blob_path(compressed);
         let mut magic = [0u8; 4];
         {
@@ -252,6 +253,7 @@ impl Store {
                 }
             }
         }
+        self.ensure_blob(diff_id)?;
         let src = self.blob_path(diff_id);
         let mut input = std::fs::File::open(&src).map_err(io_err(&src))?;
         let blob = self.new_blob_file()?;
@@ -493,6 +495,10 @@ impl Store {
                 "Layers": m.layers.iter().map(|l| path_of(&l.digest)).collect::<Vec<_>>(),
             }));
             out.push(d);
+        }
+        // Layers only a registry had (a remote cache hit) come in now, when they are needed.
+        for d in &blobs {
+            self.ensure_blob(d)?;
         }
         let files: Vec<(String, Vec<u8>)> = vec![
             (

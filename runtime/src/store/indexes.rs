@@ -126,16 +126,40 @@ impl Store {
     }
 
     /// Whether the store can run `digest`'s image for `want` (this machine's, else the first,
-    /// when `None`): it has the image and every layer of it (an image joined from a registry
-    /// by `kiln manifest create` has none).
+    /// when `None`): it has the image and every layer of it, or knows the layer is a registry's
+    /// (a remote cache hit's, fetched when needed). An image joined from a registry by `kiln
+    /// manifest create` has none of its layers, and is pulled instead.
     pub fn has_runnable(&self, digest: &Digest, want: Option<&Platform>) -> bool {
         self.platform_manifest(digest, want)
             .and_then(|m| self.image_of_manifest(&m))
             .is_ok_and(|(m, _, _)| {
-                m.layers
-                    .iter()
-                    .all(|l| Digest::parse(&l.digest).is_ok_and(|d| self.has_blob(&d)))
+                m.layers.iter().all(|l| {
+                    Digest::parse(&l.digest).is_ok_and(|d| {
+                        self.has_blob(&d) || self.remote_layer(&d).ok().flatten().is_some()
+                    })
+                })
             })
+    }
+
+    /// Fetches each layer of `digest`'s image for `want` that the store lacks
+    /// ([`Store::ensure_blob`]); how many it fetched.
+    pub fn fetch_missing_layers(
+        &self,
+        digest: &Digest,
+        want: Option<&Platform>,
+    ) -> Result<usize, StoreError> {
+        let (m, _, _) = self.image_of_manifest(&self.platform_manifest(digest, want)?)?;
+        let mut fetched = 0;
+        for l in &m.layers {
+            let Ok(d) = Digest::parse(&l.digest) else {
+                continue;
+            };
+            if !self.has_blob(&d) {
+                self.ensure_blob(&d)?;
+                fetched += 1;
+            }
+        }
+        Ok(fetched)
     }
 
     /// The digests an image keeps in the store: itself, and each manifest of an index.

@@ -125,6 +125,7 @@ impl Store {
         }) {
             return Ok(entries);
         }
+        self.ensure_blob(blob)?;
         let path = self.blob_path(blob);
         let reader = open_layer(&path).map_err(super::io_err(&path))?;
         let entries = read_entries(reader).map_err(super::io_err(&path))?;

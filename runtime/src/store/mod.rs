@@ -48,6 +48,7 @@ pub use layerindex::FileDigests;
 pub use networks::Network as NetworkInfo;
 pub use recover::Recovered;
 pub(crate) use recover::mounts_under;
+pub use remote::{FetchFn, RemoteLayer};
 pub use statcache::{FileStamp, Remembered, StatIndex, Xattrs, decode_xattrs, encode_xattrs};
 pub use tags::{Tag, normalize_tag};
 pub use usage::{
@@ -98,6 +99,11 @@ pub enum StoreError {
         wanted: String,
         have: String,
     },
+    #[error("layer {digest} is not in the store and could not be fetched: {reason}")]
+    Fetch {
+        digest: Box<crate::digest::Digest>,
+        reason: String,
+    },
     #[error("the container name {name:?} is already in use by container {id}")]
     NameInUse { name: String, id: String },
 }
@@ -117,6 +123,9 @@ pub struct Store {
     db_path: PathBuf,
     /// Held shared while the store is open ([`recover`]); exclusive means no other process.
     active: std::fs::File,
+    /// What brings a blob the store lacks but a registry is known to have ([`Store::ensure_blob`]);
+    /// installed by the commands that may fetch (a build, a run), never by those that only look.
+    fetcher: std::sync::OnceLock<remote::Fetcher>,
 }
 
 use rustix::fs::FlockOperation as Op;
@@ -336,6 +345,7 @@ impl Store {
             db: std::sync::Mutex::new(db),
             db_path,
             active,
+            fetcher: std::sync::OnceLock::new(),
         };
         if alone {
             store.recover()?;

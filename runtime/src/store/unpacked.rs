@@ -150,6 +150,7 @@ impl Store {
     /// Unpacks `blob` as the layer whose ChainID is `chain`; its size when this call made the
     /// directory (`None`: another process or thread placed it first).
     fn unpack_one(&self, chain: &Digest, blob: &Digest) -> Result<Option<u64>, StoreError> {
+        self.ensure_blob(blob)?;
         let tmp = self.unpack_dir(chain)?;
         let src = self.blob_path(blob);
         let result = open_layer(&src).map_err(io_err(&src)).and_then(|r| {

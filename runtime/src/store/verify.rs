@@ -134,6 +134,13 @@ impl Store {
                 Ok(d) if have(&d) => {
                     reachable.insert(d.hex().to_string());
                 }
+                // A remote cache hit's layer: the registry has it (the compressed form, kept
+                // when it was fetched).
+                Ok(d) if self.remote_layer_of(&d)?.is_some() => {
+                    if let Some(r) = self.remote_layer_of(&d)? {
+                        reachable.insert(r.descriptor.digest.trim_start_matches("sha256:").into());
+                    }
+                }
                 _ => {
                     r.problems.push(format!(
                         "cache entry {}: missing layer {layer}",

@@ -181,6 +181,7 @@ pub(in crate::exec) fn commit_layer(
                 description,
                 created,
                 origin: None,
+                remote: None,
             };
             ctx.store.cache_put(&e)?;
             (e, false)
@@ -385,16 +386,20 @@ pub(crate) fn adopt_layer(
     key: CacheKey,
     created_by: &str,
 ) -> Result<(), BuildError> {
-    st.view_later(st.layers.len(), entry.layer);
+    // A remote hit's layer is the registry's blob, as a pulled base image's layers are: its
+    // files are fetched when a later step needs them, and a push to that registry mounts it.
+    let descriptor = entry.remote.clone().unwrap_or_else(|| oci::Descriptor {
+        media_type: oci::MEDIA_LAYER_TAR.into(),
+        digest: entry.layer.to_string(),
+        size: entry.size,
+        annotations: BTreeMap::new(),
+        platform: None,
+    });
+    let blob = Digest::parse(&descriptor.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+    st.view_later(st.layers.len(), blob);
     st.add_layer(
         LayerRef {
-            descriptor: oci::Descriptor {
-                media_type: oci::MEDIA_LAYER_TAR.into(),
-                digest: entry.layer.to_string(),
-                size: entry.size,
-                annotations: BTreeMap::new(),
-                platform: None,
-            },
+            descriptor,
             diff_id: entry.layer,
         },
         key,

@@ -18,6 +18,7 @@ pub(crate) fn image_file(
     };
     let blob =
         Digest::parse(&layer.descriptor.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+    ctx.store.ensure_blob(&blob)?;
     let r =
         open_layer(&ctx.store.blob_path(&blob)).map_err(|e| BuildError::Other(e.to_string()))?;
     Ok(read_file(r, path)

@@ -249,6 +249,7 @@ pub(super) fn extract_stage_files(
         let l = &src.layers[layer];
         let blob =
             Digest::parse(&l.descriptor.digest).map_err(|e| BuildError::Other(e.to_string()))?;
+        ctx.store.ensure_blob(&blob)?;
         let reader = open_layer(&ctx.store.blob_path(&blob))
             .map_err(|e| BuildError::Other(e.to_string()))?;
         let mut ar = tar::Archive::new(reader);
