@@ -618,6 +618,7 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
     // Another repository of the registry: its blobs are mounted from the cache's.
     let b_image = format!("{}/other/app:b", reg.host());
     let from = format!("type=registry,ref={cache}");
+    // As CI configures it: from the cache, and back to it.
     let (b_out, progress) = ok(
         b.path(),
         &[
@@ -628,11 +629,14 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
             &b_image,
             "--cache-from",
             &from,
+            "--cache-to",
+            &to,
             "--push",
             c,
         ],
     );
     assert_eq!(cached_and_ran(&progress), (3, 0), "{progress}");
+    assert!(progress.contains("exported 3 cache entries"), "{progress}");
     let served: Vec<String> = reg.requests()[before..].to_vec();
     let layer_gets: Vec<&String> = served
         .iter()

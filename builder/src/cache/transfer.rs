@@ -257,13 +257,24 @@ pub fn make(
             size: written.bytes.len() as u64,
             ..Default::default()
         },
+        // A layer only a registry has (this build's remote hits) is named as that registry
+        // has it: an export to it finds the blob there, one elsewhere fetches it first.
         layers: layers
             .into_iter()
-            .map(|(digest, size)| Descriptor {
-                media_type: oci::MEDIA_LAYER_TAR.into(),
-                digest,
-                size,
-                ..Default::default()
+            .map(|(digest, size)| {
+                let remote = Digest::parse(&digest)
+                    .ok()
+                    .filter(|d| !store.has_blob(d))
+                    .and_then(|d| store.remote_layer_of(&d).ok().flatten());
+                match remote {
+                    Some(r) => r.descriptor,
+                    None => Descriptor {
+                        media_type: oci::MEDIA_LAYER_TAR.into(),
+                        digest,
+                        size,
+                        ..Default::default()
+                    },
+                }
             })
             .collect(),
         annotations: BTreeMap::from([(

@@ -112,7 +112,8 @@ fn send_blob(
             _ => {}
         }
     }
-    if !store.has_blob(digest) {
+    // A layer only another registry had (a remote cache hit's) is fetched to be sent.
+    if !store.has_blob(digest) && store.ensure_blob(digest).is_err() {
         return Err(RegistryError::Refused {
             what,
             reason: format!(
