@@ -437,14 +437,18 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             )));
         }
         let layer = Digest::parse(&m.layer).map_err(|err| not_a_cache(err.to_string()))?;
-        // A cache mount's files are read now: fetched when only the registry has them.
-        if let (false, Some(r)) = (store.has_blob(&layer), store.remote_layer_of(&layer)?) {
-            let blob =
-                Digest::parse(&r.descriptor.digest).map_err(|e| not_a_cache(e.to_string()))?;
-            store.ensure_blob(&blob)?;
-            store.expand_layer(&layer, &blob)?;
-        }
-        seed_mount(store, &m.id, &layer)?;
+        // A cache mount's files are read now: fetched when only the registry has them, and
+        // read from the blob as it came (compressed), not expanded first.
+        let blob = match (store.has_blob(&layer), store.remote_layer_of(&layer)?) {
+            (false, Some(r)) => {
+                let blob = Digest::parse(&r.descriptor.digest)
+                    .map_err(|e| not_a_cache(e.to_string()))?;
+                store.ensure_blob(&blob)?;
+                blob
+            }
+            _ => layer,
+        };
+        seed_mount(store, &m.id, &blob)?;
     }
     let times: Vec<(String, i64)> = config
         .cache
@@ -456,7 +460,8 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
     Ok(added)
 }
 
-/// Seeds cache mount `id` with the files of `layer`, unless the store has that cache mount
+/// Seeds cache mount `id` with the files of layer blob `layer` (compressed or not), unless the
+/// store has that cache mount
 /// already (its own contents win). Unpacked as any layer is, every path inside the directory,
 /// and placed as a build places a new cache mount ([`crate::exec::mounts::make_cache_mount`]).
 fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferError> {
@@ -474,8 +479,8 @@ fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferErr
     // refused, so no cache can hand a build a device (the sandbox's device list would deny
     // its use anyway; this keeps it out of the store).
     let blob = store.blob_path(layer);
-    let file = std::fs::File::open(&blob).map_err(io(&blob))?;
-    let mut archive = tar::Archive::new(std::io::BufReader::new(file));
+    let open = || kiln_runtime::layer::view::open_layer(&blob);
+    let mut archive = tar::Archive::new(open().map_err(io(&blob))?);
     for entry in archive.entries().map_err(io(&blob))? {
         let entry = entry.map_err(io(&blob))?;
         let kind = entry.header().entry_type();
@@ -491,8 +496,7 @@ fn seed_mount(store: &Store, id: &str, layer: &Digest) -> Result<(), TransferErr
     }
     std::fs::create_dir_all(&base).map_err(io(&base))?;
     crate::exec::mounts::make_cache_mount(&base, &name, id, &|tmp| {
-        let reader = std::fs::File::open(&blob)?;
-        kiln_runtime::layer::unpack::unpack_for_overlay(std::io::BufReader::new(reader), tmp)
+        kiln_runtime::layer::unpack::unpack_for_overlay(open()?, tmp)
             .map_err(|e| std::io::Error::other(e.to_string()))
     })
     .map_err(io(&dir))?;

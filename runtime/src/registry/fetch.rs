@@ -43,11 +43,16 @@ fn fetch_layer(store: &Store, digest: &Digest, opts: &Options) -> Result<(), Sto
             digest: Some(digest.to_string()),
         };
         let got = Client::connect(&registry, opts).and_then(|client| {
+            // Its digest came from a manifest fetched by tag (the registry's word), as a pull
+            // by tag: decompressed as it streams in, within the same bound on expansion.
             let plan = LayerPlan {
                 compression,
                 diff_id: &layer.diff_id,
                 chain: None,
-                trust: Trust::VerifyFirst,
+                trust: Trust::Bounded(super::pull::expansion_limit(
+                    layer.descriptor.size,
+                    opts.max_expansion,
+                )),
             };
             download(store, &client, &target, &layer.descriptor, Some(plan))
         });

@@ -274,7 +274,7 @@ fn image_manifest(
 
 /// What a layer of `size` compressed bytes pulled by tag may expand to: `ratio` times its
 /// size, at least [`super::EXPANSION_FLOOR`]; `None` (no bound) for a ratio of 0.
-fn expansion_limit(size: u64, ratio: u64) -> Option<u64> {
+pub(super) fn expansion_limit(size: u64, ratio: u64) -> Option<u64> {
     (ratio > 0).then(|| size.saturating_mul(ratio).max(super::EXPANSION_FLOOR))
 }
 
