@@ -675,3 +675,73 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
         "the COPY's layer and the two RUN layers: {fetched}"
     );
 }
+
+/// A remote hit's layer that the registry serves wrong (or no longer has) when a later step
+/// needs its files is never a failed or a wrong build: kiln says so and builds that step.
+#[test]
+fn a_remote_layer_served_wrong_is_built_instead() {
+    const TEST: &str = "a_remote_layer_served_wrong_is_built_instead";
+    if !common::can_sandbox(TEST) || !common::have("docker-registry", TEST) {
+        return;
+    }
+    let reg = common::registry::Registry::start_logged();
+    let ctx = context(
+        "FROM kiln.local/busybox\n\
+         COPY src /src\n\
+         RUN cat /src/a > /built\n\
+         COPY later /later\n\
+         RUN cat /built /later > /both\n",
+    );
+    std::fs::create_dir_all(ctx.path().join("src")).unwrap();
+    std::fs::write(ctx.path().join("src/a"), "source\n").unwrap();
+    std::fs::write(ctx.path().join("later"), "one\n").unwrap();
+    let c = ctx.path().to_str().unwrap();
+    let cache = format!("{}/team/app:buildcache", reg.host());
+    let a = store_with_base();
+    let to = format!("type=registry,ref={cache},mode=max");
+    ok(a.path(), &["build", "-q", "--cache-to", &to, c]);
+    // Every layer blob the registry holds now has other bytes of the same size: what a
+    // damaged or hostile registry would serve.
+    let blobs = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    let mut damaged = 0;
+    for prefix in std::fs::read_dir(&blobs).unwrap() {
+        for blob in std::fs::read_dir(prefix.unwrap().path()).unwrap() {
+            let data = blob.unwrap().path().join("data");
+            let bytes = std::fs::read(&data).unwrap();
+            // Gzip layers (the base's and the cache's), not the JSON documents.
+            if bytes.starts_with(&[0x1f, 0x8b]) {
+                let mut bad = bytes.clone();
+                let last = bad.len() - 9;
+                bad[last] ^= 0xff;
+                std::fs::write(&data, bad).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged >= 2, "{damaged}");
+    // Runner B changes the second file: its COPY misses and needs the layers below it.
+    std::fs::write(ctx.path().join("later"), "two\n").unwrap();
+    let b = store_with_base();
+    let from = format!("type=registry,ref={cache}");
+    let (_, progress) = ok(
+        b.path(),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "app",
+            "--cache-from",
+            &from,
+            c,
+        ],
+    );
+    assert!(
+        progress.contains("could not be fetched") && progress.contains("building its step instead"),
+        "{progress}"
+    );
+    let (out, _) = ok(b.path(), &["run", "--rm", "app", "cat", "/both"]);
+    assert_eq!(out, "source\ntwo\n");
+    let (out, _) = ok(b.path(), &["store", "verify"]);
+    assert!(out.contains(" 0 problems"), "{out}");
+}

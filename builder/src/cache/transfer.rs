@@ -441,8 +441,8 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
         // read from the blob as it came (compressed), not expanded first.
         let blob = match (store.has_blob(&layer), store.remote_layer_of(&layer)?) {
             (false, Some(r)) => {
-                let blob = Digest::parse(&r.descriptor.digest)
-                    .map_err(|e| not_a_cache(e.to_string()))?;
+                let blob =
+                    Digest::parse(&r.descriptor.digest).map_err(|e| not_a_cache(e.to_string()))?;
                 store.ensure_blob(&blob)?;
                 blob
             }

@@ -354,17 +354,36 @@ pub fn build(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<BuildOutput, BuildError> {
     let snapshot = std::sync::OnceLock::new();
-    match opts.platforms.as_slice() {
-        [] => build_one(
-            store,
-            opts,
-            &oci::host_platform(),
-            runner,
-            on_event,
-            &snapshot,
-        ),
-        [p] => build_one(store, opts, p, runner, on_event, &snapshot),
-        several => build_index(store, opts, several, runner, on_event, &snapshot),
+    // A remote cache hit's layer is fetched when a later step needs its files. One the
+    // registry no longer serves, or serves wrong (checked by digest and diff_id), is never a
+    // failed build: it is forgotten, said in a warning, and the build goes again, its step now
+    // a miss that runs. Each round forgets one layer, so this ends.
+    loop {
+        let built = match opts.platforms.as_slice() {
+            [] => build_one(
+                store,
+                opts,
+                &oci::host_platform(),
+                runner,
+                on_event,
+                &snapshot,
+            ),
+            [p] => build_one(store, opts, p, runner, on_event, &snapshot),
+            several => build_index(store, opts, several, runner, on_event, &snapshot),
+        };
+        match built {
+            Err(BuildError::Store(StoreError::Fetch { digest, reason }))
+                if store.forget_remote_layer(&digest)? =>
+            {
+                on_event(Event::Warning {
+                    message: format!(
+                        "a layer of the imported cache could not be fetched ({digest}: \
+                         {reason}); building its step instead"
+                    ),
+                });
+            }
+            other => return other,
+        }
     }
 }
 

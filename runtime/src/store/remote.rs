@@ -91,6 +91,19 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets that a registry has layer blob `blob` (it failed to come in): cache entries that
+    /// named it are misses from now on. Whether it was recorded.
+    pub fn forget_remote_layer(&self, blob: &Digest) -> Result<bool, StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM remote_layers WHERE blob = ?1",
+                [blob.to_string()],
+            )
+            .map_err(self.db_err())?;
+        Ok(n > 0)
+    }
+
     /// The remote layer blob `blob` is, when one was recorded.
     pub fn remote_layer(&self, blob: &Digest) -> Result<Option<RemoteLayer>, StoreError> {
         self.remote_layer_where("blob", &blob.to_string())
