@@ -282,6 +282,27 @@ fn an_unprivileged_user_publishes_ports() {
         "ip -o link | cut -d: -f2 | tr -d ' '; grep nameserver /etc/resolv.conf",
     ]);
     assert_eq!(seen, "lo\ntap0\nnameserver 10.0.2.3\n");
+    // `host-gateway` is the host, reached through slirp4netns: a server on the host's
+    // addresses (not its loopback, which slirp4netns keeps closed) answers the container.
+    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = server.local_addr().unwrap().port().to_string();
+    let answer = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = server.accept().unwrap();
+        s.write_all(b"from-host\n").unwrap();
+    });
+    let from_host = ok(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "thehost:host-gateway",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        &format!("nc -w 5 thehost {host_port} </dev/null"),
+    ]);
+    assert_eq!(from_host, "from-host\n");
+    answer.join().unwrap();
     // A free port of the host's loopback, published: the test (root, outside) reaches it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

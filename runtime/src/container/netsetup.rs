@@ -203,8 +203,12 @@ fn etc_files(
             .or_else(|| h.split_once('='))
             .unwrap_or((h, ""));
         // The host, as the container reaches it: its network's gateway (on the host's own
-        // network, its loopback).
+        // network, its loopback). Under slirp4netns the gateway (10.0.2.2) is the host's
+        // loopback, which kiln keeps closed (`--disable-host-loopback`); one of the host's own
+        // addresses is reached through slirp4netns's NAT instead, as rootless podman does.
         let ip = match (ip, attached) {
+            ("host-gateway", Some(a)) if a.slirp.is_some() => crate::network::host_address()
+                .map_or_else(|| a.def.gateway.to_string(), |ip| ip.to_string()),
             ("host-gateway", Some(a)) => a.def.gateway.to_string(),
             ("host-gateway", None) => "127.0.0.1".to_string(),
             (ip, _) => ip.to_string(),

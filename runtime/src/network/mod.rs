@@ -599,6 +599,46 @@ pub fn detach(dir: &Path) {
 
 /// The text of `/etc/hosts` for a container on a network: docker's lines, its own address
 /// with its hostname.
+/// One of the host's own IPv4 addresses, not a loopback one: the first of an interface that is
+/// up, in the kernel's order. What `host-gateway` is for a rootless container, which reaches
+/// the host's addresses through slirp4netns but not its loopback.
+pub fn host_address() -> Option<Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs(3) fills `list` with a linked list it allocates, released below with
+    // freeifaddrs(3) on every path; nothing of it is kept after that.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return None;
+    }
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        let up = ifa.ifa_flags & libc::IFF_UP as libc::c_uint != 0;
+        let loopback = ifa.ifa_flags & libc::IFF_LOOPBACK as libc::c_uint != 0;
+        if ifa.ifa_addr.is_null() || !up || loopback {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null and points to a sockaddr of its family; AF_INET ones
+        // are sockaddr_in, read only after the family is checked.
+        let family = unsafe { (*ifa.ifa_addr).sa_family };
+        if i32::from(family) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: as above: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        if !ip.is_loopback() {
+            found = Some(ip);
+            break;
+        }
+    }
+    // SAFETY: `list` is the list getifaddrs allocated, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
 pub fn hosts_file(hostname: &str, ip: Option<Ipv4Addr>) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
