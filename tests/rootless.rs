@@ -279,9 +279,10 @@ fn an_unprivileged_user_publishes_ports() {
         "kiln.local/busybox",
         "sh",
         "-c",
-        "ip -o link | cut -d: -f2 | tr -d ' '; grep nameserver /etc/resolv.conf",
+        "ip -o link | cut -d: -f2 | tr -d ' '; grep nameserver /etc/resolv.conf; ls /sys/class/net",
     ]);
-    assert_eq!(seen, "lo\ntap0\nnameserver 10.0.2.3\n");
+    // Its /sys is a sysfs of its own namespace: its interfaces, not the host's.
+    assert_eq!(seen, "lo\ntap0\nnameserver 10.0.2.3\nlo\ntap0\n");
     // `host-gateway` is the host, reached through slirp4netns: a server on the host's
     // addresses (not its loopback, which slirp4netns keeps closed) answers the container.
     let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();

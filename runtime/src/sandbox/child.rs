@@ -240,6 +240,29 @@ pub(super) fn child_setup(
                 | MountAttrFlags::MOUNT_ATTR_NOEXEC,
         )?
     };
+    // Rootless: a sysfs of the container's own network namespace, made now for the same
+    // reason as /proc (the host's /sys is fully visible until the old root goes). The kernel
+    // allows it only when kiln's user namespace owns the network namespace joined above (the
+    // container's own); on the host's network it refuses, and the host's /sys is bound below.
+    // Its /sys/class/net then lists the container's interfaces, not the host's.
+    let own_sysfs = match host {
+        Some(_) => {
+            use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags};
+            let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID
+                | MountAttrFlags::MOUNT_ATTR_NODEV
+                | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+            if !privileged {
+                attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
+            }
+            rustix::mount::fsopen(c"sysfs", FsOpenFlags::FSOPEN_CLOEXEC)
+                .and_then(|fs| {
+                    rustix::mount::fsconfig_create(&fs)?;
+                    rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+                })
+                .ok()
+        }
+        None => None,
+    };
     step(2);
     // pivot_root before any other mount: every later path resolves inside the new root, so a
     // hostile image's `/proc -> /etc` symlink cannot redirect a mount onto a host path
@@ -369,7 +392,15 @@ pub(super) fn child_setup(
         nosuid_nodev_noexec | MountFlags::RDONLY
     };
     match host {
-        Some((_, sys)) => attach(sys)?,
+        // Rootless: the sysfs made before the root switch, else the host's /sys, bound.
+        Some((_, sys)) => match &own_sysfs {
+            Some(fs) => attach_at(
+                std::os::fd::AsRawFd::as_raw_fd(fs),
+                &sys.steps,
+                (sys.dir, sys.only_over_file),
+            )?,
+            None => attach(sys)?,
+        },
         None => mount(c"sysfs", c"/sys", c"sysfs", sys_flags, None)?,
     }
     step(7);
