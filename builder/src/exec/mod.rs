@@ -535,7 +535,11 @@ fn build_one(
         os: state.config.os.clone(),
         variant: state.config.variant.clone(),
     };
-    if !opts.platforms.is_empty() && !made_for.matches(&platform) {
+    // (A base image whose config names no platform says nothing to check.)
+    if !opts.platforms.is_empty()
+        && !made_for.architecture.is_empty()
+        && !made_for.matches(&platform)
+    {
         let message = format!(
             "the image built for {platform} is a {} image: the last stage runs on another \
              platform (FROM --platform); build it for the target platform and COPY --from the \
