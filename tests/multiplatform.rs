@@ -273,6 +273,49 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         platforms(&env, loaded.path(), &name),
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
+    // One platform of it, saved and pushed alone (docker 28's `--platform`).
+    let one_archive = all.path().join("arm64.tar");
+    env.ok(
+        all.path(),
+        &[
+            "save",
+            "--platform",
+            "linux/arm64",
+            "-o",
+            one_archive.to_str().unwrap(),
+            &name,
+        ],
+    );
+    let arm_only = format!("{}/mp:arm64-only", reg.host());
+    env.ok(all.path(), &["tag", &name, &arm_only]);
+    env.ok(
+        all.path(),
+        &["push", "-q", "--platform", "linux/arm64", &arm_only],
+    );
+    for source in [
+        format!("oci-archive:{}", one_archive.display()),
+        format!("docker://{arm_only}"),
+    ] {
+        let out = Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(&source)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["Architecture"], "arm64", "{source}");
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(&source)
+            .output()
+            .unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+        assert!(m.get("manifests").is_none(), "{source}: an index: {m}");
+    }
     for root in [r, one.path(), all.path(), loaded.path()] {
         let out = env.ok(root, &["store", "verify"]);
         assert!(out.contains(" 0 problems"), "{out}");

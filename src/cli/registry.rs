@@ -138,6 +138,10 @@ pub struct PushArgs {
     /// Print only the manifest digest.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Of a multi-platform image, push only the image for this platform (`linux/arm64`)
+    /// under the name; without it, every image and the index.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
     #[command(flatten)]
     pub registry: RegistryFlags,
 }
@@ -192,9 +196,22 @@ pub fn push_image(
 pub fn push(root: Option<&std::path::Path>, args: PushArgs) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     fetch_layers_with(&store, &args.registry)?;
+    // `--platform`: the one image, named by its digest in the store.
+    let source = match args.platform.as_deref().map(platform).transpose()? {
+        Some(p) => {
+            let Some(d) = store.resolve(&args.image)? else {
+                bail!("no such image: {}", args.image);
+            };
+            store
+                .platform_manifest(&d, Some(&p))
+                .with_context(|| format!("{}: --platform {p}", args.image))?
+                .to_string()
+        }
+        None => args.image.clone(),
+    };
     let pushed = push_image(
         &store,
-        &args.image,
+        &source,
         &args.image,
         &args.registry,
         args.compression.into(),

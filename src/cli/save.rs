@@ -18,15 +18,30 @@ pub struct Args {
     /// How the layers kiln keeps uncompressed are compressed: gzip (read by every tool) or zstd.
     #[arg(long, value_enum, default_value = "gzip")]
     pub compression: super::registry::Compression,
+    /// Of a multi-platform image, only the image for this platform (`linux/arm64`); without
+    /// it, every platform the name holds.
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
 }
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
     super::registry::fetch_layers_with(&store, &Default::default())?;
+    let platform = args
+        .platform
+        .as_deref()
+        .map(super::registry::platform)
+        .transpose()?;
     let mut list = Vec::new();
     for name in &args.images {
         let Some(d) = store.resolve(name)? else {
             bail!("no such image: {name}");
+        };
+        let d = match &platform {
+            Some(p) => store
+                .platform_manifest(&d, Some(p))
+                .with_context(|| format!("{name}: --platform {p}"))?,
+            None => d,
         };
         let full = kiln_runtime::store::normalize_tag(name).unwrap_or_else(|_| name.clone());
         list.push((full, d));
