@@ -834,3 +834,79 @@ fn file_capabilities_survive_unpack_and_copy() {
         "{found:?}"
     );
 }
+
+/// A layout whose multi-platform image nests an index inside its index (OCI allows it; no tool
+/// writes it) loads none of it: an index entry is no image, so a hostile layout cannot nest
+/// indexes without end. Beside a real image, an attestation entry (`unknown/unknown`) is left
+/// out and the image loads.
+#[test]
+fn nested_indexes_in_a_layout_are_no_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("oci");
+    let st = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(common::BASE)
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let put = |doc: &serde_json::Value| -> (String, usize) {
+        let bytes = serde_json::to_vec(doc).unwrap();
+        let hex = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        std::fs::write(layout.join("blobs/sha256").join(&hex), &bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let mut image = index["manifests"][0].clone();
+    image.as_object_mut().unwrap().remove("annotations");
+    let amd64 = serde_json::json!({"os": "linux", "architecture": "amd64"});
+    let index_of = |entries: Vec<serde_json::Value>| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
+        })
+    };
+    let (inner, inner_size) = put(&index_of(vec![image.clone()]));
+    let (outer, outer_size) = put(&index_of(vec![serde_json::json!({
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "digest": inner, "size": inner_size, "platform": amd64,
+    })]));
+    let top = |digest: &str, size: usize| {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "digest": digest, "size": size,
+                "annotations": {"org.opencontainers.image.ref.name": "deep:1"},
+            }],
+        })
+        .to_string()
+    };
+    std::fs::write(layout.join("index.json"), top(&outer, outer_size)).unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let (code, _, err) = kiln(root.path(), &["load", "-i", layout.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no image for this platform"), "{err}");
+    let (_, out, _) = kiln(root.path(), &["images", "-q"]);
+    assert!(out.trim().is_empty(), "{out}");
+
+    // An index of the image and an attestation: the image loads, the attestation does not.
+    let mut with_platform = image.clone();
+    with_platform["platform"] = amd64;
+    let attestation = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "digest": image["digest"], "size": image["size"],
+        "platform": {"os": "unknown", "architecture": "unknown"},
+    });
+    let (both, both_size) = put(&index_of(vec![with_platform, attestation]));
+    std::fs::write(layout.join("index.json"), top(&both, both_size)).unwrap();
+    let (code, _, err) = kiln(root.path(), &["load", "-i", layout.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = kiln(
+        root.path(),
+        &["inspect", "--format", "{{json .Platforms}}", "deep:1"],
+    );
+    assert_eq!(out.trim(), r#"["linux/amd64"]"#);
+}

@@ -26,7 +26,9 @@ pub struct Args {
 
 pub fn run(root: Option<&std::path::Path>, args: Args) -> anyhow::Result<ExitCode> {
     let store = super::store::open(root)?;
-    super::registry::fetch_layers_with(&store, &Default::default())?;
+    // Layers only a registry has are fetched (with the registry settings; unreadable settings
+    // leave them unfetchable, which the save then names, rather than failing every save).
+    let _ = super::registry::fetch_layers_with(&store, &Default::default());
     let platform = args
         .platform
         .as_deref()
