@@ -40,18 +40,8 @@ EOF
 echo 0 >"$WL/cachemount/bench-edit.txt"
 
 # The registry, on loopback only.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$port
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $WORK/registry}}
-http: {addr: $REG}
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-regpid=$!
-trap 'kill $regpid 2>/dev/null' EXIT
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+. "$HERE/lib/registry.sh"
+start_bench_registry
 
 median() { jq -r '.results[0].median*1000|round/1000' "$1" 2>/dev/null; }
 time_it() { # name prepare command

@@ -65,18 +65,8 @@ for arch in amd64 arm64; do
     -c 'ENV GOCACHE=/tmp/gocache' -c 'ENV CGO_ENABLED=0' \
     "$WORK/rootfs-$arch.tar" "bench/go:$arch" >/dev/null
 done
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$port
-cat >"$WORK/registry.yml" <<EOF
-version: 0.1
-log: {level: error, accesslog: {disabled: true}}
-storage: {filesystem: {rootdirectory: $WORK/registry}}
-http: {addr: $REG}
-EOF
-docker-registry serve "$WORK/registry.yml" >"$WORK/registry.log" 2>&1 &
-regpid=$!
-trap 'kill $regpid 2>/dev/null' EXIT
-for _ in $(seq 50); do (echo >/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
+. "$HERE/lib/registry.sh"
+start_bench_registry
 BASE=$REG/bench/go:1.19
 "$KILN" manifest create "$BASE" bench/go:amd64 bench/go:arm64 >/dev/null 2>&1
 "$KILN" push -q "$BASE" >/dev/null
