@@ -99,7 +99,10 @@ impl Store {
         digest: &Digest,
         want: Option<&Platform>,
     ) -> Result<Digest, StoreError> {
-        if want.is_none() && self.read_index(digest)?.is_none() {
+        if self.read_index(digest)?.is_none()
+            && (want.is_none() || self.image_config_only(digest)?.architecture.is_empty())
+        {
+            // An image manifest, with no platform asked for or none in its config to check.
             return Ok(*digest);
         }
         let have = self.platforms_of(digest)?;
