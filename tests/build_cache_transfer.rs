@@ -583,16 +583,21 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
         return;
     }
     let reg = common::registry::Registry::start_logged();
+    // A WORKDIR and a COPY after a RUN plan against the layers below: the artifact's layer
+    // indexes let them hit without those layers.
     let ctx = context(
         "FROM kiln.local/busybox\n\
          COPY src /src\n\
          RUN cat /src/a > /built && date +%s%N >> /built\n\
+         WORKDIR /app\n\
+         COPY later /app/later\n\
          ENV APP=demo\n\
          RUN echo ready > /ready\n\
-         CMD [\"cat\", \"/built\", \"/ready\"]\n",
+         CMD [\"cat\", \"/built\", \"/app/later\", \"/ready\"]\n",
     );
     std::fs::create_dir_all(ctx.path().join("src")).unwrap();
     std::fs::write(ctx.path().join("src/a"), "source\n").unwrap();
+    std::fs::write(ctx.path().join("later"), "later\n").unwrap();
     let c = ctx.path().to_str().unwrap();
     let cache = format!("{}/team/app:buildcache", reg.host());
     let to = format!("type=registry,ref={cache},mode=max");
@@ -635,8 +640,8 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
             c,
         ],
     );
-    assert_eq!(cached_and_ran(&progress), (3, 0), "{progress}");
-    assert!(progress.contains("exported 3 cache entries"), "{progress}");
+    assert_eq!(cached_and_ran(&progress), (5, 0), "{progress}");
+    assert!(progress.contains("exported 5 cache entries"), "{progress}");
     let served: Vec<String> = reg.requests()[before..].to_vec();
     let layer_gets: Vec<&String> = served
         .iter()
@@ -671,8 +676,8 @@ fn a_remote_hit_downloads_no_layer_and_its_push_mounts_them() {
         .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
         .count();
     assert_eq!(
-        fetched, 3,
-        "the COPY's layer and the two RUN layers: {fetched}"
+        fetched, 5,
+        "the layers of the COPYs, the WORKDIR and the RUNs: {fetched}"
     );
 }
 

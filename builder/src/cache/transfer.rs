@@ -97,6 +97,71 @@ struct Config {
     rootfs: RootFs,
     #[serde(rename = "kiln.cache.v1")]
     cache: Contents,
+    /// Each layer's entries (paths, kinds, modes, owners, links; no content): a runner plans a
+    /// COPY or WORKDIR that hits on top of a layer only the registry has against this, so the
+    /// hit downloads nothing.
+    #[serde(
+        rename = "kiln.layer-indexes.v1",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    indexes: Vec<LayerIndex>,
+}
+
+/// A layer's index as a cache artifact carries it: its diff_id, and its entries in the store's
+/// binary form, zstd-compressed, base64.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LayerIndex {
+    layer: String,
+    entries: String,
+}
+
+/// What an index may expand to: far more than any real layer's entries need.
+const MAX_INDEX_BYTES: u64 = 256 << 20;
+
+/// The index of `layer` (a diff_id of the artifact), from the store's record of it: the local
+/// blob's (read from the tar when it has none yet), or a remote layer's recorded one. `None`
+/// when the store has neither.
+fn index_of(store: &Store, layer: &str) -> Option<LayerIndex> {
+    use base64::Engine;
+    let diff_id = Digest::parse(layer).ok()?;
+    let bytes = if store.has_blob(&diff_id) {
+        let _ = store.layer_entries(&diff_id).ok()?;
+        store.recorded_layer_index(&diff_id).ok()??
+    } else {
+        let remote = store.remote_layer_of(&diff_id).ok()??;
+        let blob = Digest::parse(&remote.descriptor.digest).ok()?;
+        store.recorded_layer_index(&blob).ok()??
+    };
+    let packed = zstd::bulk::compress(&bytes, 3).ok()?;
+    Some(LayerIndex {
+        layer: layer.to_string(),
+        entries: base64::engine::general_purpose::STANDARD.encode(packed),
+    })
+}
+
+/// Records the index an artifact carries for a layer only the registry has (`blob`, its
+/// compressed form there), unless the store has one: a build then plans on it without the
+/// blob. One that cannot be read is left out (the layer is then fetched when planned on).
+fn record_index(store: &Store, blob: &Digest, index: &LayerIndex) -> Result<(), TransferError> {
+    use base64::Engine;
+    if store.has_blob(blob) || store.recorded_layer_index(blob)?.is_some() {
+        return Ok(());
+    }
+    let Ok(packed) = base64::engine::general_purpose::STANDARD.decode(&index.entries) else {
+        return Ok(());
+    };
+    let mut bytes = Vec::new();
+    let read = zstd::stream::read::Decoder::new(packed.as_slice()).and_then(|d| {
+        std::io::Read::read_to_end(&mut std::io::Read::take(d, MAX_INDEX_BYTES), &mut bytes)
+    });
+    if read.is_err() {
+        return Ok(());
+    }
+    if let Some(entries) = kiln_runtime::store::decode_layer_index(&bytes) {
+        store.record_layer_entries(blob, &entries)?;
+    }
+    Ok(())
 }
 
 /// What a build leaves for an export: the keys of its keyed steps, in order, the metadata
@@ -244,6 +309,10 @@ pub fn make(
             entries,
             mounts: mount_contents.into_iter().map(|(m, _)| m).collect(),
         },
+        indexes: layers
+            .iter()
+            .filter_map(|(l, _)| index_of(store, l))
+            .collect(),
     };
     let count = config.cache.entries.len();
     let written = oci::write_json(&config, CONFIG_MEDIA_TYPE);
@@ -380,6 +449,7 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             },
             cache: serde_json::from_value(inline)
                 .map_err(|e| not_a_cache(format!("inline cache: {e}")))?,
+            indexes: Vec::new(),
         }
     };
     if m.layers.len() != config.rootfs.diff_ids.len() {
@@ -401,6 +471,13 @@ pub fn import(store: &Store, manifest: &Digest, what: &str) -> Result<usize, Tra
             store.expand_layer(&diff_id, &blob)?;
         } else {
             store.record_remote_layer(l, &diff_id)?;
+            if let Some(index) = config
+                .indexes
+                .iter()
+                .find(|i| i.layer == diff_id.to_string())
+            {
+                record_index(store, &blob, index)?;
+            }
         }
     }
     let mut added = 0;

@@ -94,6 +94,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Layer blob `blob`'s index in its binary form ([`encode_layer_index`]), when the store
+    /// has one; the blob itself is not read.
+    pub fn recorded_layer_index(&self, blob: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT entries FROM layer_index WHERE blob = ?1")
+            .map_err(self.db_err())?;
+        let mut rows = stmt.query([blob.to_string()]).map_err(self.db_err())?;
+        Ok(match rows.next().map_err(self.db_err())? {
+            Some(r) => Some(r.get::<_, Vec<u8>>(0).map_err(self.db_err())?)
+                .filter(|b| b.starts_with(MAGIC)),
+            None => None,
+        })
+    }
+
     /// The entries of layer blob `blob`: from its index, or read from the tar once and indexed.
     pub fn layer_entries(&self, blob: &Digest) -> Result<Vec<RawEntry>, StoreError> {
         let stored: Option<Vec<u8>> = {
@@ -166,6 +181,17 @@ fn encode(entries: &[RawEntry]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A layer's entries in the store's binary form: what a cache artifact carries for a layer, so
+/// a runner can plan steps against it without its blob.
+pub fn encode_layer_index(entries: &[RawEntry]) -> Vec<u8> {
+    encode(entries)
+}
+
+/// The inverse of [`encode_layer_index`]; `None` for bytes it did not write.
+pub fn decode_layer_index(bytes: &[u8]) -> Option<Vec<RawEntry>> {
+    decode(bytes.strip_prefix(MAGIC)?)
 }
 
 /// The inverse of [`encode`] (after the magic); `None` for bytes it did not write.

@@ -44,7 +44,7 @@ pub use images::{ImageSummary, Removed};
 pub use import::Loaded;
 pub use indexes::{MEDIA_DOCKER_LIST, entry_platform, is_index};
 pub use integrity::MAX_LAYERS;
-pub use layerindex::FileDigests;
+pub use layerindex::{FileDigests, decode_layer_index, encode_layer_index};
 pub use networks::Network as NetworkInfo;
 pub use recover::Recovered;
 pub(crate) use recover::mounts_under;
