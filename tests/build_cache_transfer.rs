@@ -235,7 +235,7 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
     {
         return;
     }
-    let reg = common::registry::Registry::start(None, common::registry::Auth::None);
+    let reg = common::registry::Registry::start_logged();
     let cache_ref = format!("{}/team/app:buildcache", reg.host());
     let ctx = project();
     let c = ctx.path().to_str().unwrap();
@@ -267,9 +267,19 @@ fn a_fresh_runner_builds_from_a_registry_cache() {
 
     // Runner B: docker's short form of --cache-from names the cache's reference.
     let b = store_with_base();
+    let before = reg.requests().len();
     let (_, progress) = build_from(b.path(), &cache_ref, c);
     assert_eq!(cached_and_ran(&progress), (5, 0), "{progress}");
     assert_eq!(id(b.path(), "app"), a_id);
+    // Its COPY after a RUN hits on the layer indexes the cache carries; its COPY --from of the
+    // builder stage reads the file it copies (a copy from a stage is keyed by the content it
+    // takes): the cache's config and the builder's RUN layer are the two blobs fetched.
+    let blob_gets: Vec<String> = reg.requests()[before..]
+        .iter()
+        .filter(|r| r.starts_with("GET ") && r.contains("/blobs/"))
+        .cloned()
+        .collect();
+    assert_eq!(blob_gets.len(), 2, "{blob_gets:?}");
     // An inline cache: the image pushed carries it (its own steps: `mode=min`, as BuildKit's),
     // and `--cache-from IMAGE` reads it.
     let single = context("FROM kiln.local/busybox\nCOPY Dockerfile /d\nRUN date +%s%N > /stamp\n");
