@@ -83,6 +83,24 @@ fn expected(arch: &str, goarch: &str) -> String {
     format!("{arch}\nbuilt on x86_64 for {goarch} (linux/{goarch})\nlinux/amd64\nhello\n")
 }
 
+/// `skopeo inspect [--raw] SOURCE` (TLS unchecked: the registry is a test's on loopback), as
+/// JSON; panics with skopeo's error when it fails.
+fn skopeo(raw: bool, source: &str) -> serde_json::Value {
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .args(raw.then_some("--raw"))
+        .arg("--tls-verify=false")
+        .arg(source)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {source}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn platforms(env: &Env, root: &Path, image: &str) -> serde_json::Value {
     let out = env.ok(root, &["inspect", "--format", "{{json .Platforms}}", image]);
     serde_json::from_str(out.trim()).unwrap()
@@ -168,17 +186,7 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
     }
 
     // The registry serves an OCI index of the two.
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let index = skopeo(true, &format!("docker://{name}"));
     assert_eq!(
         index["mediaType"],
         "application/vnd.oci.image.index.v1+json"
@@ -236,14 +244,8 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         serde_json::json!(["linux/amd64", "linux/arm64"])
     );
     // The index pulled is the one pushed, byte for byte: pushed again, its digest stays.
-    let pushed_digest = Command::new("skopeo")
-        .args(["inspect", "--format", "{{.Digest}}", "--tls-verify=false"])
-        .arg(format!("docker://{name}"))
-        .output()
-        .unwrap();
-    let pushed_digest = String::from_utf8_lossy(&pushed_digest.stdout)
-        .trim()
-        .to_string();
+    let pushed = skopeo(false, &format!("docker://{name}"));
+    let pushed_digest = pushed["Digest"].as_str().unwrap();
     let again = format!("{}/mp:again", reg.host());
     env.ok(all.path(), &["tag", &name, &again]);
     let out = env.ok(all.path(), &["push", "-q", &again]);
@@ -255,17 +257,7 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         all.path(),
         &["save", "-o", archive.to_str().unwrap(), &name],
     );
-    let raw = Command::new("skopeo")
-        .args(["inspect", "--raw"])
-        .arg(format!("oci-archive:{}", archive.display()))
-        .output()
-        .unwrap();
-    assert!(
-        raw.status.success(),
-        "{}",
-        String::from_utf8_lossy(&raw.stderr)
-    );
-    let saved: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+    let saved = skopeo(true, &format!("oci-archive:{}", archive.display()));
     assert_eq!(saved["manifests"].as_array().unwrap().len(), 2, "{saved}");
     let loaded = tempfile::tempdir().unwrap();
     env.ok(loaded.path(), &["load", "-i", archive.to_str().unwrap()]);
@@ -296,24 +288,8 @@ fn a_two_platform_build_is_pushed_as_an_index_every_tool_reads() {
         format!("oci-archive:{}", one_archive.display()),
         format!("docker://{arm_only}"),
     ] {
-        let out = Command::new("skopeo")
-            .args(["inspect", "--tls-verify=false"])
-            .arg(&source)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v["Architecture"], "arm64", "{source}");
-        let raw = Command::new("skopeo")
-            .args(["inspect", "--raw", "--tls-verify=false"])
-            .arg(&source)
-            .output()
-            .unwrap();
-        let m: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap();
+        assert_eq!(skopeo(false, &source)["Architecture"], "arm64", "{source}");
+        let m = skopeo(true, &source);
         assert!(m.get("manifests").is_none(), "{source}: an index: {m}");
     }
     for root in [r, one.path(), all.path(), loaded.path()] {

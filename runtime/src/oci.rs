@@ -163,6 +163,17 @@ pub struct ImageConfig {
     pub inline_cache: Option<serde_json::Value>,
 }
 
+impl ImageConfig {
+    /// The platform the config names, as written (not normalized).
+    pub fn platform(&self) -> Platform {
+        Platform {
+            architecture: self.architecture.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+        }
+    }
+}
+
 /// A content descriptor.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -530,11 +530,7 @@ fn build_one(
         .ok_or_else(|| BuildError::Other("the target stage was not built".into()))?;
     // Never a silent wrong-platform image: a last stage pinned to another platform
     // (`FROM --platform=$BUILDPLATFORM`) makes an image that does not run where it is sent.
-    let made_for = oci::Platform {
-        architecture: state.config.architecture.clone(),
-        os: state.config.os.clone(),
-        variant: state.config.variant.clone(),
-    };
+    let made_for = state.config.platform();
     // (A base image whose config names no platform says nothing to check.)
     if !opts.platforms.is_empty()
         && !made_for.architecture.is_empty()

@@ -103,12 +103,7 @@ impl StageState {
 
     /// The platform the stage's image is for, as its config says (normalized).
     pub(super) fn platform(&self) -> oci::Platform {
-        oci::Platform {
-            architecture: self.config.architecture.clone(),
-            os: self.config.os.clone(),
-            variant: self.config.variant.clone(),
-        }
-        .normalized()
+        self.config.platform().normalized()
     }
 
     /// Applies the layers added since the view was last brought up to date, from the store's

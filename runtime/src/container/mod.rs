@@ -807,12 +807,7 @@ pub(crate) fn image_to_run(
         None => store.platform_manifest(&named, None)?,
     };
     let (m, config, _) = store.image(&manifest)?;
-    let platform = crate::oci::Platform {
-        architecture: config.architecture.clone(),
-        os: config.os.clone(),
-        variant: config.variant.clone(),
-    }
-    .normalized();
+    let platform = config.platform().normalized();
     if !config.architecture.is_empty() && !platform.is_host() {
         if opts.platform.is_none() {
             warn(&format!(

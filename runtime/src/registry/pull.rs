@@ -165,13 +165,6 @@ fn fetch_manifest(
     })
 }
 
-fn platform_string(p: &Platform) -> String {
-    match &p.variant {
-        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
-        None => format!("{}/{}", p.os, p.architecture),
-    }
-}
-
 /// The manifest for `want` in an index: same os and architecture, and the variant when one
 /// is asked for (else the first, as containerd's default matcher orders them).
 fn pick<'a>(index: &'a Index, want: &Platform) -> Option<&'a Descriptor> {
@@ -232,13 +225,13 @@ fn image_manifest(
                 let have: Vec<String> = index
                     .manifests
                     .iter()
-                    .filter_map(|m| m.platform.as_ref().map(platform_string))
+                    .filter_map(|m| m.platform.as_ref().map(Platform::to_string))
                     .collect();
                 refused(
                     format!("{target}"),
                     format!(
                         "no image for {} (the index has {})",
-                        platform_string(want),
+                        want,
                         if have.is_empty() {
                             "none".into()
                         } else {

@@ -481,11 +481,7 @@ impl Store {
                         name.clone(),
                     ),
                 ]),
-                platform: Some(oci::Platform {
-                    architecture: config.architecture.clone(),
-                    os: config.os.clone(),
-                    variant: config.variant.clone(),
-                }),
+                platform: Some(config.platform()),
             });
             let path_of =
                 |digest: &str| format!("blobs/sha256/{}", digest.trim_start_matches("sha256:"));

@@ -18,19 +18,6 @@ pub struct ImageSummary {
     pub created: Option<String>,
     /// What the layers hold unpacked, as docker counts it ([`Store::content_size`]).
     pub size: u64,
-    /// The platforms it holds (`linux/amd64`): one, or each image of an index.
-    pub platforms: Vec<String>,
-}
-
-/// An image config's platform, as `--platform` writes it.
-pub fn platform_of(c: &ImageConfig) -> String {
-    crate::oci::Platform {
-        architecture: c.architecture.clone(),
-        os: c.os.clone(),
-        variant: c.variant.clone(),
-    }
-    .normalized()
-    .to_string()
 }
 
 /// What `kiln rmi` removed: tags, and the image ID once nothing names it.
@@ -403,7 +390,12 @@ impl Store {
     /// Reads an image's manifest and config: `digest`'s own, or for an index, the image for
     /// this machine's platform (else its first; [`Store::platform_manifest`]).
     pub fn image(&self, digest: &Digest) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
-        self.image_of_manifest(&self.platform_manifest(digest, None)?)
+        // Read once: an image manifest (the usual case) is parsed from these bytes.
+        let bytes = self.read_blob(digest)?;
+        if super::is_index(&bytes) {
+            return self.image_of_manifest(&self.platform_manifest(digest, None)?);
+        }
+        self.image_from(digest, &bytes)
     }
 
     /// Reads the image for `want` that `digest` names (an index's entry for it, or a manifest
@@ -423,12 +415,20 @@ impl Store {
         &self,
         manifest: &Digest,
     ) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
+        self.image_from(manifest, &self.read_blob(manifest)?)
+    }
+
+    /// [`Store::image_of_manifest`] of a manifest already read (`bytes`).
+    fn image_from(
+        &self,
+        manifest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(Manifest, ImageConfig, Digest), StoreError> {
         let bad = |what: &str, e: serde_json::Error| StoreError::BadLayout {
             path: self.blob_path(manifest),
             reason: format!("{what}: {e}"),
         };
-        let m: Manifest =
-            serde_json::from_slice(&self.read_blob(manifest)?).map_err(|e| bad("manifest", e))?;
+        let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad("manifest", e))?;
         let config_digest = Digest::parse(&m.config.digest).map_err(|e| StoreError::BadLayout {
             path: self.blob_path(manifest),
             reason: e.to_string(),
@@ -547,14 +547,12 @@ impl Store {
             if tagged.contains(&config) || !seen.insert(config) {
                 continue;
             }
-            let platforms = vec![platform_of(&c)];
             out.push(ImageSummary {
                 name: "<none>:<none>".into(),
                 manifest,
                 config,
                 created: c.created,
                 size: self.content_size(&doc)?,
-                platforms,
             });
         }
         Ok(out)
@@ -564,11 +562,6 @@ impl Store {
         let mut out = Vec::new();
         for t in self.tags()? {
             let (m, c, config) = self.image(&t.digest)?;
-            let platforms: Vec<String> = self
-                .platforms_of(&t.digest)?
-                .iter()
-                .map(|(p, _)| p.to_string())
-                .collect();
             // A multi-platform image's ID is its index's digest, as docker's containerd store
             // shows it; its size, the image this machine would run.
             let is_index = self.read_index(&t.digest)?.is_some();
@@ -578,7 +571,6 @@ impl Store {
                 config: if is_index { t.digest } else { config },
                 created: c.created,
                 size: self.content_size(&m)?,
-                platforms,
             });
         }
         Ok(out)

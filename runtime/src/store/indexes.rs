@@ -76,15 +76,7 @@ impl Store {
                 .collect()),
             None => {
                 let config = self.image_config_only(digest)?;
-                Ok(vec![(
-                    Platform {
-                        architecture: config.architecture,
-                        os: config.os,
-                        variant: config.variant,
-                    }
-                    .normalized(),
-                    *digest,
-                )])
+                Ok(vec![(config.platform().normalized(), *digest)])
             }
         }
     }
@@ -220,11 +212,7 @@ impl Store {
                 digest: m.to_string(),
                 size: bytes.len() as u64,
                 annotations: Default::default(),
-                platform: Some(Platform {
-                    architecture: config.architecture,
-                    os: config.os,
-                    variant: config.variant,
-                }),
+                platform: Some(config.platform()),
             });
         }
         let index = Index {
