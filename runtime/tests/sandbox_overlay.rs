@@ -114,3 +114,57 @@ fn a_missing_layer_is_named() {
     // Nothing was mounted.
     assert!(std::fs::read_dir(&mnt).unwrap().next().is_none());
 }
+
+/// A scratch mount is overlayfs' `volatile` (where the kernel has it), a plain mount is not;
+/// a scratch upper mounted again (a `--rm` container started after its monitor died) mounts,
+/// with its writes, instead of falling back to a copy.
+#[test]
+fn scratch_mounts_are_volatile_and_mount_again() {
+    if !can_mount("scratch_mounts_are_volatile_and_mount_again") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lower = vec![t.path().join("lower")];
+    std::fs::create_dir(&lower[0]).unwrap();
+    std::fs::write(lower[0].join("f"), "lower").unwrap();
+    let (upper, work, mnt) = dirs(t.path());
+    let ov = Overlay {
+        lower: &lower,
+        upper: &upper,
+        work: &work,
+    };
+    let options = |mnt: &Path| {
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let me = mnt.display().to_string();
+        table
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(me.as_str()))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    overlay::mount(ov, &mnt).unwrap();
+    let plain = options(&mnt);
+    overlay::unmount(&mnt).unwrap();
+    overlay::mount_scratch(ov, &mnt).unwrap();
+    let scratch = options(&mnt);
+    std::fs::write(mnt.join("f"), "first").unwrap();
+    overlay::unmount(&mnt).unwrap();
+    assert!(plain.contains("upperdir="), "an overlay: {plain}");
+    assert!(!plain.contains("volatile"), "{plain}");
+    let kernel_has_it = work.join("work/incompat/volatile").exists();
+    if !kernel_has_it {
+        eprintln!("skipped: this kernel has no overlayfs volatile (before 5.10): {scratch}");
+        return;
+    }
+    assert!(scratch.contains("volatile"), "{scratch}");
+    // Again on the same directories: the kernel refuses `volatile` while its marker is there.
+    overlay::mount_scratch(ov, &mnt).unwrap();
+    let again = options(&mnt);
+    let seen = std::fs::read_to_string(mnt.join("f")).unwrap();
+    overlay::unmount(&mnt).unwrap();
+    assert!(
+        again.contains("volatile"),
+        "an overlay again, not a copy: {again}"
+    );
+    assert_eq!(seen, "first", "the upper's writes are there");
+}

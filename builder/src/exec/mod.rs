@@ -262,7 +262,8 @@ impl StepRunner for Sandbox {
             upper: job.upper,
             work: job.work,
         };
-        overlay::mount(ov, job.rootfs).map_err(|e| failed(&e))?;
+        // The upper is read into the layer blob after the unmount, then removed: scratch.
+        overlay::mount_scratch(ov, job.rootfs).map_err(|e| failed(&e))?;
         let stdio = || job.log.try_clone().map(std::process::Stdio::from);
         let status = stdio()
             .and_then(|o| Ok((o, stdio()?)))

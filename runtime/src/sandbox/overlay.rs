@@ -7,6 +7,12 @@
 //! `:` or `,` in a path. On kernels without `lowerdir+` (before 6.8) kiln falls back to
 //! `mount(2)` and says which limit was hit when the string does not fit.
 //!
+//! [`mount_scratch`] adds overlayfs' `volatile` for an upper that no one needs after a crash (a
+//! RUN step's, read into a layer blob after the unmount; a `kiln run --rm` container's): the
+//! unmount then skips syncing the upper's filesystem (0.25-0.6 ms against 0.035 ms here) and an
+//! fsync inside returns at once, as podman does for `--rm`. Such an upper can never be mounted
+//! again (the kernel leaves `work/work/incompat/volatile`), which neither needs.
+//!
 //! `redirect_dir=off` and `metacopy=off`: with either on, the upper directory would hold
 //! references into lower layers instead of data, and the layer diff
 //! ([`crate::layer::diff`]) would be wrong; it refuses such markers.
@@ -57,6 +63,16 @@ const SNAPSHOT: &str = "kiln-copyroot-snapshot";
 /// Mounts `ov` on `target`: overlayfs, or where it cannot be mounted, a copy of the layers
 /// ([`super::copyroot`]); call [`finish`] after [`unmount`] before reading `ov.upper`.
 pub fn mount(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    mount_with(ov, target, false)
+}
+
+/// [`mount`] for an upper that is thrown away or read once after the unmount (see the module's
+/// doc): `volatile` where the kernel has it (5.10 and later), a plain mount elsewhere.
+pub fn mount_scratch(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+    mount_with(ov, target, true)
+}
+
+fn mount_with(ov: Overlay<'_>, target: &Path, volatile: bool) -> Result<(), MountError> {
     if ov.lower.is_empty() {
         return Err(MountError {
             target: target.display().to_string(),
@@ -67,14 +83,27 @@ pub fn mount(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
     if FORCE_COPY.load(std::sync::atomic::Ordering::SeqCst) {
         return mount_copy(ov, target);
     }
-    match mount_overlay(ov, target) {
+    match mount_overlay(ov, target, volatile) {
         Ok(()) => Ok(()),
+        // A scratch upper mounted before (a `--rm` container started again after its monitor
+        // was killed): the kernel refuses `volatile` until its marker is gone.
+        Err(e) if volatile && e.errno == Errno::INVAL && clear_volatile_marker(ov.work) => {
+            mount_overlay(ov, target, true).or_else(|_| mount_copy(ov, target))
+        }
         // A path that is not there is an error of the caller's, not overlayfs': the copy
         // would fail the same way, with less to say.
         Err(e) if matches!(e.errno, Errno::NOENT | Errno::NOTDIR) => Err(e),
         // No overlayfs, or one that refuses these directories: the copy.
         Err(_) => mount_copy(ov, target),
     }
+}
+
+/// Removes the marker a `volatile` mount leaves in its work directory; whether there was one.
+fn clear_volatile_marker(work: &Path) -> bool {
+    let incompat = work.join("work/incompat");
+    let found = std::fs::remove_dir_all(incompat.join("volatile")).is_ok();
+    let _ = std::fs::remove_dir(&incompat);
+    found
 }
 
 fn io_fail(target: &Path, step: &str) -> impl FnOnce(std::io::Error) -> MountError {
@@ -114,25 +143,30 @@ pub fn finish(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
     std::fs::remove_file(&snap).map_err(io_fail(target, "snapshot"))
 }
 
-fn mount_overlay(ov: Overlay<'_>, target: &Path) -> Result<(), MountError> {
+fn mount_overlay(ov: Overlay<'_>, target: &Path, volatile: bool) -> Result<(), MountError> {
     let fail = |step: String, errno| MountError {
         target: target.display().to_string(),
         step,
         errno,
     };
-    match mount_new_api(ov, target) {
+    match mount_new_api(ov, target, volatile) {
         Ok(()) => Ok(()),
-        // Kernels before 5.2 (no fsopen) or 6.8 (no lowerdir+): the legacy call.
+        // Kernels before 5.2 (no fsopen) or 6.8 (no lowerdir+): the legacy call, and without
+        // `volatile` if that is what the kernel refused (before 5.10).
         Err((step, Errno::NOSYS | Errno::INVAL))
             if step.starts_with("lowerdir+") || step == "fsopen" =>
         {
-            mount_legacy(ov, target).map_err(|(s, e)| fail(s, e))
+            match mount_legacy(ov, target, volatile) {
+                Err((_, Errno::INVAL)) if volatile => mount_legacy(ov, target, false),
+                r => r,
+            }
+            .map_err(|(s, e)| fail(s, e))
         }
         Err((step, e)) => Err(fail(step, e)),
     }
 }
 
-fn mount_new_api(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> {
+fn mount_new_api(ov: Overlay<'_>, target: &Path, volatile: bool) -> Result<(), (String, Errno)> {
     let fs = fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC).map_err(|e| ("fsopen".into(), e))?;
     for l in ov.lower {
         fsconfig_set_string(fs.as_fd(), "lowerdir+", l)
@@ -145,6 +179,10 @@ fn mount_new_api(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> 
     set("workdir", ov.work)?;
     set("redirect_dir", Path::new("off"))?;
     set("metacopy", Path::new("off"))?;
+    if volatile {
+        // A kernel that does not know the option refuses it here (EINVAL): a plain mount.
+        let _ = rustix::mount::fsconfig_set_flag(fs.as_fd(), "volatile");
+    }
     fsconfig_create(fs.as_fd()).map_err(|e| ("create".into(), e))?;
     let mnt = fsmount(
         fs.as_fd(),
@@ -162,7 +200,7 @@ fn mount_new_api(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> 
     .map_err(|e| ("move_mount".into(), e))
 }
 
-fn mount_legacy(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> {
+fn mount_legacy(ov: Overlay<'_>, target: &Path, volatile: bool) -> Result<(), (String, Errno)> {
     let mut lower = Vec::new();
     for l in ov.lower {
         let s = l.display().to_string();
@@ -175,10 +213,11 @@ fn mount_legacy(ov: Overlay<'_>, target: &Path) -> Result<(), (String, Errno)> {
         lower.push(s);
     }
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off",
+        "lowerdir={},upperdir={},workdir={},redirect_dir=off,metacopy=off{}",
         lower.join(":"),
         ov.upper.display(),
-        ov.work.display()
+        ov.work.display(),
+        if volatile { ",volatile" } else { "" }
     );
     if opts.len() >= PAGE {
         return Err((

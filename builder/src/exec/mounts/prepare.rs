@@ -233,7 +233,7 @@ pub(super) fn mount_from(
             l
         }
     };
-    overlay::mount(
+    overlay::mount_scratch(
         overlay::Overlay {
             lower: &lower,
             upper: &upper,
