@@ -503,3 +503,82 @@ fn containers_get_the_machines_huge_page_setting() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), ours.trim());
 }
+
+/// The points /etc/hosts and /etc/resolv.conf are bound over, where the image lacks them, come
+/// from a layer kiln makes once per image: a container's own changes hold none of them (nor a
+/// copy of /etc), /etc keeps the image's owner, mode and time, and the layer goes when the
+/// image's unpacked layers are pruned.
+#[test]
+fn mount_points_are_a_layer_of_their_own() {
+    if !can_sandbox("mount_points_are_a_layer_of_their_own") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let image = "kiln.local/busybox";
+    // The base image has an /etc without hosts or resolv.conf.
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--name",
+            "stubbed",
+            image,
+            "sh",
+            "-c",
+            "cat /etc/hosts | head -1; stat -c '%a %u %Y' /etc",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("127.0.0.1\tlocalhost"), "{out}");
+    let (_, id, _) = kiln(r, &["inspect", "-f", "{{.Id}}", "stubbed"]);
+    let upper = r.join("containers").join(id.trim()).join("upper");
+    assert!(upper.is_dir(), "{}", upper.display());
+    assert!(
+        !upper.join("etc").exists(),
+        "the container's changes have no /etc: {:?}",
+        std::fs::read_dir(&upper)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect::<Vec<_>>()
+    );
+    let (code, diff, err) = kiln(r, &["diff", "stubbed"]);
+    assert_eq!((code, diff.as_str()), (0, ""), "{err}");
+    // /etc as the image has it (its layer, unpacked: the stub layer copies it).
+    let layers =
+        std::fs::read_to_string(r.join("containers").join(id.trim()).join("layers")).unwrap();
+    let base_etc = layers
+        .lines()
+        .map(|l| r.join("layers").join(l).join("etc"))
+        .find(|p| p.is_dir())
+        .unwrap();
+    let m = std::fs::metadata(&base_etc).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        lines.next().unwrap(),
+        format!("{:o} {} {}", m.mode() & 0o7777, m.uid(), m.mtime()),
+        "/etc's mode, owner and time are the image's"
+    );
+    let stubs: Vec<_> = std::fs::read_dir(r.join("stubs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(stubs.len(), 1, "one layer of mount points for the image");
+    // Pruned with the image's unpacked layers, once nothing uses them.
+    let (code, _, err) = kiln(r, &["rm", "stubbed"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = kiln(r, &["cache", "prune", "-a", "-f"]);
+    assert_eq!(code, 0, "{err}");
+    let left: Vec<_> = std::fs::read_dir(r.join("stubs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<std::path::PathBuf>::new(),
+        "removed with the layer"
+    );
+}

@@ -844,6 +844,11 @@ pub fn run(
     let argv = command(&config, opts)?;
     let mode = network_mode(opts)?;
     let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
+    // The mount points of /etc/hosts and /etc/resolv.conf the image lacks, in a layer of their
+    // own instead of the container's upper directory.
+    if let Some(stubs) = store.etc_stubs(&lower) {
+        lower.insert(0, stubs);
+    }
     let id = opts.id.clone().unwrap_or_else(new_id);
     let existing = match &opts.id {
         Some(i) => store.find_container(i)?.filter(|c| c.id == *i),
@@ -891,7 +896,12 @@ pub fn run(
             upper: &upper,
             work: &work,
         };
-        overlay::mount(ov, &rootfs)?;
+        // A `--rm` container's upper goes with it: scratch (see `overlay::mount_scratch`).
+        if opts.remove {
+            overlay::mount_scratch(ov, &rootfs)?;
+        } else {
+            overlay::mount(ov, &rootfs)?;
+        }
         let net = match netsetup::Net::set_up(store, opts, &config, (&dir, &id), &mode, warn) {
             Ok(n) => n,
             Err(e) => {
@@ -933,8 +943,11 @@ pub fn run(
                     }
                 });
                 let status = process::run(&spec, i, o, e);
-                // Before the cgroups go with `spec`: did the OOM killer end it?
-                let _ = store.set_container_oom_killed(id, spec.cgroup.oom_killed());
+                // Before the cgroups go with `spec`: did the OOM killer end it? (Not kept for a
+                // `--rm` container: its record goes next.)
+                if !opts.remove {
+                    let _ = store.set_container_oom_killed(id, spec.cgroup.oom_killed());
+                }
                 // The last sender: the thread above ends (it was told, or never will be).
                 spec.started = None;
                 // The last end of the terminal socket on the container's side.

@@ -64,11 +64,11 @@ fn join(rel: &str, name: &str) -> String {
     }
 }
 
-fn is_whiteout(m: &fs::Metadata) -> bool {
+pub(super) fn is_whiteout(m: &fs::Metadata) -> bool {
     m.file_type().is_char_device() && m.rdev() == 0
 }
 
-fn is_opaque(p: &Path) -> bool {
+pub(super) fn is_opaque(p: &Path) -> bool {
     let mut b = [0u8; 1];
     rustix::fs::lgetxattr(p, OPAQUE, &mut b).is_ok_and(|n| n == 1 && b[0] == b'y')
 }

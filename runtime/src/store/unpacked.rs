@@ -227,6 +227,41 @@ impl Store {
             .find(|d| d.is_dir()))
     }
 
+    /// The layer of mount points that goes on top of `lower` (unpacked layers, top first) in a
+    /// sandbox's overlay ([`crate::sandbox::etc::build_stub_layer`]), or `None` when the image
+    /// needs none. Made once per top layer, in `ROOT/stubs/<chain-id hex>/` (an empty directory
+    /// records that none is needed), and removed with that layer. Best effort: where it cannot
+    /// be made, the sandbox creates its mount points as it did without it.
+    pub fn etc_stubs(&self, lower: &[PathBuf]) -> Option<PathBuf> {
+        let dir = self.root.join("stubs").join(lower.first()?.file_name()?);
+        let found = |dir: PathBuf| match std::fs::symlink_metadata(dir.join("etc")) {
+            Ok(m) if m.is_dir() => Some(Some(dir)),
+            _ => std::fs::symlink_metadata(&dir)
+                .is_ok_and(|m| m.is_dir())
+                .then_some(None),
+        };
+        if let Some(known) = found(dir.clone()) {
+            return known;
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("stubs-{}", super::blobs::tmp_name()));
+        let made = std::fs::create_dir(&tmp)
+            .and_then(|()| crate::sandbox::etc::build_stub_layer(lower, &tmp));
+        // Renamed into place whole; another process that made it first wins (a rename over its
+        // empty directory changes nothing either).
+        let placed = made.is_ok()
+            && dir
+                .parent()
+                .is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+            && std::fs::rename(&tmp, &dir).is_ok();
+        if !placed {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        found(dir).flatten()
+    }
+
     /// Whether the layer `chain` is unpacked.
     pub fn is_unpacked(&self, chain: &Digest) -> bool {
         self.root.join("layers").join(chain.hex()).is_dir()
@@ -326,6 +361,8 @@ impl Store {
     /// Removes one unpacked directory and its row.
     pub(super) fn remove_unpacked(&self, chain: &str) -> Result<(), StoreError> {
         self.discard_dir(&self.root.join("layers").join(chain))?;
+        // Its mount points, when it was an image's top layer (see `etc_stubs`).
+        self.discard_dir(&self.root.join("stubs").join(chain))?;
         self.conn()
             .execute("DELETE FROM unpacked WHERE chain = ?1", [chain])
             .map_err(self.db_err())?;
