@@ -45,11 +45,8 @@ fn main() -> ExitCode {
     }
     // Not root: kiln becomes root in a user namespace of its own (rootless), before any thread
     // exists. Commands that never touch a store or a sandbox skip it.
-    let first = subcommand(
-        cli::aliases::rewrite(std::env::args().collect())
-            .into_iter()
-            .skip(1),
-    );
+    let argv = cli::aliases::rewrite(std::env::args().collect());
+    let first = subcommand(argv.iter().skip(1).cloned());
     // Commands that only print: a reader that goes away (`kiln inspect app | head`) ends them
     // quietly, as any Unix tool, instead of a panic on the failed write. Not for the others
     // (their output to a closed pipe is dropped by `out!`, and their work finishes):
@@ -98,7 +95,14 @@ fn main() -> ExitCode {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
         }
     }
-    let args = match cli::Cli::try_parse_from(cli::aliases::rewrite(std::env::args().collect())) {
+    let fast = first
+        .as_deref()
+        .and_then(|name| cli::fastparse::parse(&argv, name));
+    let parsed = match fast {
+        Some(args) => Ok(args),
+        None => cli::Cli::try_parse_from(argv),
+    };
+    let args = match parsed {
         Ok(args) => args,
         Err(e) => {
             let _ = e.print();

@@ -7,6 +7,7 @@ mod changes;
 mod check;
 mod containers;
 mod dockerfile;
+pub mod fastparse;
 mod history;
 mod images;
 mod inspect;
