@@ -495,3 +495,38 @@ fn no_wrong_platform_image_is_made() {
     let out = env.ok(r, &["run", "--rm", "one:arm", "cat", "/arch"]);
     assert_eq!(out, "aarch64\n");
 }
+
+/// `kiln rmi` of a multi-platform image says it deleted the image's ID, its index's digest
+/// (as `kiln inspect` shows it), once no other name has it; the host's image another name still
+/// has is untouched.
+#[test]
+fn rmi_of_a_multi_platform_image_deletes_its_index() {
+    if !common::can_sandbox("rmi_of_a_multi_platform_image_deletes_its_index") {
+        return;
+    }
+    let env = Env::plain();
+    let root = store_with_multi_base(&env);
+    let r = root.path();
+    let multi = "kiln.local/busybox:multi";
+    let id = env.ok(r, &["inspect", "--format", "{{.Id}}", multi]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    env.ok(r, &["tag", multi, "kiln.local/busybox:again"]);
+    assert_eq!(env.ok(r, &["rmi", multi]), format!("Untagged: {multi}\n"));
+    assert_eq!(
+        env.ok(r, &["rmi", "kiln.local/busybox:again"]),
+        format!(
+            "Untagged: kiln.local/busybox:again\nDeleted: {}\n",
+            id.trim()
+        )
+    );
+    let host = env.ok(
+        r,
+        &[
+            "inspect",
+            "--format",
+            "{{.Id}}",
+            "kiln.local/busybox:latest",
+        ],
+    );
+    assert_ne!(host.trim(), id.trim());
+}

@@ -153,11 +153,11 @@ impl Store {
                 let Some(m) = self.resolve(name)? else {
                     return Ok(None);
                 };
-                let config = self.image(&m)?.2;
+                let id = self.image_id(&m)?;
                 let tags: Vec<String> = self
                     .tags()?
                     .into_iter()
-                    .filter(|t| self.image(&t.digest).is_ok_and(|(_, _, c)| c == config))
+                    .filter(|t| self.image_id(&t.digest).is_ok_and(|i| i == id))
                     .map(|t| t.name)
                     .collect();
                 let mut repos: Vec<&str> = tags
@@ -170,33 +170,42 @@ impl Store {
                     return Err(StoreError::Conflict(format!(
                         "unable to delete {} (must be forced): the image is referenced in \
                          multiple repositories ({})",
-                        &config.hex()[..12],
+                        &id.hex()[..12],
                         repos.join(", ")
                     )));
                 }
                 (m, tags)
             }
         };
+        let id = self.image_id(&manifest)?;
         let config = self.image(&manifest)?.2;
         for t in &untag {
             self.remove_tag(t)?;
         }
-        let still_tagged = self
-            .tags()?
-            .iter()
-            .any(|t| self.image(&t.digest).is_ok_and(|(_, _, c)| c == config));
-        let deleted = if still_tagged {
-            None
-        } else {
+        let tags = self.tags()?;
+        let still = |same: &dyn Fn(&Digest) -> bool| tags.iter().any(|t| same(&t.digest));
+        // A multi-platform image's ID is its index's; its row is its host image's config's,
+        // which another name may still use alone.
+        if !still(&|d| self.image(d).is_ok_and(|(_, _, c)| c == config)) {
             self.conn()
                 .execute("DELETE FROM images WHERE config = ?1", [config.to_string()])
                 .map_err(self.db_err())?;
-            Some(config)
-        };
+        }
+        let deleted = (!still(&|d| self.image_id(d).is_ok_and(|i| i == id))).then_some(id);
         Ok(Some(Removed {
             untagged: untag,
             deleted,
         }))
+    }
+
+    /// The image's ID as docker shows it: its config's digest, or for a multi-platform image its
+    /// index's digest (docker's containerd store).
+    pub fn image_id(&self, manifest: &Digest) -> Result<Digest, StoreError> {
+        Ok(if self.read_index(manifest)?.is_some() {
+            *manifest
+        } else {
+            self.image(manifest)?.2
+        })
     }
 
     /// `kiln image prune`: forgets untagged images (`all`: also untags every image no
@@ -446,13 +455,8 @@ impl Store {
             .iter()
             .map(|(p, _)| p.to_string())
             .collect();
-        // A multi-platform image's ID is its index's digest (docker's containerd store); the
-        // rest describes the image this machine would run.
-        let id = if self.read_index(manifest)?.is_some() {
-            *manifest
-        } else {
-            config
-        };
+        // The rest describes the image this machine would run.
+        let id = self.image_id(manifest)?;
         let tags: Vec<String> = self
             .tags()?
             .into_iter()
