@@ -950,3 +950,64 @@ fn create_makes_a_container_that_start_runs() {
     let (code, _, _) = kiln(r, &["create", "-d", "kiln.local/busybox"]);
     assert_ne!(code, 0);
 }
+
+/// `kiln start` of one stopped container from many processes at once: every one succeeds, and
+/// one monitor runs it once, on one overlay (before, each start's monitor ran it, and the
+/// second mount of the same upper directory fell back to a copy).
+#[test]
+fn starts_at_once_run_a_container_once() {
+    if !common::can_sandbox("starts_at_once_run_a_container_once") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let marker = format!("{}", 7000 + std::process::id() % 1000);
+    ok(
+        r,
+        &[
+            "create",
+            "--name",
+            "once",
+            "kiln.local/busybox",
+            "sleep",
+            &marker,
+        ],
+    );
+    let id = ok(r, &["inspect", "-f", "{{.Id}}", "once"]);
+    let starts: Vec<_> = (0..6)
+        .map(|_| {
+            common::kiln_cmd(r, &["start", "once"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for s in starts {
+        let out = s.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "once\n");
+    }
+    until("it runs", || inspect(r, "once")["State"]["Running"] == true);
+    let sleeping = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| {
+                String::from_utf8_lossy(c).replace('\0', " ").trim() == format!("sleep {marker}")
+            })
+            .count()
+    };
+    // Give a second run the time to appear, if there were one.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sleeping(), 1, "one container process");
+    let rootfs = r.join("containers").join(id.trim()).join("rootfs");
+    assert_eq!(mounts_at(&rootfs), 1, "one overlay on its root");
+    ok(r, &["rm", "-f", "once"]);
+    assert_eq!(sleeping(), 0);
+}

@@ -60,6 +60,23 @@ pub fn start(root: Option<&Path>, args: StartArgs) -> anyhow::Result<ExitCode> {
         let Some(what) = args.containers.first() else {
             return Ok(ExitCode::from(125));
         };
+        // One monitor per container, whatever number of `kiln start`s run at once: the others
+        // say it started (it runs) and leave.
+        let _claim = match container::control::claim(&store, what) {
+            Ok(Some(claim)) => claim,
+            Ok(None) => {
+                let id = store
+                    .find_container(what)?
+                    .map(|c| c.id)
+                    .unwrap_or_default();
+                outln!("started {id}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => {
+                outln!("error {} {e}", e.exit_code());
+                return Ok(ExitCode::from(e.exit_code()));
+            }
+        };
         return Ok(match container::control::start(&store, what) {
             Ok(Start::Stopped(mut opts)) => {
                 ExitCode::from(container::detach::monitor(&store, &mut opts))

@@ -196,6 +196,59 @@ pub fn unpause(store: &Store, what: &str) -> Result<String, ContainerError> {
     }
 }
 
+/// The right to serve a container: an exclusive lock on `containers/<id>/monitor.lock`, held
+/// by its monitor for as long as it lives (the kernel drops it when the monitor dies, even by
+/// SIGKILL). Two `kiln start`s of one stopped container each start a monitor; without it both
+/// would run the container, on one upper directory.
+#[derive(Debug)]
+pub struct Claim {
+    _lock: std::fs::File,
+}
+
+/// Claims container `what` for this monitor: `Ok(None)` when another monitor serves it and it
+/// runs (that start won; this one has nothing to do); waits while the other is still starting
+/// it, and claims it if that one ends first.
+pub fn claim(store: &Store, what: &str) -> Result<Option<Claim>, ContainerError> {
+    let c = find(store, what)?;
+    let path = store
+        .root()
+        .join("containers")
+        .join(&c.id)
+        .join("monitor.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| ContainerError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    let t0 = std::time::Instant::now();
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(Some(Claim { _lock: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => {}
+            Err(e) => {
+                return Err(ContainerError::Io {
+                    path,
+                    source: e.into(),
+                });
+            }
+        }
+        if find(store, &c.id)?.state().is_live() {
+            return Ok(None);
+        }
+        if t0.elapsed() > Duration::from_secs(60) {
+            return Err(ContainerError::Config(format!(
+                "container {} is being started by another kiln process",
+                c.name
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// What `kiln start` finds.
 #[derive(Debug)]
 pub enum Start {
