@@ -302,6 +302,14 @@ mod tests {
             render("{{json .}}", &serde_json::json!({"Digest": "<none>"})).unwrap(),
             r#"{"Digest":"\u003cnone\u003e"}"#
         );
+        // A list or a map printed as Go prints it (docker's `{{.Config.Env}}`), nested too.
+        assert_eq!(r("{{.Config.Env}}"), "[A=1 B=2]");
+        assert_eq!(r("{{.Config.Labels}}"), "map[k:v]");
+        let nested = serde_json::json!({"P": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "53/udp": []}});
+        assert_eq!(
+            render("{{.P}}", &nested).unwrap(),
+            "map[53/udp:[] 80/tcp:[map[HostIp:0.0.0.0 HostPort:8080]]]"
+        );
         assert!(render("{{.Id", &v).is_err());
         assert!(render("{{nosuchfunc .Id}}", &v).is_err());
     }
