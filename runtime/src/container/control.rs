@@ -210,31 +210,11 @@ pub struct Claim {
 /// it, and claims it if that one ends first.
 pub fn claim(store: &Store, what: &str) -> Result<Option<Claim>, ContainerError> {
     let c = find(store, what)?;
-    let path = store
-        .root()
-        .join("containers")
-        .join(&c.id)
-        .join("monitor.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|source| ContainerError::Io {
-            path: path.clone(),
-            source,
-        })?;
+    let dir = store.root().join("containers").join(&c.id);
     let t0 = std::time::Instant::now();
     loop {
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(Some(Claim { _lock: file })),
-            Err(rustix::io::Errno::WOULDBLOCK) => {}
-            Err(e) => {
-                return Err(ContainerError::Io {
-                    path,
-                    source: e.into(),
-                });
-            }
+        if let Some(claim) = try_claim(&dir)? {
+            return Ok(Some(claim));
         }
         if find(store, &c.id)?.state().is_live() {
             return Ok(None);
@@ -246,6 +226,26 @@ pub fn claim(store: &Store, what: &str) -> Result<Option<Claim>, ContainerError>
             )));
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The claim of the container whose directory is `dir`, if no other process holds it.
+pub(crate) fn try_claim(dir: &std::path::Path) -> Result<Option<Claim>, ContainerError> {
+    let path = dir.join("monitor.lock");
+    let io = |source: std::io::Error| ContainerError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(Claim { _lock: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(io(e.into())),
     }
 }
 

@@ -864,6 +864,12 @@ pub fn run(
     }
     let dir = store.root().join("containers").join(&id);
     let noted = store.note_container_layers(&id, &lower);
+    // A new container is served by this process from now on (`kiln start` of an existing one
+    // claimed it before): a `kiln start` racing its first start waits instead of running it too.
+    let _claim = match existing {
+        None => control::try_claim(&dir).ok().flatten(),
+        Some(_) => None,
+    };
     drop(guard);
     let io = |path: &std::path::Path| {
         let path = path.to_path_buf();
