@@ -13,8 +13,9 @@
 //!
 //! On hybrid machines the v1 controller carries the list, as runc's does; the v2 program is
 //! the fallback where v1 has no devices controller. `KILN_CGROUP_DEVICES=v1|bpf|none` restricts
-//! kiln to one of them, or to neither (to test each on its own). Where neither can be had, the sandbox is told so: it then drops CAP_MKNOD and
-//! mounts its root `nodev` (see [`Join::devices_controlled`]), and the caller says so.
+//! kiln to one of them, or to neither (to test each on its own). Where neither can be had, the
+//! sandbox is told so: it then drops CAP_MKNOD and mounts its root `nodev` (see
+//! [`Join::devices_controlled`]), and the caller says so.
 //!
 //! `<maker>` is the kiln process that made the cgroup, `PID.START` (its pid and start time, so
 //! a later process that got the pid does not pass for it): [`sweep`] removes those of dead kiln

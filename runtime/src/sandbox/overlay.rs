@@ -10,8 +10,9 @@
 //! [`mount_scratch`] adds overlayfs' `volatile` for an upper that no one needs after a crash (a
 //! RUN step's, read into a layer blob after the unmount; a `kiln run --rm` container's): the
 //! unmount then skips syncing the upper's filesystem (0.25-0.6 ms against 0.035 ms here) and an
-//! fsync inside returns at once, as podman does for `--rm`. Such an upper can never be mounted
-//! again (the kernel leaves `work/work/incompat/volatile`), which neither needs.
+//! fsync inside returns at once, as podman does for `--rm`. The kernel refuses to mount such an
+//! upper again while its marker (`work/work/incompat/volatile`) is there; kiln removes the
+//! marker when it does (a `--rm` container started again after its monitor was killed).
 //!
 //! `redirect_dir=off` and `metacopy=off`: with either on, the upper directory would hold
 //! references into lower layers instead of data, and the layer diff
