@@ -136,6 +136,19 @@ fn a_fresh_runner_builds_from_a_local_cache() {
         .filter(|l| l.starts_with("HIT") && l.contains("(from the shared cache"))
         .count();
     assert_eq!(from_shared, 5, "{explained}");
+    // A runner that has built nothing asks before building: `cache explain --cache-from`
+    // imports as the build would, and says every step would come from the shared cache.
+    let d = store_with_base();
+    let explained = ok(
+        d.path(),
+        &["cache", "explain", "--cache-from", &from_max, c],
+    )
+    .0;
+    let from_shared = explained
+        .lines()
+        .filter(|l| l.starts_with("HIT") && l.contains("(from the shared cache"))
+        .count();
+    assert_eq!(from_shared, 5, "{explained}");
 
     // Runner C with the min cache: the final image's steps hit; the builder stage's RUN (its
     // layer is not in the image) runs, and makes a different file, so the final COPY --from

@@ -291,7 +291,10 @@ pub fn options(
 }
 
 /// `--cache-from`/`--cache-to` values, each checked before the build starts.
-fn parse_cache_specs(values: &[String], to: bool) -> anyhow::Result<Vec<transfer::Spec>> {
+pub(super) fn parse_cache_specs(
+    values: &[String],
+    to: bool,
+) -> anyhow::Result<Vec<transfer::Spec>> {
     values
         .iter()
         .map(|v| transfer::parse_spec(v, to).map_err(anyhow::Error::msg))
@@ -316,7 +319,7 @@ fn push_names(names: &mut Vec<String>, tags: &[String]) -> anyhow::Result<()> {
 
 /// `--cache-from`: each cache imported in order; one that cannot be read is a warning, never
 /// a failed build (docker's rule).
-fn import_caches(
+pub(super) fn import_caches(
     store: &kiln_runtime::store::Store,
     specs: &[transfer::Spec],
     registry: &kiln_runtime::registry::Options,

@@ -261,6 +261,13 @@ fn inspect(store: &kiln_runtime::store::Store, a: &InspectArgs) -> anyhow::Resul
 /// `kiln cache explain`: which steps would hit and why the first miss misses.
 fn explain(store: &kiln_runtime::store::Store, a: &super::build::Args) -> anyhow::Result<ExitCode> {
     let (opts, name, text) = super::build::options(store, a)?;
+    // `--cache-from` as the build would import it, so a CI runner can ask what its build would
+    // take from the shared cache before building (layers stay in the registry).
+    let cache_from = super::build::parse_cache_specs(&a.cache_from, false)?;
+    if !cache_from.is_empty() {
+        super::registry::fetch_layers_with(store, &a.registry)?;
+        super::build::import_caches(store, &cache_from, &a.registry.options()?);
+    }
     match kiln_builder::exec::explain(store, &opts, &|_| {}) {
         Ok(lines) => out!("{}", crate::render::explain::render(&lines)),
         Err(e) => {
