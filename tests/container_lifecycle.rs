@@ -868,6 +868,9 @@ fn export_and_import_make_an_image_of_a_filesystem() {
     assert!(names.iter().any(|n| n == "new"), "{names:?}");
     assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
     assert!(!names.iter().any(|n| n == "bin/ls"), "{names:?}");
+    // The points /etc/hosts and /etc/resolv.conf were bound over, as docker's export has them.
+    assert!(names.iter().any(|n| n == "etc/hosts"), "{names:?}");
+    assert!(names.iter().any(|n| n == "etc/resolv.conf"), "{names:?}");
     // import, gzipped, with changes: an image of that filesystem.
     let gz = r.join("fs.tar.gz");
     std::fs::write(&gz, common::hostile::gzip(&std::fs::read(&tar).unwrap())).unwrap();
