@@ -124,6 +124,34 @@ fn write_given(
 /// sandbox had to create for them from its layer.
 pub const BOUND: [&str; 2] = ["etc/hosts", "etc/resolv.conf"];
 
+/// Copies the extended attributes of `from` to `to`, but for overlayfs' own (an opaque mark
+/// would hide the image's /etc). Best effort: one the filesystem or the user may not set (a
+/// `security.` label rootless) is left out, as where a copy-up could not set it either.
+fn copy_xattrs(from: &Path, to: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(size) = rustix::fs::llistxattr_query(from) else {
+        return;
+    };
+    let mut names = vec![0u8; size];
+    let Ok(n) = rustix::fs::llistxattr(from, &mut names) else {
+        return;
+    };
+    names.truncate(n);
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        let Ok(len) = rustix::fs::lgetxattr_query(from, name) else {
+            continue;
+        };
+        let mut value = vec![0u8; len];
+        if let Ok(n) = rustix::fs::lgetxattr(from, name, &mut value) {
+            let _ = rustix::fs::lsetxattr(to, name, &value[..n], rustix::fs::XattrFlags::empty());
+        }
+    }
+}
+
 /// What /etc is in a stack of unpacked layers (top first), as overlayfs shows it.
 enum Etc {
     /// No /etc (none in any layer, or deleted by a whiteout).
@@ -206,7 +234,8 @@ pub fn build_stub_layer(lower: &[PathBuf], dest: &Path) -> io::Result<bool> {
         std::fs::File::create(etc.join(name))?;
     }
     // The directory's metadata last: its time is the image's, not the one the files set.
-    if let Some(m) = meta {
+    if let (Some(m), Some(top)) = (meta, top) {
+        copy_xattrs(&lower[top].join("etc"), &etc);
         std::os::unix::fs::lchown(&etc, Some(m.uid()), Some(m.gid()))?;
         std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
         let times = std::fs::FileTimes::new()
@@ -254,6 +283,14 @@ mod tests {
         let low = layer(t.path(), "low", &["etc/hosts", "etc/passwd"]);
         let top = layer(t.path(), "top", &["etc/group"]);
         std::fs::set_permissions(top.join("etc"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        // An attribute of the image's /etc comes along; overlayfs' own marks do not.
+        let xattrs = rustix::fs::setxattr(
+            top.join("etc"),
+            "user.kiln-test",
+            b"kept",
+            rustix::fs::XattrFlags::empty(),
+        )
+        .is_ok();
         let lower = vec![top.clone(), low.clone()];
         let dest = tempfile::tempdir().unwrap();
         assert!(build_stub_layer(&lower, dest.path()).unwrap());
@@ -271,6 +308,14 @@ mod tests {
         assert_eq!(made.mode() & 0o7777, 0o750, "the topmost /etc's mode");
         assert_eq!(made.mtime(), image.mtime(), "and its time");
         assert_eq!(made.uid(), image.uid());
+        if xattrs {
+            let mut v = [0u8; 8];
+            let n =
+                rustix::fs::getxattr(dest.path().join("etc"), "user.kiln-test", &mut v).unwrap();
+            assert_eq!(&v[..n], b"kept");
+        } else {
+            eprintln!("skipped: the temporary directory's filesystem takes no user xattrs");
+        }
         // Both there: nothing to make.
         let full = layer(t.path(), "full", &["etc/hosts", "etc/resolv.conf"]);
         assert_eq!(stubs(&[full]), (false, vec![]));
@@ -318,8 +363,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            stubs(&[opaque, low.clone()]),
+            stubs(&[opaque.clone(), low.clone()]),
             (true, vec!["hosts".into(), "resolv.conf".into()])
+        );
+        // The stub's /etc is not opaque itself: the image's /etc shows through it.
+        let dest = tempfile::tempdir().unwrap();
+        build_stub_layer(&[opaque, low.clone()], dest.path()).unwrap();
+        let mut v = [0u8; 1];
+        assert!(
+            rustix::fs::getxattr(dest.path().join("etc"), "trusted.overlay.opaque", &mut v)
+                .is_err()
         );
         // A whiteout of /etc itself: a new /etc with both.
         let gone = t.path().join("gone");
