@@ -280,9 +280,7 @@ fn run_in_sandbox(
     // registered with the fix-binary flag so the image needs no emulator).
     // The mount points of /etc/hosts and /etc/resolv.conf the stage lacks, in a layer of their
     // own instead of the step's upper directory (from which they would have to be dropped).
-    if let Some(stubs) = ctx.store.etc_stubs(&lower) {
-        lower.insert(0, stubs);
-    }
+    ctx.store.add_etc_stubs(&mut lower);
     let platform = st.platform();
     if !platform.is_host() {
         kiln_runtime::binfmt::ensure_emulator(&platform)

@@ -49,9 +49,7 @@ fn with_root<T>(
     let (upper, mut lower) = super::changes::layers_of(store, &c.id, &c.image)?;
     // The root as the container saw it: with the mount points of /etc/hosts and resolv.conf
     // (empty, as docker's export has them).
-    if let Some(stubs) = store.etc_stubs(&lower) {
-        lower.insert(0, stubs);
-    }
+    store.add_etc_stubs(&mut lower);
     let work = dir.join("work");
     for d in [&rootfs, &work, &upper] {
         std::fs::create_dir_all(d).map_err(|e| fail(d.display(), e))?;

@@ -846,9 +846,7 @@ pub fn run(
     let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
     // The mount points of /etc/hosts and /etc/resolv.conf the image lacks, in a layer of their
     // own instead of the container's upper directory.
-    if let Some(stubs) = store.etc_stubs(&lower) {
-        lower.insert(0, stubs);
-    }
+    store.add_etc_stubs(&mut lower);
     let id = opts.id.clone().unwrap_or_else(new_id);
     let existing = match &opts.id {
         Some(i) => store.find_container(i)?.filter(|c| c.id == *i),

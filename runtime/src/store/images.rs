@@ -177,21 +177,24 @@ impl Store {
                 (m, tags)
             }
         };
-        let id = self.image_id(&manifest)?;
-        let config = self.image(&manifest)?.2;
+        let (id, config) = self.id_and_config(&manifest)?;
         for t in &untag {
             self.remove_tag(t)?;
         }
-        let tags = self.tags()?;
-        let still = |same: &dyn Fn(&Digest) -> bool| tags.iter().any(|t| same(&t.digest));
+        // What the names left hold, each read once.
+        let left: Vec<(Digest, Digest)> = self
+            .tags()?
+            .iter()
+            .filter_map(|t| self.id_and_config(&t.digest).ok())
+            .collect();
         // A multi-platform image's ID is its index's; its row is its host image's config's,
         // which another name may still use alone.
-        if !still(&|d| self.image(d).is_ok_and(|(_, _, c)| c == config)) {
+        if !left.iter().any(|(_, c)| *c == config) {
             self.conn()
                 .execute("DELETE FROM images WHERE config = ?1", [config.to_string()])
                 .map_err(self.db_err())?;
         }
-        let deleted = (!still(&|d| self.image_id(d).is_ok_and(|i| i == id))).then_some(id);
+        let deleted = (!left.iter().any(|(i, _)| *i == id)).then_some(id);
         Ok(Some(Removed {
             untagged: untag,
             deleted,
@@ -201,10 +204,21 @@ impl Store {
     /// The image's ID as docker shows it: its config's digest, or for a multi-platform image its
     /// index's digest (docker's containerd store).
     pub fn image_id(&self, manifest: &Digest) -> Result<Digest, StoreError> {
+        Ok(self.id_and_config(manifest)?.0)
+    }
+
+    /// [`Store::image_id`] and the digest of the config this machine would run.
+    fn id_and_config(&self, manifest: &Digest) -> Result<(Digest, Digest), StoreError> {
+        let config = self.image(manifest)?.2;
+        Ok((self.id_with(manifest, config)?, config))
+    }
+
+    /// The ID of the image `manifest` names, its host image's config (`config`) already known.
+    fn id_with(&self, manifest: &Digest, config: Digest) -> Result<Digest, StoreError> {
         Ok(if self.read_index(manifest)?.is_some() {
             *manifest
         } else {
-            self.image(manifest)?.2
+            config
         })
     }
 
@@ -456,7 +470,7 @@ impl Store {
             .map(|(p, _)| p.to_string())
             .collect();
         // The rest describes the image this machine would run.
-        let id = self.image_id(manifest)?;
+        let id = self.id_with(manifest, config)?;
         let tags: Vec<String> = self
             .tags()?
             .into_iter()

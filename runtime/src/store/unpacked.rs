@@ -227,12 +227,21 @@ impl Store {
             .find(|d| d.is_dir()))
     }
 
-    /// The layer of mount points that goes on top of `lower` (unpacked layers, top first) in a
-    /// sandbox's overlay ([`crate::sandbox::etc::build_stub_layer`]), or `None` when the image
-    /// needs none. Made once per top layer, in `ROOT/stubs/<chain-id hex>/` (an empty directory
-    /// records that none is needed), and removed with that layer. Best effort: where it cannot
-    /// be made, the sandbox creates its mount points as it did without it.
-    pub fn etc_stubs(&self, lower: &[PathBuf]) -> Option<PathBuf> {
+    /// Puts on top of `lower` (unpacked layers, top first) the layer of mount points a sandbox's
+    /// overlay needs ([`crate::sandbox::etc::build_stub_layer`]): /etc/hosts and
+    /// /etc/resolv.conf where the image lacks them, so they are never written into a container's
+    /// or a RUN step's own changes. Nothing when the image needs none.
+    pub fn add_etc_stubs(&self, lower: &mut Vec<PathBuf>) {
+        if let Some(stubs) = self.etc_stubs(lower) {
+            lower.insert(0, stubs);
+        }
+    }
+
+    /// The layer [`Store::add_etc_stubs`] adds, or `None` when the image needs none. Made once
+    /// per top layer, in `ROOT/stubs/<chain-id hex>/` (an empty directory records that none is
+    /// needed), and removed with that layer. Best effort: where it cannot be made, the sandbox
+    /// creates its mount points as it did without it.
+    fn etc_stubs(&self, lower: &[PathBuf]) -> Option<PathBuf> {
         let dir = self.root.join("stubs").join(lower.first()?.file_name()?);
         let found = |dir: PathBuf| match std::fs::symlink_metadata(dir.join("etc")) {
             Ok(m) if m.is_dir() => Some(Some(dir)),
@@ -361,7 +370,7 @@ impl Store {
     /// Removes one unpacked directory and its row.
     pub(super) fn remove_unpacked(&self, chain: &str) -> Result<(), StoreError> {
         self.discard_dir(&self.root.join("layers").join(chain))?;
-        // Its mount points, when it was an image's top layer (see `etc_stubs`).
+        // Its mount points, when it was an image's top layer (see `add_etc_stubs`).
         self.discard_dir(&self.root.join("stubs").join(chain))?;
         self.conn()
             .execute("DELETE FROM unpacked WHERE chain = ?1", [chain])
