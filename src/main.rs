@@ -38,6 +38,13 @@ extern "C" fn disable_transparent_huge_pages() {
 static DISABLE_THP: extern "C" fn() = disable_transparent_huge_pages;
 
 fn main() -> ExitCode {
+    // Rootless kiln's pause process (it keeps a store's namespaces; started by kiln itself).
+    let mut raw = std::env::args_os();
+    if raw.next().is_some_and(|a| a == "kiln-pause") {
+        if let Some(file) = raw.next() {
+            kiln_runtime::sandbox::pause::serve(std::path::Path::new(&file));
+        }
+    }
     // `KILN_ROOTFS=copy`: the sandbox's root is a copy of the layers instead of an overlayfs
     // mount (the fallback kiln uses by itself where overlayfs cannot be mounted).
     if std::env::var("KILN_ROOTFS").as_deref() == Ok("copy") {
@@ -76,25 +83,6 @@ fn main() -> ExitCode {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
     }
-    // `exec` joins the user namespace of the container it enters, later, instead.
-    if !matches!(
-        first.as_deref(),
-        Some(
-            "parse"
-                | "check"
-                | "help"
-                | "login"
-                | "logout"
-                | "version"
-                | "exec"
-                | "completion"
-                | "manpages"
-        ) | None
-    ) {
-        if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged() {
-            eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
-        }
-    }
     let fast = first
         .as_deref()
         .and_then(|name| cli::fastparse::parse(&argv, name));
@@ -117,6 +105,28 @@ fn main() -> ExitCode {
             };
         }
     };
+    // `exec` joins the user namespace of the container it enters, later, instead.
+    if !matches!(
+        first.as_deref(),
+        Some(
+            "parse"
+                | "check"
+                | "help"
+                | "login"
+                | "logout"
+                | "version"
+                | "exec"
+                | "completion"
+                | "manpages"
+        ) | None
+    ) {
+        // Rootless, the store's namespaces are shared by every kiln process using it.
+        let home =
+            std::path::absolute(kiln_runtime::store::default_root(args.root.as_deref())).ok();
+        if let Err(e) = kiln_runtime::sandbox::userns::enter_if_unprivileged(home.as_deref()) {
+            eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
+        }
+    }
     let is_run = matches!(args.command, cli::Command::Run(_));
     match cli::run(args) {
         Ok(code) => code,

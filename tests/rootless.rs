@@ -141,7 +141,8 @@ fn an_unprivileged_user_builds_and_runs() {
         host_mounts_under(w)
     );
 
-    // A rootless build killed mid-RUN leaves no mount anywhere: its mount namespace died.
+    // A rootless build killed mid-RUN leaves no mount on the host, and none in the store's
+    // shared mount namespace once the next kiln command has recovered the store.
     std::fs::write(
         ctx.join("Dockerfile"),
         "FROM kiln.local/busybox\nRUN sleep 5\n",
@@ -163,6 +164,12 @@ fn an_unprivileged_user_builds_and_runs() {
     );
     let (code, out, err) = kiln_as_nobody(&root, &["store", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
+    let shared = std::fs::read_to_string(format!("/proc/{}/mountinfo", pause_of(&root))).unwrap();
+    let left: Vec<&str> = shared
+        .lines()
+        .filter(|l| l.contains(&w.display().to_string()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 #[test]
@@ -214,7 +221,7 @@ fn an_unprivileged_user_runs_detached_containers() {
     assert!(ok(&["ps"]).contains(" Up "), "started again");
     ok(&["rm", "-f", "bg"]);
     assert_eq!(ok(&["ps", "-aq"]), "");
-    // User networks need root: said so.
+    // A user network that does not exist is named.
     let (code, _, err) = kiln_as_nobody(
         &root,
         &[
@@ -377,5 +384,230 @@ fn an_unprivileged_user_publishes_ports() {
     let (code, err) = broken(&["run", "--rm", "-p", &publish, "kiln.local/busybox", "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("slirp4netns"), "{err}");
+    assert!(host_mounts_under(w).is_empty());
+}
+
+/// The store's pause process (it keeps the namespaces every rootless kiln of the store joins).
+fn pause_of(root: &Path) -> i32 {
+    let text = std::fs::read_to_string(root.join("pause.pid")).unwrap();
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Processes running `kiln-pause` for the store at `root`.
+fn pauses_for(root: &Path) -> usize {
+    let want = format!("kiln-pause\0{}", root.join("pause.pid").display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd).starts_with(&want) && !stat.contains(") Z ")
+        })
+        .count()
+}
+
+/// What the store's network namespace (its bridges') holds: its interfaces, and its NAT
+/// rules naming `port`.
+fn store_netns(root: &Path, port: u16) -> (String, usize) {
+    let ns = format!("/proc/{}/root{}/net/netns", pause_of(root), root.display());
+    let run = |args: &[&str]| {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={ns}"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {:?}", out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let links: Vec<String> = run(&["ip", "-o", "link"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap().to_string())
+        .collect();
+    let rules = run(&["iptables", "-t", "nat", "-S"])
+        .lines()
+        .filter(|l| l.contains(&format!("--dport {port}")))
+        .count();
+    (links.join(" "), rules)
+}
+
+fn get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).ok()?;
+    Some(reply.split_once("\r\n\r\n")?.1.to_string())
+}
+
+#[test]
+fn an_unprivileged_users_containers_share_a_user_network() {
+    if !can_sandbox("an_unprivileged_users_containers_share_a_user_network")
+        || !have("setpriv", "rootless")
+        || !have("slirp4netns", "rootless networking")
+        || !have("nsenter", "reading the store's network namespace")
+        || !have("iptables", "reading the store's NAT rules")
+        || kiln_runtime::network::netavark::binary().is_none()
+    {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI must run an_unprivileged_users_containers_share_a_user_network");
+        }
+        eprintln!("skipped: an_unprivileged_users_containers_share_a_user_network: tools missing");
+        return;
+    }
+    let (work, root) = nobodys_store();
+    let w = work.path();
+    let ok = |args: &[&str]| ok_as_nobody(&root, args);
+    // Kiln processes started at once make one pause process, and every one joins it.
+    let many: Vec<_> = (0..4)
+        .map(|_| nobody_cmd(&root, &["images", "-q"]).output())
+        .collect();
+    assert!(many.into_iter().all(|o| o.unwrap().status.success()));
+    assert_eq!(pauses_for(&root), 1);
+    ok(&["network", "create", "shared"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let publish = format!("127.0.0.1:{port}:80");
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "shared",
+        "-p",
+        &publish,
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        "mkdir -p /w && echo by-name > /w/index.html && exec httpd -f -p 80 -h /w",
+    ]);
+    // Its process is in the store's user namespace, the pause's.
+    let pid = ok(&["inspect", "-f", "{{.State.Pid}}", "web"]);
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_eq!(ns(pid.trim()), ns(&pause_of(&root).to_string()));
+    // Another kiln's container reaches it by name, on the bridge of the store's namespace.
+    let mut body = String::new();
+    for _ in 0..50 {
+        let (code, out, _) = kiln_as_nobody(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "--network",
+                "shared",
+                "kiln.local/busybox",
+                "wget",
+                "-qO-",
+                "http://web/",
+            ],
+        );
+        if code == 0 {
+            body = out;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(body, "by-name\n");
+    // The port published from the host's loopback.
+    assert_eq!(get(port).as_deref(), Some("by-name\n"));
+    assert_eq!(
+        ok(&["port", "web"]),
+        format!("80/tcp -> 127.0.0.1:{port}\n")
+    );
+    // Out through the store's slirp4netns (masqueraded by netavark's rules in its namespace):
+    // `host-gateway` is one of the host's addresses, and a server there answers.
+    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = server.local_addr().unwrap().port().to_string();
+    let answer = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = server.accept().unwrap();
+        s.write_all(b"from-host\n").unwrap();
+    });
+    let from_host = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "shared",
+        "--add-host",
+        "thehost:host-gateway",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        &format!("nc -w 5 thehost {host_port} </dev/null"),
+    ]);
+    assert_eq!(from_host, "from-host\n");
+    answer.join().unwrap();
+    let (links, rules) = store_netns(&root, port);
+    assert!(links.contains("veth0"), "{links}");
+    assert!(rules > 0, "the port's DNAT rules");
+    // Gone with the container: its veth, its rules, its forward on the host.
+    ok(&["rm", "-f", "web"]);
+    assert_eq!(store_netns(&root, port), ("lo tap0".to_string(), 0));
+    assert_eq!(get(port), None);
+    // And after a SIGKILL of its monitor and its process: the next kiln command cleans up.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "killed",
+        "--network",
+        "shared",
+        "-p",
+        &publish,
+        "kiln.local/busybox",
+        "sleep",
+        "100",
+    ]);
+    let pid = ok(&["inspect", "-f", "{{.State.Pid}}", "killed"]);
+    let monitors: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).into_owned();
+            (cmd.contains("--name\0killed") && cmd.contains(&root.display().to_string()))
+                .then(|| e.file_name().to_str()?.parse().ok())
+                .flatten()
+        })
+        .collect();
+    assert_eq!(monitors.len(), 1, "the container's monitor");
+    for p in monitors.into_iter().chain([pid.trim().parse().unwrap()]) {
+        Command::new("kill")
+            .args(["-KILL", &p.to_string()])
+            .status()
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ok(&["ps", "-a"]);
+    assert_eq!(store_netns(&root, port), ("lo tap0".to_string(), 0));
+    assert_eq!(get(port), None);
+    let dns = root.join("net/netavark/aardvark-dns");
+    let records: String = std::fs::read_dir(&dns)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name() != "aardvark.pid")
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(!records.contains("killed"), "{records}");
+    // The store's slirp4netns ends with its pause process.
+    assert_eq!(slirps_for(&root), 1);
+    Command::new("kill")
+        .args(["-KILL", &pause_of(&root).to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if slirps_for(&root) == 0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(slirps_for(&root), 0);
     assert!(host_mounts_under(w).is_empty());
 }

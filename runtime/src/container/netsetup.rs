@@ -203,12 +203,15 @@ fn etc_files(
             .or_else(|| h.split_once('='))
             .unwrap_or((h, ""));
         // The host, as the container reaches it: its network's gateway (on the host's own
-        // network, its loopback). Under slirp4netns the gateway (10.0.2.2) is the host's
-        // loopback, which kiln keeps closed (`--disable-host-loopback`); one of the host's own
-        // addresses is reached through slirp4netns's NAT instead, as rootless podman does.
+        // network, its loopback). Rootless, the gateway is slirp4netns's (10.0.2.2, the host's
+        // loopback, which kiln keeps closed with `--disable-host-loopback`) or a bridge in the
+        // store's namespace, not the host; one of the host's own addresses is reached through
+        // slirp4netns's NAT instead, as rootless podman does.
         let ip = match (ip, attached) {
-            ("host-gateway", Some(a)) if a.slirp.is_some() => crate::network::host_address()
-                .map_or_else(|| a.def.gateway.to_string(), |ip| ip.to_string()),
+            ("host-gateway", Some(a)) if a.slirp.is_some() || a.host_netns.is_some() => {
+                crate::network::host_address()
+                    .map_or_else(|| a.def.gateway.to_string(), |ip| ip.to_string())
+            }
             ("host-gateway", Some(a)) => a.def.gateway.to_string(),
             ("host-gateway", None) => "127.0.0.1".to_string(),
             (ip, _) => ip.to_string(),

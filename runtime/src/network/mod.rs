@@ -12,6 +12,7 @@
 pub mod netavark;
 pub mod netns;
 pub mod ports;
+pub mod rootless;
 pub mod slirp;
 
 use std::{
@@ -123,7 +124,10 @@ pub enum NetworkError {
          install it, or run with --network host"
     )]
     NoNetavark,
-    #[error("user networks need root: rootless kiln has the default network only")]
+    #[error(
+        "rootless user networks need the store's shared namespaces (kept by its kiln-pause \
+         process, named in pause.pid in the store), which this kiln could not make or join"
+    )]
     Rootless,
     #[error(
         "rootless networking needs slirp4netns (Debian's slirp4netns package) and /dev/net/tun \
@@ -189,8 +193,13 @@ pub fn bridge_id() -> String {
         .to_string()
 }
 
-/// Where kiln records, machine-wide, the addresses and ports its containers hold.
-fn registry() -> PathBuf {
+/// Where kiln records the addresses and ports the containers of container directory `dir`
+/// hold: machine-wide as root; rootless, the store's own (its networks are in a namespace of
+/// the store's, [`rootless`]).
+fn registry(dir: &Path) -> PathBuf {
+    if crate::sandbox::userns::rootless() {
+        return rootless::registry_of(dir);
+    }
     std::env::var_os("KILN_NET_DIR")
         .filter(|d| !d.is_empty())
         .map_or_else(|| PathBuf::from("/run/kiln/net"), PathBuf::from)
@@ -217,6 +226,13 @@ pub struct Attached {
     /// last clone of this goes.
     #[serde(skip)]
     pub user_mode: Option<std::sync::Arc<slirp::Slirp>>,
+    /// Rootless, on a user network: the namespace its bridge is in, where netavark ran
+    /// ([`rootless`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_netns: Option<PathBuf>,
+    /// Rootless, on a user network: its ports' forwards in that namespace's slirp4netns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwards: Vec<u64>,
 }
 
 impl Attached {
@@ -312,9 +328,6 @@ pub struct Endpoint<'a> {
 }
 
 fn check_backend() -> Result<(), NetworkError> {
-    if crate::sandbox::userns::rootless() {
-        return Err(NetworkError::Rootless);
-    }
     if netavark::binary().is_none() {
         return Err(NetworkError::NoNetavark);
     }
@@ -352,17 +365,9 @@ fn attach_user_mode(dir: &Path, id: &str, ports: &[Published]) -> Result<Attache
         let mut chosen = ports.to_vec();
         // The kernel says at bind time whether a port is free: no registry to consult.
         ports::choose_ports(&mut chosen, &|_, _, _| false).map_err(NetworkError::Ports)?;
-        // A socket's path has at most 107 bytes: the container's directory when it is short
-        // enough, else the temporary directory.
-        let mut api = dir.join("slirp.sock");
-        if api.as_os_str().len() > 100 {
-            api = std::env::temp_dir().join(format!(
-                "kiln-slirp-{}-{}.sock",
-                rustix::process::getuid().as_raw(),
-                &id[..12.min(id.len())]
-            ));
-        }
+        let api = slirp::api_path(dir, id);
         let s = slirp::start(&netns_path, &api, &dir.join("slirp.log"))?;
+        // (The forwards end with this slirp4netns.)
         for p in &chosen {
             slirp::forward(s.api(), p)?;
         }
@@ -375,6 +380,8 @@ fn attach_user_mode(dir: &Path, id: &str, ports: &[Published]) -> Result<Attache
             request: netavark::Request::default(),
             slirp: Some(s.id),
             user_mode: Some(std::sync::Arc::new(s)),
+            host_netns: None,
+            forwards: Vec::new(),
         };
         save(dir, std::slice::from_ref(&a))?;
         Ok(a)
@@ -424,15 +431,26 @@ fn join(
     endpoint: Endpoint<'_>,
     interface: &str,
 ) -> Result<Attached, NetworkError> {
-    let reg = registry();
+    let reg = registry(dir);
+    let rootless = crate::sandbox::userns::rootless();
     let netns_path = dir.join("netns");
     let owner = netns_path.as_os_str().as_bytes().to_vec();
     let first = !netns::exists(&netns_path);
-    check_subnet_free(def)?;
+    // (Rootless, the bridges are in a namespace of the store's: the host's routes are not in
+    // their way.)
+    if !rootless {
+        check_subnet_free(def)?;
+    }
     let mut chosen = ports.to_vec();
     // Held through netavark's setup too: netavark 1.4 takes no lock of its own, and a teardown
     // of the network's last container removes the chains a concurrent setup appends to.
     let guard = lock(&reg)?;
+    // Rootless: the namespace the bridges are in, and its slirp4netns's API.
+    let outside = if rootless {
+        Some(rootless::ensure(&reg)?)
+    } else {
+        None
+    };
     let (ip, entries) = {
         // Entries whose namespace is gone (a kiln killed before it could release them) go.
         for e in std::fs::read_dir(&reg).map_err(io_err(&reg))?.flatten() {
@@ -444,10 +462,12 @@ fn join(
         }
         let taken = |ip: IpAddr, port: u16, proto: &str| {
             // The same port on every address conflicts with it on one, and the reverse.
+            // Rootless, one port on any two addresses does: both arrive at that port of the
+            // store's namespace.
             let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
             held(&port_entry(&reg, ip, port, proto))
                 || held(&port_entry(&reg, any, port, proto))
-                || (ip.is_unspecified() && any_port_held(&reg, port, proto))
+                || ((ip.is_unspecified() || rootless) && any_port_held(&reg, port, proto))
         };
         ports::choose_ports(&mut chosen, &taken).map_err(NetworkError::Ports)?;
         let ip = match endpoint.ip {
@@ -481,25 +501,59 @@ fn join(
         (ip, entries)
     };
     let info = netavark_info(def);
+    // Rootless, a port arrives at the same port of the store's namespace, whatever host
+    // address slirp4netns took it on.
+    let inner: Vec<Published> = chosen
+        .iter()
+        .map(|p| Published {
+            host_ip: if rootless {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            } else {
+                p.host_ip
+            },
+            ..p.clone()
+        })
+        .collect();
     let request = netavark::Request::new(
         (id, name),
         &info,
         (ip, endpoint.mac),
-        &chosen,
+        &inner,
         (endpoint.aliases, interface),
     );
     let config = reg.join("netavark");
     std::fs::create_dir_all(&config).map_err(io_err(&config))?;
+    let host_netns = outside.as_ref().map(|(ns, _)| ns.as_path());
     let undo = |request: &netavark::Request| {
         // A half-done setup is undone as far as it went.
-        let _ = netavark::teardown(&netns_path, &config, request);
+        let _ = netavark::teardown(&netns_path, &config, request, host_netns);
         if first {
             netns::remove(&netns_path);
         }
         release(&entries, &owner);
     };
-    match netavark::setup(&netns_path, &config, &request) {
-        Ok(iface) => {
+    let set_up = netavark::setup(&netns_path, &config, &request, host_netns).and_then(|iface| {
+        // Rootless: each port from the host into the store's namespace.
+        let mut forwards = Vec::new();
+        if let Some((_, api)) = &outside {
+            for p in &chosen {
+                let into = Published {
+                    container_port: p.host_port,
+                    ..p.clone()
+                };
+                match slirp::forward(api, &into) {
+                    Ok(ids) => forwards.extend(ids),
+                    Err(e) => {
+                        slirp::unforward(api, &forwards);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok((iface, forwards))
+    });
+    match set_up {
+        Ok((iface, forwards)) => {
             let a = Attached {
                 def: def.clone(),
                 ip,
@@ -509,10 +563,15 @@ fn join(
                 request,
                 slirp: None,
                 user_mode: None,
+                host_netns: host_netns.map(Path::to_path_buf),
+                forwards,
             };
             let mut list = if first { Vec::new() } else { attachments(dir) };
             list.push(a.clone());
             if let Err(e) = save(dir, &list) {
+                if let Some((_, api)) = &outside {
+                    slirp::unforward(api, &a.forwards);
+                }
                 undo(&a.request);
                 drop(guard);
                 return Err(e);
@@ -555,8 +614,16 @@ fn teardown_one(a: &Attached, reg: &Path) {
         slirp::stop(id);
         return;
     }
-    if netns::exists(&a.netns) {
-        let _ = netavark::teardown(&a.netns, &reg.join("netavark"), &a.request);
+    if !a.forwards.is_empty() {
+        if let Some(api) = rootless::api(reg) {
+            slirp::unforward(&api, &a.forwards);
+        }
+    }
+    // Rootless: netavark works in the store's namespace, if it still exists (else its bridge
+    // and rules are gone with it).
+    let host = a.host_netns.as_deref();
+    if netns::exists(&a.netns) && host.is_none_or(netns::exists) {
+        let _ = netavark::teardown(&a.netns, &reg.join("netavark"), &a.request, host);
     }
     release(
         &entries(reg, a.ip, &a.ports),
@@ -567,7 +634,7 @@ fn teardown_one(a: &Attached, reg: &Path) {
 /// `network disconnect`: takes a running container (its directory `dir`) off the network with
 /// id `network_id`; whether it was on it. Its namespace stays, with its other networks.
 pub fn disconnect(dir: &Path, network_id: &str) -> Result<bool, NetworkError> {
-    let reg = registry();
+    let reg = registry(dir);
     let _lock = lock(&reg)?;
     let mut list = attachments(dir);
     let Some(k) = list.iter().position(|a| a.def.id == network_id) else {
@@ -586,7 +653,7 @@ pub fn detach(dir: &Path) {
     let netns_path = dir.join("netns");
     let list = attachments(dir);
     if !list.is_empty() {
-        let reg = registry();
+        let reg = registry(dir);
         // One netavark call at a time machine-wide (see [`join`]).
         let _lock = lock(&reg);
         for a in list.iter().rev() {

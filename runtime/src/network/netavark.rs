@@ -158,30 +158,53 @@ struct Status {
     interfaces: BTreeMap<String, Interface>,
 }
 
+/// Runs netavark's `verb` on container namespace `netns`. With `host`, netavark runs in that
+/// namespace instead of the host's (rootless kiln's bridges are in a namespace of the store's).
 fn call(
     verb: &str,
     netns: &Path,
     config: &Path,
     request: &Request,
+    host: Option<&Path>,
 ) -> Result<Vec<u8>, NetworkError> {
     let bin = binary().ok_or(NetworkError::NoNetavark)?;
     let input = serde_json::to_vec(request).map_err(|e| NetworkError::Backend {
         verb: verb.into(),
         message: e.to_string(),
     })?;
-    let mut child = Command::new(&bin)
-        .arg("--config")
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--config")
         .arg(config)
         .arg(verb)
         .arg(netns)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let host_ns = host
+        .map(std::fs::File::open)
+        .transpose()
         .map_err(|e| NetworkError::Backend {
             verb: verb.into(),
-            message: format!("{}: {e}", bin.display()),
+            message: format!("{}: {e}", host.unwrap_or(Path::new("")).display()),
         })?;
+    if let Some(f) = &host_ns {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(f);
+        // SAFETY: setns(2) between fork and exec is async-signal-safe; `fd` is open in the
+        // parent (held by `host_ns` until spawn returns) and so in the child. Only the child's
+        // network namespace changes.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut child = cmd.spawn().map_err(|e| NetworkError::Backend {
+        verb: verb.into(),
+        message: format!("{}: {e}", bin.display()),
+    })?;
     if let Some(mut i) = child.stdin.take() {
         let _ = i.write_all(&input);
     }
@@ -205,9 +228,15 @@ fn call(
     Ok(out.stdout)
 }
 
-/// Sets the container's network up in `netns`; its interface's MAC address.
-pub fn setup(netns: &Path, config: &Path, request: &Request) -> Result<Interface, NetworkError> {
-    let out = call("setup", netns, config, request)?;
+/// Sets the container's network up in `netns`; its interface's MAC address. `host`: the
+/// namespace netavark works in, when not the host's.
+pub fn setup(
+    netns: &Path,
+    config: &Path,
+    request: &Request,
+    host: Option<&Path>,
+) -> Result<Interface, NetworkError> {
+    let out = call("setup", netns, config, request, host)?;
     let status: BTreeMap<String, Status> =
         serde_json::from_slice(&out).map_err(|e| NetworkError::Backend {
             verb: "setup".into(),
@@ -221,6 +250,11 @@ pub fn setup(netns: &Path, config: &Path, request: &Request) -> Result<Interface
 }
 
 /// Undoes [`setup`] (rules, veth, the bridge with its last container).
-pub fn teardown(netns: &Path, config: &Path, request: &Request) -> Result<(), NetworkError> {
-    call("teardown", netns, config, request).map(drop)
+pub fn teardown(
+    netns: &Path,
+    config: &Path,
+    request: &Request,
+    host: Option<&Path>,
+) -> Result<(), NetworkError> {
+    call("teardown", netns, config, request, host).map(drop)
 }

@@ -91,17 +91,60 @@ fn backend(message: impl std::fmt::Display) -> NetworkError {
     }
 }
 
+/// Where slirp4netns's API socket goes: `dir/slirp.sock`, or in the temporary directory
+/// when that path is too long for a socket (107 bytes), named by the user and `tag`.
+pub fn api_path(dir: &Path, tag: &str) -> PathBuf {
+    let api = dir.join("slirp.sock");
+    if api.as_os_str().len() <= 100 {
+        return api;
+    }
+    std::env::temp_dir().join(format!(
+        "kiln-slirp-{}-{}.sock",
+        rustix::process::getuid().as_raw(),
+        &tag[..12.min(tag.len())]
+    ))
+}
+
 /// Starts slirp4netns on the namespace bound at `netns` (made in kiln's own user namespace),
-/// its API socket at `api` and what it says at `log`; returns once `tap0` is configured.
+/// its API socket at `api` and what it says at `log`; returns once `tap0` is configured. It
+/// ends with the returned [`Slirp`].
 pub fn start(netns: &Path, api: &Path, log: &Path) -> Result<Slirp, NetworkError> {
+    let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| backend(format!("pipe: {e}")))?;
+    let (child, id) = spawn(netns, api, log, exit_r, false)?;
+    Ok(Slirp {
+        exit: Some(exit_w),
+        child,
+        id,
+        api: api.to_path_buf(),
+    })
+}
+
+/// [`start`] for a slirp4netns no kiln process holds: in a session of its own, it ends when
+/// `exit` (a pipe's read end) reaches end of file. Its pid and start time.
+pub fn start_detached(
+    netns: &Path,
+    api: &Path,
+    log: &Path,
+    exit: OwnedFd,
+) -> Result<(i32, u64), NetworkError> {
+    // Not waited for: it outlives this process (a zombie until then if it ends first).
+    spawn(netns, api, log, exit, true).map(|(_, id)| id)
+}
+
+fn spawn(
+    netns: &Path,
+    api: &Path,
+    log: &Path,
+    exit_r: OwnedFd,
+    detached: bool,
+) -> Result<(std::process::Child, (i32, u64)), NetworkError> {
     let bin = binary().ok_or_else(|| {
         backend("rootless networking needs slirp4netns (Debian's slirp4netns package)")
     })?;
     let _ = std::fs::remove_file(api);
     // Both pipes are close-on-exec on kiln's side; the child gets its ends at 3 and 4.
     let (ready_r, ready_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| backend(format!("pipe: {e}")))?;
-    let (exit_r, exit_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| backend(format!("pipe: {e}")))?;
     let mut cmd = Command::new(&bin);
     cmd.args([
@@ -120,12 +163,15 @@ pub fn start(netns: &Path, api: &Path, log: &Path) -> Result<Slirp, NetworkError
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).map_err(|e| backend(format!("{}: {e}", log.display())))?);
     let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
-    // SAFETY: between fork and exec only fcntl(2), dup2(2) and close(2) run, which are
-    // async-signal-safe; the descriptors are open in the parent (owned above) and so in the
-    // child. Each is first copied above 9, so that putting one at 3 never overwrites the other
-    // when it is 3 or 4 already, and the copies at 3 and 4 carry no close-on-exec flag.
+    // SAFETY: between fork and exec only setsid(2), fcntl(2), dup2(2) and close(2) run, which
+    // are async-signal-safe; the descriptors are open in the parent (owned above) and so in
+    // the child. Each is first copied above 9, so that putting one at 3 never overwrites the
+    // other when it is 3 or 4 already, and the copies at 3 and 4 carry no close-on-exec flag.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if detached && libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             // Both copied up before either is placed: placing one must not overwrite the other.
             let high = [
                 libc::fcntl(ready_raw, libc::F_DUPFD, 10),
@@ -160,17 +206,38 @@ pub fn start(netns: &Path, api: &Path, log: &Path) -> Result<Slirp, NetworkError
     }
     let pid = i32::try_from(child.id()).unwrap_or(0);
     let start = crate::procid::ProcessId::of(pid).map_or(0, |p| p.start);
-    Ok(Slirp {
-        exit: Some(exit_w),
-        child,
-        id: (pid, start),
-        api: api.to_path_buf(),
-    })
+    Ok((child, (pid, start)))
+}
+
+/// One request to slirp4netns's API: its answer.
+fn ask(api: &Path, request: &serde_json::Value) -> Result<serde_json::Value, NetworkError> {
+    let mut s = std::os::unix::net::UnixStream::connect(api)
+        .map_err(|e| backend(format!("{}: {e}", api.display())))?;
+    s.write_all(request.to_string().as_bytes())
+        .and_then(|()| s.shutdown(std::net::Shutdown::Write))
+        .map_err(|e| backend(format!("{}: {e}", api.display())))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| backend(format!("{}: {e}", api.display())))?;
+    serde_json::from_str(&reply).map_err(|_| backend(format!("unreadable answer {reply:?}")))
+}
+
+/// Removes the forwards with these ids (what [`forward`] returned); gone ones are no error.
+pub fn unforward(api: &Path, ids: &[u64]) {
+    for id in ids {
+        let request = serde_json::json!({
+            "execute": "remove_hostfwd",
+            "arguments": { "id": id }
+        });
+        let _ = ask(api, &request);
+    }
 }
 
 /// Forwards host port(s) of `p` to the container through slirp4netns's API; a port that
-/// cannot be bound on the host is docker's "port is already allocated".
-pub fn forward(api: &Path, p: &Published) -> Result<(), NetworkError> {
+/// cannot be bound on the host is docker's "port is already allocated". The forwards' ids, for
+/// [`unforward`].
+pub fn forward(api: &Path, p: &Published) -> Result<Vec<u64>, NetworkError> {
+    let mut ids = Vec::new();
     for k in 0..p.range {
         let host_port = p.host_port.saturating_add(k);
         let request = serde_json::json!({
@@ -183,22 +250,21 @@ pub fn forward(api: &Path, p: &Published) -> Result<(), NetworkError> {
                 "guest_port": p.container_port.saturating_add(k),
             }
         });
-        let mut s = std::os::unix::net::UnixStream::connect(api)
-            .map_err(|e| backend(format!("{}: {e}", api.display())))?;
-        s.write_all(request.to_string().as_bytes())
-            .and_then(|()| s.shutdown(std::net::Shutdown::Write))
-            .map_err(|e| backend(format!("{}: {e}", api.display())))?;
-        let mut reply = String::new();
-        s.read_to_string(&mut reply)
-            .map_err(|e| backend(format!("{}: {e}", api.display())))?;
-        let v: serde_json::Value = serde_json::from_str(&reply)
-            .map_err(|_| backend(format!("unreadable answer {reply:?}")))?;
+        let v = match ask(api, &request) {
+            Ok(v) => v,
+            Err(e) => {
+                unforward(api, &ids);
+                return Err(e);
+            }
+        };
         if v.get("error").is_some() {
+            unforward(api, &ids);
             return Err(NetworkError::Ports(format!(
                 "Bind for {}:{host_port} failed: port is already allocated",
                 p.host_ip
             )));
         }
+        ids.extend(v.pointer("/return/id").and_then(serde_json::Value::as_u64));
     }
-    Ok(())
+    Ok(ids)
 }

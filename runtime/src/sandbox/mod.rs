@@ -14,6 +14,7 @@ pub mod identity;
 pub mod init;
 pub mod mounts;
 pub mod overlay;
+pub mod pause;
 pub mod process;
 pub mod pty;
 pub mod seccomp;

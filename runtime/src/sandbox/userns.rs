@@ -1,7 +1,10 @@
-//! Rootless kiln: when kiln is not started as root, it first moves itself into a new user
-//! namespace (it is root there) with a mount namespace of its own, so overlayfs, the sandbox's
-//! namespaces and its mounts all work as they do for root, and every mount kiln makes dies with
-//! the process.
+//! Rootless kiln: when kiln is not started as root, it first moves itself into a user
+//! namespace (it is root there) with a mount namespace, so overlayfs, the sandbox's namespaces
+//! and its mounts all work as they do for root. Both are the store's, shared by every kiln
+//! process using it and kept by its pause process ([`super::pause`]), as the host's are shared
+//! by root's kiln processes: what one mounts (a container's network namespace file) the others
+//! see, and a killed kiln's mounts are recovered by the next, as root's are. Nothing kiln
+//! mounts there reaches the host's mount table.
 //!
 //! The mapping: container root is the user. With `newuidmap`/`newgidmap` (Debian's `uidmap`)
 //! and a range for the user in `/etc/subuid` and `/etc/subgid`, ids 1..N map to that range, so
@@ -96,11 +99,15 @@ fn in_child_namespace() -> bool {
         .is_ok_and(|m| m.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"])
 }
 
-/// Enters a new user and mount namespace when kiln is not root; does nothing as root. A process
-/// a rootless kiln started inside its namespace (root there) takes its rootless state over from
-/// [`INHERITED`] instead: it is as unprivileged on the host as that kiln (checked by its uid
-/// map, so the variable cannot make a real root believe otherwise).
-pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
+/// Enters rootless kiln's user and mount namespace when kiln is not root; does nothing as root.
+/// With the store's directory `home`, those are the store's shared ones ([`super::pause`]):
+/// joined when its pause process runs, else made and a pause process started to keep them.
+/// Without (or when the store's directory cannot be written), a pair of this process's own.
+///
+/// A process a rootless kiln started inside its namespace (root there) takes its rootless
+/// state over from [`INHERITED`] instead: it is as unprivileged on the host as that kiln
+/// (checked by its uid map, so the variable cannot make a real root believe otherwise).
+pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), UsernsError> {
     let uid = rustix::process::geteuid().as_raw();
     let gid = rustix::process::getegid().as_raw();
     if uid == 0 {
@@ -114,6 +121,25 @@ pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
             ROOTLESS.store(true, Ordering::SeqCst);
         }
         return Ok(());
+    }
+    // Held until the pause is joined or made: two kiln processes starting at once share one.
+    let lock = home.and_then(|h| super::pause::lock(h).ok());
+    if let (Some(h), Some(_)) = (home, &lock) {
+        if let Some(p) = super::pause::live(h) {
+            match super::pause::join(p) {
+                Ok(()) => {
+                    set_joined(uid);
+                    return Ok(());
+                }
+                // In its user namespace already, with a mount namespace of its own.
+                Err(_) if in_child_namespace() => {
+                    set_joined(uid);
+                    return Ok(());
+                }
+                // Not joined (it ended meanwhile): a new one is made below.
+                Err(_) => {}
+            }
+        }
     }
     let name = user_name(uid);
     let ranges = (
@@ -167,16 +193,41 @@ pub fn enter_if_unprivileged() -> Result<(), UsernsError> {
     rustix::thread::set_thread_res_uid(root, root, root)
         .map_err(|e| fail("become root")(e.into()))?;
     // Nothing kiln mounts may reach the host's mount table (it could not anyway: a namespace
-    // owned by a less privileged user namespace only receives propagation).
+    // owned by a less privileged user namespace only receives propagation), while what the host
+    // mounts later still reaches a namespace that lives on in the pause process.
     rustix::mount::mount_change(
         c"/",
-        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+        rustix::mount::MountPropagationFlags::DOWNSTREAM
+            | rustix::mount::MountPropagationFlags::REC,
     )
-    .map_err(|e| fail("private mounts")(e.into()))?;
+    .map_err(|e| fail("mount propagation")(e.into()))?;
     HOST_UID.store(uid, Ordering::SeqCst);
     IDS.store(ids, Ordering::SeqCst);
     ROOTLESS.store(true, Ordering::SeqCst);
+    if let (Some(h), Some(_)) = (home, &lock) {
+        // Without it this process still works, alone: a user network then says it needs the
+        // shared namespaces.
+        let _ = super::pause::spawn(h);
+    }
+    drop(lock);
     Ok(())
+}
+
+/// The rootless state of a process that joined the store's namespaces: the ids there are
+/// what its uid map gives.
+fn set_joined(uid: u32) {
+    HOST_UID.store(uid, Ordering::SeqCst);
+    IDS.store(mapped_ids().max(1), Ordering::SeqCst);
+    ROOTLESS.store(true, Ordering::SeqCst);
+}
+
+/// How many ids this process's user namespace maps.
+fn mapped_ids() -> u32 {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
+        .sum()
 }
 
 /// Rootless `kiln exec`: joins the user namespace of the container's process `pid` (the one
@@ -198,14 +249,7 @@ pub fn join_of(pid: i32) -> Result<(), UsernsError> {
     .map_err(|e| fail("join the container's user namespace")(e.into()))?;
     // The ids that exist there: what its uid map gives (the map is the container's, read now
     // from inside).
-    let ids: u32 = std::fs::read_to_string("/proc/self/uid_map")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
-        .sum();
-    HOST_UID.store(uid, Ordering::SeqCst);
-    IDS.store(ids.max(1), Ordering::SeqCst);
-    ROOTLESS.store(true, Ordering::SeqCst);
+    set_joined(uid);
     Ok(())
 }
 
