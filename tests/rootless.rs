@@ -221,6 +221,64 @@ fn an_unprivileged_user_runs_detached_containers() {
     assert!(ok(&["ps"]).contains(" Up "), "started again");
     ok(&["rm", "-f", "bg"]);
     assert_eq!(ok(&["ps", "-aq"]), "");
+    // A tmpfs volume is mounted in the store's shared mount namespace: a second container sees
+    // what the first wrote there, and its content goes when the last one has stopped.
+    ok(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "scratch",
+    ]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "writer",
+        "-v",
+        "scratch:/t",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        "echo in-tmpfs > /t/f; exec sleep 100",
+    ]);
+    let mut seen = String::new();
+    for _ in 0..50 {
+        let (_, out, _) = kiln_as_nobody(
+            &root,
+            &[
+                "run",
+                "--rm",
+                "-v",
+                "scratch:/t",
+                "kiln.local/busybox",
+                "sh",
+                "-c",
+                "grep -q ' /t tmpfs ' /proc/mounts && cat /t/f",
+            ],
+        );
+        seen = out;
+        if !seen.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(seen, "in-tmpfs\n");
+    ok(&["rm", "-f", "writer"]);
+    assert_eq!(
+        ok(&[
+            "run",
+            "--rm",
+            "-v",
+            "scratch:/t",
+            "kiln.local/busybox",
+            "ls",
+            "/t"
+        ]),
+        ""
+    );
     // A user network that does not exist is named.
     let (code, _, err) = kiln_as_nobody(
         &root,

@@ -2,8 +2,9 @@
 //! -o o=size=64m`, `-o type=none -o o=bind -o device=/srv/data`): what the options name is
 //! mounted at the volume's mountpoint when a container first needs it, and unmounted when the
 //! last container using it has stopped (a tmpfs volume's content goes then, as docker's does).
-//! The mount is made in the host's mount namespace, so every container using the volume sees
-//! the same filesystem.
+//! The mount is made in the host's mount namespace (rootless, the store's shared one), so every
+//! container using the volume sees the same filesystem. Rootless, the kernel allows filesystems
+//! a user namespace may mount (tmpfs, binds of what the user can read), not devices.
 
 use std::{collections::BTreeMap, path::Path};
 
@@ -86,9 +87,13 @@ pub fn mount(v: &VolumeInfo) -> Result<(), ContainerError> {
             v.mountpoint.display()
         ))
     };
-    if crate::sandbox::userns::rootless() {
+    // Rootless, the mount is made in the store's shared mount namespace, which every kiln
+    // process of the store (and every container's) sees; a namespace of this process's own
+    // would lose it when it ends.
+    if crate::sandbox::userns::rootless() && !crate::sandbox::userns::shared() {
         return Err(err(std::io::Error::other(
-            "volumes with mount options need root (rootless kiln cannot mount on the host)",
+            "rootless, volumes with mount options need the store's shared mount namespace \
+             (its kiln-pause process), which this kiln could not make or join",
         )));
     }
     validate(&v.options).map_err(|m| err(std::io::Error::other(m)))?;

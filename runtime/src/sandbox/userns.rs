@@ -23,6 +23,8 @@ use std::{
 use rustix::thread::UnshareFlags;
 
 static ROOTLESS: AtomicBool = AtomicBool::new(false);
+/// Rootless, in the store's shared namespaces (not a pair of this process's own).
+static SHARED: AtomicBool = AtomicBool::new(false);
 static HOST_UID: AtomicU32 = AtomicU32::new(0);
 /// How many ids exist inside (1: only root).
 static IDS: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -30,6 +32,12 @@ static IDS: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Whether kiln runs in its own user namespace (started without root).
 pub fn rootless() -> bool {
     ROOTLESS.load(Ordering::SeqCst)
+}
+
+/// Whether this rootless kiln is in the store's shared namespaces ([`super::pause`]): what it
+/// mounts there is seen by every kiln process of the store and outlives it.
+pub fn shared() -> bool {
+    SHARED.load(Ordering::SeqCst)
 }
 
 /// The uid kiln was started as.
@@ -84,12 +92,19 @@ fn user_name(uid: u32) -> Option<String> {
 }
 
 /// What a rootless kiln tells the processes it starts inside its namespace (a detached
-/// container's monitor): `HOST_UID:IDS`.
+/// container's monitor): `HOST_UID:IDS:SHARED` (SHARED 1 or 0).
 pub const INHERITED: &str = "KILN_ROOTLESS";
 
 /// The value of [`INHERITED`] for a process this rootless kiln starts (`None` as root).
 pub fn to_inherit() -> Option<String> {
-    rootless().then(|| format!("{}:{}", host_uid(), IDS.load(Ordering::SeqCst)))
+    rootless().then(|| {
+        format!(
+            "{}:{}:{}",
+            host_uid(),
+            IDS.load(Ordering::SeqCst),
+            u8::from(shared())
+        )
+    })
 }
 
 /// Whether this process is in a user namespace other than the host's (its uid map is not the
@@ -112,12 +127,17 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
     let gid = rustix::process::getegid().as_raw();
     if uid == 0 {
         let inherited = std::env::var(INHERITED).ok().and_then(|v| {
-            let (u, n) = v.split_once(':')?;
-            Some((u.parse::<u32>().ok()?, n.parse::<u32>().ok()?))
+            let mut f = v.split(':');
+            let (u, n) = (
+                f.next()?.parse::<u32>().ok()?,
+                f.next()?.parse::<u32>().ok()?,
+            );
+            Some((u, n, f.next() == Some("1")))
         });
-        if let Some((host, ids)) = inherited.filter(|_| in_child_namespace()) {
+        if let Some((host, ids, shared)) = inherited.filter(|_| in_child_namespace()) {
             HOST_UID.store(host, Ordering::SeqCst);
             IDS.store(ids, Ordering::SeqCst);
+            SHARED.store(shared, Ordering::SeqCst);
             ROOTLESS.store(true, Ordering::SeqCst);
         }
         return Ok(());
@@ -129,6 +149,7 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
             match super::pause::join(p) {
                 Ok(()) => {
                     set_joined(uid);
+                    SHARED.store(true, Ordering::SeqCst);
                     return Ok(());
                 }
                 // In its user namespace already, with a mount namespace of its own.
@@ -207,7 +228,7 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
     if let (Some(h), Some(_)) = (home, &lock) {
         // Without it this process still works, alone: a user network then says it needs the
         // shared namespaces.
-        let _ = super::pause::spawn(h);
+        SHARED.store(super::pause::spawn(h).is_ok(), Ordering::SeqCst);
     }
     drop(lock);
     Ok(())
