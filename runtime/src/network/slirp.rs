@@ -162,6 +162,10 @@ fn spawn(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).map_err(|e| backend(format!("{}: {e}", log.display())))?);
+    if detached {
+        // Outliving this process, it keeps no directory of the caller's busy.
+        cmd.current_dir("/");
+    }
     let (ready_raw, exit_raw) = (ready_w.as_raw_fd(), exit_r.as_raw_fd());
     // SAFETY: between fork and exec only setsid(2), fcntl(2), dup2(2) and close(2) run, which
     // are async-signal-safe; the descriptors are open in the parent (owned above) and so in
