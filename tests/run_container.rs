@@ -349,6 +349,16 @@ fn containers_are_kept_named_listed_and_removed() {
     let (code, _, err) = kiln(r, &["run", "--name=x/y", img, "true"]);
     assert_eq!(code, 125, "{err}");
     assert!(err.contains("invalid container name"), "{err}");
+    // Detached too, and nothing of it stays (its monitor made a directory for its log).
+    let dirs = || std::fs::read_dir(r.join("containers")).unwrap().count();
+    let before = dirs();
+    for bad in ["--name=x/y", "--name=web"] {
+        let (code, _, err) = kiln(r, &["run", "-d", bad, img, "true"]);
+        assert_eq!(code, 125, "{err}");
+    }
+    assert_eq!(dirs(), before);
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
     // rm: by name and by id prefix; unknown names are errors.
     let other = store
         .containers()

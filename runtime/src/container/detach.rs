@@ -110,6 +110,8 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
         }
         ok
     };
+    // A new container (not `kiln start` of one): its directory is this monitor's to make.
+    let fresh = opts.id.is_none();
     let id = opts.id.clone().unwrap_or_else(super::new_id);
     let log = super::logs::path(store.root(), &id);
     let setup = (|| {
@@ -124,6 +126,9 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
     let (writer, (out_r, out_w), (err_r, err_w)) = match setup {
         Ok(x) => x,
         Err(e) => {
+            if fresh {
+                let _ = log.parent().map(std::fs::remove_dir_all);
+            }
             say(format!("error {} {e}", e.exit_code()));
             return e.exit_code();
         }
@@ -237,16 +242,23 @@ pub fn monitor(store: &Store, opts: &mut RunOptions) -> u8 {
             break result;
         }
     };
+    // Also when the container never started (`ended` was not reached).
+    finish_log();
+    if let Some(hub) = &hub {
+        hub.close(&dir);
+    }
+    // A new container that was never made (refused: a bad name, one taken): its directory,
+    // made above for the log, goes too, else it stays as one the store does not know. (Not
+    // on an error reading the store: the directory may be a container's.) Before the waiting
+    // command hears of the error, which then finds nothing left.
+    if fresh && matches!(store.find_container(&id), Ok(None)) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if let Err(e) = &result {
         if !told.load(SeqCst) {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "error {} {e}", e.exit_code());
         }
-    }
-    // Also when the container never started (`ended` was not reached).
-    finish_log();
-    if let Some(hub) = &hub {
-        hub.close(&dir);
     }
     match result {
         Ok(code) => u8::try_from(code).unwrap_or(255),
