@@ -669,3 +669,184 @@ fn an_unprivileged_users_containers_share_a_user_network() {
     assert_eq!(slirps_for(&root), 0);
     assert!(host_mounts_under(w).is_empty());
 }
+
+/// A user made for one test (with a subordinate id range, as `useradd` gives a new user on
+/// Debian), removed with its processes when dropped.
+struct TestUser {
+    name: String,
+    subuid: u32,
+}
+
+impl TestUser {
+    fn new(tag: &str) -> Option<TestUser> {
+        let name = format!("kiln-{tag}-{}", std::process::id() % 100_000);
+        let _ = Command::new("userdel").arg(&name).output();
+        let made = Command::new("useradd")
+            .args(["-M", "-s", "/bin/sh", &name])
+            .status()
+            .ok()?;
+        assert!(made.success(), "useradd {name}");
+        let range = |file: &str| {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    let mut f = l.split(':');
+                    (f.next()? == name).then(|| f.next()?.parse::<u32>().ok())?
+                })
+        };
+        if range("/etc/subuid").is_none() || range("/etc/subgid").is_none() {
+            // Where useradd gives none: one of the user's own, far from others.
+            let r = "3000000-3065535";
+            let added = Command::new("usermod")
+                .args(["--add-subuids", r, "--add-subgids", r, &name])
+                .status()
+                .unwrap();
+            assert!(added.success(), "usermod --add-subuids");
+        }
+        let subuid = range("/etc/subuid").unwrap();
+        Some(TestUser { name, subuid })
+    }
+
+    fn kiln(&self, root: &Path, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid",
+                &self.name,
+                "--regid",
+                &self.name,
+                "--init-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_kiln"))
+            .arg("--root")
+            .arg(root)
+            .args(args)
+            .env("HOME", root)
+            .current_dir("/")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, root: &Path, args: &[&str]) -> String {
+        let (code, out, err) = self.kiln(root, args);
+        assert_eq!(code, 0, "kiln {args:?}: {err}");
+        out
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        // Its pause process and anything else it left, then the user and its ranges.
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-u", &self.name])
+            .status();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+#[test]
+fn a_user_with_subordinate_ids_runs_other_users() {
+    if !can_sandbox("a_user_with_subordinate_ids_runs_other_users")
+        || !have("setpriv", "rootless")
+        || !have("useradd", "making the test's user")
+    {
+        return;
+    }
+    // newuidmap answers no --version; it is there or not.
+    if !Path::new("/usr/bin/newuidmap").exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "newuidmap is missing, and CI must run this test (.ci/run installs uidmap)"
+        );
+        eprintln!("skipped: a_user_with_subordinate_ids_runs_other_users: no newuidmap");
+        return;
+    }
+    let Some(user) = TestUser::new("ids") else {
+        panic!("useradd cannot run");
+    };
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let (root, base, ctx, shared) = (
+        w.join("store"),
+        w.join("base"),
+        w.join("example"),
+        w.join("shared"),
+    );
+    copy_dir(Path::new(BASE), &base);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/example"),
+        &ctx,
+    );
+    std::fs::create_dir_all(&shared).unwrap();
+    let out = Command::new("chown")
+        .args(["-R", &format!("{0}:{0}", user.name)])
+        .arg(w)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    user.ok(&root, &["load", "-i", base.to_str().unwrap()]);
+    // The README's example: its USER 1000 exists only through the user's range.
+    user.ok(
+        &root,
+        &["build", "-q", "-t", "example", ctx.to_str().unwrap()],
+    );
+    assert_eq!(
+        user.ok(&root, &["run", "--rm", "example"]),
+        "hello from kiln, friend\n"
+    );
+    // Another user inside: its own ids and groups only, none of kiln's (setgroups is allowed
+    // with a range mapped, so it is called as root's kiln calls it).
+    assert_eq!(
+        user.ok(
+            &root,
+            &["run", "--rm", "-u", "1000:1000", "kiln.local/busybox", "id"]
+        ),
+        "uid=1000(builder) gid=1000(builder) groups=1000(builder)\n"
+    );
+    // What it writes to a bind mount is owned, on the host, by the id of the range it maps to.
+    let bind = format!("{}:/d", shared.display());
+    user.ok(
+        &root,
+        &[
+            "run",
+            "--rm",
+            "-u",
+            "1000:1000",
+            "-v",
+            &bind,
+            "kiln.local/busybox",
+            "touch",
+            "/d/f",
+        ],
+    );
+    use std::os::unix::fs::MetadataExt;
+    let owner = std::fs::metadata(shared.join("f")).unwrap().uid();
+    assert_eq!(owner, user.subuid + 999, "container uid 1000 on the host");
+    // exec as that user, in a detached container, joins the same mapping.
+    user.ok(
+        &root,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bg",
+            "kiln.local/busybox",
+            "sleep",
+            "60",
+        ],
+    );
+    assert_eq!(
+        user.ok(&root, &["exec", "-u", "1000:1000", "bg", "id"]),
+        "uid=1000(builder) gid=1000(builder) groups=1000(builder)\n"
+    );
+    user.ok(&root, &["rm", "-f", "bg"]);
+    assert!(host_mounts_under(w).is_empty());
+}

@@ -453,7 +453,7 @@ pub(super) fn child_setup(
         cwd,
         &grant,
         (uid, gid, groups),
-        super::identity::needs_set_groups(host.is_some(), gid, groups),
+        super::identity::needs_set_groups(super::userns::setgroups_denied(), gid, groups),
         kiln,
     )?;
     if let Some(title) = init {

@@ -178,7 +178,7 @@ pub fn exec(
                     rlimits: &rlimits,
                 },
                 (uid, gid, &groups),
-                super::identity::needs_set_groups(super::userns::rootless(), gid, &groups),
+                super::identity::needs_set_groups(super::userns::setgroups_denied(), gid, &groups),
                 kiln_fd,
             )
         };

@@ -218,11 +218,12 @@ pub(super) struct Grant<'a> {
 /// starts in it: no descriptor of kiln's left open past the exec, the working directory
 /// resolved inside the root, the seccomp filter, the capabilities, then the groups and ids; and
 /// the parent-death signal set again after the change of ids (which clears it).
-/// Whether setgroups(2) must be called: always with a full mapping; rootless (where it is
-/// denied) only for groups beyond the primary one, which the gid itself already grants (docker
-/// lists the primary group among a container's groups).
-pub(super) fn needs_set_groups(rootless: bool, gid: u32, groups: &[rustix::fs::Gid]) -> bool {
-    !rootless || groups.iter().any(|g| g.as_raw() != gid)
+/// Whether setgroups(2) must be called: always where it is allowed (as root, and rootless with
+/// a subordinate range mapped), so the process keeps none of kiln's own groups; where it is
+/// denied (rootless with only root mapped) only for groups beyond the primary one, which the
+/// gid itself already grants (docker lists the primary group among a container's groups).
+pub(super) fn needs_set_groups(denied: bool, gid: u32, groups: &[rustix::fs::Gid]) -> bool {
+    !denied || groups.iter().any(|g| g.as_raw() != gid)
 }
 
 pub(super) fn take_identity(

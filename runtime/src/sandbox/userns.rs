@@ -25,6 +25,9 @@ use rustix::thread::UnshareFlags;
 static ROOTLESS: AtomicBool = AtomicBool::new(false);
 /// Rootless, in the store's shared namespaces (not a pair of this process's own).
 static SHARED: AtomicBool = AtomicBool::new(false);
+/// setgroups(2) is denied in this user namespace (only root mapped: the kernel requires the
+/// denial before an unprivileged process writes its own gid map).
+static SETGROUPS_DENIED: AtomicBool = AtomicBool::new(false);
 static HOST_UID: AtomicU32 = AtomicU32::new(0);
 /// How many ids exist inside (1: only root).
 static IDS: AtomicU32 = AtomicU32::new(u32::MAX);
@@ -32,6 +35,18 @@ static IDS: AtomicU32 = AtomicU32::new(u32::MAX);
 /// Whether kiln runs in its own user namespace (started without root).
 pub fn rootless() -> bool {
     ROOTLESS.load(Ordering::SeqCst)
+}
+
+/// Whether setgroups(2) is denied here, so a container process keeps the groups kiln has (with
+/// a subordinate range mapped, it is allowed, and a process's groups are set as root's are).
+pub fn setgroups_denied() -> bool {
+    SETGROUPS_DENIED.load(Ordering::SeqCst)
+}
+
+/// Reads whether setgroups(2) is denied in the current user namespace.
+fn note_setgroups() {
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    SETGROUPS_DENIED.store(denied, Ordering::SeqCst);
 }
 
 /// Whether this rootless kiln is in the store's shared namespaces ([`super::pause`]): what it
@@ -139,6 +154,7 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
             IDS.store(ids, Ordering::SeqCst);
             SHARED.store(shared, Ordering::SeqCst);
             ROOTLESS.store(true, Ordering::SeqCst);
+            note_setgroups();
         }
         return Ok(());
     }
@@ -225,6 +241,7 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
     HOST_UID.store(uid, Ordering::SeqCst);
     IDS.store(ids, Ordering::SeqCst);
     ROOTLESS.store(true, Ordering::SeqCst);
+    note_setgroups();
     if let (Some(h), Some(_)) = (home, &lock) {
         // Without it this process still works, alone: a user network then says it needs the
         // shared namespaces.
@@ -240,6 +257,7 @@ fn set_joined(uid: u32) {
     HOST_UID.store(uid, Ordering::SeqCst);
     IDS.store(mapped_ids().max(1), Ordering::SeqCst);
     ROOTLESS.store(true, Ordering::SeqCst);
+    note_setgroups();
 }
 
 /// How many ids this process's user namespace maps.
