@@ -127,9 +127,9 @@ pub fn spawn(home: &Path) -> io::Result<ProcessId> {
     // Allocated before the fork: the child only makes system calls.
     let file_c = std::ffi::CString::new(file.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::other("a store path with a NUL byte"))?;
-    // SAFETY: the process is single-threaded (first thing in main), so the child is a whole
-    // copy whose locks (the allocator's) no other thread held at the fork; the child runs only
-    // `pause_main`, which never returns.
+    // SAFETY: the process is single-threaded (kiln has only parsed its arguments), so the
+    // child is a whole copy whose locks (the allocator's) no other thread held at the fork; the
+    // child runs only `pause_main`, which never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());

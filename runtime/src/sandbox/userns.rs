@@ -12,7 +12,7 @@
 //! are unpacked as root, `USER 1000` cannot run, and kiln says so when it matters).
 //!
 //! Must run while the process is single-threaded (the kernel refuses `unshare(CLONE_NEWUSER)`
-//! otherwise): first thing in `main`.
+//! otherwise): in `main`, right after the arguments are parsed (which starts no thread).
 
 use std::{
     io::Write,
@@ -199,8 +199,8 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
         }
         _ => None,
     };
-    // SAFETY: called while the process is single-threaded (first thing in main); NEWUSER and
-    // NEWNS do not touch the file descriptor table.
+    // SAFETY: called while the process is single-threaded (arguments parsed, no thread yet);
+    // NEWUSER and NEWNS do not touch the file descriptor table.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS) }
         .map_err(|e| {
             fail("unshare a user namespace (are unprivileged user namespaces allowed?)")(e.into())
