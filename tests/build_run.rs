@@ -485,3 +485,71 @@ fn plain_progress_names_steps_as_buildkit_and_marks_the_failure() {
         "{err}"
     );
 }
+
+/// `kiln build --network` is the network of RUN steps that name none (and of
+/// `RUN --network=default`), as BuildKit's; `--add-host` adds /etc/hosts lines to every RUN
+/// step. Both are in the steps' keys: a build without them runs the steps again.
+#[test]
+fn the_builds_network_and_extra_hosts_reach_its_run_steps() {
+    if !can_sandbox("the_builds_network_and_extra_hosts_reach_its_run_steps") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let ctx = tempfile::tempdir().unwrap();
+    let c = ctx.path();
+    std::fs::write(
+        c.join("Dockerfile"),
+        "FROM kiln.local/busybox\n\
+         RUN ls /sys/class/net | tr '\\n' ' ' > /unnamed\n\
+         RUN --network=default ls /sys/class/net | tr '\\n' ' ' > /default\n\
+         RUN --network=host ls /sys/class/net | tr '\\n' ' ' > /host\n\
+         RUN grep -v -e localhost -e 127.0.1.1 /etc/hosts > /hosts; true\n",
+    )
+    .unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress", "plain", "-t", "n"];
+        args.extend_from_slice(extra);
+        args.push(c.to_str().unwrap());
+        let (code, _, err) = kiln(r, &args);
+        assert_eq!(code, 0, "{err}");
+        err
+    };
+    let file = |p: &str| {
+        let (code, out, err) = kiln(r, &["run", "--rm", "n", "cat", p]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    // The host's interfaces, as the sandbox of a RUN on the host's network sees them.
+    let host_net = {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names.iter().map(|n| format!("{n} ")).collect::<String>()
+    };
+    build(&[
+        "--network",
+        "none",
+        "--add-host",
+        "db:10.1.2.3",
+        "--add-host",
+        "thehost:host-gateway",
+    ]);
+    assert_eq!(file("/unnamed"), "lo ");
+    assert_eq!(file("/default"), "lo ");
+    assert_eq!(file("/host"), host_net, "RUN --network=host wins");
+    assert_eq!(file("/hosts"), "10.1.2.3\tdb\n127.0.0.1\tthehost\n");
+    // Without them: the host's network (kiln's default), no extra line, and nothing from the
+    // cache of the build before.
+    let log = build(&[]);
+    assert!(!log.contains("CACHED"), "{log}");
+    assert_eq!(file("/unnamed"), host_net);
+    assert_eq!(file("/default"), host_net);
+    assert_eq!(file("/hosts"), "");
+    // BuildKit's modes only.
+    let (code, _, err) = kiln(r, &["build", "--network", "bridge", c.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("bridge"), "{err}");
+}

@@ -58,6 +58,14 @@ pub struct Args {
     /// An ssh agent for `RUN --mount=type=ssh`: `default` (`$SSH_AUTH_SOCK`) or `ID=SOCKET`.
     #[arg(long = "ssh", value_name = "ID[=SOCKET]")]
     pub ssh: Vec<String>,
+    /// The network of RUN steps that name none (or `RUN --network=default`): `default` (the
+    /// host's, kiln's default), `none` or `host`, as BuildKit takes them.
+    #[arg(long, value_name = "MODE", value_parser = ["default", "none", "host"])]
+    pub network: Option<String>,
+    /// A line of every RUN step's /etc/hosts: `NAME:IP` (`host-gateway`: the host, 127.0.0.1
+    /// on its network).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Memory limit for each RUN step (`64m`, `1g`; a cgroup, where the kernel allows it).
     #[arg(short = 'm', long = "memory", value_name = "SIZE")]
     pub memory: Option<String>,
@@ -286,6 +294,22 @@ pub fn options(
         pull_always: args.pull,
         inline_cache: false,
         platforms,
+        network: args.network.as_deref().map(|n| match n {
+            "none" => kiln_parser::instruction::Network::None,
+            "host" => kiln_parser::instruction::Network::Host,
+            _ => kiln_parser::instruction::Network::Default,
+        }),
+        add_hosts: args
+            .add_host
+            .iter()
+            .map(|h| {
+                // RUN steps are on the host's network (or none): the host is its loopback.
+                super::run::parse_add_host(h).map(|(n, ip)| match ip.as_str() {
+                    "host-gateway" => (n, "127.0.0.1".to_string()),
+                    _ => (n, ip),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
     };
     Ok((opts, name, text))
 }

@@ -387,15 +387,7 @@ fn network_options(
         None => None,
     };
     for h in &args.add_host {
-        let ok = h
-            .split_once(':')
-            .or_else(|| h.split_once('='))
-            .is_some_and(|(n, ip)| {
-                !n.is_empty() && (ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
-            });
-        if !ok {
-            bail!("--add-host {h}: expected NAME:IP or NAME:host-gateway");
-        }
+        parse_add_host(h)?;
     }
     for d in &args.dns {
         if d.parse::<std::net::IpAddr>().is_err() {
@@ -713,4 +705,15 @@ fn health(args: &Args) -> anyhow::Result<Option<kiln_runtime::oci::Healthcheck>>
         return Ok(Some(over));
     }
     Ok((over != kiln_runtime::oci::Healthcheck::default()).then_some(over))
+}
+
+/// `--add-host NAME:IP` (or `NAME=IP`; `IP` may be `host-gateway`): (name, address).
+pub(super) fn parse_add_host(h: &str) -> anyhow::Result<(String, String)> {
+    h.split_once(':')
+        .or_else(|| h.split_once('='))
+        .filter(|(n, ip)| {
+            !n.is_empty() && (*ip == "host-gateway" || ip.parse::<std::net::IpAddr>().is_ok())
+        })
+        .map(|(n, ip)| (n.to_string(), ip.to_string()))
+        .ok_or_else(|| anyhow::anyhow!("--add-host {h}: expected NAME:IP or NAME:host-gateway"))
 }

@@ -84,6 +84,11 @@ pub struct BuildOptions {
     /// `--platform`: the platforms to build for; none: this machine's. One gives an image for
     /// it, several an index of one image each.
     pub platforms: Vec<oci::Platform>,
+    /// `--network`: the network of RUN steps that name none (or `default`), as BuildKit's;
+    /// `None` or `default`: the host's.
+    pub network: Option<kiln_parser::instruction::Network>,
+    /// `--add-host NAME:IP`: lines added to every RUN step's /etc/hosts (name, address).
+    pub add_hosts: Vec<(String, String)>,
 }
 
 /// A named build context (BuildKit `--build-context`).

@@ -105,10 +105,16 @@ pub(crate) fn run(
     };
     let (uid, gid) = (who.uid, who.gid);
     let workdir = st.workdir();
-    let network = match r.network {
+    let network = match r.network.or(ctx.opts.network) {
         Some(NetworkFlag::None) => Network::None,
-        // `default` is the host's network (as BuildKit without CNI): `apt-get update` works.
-        Some(NetworkFlag::Host | NetworkFlag::Default) | None => Network::Host,
+        Some(NetworkFlag::Host) => Network::Host,
+        // `RUN --network=default` is the build's `--network`, as BuildKit's; and the build's
+        // default is the host's network (as BuildKit without CNI): `apt-get update` works.
+        Some(NetworkFlag::Default) => match ctx.opts.network {
+            Some(NetworkFlag::None) => Network::None,
+            _ => Network::Host,
+        },
+        None => Network::Host,
     };
     let (plans, mount_keys) = mounts::plan(ctx, st, stage_index, ins, r, done)?;
     let mut step = Step::new("RUN")
@@ -122,6 +128,11 @@ pub(crate) fn run(
         .field("platform", st.platform().to_string());
     for (i, k) in mount_keys.iter().enumerate() {
         step = step.field(&format!("mount {i}"), k.clone());
+    }
+    // `--add-host` changes what the step sees, so its key (BuildKit keys an exec by its extra
+    // hosts too); without any, the key is as it always was.
+    if !ctx.opts.add_hosts.is_empty() {
+        step = step.field("add-host", hosts_lines(&ctx.opts.add_hosts));
     }
     for (name, data) in &pipes {
         step = step.field(
@@ -310,8 +321,13 @@ fn run_in_sandbox(
     let (reader, log) = (std::fs::File::from(reader), std::fs::File::from(writer));
     let mut spec = spec.clone();
     spec.rootfs = mnt.clone();
-    spec.mounts = kiln_runtime::sandbox::etc::write_files(dir.path(), &spec.hostname, true)
-        .map_err(|e| other("/etc/hosts and /etc/resolv.conf", &e))?;
+    spec.mounts = kiln_runtime::sandbox::etc::write_files(
+        dir.path(),
+        &spec.hostname,
+        &hosts_lines(&ctx.opts.add_hosts),
+        true,
+    )
+    .map_err(|e| other("/etc/hosts and /etc/resolv.conf", &e))?;
     // Secrets given as env= and SSH_AUTH_SOCK reach the process, never the key or history.
     let prepared = mounts::prepare(ctx, plans, dir.path()).map_err(|e| match e {
         BuildError::Other(m) => BuildError::at(ins.span, format!("{}: {m}", short(&ins.text))),
@@ -511,4 +527,12 @@ fn follow(reader: std::fs::File, ctx: &Ctx<'_>, name: &str) -> Vec<String> {
         }
     }
     last.into()
+}
+
+/// `--add-host` entries as /etc/hosts lines (`IP\tNAME`), in the order given.
+fn hosts_lines(hosts: &[(String, String)]) -> String {
+    hosts
+        .iter()
+        .map(|(name, ip)| format!("{ip}\t{name}\n"))
+        .collect()
 }

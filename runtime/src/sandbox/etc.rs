@@ -10,13 +10,18 @@ use std::{
 use super::mounts::{self, Mount, MountError};
 
 /// Writes the files into `dir`; returns the mounts for [`super::process::Spec::mounts`] (each
-/// only over a plain file or a missing path: an image's own symlink is left alone).
-/// `read_only` for a RUN step, as BuildKit binds them (a RUN that appends to /etc/hosts fails
-/// there, instead of writing into a file that is thrown away); a container's are writable, as
-/// docker's.
-pub fn write_files(dir: &Path, hostname: &str, read_only: bool) -> Result<Vec<Mount>, MountError> {
+/// only over a plain file or a missing path: an image's own symlink is left alone). `extra`:
+/// lines added to /etc/hosts (`kiln build --add-host`). `read_only` for a RUN step, as
+/// BuildKit binds them (a RUN that appends to /etc/hosts fails there, instead of writing into a
+/// file that is thrown away); a container's are writable, as docker's.
+pub fn write_files(
+    dir: &Path,
+    hostname: &str,
+    extra: &str,
+    read_only: bool,
+) -> Result<Vec<Mount>, MountError> {
     let hosts = format!(
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n{extra}"
     );
     let resolv = std::fs::read("/etc/resolv.conf").ok();
     write_given(dir, &hosts, resolv.as_deref(), read_only)
