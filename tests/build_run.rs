@@ -520,14 +520,11 @@ fn the_builds_network_and_extra_hosts_reach_its_run_steps() {
         assert_eq!(code, 0, "{err}");
         out
     };
-    // The host's interfaces, as the sandbox of a RUN on the host's network sees them.
-    let host_net = {
-        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names.iter().map(|n| format!("{n} ")).collect::<String>()
+    // On the host's network: the host's interfaces, more than loopback. (Not compared one by
+    // one: tests running beside this one add and remove bridges.)
+    let on_host = |listed: &str| {
+        let names: Vec<&str> = listed.split_whitespace().collect();
+        names.contains(&"lo") && names.len() > 1
     };
     build(&[
         "--network",
@@ -539,14 +536,17 @@ fn the_builds_network_and_extra_hosts_reach_its_run_steps() {
     ]);
     assert_eq!(file("/unnamed"), "lo ");
     assert_eq!(file("/default"), "lo ");
-    assert_eq!(file("/host"), host_net, "RUN --network=host wins");
+    let host = file("/host");
+    assert!(on_host(&host), "RUN --network=host wins: {host}");
     assert_eq!(file("/hosts"), "10.1.2.3\tdb\n127.0.0.1\tthehost\n");
     // Without them: the host's network (kiln's default), no extra line, and nothing from the
     // cache of the build before.
     let log = build(&[]);
     assert!(!log.contains("CACHED"), "{log}");
-    assert_eq!(file("/unnamed"), host_net);
-    assert_eq!(file("/default"), host_net);
+    for p in ["/unnamed", "/default"] {
+        let seen = file(p);
+        assert!(on_host(&seen), "{p}: {seen}");
+    }
     assert_eq!(file("/hosts"), "");
     // BuildKit's modes only.
     let (code, _, err) = kiln(r, &["build", "--network", "bridge", c.to_str().unwrap()]);
