@@ -523,6 +523,11 @@ fn an_unprivileged_users_containers_share_a_user_network() {
         .collect();
     assert!(many.into_iter().all(|o| o.unwrap().status.success()));
     assert_eq!(pauses_for(&root), 1);
+    // `kiln info` names it.
+    assert_eq!(
+        ok(&["info", "--format", "{{.RootlessPause}}"]),
+        format!("{}\n", pause_of(&root))
+    );
     ok(&["network", "create", "shared"]);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -793,6 +798,9 @@ fn a_user_with_subordinate_ids_runs_other_users() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
     user.ok(&root, &["load", "-i", base.to_str().unwrap()]);
+    // Root and the range: 1 + 65536 ids (`useradd`'s default range, or the one added).
+    let ids = user.ok(&root, &["info", "--format", "{{.RootlessIds}}"]);
+    assert!(ids.trim().parse::<u32>().unwrap() > 1000, "{ids}");
     // The README's example: its USER 1000 exists only through the user's range.
     user.ok(
         &root,

@@ -24,6 +24,14 @@ pub struct Info {
     pub cgroup_controllers: Vec<String>,
     pub security_options: Vec<String>,
     pub rootless: bool,
+    /// Rootless: how many ids exist in kiln's user namespace (1: root alone, no
+    /// `/etc/subuid` range, so an image's other users cannot run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootless_ids: Option<u32>,
+    /// Rootless: the store's pause process whose namespaces this kiln shares (none: a pair of
+    /// its own, so its containers share no network with another kiln's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rootless_pause: Option<i32>,
     pub kernel_version: String,
     pub operating_system: String,
     #[serde(rename = "OSType")]
@@ -123,6 +131,11 @@ pub fn info(store: &Store, registries: &crate::registry::Options) -> Result<Info
         cgroup_controllers,
         security_options,
         rootless,
+        rootless_ids: rootless.then(crate::sandbox::userns::id_count),
+        rootless_pause: rootless
+            .then(|| crate::sandbox::pause::joined(store.root()))
+            .flatten()
+            .map(|p| p.pid),
         kernel_version: uname.release().to_string_lossy().into_owned(),
         operating_system: os_release(),
         os_type: "linux".into(),

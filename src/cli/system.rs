@@ -83,6 +83,22 @@ pub fn info(root: Option<&Path>, args: InfoArgs) -> anyhow::Result<ExitCode> {
             outln!(" Storage Driver: {}", i.driver);
             outln!("Sandbox:");
             outln!(" Rootless: {}", i.rootless);
+            if let Some(n) = i.rootless_ids {
+                let what = if n > 1 {
+                    "root and a subordinate range"
+                } else {
+                    "root alone: no /etc/subuid range for this user"
+                };
+                outln!(" Rootless Ids: {n} ({what})");
+            }
+            if i.rootless {
+                match i.rootless_pause {
+                    Some(pid) => {
+                        outln!(" Rootless Namespaces: the store's (kiln-pause, pid {pid})")
+                    }
+                    None => outln!(" Rootless Namespaces: this process's own (not shared)"),
+                }
+            }
             outln!(" Cgroup Version: {}", i.cgroup_version);
             outln!(" Cgroup Driver: {}", i.cgroup_driver);
             outln!(" Cgroup Controllers: {}", list(&i.cgroup_controllers));

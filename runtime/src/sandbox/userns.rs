@@ -64,6 +64,11 @@ pub fn host_uid() -> u32 {
     }
 }
 
+/// How many ids exist inside, rootless (1: root alone, no subordinate range).
+pub fn id_count() -> u32 {
+    IDS.load(Ordering::SeqCst)
+}
+
 /// Whether `uid` exists inside (always as root; rootless, only in the mapped range).
 pub fn mapped(id: u32) -> bool {
     id < IDS.load(Ordering::SeqCst)
