@@ -858,3 +858,49 @@ fn a_user_with_subordinate_ids_runs_other_users() {
     user.ok(&root, &["rm", "-f", "bg"]);
     assert!(host_mounts_under(w).is_empty());
 }
+
+#[test]
+fn a_subordinate_range_given_later_is_used_by_the_next_command() {
+    if !can_sandbox("a_subordinate_range_given_later_is_used_by_the_next_command")
+        || !have("setpriv", "rootless")
+        || !have("useradd", "making the test's user")
+        || !Path::new("/usr/bin/newuidmap").exists()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI must run a_subordinate_range_given_later_is_used_by_the_next_command"
+        );
+        return;
+    }
+    let Some(user) = TestUser::new("later") else {
+        panic!("useradd cannot run");
+    };
+    let range = format!("{}-{}", user.subuid, user.subuid + 65535);
+    let ranges = |flag_u: &str, flag_g: &str| {
+        let done = Command::new("usermod")
+            .args([flag_u, &range, flag_g, &range, &user.name])
+            .status()
+            .unwrap();
+        assert!(done.success(), "usermod {flag_u}");
+    };
+    ranges("--del-subuids", "--del-subgids");
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("store");
+    let out = Command::new("chown")
+        .args([&format!("{0}:{0}", user.name)])
+        .arg(work.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let info = |f: &str| user.ok(&root, &["info", "--format", f]).trim().to_string();
+    assert_eq!(info("{{.RootlessIds}}"), "1", "no range yet");
+    let first = pause_of(&root);
+    // The range given: the next command maps it, through a new pause process.
+    ranges("--add-subuids", "--add-subgids");
+    assert_eq!(info("{{.RootlessIds}}"), "65537");
+    let second = pause_of(&root);
+    assert_ne!(first, second);
+    assert_eq!(info("{{.RootlessPause}}"), second.to_string());
+    // Joined from then on, not made again.
+    assert_eq!(info("{{.RootlessPause}}"), second.to_string());
+}

@@ -163,10 +163,25 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
         }
         return Ok(());
     }
+    let name = user_name(uid);
+    let ranges = (
+        subordinate("/etc/subuid", name.as_deref(), uid),
+        subordinate("/etc/subgid", name.as_deref(), uid),
+    );
+    let mapper = which("newuidmap") && which("newgidmap");
+    // The uids a namespace made now would map: root, and the user's range when it can be had.
+    let wanted = match ranges {
+        (Some((_, uc)), Some(_)) if mapper => uc.saturating_add(1),
+        _ => 1,
+    };
     // Held until the pause is joined or made: two kiln processes starting at once share one.
     let lock = home.and_then(|h| super::pause::lock(h).ok());
     if let (Some(h), Some(_)) = (home, &lock) {
-        if let Some(p) = super::pause::live(h) {
+        // A pause whose mapping is not the one the user has now (a range added to
+        // /etc/subuid since, or removed) is replaced: the new one maps it, the old one ends
+        // once its file names the new one, and its containers run on.
+        let current = super::pause::live(h).filter(|p| uid_count(p.pid) == Some(wanted));
+        if let Some(p) = current {
             match super::pause::join(p) {
                 Ok(()) => {
                     set_joined(uid);
@@ -183,15 +198,10 @@ pub fn enter_if_unprivileged(home: Option<&std::path::Path>) -> Result<(), Usern
             }
         }
     }
-    let name = user_name(uid);
-    let ranges = (
-        subordinate("/etc/subuid", name.as_deref(), uid),
-        subordinate("/etc/subgid", name.as_deref(), uid),
-    );
     let pid = std::process::id().to_string();
     // newuidmap must run outside the new namespace: started now, told to go once it exists.
     let helper = match ranges {
-        (Some((us, uc)), Some((gs, gc))) if which("newuidmap") && which("newgidmap") => {
+        (Some((us, uc)), Some((gs, gc))) if mapper => {
             let script = "read _ && newuidmap \"$1\" 0 \"$2\" 1 1 \"$3\" \"$4\" && \
                           newgidmap \"$1\" 0 \"$5\" 1 1 \"$6\" \"$7\"";
             let child = Command::new("/bin/sh")
@@ -267,11 +277,21 @@ fn set_joined(uid: u32) {
 
 /// How many ids this process's user namespace maps.
 fn mapped_ids() -> u32 {
-    std::fs::read_to_string("/proc/self/uid_map")
-        .unwrap_or_default()
-        .lines()
+    map_count(&std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
+}
+
+/// How many uids the user namespace of process `pid` maps.
+fn uid_count(pid: i32) -> Option<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/uid_map"))
+        .ok()
+        .map(|m| map_count(&m))
+}
+
+/// The ids a uid or gid map maps (the sum of its lengths).
+fn map_count(map: &str) -> u32 {
+    map.lines()
         .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u32>().ok())
-        .sum()
+        .fold(0u32, u32::saturating_add)
 }
 
 /// Rootless `kiln exec`: joins the user namespace of the container's process `pid` (the one
