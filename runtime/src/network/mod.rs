@@ -451,55 +451,14 @@ fn join(
     } else {
         None
     };
-    let (ip, entries) = {
-        // Entries whose namespace is gone (a kiln killed before it could release them) go.
-        for e in std::fs::read_dir(&reg).map_err(io_err(&reg))?.flatten() {
-            let n = e.file_name();
-            let n = n.as_bytes();
-            if (n.starts_with(b"ip-") || n.starts_with(b"port-")) && !held(&e.path()) {
-                let _ = std::fs::remove_file(e.path());
-            }
+    let (ip, entries) = reserve(&reg, def, endpoint.ip, &mut chosen, &owner)?;
+    // Held from here on: the namespace exists before the lock goes.
+    if first {
+        if let Err(e) = netns::create(&netns_path) {
+            release(&entries, &owner);
+            return Err(io_err(&netns_path)(e));
         }
-        let taken = |ip: IpAddr, port: u16, proto: &str| {
-            // The same port on every address conflicts with it on one, and the reverse.
-            // Rootless, one port on any two addresses does: both arrive at that port of the
-            // store's namespace.
-            let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-            held(&port_entry(&reg, ip, port, proto))
-                || held(&port_entry(&reg, any, port, proto))
-                || ((ip.is_unspecified() || rootless) && any_port_held(&reg, port, proto))
-        };
-        ports::choose_ports(&mut chosen, &taken).map_err(NetworkError::Ports)?;
-        let ip = match endpoint.ip {
-            Some(ip) if !def.hosts().any(|h| h == ip) => {
-                return Err(NetworkError::Invalid(format!(
-                    "no configured subnet or ip-range contain the IP address {ip}"
-                )));
-            }
-            Some(ip) if held(&reg.join(format!("ip-{ip}"))) => {
-                return Err(NetworkError::Invalid(format!(
-                    "Address already in use: {ip}"
-                )));
-            }
-            Some(ip) => ip,
-            None => def
-                .hosts()
-                .find(|ip| !held(&reg.join(format!("ip-{ip}"))))
-                .ok_or_else(|| NetworkError::Exhausted(format!("{}/{}", def.subnet, def.prefix)))?,
-        };
-        let entries = entries(&reg, ip, &chosen);
-        for e in &entries {
-            std::fs::write(e, &owner).map_err(io_err(e))?;
-        }
-        // Held from here on: the namespace exists before the lock goes.
-        if first {
-            if let Err(e) = netns::create(&netns_path) {
-                release(&entries, &owner);
-                return Err(io_err(&netns_path)(e));
-            }
-        }
-        (ip, entries)
-    };
+    }
     let info = netavark_info(def);
     // Rootless, a port arrives at the same port of the store's namespace, whatever host
     // address slirp4netns took it on.
@@ -533,23 +492,10 @@ fn join(
         release(&entries, &owner);
     };
     let set_up = netavark::setup(&netns_path, &config, &request, host_netns).and_then(|iface| {
-        // Rootless: each port from the host into the store's namespace.
-        let mut forwards = Vec::new();
-        if let Some((_, api)) = &outside {
-            for p in &chosen {
-                let into = Published {
-                    container_port: p.host_port,
-                    ..p.clone()
-                };
-                match slirp::forward(api, &into) {
-                    Ok(ids) => forwards.extend(ids),
-                    Err(e) => {
-                        slirp::unforward(api, &forwards);
-                        return Err(e);
-                    }
-                }
-            }
-        }
+        let forwards = match &outside {
+            Some((_, api)) => forward_into_store_netns(api, &chosen)?,
+            None => Vec::new(),
+        };
         Ok((iface, forwards))
     });
     match set_up {
@@ -583,6 +529,79 @@ fn join(
             Err(e)
         }
     }
+}
+
+/// Chooses the host ports of `chosen` and the address on network `def` (`wanted`, if free)
+/// and records them as `owner`'s in registry `reg` (the caller holds its lock): the address and
+/// the entries written. Entries whose namespace is gone (a kiln killed before it could release
+/// them) are removed first.
+fn reserve(
+    reg: &Path,
+    def: &Def,
+    wanted: Option<Ipv4Addr>,
+    chosen: &mut [Published],
+    owner: &[u8],
+) -> Result<(Ipv4Addr, Vec<PathBuf>), NetworkError> {
+    let rootless = crate::sandbox::userns::rootless();
+    for e in std::fs::read_dir(reg).map_err(io_err(reg))?.flatten() {
+        let n = e.file_name();
+        let n = n.as_bytes();
+        if (n.starts_with(b"ip-") || n.starts_with(b"port-")) && !held(&e.path()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let taken = |ip: IpAddr, port: u16, proto: &str| {
+        // The same port on every address conflicts with it on one, and the reverse.
+        // Rootless, one port on any two addresses does: both arrive at that port of the
+        // store's namespace.
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        held(&port_entry(reg, ip, port, proto))
+            || held(&port_entry(reg, any, port, proto))
+            || ((ip.is_unspecified() || rootless) && any_port_held(reg, port, proto))
+    };
+    ports::choose_ports(chosen, &taken).map_err(NetworkError::Ports)?;
+    let ip = match wanted {
+        Some(ip) if !def.hosts().any(|h| h == ip) => {
+            return Err(NetworkError::Invalid(format!(
+                "no configured subnet or ip-range contain the IP address {ip}"
+            )));
+        }
+        Some(ip) if held(&reg.join(format!("ip-{ip}"))) => {
+            return Err(NetworkError::Invalid(format!(
+                "Address already in use: {ip}"
+            )));
+        }
+        Some(ip) => ip,
+        None => def
+            .hosts()
+            .find(|ip| !held(&reg.join(format!("ip-{ip}"))))
+            .ok_or_else(|| NetworkError::Exhausted(format!("{}/{}", def.subnet, def.prefix)))?,
+    };
+    let entries = entries(reg, ip, chosen);
+    for e in &entries {
+        std::fs::write(e, owner).map_err(io_err(e))?;
+    }
+    Ok((ip, entries))
+}
+
+/// Rootless: each published port forwarded by the store's slirp4netns (API `api`) from the
+/// host to the same port of the store's namespace; the forwards' ids. None is left on an error.
+fn forward_into_store_netns(api: &Path, ports: &[Published]) -> Result<Vec<u64>, NetworkError> {
+    let mut forwards = Vec::new();
+    for p in ports {
+        let into = Published {
+            container_port: p.host_port,
+            ..p.clone()
+        };
+        match slirp::forward(api, &into) {
+            Ok(ids) => forwards.extend(ids),
+            Err(e) => {
+                slirp::unforward(api, &forwards);
+                return Err(e);
+            }
+        }
+    }
+    Ok(forwards)
 }
 
 /// Whether any address holds `port`/`proto` (a port on every address conflicts with each).
