@@ -313,6 +313,32 @@ fn slirps_for(dir: &Path) -> usize {
         .count()
 }
 
+/// A server on one of the host's addresses (not its loopback, which slirp4netns keeps closed)
+/// answers a container (`kiln run --rm` with `net`, through `ok`) that reaches it as
+/// `host-gateway`.
+fn host_answers(ok: &dyn Fn(&[&str]) -> String, net: &[&str]) {
+    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let host_port = server.local_addr().unwrap().port().to_string();
+    let answer = std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = server.accept().unwrap();
+        s.write_all(b"from-host\n").unwrap();
+    });
+    let nc = format!("nc -w 5 thehost {host_port} </dev/null");
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(net);
+    args.extend([
+        "--add-host",
+        "thehost:host-gateway",
+        "kiln.local/busybox",
+        "sh",
+        "-c",
+        &nc,
+    ]);
+    assert_eq!(ok(&args), "from-host\n");
+    answer.join().unwrap();
+}
+
 #[test]
 fn an_unprivileged_user_publishes_ports() {
     if !can_sandbox("an_unprivileged_user_publishes_ports")
@@ -350,25 +376,7 @@ fn an_unprivileged_user_publishes_ports() {
     assert_eq!(seen, "lo\ntap0\nnameserver 10.0.2.3\nlo\ntap0\n");
     // `host-gateway` is the host, reached through slirp4netns: a server on the host's
     // addresses (not its loopback, which slirp4netns keeps closed) answers the container.
-    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = server.local_addr().unwrap().port().to_string();
-    let answer = std::thread::spawn(move || {
-        use std::io::Write;
-        let (mut s, _) = server.accept().unwrap();
-        s.write_all(b"from-host\n").unwrap();
-    });
-    let from_host = ok(&[
-        "run",
-        "--rm",
-        "--add-host",
-        "thehost:host-gateway",
-        "kiln.local/busybox",
-        "sh",
-        "-c",
-        &format!("nc -w 5 thehost {host_port} </dev/null"),
-    ]);
-    assert_eq!(from_host, "from-host\n");
-    answer.join().unwrap();
+    host_answers(&ok, &[]);
     // A free port of the host's loopback, published: the test (root, outside) reaches it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -589,27 +597,7 @@ fn an_unprivileged_users_containers_share_a_user_network() {
     );
     // Out through the store's slirp4netns (masqueraded by netavark's rules in its namespace):
     // `host-gateway` is one of the host's addresses, and a server there answers.
-    let server = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let host_port = server.local_addr().unwrap().port().to_string();
-    let answer = std::thread::spawn(move || {
-        use std::io::Write;
-        let (mut s, _) = server.accept().unwrap();
-        s.write_all(b"from-host\n").unwrap();
-    });
-    let from_host = ok(&[
-        "run",
-        "--rm",
-        "--network",
-        "shared",
-        "--add-host",
-        "thehost:host-gateway",
-        "kiln.local/busybox",
-        "sh",
-        "-c",
-        &format!("nc -w 5 thehost {host_port} </dev/null"),
-    ]);
-    assert_eq!(from_host, "from-host\n");
-    answer.join().unwrap();
+    host_answers(&ok, &["--network", "shared"]);
     let (links, rules) = store_netns(&root, port);
     assert!(links.contains("veth0"), "{links}");
     assert!(rules > 0, "the port's DNAT rules");
