@@ -378,11 +378,7 @@ fn an_unprivileged_user_publishes_ports() {
     // addresses (not its loopback, which slirp4netns keeps closed) answers the container.
     host_answers(&ok, &[]);
     // A free port of the host's loopback, published: the test (root, outside) reaches it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
     ok(&[
         "run",
@@ -396,20 +392,15 @@ fn an_unprivileged_user_publishes_ports() {
         "-c",
         "mkdir -p /w && echo rootless-web > /w/index.html && exec httpd -f -p 80 -h /w",
     ]);
-    let mut body = String::new();
+    let mut body = None;
     for _ in 0..100 {
-        use std::io::{Read, Write};
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-            let mut reply = String::new();
-            if s.read_to_string(&mut reply).is_ok() && reply.contains("\r\n\r\n") {
-                body = reply.split("\r\n\r\n").nth(1).unwrap().to_string();
-                break;
-            }
+        body = get(port);
+        if body.is_some() {
+            break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(body, "rootless-web\n");
+    assert_eq!(body.as_deref(), Some("rootless-web\n"));
     assert_eq!(
         ok(&["port", "web"]),
         format!("80/tcp -> 127.0.0.1:{port}\n")
@@ -498,6 +489,16 @@ fn store_netns(root: &Path, port: u16) -> (String, usize) {
     (links.join(" "), rules)
 }
 
+/// A port of the host's loopback that is free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET /` on the host's loopback at `port`, when something answers there.
 fn get(port: u16) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -542,11 +543,7 @@ fn an_unprivileged_users_containers_share_a_user_network() {
         format!("{}\n", pause_of(&root))
     );
     ok(&["network", "create", "shared"]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let publish = format!("127.0.0.1:{port}:80");
     ok(&[
         "run",

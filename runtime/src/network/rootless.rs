@@ -36,6 +36,21 @@ struct State {
 
 const STATE: &str = "slirp.json";
 
+impl State {
+    /// The record in registry `reg`, if any.
+    fn read(reg: &Path) -> Option<State> {
+        serde_json::from_slice(&std::fs::read(reg.join(STATE)).ok()?).ok()
+    }
+
+    /// The slirp4netns it names, as one process (pid and start time).
+    fn process(&self) -> ProcessId {
+        ProcessId {
+            pid: self.pid,
+            start: self.start,
+        }
+    }
+}
+
 /// The network namespace rootless bridges are in, and slirp4netns's API socket (for port
 /// forwards): made and connected when missing. The caller holds the registry lock of `reg`.
 pub fn ensure(reg: &Path) -> Result<(PathBuf, PathBuf), NetworkError> {
@@ -46,16 +61,9 @@ pub fn ensure(reg: &Path) -> Result<(PathBuf, PathBuf), NetworkError> {
     let pause = crate::sandbox::pause::joined(home).ok_or(NetworkError::Rootless)?;
     let ns = reg.join("netns");
     let state_file = reg.join(STATE);
-    let state: Option<State> = std::fs::read(&state_file)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(s) = &state {
-        let carried = ProcessId {
-            pid: s.pid,
-            start: s.start,
-        };
-        if netns::exists(&ns) && carried.alive() {
-            return Ok((ns, s.api.clone()));
+    if let Some(s) = State::read(reg) {
+        if netns::exists(&ns) && s.process().alive() {
+            return Ok((ns, s.api));
         }
         // A namespace whose slirp4netns ended has no way out: both made again.
         slirp::stop((s.pid, s.start));
@@ -85,11 +93,7 @@ pub fn ensure(reg: &Path) -> Result<(PathBuf, PathBuf), NetworkError> {
 
 /// slirp4netns's API socket of the store's namespace, when it runs.
 pub fn api(reg: &Path) -> Option<PathBuf> {
-    let s: State = serde_json::from_slice(&std::fs::read(reg.join(STATE)).ok()?).ok()?;
-    ProcessId {
-        pid: s.pid,
-        start: s.start,
-    }
-    .alive()
-    .then_some(s.api)
+    State::read(reg)
+        .filter(|s| s.process().alive())
+        .map(|s| s.api)
 }
