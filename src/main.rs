@@ -38,6 +38,27 @@ extern "C" fn disable_transparent_huge_pages() {
 static DISABLE_THP: extern "C" fn() = disable_transparent_huge_pages;
 
 fn main() -> ExitCode {
+    leave(command())
+}
+
+/// Ends the process with `code` once everything kiln owns has been dropped (its stores closed,
+/// temporary files removed: all of that happens inside [`command`]). Standard output is flushed,
+/// then `_exit(2)` skips the C library's exit handlers: the allocator's own teardown there (mimalloc
+/// purging and unmapping its arenas) cost about 0.7 ms of every command, a twentieth of a
+/// `kiln run --rm IMAGE true`, measured, for memory the kernel takes back anyway. Rust runs no
+/// destructors of statics, so nothing of kiln's is skipped.
+fn leave(code: ExitCode) -> ExitCode {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    // `ExitCode` does not give its value back on stable Rust: found among the 256 it can hold.
+    let Some(status) = (0..=u8::MAX).find(|n| ExitCode::from(*n) == code) else {
+        return code;
+    };
+    // SAFETY: _exit takes an integer and never returns; no Rust state is used after it.
+    unsafe { libc::_exit(i32::from(status)) }
+}
+
+fn command() -> ExitCode {
     // Rootless kiln's pause process (it keeps a store's namespaces; started by kiln itself).
     let mut raw = std::env::args_os();
     if raw.next().is_some_and(|a| a == "kiln-pause") {

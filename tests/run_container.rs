@@ -592,3 +592,55 @@ fn mount_points_are_a_layer_of_their_own() {
         "removed with the layer"
     );
 }
+
+/// A removed container's directory is taken by the next one (fewer directories made on the
+/// store's filesystem), and nothing of the first container comes with it: not its files, nor
+/// its root directory's mode, owner or extended attributes (`upper` is always new).
+#[test]
+fn a_reused_container_directory_carries_nothing_over() {
+    if !can_sandbox("a_reused_container_directory_carries_nothing_over") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let (code, _, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "echo secret > /left; mkdir /d; chmod 700 /; chown 1:1 /; stat -c '%a %u' /",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let spares = std::fs::read_dir(r.join("spare")).unwrap().count();
+    assert_eq!(
+        spares, 1,
+        "the removed container's directory is kept as a spare"
+    );
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            "ls /left /d 2>&1; stat -c '%a %u' /",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/left: No such file"), "{out}");
+    assert!(out.contains("/d: No such file"), "{out}");
+    assert!(
+        out.ends_with("755 0\n"),
+        "the root as the image has it: {out}"
+    );
+    // Taken and given back: still one, and the store is consistent.
+    assert_eq!(std::fs::read_dir(r.join("spare")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(r.join("containers")).unwrap().count(), 0);
+    let (code, out, err) = kiln(r, &["store", "verify"]);
+    assert_eq!(code, 0, "{out}{err}");
+}

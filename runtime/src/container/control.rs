@@ -196,7 +196,7 @@ pub fn unpause(store: &Store, what: &str) -> Result<String, ContainerError> {
     }
 }
 
-/// The right to serve a container: an exclusive lock on `containers/<id>/monitor.lock`, held
+/// The right to serve a container: an exclusive lock on its directory, `containers/<id>`, held
 /// by its monitor for as long as it lives (the kernel drops it when the monitor dies, even by
 /// SIGKILL). Two `kiln start`s of one stopped container each start a monitor; without it both
 /// would run the container, on one upper directory.
@@ -231,17 +231,13 @@ pub fn claim(store: &Store, what: &str) -> Result<Option<Claim>, ContainerError>
 
 /// The claim of the container whose directory is `dir`, if no other process holds it.
 pub(crate) fn try_claim(dir: &std::path::Path) -> Result<Option<Claim>, ContainerError> {
-    let path = dir.join("monitor.lock");
     let io = |source: std::io::Error| ContainerError::Io {
-        path: path.clone(),
+        path: dir.to_path_buf(),
         source,
     };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io)?;
+    // flock(2) on the directory itself, not on a file in it: a file costs a create and an
+    // unlink of every `kiln run --rm` (about 65 us on an ext4 store).
+    let file = std::fs::File::open(dir).map_err(io)?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Some(Claim { _lock: file })),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),

@@ -13,6 +13,7 @@ pub mod logs;
 mod netsetup;
 pub mod networks;
 pub mod restart;
+mod spare;
 pub mod stats;
 pub mod tty;
 pub mod user;
@@ -859,6 +860,8 @@ pub fn run(
         reclaim(&store.root().join("containers").join(&id));
     } else {
         add(store, opts, &id, &argv)?;
+        // The directory of a container removed before, if one waits (`spare`).
+        spare::take(store.root(), &store.root().join("containers").join(&id));
     }
     let dir = store.root().join("containers").join(&id);
     let noted = store.note_container_layers(&id, &lower);
@@ -979,7 +982,7 @@ pub fn run(
     };
     let again = ended(code);
     if opts.remove {
-        remove_dir(&dir);
+        remove_dir(store, &dir);
         store.remove_container(&id)?;
         // docker's `--rm` takes the container's anonymous volumes along.
         remove_anonymous_volumes(store, &made, &id);
@@ -1208,11 +1211,11 @@ fn reclaim(dir: &std::path::Path) {
 }
 
 /// Removes a container's directory, only once nothing is mounted there (a failed unmount keeps
-/// it for inspection).
-fn remove_dir(dir: &std::path::Path) {
+/// it for inspection); kept as a spare for the next container when the store has few.
+fn remove_dir(store: &Store, dir: &std::path::Path) {
     let mounted = std::fs::read_to_string("/proc/self/mountinfo")
         .map_or(true, |m| m.contains(&dir.display().to_string()));
-    if !mounted {
+    if !mounted && !spare::give(store.root(), dir) {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
@@ -1269,7 +1272,7 @@ pub fn remove(
     crate::network::detach(&dir);
     overlay::unmount_all(&dir.join("rootfs"));
     let kept = kept_options(store, &c.id);
-    remove_dir(&dir);
+    remove_dir(store, &dir);
     store.remove_container(&c.id)?;
     if let Some(k) = &kept {
         // A killed monitor could not unmount its volumes' own filesystems.

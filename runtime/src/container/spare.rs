@@ -1,0 +1,189 @@
+//! Spare container directories. A removed container's directory, its root unmounted, is
+//! emptied down to what no container can see and waits in `ROOT/spare/` for the next new
+//! container, which takes it with one rename instead of making the directories again.
+//!
+//! On an ext4 store a mkdir or an rmdir costs 60-70 us (a rename 23 us), and a container's
+//! directory, its `work` and `rootfs`, and the `work/work/incompat` overlayfs makes are eight
+//! of them each `kiln run --rm`: about 0.45 ms of 11, measured.
+//!
+//! What is kept is only what the container never saw: the directory itself, `rootfs` (the
+//! mount point, emptied) and `work` (overlayfs' scratch, with its `volatile` marker removed so
+//! the next mount is allowed). `upper` is always new: the container's `/` is that directory,
+//! so its mode, owner, times and extended attributes are the container's to change, and must
+//! not reach the next one.
+
+use std::path::Path;
+
+use rustix::fs::{CWD, RenameFlags, renameat_with};
+
+/// How many spare directories a store keeps: enough for a few `kiln run --rm` at once.
+const KEEP: usize = 4;
+
+fn spare_dir(root: &Path) -> std::path::PathBuf {
+    root.join("spare")
+}
+
+/// Makes `dir` (which must not exist) from a spare directory; false when there is none to
+/// take (the caller makes it as usual).
+pub(crate) fn take(root: &Path, dir: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(spare_dir(root)) else {
+        return false;
+    };
+    for e in entries.flatten() {
+        // NOREPLACE: a rename of a directory onto an empty one would replace it; `dir` is a
+        // new container's and only this process makes it, but an existing one stays as it is.
+        match renameat_with(CWD, e.path(), CWD, dir, RenameFlags::NOREPLACE) {
+            Ok(()) => return true,
+            // Another kiln process took this one first.
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// Keeps `dir`, a removed container's directory with nothing mounted in it any more, as a
+/// spare; false when it is not kept (enough spares, or something in it would not go), and
+/// the caller removes it as before.
+pub(crate) fn give(root: &Path, dir: &Path) -> bool {
+    let spare = spare_dir(root);
+    if std::fs::read_dir(&spare).is_ok_and(|d| d.count() >= KEEP) {
+        return false;
+    }
+    let Some(name) = dir.file_name() else {
+        return false;
+    };
+    if empty_to_skeleton(dir).is_err() {
+        return false;
+    }
+    match std::fs::create_dir(&spare) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(_) => return false,
+    }
+    std::fs::rename(dir, spare.join(name)).is_ok()
+}
+
+/// Removes from `dir` everything but an empty `rootfs` and `work` (less its `volatile`
+/// marker); an error when either is missing or is not a directory.
+fn empty_to_skeleton(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let path = e.path();
+        let is_dir = e.file_type()?.is_dir();
+        match e.file_name().to_str() {
+            Some("rootfs") if is_dir => empty(&path)?,
+            Some("work") if is_dir => {
+                // The kernel refuses a `volatile` mount while the marker of the last one is
+                // there; what else is in `work/work` it clears at the next mount.
+                let marker = path.join("work/incompat/volatile");
+                match std::fs::remove_dir_all(&marker) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            _ if is_dir => std::fs::remove_dir_all(&path)?,
+            _ => std::fs::remove_file(&path)?,
+        }
+    }
+    for sub in ["rootfs", "work"] {
+        if !std::fs::symlink_metadata(dir.join(sub))?.is_dir() {
+            return Err(std::io::ErrorKind::NotADirectory.into());
+        }
+    }
+    Ok(())
+}
+
+/// Removes everything in directory `dir`, keeping it.
+fn empty(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            std::fs::remove_dir_all(e.path())?;
+        } else {
+            std::fs::remove_file(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container_dir(root: &Path, id: &str) -> std::path::PathBuf {
+        let dir = root.join("containers").join(id);
+        for d in ["upper/etc", "work/work/incompat/volatile", "rootfs/bin"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("work/work/incompat/volatile/dirty"), "").unwrap();
+        std::fs::write(dir.join("upper/etc/secret"), "of the last container").unwrap();
+        std::fs::write(dir.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+        std::fs::create_dir(dir.join("netns-dir")).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_spare_keeps_nothing_the_last_container_saw_or_held() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = container_dir(t.path(), "a");
+        assert!(give(t.path(), &dir));
+        assert!(!dir.exists());
+        let next = t.path().join("containers/b");
+        assert!(take(t.path(), &next));
+        let mut left: Vec<String> = walk(&next);
+        left.sort();
+        assert_eq!(left, ["rootfs", "work", "work/work", "work/work/incompat"]);
+        // Taken: no spare is left for the one after.
+        assert!(!take(t.path(), &t.path().join("containers/c")));
+    }
+
+    #[test]
+    fn a_spare_never_replaces_an_existing_directory() {
+        let t = tempfile::tempdir().unwrap();
+        assert!(give(t.path(), &container_dir(t.path(), "a")));
+        let existing = t.path().join("containers/b");
+        std::fs::create_dir_all(&existing).unwrap();
+        std::fs::write(existing.join("log"), "kept").unwrap();
+        assert!(!take(t.path(), &existing));
+        assert_eq!(
+            std::fs::read_to_string(existing.join("log")).unwrap(),
+            "kept"
+        );
+    }
+
+    #[test]
+    fn only_a_few_spares_are_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let kept = (0..KEEP + 2)
+            .filter(|i| give(t.path(), &container_dir(t.path(), &format!("c{i}"))))
+            .count();
+        assert_eq!(kept, KEEP);
+        assert_eq!(
+            std::fs::read_dir(t.path().join("spare")).unwrap().count(),
+            KEEP
+        );
+    }
+
+    #[test]
+    fn a_directory_without_its_skeleton_is_not_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = container_dir(t.path(), "a");
+        std::fs::remove_dir_all(dir.join("rootfs")).unwrap();
+        std::fs::write(dir.join("rootfs"), "not a directory").unwrap();
+        assert!(!give(t.path(), &dir));
+        assert!(!take(t.path(), &t.path().join("containers/b")));
+    }
+
+    fn walk(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk(&e.path()).into_iter().map(|s| format!("{name}/{s}")));
+            }
+            out.push(name);
+        }
+        out
+    }
+}
