@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The sandbox's figures, side by side in one run (hyperfine medians, then ratios):
+# The sandbox's figures, side by side in one run (medians, then ratios):
 #   1. ten RUN steps, cold (--no-cache), no network: kiln (`RUN --network=none`) against BuildKit
-#      (`docker build --network none`, dockerd 20.10);
-#   2. start latency: `kiln run --rm IMAGE true` against `crun run` of the same image unpacked as
-#      a bundle by umoci, and `podman run --rm`; then kiln against crun again with the kernel's
-#      cgroup migration lock kept warm (each tool's own cost, without the grace period either
-#      pays at random).
+#      (`docker build --network none`, dockerd 20.10), by hyperfine;
+#   2. start latency, medians of runs taken in turn: `kiln run --rm IMAGE true` against `crun
+#      run` of the same image unpacked as a bundle by umoci, and `podman run --rm`; then kiln
+#      against crun again with the kernel's cgroup migration lock kept warm (each tool's own
+#      cost, without the grace period either pays at random).
 #
 #   bash bench/run-steps.sh            # as root, after ../shared/bench/peers-setup.sh, once
 #   RUNS=20 bash bench/run-steps.sh
@@ -59,27 +59,30 @@ while True:
     open(os.path.dirname(cg) + "/cgroup.procs", "w").write(me)
     time.sleep(0.003)
 PY
+# Start latency is timed with the commands taken in turn (bench/lib/interleave.py): run one
+# after the other, hyperfine's blocks saw the machine change under them (podman's cleanup
+# after its block, a burst elsewhere) and gave ratios from 1.1 to 1.5 for the same binaries.
+TURNS="python3 $HERE/lib/interleave.py"
+KRUN="$KILN --root $WORK/store run --rm --network none localhost/busybox true"
+CRUN="crun run --bundle $WORK/bundle kiln-bench-$$"
 unshare -m --propagation private sh -c "umount /sys/fs/cgroup/unified && \
-  hyperfine -N --warmup 3 --runs $((RUNS * 3)) --export-json $WORK/start.json \
-  -n kiln '$KILN --root $WORK/store run --rm --network none localhost/busybox true' \
-  -n crun 'crun run --bundle $WORK/bundle kiln-bench-$$' \
-  -n podman 'podman run --rm --network none localhost/busybox true' && \
+  $TURNS $WORK/start.json $((RUNS * 6)) 3 'kiln=$KRUN' 'crun=$CRUN' && \
   { python3 $WORK/warm.py /sys/fs/cgroup/pids/kiln-bench-warm & WARM=\$!; sleep 0.3; \
-  hyperfine -N --warmup 3 --runs $((RUNS * 3)) --export-json $WORK/start-warm.json \
-  -n kiln '$KILN --root $WORK/store run --rm --network none localhost/busybox true' \
-  -n crun 'crun run --bundle $WORK/bundle kiln-bench-$$'; kill \$WARM; }" >/dev/null
+  $TURNS $WORK/start-warm.json $((RUNS * 6)) 3 'kiln=$KRUN' 'crun=$CRUN'; kill \$WARM; } && \
+  $TURNS $WORK/start-podman.json $RUNS 2 'kiln=$KRUN' \
+    'podman=podman run --rm --network none localhost/busybox true'" >/dev/null
 rmdir /sys/fs/cgroup/pids/kiln-bench-warm 2>/dev/null || true
 
-python3 - "$WORK/steps.json" "$WORK/start.json" "$WORK/start-warm.json" <<'PY'
+python3 - "$WORK/steps.json" "$WORK/start.json" "$WORK/start-warm.json" "$WORK/start-podman.json" <<'PY'
 import json, sys
 def med(path):
     return {r["command"]: r["median"] for r in json.load(open(path))["results"]}
-s, t, w = med(sys.argv[1]), med(sys.argv[2]), med(sys.argv[3])
+s, t, w, p = (med(a) for a in sys.argv[1:5])
 print("| measure | kiln | peer | kiln/peer |")
 print("|---|---|---|---|")
 print(f"| ten RUN steps, cold, no network (s) | {s['kiln']:.3f} | BuildKit {s['buildkit']:.3f} | {s['kiln']/s['buildkit']:.2f} |")
 print(f"| per RUN step (ms, cold build / 10) | {s['kiln']*100:.1f} | BuildKit {s['buildkit']*100:.1f} | {s['kiln']/s['buildkit']:.2f} |")
 print(f"| run --rm IMAGE true (ms) | {t['kiln']*1000:.1f} | crun {t['crun']*1000:.1f} | {t['kiln']/t['crun']:.2f} |")
-print(f"| run --rm IMAGE true (ms) | {t['kiln']*1000:.1f} | podman {t['podman']*1000:.1f} | {t['kiln']/t['podman']:.2f} |")
+print(f"| run --rm IMAGE true (ms) | {p['kiln']*1000:.1f} | podman {p['podman']*1000:.1f} | {p['kiln']/p['podman']:.2f} |")
 print(f"| run --rm IMAGE true, cgroup lock warm (ms) | {w['kiln']*1000:.1f} | crun {w['crun']*1000:.1f} | {w['kiln']/w['crun']:.2f} |")
 PY

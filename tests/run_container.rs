@@ -641,6 +641,24 @@ fn a_reused_container_directory_carries_nothing_over() {
     // Taken and given back: still one, and the store is consistent.
     assert_eq!(std::fs::read_dir(r.join("spare")).unwrap().count(), 1);
     assert_eq!(std::fs::read_dir(r.join("containers")).unwrap().count(), 0);
+    // What the spares sent to the trash is removed while a later container runs.
+    let names = |d: &std::path::Path| -> Vec<std::ffi::OsString> {
+        std::fs::read_dir(d)
+            .map(|e| e.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default()
+    };
+    let before = names(&r.join("trash"));
+    assert!(
+        !before.is_empty(),
+        "the overlay scratch directories went to the trash"
+    );
+    let (code, _, err) = kiln(r, &["run", "--rm", "kiln.local/busybox", "sleep", "1"]);
+    assert_eq!(code, 0, "{err}");
+    let after = names(&r.join("trash"));
+    assert!(
+        before.iter().all(|n| !after.contains(n)),
+        "{before:?} still in {after:?}"
+    );
     let (code, out, err) = kiln(r, &["store", "verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }

@@ -8,6 +8,7 @@ pub mod binfmt;
 pub mod bounded;
 pub mod container;
 pub mod digest;
+pub mod inplace;
 pub mod layer;
 pub mod network;
 pub mod oci;

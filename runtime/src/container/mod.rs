@@ -947,6 +947,13 @@ pub fn run(
                         if let Some(tell) = &opts.started {
                             let _ = tell.send(id.clone());
                         }
+                        // While the container runs, what spares left goes, in a thread of
+                        // its own: the scope would wait for this one, and a short container
+                        // for its removals. Ended with the process if not done (the next
+                        // container's run goes on with it).
+                        let root = store.root().to_path_buf();
+                        let _ =
+                            std::thread::Builder::new().spawn(move || spare::empty_trash(&root));
                     }
                 });
                 let status = process::run(&spec, i, o, e);

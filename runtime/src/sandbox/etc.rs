@@ -102,11 +102,11 @@ fn write_given(
         }
     };
     let hosts = dir.join("hosts");
-    std::fs::write(&hosts, hosts_text).map_err(io(&hosts))?;
+    crate::inplace::overwrite(&hosts, hosts_text.as_bytes()).map_err(io(&hosts))?;
     let mut files = vec![("/etc/hosts", hosts)];
     if let Some(text) = resolv {
         let resolv = dir.join("resolv.conf");
-        std::fs::write(&resolv, text).map_err(io(&resolv))?;
+        crate::inplace::overwrite(&resolv, text).map_err(io(&resolv))?;
         files.push(("/etc/resolv.conf", resolv));
     }
     files

@@ -332,7 +332,7 @@ impl Store {
             .map(|n| format!("{}\n", n.to_string_lossy()))
             .collect();
         let p = dir.join("layers");
-        std::fs::write(&p, text).map_err(io_err(&p))
+        crate::inplace::overwrite(&p, text.as_bytes()).map_err(io_err(&p))
     }
 
     /// The cache's layer entries, each with its blob and the blob's gzip form.
