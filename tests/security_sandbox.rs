@@ -231,3 +231,48 @@ fn refused_system_calls_fail_with_eperm() {
     );
     assert_eq!(lines.last(), Some(&"fork ok"), "ordinary clone still works");
 }
+
+/// docker's masked paths: a directory (`/proc/acpi`, `/sys/firmware`) under an empty read-only
+/// tmpfs, a file (`/proc/keys`, `/proc/timer_list`) behind /dev/null; `--privileged` masks
+/// nothing. (kiln looks at each path's type first instead of trying /dev/null everywhere.)
+#[test]
+fn masked_paths_hide_what_docker_hides() {
+    if !can_sandbox("masked_paths_hide_what_docker_hides") {
+        return;
+    }
+    let root = store_with_base();
+    let r = root.path();
+    let script = "for d in /proc/acpi /sys/firmware; do [ -d $d ] && echo $d dir $(ls -A $d | wc -l); \
+                  touch $d/x 2>/dev/null && echo $d writable; done; \
+                  for f in /proc/keys /proc/timer_list; do echo $f $(wc -c < $f); done; \
+                  grep -E ' /proc/acpi | /sys/firmware ' /proc/self/mountinfo | cut -d' ' -f5,6,9";
+    let (code, out, err) = kiln(
+        r,
+        &["run", "--rm", "kiln.local/busybox", "sh", "-c", script],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("/proc/acpi dir 0\n"), "{out}");
+    assert!(out.contains("/sys/firmware dir 0\n"), "{out}");
+    assert!(!out.contains("writable"), "{out}");
+    assert!(out.contains("/proc/keys 0\n"), "{out}");
+    assert!(out.contains("/proc/timer_list 0\n"), "{out}");
+    assert!(out.contains("/proc/acpi ro"), "{out}");
+    assert!(out.contains("tmpfs"), "{out}");
+    let (code, out, err) = kiln(
+        r,
+        &[
+            "run",
+            "--rm",
+            "--privileged",
+            "kiln.local/busybox",
+            "sh",
+            "-c",
+            script,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("/proc/timer_list 0\n"),
+        "privileged: not masked: {out}"
+    );
+}
