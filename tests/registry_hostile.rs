@@ -8,7 +8,9 @@
 //!   tag bounds what a layer may expand to (`max-layer-expansion`), and the bound can be raised;
 //! - a registry that trickles its bytes meets a deadline, and a prune waiting behind that pull
 //!   says what it waits for;
-//! - a pull whose stdout reader went away (`kiln pull IMAGE | head -0`) still pulls.
+//! - a pull whose stdout reader went away (`kiln pull IMAGE | head -0`) still pulls;
+//! - a manifest refused as DIGEST_INVALID while another client's upload rewrites a blob's link
+//!   (distribution's race) is sent again, a few times, not forever.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -425,4 +427,32 @@ fn a_pull_whose_reader_went_away_still_pulls() {
         images.contains(&format!("127.0.0.1:{port}/busybox")),
         "{images}"
     );
+}
+
+#[test]
+fn a_manifest_refused_by_a_racing_link_is_sent_again() {
+    if !have_python("a_manifest_refused_by_a_racing_link_is_sent_again") {
+        return;
+    }
+    let root = common::store_with_base();
+    let r = root.path();
+    for (refusals, pushed) in [(2, true), (9, false)] {
+        let (server, port) = hostile("racing-link", &refusals.to_string(), None);
+        let name = format!("127.0.0.1:{port}/app:1");
+        let (code, _, err) = common::kiln(r, &["tag", "kiln.local/busybox", &name]);
+        assert_eq!(code, 0, "{err}");
+        let (code, _, err) = common::kiln(r, &["push", &name]);
+        let puts = requests(server)
+            .iter()
+            .filter(|l| l.starts_with("PUT /v2/app/manifests/"))
+            .count();
+        if pushed {
+            assert_eq!(code, 0, "{err}");
+            assert_eq!(puts, refusals + 1, "sent again after each refusal");
+        } else {
+            assert_ne!(code, 0);
+            assert!(err.contains("digest invalid"), "{err}");
+            assert_eq!(puts, 4, "one send and three more, then the refusal stands");
+        }
+    }
 }

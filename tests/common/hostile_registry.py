@@ -14,6 +14,9 @@ modes:
   serve DIR           a read-only registry of DIR: `manifests/REF` and `blobs/DIGEST`, served
                       as they are (a lie in them is the test's)
   trickle DIR         `serve`, but blob bodies come one byte a second
+  racing-link N       `listen`, but the first N manifest PUTs are refused as DIGEST_INVALID,
+                      as distribution refuses one checked while another upload rewrites a
+                      blob's link
 
 With HOSTILE_TLS_CERT and HOSTILE_TLS_KEY set, it speaks TLS.
 """
@@ -54,7 +57,13 @@ class H(BaseHTTPRequestHandler):
 
     def handle_any(self):
         self.note()
-        if MODE == "listen":
+        if MODE == "racing-link" and self.command == "PUT" and "/manifests/" in self.path:
+            H.refused = getattr(H, "refused", 0) + 1
+            if H.refused <= int(ARG):
+                body = b'{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}'
+                return self.answer(400, body)
+            return self.answer(201)
+        if MODE in ("listen", "racing-link"):
             if self.command == "POST":
                 return self.answer(202, headers=[("Location", "/upload/1")])
             if self.command == "PUT":

@@ -279,16 +279,32 @@ fn put_manifest(
         .ok()
         .and_then(|v| v["mediaType"].as_str().map(str::to_string))
         .unwrap_or_else(|| oci::MEDIA_MANIFEST.to_string());
-    let resp = client.call(
-        Method::PUT,
-        &url,
-        &[target.scope(true)],
-        &[("content-type", &media_type)],
-        Payload::Bytes(bytes),
-    )?;
-    if resp.status().as_u16() != 201 {
-        return Err(client.failure(resp, &url, &format!("manifest {target}")));
-    }
+    // distribution's filesystem storage writes a repository's link to a blob in place: a
+    // manifest checked while another client's upload of the same blob rewrites that link reads
+    // a partial digest and is refused as DIGEST_INVALID (seen with two CI runners exporting one
+    // cache at once). The link is whole again within milliseconds, so that refusal is retried
+    // a few times; any other answer is final.
+    let mut attempt = 0u64;
+    let resp = loop {
+        let resp = client.call(
+            Method::PUT,
+            &url,
+            &[target.scope(true)],
+            &[("content-type", &media_type)],
+            Payload::Bytes(bytes),
+        )?;
+        if resp.status().as_u16() == 201 {
+            break resp;
+        }
+        let err = client.failure(resp, &url, &format!("manifest {target}"));
+        let raced = matches!(&err, RegistryError::Status { status: 400, message, .. }
+            if message.starts_with("digest invalid"));
+        attempt += 1;
+        if !raced || attempt > 3 {
+            return Err(err);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+    };
     if let Some(d) = header(&resp, "docker-content-digest") {
         if d != digest.to_string() {
             return Err(RegistryError::Refused {
