@@ -927,43 +927,36 @@ pub fn run(
                 ours: channel,
             } = tty::split(stdio)?;
             spec.tty = child_end;
-            // Once the process runs: its pid recorded (what `kiln stop` signals), the caller
-            // told.
-            let (tx, rx) = std::sync::mpsc::channel::<u32>();
-            spec.started = Some(tx);
             let status = std::thread::scope(|s| {
                 let id = &id;
                 if let Some((ours, t)) = channel {
                     s.spawn(move || tty::serve(ours, t));
                 }
-                s.spawn(move || {
-                    if let Ok(pid) = rx.recv() {
-                        let init = i32::try_from(pid)
-                            .ok()
-                            .and_then(crate::procid::ProcessId::of);
-                        if let Some(init) = init {
-                            let _ = store.set_container_init(id, init);
-                        }
-                        if let Some(tell) = &opts.started {
-                            let _ = tell.send(id.clone());
-                        }
-                        // While the container runs, what spares left goes, in a thread of
-                        // its own: the scope would wait for this one, and a short container
-                        // for its removals. Ended with the process if not done (the next
-                        // container's run goes on with it).
-                        let root = store.root().to_path_buf();
-                        let _ =
-                            std::thread::Builder::new().spawn(move || spare::empty_trash(&root));
+                // Once the process runs: its pid recorded (what `kiln stop` signals), the
+                // caller told.
+                let mut started = |pid: u32| {
+                    let init = i32::try_from(pid)
+                        .ok()
+                        .and_then(crate::procid::ProcessId::of);
+                    if let Some(init) = init {
+                        let _ = store.set_container_init(id, init);
                     }
-                });
-                let status = process::run(&spec, i, o, e);
+                    if let Some(tell) = &opts.started {
+                        let _ = tell.send(id.clone());
+                    }
+                    // While the container runs, what spares left goes, in a thread of its
+                    // own: the scope would wait for it, and a short container for its
+                    // removals. Ended with the process if not done (the next container's run
+                    // goes on with it).
+                    let root = store.root().to_path_buf();
+                    let _ = std::thread::Builder::new().spawn(move || spare::empty_trash(&root));
+                };
+                let status = process::run_with(&spec, i, o, e, &mut started);
                 // Before the cgroups go with `spec`: did the OOM killer end it? (Not kept for a
                 // `--rm` container: its record goes next.)
                 if !opts.remove {
                     let _ = store.set_container_oom_killed(id, spec.cgroup.oom_killed());
                 }
-                // The last sender: the thread above ends (it was told, or never will be).
-                spec.started = None;
                 // The last end of the terminal socket on the container's side.
                 spec.tty = None;
                 status
