@@ -849,6 +849,7 @@ pub fn run(
     // own instead of the container's upper directory.
     store.add_etc_stubs(&mut lower);
     let id = opts.id.clone().unwrap_or_else(new_id);
+    let dir = store.root().join("containers").join(&id);
     let existing = match &opts.id {
         Some(i) => store.find_container(i)?.filter(|c| c.id == *i),
         None => None,
@@ -857,13 +858,12 @@ pub fn run(
         store.restart_container(&id, crate::procid::ProcessId::current())?;
         // A monitor killed outright left its overlay mounted on the same upper and work
         // directories (and maybe processes in its cgroups): gone before anything mounts again.
-        reclaim(&store.root().join("containers").join(&id));
+        reclaim(&dir);
     } else {
         add(store, opts, &id, &argv)?;
         // The directory of a container removed before, if one waits (`spare`).
-        spare::take(store.root(), &store.root().join("containers").join(&id));
+        spare::take(store.root(), &dir);
     }
-    let dir = store.root().join("containers").join(&id);
     let noted = store.note_container_layers(&id, &lower);
     // A new container is served by this process from now on (`kiln start` of an existing one
     // claimed it before): a `kiln start` racing its first start waits instead of running it too.

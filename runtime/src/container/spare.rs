@@ -85,12 +85,7 @@ pub(crate) fn give(root: &Path, dir: &Path) -> bool {
     if empty_to_skeleton(root, dir).is_err() {
         return false;
     }
-    match std::fs::create_dir(&spare) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(_) => return false,
-    }
-    std::fs::rename(dir, spare.join(name)).is_ok()
+    std::fs::create_dir_all(&spare).is_ok() && std::fs::rename(dir, spare.join(name)).is_ok()
 }
 
 /// Removes from `dir` everything but an empty `rootfs`, `work` (its `work/work` moved to the
@@ -132,10 +127,7 @@ fn empty_to_skeleton(root: &Path, dir: &Path) -> std::io::Result<()> {
 /// unique, so no other entry has that name).
 fn to_trash(root: &Path, dir: &Path, path: &Path, what: &str) -> std::io::Result<()> {
     let trash = trash_dir(root);
-    match std::fs::create_dir(&trash) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-        _ => {}
-    }
+    std::fs::create_dir_all(&trash)?;
     let id = dir.file_name().unwrap_or_default().to_string_lossy();
     std::fs::rename(path, trash.join(format!("{id}.{what}")))
 }
