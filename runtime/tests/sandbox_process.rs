@@ -4,87 +4,14 @@
 #![allow(clippy::unwrap_used)] // a test fails by panicking
 
 mod common;
-use common::{busybox_layers, can_mount};
+use common::Root;
 
-use std::{path::Path, process::Stdio};
+use std::path::Path;
 
-use kiln_runtime::{
-    sandbox::{
-        cgroup::{Cgroup, DeviceControl, Limits},
-        overlay::{self, Overlay},
-        process::{Network, SandboxError, Spec, exit_code, run},
-    },
-    store::Store,
+use kiln_runtime::sandbox::{
+    cgroup::{Cgroup, DeviceControl, Limits},
+    process::{Network, SandboxError, Spec, Stdio, run},
 };
-
-/// A busybox root filesystem mounted from the store; unmounted when dropped.
-struct Root {
-    dir: tempfile::TempDir,
-    _store: tempfile::TempDir,
-}
-
-impl Root {
-    fn new(test: &str) -> Option<Root> {
-        if !can_mount(test) {
-            return None;
-        }
-        let st = tempfile::tempdir().unwrap();
-        let store = Store::open(st.path()).unwrap();
-        let (blobs, diffs) = busybox_layers(&store);
-        let lower = store.unpacked_layers(&blobs, &diffs).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        for d in ["upper", "work", "mnt"] {
-            std::fs::create_dir(dir.path().join(d)).unwrap();
-        }
-        let (upper, work) = (dir.path().join("upper"), dir.path().join("work"));
-        let ov = Overlay {
-            lower: &lower,
-            upper: &upper,
-            work: &work,
-        };
-        overlay::mount(ov, &dir.path().join("mnt")).unwrap();
-        Some(Root { dir, _store: st })
-    }
-
-    fn mnt(&self) -> std::path::PathBuf {
-        self.dir.path().join("mnt")
-    }
-
-    /// Runs `sh -c script`; returns (exit code, stdout + stderr).
-    fn sh(&self, script: &str, edit: impl FnOnce(&mut Spec)) -> (i32, String) {
-        let mut spec = Spec::new(&self.mnt(), vec!["sh".into(), "-c".into(), script.into()]);
-        // A cgroup of its own, as every caller gives (the device allow-list).
-        let name = self
-            .dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        spec.cgroup = Cgroup::create(&name, &Limits::default()).0;
-        edit(&mut spec);
-        let out = tempfile::tempfile().unwrap();
-        let status = run(
-            &spec,
-            Stdio::null(),
-            Stdio::from(out.try_clone().unwrap()),
-            Stdio::from(out.try_clone().unwrap()),
-        )
-        .unwrap();
-        let mut text = String::new();
-        use std::io::{Read, Seek};
-        let mut out = out;
-        out.rewind().unwrap();
-        out.read_to_string(&mut text).unwrap();
-        (exit_code(status), text)
-    }
-}
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = overlay::unmount(&self.mnt());
-    }
-}
 
 #[test]
 fn isolated_process_tree_host_and_network() {

@@ -7,11 +7,11 @@
 //! to the container's log, and records how it ends. The first `kiln` waits until the container
 //! runs (or failed to start), prints its id and returns.
 
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use kiln_runtime::{
-    container::{self, RunOptions},
+    container::{self, RunOptions, Stdio},
     network::Mode as Network,
 };
 

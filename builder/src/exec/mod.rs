@@ -269,12 +269,12 @@ impl StepRunner for Sandbox {
         };
         // The upper is read into the layer blob after the unmount, then removed: scratch.
         overlay::mount_scratch(ov, job.rootfs).map_err(|e| failed(&e))?;
-        let stdio = || job.log.try_clone().map(std::process::Stdio::from);
+        let stdio = || job.log.try_clone().map(process::Stdio::from);
         let status = stdio()
             .and_then(|o| Ok((o, stdio()?)))
             .map_err(|e| failed(&e))
             .and_then(|(o, e)| {
-                process::run(job.spec, std::process::Stdio::null(), o, e).map_err(|e| failed(&e))
+                process::run(job.spec, process::Stdio::null(), o, e).map_err(|e| failed(&e))
             });
         let unmounted = overlay::unmount(job.rootfs);
         let status = status?;

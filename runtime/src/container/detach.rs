@@ -298,13 +298,13 @@ fn container_io(
                 Ok((r, w)) => {
                     let w = std::fs::File::from(std::os::fd::OwnedFd::from(w));
                     hub.set_input(Some(w), None);
-                    Stdio::from(r)
+                    super::Stdio::from(r)
                 }
-                Err(_) => Stdio::null(),
+                Err(_) => super::Stdio::null(),
             },
-            _ => Stdio::null(),
+            _ => super::Stdio::null(),
         };
-        super::Io::Pipes(stdin, Stdio::from(out_w), Stdio::from(err_w))
+        super::Io::Pipes(stdin, super::Stdio::from(out_w), super::Stdio::from(err_w))
     }
 }
 

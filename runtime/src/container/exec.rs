@@ -179,7 +179,7 @@ pub fn exec(
         if let Some((ours, t)) = channel {
             s.spawn(move || super::tty::serve(ours, t));
         }
-        let status = crate::sandbox::exec::exec(&spec, stdin, stdout, stderr);
+        let status = crate::sandbox::exec::exec(&spec, stdin.into(), stdout.into(), stderr.into());
         // The last end of the terminal socket on the process's side: the relay's wait ends.
         spec.tty = None;
         status

@@ -106,9 +106,9 @@ fn probe(store: &Store, id: &str, check: &Check) -> (i64, String) {
         ..Default::default()
     };
     let stdio = (
-        std::process::Stdio::null(),
-        std::process::Stdio::from(w),
-        std::process::Stdio::from(w2),
+        super::Stdio::null(),
+        super::Stdio::from(w),
+        super::Stdio::from(w2),
     );
     let code = match exec(
         store,

@@ -19,7 +19,9 @@ pub mod tty;
 pub mod user;
 pub mod volume_mount;
 
-use std::{path::PathBuf, process::Stdio};
+use std::path::PathBuf;
+
+pub use crate::sandbox::process::Stdio;
 
 use crate::{
     digest::Digest,

@@ -167,17 +167,13 @@ pub fn relay(master: OwnedFd, term: Terminal) {
 /// with a terminal, which replaces them in the child), and with a terminal the child's end of
 /// the socket its master comes back on (for the spec) and kiln's side (for [`serve`]).
 pub(crate) struct Split {
-    pub stdio: (
-        std::process::Stdio,
-        std::process::Stdio,
-        std::process::Stdio,
-    ),
+    pub stdio: (super::Stdio, super::Stdio, super::Stdio),
     pub child_end: Option<std::sync::Arc<OwnedFd>>,
     pub ours: Option<(OwnedFd, Terminal)>,
 }
 
 pub(crate) fn split(io: super::Io) -> Result<Split, super::ContainerError> {
-    use std::process::Stdio;
+    use super::Stdio;
     match io {
         super::Io::Pipes(i, o, e) => Ok(Split {
             stdio: (i, o, e),

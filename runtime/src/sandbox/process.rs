@@ -3,30 +3,32 @@
 //! a minimal /dev, read-only /sys, Docker's masked and read-only /proc paths, Docker's default
 //! capabilities, hostname, user and working directory; then `execve`.
 //!
-//! How: a dedicated thread unshares its pid namespace for children and forks; the child (pid 1
-//! of the new namespace) sets the sandbox up in std's `pre_exec` hook and execs. The thread then
-//! waits, so the child's parent-death signal (SIGKILL) is tied to a thread that lives exactly as
-//! long as the child: if kiln dies, the sandbox dies, and when pid 1 exits the kernel kills every
-//! other process in its namespace.
+//! How: a dedicated thread unshares its pid namespace for children and starts the child
+//! ([`super::spawn`]: a clone that shares kiln's memory until its exec, as posix_spawn's does;
+//! a fork for `--init`); the child (pid 1 of the new namespace) sets the sandbox up and execs.
+//! The thread then waits, so the child's parent-death signal (SIGKILL) is tied to a thread that
+//! lives exactly as long as the child: if kiln dies, the sandbox dies, and when pid 1 exits the
+//! kernel kills every other process in its namespace.
 //!
-//! The child runs between fork and exec in a multi-threaded program, so it only makes raw system
-//! calls with C strings prepared before the fork: no allocation, no lock. Each step writes its
-//! number to a close-on-exec pipe first; when a step fails, std hands back its errno and the
-//! parent reads which step it was, so a failure comes back as "pivot_root: Operation not
+//! The child runs between clone and exec in a multi-threaded program, so it only makes raw
+//! system calls with C strings prepared before: no allocation, no lock. Each step writes its
+//! number to a close-on-exec pipe first; when a step fails, the child hands back its errno and
+//! the parent reads which step it was, so a failure comes back as "pivot_root: Operation not
 //! permitted" or "exec /bin/nope: No such file or directory", never as exit status 127.
 
 use std::{
     ffi::CString,
     io::Read,
-    os::unix::process::{CommandExt, ExitStatusExt},
+    os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
-    process::{Command, ExitStatus, Stdio},
+    process::ExitStatus,
     sync::atomic::Ordering,
 };
 
 use rustix::{io::Errno, thread::UnshareFlags};
 
 pub use super::mounts::Mount;
+pub use super::spawn::Stdio;
 use super::{
     attach::{Attach, host_binds},
     child::{Extra, STEPS, child_setup},
@@ -275,17 +277,8 @@ pub fn run_with(
         _ => None,
     };
     let netns_fd = netns.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
-    let mut cmd = Command::new(program);
-    cmd.args(&spec.args[1..])
-        .env_clear()
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(stderr);
-
-    for kv in &spec.env {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        cmd.env(k, v);
-    }
+    let exec = super::spawn::Program::new(&spec.args, &spec.env)
+        .ok_or_else(|| SandboxError::Invalid("a NUL byte in the command".into()))?;
     let (report_r, report_w) =
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|errno| {
             SandboxError::Setup {
@@ -307,7 +300,7 @@ pub fn run_with(
         .tty
         .as_ref()
         .map_or(-1, |s| std::os::fd::AsRawFd::as_raw_fd(s.as_ref()));
-    let setup = move || -> std::io::Result<()> {
+    let setup = move || -> Errno {
         let step = |n: u8| {
             let _ = rustix::io::write(&report_w, &[n]);
         };
@@ -333,14 +326,12 @@ pub fn run_with(
             init: title.as_ref(),
             netns: netns_fd,
         };
-        child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra)
-            .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error()))
+        match child_setup(&step, ns, &rootfs, &cwd, &hostname, ids, extra) {
+            Ok(()) => exec.exec(),
+            Err(e) => e,
+        }
     };
-    // SAFETY: `setup` only makes raw system calls on data prepared before the fork (no
-    // allocation, no locks), which is what `pre_exec` requires in a multi-threaded program.
-    unsafe {
-        cmd.pre_exec(setup);
-    }
+    let fork = spec.init;
     let program = program.clone();
     let forward = if spec.forward_signals {
         // With a terminal, a change of window size reaches the container through it.
@@ -363,21 +354,22 @@ pub fn run_with(
             // `unshare_unsafe` is CLONE_FILES).
             unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWPID) }
                 .map_err(|e| (e, true))?;
-            let spawned = cmd.spawn();
-            drop(cmd); // closes the parent's copy of the report pipe's write end
+            // Returns once the process has exec'd; `setup`, which holds the report pipe's
+            // write end, is gone by then.
+            let spawned = super::spawn::start([stdin, stdout, stderr], fork, setup);
             // The forwarder holds a signal that came before this point until the pid is known
             // (the process may already be running its own handlers); -1: nothing to signal.
             let id = spawned
                 .as_ref()
-                .map_or(-1, |c| i32::try_from(c.id()).unwrap_or(-1));
+                .map_or(-1, |c| i32::try_from(*c).unwrap_or(-1));
             if let Some(p) = &pid {
                 p.store(id, Ordering::SeqCst);
             }
-            let mut child = spawned.map_err(|e| (errno_of(&e), false))?;
-            let _ = started_tx.send(child.id());
+            let child = spawned.map_err(|e| (e, false))?;
+            let _ = started_tx.send(child);
             // The last sender: the calling thread stops waiting for a pid.
             drop(started_tx);
-            let status = child.wait().map_err(|e| (errno_of(&e), false));
+            let status = super::spawn::wait(child).map_err(|e| (e, false));
             if let Some(p) = &pid {
                 p.store(-1, Ordering::SeqCst);
             }
