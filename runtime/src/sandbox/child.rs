@@ -93,12 +93,15 @@ pub(super) struct Extra<'a> {
     pub(super) init: Option<&'a super::init::Title>,
     /// A network namespace to join (set up before the fork), or -1.
     pub(super) netns: i32,
+    /// Whether that namespace's loopback is still down (one netavark set up, or one kept for
+    /// a container on no network), not up already ([`super::process::Network::Fresh`]).
+    pub(super) loopback_down: bool,
 }
 
 /// Sets `lo` up in the network namespace just made: a namespace of its own has loopback only,
 /// and up, as runc makes it for docker's `--network none` and BuildKit's `RUN --network=none`
 /// (a server listening on 127.0.0.1 there works). Raw system calls on the stack only.
-fn loopback_up() -> Result<(), Errno> {
+pub(super) fn loopback_up() -> Result<(), Errno> {
     // SAFETY: socket(2) with constant arguments; the descriptor is closed below on every path.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -169,6 +172,7 @@ pub(super) fn child_setup(
         tty,
         init,
         netns,
+        loopback_down,
     } = extra;
     use rustix::mount::{mount, mount_bind, mount_change, mount_remount, unmount};
     step(17);
@@ -204,8 +208,10 @@ pub(super) fn child_setup(
         )?;
         // netavark brings loopback up; a namespace kept for a container on no network yet
         // (every one disconnected) has it down until here.
-        step(21);
-        loopback_up()?;
+        if loopback_down {
+            step(21);
+            loopback_up()?;
+        }
     }
     step(0);
     // A session of its own: a terminal's Ctrl-C reaches kiln only, which forwards it (kiln

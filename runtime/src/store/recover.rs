@@ -63,10 +63,12 @@ impl Store {
     /// store open (the caller holds `active.lock` exclusively).
     pub(super) fn recover(&self) -> Result<Recovered, StoreError> {
         let mut done = Recovered::default();
+        let mut containers_here = false;
         // Networks of killed containers first (their namespace files are mounts below): rules,
         // veth, addresses and ports go with netavark's teardown, not just the namespace.
         if let Ok(entries) = std::fs::read_dir(self.root.join("containers")) {
             for e in entries.flatten() {
+                containers_here = true;
                 let netns = e.path().join("netns");
                 if netns.exists() {
                     crate::network::detach(&e.path());
@@ -75,7 +77,18 @@ impl Store {
             }
         }
         let (tmp, containers) = (self.root.join("tmp"), self.root.join("containers"));
-        for m in mounts_under_any(&[&tmp, &containers]) {
+        let mut leftovers = Vec::new();
+        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))? {
+            leftovers.push(entry.map_err(io_err(&tmp))?.path());
+        }
+        // A mount is on a directory: under two empty ones there is none, and the mount table
+        // (as costly to read as the rest of the recovery) is left unread.
+        let mounts = if containers_here || !leftovers.is_empty() {
+            mounts_under_any(&[&tmp, &containers])
+        } else {
+            Vec::new()
+        };
+        for m in mounts {
             // Lazily: a process still inside would keep it alive, though none can be (their
             // pid namespaces died with the kiln that made them). Every mount stacked there:
             // the list names a mount point once.
@@ -83,8 +96,7 @@ impl Store {
                 done.unmounted.push(m);
             }
         }
-        for entry in std::fs::read_dir(&tmp).map_err(io_err(&tmp))? {
-            let p = entry.map_err(io_err(&tmp))?.path();
+        for p in leftovers {
             let removed = match std::fs::symlink_metadata(&p) {
                 Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
                 Ok(_) => std::fs::remove_file(&p),
