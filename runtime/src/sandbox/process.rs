@@ -19,10 +19,10 @@
 use std::{
     ffi::CString,
     io::Read,
+    os::fd::OwnedFd,
     os::unix::process::ExitStatusExt,
     path::{Path, PathBuf},
     process::ExitStatus,
-    sync::atomic::Ordering,
 };
 
 use rustix::{io::Errno, thread::UnshareFlags};
@@ -358,7 +358,7 @@ pub fn run_with(
     };
     let fork = spec.init;
     let program = program.clone();
-    let forward = if spec.forward_signals {
+    let mut forward = if spec.forward_signals {
         // With a terminal, a change of window size reaches the container through it.
         Some(
             Forwarder::start(spec.tty.is_none()).map_err(|e| SandboxError::Setup {
@@ -369,10 +369,12 @@ pub fn run_with(
     } else {
         None
     };
-    let pid = forward.as_ref().map(|f| f.pid.clone());
-    let (started_tx, started_rx) = std::sync::mpsc::channel::<u32>();
+    let stop = forward.as_ref().map(Forwarder::stopper);
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<(u32, Option<OwnedFd>)>();
     let waited = std::thread::scope(|s| {
         let sandbox = s.spawn(move || -> Result<ExitStatus, (Errno, bool)> {
+            // Dropped on every way out of this thread: the calling thread's forwarding ends.
+            let _stop = stop;
             // Only this thread's future children enter the new pid namespace. The thread
             // creates no threads afterwards (the kernel would refuse), it only forks and waits.
             // SAFETY: NEWPID does not touch the file descriptor table (the hazard of
@@ -381,35 +383,30 @@ pub fn run_with(
                 .map_err(|e| (e, true))?;
             // Returns once the process has exec'd; `setup`, which holds the report pipe's
             // write end, is gone by then.
-            let spawned = super::spawn::start([stdin, stdout, stderr], fork, setup);
-            // The forwarder holds a signal that came before this point until the pid is known
-            // (the process may already be running its own handlers); -1: nothing to signal.
-            let id = spawned
-                .as_ref()
-                .map_or(-1, |c| i32::try_from(*c).unwrap_or(-1));
-            if let Some(p) = &pid {
-                p.store(id, Ordering::SeqCst);
-            }
-            let child = spawned.map_err(|e| (e, false))?;
-            let _ = started_tx.send(child);
+            let child = super::spawn::start([stdin, stdout, stderr], fork, setup)
+                .map_err(|e| (e, false))?;
+            // Opened here, where the process cannot have been reaped yet (this thread reaps
+            // it): signals are passed on through it ([`Forwarder::serve`]).
+            let pidfd = i32::try_from(child)
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .and_then(|p| {
+                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                });
+            let _ = started_tx.send((child, pidfd));
             // The last sender: the calling thread stops waiting for a pid.
             drop(started_tx);
-            let status = super::spawn::wait(child).map_err(|e| (e, false));
-            if let Some(p) = &pid {
-                p.store(-1, Ordering::SeqCst);
-            }
-            status
+            super::spawn::wait(child).map_err(|e| (e, false))
         });
         // Nothing comes when the process never ran (the sender is dropped with the thread).
-        if let Ok(pid) = started_rx.recv() {
+        if let Ok((pid, pidfd)) = started_rx.recv() {
             started(pid);
+            if let (Some(f), Some(fd)) = (&mut forward, &pidfd) {
+                f.serve(std::os::fd::AsFd::as_fd(fd));
+            }
         }
         sandbox.join()
     });
-    if let Some(f) = &forward {
-        // Also when the spawn never happened: the forwarder must not wait for a pid.
-        f.pid.store(-1, Ordering::SeqCst);
-    }
     drop(forward);
     let mut reports = Vec::new();
     let _ = std::fs::File::from(report_r).read_to_end(&mut reports);

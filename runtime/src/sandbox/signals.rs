@@ -5,19 +5,27 @@
 //! what they started from their terminal. So the second SIGINT kiln receives while the process
 //! runs kills it (SIGKILL), as `docker compose` does on a second Ctrl-C; the first is passed on
 //! as usual, for a process that handles it.
+//!
+//! The thread that started the process passes them on while it waits ([`Forwarder::serve`]),
+//! until the thread that reaps the process says it is gone ([`Stop`]), and through a pidfd: a
+//! signal can never reach a process that got the pid after the container's was reaped (with a
+//! pid, the forwarder and the reaper raced for it). One thread fewer per container, too.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicI32, Ordering},
-};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
-/// Passes the signals kiln receives on to the sandbox's pid 1 while it runs. Dropped, it
-/// closes the signal stream; its thread then ends by itself, unwaited: a join cost 0.1 ms of
-/// every container's end, measured, and the thread holds nothing of the caller's (it only ever
-/// signals the pid in `pid`, which the waiter sets to -1 before the drop).
+/// The signals kiln receives, caught from [`Forwarder::start`] on and held until
+/// [`Forwarder::serve`] passes them on.
 pub(super) struct Forwarder {
-    pub(super) pid: Arc<AtomicI32>,
-    handle: signal_hook::iterator::Handle,
+    signals: signal_hook::iterator::Signals,
+}
+
+/// Ends [`Forwarder::serve`] when dropped.
+pub(super) struct Stop(signal_hook::iterator::Handle);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Forwarder {
@@ -30,41 +38,43 @@ impl Forwarder {
         if winch {
             which.push(SIGWINCH);
         }
-        let mut signals = signal_hook::iterator::Signals::new(which)?;
-        let handle = signals.handle();
-        let pid = Arc::new(AtomicI32::new(0));
-        let target = pid.clone();
-        std::thread::spawn(move || {
-            let mut interrupts = 0;
-            for mut sig in signals.forever() {
-                // 0: not spawned yet; wait for it rather than lose the signal.
-                let mut p = target.load(Ordering::SeqCst);
-                while p == 0 {
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    p = target.load(Ordering::SeqCst);
-                }
-                if p > 0 && sig == SIGINT {
-                    interrupts += 1;
-                    if interrupts == 1 {
-                        eprintln!("kiln: interrupt passed to the container (again to kill it)");
-                    } else {
-                        eprintln!("kiln: second interrupt: killing the container");
-                        sig = signal_hook::consts::signal::SIGKILL;
-                    }
-                }
-                if p > 0 {
-                    // SAFETY: kill(2) with plain integers; `p` is our own child, not yet
-                    // reaped (the waiter clears it right after wait returns).
-                    unsafe { libc::kill(p, sig) };
+        Ok(Forwarder {
+            signals: signal_hook::iterator::Signals::new(which)?,
+        })
+    }
+
+    /// What ends [`Forwarder::serve`], for the thread that reaps the process.
+    pub(super) fn stopper(&self) -> Stop {
+        Stop(self.signals.handle())
+    }
+
+    /// Passes every signal caught, the ones before this call first, to the process `pidfd`
+    /// names, until its [`Stop`] is dropped. Through the pidfd, a signal can never reach
+    /// another process that got the pid once this one was reaped.
+    pub(super) fn serve(&mut self, pidfd: BorrowedFd<'_>) {
+        let mut interrupts = 0;
+        for mut sig in self.signals.forever() {
+            if sig == signal_hook::consts::signal::SIGINT {
+                interrupts += 1;
+                if interrupts == 1 {
+                    eprintln!("kiln: interrupt passed to the container (again to kill it)");
+                } else {
+                    eprintln!("kiln: second interrupt: killing the container");
+                    sig = signal_hook::consts::signal::SIGKILL;
                 }
             }
-        });
-        Ok(Forwarder { pid, handle })
-    }
-}
-
-impl Drop for Forwarder {
-    fn drop(&mut self) {
-        self.handle.close();
+            // SAFETY: pidfd_send_signal(2) with a descriptor this frame borrows, a plain
+            // signal number and no siginfo. A process already gone makes it fail (ESRCH),
+            // which is ignored: its end is on its way to the reaping thread.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+        }
     }
 }
