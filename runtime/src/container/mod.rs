@@ -843,20 +843,21 @@ pub fn run(
     // `kiln cache prune` (exclusive) then either ran before, and they are unpacked again here,
     // or sees them.
     let guard = store.build_guard()?;
-    let (m, config) = image_to_run(store, opts, warn)?;
-    let argv = command(&config, opts)?;
     let mode = network_mode(opts)?;
-    let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
-    // The mount points of /etc/hosts and /etc/resolv.conf the image lacks, in a layer of their
-    // own instead of the container's upper directory.
-    store.add_etc_stubs(&mut lower);
     let id = opts.id.clone().unwrap_or_else(new_id);
+    // First, so that it overlaps all of the start that it can.
     let mut ahead = Ahead::start(
         store,
         &id,
         &opts.limits,
         matches!(mode, crate::network::Mode::None),
     );
+    let (m, config) = image_to_run(store, opts, warn)?;
+    let argv = command(&config, opts)?;
+    let mut lower = lower_dirs(store, &m, &config, &opts.image)?;
+    // The mount points of /etc/hosts and /etc/resolv.conf the image lacks, in a layer of their
+    // own instead of the container's upper directory.
+    store.add_etc_stubs(&mut lower);
     let dir = store.root().join("containers").join(&id);
     let existing = match &opts.id {
         Some(i) => store.find_container(i)?.filter(|c| c.id == *i),
