@@ -67,6 +67,11 @@ PY
 # Start latency is timed with the commands taken in turn (bench/lib/interleave.py): run one
 # after the other, hyperfine's blocks saw the machine change under them (podman's cleanup
 # after its block, a burst elsewhere) and gave ratios from 1.1 to 1.5 for the same binaries.
+# Timed on a settled file system: the store and bundle were just written and the last run's
+# tree just deleted (this machine's ext4 discards freed blocks at its journal commits, every
+# 5 s). Without this, one binary measured 0.98 and 1.19 against crun in two runs in a row.
+sync
+sleep 6
 TURNS="python3 $HERE/lib/interleave.py"
 KRUN="$KILN --root $WORK/store run --rm --network none localhost/busybox true"
 CRUN="crun run --bundle $WORK/bundle kiln-bench-$$"
