@@ -38,11 +38,7 @@ extern "C" fn disable_transparent_huge_pages() {
 static DISABLE_THP: extern "C" fn() = disable_transparent_huge_pages;
 
 fn main() -> ExitCode {
-    kiln_runtime::kxt::mark("main");
-    let c = command();
-    kiln_runtime::kxt::mark("end");
-    kiln_runtime::kxt::dump();
-    leave(c)
+    leave(command())
 }
 
 /// Ends the process with `code` once everything kiln owns has been dropped (its stores closed,
@@ -78,7 +74,6 @@ fn command() -> ExitCode {
     // Not root: kiln becomes root in a user namespace of its own (rootless), before any thread
     // exists. Commands that never touch a store or a sandbox skip it.
     let argv = cli::aliases::rewrite(std::env::args().collect());
-    kiln_runtime::kxt::mark("aliases");
     let first = subcommand(argv.iter().skip(1).cloned());
     // Commands that only print: a reader that goes away (`kiln inspect app | head`) ends them
     // quietly, as any Unix tool, instead of a panic on the failed write. Not for the others
@@ -116,7 +111,6 @@ fn command() -> ExitCode {
         Some(args) => Ok(args),
         None => cli::Cli::try_parse_from(argv),
     };
-    kiln_runtime::kxt::mark("clap");
     let args = match parsed {
         Ok(args) => args,
         Err(e) => {
@@ -154,7 +148,6 @@ fn command() -> ExitCode {
             eprintln!("kiln: warning: {e}; RUN steps and kiln run will fail");
         }
     }
-    kiln_runtime::kxt::mark("userns");
     let is_run = matches!(args.command, cli::Command::Run(_));
     match cli::run(args) {
         Ok(code) => code,

@@ -215,18 +215,13 @@ fn run_or_create(
             "conflicting options: -d/--detach is for kiln run (kiln start runs a created container)"
         );
     }
-    kiln_runtime::kxt::mark("dispatch");
     let health_override = health(&args)?;
-    kiln_runtime::kxt::mark("health");
     let granted = privileges(&args)?;
-    kiln_runtime::kxt::mark("privileges");
     let restart = container::restart::Policy::parse(&args.restart).map_err(anyhow::Error::msg)?;
     if restart != container::restart::Policy::No && args.rm {
         bail!("conflicting options: --restart and --rm");
     }
-    kiln_runtime::kxt::mark("args");
     let store = super::store::open(root)?;
-    kiln_runtime::kxt::mark("open");
     let (network, ip) = network_options(&store, &args)?;
     let mut publish = Vec::new();
     for p in &args.publish {
@@ -311,7 +306,6 @@ fn run_or_create(
             &args.registry,
         )?;
     }
-    kiln_runtime::kxt::mark("pull");
     if create_only {
         let id = container::create(&store, &opts)?;
         if let Some(f) = &cidfile {

@@ -10,7 +10,6 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
         source,
     };
     let db = rusqlite::Connection::open(path).map_err(db_err)?;
-    crate::kxt::mark("db.open");
     // WAL: readers never block the writer and a crash rolls back only the open transaction.
     // busy_timeout: other kiln processes hold the write lock for milliseconds; wait for them.
     // The busy timeout first: switching to WAL and creating the schema take locks, and a store
@@ -40,12 +39,10 @@ pub(super) fn open_db(path: &Path) -> Result<rusqlite::Connection, StoreError> {
     // The schema, set up once per version of it: `user_version` holds a digest of its text,
     // so an open of an up-to-date database runs no DDL (about 0.15 ms of every kiln command;
     // SQLite's own read of the schema, 0.35 ms, stays).
-    crate::kxt::mark("db.pragmas");
     let stamp = schema_stamp();
     let have: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(db_err)?;
-    crate::kxt::mark("db.uv");
     if have == stamp {
         return Ok(db);
     }

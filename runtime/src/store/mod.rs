@@ -327,16 +327,13 @@ impl Store {
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
         spread_new_trees(&root.join("tmp"));
-        crate::kxt::mark("o.dirs");
         let db_path = root.join("meta.db");
         // Setting up the database (WAL mode, schema) is serialised across processes by an
         // exclusive flock: racing connections switching a new database to WAL can get
         // SQLITE_BUSY without SQLite's busy handler being consulted. The lock is released when
         // `lock` is dropped, right after; normal operations use SQLite's own locking.
         let lock = lock_file_quiet(&root.join("store.lock"), Op::LockExclusive)?;
-        crate::kxt::mark("o.lock");
         let db = db::open_db(&db_path)?;
-        crate::kxt::mark("o.db");
         // Still under the setup lock, so two openers cannot both see themselves alone.
         let active_path = root.join("active.lock");
         let (active, alone) = match lock_file_quiet(&active_path, Op::NonBlockingLockExclusive) {
@@ -350,15 +347,12 @@ impl Store {
             active,
             fetcher: std::sync::OnceLock::new(),
         };
-        crate::kxt::mark("o.active");
         if alone {
             store.recover()?;
-            crate::kxt::mark("o.recover");
             flock(&store.active, &active_path, Op::LockShared)?;
         }
         // A store made before images were recorded by ID: its tagged images recorded once.
         store.backfill_images()?;
-        crate::kxt::mark("o.backfill");
         drop(lock);
         Ok(store)
     }
