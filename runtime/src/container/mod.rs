@@ -1046,7 +1046,8 @@ impl Ahead {
         limits: &crate::sandbox::cgroup::Limits,
         network: bool,
     ) -> Ahead {
-        let (name, limits) = (id[..12.min(id.len())].to_string(), *limits);
+        let short = id[..12.min(id.len())].to_string();
+        let (name, limits) = (short.clone(), *limits);
         let marker = store.root().join("tmp").join(format!("cgroups-{name}"));
         let marker = std::fs::File::create(&marker).is_ok().then_some(marker);
         let early = marker.is_some();
@@ -1067,7 +1068,7 @@ impl Ahead {
             thread,
             go: Some(go),
             marker,
-            name: id[..12.min(id.len())].to_string(),
+            name: short,
             limits,
         }
     }
