@@ -1,7 +1,8 @@
 //! Crash recovery. Every open store holds a shared lock on `active.lock` for its whole life;
 //! a process that opens the store and finds it can take the lock exclusively knows no other
 //! kiln process is using the store, so whatever is under `tmp/` (half-written blobs, unpacks,
-//! a killed RUN's directories) is garbage left by a crash, and so is any mount kiln made there
+//! a killed RUN's directories, the marker of a container start's cgroups) is garbage left by a
+//! crash, and so is any mount kiln made there
 //! or under `containers/` (a `kill -9` leaves them: the kernel only kills the sandbox). They are
 //! unmounted and removed before the store is used. Committed data never lives in `tmp/`: blobs
 //! are renamed into `blobs/`, unpacked layers into `layers/`, and metadata is in SQLite, whose
@@ -118,9 +119,10 @@ impl Store {
         }
         // The cgroups of dead kiln processes (named by their maker's pid, so those of live
         // kiln processes using other stores stay), where a kiln process was killed with a
-        // sandbox: a sandbox's root is a mount below `tmp/` (RUN) or `containers/` until its
-        // cgroups are gone, so a clean store needs no walk of every hierarchy (0.2 ms of each
-        // command). `kiln rm` and a container's restart sweep on their own.
+        // sandbox: while its cgroups exist, a sandbox's root is a mount below `tmp/` (RUN) or
+        // `containers/`, or, before a container's root is mounted, a `cgroups-*` marker in
+        // `tmp/` (`container::Ahead`), so a clean store needs no walk of every hierarchy (0.2 ms
+        // of each command). `kiln rm` and a container's restart sweep on their own.
         if !done.unmounted.is_empty() || !done.removed.is_empty() {
             done.removed.extend(crate::sandbox::cgroup::sweep());
         }
